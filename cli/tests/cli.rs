@@ -1,0 +1,340 @@
+//! End-to-end tests of the `kt` binary: real processes, real files in temp directories.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn kt(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kt"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("kt runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit code")
+}
+
+const TEMPLATES: &[&str] = &[
+    "default",
+    "prompt-injection-detection",
+    "pii-redaction",
+    "zero-data-retention",
+    "citation-verification",
+];
+
+#[test]
+fn every_template_lints_and_passes_its_tests() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    for t in TEMPLATES {
+        let o = kt(tmp.path(), &["init", "--template", t, "--dir", t]);
+        assert_eq!(code(&o), 0, "init {t}: {}", stderr(&o));
+        let dir = tmp.path().join(t);
+        let o = kt(&dir, &["policy", "lint", "--file", "policy-config.yaml"]);
+        assert_eq!(code(&o), 0, "lint {t}: {}", stdout(&o));
+        assert!(
+            stdout(&o).starts_with("OK policy-config.yaml is valid\nPack: "),
+            "{}",
+            stdout(&o)
+        );
+        let o = kt(&dir, &["policy", "test", "--json"]);
+        assert_eq!(code(&o), 0, "test {t}: {}", stdout(&o));
+        let report: Value = serde_json::from_slice(&o.stdout).expect("json");
+        assert_eq!(report["ok"], true);
+        assert!(
+            report["results"].as_array().is_some_and(|r| r.len() >= 2),
+            "{t} has too few cases"
+        );
+    }
+}
+
+#[test]
+fn init_never_overwrites_without_force() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    assert_eq!(code(&kt(tmp.path(), &["init"])), 0);
+    std::fs::write(tmp.path().join("policy-config.yaml"), "# mine\n").expect("write");
+    let o = kt(tmp.path(), &["init"]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("refusing to overwrite") && stderr(&o).contains("--force"),
+        "{}",
+        stderr(&o)
+    );
+    let kept = std::fs::read_to_string(tmp.path().join("policy-config.yaml")).expect("read");
+    assert_eq!(kept, "# mine\n", "the user's file must survive");
+    assert_eq!(code(&kt(tmp.path(), &["init", "--force"])), 0);
+    assert!(
+        std::fs::read_to_string(tmp.path().join("policy-config.yaml"))
+            .expect("read")
+            .contains("pack:")
+    );
+}
+
+#[test]
+fn init_lists_templates_and_rejects_unknown_ones() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = kt(tmp.path(), &["init", "--list-templates", "--json"]);
+    let list: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let names: Vec<&str> = list
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter_map(|t| t["name"].as_str())
+        .collect();
+    assert_eq!(names, TEMPLATES);
+    let o = kt(tmp.path(), &["init", "--template", "pii-redacton"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("did you mean 'pii-redaction'"), "{}", stderr(&o));
+    assert!(!tmp.path().join("policy-config.yaml").exists());
+}
+
+const DOCUMENTED_BAD: &str = "pack:
+  name: production
+  version: 0.2.0
+  enabled: true
+policies:
+  chain: [prompt-injections, pii-detector, quality-scorer, tool-validation]
+policy:
+  pii-detector:
+    actions: redact
+";
+
+#[test]
+fn lint_reports_the_documented_errors_in_one_run() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    std::fs::write(tmp.path().join("bad-config.yaml"), DOCUMENTED_BAD).expect("write");
+    let o = kt(tmp.path(), &["policy", "lint", "--file", "bad-config.yaml"]);
+    assert_eq!(code(&o), 2);
+    let out = stdout(&o);
+    assert!(out.starts_with("X bad-config.yaml has 4 errors\n"), "{out}");
+    for needle in [
+        "error[E001]: Unknown policy kind 'prompt-injections'\n  --> policies.chain[0] (bad-config.yaml:6:11)\n  help: Did you mean 'prompt-injection'?",
+        "error[E002]: Unknown key 'actions' in policy.pii-detector\n  (valid keys: action,",
+        "error[E011]: Policy kind 'quality-scorer' is not enforced by this version of kt",
+        "error[E003]: Policy 'tool-validation' is in chain but has no config block\n  --> policies.chain[3]",
+    ] {
+        assert!(out.contains(needle), "missing {needle:?} in\n{out}");
+    }
+    let o = kt(tmp.path(), &["policy", "lint", "--file", "bad-config.yaml", "--json"]);
+    assert_eq!(code(&o), 2);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["valid"], false);
+    let first = &v["errors"][0];
+    assert_eq!(first["code"], "E001");
+    assert_eq!(first["path"], "policies.chain[0]");
+    assert_eq!(first["suggestion"], "Did you mean 'prompt-injection'?");
+    assert_eq!(first["line"], 6);
+}
+
+#[test]
+fn lint_json_success_shape() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    assert_eq!(code(&kt(tmp.path(), &["init"])), 0);
+    let o = kt(
+        tmp.path(),
+        &["policy", "lint", "--file", "policy-config.yaml", "--json"],
+    );
+    assert_eq!(code(&o), 0);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["valid"], true);
+    assert_eq!(v["file"], "policy-config.yaml");
+    assert_eq!(v["pack"]["name"], "my-gateway");
+    assert_eq!(v["pack"]["version"], "0.1.0");
+    assert_eq!(v["policy_count"], 4);
+    assert_eq!(v["chain"][0], "prompt-injection");
+    assert_eq!(v["warnings"], serde_json::json!([]));
+}
+
+#[test]
+fn layered_files_merge_with_later_files_winning() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    assert_eq!(code(&kt(tmp.path(), &["init"])), 0);
+    std::fs::write(
+        tmp.path().join("prod.yaml"),
+        "pack: {version: 1.0.0}\npolicies: {chain: [prompt-injection, audit-logger]}\npolicy: {pii-detector: null, dlp-filter: null}\n",
+    )
+    .expect("write");
+    let o = kt(
+        tmp.path(),
+        &[
+            "policy",
+            "lint",
+            "--file",
+            "policy-config.yaml",
+            "--file",
+            "prod.yaml",
+            "--json",
+        ],
+    );
+    assert_eq!(code(&o), 0, "{}", stdout(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["pack"]["version"], "1.0.0");
+    assert_eq!(v["pack"]["name"], "my-gateway", "maps merge key by key");
+    assert_eq!(
+        v["chain"],
+        serde_json::json!(["prompt-injection", "audit-logger"]),
+        "lists are replaced"
+    );
+    // An error in the second layer is reported against that file.
+    std::fs::write(tmp.path().join("broken.yaml"), "policies:\n  chain: [pii-detectr]\n").expect("write");
+    let o = kt(
+        tmp.path(),
+        &[
+            "policy",
+            "lint",
+            "--file",
+            "policy-config.yaml",
+            "--file",
+            "broken.yaml",
+        ],
+    );
+    assert_eq!(code(&o), 2);
+    assert!(stdout(&o).contains("(broken.yaml:2:11)"), "{}", stdout(&o));
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_naming_the_file_and_never_a_panic() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let d = tmp.path();
+    std::fs::write(d.join("empty.yaml"), "").expect("write");
+    std::fs::write(d.join("binary.yaml"), [0x7f, b'E', b'L', b'F', 0, 1, 2]).expect("write");
+    std::fs::write(d.join("latin1.yaml"), b"pack:\n  name: caf\xe9\n").expect("write");
+    std::fs::write(d.join("list.yaml"), "- a\n- b\n").expect("write");
+    std::fs::write(d.join("syntax.yaml"), "pack: {name: x\npolicies: [\n").expect("write");
+    std::fs::write(
+        d.join("deep.yaml"),
+        format!("a: {}1{}\n", "[".repeat(5000), "]".repeat(5000)),
+    )
+    .expect("write");
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for (prev, name) in "abcdefghi".chars().zip("bcdefghij".chars()) {
+        bomb.push_str(&format!("{name}: &{name} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+    }
+    std::fs::write(d.join("bomb.yaml"), bomb).expect("write");
+    let mut huge = String::from("pack: {name: x, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nzz:\n");
+    while huge.len() < 17 * 1024 * 1024 {
+        huge.push_str("  - aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\n");
+    }
+    std::fs::write(d.join("huge.yaml"), huge).expect("write");
+    std::fs::create_dir(d.join("dir.yaml")).expect("mkdir");
+    let cases = [
+        ("empty.yaml", "file is empty"),
+        ("binary.yaml", "binary file"),
+        ("latin1.yaml", "not valid UTF-8"),
+        ("list.yaml", "expected mapping, found a list"),
+        ("syntax.yaml", "YAML syntax error"),
+        ("deep.yaml", "nesting"),
+        ("bomb.yaml", "alias expansion"),
+        ("huge.yaml", "the limit is"),
+        ("dir.yaml", "is a directory"),
+        ("missing.yaml", "cannot read missing.yaml"),
+    ];
+    for (file, needle) in cases {
+        let o = kt(d, &["policy", "lint", "--file", file]);
+        let out = format!("{}{}", stdout(&o), stderr(&o));
+        assert_eq!(code(&o), 2, "{file}: {out}");
+        assert!(out.contains(needle), "{file}: expected {needle:?} in {out}");
+        assert!(out.contains(file), "{file}: the message must name the file: {out}");
+        assert!(!out.contains("panicked"), "{file}: {out}");
+    }
+}
+
+#[test]
+fn policy_test_reports_failures_and_exits_non_zero() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    assert_eq!(code(&kt(tmp.path(), &["init"])), 0);
+    std::fs::write(
+        tmp.path().join("tests/wrong_expectation.yaml"),
+        "name: wrong_expectation\ninput:\n  messages: [{role: user, content: hello there}]\nexpected: {verdict: block}\n",
+    )
+    .expect("write");
+    std::fs::write(tmp.path().join("tests/broken.json"), "{\"name\": 1}").expect("write");
+    let o = kt(tmp.path(), &["policy", "test", "--json"]);
+    assert_eq!(code(&o), 1);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert_eq!(v["ok"], false);
+    let results = v["results"].as_array().expect("results");
+    let wrong = results
+        .iter()
+        .find(|r| r["name"] == "wrong_expectation")
+        .expect("case ran");
+    assert_eq!(wrong["passed"], false);
+    assert_eq!(wrong["verdict"], "allow");
+    assert_eq!(wrong["failure"], "expected block, got allow");
+    assert!(
+        wrong["details"]["policy_results"]
+            .as_array()
+            .is_some_and(|p| !p.is_empty())
+    );
+    let broken = results
+        .iter()
+        .find(|r| r["source"].as_str().is_some_and(|s| s.ends_with("broken.json")))
+        .expect("reported");
+    assert!(
+        broken["failure"]
+            .as_str()
+            .is_some_and(|f| f.starts_with("invalid test file"))
+    );
+    let o = kt(tmp.path(), &["policy", "test"]);
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("FAIL  wrong_expectation"), "{}", stdout(&o));
+}
+
+#[test]
+fn policy_test_documented_json_shape() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    assert_eq!(
+        code(&kt(tmp.path(), &["init", "--template", "prompt-injection-detection"])),
+        0
+    );
+    let o = kt(tmp.path(), &["policy", "test", "--json", "--pack-dir", "."]);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let case = v["results"]
+        .as_array()
+        .expect("results")
+        .iter()
+        .find(|r| r["name"] == "blocks_override")
+        .expect("case");
+    assert_eq!(case["verdict"], "block");
+    assert_eq!(case["reason_code"], "prompt_injection.detected");
+    assert_eq!(case["passed"], true);
+    let first = &case["details"]["policy_results"][0];
+    assert_eq!(first["kind"], "prompt-injection");
+    assert_eq!(first["phase"], "input");
+    assert_eq!(first["verdict"], "block");
+    assert_eq!(first["reason_code"], "prompt_injection.detected");
+    assert!(case["details"].get("quality_scores").is_some());
+}
+
+#[test]
+fn schema_is_printed_for_editors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = kt(tmp.path(), &["policy", "schema"]);
+    assert_eq!(code(&o), 0);
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    assert!(v["$schema"].as_str().is_some_and(|s| s.contains("json-schema.org")));
+    assert_eq!(v["required"], serde_json::json!(["pack", "policies"]));
+    assert!(v["$defs"]["PiiDetector"]["properties"]["action"].is_object());
+}
+
+#[test]
+fn lint_without_a_file_explains_what_to_do() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let o = kt(tmp.path(), &["policy", "lint"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("no policy-config.yaml") && stderr(&o).contains("kt init"),
+        "{}",
+        stderr(&o)
+    );
+}

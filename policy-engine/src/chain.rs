@@ -1,0 +1,256 @@
+//! Chain evaluation: runs the input, tool and output phases in chain order, short-circuits
+//! on block or escalate, applies redactions to the body as they happen (later policies see
+//! redacted text), and records one `PolicyResult` per policy.
+
+use std::time::Instant;
+
+use serde_json::Value;
+
+use crate::compile::CompiledPolicy;
+use crate::decision::{Decision, PolicyResult, Verdict};
+use crate::exchange::{self, Headers, TextSegment, ToolUse};
+use crate::kinds::{Phase, snake};
+use crate::policies::{Edit, EvalContext, Outcome};
+
+/// What happens when a policy itself fails.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum FailMode {
+    /// The request is blocked (`<kind>.error`).
+    #[default]
+    Block,
+    /// The failing policy counts as allow; the decision is marked degraded.
+    Allow,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EvalOptions {
+    pub fail_mode: FailMode,
+}
+
+/// Which body a phase looks at.
+#[derive(Clone, Copy)]
+enum Subject {
+    Request,
+    Response,
+}
+
+impl CompiledPolicy {
+    /// Input phase then tool phase (tool declarations and calls in the request). Redactions
+    /// are written into `body`.
+    pub fn evaluate_request(&self, body: &mut Value, headers: &Headers, opts: EvalOptions) -> Decision {
+        if !self.config().pack.enabled {
+            return self.disabled(Phase::Input);
+        }
+        let mut d = self.run_phase(Phase::Input, Subject::Request, body, None, headers, opts);
+        if !d.verdict.is_terminal() {
+            let t = self.run_phase(Phase::Tool, Subject::Request, body, None, headers, opts);
+            d.absorb(t);
+        } else {
+            d.policy_results
+                .extend(self.skipped(Phase::Tool, "chain short-circuited"));
+        }
+        d
+    }
+
+    /// Tool phase on the model's tool calls, then the output phase. Redactions are written
+    /// into `response`.
+    pub fn evaluate_response(
+        &self,
+        request: &Value,
+        response: &mut Value,
+        headers: &Headers,
+        opts: EvalOptions,
+    ) -> Decision {
+        if !self.config().pack.enabled {
+            return self.disabled(Phase::Output);
+        }
+        let mut d = self.run_phase(Phase::Tool, Subject::Response, response, Some(request), headers, opts);
+        if !d.verdict.is_terminal() {
+            let o = self.run_phase(Phase::Output, Subject::Response, response, Some(request), headers, opts);
+            d.absorb(o);
+        } else {
+            d.policy_results
+                .extend(self.skipped(Phase::Output, "chain short-circuited"));
+        }
+        d
+    }
+
+    fn disabled(&self, phase: Phase) -> Decision {
+        Decision {
+            policy_results: self.skipped(phase, "pack disabled"),
+            ..Decision::default()
+        }
+    }
+
+    fn skipped(&self, phase: Phase, note: &str) -> Vec<PolicyResult> {
+        self.chain
+            .iter()
+            .filter(|p| p.phases().contains(&phase))
+            .map(|p| PolicyResult::skipped(p.kind(), phase, note))
+            .collect()
+    }
+
+    fn run_phase(
+        &self,
+        phase: Phase,
+        subject: Subject,
+        body: &mut Value,
+        request: Option<&Value>,
+        headers: &Headers,
+        opts: EvalOptions,
+    ) -> Decision {
+        let mut decision = Decision::default();
+        let policies: Vec<usize> = (0..self.chain.len())
+            .filter(|i| self.chain[*i].phases().contains(&phase))
+            .collect();
+        if policies.is_empty() {
+            return decision;
+        }
+        let mut next = 0;
+        loop {
+            let pending: Option<Vec<(Vec<exchange::Seg>, String)>> = {
+                let view: &Value = body;
+                let texts: Vec<TextSegment<'_>> = match (phase, subject) {
+                    (Phase::Tool, _) => Vec::new(),
+                    (_, Subject::Request) => exchange::request_texts(view),
+                    (_, Subject::Response) => exchange::response_texts(view),
+                };
+                let tools: Vec<ToolUse<'_>> = match (phase, subject) {
+                    (Phase::Tool, Subject::Request) => exchange::request_tools(view),
+                    (Phase::Tool, Subject::Response) => exchange::response_tools(view),
+                    _ => Vec::new(),
+                };
+                let req = request.unwrap_or(view);
+                let cx = EvalContext {
+                    phase,
+                    texts: &texts,
+                    tools: &tools,
+                    headers,
+                    request: req,
+                    model: exchange::request_model(req),
+                };
+                let mut pending = None;
+                while next < policies.len() {
+                    let policy = &self.chain[policies[next]];
+                    next += 1;
+                    if decision.verdict.is_terminal() {
+                        decision.policy_results.push(PolicyResult::skipped(
+                            policy.kind(),
+                            phase,
+                            "chain short-circuited",
+                        ));
+                        continue;
+                    }
+                    if !policy.enabled() {
+                        decision
+                            .policy_results
+                            .push(PolicyResult::skipped(policy.kind(), phase, "disabled"));
+                        continue;
+                    }
+                    if phase == Phase::Tool && tools.is_empty() {
+                        continue;
+                    }
+                    let started = Instant::now();
+                    let outcome = policy.evaluate(&cx);
+                    let elapsed = started.elapsed();
+                    let outcome = match outcome {
+                        Ok(o) => o,
+                        Err(e) => {
+                            let mut r = PolicyResult::skipped(policy.kind(), phase, &format!("error: {e}"));
+                            r.set_duration(elapsed);
+                            match opts.fail_mode {
+                                FailMode::Allow => decision.degraded = true,
+                                FailMode::Block => {
+                                    r.verdict = Verdict::Block;
+                                    r.reason_code = Some(format!("{}.error", snake(policy.kind())));
+                                    decision.verdict = Verdict::Block;
+                                    decision.reason_code = r.reason_code.clone();
+                                    decision.policy = Some(policy.kind());
+                                    decision.phase = Some(phase);
+                                    decision.message = Some(format!(
+                                        "Request blocked: policy {} could not be evaluated",
+                                        policy.kind()
+                                    ));
+                                }
+                            }
+                            decision.policy_results.push(r);
+                            continue;
+                        }
+                    };
+                    let edits = record(&mut decision, policy.kind(), phase, outcome, elapsed);
+                    if !edits.is_empty() {
+                        pending = Some(
+                            edits
+                                .into_iter()
+                                .map(|e| (texts[e.segment].path.clone(), e))
+                                .fold(
+                                    Vec::new(),
+                                    |mut acc: Vec<(Vec<exchange::Seg>, Vec<Edit>)>, (path, e)| {
+                                        match acc.iter_mut().find(|(p, _)| *p == path) {
+                                            Some((_, v)) => v.push(e),
+                                            None => acc.push((path, vec![e])),
+                                        }
+                                        acc
+                                    },
+                                )
+                                .into_iter()
+                                .map(|(path, mut es)| {
+                                    es.sort_by_key(|e| e.range.start);
+                                    let seg = es[0].segment;
+                                    let refs: Vec<&Edit> = es.iter().collect();
+                                    (path, crate::policies::redaction::apply(texts[seg].text, &refs))
+                                })
+                                .collect(),
+                        );
+                        break;
+                    }
+                }
+                pending
+            };
+            match pending {
+                Some(writes) => {
+                    for (path, text) in writes {
+                        exchange::write_text(body, &path, text);
+                    }
+                }
+                None => break,
+            }
+        }
+        decision
+    }
+}
+
+/// Folds one policy outcome into the decision; returns the edits to apply.
+fn record(
+    decision: &mut Decision,
+    kind: &'static str,
+    phase: Phase,
+    outcome: Outcome,
+    elapsed: std::time::Duration,
+) -> Vec<Edit> {
+    let verdict = outcome.verdict();
+    let reason_code = outcome.reason.map(|r| format!("{}.{r}", snake(kind)));
+    let mut result = PolicyResult {
+        kind,
+        phase,
+        verdict,
+        reason_code: reason_code.clone(),
+        entities: outcome.entities,
+        matches: outcome.matches,
+        duration_us: 0.0,
+        note: outcome.note,
+    };
+    result.set_duration(elapsed);
+    decision.policy_results.push(result);
+    if outcome.allowed_targets.is_some() {
+        decision.allowed_targets = outcome.allowed_targets;
+    }
+    if verdict > decision.verdict {
+        decision.verdict = verdict;
+        decision.reason_code = reason_code;
+        decision.policy = Some(kind);
+        decision.message = outcome.message;
+        decision.phase = Some(phase);
+    }
+    outcome.edits
+}

@@ -1,0 +1,75 @@
+//! `CompiledPolicy`: a validated configuration turned into something ready to run —
+//! automata and regexes built, the chain resolved to policy objects, a content digest.
+//! Immutable once built; share it behind an `Arc` (the gateway swaps it with arc-swap).
+
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+
+use crate::config::{LoadOutcome, PolicyConfig, Source, load_sources};
+use crate::diagnostics::Diagnostic;
+use crate::policies::{self, Policy};
+
+/// Compiled size limit for any single regex (user patterns included).
+pub const REGEX_SIZE_LIMIT: usize = 16 * 1024 * 1024;
+
+/// Why a configuration could not become a `CompiledPolicy`.
+#[derive(Debug, thiserror::Error)]
+pub enum CompileError {
+    #[error("configuration is invalid ({} error(s))", .0.iter().filter(|d| d.is_error()).count())]
+    Invalid(Vec<Diagnostic>),
+    #[error("policy '{kind}' could not be built: {message}")]
+    Policy { kind: String, message: String },
+}
+
+#[derive(Debug)]
+pub struct CompiledPolicy {
+    config: Arc<PolicyConfig>,
+    pub(crate) chain: Vec<Box<dyn Policy>>,
+    digest: String,
+}
+
+impl CompiledPolicy {
+    /// Compiles a configuration that passed validation.
+    pub fn compile(config: PolicyConfig) -> Result<Self, CompileError> {
+        let mut chain = Vec::with_capacity(config.policies.chain.len());
+        for kind in &config.policies.chain {
+            let p = policies::build(kind, &config).map_err(|message| CompileError::Policy {
+                kind: kind.clone(),
+                message,
+            })?;
+            chain.push(p);
+        }
+        let canonical = serde_json::to_vec(&config).unwrap_or_default();
+        let digest = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
+        Ok(CompiledPolicy {
+            config: Arc::new(config),
+            chain,
+            digest,
+        })
+    }
+
+    /// Parses, validates and compiles configuration texts (layered in order).
+    pub fn from_sources(sources: &[Source]) -> Result<(Self, Vec<Diagnostic>), CompileError> {
+        let LoadOutcome {
+            config, diagnostics, ..
+        } = load_sources(sources);
+        match config {
+            Some(c) => Ok((Self::compile(c)?, diagnostics)),
+            None => Err(CompileError::Invalid(diagnostics)),
+        }
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    /// SHA-256 of the canonical configuration: equal configs have equal digests.
+    pub fn digest(&self) -> &str {
+        &self.digest
+    }
+
+    pub fn chain_kinds(&self) -> impl Iterator<Item = &'static str> + '_ {
+        self.chain.iter().map(|p| p.kind())
+    }
+}

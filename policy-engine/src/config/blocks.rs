@@ -1,0 +1,644 @@
+//! `policy.<kind>` blocks: the settings of every policy kind this version enforces
+//! (spec §3.2). One struct per kind; every block accepts `enabled` (default true).
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+fn yes() -> bool {
+    true
+}
+
+/// The `policy` map, keyed by policy kind.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyBlocks {
+    #[serde(rename = "prompt-injection")]
+    pub prompt_injection: Option<PromptInjection>,
+    #[serde(rename = "pii-detector")]
+    pub pii_detector: Option<PiiDetector>,
+    #[serde(rename = "dlp-filter")]
+    pub dlp_filter: Option<DlpFilter>,
+    #[serde(rename = "hipaa-phi-detector")]
+    pub hipaa_phi_detector: Option<HipaaPhiDetector>,
+    #[serde(rename = "entity-list-filter")]
+    pub entity_list_filter: Option<EntityListFilter>,
+    #[serde(rename = "code-sanitizer")]
+    pub code_sanitizer: Option<CodeSanitizer>,
+    #[serde(rename = "tool-validation")]
+    pub tool_validation: Option<ToolValidation>,
+    pub rbac: Option<Rbac>,
+    #[serde(rename = "human-oversight")]
+    pub human_oversight: Option<HumanOversight>,
+    #[serde(rename = "data-routing-policy")]
+    pub data_routing_policy: Option<DataRoutingPolicy>,
+    #[serde(rename = "safety-filter")]
+    pub safety_filter: Option<SafetyFilter>,
+    #[serde(rename = "audit-logger")]
+    pub audit_logger: Option<AuditLogger>,
+}
+
+impl PolicyBlocks {
+    /// Kinds that have a block, in catalog order.
+    pub fn present_kinds(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut add = |present: bool, kind: &'static str| {
+            if present {
+                out.push(kind);
+            }
+        };
+        add(self.prompt_injection.is_some(), "prompt-injection");
+        add(self.pii_detector.is_some(), "pii-detector");
+        add(self.dlp_filter.is_some(), "dlp-filter");
+        add(self.hipaa_phi_detector.is_some(), "hipaa-phi-detector");
+        add(self.entity_list_filter.is_some(), "entity-list-filter");
+        add(self.code_sanitizer.is_some(), "code-sanitizer");
+        add(self.tool_validation.is_some(), "tool-validation");
+        add(self.rbac.is_some(), "rbac");
+        add(self.human_oversight.is_some(), "human-oversight");
+        add(self.data_routing_policy.is_some(), "data-routing-policy");
+        add(self.safety_filter.is_some(), "safety-filter");
+        add(self.audit_logger.is_some(), "audit-logger");
+        out
+    }
+}
+
+// ---------------------------------------------------------------- prompt-injection
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PromptInjection {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Score at or above which a message is an injection (0–1, default 0.8). Exact
+    /// pattern hits score 1.0; similarity to known attacks scores below that.
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub embedding_threshold: Option<f64>,
+    #[serde(default)]
+    pub detection: PiDetection,
+    #[serde(default)]
+    pub encoding: PiEncoding,
+    #[serde(default)]
+    pub boundaries: PiBoundaries,
+    #[serde(default)]
+    pub response: PiResponse,
+}
+
+impl Default for PromptInjection {
+    fn default() -> Self {
+        PromptInjection {
+            enabled: true,
+            embedding_threshold: None,
+            detection: PiDetection::default(),
+            encoding: PiEncoding::default(),
+            boundaries: PiBoundaries::default(),
+            response: PiResponse::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiDetection {
+    /// Extra attack regexes, added to the built-in set.
+    #[serde(default)]
+    pub attack_patterns: Vec<String>,
+    /// Same as the top-level `embedding_threshold` (single-document form).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub embedding_threshold: Option<f64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiEncoding {
+    /// Decode base64-looking segments and scan the decoded text too.
+    #[serde(default = "yes")]
+    pub decode_base64: bool,
+    /// Apply Unicode NFKC normalization before matching.
+    #[serde(default = "yes")]
+    pub normalize_unicode: bool,
+    /// Fold look-alike letters (Cyrillic, Greek, fullwidth) to ASCII before matching.
+    #[serde(default = "yes")]
+    pub detect_homoglyphs: bool,
+}
+
+impl Default for PiEncoding {
+    fn default() -> Self {
+        PiEncoding {
+            decode_base64: true,
+            normalize_unicode: true,
+            detect_homoglyphs: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiBoundaries {
+    /// Treat chat-template delimiters (`<|im_start|>`, `[INST]`) in user text as attacks.
+    #[serde(default = "yes")]
+    pub enforce_delimiters: bool,
+    /// Treat fake `system:` / `### System` boundaries in user text as attacks.
+    #[serde(default = "yes")]
+    pub reject_fake_boundaries: bool,
+}
+
+impl Default for PiBoundaries {
+    fn default() -> Self {
+        PiBoundaries {
+            enforce_delimiters: true,
+            reject_fake_boundaries: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiResponse {
+    #[serde(default)]
+    pub action: PiAction,
+    /// Text returned in `error.message` when the request is blocked.
+    pub message: Option<String>,
+    pub log_level: Option<LogLevel>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PiAction {
+    #[default]
+    Block,
+    Escalate,
+    Log,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum LogLevel {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+// ---------------------------------------------------------------- redaction
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RedactOrBlock {
+    #[default]
+    Redact,
+    Block,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Redaction {
+    /// `label` → `[EMAIL]`, `asterisks` → `*****`, `partial` → keep the last 4 characters.
+    #[serde(default)]
+    pub marker_format: MarkerFormat,
+    /// Record entity types and counts on the decision.
+    #[serde(default = "yes")]
+    pub include_metadata: bool,
+    /// Pad label markers so the replacement has the original length.
+    #[serde(default)]
+    pub preserve_length: bool,
+    /// Entity type (e.g. `EMAIL`) → replacement text.
+    #[serde(default)]
+    pub custom_markers: BTreeMap<String, String>,
+}
+
+impl Default for Redaction {
+    fn default() -> Self {
+        Redaction {
+            marker_format: MarkerFormat::Label,
+            include_metadata: true,
+            preserve_length: false,
+            custom_markers: BTreeMap::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkerFormat {
+    #[default]
+    Label,
+    Asterisks,
+    Partial,
+}
+
+// ---------------------------------------------------------------- pii-detector
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiiDetector {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub action: RedactOrBlock,
+    /// Adds medical record numbers, NPI and insurance member ids.
+    #[serde(default)]
+    pub healthcare_mode: bool,
+    /// Card numbers (Luhn-checked) and CVVs next to card context.
+    #[serde(default = "yes")]
+    pub pci_mode: bool,
+    /// Extra regexes; matches are reported as entity `CUSTOM`.
+    #[serde(default)]
+    pub detect_patterns: Vec<String>,
+    #[serde(default)]
+    pub redaction: Redaction,
+}
+
+impl Default for PiiDetector {
+    fn default() -> Self {
+        PiiDetector {
+            enabled: true,
+            action: RedactOrBlock::Redact,
+            healthcare_mode: false,
+            pci_mode: true,
+            detect_patterns: Vec::new(),
+            redaction: Redaction::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- dlp-filter
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DlpFilter {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Regexes evaluated on requests and responses.
+    #[serde(default)]
+    pub detect_patterns: Vec<String>,
+    /// Terms matched case-insensitively on word boundaries.
+    #[serde(default)]
+    pub blocked_terms: Vec<String>,
+    #[serde(default)]
+    pub action: RedactOrBlock,
+    /// Also match words within `max_distance` edits of a blocked term.
+    #[serde(default)]
+    pub fuzzy_matching: bool,
+    #[serde(default = "one_u8")]
+    #[schemars(range(min = 0, max = 8))]
+    pub max_distance: u8,
+    /// `high` adds classification markers; `restricted` adds credentials and keys too.
+    #[serde(default)]
+    pub sensitivity_level: SensitivityLevel,
+    /// Replacement text for matches (default `[REDACTED]`).
+    pub replacement: Option<String>,
+}
+
+fn one_u8() -> u8 {
+    1
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SensitivityLevel {
+    #[default]
+    Standard,
+    High,
+    Restricted,
+}
+
+// ---------------------------------------------------------------- hipaa-phi-detector
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HipaaPhiDetector {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub mode: HipaaMode,
+    #[serde(default)]
+    pub action: RedactOrBlock,
+    #[serde(default = "yes")]
+    pub safe_harbor_method: bool,
+    #[serde(default)]
+    pub redaction: Redaction,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum HipaaMode {
+    #[default]
+    #[serde(rename = "hipaa_18")]
+    Hipaa18,
+}
+
+// ---------------------------------------------------------------- entity-list-filter
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EntityListFilter {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Names matched case-insensitively on word boundaries.
+    #[schemars(length(min = 1))]
+    pub blocked_entities: Vec<String>,
+    #[serde(default)]
+    pub action: BlockOnly,
+    #[serde(default)]
+    pub fuzzy_matching: bool,
+    #[serde(default = "one_u8")]
+    #[schemars(range(min = 0, max = 8))]
+    pub max_distance: u8,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockOnly {
+    #[default]
+    Block,
+}
+
+// ---------------------------------------------------------------- code-sanitizer
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeSanitizer {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// true blocks the whole response; false replaces matches with `[REDACTED]`.
+    #[serde(default)]
+    pub block_on_match: bool,
+    /// Extra regexes applied to code, added to the built-in set.
+    #[serde(default)]
+    pub additional_patterns: Vec<String>,
+}
+
+impl Default for CodeSanitizer {
+    fn default() -> Self {
+        CodeSanitizer {
+            enabled: true,
+            block_on_match: false,
+            additional_patterns: Vec::new(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------- tool-validation
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ToolValidation {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Non-empty: only these tools may be declared or called.
+    #[serde(default)]
+    pub declared_tools: Vec<String>,
+    /// Tool name → JSON Schema its arguments must satisfy.
+    #[serde(default)]
+    pub schemas: BTreeMap<String, serde_json::Value>,
+    /// Monitoring mode: undeclared tools are reported but allowed.
+    #[serde(default)]
+    pub allow_undeclared: bool,
+}
+
+// ---------------------------------------------------------------- rbac
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Rbac {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Requests missing any of these headers are denied.
+    #[serde(default = "default_deny_if_missing")]
+    pub deny_if_missing: Vec<String>,
+    /// Require an `Authorization: Bearer …` credential.
+    #[serde(default)]
+    pub require_auth: bool,
+    /// Header carrying the caller's role (default `x-user-role`).
+    #[serde(default = "default_role_header")]
+    pub role_header: String,
+    /// Role name → permissions.
+    #[serde(default)]
+    pub roles: BTreeMap<String, RolePermissions>,
+    #[serde(default)]
+    pub minimum_necessary: MinimumNecessary,
+}
+
+impl Default for Rbac {
+    fn default() -> Self {
+        Rbac {
+            enabled: true,
+            deny_if_missing: default_deny_if_missing(),
+            require_auth: false,
+            role_header: default_role_header(),
+            roles: BTreeMap::new(),
+            minimum_necessary: MinimumNecessary::default(),
+        }
+    }
+}
+
+fn default_deny_if_missing() -> Vec<String> {
+    vec!["X-User-ID".to_owned()]
+}
+
+fn default_role_header() -> String {
+    "x-user-role".to_owned()
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RolePermissions {
+    /// Tool names or globs (`*`, `search_*`) this role may use.
+    pub allowed_tools: Option<Vec<String>>,
+    #[serde(default)]
+    pub denied_tools: Vec<String>,
+    /// Models this role may request; absent allows all.
+    pub allowed_models: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MinimumNecessary {
+    /// Deny requests carrying PHI from roles not listed in `allowed_phi_roles`.
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_phi_roles")]
+    pub allowed_phi_roles: Vec<String>,
+}
+
+impl Default for MinimumNecessary {
+    fn default() -> Self {
+        MinimumNecessary {
+            enabled: false,
+            allowed_phi_roles: default_phi_roles(),
+        }
+    }
+}
+
+fn default_phi_roles() -> Vec<String> {
+    vec!["clinician".to_owned(), "admin".to_owned()]
+}
+
+// ---------------------------------------------------------------- human-oversight
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HumanOversight {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Decision categories that need a human.
+    #[schemars(length(min = 1))]
+    pub require_human_for: Vec<OversightCategory>,
+    #[serde(default)]
+    pub action: EscalateOrBlock,
+    /// Reviewer notified first (an email address).
+    pub default_assignee: Option<String>,
+    /// How long a held response waits for a reviewer.
+    #[schemars(range(min = 1, max = 604800))]
+    pub timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OversightCategory {
+    FinancialAdvice,
+    MedicalDecisions,
+    LegalOpinions,
+    HiringActions,
+    SafetyCritical,
+}
+
+impl OversightCategory {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OversightCategory::FinancialAdvice => "financial_advice",
+            OversightCategory::MedicalDecisions => "medical_decisions",
+            OversightCategory::LegalOpinions => "legal_opinions",
+            OversightCategory::HiringActions => "hiring_actions",
+            OversightCategory::SafetyCritical => "safety_critical",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum EscalateOrBlock {
+    #[default]
+    Escalate,
+    Block,
+}
+
+// ---------------------------------------------------------------- data-routing-policy
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DataRoutingPolicy {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub require_zero_data_retention: bool,
+    #[serde(default)]
+    pub require_no_training: bool,
+    /// Targets retaining prompts longer than this are removed.
+    pub max_retention_days: Option<u32>,
+    #[serde(default)]
+    pub on_no_compliant_provider: OnNoCompliant,
+    #[serde(default = "yes")]
+    pub log_provider_selection: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum OnNoCompliant {
+    #[default]
+    Block,
+    AllowAny,
+}
+
+// ---------------------------------------------------------------- safety-filter
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SafetyFilter {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default)]
+    pub mode: SafetyMode,
+    /// Extra phrases or regexes, added to the mode's built-ins.
+    #[serde(default)]
+    pub block_if: Vec<String>,
+    /// Use only `block_if`, dropping the mode's built-in list.
+    #[serde(default)]
+    pub replace_defaults: bool,
+    #[serde(default)]
+    pub action: BlockOrEscalate,
+    #[serde(default)]
+    pub fuzzy_matching: bool,
+    #[serde(default = "one_u8")]
+    #[schemars(range(min = 0, max = 8))]
+    pub max_distance: u8,
+}
+
+impl Default for SafetyFilter {
+    fn default() -> Self {
+        SafetyFilter {
+            enabled: true,
+            mode: SafetyMode::default(),
+            block_if: Vec::new(),
+            replace_defaults: false,
+            action: BlockOrEscalate::Block,
+            fuzzy_matching: false,
+            max_distance: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SafetyMode {
+    #[default]
+    CriticalInfrastructure,
+    Automotive,
+    Education,
+    LawEnforcement,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BlockOrEscalate {
+    #[default]
+    Block,
+    Escalate,
+}
+
+// ---------------------------------------------------------------- audit-logger
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditLogger {
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    #[serde(default = "yes")]
+    pub immutable: bool,
+    #[serde(default = "default_retention")]
+    #[schemars(range(min = 1, max = 36500))]
+    pub retention_days: u32,
+    #[serde(default)]
+    pub hipaa_audit_controls: bool,
+    /// true records every request; false only non-allow decisions.
+    #[serde(default = "yes")]
+    pub log_all_access: bool,
+}
+
+impl Default for AuditLogger {
+    fn default() -> Self {
+        AuditLogger {
+            enabled: true,
+            immutable: true,
+            retention_days: default_retention(),
+            hipaa_audit_controls: false,
+            log_all_access: true,
+        }
+    }
+}
+
+fn default_retention() -> u32 {
+    365
+}

@@ -1,0 +1,201 @@
+//! Traffic-shaping sections: `model_groups`, `routes`, `consumer_groups`, `unified_access`,
+//! the four rate-limit scopes, `size_limits` and `agents` (spec §2.6–2.9, §2.12).
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::providers::{Fallback, HeaderMatch};
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelGroup {
+    /// The name clients send as `model`.
+    pub name: String,
+    /// Target ids the group routes among.
+    pub targets: Vec<String>,
+    /// Other names that resolve to this group.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+    /// Group tried when every target of this one failed.
+    pub fallback_group: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteRule {
+    pub name: Option<String>,
+    /// What a request must look like for this rule to apply; first match wins.
+    #[serde(rename = "match")]
+    pub matcher: RouteMatch,
+    /// Policy kinds run for matching requests instead of `policies.chain`.
+    pub chain: Option<Vec<String>>,
+    /// Target ids allowed for matching requests.
+    pub providers: Option<Vec<String>>,
+    pub fallback: Option<Fallback>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RouteMatch {
+    pub path_prefix: Option<String>,
+    /// HTTP methods, upper case.
+    pub methods: Option<Vec<String>>,
+    /// Header name → exact value.
+    pub headers: Option<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerGroupRule {
+    /// Group name; `default` catches unmatched traffic.
+    pub name: String,
+    #[serde(rename = "match", default)]
+    pub matcher: ConsumerMatch,
+    pub chain: Option<Vec<String>>,
+    pub providers: Option<Vec<String>>,
+    pub allowed_models: Option<Vec<String>>,
+    pub rate_limits: Option<GroupRateLimits>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerMatch {
+    /// Gateway key ids (`kt_gk_…` key records) that belong to this group.
+    pub gateway_key_ids: Option<Vec<String>>,
+    /// Header name → exact value.
+    pub headers: Option<HeaderMatch>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupRateLimits {
+    #[schemars(range(min = 1))]
+    pub requests_per_minute: Option<u64>,
+    #[schemars(range(min = 1))]
+    pub tokens_per_minute: Option<u64>,
+    #[schemars(range(min = 1))]
+    pub tokens_per_day: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UnifiedAccess {
+    /// Models (or model-group names) clients may request; empty allows all.
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RequestRateLimit {
+    #[schemars(range(min = 1))]
+    pub max_requests: u64,
+    /// Epoch-aligned fixed window length.
+    #[schemars(range(min = 1, max = 31536000))]
+    pub window_seconds: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct IpRateLimit {
+    #[schemars(range(min = 1))]
+    pub max_requests: u64,
+    #[schemars(range(min = 1, max = 31536000))]
+    pub window_seconds: u64,
+    /// `X-Forwarded-For` hops to trust; 0 uses the socket peer address.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 16))]
+    pub trust_proxy_depth: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserRateLimit {
+    #[schemars(range(min = 1))]
+    pub max_requests: u64,
+    #[schemars(range(min = 1, max = 31536000))]
+    pub window_seconds: u64,
+    /// The first present header identifies the user (default `["x-user-id"]`).
+    #[serde(default = "default_user_headers")]
+    pub header_names: Vec<String>,
+}
+
+fn default_user_headers() -> Vec<String> {
+    vec!["x-user-id".to_owned()]
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRateLimit {
+    /// Prompt plus completion tokens allowed per window.
+    #[schemars(range(min = 1))]
+    pub max_tokens: u64,
+    #[schemars(range(min = 1, max = 31536000))]
+    pub window_seconds: u64,
+    #[serde(default)]
+    pub scope: TokenScope,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum TokenScope {
+    #[default]
+    Global,
+    User,
+    Ip,
+    ConsumerGroup,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SizeLimits {
+    /// Largest request body accepted (default 1 MiB).
+    #[serde(default = "default_body")]
+    #[schemars(range(min = 1, max = 1073741824))]
+    pub max_body_bytes: u64,
+    /// Largest upstream response accepted (default 10 MiB).
+    #[serde(default = "default_response")]
+    #[schemars(range(min = 1, max = 4294967296u64))]
+    pub max_response_bytes: u64,
+    /// Largest total size of request headers (default 64 KiB).
+    #[serde(default = "default_headers")]
+    #[schemars(range(min = 1024, max = 1048576))]
+    pub max_header_bytes: u64,
+}
+
+impl Default for SizeLimits {
+    fn default() -> Self {
+        SizeLimits {
+            max_body_bytes: default_body(),
+            max_response_bytes: default_response(),
+            max_header_bytes: default_headers(),
+        }
+    }
+}
+
+fn default_body() -> u64 {
+    1024 * 1024
+}
+fn default_response() -> u64 {
+    10 * 1024 * 1024
+}
+fn default_headers() -> u64 {
+    64 * 1024
+}
+
+/// Per-agent usage constraints; the agent is named by the `x-keeptrusts-agent-id` header.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRule {
+    pub id: String,
+    pub usage_constraints: Option<UsageConstraints>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UsageConstraints {
+    #[schemars(range(min = 0.0))]
+    pub max_cost_usd_per_day: Option<f64>,
+    #[schemars(range(min = 1))]
+    pub max_responses_per_day: Option<u64>,
+}

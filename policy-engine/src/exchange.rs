@@ -1,0 +1,450 @@
+//! Views over the request and response bodies the policies inspect: the text segments
+//! (with their location inside the JSON, so redaction rewrites content and nothing else),
+//! the tool calls and tool declarations, and the caller's headers. Bodies are parsed once by
+//! the caller; the views borrow from them.
+//!
+//! Shapes understood: OpenAI chat completions (request and response), Anthropic Messages
+//! (request and response), OpenAI Responses (`input`/`instructions`, `output`), embeddings
+//! (`input`) and legacy completions (`prompt`).
+
+use serde_json::Value;
+
+/// Who wrote a segment. Prompt-injection looks only at untrusted roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    System,
+    User,
+    Assistant,
+    Tool,
+}
+
+impl Role {
+    fn parse(s: &str) -> Role {
+        match s {
+            "system" | "developer" => Role::System,
+            "assistant" | "model" => Role::Assistant,
+            "tool" | "function" => Role::Tool,
+            _ => Role::User,
+        }
+    }
+
+    /// Text a caller or a tool controls, where injected instructions come from.
+    pub fn is_untrusted(self) -> bool {
+        matches!(self, Role::User | Role::Tool)
+    }
+}
+
+/// One step of a path into a JSON body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Seg {
+    Key(&'static str),
+    Idx(usize),
+}
+
+/// A string inside a body that policies scan and may rewrite.
+#[derive(Debug, Clone)]
+pub struct TextSegment<'a> {
+    pub role: Role,
+    pub path: Vec<Seg>,
+    pub text: &'a str,
+}
+
+/// A tool call the model made (or that the conversation carries), or a tool the caller
+/// declared to the model.
+#[derive(Debug, Clone)]
+pub struct ToolUse<'a> {
+    pub name: &'a str,
+    /// Parsed arguments; `None` for declarations.
+    pub arguments: Option<ToolArgs<'a>>,
+    pub declared_only: bool,
+}
+
+#[derive(Debug, Clone)]
+pub enum ToolArgs<'a> {
+    /// OpenAI style: a JSON document inside a string.
+    Encoded(&'a str),
+    /// Anthropic / Responses style: a JSON value.
+    Value(&'a Value),
+}
+
+/// Request headers with lower-cased names.
+#[derive(Debug, Clone, Default)]
+pub struct Headers(Vec<(String, String)>);
+
+impl Headers {
+    pub fn new() -> Self {
+        Headers(Vec::new())
+    }
+
+    pub fn insert(&mut self, name: &str, value: &str) {
+        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+    }
+
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
+    fn from_iter<T: IntoIterator<Item = (K, V)>>(iter: T) -> Self {
+        let mut h = Headers::new();
+        for (k, v) in iter {
+            h.insert(k.as_ref(), v.as_ref());
+        }
+        h
+    }
+}
+
+fn push_content<'a>(out: &mut Vec<TextSegment<'a>>, role: Role, base: &[Seg], content: &'a Value) {
+    match content {
+        Value::String(s) => out.push(TextSegment {
+            role,
+            path: base.to_vec(),
+            text: s,
+        }),
+        Value::Array(parts) => {
+            for (j, part) in parts.iter().enumerate() {
+                let mut p = base.to_vec();
+                p.push(Seg::Idx(j));
+                match part {
+                    Value::String(s) => out.push(TextSegment { role, path: p, text: s }),
+                    Value::Object(o) => {
+                        if let Some(Value::String(s)) = o.get("text") {
+                            p.push(Seg::Key("text"));
+                            out.push(TextSegment { role, path: p, text: s });
+                        } else if o.get("type").and_then(Value::as_str) == Some("tool_result")
+                            && let Some(c) = o.get("content")
+                        {
+                            p.push(Seg::Key("content"));
+                            push_content(out, Role::Tool, &p, c);
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Text segments of a request body, in document order.
+pub fn request_texts(body: &Value) -> Vec<TextSegment<'_>> {
+    let mut out = Vec::new();
+    if let Some(system) = body.get("system") {
+        push_content(&mut out, Role::System, &[Seg::Key("system")], system);
+    }
+    if let Some(Value::String(s)) = body.get("instructions") {
+        out.push(TextSegment {
+            role: Role::System,
+            path: vec![Seg::Key("instructions")],
+            text: s,
+        });
+    }
+    if let Some(Value::Array(messages)) = body.get("messages") {
+        push_messages(&mut out, "messages", messages);
+    }
+    for key in ["input", "prompt"] {
+        match body.get(key) {
+            Some(Value::String(s)) => {
+                let k = if key == "input" { "input" } else { "prompt" };
+                out.push(TextSegment {
+                    role: Role::User,
+                    path: vec![Seg::Key(k)],
+                    text: s,
+                });
+            }
+            Some(Value::Array(items)) => {
+                let k = if key == "input" { "input" } else { "prompt" };
+                for (i, item) in items.iter().enumerate() {
+                    match item {
+                        Value::String(s) => out.push(TextSegment {
+                            role: Role::User,
+                            path: vec![Seg::Key(k), Seg::Idx(i)],
+                            text: s,
+                        }),
+                        Value::Object(o) => {
+                            let role = o.get("role").and_then(Value::as_str).map_or(Role::User, Role::parse);
+                            if let Some(c) = o.get("content") {
+                                push_content(&mut out, role, &[Seg::Key(k), Seg::Idx(i), Seg::Key("content")], c);
+                            } else if o.get("type").and_then(Value::as_str) == Some("function_call_output")
+                                && let Some(Value::String(s)) = o.get("output")
+                            {
+                                out.push(TextSegment {
+                                    role: Role::Tool,
+                                    path: vec![Seg::Key(k), Seg::Idx(i), Seg::Key("output")],
+                                    text: s,
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+fn push_messages<'a>(out: &mut Vec<TextSegment<'a>>, key: &'static str, messages: &'a [Value]) {
+    for (i, m) in messages.iter().enumerate() {
+        let role = m.get("role").and_then(Value::as_str).map_or(Role::User, Role::parse);
+        if let Some(c) = m.get("content") {
+            push_content(out, role, &[Seg::Key(key), Seg::Idx(i), Seg::Key("content")], c);
+        }
+    }
+}
+
+/// Text segments of a (non-streaming) response body.
+pub fn response_texts(body: &Value) -> Vec<TextSegment<'_>> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(choices)) = body.get("choices") {
+        for (i, c) in choices.iter().enumerate() {
+            if let Some(content) = c.get("message").and_then(|m| m.get("content")) {
+                push_content(
+                    &mut out,
+                    Role::Assistant,
+                    &[
+                        Seg::Key("choices"),
+                        Seg::Idx(i),
+                        Seg::Key("message"),
+                        Seg::Key("content"),
+                    ],
+                    content,
+                );
+            }
+            if let Some(Value::String(s)) = c.get("text") {
+                out.push(TextSegment {
+                    role: Role::Assistant,
+                    path: vec![Seg::Key("choices"), Seg::Idx(i), Seg::Key("text")],
+                    text: s,
+                });
+            }
+        }
+    }
+    if let Some(content @ Value::Array(_)) = body.get("content") {
+        push_content(&mut out, Role::Assistant, &[Seg::Key("content")], content);
+    }
+    if let Some(Value::Array(items)) = body.get("output") {
+        for (i, item) in items.iter().enumerate() {
+            if let Some(c) = item.get("content") {
+                push_content(
+                    &mut out,
+                    Role::Assistant,
+                    &[Seg::Key("output"), Seg::Idx(i), Seg::Key("content")],
+                    c,
+                );
+            }
+        }
+    }
+    out
+}
+
+/// Tool declarations and tool calls carried by a request body.
+pub fn request_tools(body: &Value) -> Vec<ToolUse<'_>> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(tools)) = body.get("tools") {
+        for t in tools {
+            let name = t
+                .get("function")
+                .and_then(|f| f.get("name"))
+                .or_else(|| t.get("name"))
+                .and_then(Value::as_str);
+            if let Some(name) = name {
+                out.push(ToolUse {
+                    name,
+                    arguments: None,
+                    declared_only: true,
+                });
+            }
+        }
+    }
+    if let Some(Value::Array(messages)) = body.get("messages") {
+        for m in messages {
+            collect_calls(m, &mut out);
+        }
+    }
+    if let Some(Value::Array(items)) = body.get("input") {
+        for item in items {
+            collect_calls(item, &mut out);
+        }
+    }
+    out
+}
+
+/// Tool calls the model asked for in a response body.
+pub fn response_tools(body: &Value) -> Vec<ToolUse<'_>> {
+    let mut out = Vec::new();
+    if let Some(Value::Array(choices)) = body.get("choices") {
+        for c in choices {
+            if let Some(m) = c.get("message") {
+                collect_calls(m, &mut out);
+            }
+        }
+    }
+    collect_calls(body, &mut out);
+    if let Some(Value::Array(items)) = body.get("output") {
+        for item in items {
+            collect_calls(item, &mut out);
+        }
+    }
+    out
+}
+
+fn collect_calls<'a>(m: &'a Value, out: &mut Vec<ToolUse<'a>>) {
+    if let Some(Value::Array(calls)) = m.get("tool_calls") {
+        for call in calls {
+            let f = call.get("function").unwrap_or(call);
+            if let Some(name) = f.get("name").and_then(Value::as_str) {
+                let args = match f.get("arguments") {
+                    Some(Value::String(s)) => Some(ToolArgs::Encoded(s)),
+                    Some(v) => Some(ToolArgs::Value(v)),
+                    None => None,
+                };
+                out.push(ToolUse {
+                    name,
+                    arguments: args,
+                    declared_only: false,
+                });
+            }
+        }
+    }
+    if let Some(Value::Array(blocks)) = m.get("content") {
+        for b in blocks {
+            if b.get("type").and_then(Value::as_str) == Some("tool_use")
+                && let Some(name) = b.get("name").and_then(Value::as_str)
+            {
+                out.push(ToolUse {
+                    name,
+                    arguments: b.get("input").map(ToolArgs::Value),
+                    declared_only: false,
+                });
+            }
+        }
+    }
+    if m.get("type").and_then(Value::as_str) == Some("function_call")
+        && let Some(name) = m.get("name").and_then(Value::as_str)
+    {
+        let args = match m.get("arguments") {
+            Some(Value::String(s)) => Some(ToolArgs::Encoded(s)),
+            Some(v) => Some(ToolArgs::Value(v)),
+            None => None,
+        };
+        out.push(ToolUse {
+            name,
+            arguments: args,
+            declared_only: false,
+        });
+    }
+}
+
+/// The `model` a request asks for.
+pub fn request_model(body: &Value) -> Option<&str> {
+    body.get("model").and_then(Value::as_str)
+}
+
+/// Replaces the string at `path` in `body`. Returns false when the path no longer holds a
+/// string (the body changed shape), in which case nothing is written.
+pub fn write_text(body: &mut Value, path: &[Seg], text: String) -> bool {
+    let mut cur = body;
+    for seg in path {
+        cur = match (seg, cur) {
+            (Seg::Key(k), Value::Object(o)) => match o.get_mut(*k) {
+                Some(v) => v,
+                None => return false,
+            },
+            (Seg::Idx(i), Value::Array(a)) => match a.get_mut(*i) {
+                Some(v) => v,
+                None => return false,
+            },
+            _ => return false,
+        };
+    }
+    match cur {
+        Value::String(s) => {
+            *s = text;
+            true
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn openai_chat_request_segments_and_tools() {
+        let body = json!({
+            "model": "gpt-4o",
+            "messages": [
+                {"role": "system", "content": "be nice"},
+                {"role": "user", "content": [{"type": "text", "text": "hello"}, {"type": "image_url", "image_url": {"url": "x"}}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "lookup", "arguments": "{\"q\":1}"}}]},
+                {"role": "tool", "tool_call_id": "1", "content": "result text"}
+            ],
+            "tools": [{"type": "function", "function": {"name": "lookup", "parameters": {}}}]
+        });
+        let t = request_texts(&body);
+        let got: Vec<(Role, &str)> = t.iter().map(|s| (s.role, s.text)).collect();
+        assert_eq!(
+            got,
+            vec![
+                (Role::System, "be nice"),
+                (Role::User, "hello"),
+                (Role::Tool, "result text")
+            ]
+        );
+        let tools = request_tools(&body);
+        assert_eq!(tools.len(), 2);
+        assert!(tools[0].declared_only && tools[0].name == "lookup");
+        assert!(matches!(tools[1].arguments, Some(ToolArgs::Encoded("{\"q\":1}"))));
+        assert_eq!(request_model(&body), Some("gpt-4o"));
+    }
+
+    #[test]
+    fn anthropic_request_and_response() {
+        let body = json!({
+            "system": [{"type": "text", "text": "sys"}],
+            "messages": [{"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": "tool said"}]}]
+        });
+        let t = request_texts(&body);
+        assert_eq!(
+            t.iter().map(|s| (s.role, s.text)).collect::<Vec<_>>(),
+            vec![(Role::System, "sys"), (Role::Tool, "tool said")]
+        );
+        let resp = json!({"content": [{"type": "text", "text": "hi"}, {"type": "tool_use", "name": "search", "input": {"q": "x"}}]});
+        assert_eq!(response_texts(&resp)[0].text, "hi");
+        assert_eq!(response_tools(&resp)[0].name, "search");
+    }
+
+    #[test]
+    fn responses_and_embeddings_inputs() {
+        let body = json!({"instructions": "sys", "input": [{"role": "user", "content": [{"type": "input_text", "text": "q"}]}]});
+        assert_eq!(
+            request_texts(&body).iter().map(|s| s.text).collect::<Vec<_>>(),
+            vec!["sys", "q"]
+        );
+        let emb = json!({"input": ["a", "b"]});
+        assert_eq!(request_texts(&emb).len(), 2);
+        let resp = json!({"output": [{"type": "message", "content": [{"type": "output_text", "text": "ans"}]}, {"type": "function_call", "name": "f", "arguments": "{}"}]});
+        assert_eq!(response_texts(&resp)[0].text, "ans");
+        assert_eq!(response_tools(&resp)[0].name, "f");
+    }
+
+    #[test]
+    fn write_text_rewrites_only_the_target_string() {
+        let mut body = json!({"messages": [{"role": "user", "content": "a@b.co"}], "model": "m"});
+        let path = request_texts(&body)[0].path.clone();
+        assert!(write_text(&mut body, &path, "[EMAIL]".into()));
+        assert_eq!(
+            body,
+            json!({"messages": [{"role": "user", "content": "[EMAIL]"}], "model": "m"})
+        );
+        assert!(!write_text(&mut body, &[Seg::Key("nope")], "x".into()));
+    }
+}

@@ -1,0 +1,28 @@
+//! kt-policy: the `policy-config.yaml` contract and the kt policy engine.
+//!
+//! - [`config`]: serde types that are the YAML contract, layering, the generated JSON
+//!   Schema, and the loading pipeline that produces lint diagnostics.
+//! - [`CompiledPolicy`]: a validated config compiled for evaluation, with a digest.
+//! - [`chain`]: input / tool / output phase evaluation into a [`Decision`].
+//! - [`testing`]: golden-file and inline test suites (`kt policy test`).
+//!
+//! No sockets, no async, no files except loading: pure and fast.
+
+pub mod chain;
+pub mod compile;
+pub mod config;
+pub mod decision;
+pub mod diagnostics;
+pub mod exchange;
+pub mod kinds;
+pub mod policies;
+pub mod testing;
+pub mod text;
+pub mod yaml;
+
+pub use chain::{EvalOptions, FailMode};
+pub use compile::{CompileError, CompiledPolicy};
+pub use decision::{Decision, PolicyResult, Verdict};
+pub use diagnostics::{Code, Diagnostic, Severity};
+pub use exchange::Headers;
+pub use kinds::Phase;

@@ -1,0 +1,58 @@
+//! `entity-list-filter`: blocks requests and responses naming a listed entity (sanctioned
+//! parties, watch lists), matched case-insensitively on word boundaries, optionally fuzzy.
+
+use super::{EvalContext, Outcome, Policy, PolicyError};
+use crate::config::EntityListFilter as Settings;
+use crate::kinds::Phase;
+use crate::text::TermMatcher;
+
+#[derive(Debug)]
+pub struct EntityListFilter {
+    enabled: bool,
+    terms: TermMatcher,
+}
+
+impl EntityListFilter {
+    pub fn new(s: &Settings) -> Result<Self, String> {
+        Ok(EntityListFilter {
+            enabled: s.enabled,
+            terms: TermMatcher::new(&s.blocked_entities, s.fuzzy_matching.then_some(s.max_distance))?,
+        })
+    }
+}
+
+impl Policy for EntityListFilter {
+    fn kind(&self) -> &'static str {
+        "entity-list-filter"
+    }
+    fn phases(&self) -> &'static [Phase] {
+        &[Phase::Input, Phase::Output]
+    }
+    fn enabled(&self) -> bool {
+        self.enabled
+    }
+    fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
+        let mut names: Vec<String> = Vec::new();
+        let mut n = 0;
+        for seg in cx.texts {
+            for hit in self.terms.find(seg.text) {
+                n += 1;
+                let name = self.terms.term(hit.term);
+                if !names.iter().any(|x| x == name) {
+                    names.push(name.to_owned());
+                }
+            }
+        }
+        if names.is_empty() {
+            return Ok(Outcome::allow());
+        }
+        Ok(Outcome::block(
+            "detected",
+            format!(
+                "Request blocked: POLICY_VIOLATION, listed entity referenced ({})",
+                names.join(", ")
+            ),
+        )
+        .with_entities(names, n))
+    }
+}
