@@ -160,7 +160,11 @@ pub fn run_case(policy: &CompiledPolicy, loaded: &LoadedCase) -> CaseResult {
         }
         _ => Vec::new(),
     };
-    let failure = failure(&decision, case, &assertions);
+    let mut seen: Vec<&str> = exchange::request_texts(&request).iter().map(|s| s.text).collect();
+    if let Some(body) = &response {
+        seen.extend(exchange::response_texts(body).iter().map(|s| s.text));
+    }
+    let failure = failure(&decision, case, &assertions).or_else(|| text_failure(case, &seen.join("\n")));
     let redacted = decision.policy_results.iter().any(|r| r.verdict == Verdict::Redact);
     CaseResult {
         name: case.name.clone(),
@@ -213,6 +217,19 @@ fn failure(decision: &Decision, case: &TestCase, assertions: &[AssertionResult])
             a.name,
             a.message.as_deref().map(|m| format!(": {m}")).unwrap_or_default()
         ));
+    }
+    None
+}
+
+fn text_failure(case: &TestCase, text: &str) -> Option<String> {
+    if let Some(missing) = case.expected.contains.iter().find(|c| !text.contains(c.as_str())) {
+        return Some(format!(
+            "expected the text to contain {missing:?}, got {:?}",
+            truncate(text, 200)
+        ));
+    }
+    if let Some(present) = case.expected.not_contains.iter().find(|c| text.contains(c.as_str())) {
+        return Some(format!("expected the text not to contain {present:?}"));
     }
     None
 }

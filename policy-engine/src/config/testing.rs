@@ -74,6 +74,12 @@ pub struct Expected {
     pub verdict: ExpectedVerdict,
     /// Reason code of the deciding policy, e.g. `prompt_injection.detected`.
     pub reason_code: Option<String>,
+    /// Strings that must appear in the request or response text after redaction.
+    #[serde(default)]
+    pub contains: Vec<String>,
+    /// Strings that must not appear in the request or response text after redaction.
+    #[serde(default)]
+    pub not_contains: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

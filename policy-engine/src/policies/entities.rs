@@ -557,6 +557,10 @@ pub fn phi_detectors() -> Result<Vec<Detector>, String> {
         )?,
         Detector::new("DEVICE_ID", r"(?i)(?:serial|device|implant)\s*(?:number|no\.?|#|id)\s*(?:is|:|#)?\s*([A-Z0-9-]{5,24})(?-u:\b)", 1, has_digit, Digit)?,
         Detector::new("VEHICLE_ID", r"(?-u:\b)[A-HJ-NPR-Z0-9]{17}(?-u:\b)", 0, valid_vin, Digit)?,
+        Detector::new("URL", r"(?i)(?-u:\b)https?://[^\s<>()]+", 0, any, Always)?,
+    ]);
+    v.extend(pii_detectors(false, false)?);
+    v.extend([
         Detector::new("DATE", &format!(r"(?i)(?-u:\b){DATE}(?-u:\b)"), 0, valid_date, Digit)?,
         Detector::new(
             "ADDRESS",
@@ -566,9 +570,7 @@ pub fn phi_detectors() -> Result<Vec<Detector>, String> {
             Digit,
         )?,
         Detector::new("ZIP_CODE", r"(?-u:\b)[A-Z]{2}\s+(\d{5}(?:-\d{4})?)(?-u:\b)", 1, any, Digit)?,
-        Detector::new("URL", r"(?i)(?-u:\b)https?://[^\s<>()]+", 0, any, Always)?,
     ]);
-    v.extend(pii_detectors(false, false)?);
     Ok(v)
 }
 

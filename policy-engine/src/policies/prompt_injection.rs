@@ -25,6 +25,7 @@ const DEFAULT_THRESHOLD: f64 = 0.8;
 /// Words at least one of which every built-in pattern contains.
 const ANCHORS: &[&str] = &[
     "instruction",
+    "direction",
     "prompt",
     "rules",
     "directive",
@@ -61,7 +62,7 @@ const ANCHORS: &[&str] = &[
 /// The curated attack patterns (case-insensitive, on folded text).
 const PATTERNS: &[&str] = &[
     // instruction override
-    r"(?:ignore|disregard|forget|override|bypass|skip|neglect|abandon|drop)\W+(?:(?:all|any|every|the|your|my|of|these|those|previous|prior|above|earlier|preceding|initial|original|system|safety|developer|existing|current|given|old)\W+){0,4}(?:instructions?|prompts?|rules|directives?|guidelines|guardrails|constraints|restrictions|programming|polic(?:y|ies)|filters|context)",
+    r"(?:ignore|disregard|forget|override|bypass|skip|neglect|abandon|drop)\W+(?:(?:all|any|every|the|your|my|of|these|those|previous|prior|above|earlier|preceding|initial|original|system|safety|developer|existing|current|given|old)\W+){0,4}(?:instructions?|directions|prompts?|rules|directives?|guidelines|guardrails|constraints|restrictions|programming|polic(?:y|ies)|filters|context)",
     // persona jailbreaks
     r"(?:you are|you're|act as|acting as|pretend (?:to be|you are)|roleplay as|role-play as|behave (?:as|like)|become)\W+(?:now\W+)?(?:an?\W+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|dan(?:\W|$)|ai without (?:any )?(?:restrictions|rules|filters|guidelines))",
     r"(?:enable|activate|enter|switch (?:to|into)|turn on)\W+(?:the\W+)?(?:developer|god|admin|debug|jailbreak|dan|unrestricted|unfiltered)\W+mode",
@@ -71,7 +72,7 @@ const PATTERNS: &[&str] = &[
     // behaviour resets
     r"(?:from now on|starting now|henceforth)\W+(?:you\W+(?:will|must|shall|are)\W+(?:not\W+)?(?:ignore|answer without|respond without|no longer|obey only)|ignore|respond (?:only )?without)",
     r"(?:no longer|not)\W+(?:bound|restricted|limited|constrained)\W+by\W+(?:(?:any|your|the|its|openai's|anthropic's)\W+)*(?:rules|guidelines|policies|restrictions|instructions|ethics|content polic(?:y|ies))",
-    r"(?:override|bypass|disable|turn off|deactivate|remove)\W+(?:(?:your|the|all|any)\W+)*(?:safety|content|ethical|moderation)\W+(?:filters?|guidelines|protocols|restrictions|polic(?:y|ies)|measures|checks)",
+    r"(?:override|bypass|disable|turn off|deactivate|remove)\W+(?:(?:your|the|all|any)\W+)*(?:safety|content|ethical|moderation)(?:\W+(?:safety|content|moderation))?\W+(?:filters?|guidelines|protocols|restrictions|polic(?:y|ies)|measures|checks)",
     r"new\W+(?:system\W+)?instructions?\W*:",
     r"(?:end|close) of (?:the )?(?:system|previous|original) (?:prompt|instructions|message)",
 ];
@@ -80,7 +81,7 @@ const PATTERNS: &[&str] = &[
 const DELIMITERS: &str = r"<\|(?:im_start|im_end|system|user|assistant|endoftext|begin_of_text|start_header_id|end_header_id|eot_id)\|>|\[/?inst\]|<</?sys>>|<start_of_turn>|<end_of_turn>";
 
 /// Fake role boundaries written into user text.
-const FAKE_BOUNDARIES: &str = r"(?m)(?:^\W*(?:system|developer)\W*(?:prompt|message|override)?\s*:\s*(?:you|ignore|disregard|forget|from now|new|override|the assistant)|</?\s*(?:system|sys|system_prompt|instructions?)\s*>|^\s*#{2,}\s*(?:system|new instructions))";
+const FAKE_BOUNDARIES: &str = r"(?m)(?:^\W*(?:system|developer)\W*(?:prompt|message|override)?\s*:\s*(?:you|ignore|disregard|forget|from now|new|override|the assistant)|</\s*(?:system|sys|system_prompt|instructions?)\s*>|^\s*#{2,}\s*(?:system|new instructions))";
 
 /// Known attack sentences for the similarity score.
 const REFERENCE_ATTACKS: &[&str] = &[
