@@ -5,19 +5,27 @@
 
 use std::ops::Range;
 
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
 use super::redaction::Finding;
 use crate::exchange::TextSegment;
 use crate::text::widen;
 
-/// What must be near a match for the detector to be worth running.
+/// Where a detector looks: each detector runs only on the windows its trigger yields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Trigger {
-    /// An ASCII digit.
+    /// Number-shaped clusters (digits joined by separators) with at least 7 digits, or a
+    /// dotted quad.
+    Number,
+    /// After one of these context words (matched case-insensitively).
+    Context(&'static [&'static str]),
+    /// Around any digit.
     Digit,
-    /// An '@'.
+    /// Around an '@'.
     At,
+    /// Around a ':'.
+    Colon,
     /// Anything: runs over the whole text.
     Always,
 }
@@ -132,14 +140,55 @@ fn boundary_ok(text: &str, r: &Range<usize>) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct EntitySet {
     detectors: Vec<Detector>,
+    /// Context words of every `Context` detector, and which detectors each belongs to.
+    context: Option<(AhoCorasick, Vec<Vec<usize>>)>,
 }
 
-/// Bytes of context kept around a trigger: longer than any entity plus its context words.
+/// Bytes of context kept around a digit: longer than any entity plus its context words.
 const PAD: usize = 72;
+/// Bytes kept around a number cluster (an IBAN's country code sits before its digits).
+const NUMBER_PAD: usize = 24;
+/// Bytes after a context word in which its entity must start and end.
+const CONTEXT_SPAN: usize = 72;
+
+/// Candidate windows of one text, computed on first use by any detector.
+#[derive(Default)]
+struct Windows {
+    number: Option<Vec<Range<usize>>>,
+    digit: Option<Vec<Range<usize>>>,
+    at: Option<Vec<Range<usize>>>,
+    colon: Option<Vec<Range<usize>>>,
+    context: Option<Vec<Vec<Range<usize>>>>,
+}
 
 impl EntitySet {
-    pub fn new(detectors: Vec<Detector>) -> Self {
-        EntitySet { detectors }
+    pub fn new(detectors: Vec<Detector>) -> Result<Self, String> {
+        let mut words: Vec<&'static str> = Vec::new();
+        let mut owners: Vec<Vec<usize>> = Vec::new();
+        for (i, d) in detectors.iter().enumerate() {
+            if let Trigger::Context(list) = d.trigger {
+                for w in list {
+                    match words.iter().position(|x| x.eq_ignore_ascii_case(w)) {
+                        Some(k) => owners[k].push(i),
+                        None => {
+                            words.push(w);
+                            owners.push(vec![i]);
+                        }
+                    }
+                }
+            }
+        }
+        let context = if words.is_empty() {
+            None
+        } else {
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&words)
+                .map_err(|e| e.to_string())?;
+            Some((ac, owners))
+        };
+        Ok(EntitySet { detectors, context })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -159,17 +208,21 @@ impl EntitySet {
 
     pub fn find_in(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
         let first = out.len();
-        let (digit_windows, at_windows) = windows(text);
-        let whole = std::slice::from_ref(&(0..text.len())).to_vec();
-        for d in &self.detectors {
+        let mut w = Windows::default();
+        let full = 0..text.len();
+        let whole = std::slice::from_ref(&full);
+        for (di, d) in self.detectors.iter().enumerate() {
             let wins: &[Range<usize>] = match d.trigger {
-                Trigger::Digit => &digit_windows,
-                Trigger::At => &at_windows,
-                Trigger::Always => &whole,
+                Trigger::Number => w.number.get_or_insert_with(|| number_windows(text)),
+                Trigger::Digit => w.digit.get_or_insert_with(|| digit_windows(text)),
+                Trigger::At => w.at.get_or_insert_with(|| byte_windows(text, b'@', PAD)),
+                Trigger::Colon => w.colon.get_or_insert_with(|| byte_windows(text, b':', 40)),
+                Trigger::Context(_) => &w.context.get_or_insert_with(|| self.context_windows(text))[di],
+                Trigger::Always => whole,
             };
             let before = out.len();
-            for w in wins {
-                d.scan(text, w.clone(), segment, out);
+            for win in wins {
+                d.scan(text, win.clone(), segment, out);
             }
             // Drop new findings that overlap a finding of a higher-priority detector.
             let mut k = before;
@@ -186,30 +239,108 @@ impl EntitySet {
             }
         }
     }
+
+    /// Per detector, the windows after its context words that also hold a digit.
+    fn context_windows(&self, text: &str) -> Vec<Vec<Range<usize>>> {
+        let mut per: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.detectors.len()];
+        let Some((ac, owners)) = &self.context else { return per };
+        for m in ac.find_iter(text) {
+            let start = widen(text, m.start()..m.start(), 1).start;
+            let end = widen(text, m.end()..(m.end() + CONTEXT_SPAN).min(text.len()), 0).end;
+            if !text.as_bytes()[m.end()..end].iter().any(u8::is_ascii_digit) {
+                continue;
+            }
+            for &d in &owners[m.pattern().as_usize()] {
+                push_merged(&mut per[d], start..end);
+            }
+        }
+        per
+    }
 }
 
-/// One pass over the bytes: merged windows around digit runs and around '@'.
-fn windows(text: &str) -> (Vec<Range<usize>>, Vec<Range<usize>>) {
-    let bytes = text.as_bytes();
-    let mut digits: Vec<Range<usize>> = Vec::new();
-    let mut ats: Vec<Range<usize>> = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        let b = bytes[i];
-        if b.is_ascii_digit() {
-            let start = i;
-            while i < bytes.len() && bytes[i].is_ascii_digit() {
-                i += 1;
-            }
-            push_merged(&mut digits, widen(text, start..i, PAD));
-            continue;
+/// Index of the first ASCII digit at or after `from`, eight bytes at a time.
+fn next_digit(bytes: &[u8], mut from: usize) -> Option<usize> {
+    const LOW: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    while from + 8 <= bytes.len() {
+        let mut chunk = [0u8; 8];
+        chunk.copy_from_slice(&bytes[from..from + 8]);
+        // Bytes 0x30..=0x39 become 0..=9; "some byte is below 10" is the has-less test.
+        let x = u64::from_le_bytes(chunk) ^ (0x30 * LOW);
+        if (x.wrapping_sub(10 * LOW) & !x & HIGH) != 0 {
+            break;
         }
-        if b == b'@' {
-            push_merged(&mut ats, widen(text, i..i + 1, PAD));
-        }
-        i += 1;
+        from += 8;
     }
-    (digits, ats)
+    bytes[from..].iter().position(u8::is_ascii_digit).map(|p| from + p)
+}
+
+/// Number-shaped clusters (digit runs joined by at most two separators from ` -./()`)
+/// that could hold a card, account, phone, SSN or IP: ten or more digits, the 3-2-4
+/// shape, a dotted quad, or a `+` prefix. Dates, amounts and short numbers are skipped.
+fn number_windows(text: &str) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let mut i = 0;
+    while let Some(start) = next_digit(bytes, i) {
+        let (mut digits, mut dots, mut j) = (0usize, 0usize, start);
+        let mut groups: [usize; 4] = [0; 4];
+        let mut n_groups = 0usize;
+        loop {
+            let g = j;
+            while j < bytes.len() && bytes[j].is_ascii_digit() {
+                j += 1;
+            }
+            digits += j - g;
+            if n_groups < 4 {
+                groups[n_groups] = j - g;
+            }
+            n_groups += 1;
+            let mut k = j;
+            while k < bytes.len() && k - j < 2 && matches!(bytes[k], b' ' | b'-' | b'.' | b'/' | b'(' | b')') {
+                k += 1;
+            }
+            if k > j && k < bytes.len() && bytes[k].is_ascii_digit() {
+                dots += bytes[j..k].iter().filter(|b| **b == b'.').count();
+                j = k;
+            } else {
+                break;
+            }
+        }
+        let plus = start > 0 && bytes[start - 1] == b'+';
+        let ssn_shape = n_groups == 3 && groups[..3] == [3, 2, 4];
+        let quad = dots == 3 && n_groups == 4 && groups.iter().all(|g| (1..=3).contains(g));
+        if digits >= 10 || ssn_shape || quad || (plus && digits >= 8) {
+            push_merged(&mut out, widen(text, start..j, NUMBER_PAD));
+        }
+        i = j.max(start + 1);
+    }
+    out
+}
+
+/// Merged windows around every digit run.
+fn digit_windows(text: &str) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut out: Vec<Range<usize>> = Vec::new();
+    let mut i = 0;
+    while let Some(start) = next_digit(bytes, i) {
+        let mut end = start;
+        while end < bytes.len() && bytes[end].is_ascii_digit() {
+            end += 1;
+        }
+        push_merged(&mut out, widen(text, start..end, PAD));
+        i = end;
+    }
+    out
+}
+
+/// Merged windows around every occurrence of `needle`.
+fn byte_windows(text: &str, needle: u8, pad: usize) -> Vec<Range<usize>> {
+    let mut out: Vec<Range<usize>> = Vec::new();
+    for i in memchr::memchr_iter(needle, text.as_bytes()) {
+        push_merged(&mut out, widen(text, i..i + 1, pad));
+    }
+    out
 }
 
 fn push_merged(v: &mut Vec<Range<usize>>, r: Range<usize>) {
@@ -441,17 +572,17 @@ pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Strin
         ),
         1,
         valid_date,
-        Digit,
+        Context(&["dob", "d.o.b", "birth", "born"]),
     )?];
     v.push(Detector::new(
         "SSN",
         r"(?i)(?:ssn|social security(?: number| no\.?| #)?)\s*(?:is|:|#)?\s*(\d{9})(?-u:\b)",
         1,
         valid_ssn,
-        Digit,
+        Context(&["ssn", "social security"]),
     )?);
     if pci {
-        v.push(Detector::new("CVV", r"(?i)(?:cvv2?|cvc2?|csc|security code|card verification(?: value| code)?)\s*(?:is|:|#)?\s*(\d{3,4})(?-u:\b)", 1, any, Digit)?);
+        v.push(Detector::new("CVV", r"(?i)(?:cvv2?|cvc2?|csc|security code|card verification(?: value| code)?)\s*(?:is|:|#)?\s*(\d{3,4})(?-u:\b)", 1, any, Context(&["cvv", "cvc", "csc", "security code", "card verification"]))?);
     }
     if healthcare {
         v.extend(healthcare_detectors()?);
@@ -461,7 +592,7 @@ pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Strin
         r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?-u:\b)",
         0,
         valid_iban,
-        Digit,
+        Number,
     )?);
     if pci {
         v.push(Detector::new(
@@ -469,7 +600,7 @@ pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Strin
             r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
             0,
             valid_card,
-            Digit,
+            Number,
         )?);
     }
     v.push(Detector::new(
@@ -477,14 +608,14 @@ pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Strin
         r"(?-u:\b)\d{3}([- ])\d{2}[- ]\d{4}(?-u:\b)",
         0,
         valid_ssn,
-        Digit,
+        Number,
     )?);
     v.push(Detector::new(
         "PHONE",
         r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|(?-u:\b)\d{3}[ .-])\d{3}[ .-]\d{4}(?-u:\b)|\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){1,4}\d{2,4}(?-u:\b)",
         0,
         valid_phone,
-        Digit,
+        Number,
     )?);
     v.push(
         Detector::new(
@@ -492,7 +623,7 @@ pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Strin
             r"(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b)",
             0,
             valid_ipv4,
-            Digit,
+            Number,
         )?
         .rejecting_after(after_version_word),
     );
@@ -501,7 +632,7 @@ pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Strin
         r"(?i)(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})",
         0,
         valid_ipv6,
-        Digit,
+        Colon,
     )?);
     v.push(Detector::new("EMAIL", r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?\.[A-Za-z]{2,24}(?-u:\b)", 0, valid_email, At)?);
     Ok(v)
@@ -515,21 +646,29 @@ fn healthcare_detectors() -> Result<Vec<Detector>, String> {
             r"(?i)(?:(?-u:\b)mrn(?-u:\b)|medical record (?:number|no\.?|#)|patient id)\s*(?:is|:|#)?\s*([A-Z0-9][A-Z0-9-]{4,14})(?-u:\b)",
             1,
             has_digit,
-            Digit,
+            Context(&["mrn", "medical record", "patient id"]),
         )?,
         Detector::new(
             "NPI",
             r"(?i)(?-u:\b)npi(?: number| no\.?)?\s*(?:is|:|#)?\s*(\d{10})(?-u:\b)",
             1,
             valid_npi,
-            Digit,
+            Context(&["npi"]),
         )?,
         Detector::new(
             "INSURANCE_ID",
             r"(?i)(?:member|subscriber|beneficiary|insurance|health plan|medicaid|medicare)\s*(?:id|number|no\.?|#)\s*(?:is|:|#)?\s*([A-Z0-9][A-Z0-9-]{5,19})(?-u:\b)",
             1,
             has_digit,
-            Digit,
+            Context(&[
+                "member",
+                "subscriber",
+                "beneficiary",
+                "insurance",
+                "health plan",
+                "medicaid",
+                "medicare",
+            ]),
         )?,
     ])
 }
@@ -546,16 +685,16 @@ pub fn phi_detectors() -> Result<Vec<Detector>, String> {
             any,
             Always,
         )?,
-        Detector::new("FAX", r"(?i)fax(?: number| no\.?| #)?\s*(?::|is)?\s*(\+?[\d(][\d ().-]{8,18}\d)", 1, any, Digit)?,
-        Detector::new("ACCOUNT_NUMBER", r"(?i)(?:account|acct)\s*(?:number|no\.?|#)\s*(?:is|:|#)?\s*([A-Z0-9-]{6,20})(?-u:\b)", 1, has_digit, Digit)?,
+        Detector::new("FAX", r"(?i)fax(?: number| no\.?| #)?\s*(?::|is)?\s*(\+?[\d(][\d ().-]{8,18}\d)", 1, any, Context(&["fax"]))?,
+        Detector::new("ACCOUNT_NUMBER", r"(?i)(?:account|acct)\s*(?:number|no\.?|#)\s*(?:is|:|#)?\s*([A-Z0-9-]{6,20})(?-u:\b)", 1, has_digit, Context(&["account", "acct"]))?,
         Detector::new(
             "LICENSE_NUMBER",
             r"(?i)(?:license|licence|certificate|dea|permit)\s*(?:number|no\.?|#)\s*(?:is|:|#)?\s*([A-Z0-9-]{5,20})(?-u:\b)",
             1,
             has_digit,
-            Digit,
+            Context(&["license", "licence", "certificate", "dea", "permit"]),
         )?,
-        Detector::new("DEVICE_ID", r"(?i)(?:serial|device|implant)\s*(?:number|no\.?|#|id)\s*(?:is|:|#)?\s*([A-Z0-9-]{5,24})(?-u:\b)", 1, has_digit, Digit)?,
+        Detector::new("DEVICE_ID", r"(?i)(?:serial|device|implant)\s*(?:number|no\.?|#|id)\s*(?:is|:|#)?\s*([A-Z0-9-]{5,24})(?-u:\b)", 1, has_digit, Context(&["serial", "device", "implant"]))?,
         Detector::new("VEHICLE_ID", r"(?-u:\b)[A-HJ-NPR-Z0-9]{17}(?-u:\b)", 0, valid_vin, Digit)?,
         Detector::new("URL", r"(?i)(?-u:\b)https?://[^\s<>()]+", 0, any, Always)?,
     ]);
@@ -598,7 +737,7 @@ mod tests {
 
     #[test]
     fn finds_each_pii_entity() {
-        let set = EntitySet::new(pii_detectors(true, false).expect("builds"));
+        let set = EntitySet::new(pii_detectors(true, false).expect("builds")).expect("set");
         let text = "Mail jane.doe@example.com or call (415) 555-0132. Card 4111 1111 1111 1111, SSN 123-45-6789, \
                     IBAN DE89 3704 0044 0532 0130 00, host 192.168.10.7, DOB: 03/14/1985.";
         let got = find(&set, text);
@@ -621,7 +760,7 @@ mod tests {
 
     #[test]
     fn look_alikes_are_not_pii() {
-        let set = EntitySet::new(pii_detectors(true, false).expect("builds"));
+        let set = EntitySet::new(pii_detectors(true, false).expect("builds")).expect("set");
         for text in [
             "Order 4111 1111 1111 1112 failed the checksum",
             "Released version 1.2.3.4 yesterday",

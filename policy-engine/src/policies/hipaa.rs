@@ -21,7 +21,7 @@ impl HipaaPhiDetector {
         Ok(HipaaPhiDetector {
             enabled: s.enabled,
             action: s.action,
-            set: EntitySet::new(phi_detectors()?),
+            set: EntitySet::new(phi_detectors()?)?,
             redaction: s.redaction.clone(),
         })
     }

@@ -26,7 +26,7 @@ impl PiiDetector {
         Ok(PiiDetector {
             enabled: s.enabled,
             action: s.action,
-            set: EntitySet::new(detectors),
+            set: EntitySet::new(detectors)?,
             redaction: s.redaction.clone(),
         })
     }

@@ -7,13 +7,12 @@
 //! scores 1.0; similarity to known attack sentences (character trigram cosine) scores below
 //! that; a message is an injection when its score reaches `embedding_threshold`.
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use base64::Engine as _;
-use regex::{Regex, RegexSet};
+use regex::bytes::{RegexSet, RegexSetBuilder};
 
 use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::{PiAction, PromptInjection as Settings};
@@ -112,33 +111,74 @@ pub struct PromptInjection {
     homoglyphs: bool,
     delimiters: bool,
     fake_boundaries: bool,
-    custom: Option<RegexSet>,
+    custom: Option<regex::RegexSet>,
 }
 
 struct Builtins {
     anchors: AhoCorasick,
+    /// Attack patterns, then the delimiter pattern, then the fake-boundary pattern.
     patterns: RegexSet,
-    delimiters: Regex,
-    fake_boundaries: Regex,
+    /// Words of which a sentence needs two before the similarity model looks at it.
+    gate: AhoCorasick,
     references: Vec<Trigrams>,
 }
+
+const DELIMITER_INDEX: usize = PATTERNS.len();
+const BOUNDARY_INDEX: usize = PATTERNS.len() + 1;
+
+/// Words that make a sentence worth comparing with known attacks.
+const GATE: &[&str] = &[
+    "ignore",
+    "disregard",
+    "forget",
+    "override",
+    "bypass",
+    "pretend",
+    "act as",
+    "reveal",
+    "obey",
+    "instruction",
+    "prompt",
+    "rule",
+    "guideline",
+    "restriction",
+    "filter",
+    "polic",
+    "jailbr",
+    "unrestrict",
+    "unfilter",
+    "uncensor",
+    "system",
+    "developer",
+    "mode",
+    "anything",
+    "no longer",
+    "from now on",
+];
 
 fn builtins() -> &'static Builtins {
     static B: OnceLock<Builtins> = OnceLock::new();
     B.get_or_init(|| {
-        let build = |p: &str| regex::RegexBuilder::new(p).case_insensitive(true).build();
-        Builtins {
-            anchors: AhoCorasickBuilder::new()
+        let ac = |words: &[&str]| {
+            AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
-                .build(ANCHORS)
-                .expect("anchor automaton"),
-            patterns: regex::RegexSetBuilder::new(PATTERNS)
+                .build(words)
+                .expect("constant word list")
+        };
+        let mut all: Vec<&str> = PATTERNS.to_vec();
+        all.push(DELIMITERS);
+        all.push(FAKE_BOUNDARIES);
+        Builtins {
+            anchors: ac(ANCHORS),
+            // Byte-oriented, ASCII classes: the text is folded to ASCII where it matters,
+            // and small automata keep the scan at memory speed.
+            patterns: RegexSetBuilder::new(&all)
                 .case_insensitive(true)
+                .unicode(false)
                 .build()
                 .expect("built-in patterns"),
-            delimiters: build(DELIMITERS).expect("delimiter pattern"),
-            fake_boundaries: build(FAKE_BOUNDARIES).expect("boundary pattern"),
+            gate: ac(GATE),
             references: REFERENCE_ATTACKS.iter().map(|s| Trigrams::of(s)).collect(),
         }
     })
@@ -196,20 +236,33 @@ impl PromptInjection {
                 _ => windows.push(w),
             }
         }
+        // When anchors are everywhere, one pass over the whole text is cheaper.
+        let covered: usize = windows.iter().map(|w| w.len()).sum();
+        if covered * 2 > t.len() {
+            windows = std::iter::once(0..t.len()).collect();
+        }
         for w in &windows {
-            let hay = &t[w.clone()];
+            let hay = &t.as_bytes()[w.clone()];
             if b.patterns.is_match(hay) {
-                return (1.0, "attack_pattern");
+                let hits = b.patterns.matches(hay);
+                if hits.iter().any(|i| i < DELIMITER_INDEX) {
+                    return (1.0, "attack_pattern");
+                }
+                if self.delimiters && hits.matched(DELIMITER_INDEX) {
+                    return (1.0, "template_delimiter");
+                }
+                if self.fake_boundaries && hits.matched(BOUNDARY_INDEX) {
+                    return (1.0, "fake_boundary");
+                }
             }
-            if self.delimiters && b.delimiters.is_match(hay) {
-                return (1.0, "template_delimiter");
-            }
-            if self.fake_boundaries && b.fake_boundaries.is_match(hay) {
-                return (1.0, "fake_boundary");
-            }
-            let sim = max_similarity(hay, &b.references);
-            if sim > best.0 {
-                best = (sim, "similar_to_known_attack");
+        }
+        if self.threshold < 1.0 {
+            let mut scratch = Vec::new();
+            for w in &windows {
+                let sim = max_similarity(&t[w.clone()], b, &mut scratch);
+                if sim > best.0 {
+                    best = (sim, "similar_to_known_attack");
+                }
             }
         }
         if self.decode_base64 && depth == 0 {
@@ -317,63 +370,96 @@ fn decode_base64(s: &str) -> Option<String> {
     None
 }
 
-/// Character-trigram count vector of lower-cased letters and spaces.
+/// Character-trigram vector over letters and single spaces: sorted (trigram, count)
+/// pairs and the Euclidean norm.
 #[derive(Debug, Clone)]
 struct Trigrams {
-    counts: HashMap<[u8; 3], f32>,
+    counts: Vec<(u16, f32)>,
     norm: f32,
+}
+
+fn letter(b: u8) -> u16 {
+    if b.is_ascii_alphabetic() {
+        u16::from(b.to_ascii_lowercase() - b'a' + 1)
+    } else {
+        0
+    }
 }
 
 impl Trigrams {
     fn of(s: &str) -> Trigrams {
-        let mut cleaned: Vec<u8> = Vec::with_capacity(s.len() + 2);
-        cleaned.push(b' ');
-        for b in s.bytes() {
-            let c = if b.is_ascii_alphabetic() {
-                b.to_ascii_lowercase()
-            } else {
-                b' '
-            };
-            if !(c == b' ' && cleaned.last() == Some(&b' ')) {
-                cleaned.push(c);
+        let mut ids = Vec::new();
+        Trigrams::ids(s, &mut ids);
+        Trigrams::from_ids(&ids)
+    }
+
+    /// Trigram ids of `s`, sorted.
+    fn ids(s: &str, out: &mut Vec<u16>) {
+        out.clear();
+        let (mut a, mut b) = (0u16, 0u16);
+        for c in s.bytes().map(letter).chain(std::iter::once(0)) {
+            if c == 0 && b == 0 {
+                continue;
+            }
+            out.push(a * 729 + b * 27 + c);
+            a = b;
+            b = c;
+        }
+        out.sort_unstable();
+    }
+
+    fn from_ids(ids: &[u16]) -> Trigrams {
+        let mut counts: Vec<(u16, f32)> = Vec::new();
+        for &id in ids {
+            match counts.last_mut() {
+                Some((last, n)) if *last == id => *n += 1.0,
+                _ => counts.push((id, 1.0)),
             }
         }
-        cleaned.push(b' ');
-        let mut counts: HashMap<[u8; 3], f32> = HashMap::new();
-        for w in cleaned.windows(3) {
-            *counts.entry([w[0], w[1], w[2]]).or_default() += 1.0;
-        }
-        let norm = counts.values().map(|v| v * v).sum::<f32>().sqrt();
+        let norm = counts.iter().map(|(_, v)| v * v).sum::<f32>().sqrt();
         Trigrams { counts, norm }
     }
 
-    fn cosine(&self, other: &Trigrams) -> f64 {
-        if self.norm == 0.0 || other.norm == 0.0 {
-            return 0.0;
+    /// Cosine similarity between sorted `ids` (with repeats) and `self`.
+    fn cosine_ids(&self, ids: &[u16]) -> f64 {
+        let (mut dot, mut norm2, mut i, mut j) = (0f32, 0f32, 0usize, 0usize);
+        while i < ids.len() {
+            let id = ids[i];
+            let mut n = 0f32;
+            while i < ids.len() && ids[i] == id {
+                n += 1.0;
+                i += 1;
+            }
+            norm2 += n * n;
+            while j < self.counts.len() && self.counts[j].0 < id {
+                j += 1;
+            }
+            if j < self.counts.len() && self.counts[j].0 == id {
+                dot += n * self.counts[j].1;
+            }
         }
-        let (small, large) = if self.counts.len() < other.counts.len() {
-            (self, other)
+        if norm2 == 0.0 || self.norm == 0.0 {
+            0.0
         } else {
-            (other, self)
-        };
-        let dot: f32 = small
-            .counts
-            .iter()
-            .filter_map(|(k, v)| large.counts.get(k).map(|w| v * w))
-            .sum();
-        f64::from(dot / (self.norm * other.norm))
+            f64::from(dot / (norm2.sqrt() * self.norm))
+        }
     }
 }
 
-fn max_similarity(window: &str, refs: &[Trigrams]) -> f64 {
-    window
-        .split(['.', '!', '?', '\n', ';'])
-        .filter(|s| s.len() >= 12)
-        .map(|s| {
-            let t = Trigrams::of(s);
-            refs.iter().map(|r| t.cosine(r)).fold(0.0, f64::max)
-        })
-        .fold(0.0, f64::max)
+/// Highest similarity of a sentence of `window` to a known attack, looking only at
+/// sentences with two or more gate words.
+fn max_similarity(window: &str, b: &Builtins, scratch: &mut Vec<u16>) -> f64 {
+    let mut best = 0.0f64;
+    for sentence in window.split(['.', '!', '?', '\n', ';']) {
+        if sentence.len() < 12 || b.gate.find_iter(sentence).take(2).count() < 2 {
+            continue;
+        }
+        Trigrams::ids(sentence, scratch);
+        for r in &b.references {
+            best = best.max(r.cosine_ids(scratch));
+        }
+    }
+    best
 }
 
 #[cfg(test)]

@@ -41,7 +41,7 @@ impl Rbac {
     pub fn new(s: &Settings) -> Result<Self, String> {
         let phi = if s.minimum_necessary.enabled {
             Some((
-                EntitySet::new(phi_detectors()?),
+                EntitySet::new(phi_detectors()?)?,
                 s.minimum_necessary.allowed_phi_roles.clone(),
             ))
         } else {
