@@ -11,6 +11,7 @@ use crate::decision::{Decision, PolicyResult, Verdict};
 use crate::exchange::{self, Headers, TextSegment, ToolUse};
 use crate::kinds::{Phase, snake};
 use crate::policies::{Edit, EvalContext, Outcome};
+use crate::scan::HitCache;
 
 /// What happens when a policy itself fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -121,7 +122,9 @@ impl CompiledPolicy {
                     _ => Vec::new(),
                 };
                 let req = request.unwrap_or(view);
+                let hits = HitCache::new(self.scanners.for_phase(phase), &texts);
                 let cx = EvalContext {
+                    hits: &hits,
                     phase,
                     texts: &texts,
                     tools: &tools,
@@ -253,4 +256,66 @@ fn record(
         decision.phase = Some(phase);
     }
     outcome.edits
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::policies::{Policy, PolicyError};
+
+    #[derive(Debug)]
+    struct Failing;
+
+    impl Policy for Failing {
+        fn kind(&self) -> &'static str {
+            "dlp-filter"
+        }
+        fn phases(&self) -> &'static [Phase] {
+            &[Phase::Input]
+        }
+        fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
+            Err(PolicyError("backend unavailable".into()))
+        }
+    }
+
+    #[derive(Debug)]
+    struct Counting;
+
+    impl Policy for Counting {
+        fn kind(&self) -> &'static str {
+            "audit-logger"
+        }
+        fn phases(&self) -> &'static [Phase] {
+            &[Phase::Input]
+        }
+        fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
+            Ok(Outcome::allow())
+        }
+    }
+
+    fn run(mode: FailMode) -> Decision {
+        let policy = CompiledPolicy::with_chain(vec![Box::new(Failing), Box::new(Counting)]);
+        let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+        policy.evaluate_request(&mut body, &Headers::new(), EvalOptions { fail_mode: mode })
+    }
+
+    #[test]
+    fn fail_mode_block_stops_the_request() {
+        let d = run(FailMode::Block);
+        assert_eq!(d.verdict, Verdict::Block);
+        assert_eq!(d.reason_code.as_deref(), Some("dlp_filter.error"));
+        assert_eq!(d.policy_results[1].note.as_deref(), Some("chain short-circuited"));
+        assert!(!d.degraded);
+    }
+
+    #[test]
+    fn fail_mode_allow_continues_degraded() {
+        let d = run(FailMode::Allow);
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert!(d.degraded);
+        assert_eq!(d.policy_results[0].note.as_deref(), Some("error: backend unavailable"));
+        assert_eq!(d.policy_results[1].note, None, "later policies still run");
+    }
 }

@@ -9,6 +9,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{LoadOutcome, PolicyConfig, Source, load_sources};
 use crate::diagnostics::Diagnostic;
 use crate::policies::{self, Policy};
+use crate::scan::{ScanPlan, Scanners};
 
 /// Compiled size limit for any single regex (user patterns included).
 pub const REGEX_SIZE_LIMIT: usize = 16 * 1024 * 1024;
@@ -26,6 +27,7 @@ pub enum CompileError {
 pub struct CompiledPolicy {
     config: Arc<PolicyConfig>,
     pub(crate) chain: Vec<Box<dyn Policy>>,
+    pub(crate) scanners: Scanners,
     digest: String,
 }
 
@@ -33,18 +35,24 @@ impl CompiledPolicy {
     /// Compiles a configuration that passed validation.
     pub fn compile(config: PolicyConfig) -> Result<Self, CompileError> {
         let mut chain = Vec::with_capacity(config.policies.chain.len());
+        let mut plan = ScanPlan::default();
         for kind in &config.policies.chain {
-            let p = policies::build(kind, &config).map_err(|message| CompileError::Policy {
+            let p = policies::build(kind, &config, &mut plan).map_err(|message| CompileError::Policy {
                 kind: kind.clone(),
                 message,
             })?;
             chain.push(p);
         }
+        let scanners = plan.build().map_err(|message| CompileError::Policy {
+            kind: "chain".into(),
+            message,
+        })?;
         let canonical = serde_json::to_vec(&config).unwrap_or_default();
         let digest = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
         Ok(CompiledPolicy {
             config: Arc::new(config),
             chain,
+            scanners,
             digest,
         })
     }
@@ -57,6 +65,19 @@ impl CompiledPolicy {
         match config {
             Some(c) => Ok((Self::compile(c)?, diagnostics)),
             None => Err(CompileError::Invalid(diagnostics)),
+        }
+    }
+
+    /// A policy running `chain` under an otherwise empty, enabled configuration.
+    #[cfg(test)]
+    pub(crate) fn with_chain(chain: Vec<Box<dyn Policy>>) -> Self {
+        let mut config = PolicyConfig::default();
+        config.pack.enabled = true;
+        CompiledPolicy {
+            config: Arc::new(config),
+            chain,
+            scanners: Scanners::default(),
+            digest: String::new(),
         }
     }
 

@@ -16,6 +16,7 @@ pub mod diagnostics;
 pub mod exchange;
 pub mod kinds;
 pub mod policies;
+pub mod scan;
 pub mod testing;
 pub mod text;
 pub mod yaml;

@@ -5,7 +5,10 @@
 use std::borrow::Cow;
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use std::collections::HashMap;
+
+use crate::kinds::Phase;
+use crate::scan::{Hit, OwnerId, ScanPlan, whole_words};
 use unicode_normalization::UnicodeNormalization;
 
 /// NFKC-normalizes and/or folds look-alike letters to ASCII. ASCII text is returned as is,
@@ -159,22 +162,24 @@ pub struct TermHit {
     pub range: Range<usize>,
 }
 
-/// Case-insensitive whole-word matching of many terms in one pass, with optional fuzzy
-/// matching (edit distance) of terms long enough for it to be meaningful.
+/// Case-insensitive whole-word matching of many terms, found by the chain's shared
+/// literal scan, with optional fuzzy matching (edit distance) of terms long enough for it
+/// to be meaningful.
 #[derive(Debug, Clone)]
 pub struct TermMatcher {
-    ac: Option<AhoCorasick>,
-    /// Pattern index in the automaton → term index (non-ASCII terms add case variants).
-    pattern_term: Vec<usize>,
+    owner: OwnerId,
     terms: Vec<String>,
     fuzzy: Option<FuzzyIndex>,
 }
 
+/// (term index, lower-cased term bytes with single spaces)
+type FuzzyTerm = (usize, Vec<u8>);
+
 #[derive(Debug, Clone)]
 struct FuzzyIndex {
     max_distance: usize,
-    /// (term index, lower-cased term bytes, words in term)
-    entries: Vec<(usize, Vec<u8>, usize)>,
+    /// (words in term, byte length) → (term index, lower-cased term bytes)
+    buckets: HashMap<(usize, usize), Vec<FuzzyTerm>>,
     max_words: usize,
 }
 
@@ -185,64 +190,44 @@ pub fn fuzzy_min_len(max_distance: usize) -> usize {
 }
 
 impl TermMatcher {
-    pub fn new<S: AsRef<str>>(terms: &[S], fuzzy_distance: Option<u8>) -> Result<Self, String> {
+    /// Registers `terms` with the chain's scan plan for `phases`.
+    pub fn new<S: AsRef<str>>(
+        terms: &[S],
+        fuzzy_distance: Option<u8>,
+        plan: &mut ScanPlan,
+        phases: &'static [Phase],
+    ) -> Result<Self, String> {
         let terms: Vec<String> = terms
             .iter()
             .map(|t| t.as_ref().trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
-        let mut patterns: Vec<String> = Vec::with_capacity(terms.len());
-        let mut pattern_term = Vec::with_capacity(terms.len());
+        let owner = plan.owner(phases);
         for (i, t) in terms.iter().enumerate() {
-            patterns.push(t.clone());
-            pattern_term.push(i);
-            if !t.is_ascii() {
-                for v in [t.to_lowercase(), t.to_uppercase()] {
-                    if &v != t {
-                        patterns.push(v);
-                        pattern_term.push(i);
-                    }
-                }
-            }
+            plan.add(owner, u32::try_from(i).map_err(|_| "too many terms")?, t);
         }
-        let ac = if patterns.is_empty() {
-            None
-        } else {
-            let kind = if patterns.len() <= 20_000 {
-                Some(AhoCorasickKind::DFA)
-            } else {
-                None
-            };
-            Some(
-                AhoCorasickBuilder::new()
-                    .ascii_case_insensitive(true)
-                    .match_kind(MatchKind::LeftmostLongest)
-                    .kind(kind)
-                    .build(&patterns)
-                    .map_err(|e| e.to_string())?,
-            )
-        };
         let fuzzy = fuzzy_distance.filter(|d| *d > 0).map(|d| {
             let d = usize::from(d);
-            let entries: Vec<(usize, Vec<u8>, usize)> = terms
-                .iter()
-                .enumerate()
-                .filter(|(_, t)| t.len() >= fuzzy_min_len(d))
-                .map(|(i, t)| (i, t.to_lowercase().into_bytes(), t.split_whitespace().count()))
-                .collect();
-            let max_words = entries.iter().map(|e| e.2).max().unwrap_or(0);
+            let mut buckets: HashMap<(usize, usize), Vec<FuzzyTerm>> = HashMap::new();
+            let mut max_words = 0;
+            for (i, t) in terms.iter().enumerate().filter(|(_, t)| t.len() >= fuzzy_min_len(d)) {
+                let lower = t.to_lowercase();
+                let words = lower.split_whitespace().count();
+                max_words = max_words.max(words);
+                let joined = lower.split_whitespace().collect::<Vec<_>>().join(" ").into_bytes();
+                buckets.entry((words, joined.len())).or_default().push((i, joined));
+            }
             FuzzyIndex {
                 max_distance: d,
-                entries,
+                buckets,
                 max_words,
             }
         });
-        Ok(TermMatcher {
-            ac,
-            pattern_term,
-            terms,
-            fuzzy,
-        })
+        Ok(TermMatcher { owner, terms, fuzzy })
+    }
+
+    pub fn owner(&self) -> OwnerId {
+        self.owner
     }
 
     pub fn is_empty(&self) -> bool {
@@ -253,57 +238,53 @@ impl TermMatcher {
         &self.terms[i]
     }
 
-    /// Every whole-word hit in `text`, exact ones first then fuzzy ones not overlapping them.
-    pub fn find(&self, text: &str) -> Vec<TermHit> {
-        let mut hits = Vec::new();
-        if let Some(ac) = &self.ac {
-            for m in ac.find_iter(text) {
-                let range = m.start()..m.end();
-                if on_word_boundaries(text, &range) {
-                    hits.push(TermHit {
-                        term: self.pattern_term[m.pattern().as_usize()],
-                        range,
-                    });
-                }
-            }
-        }
+    /// Every whole-word hit in `text` given the scan's `hits` for this matcher, exact ones
+    /// first then fuzzy ones not overlapping them.
+    pub fn find(&self, text: &str, hits: &[Hit]) -> Vec<TermHit> {
+        let mut out: Vec<TermHit> = whole_words(text, hits)
+            .into_iter()
+            .map(|h| TermHit {
+                term: h.local as usize,
+                range: h.range(),
+            })
+            .collect();
         if let Some(fz) = &self.fuzzy {
-            self.find_fuzzy(fz, text, &mut hits);
+            find_fuzzy(fz, text, &mut out);
         }
-        hits
+        out
     }
+}
 
-    fn find_fuzzy(&self, fz: &FuzzyIndex, text: &str, hits: &mut Vec<TermHit>) {
-        if fz.entries.is_empty() {
-            return;
-        }
-        let words: Vec<Range<usize>> = word_ranges(text);
-        let bytes = text.as_bytes();
-        let mut window = Vec::with_capacity(64);
-        for start in 0..words.len() {
-            for n in 1..=fz.max_words.min(words.len() - start) {
-                let range = words[start].start..words[start + n - 1].end;
-                if hits
+fn find_fuzzy(fz: &FuzzyIndex, text: &str, hits: &mut Vec<TermHit>) {
+    if fz.buckets.is_empty() {
+        return;
+    }
+    let words: Vec<Range<usize>> = word_ranges(text);
+    let bytes = text.as_bytes();
+    let mut window = Vec::with_capacity(64);
+    for start in 0..words.len() {
+        for n in 1..=fz.max_words.min(words.len() - start) {
+            let range = words[start].start..words[start + n - 1].end;
+            window.clear();
+            for (k, w) in words[start..start + n].iter().enumerate() {
+                if k > 0 {
+                    window.push(b' ');
+                }
+                window.extend_from_slice(&bytes[w.clone()]);
+            }
+            let lo = window.len().saturating_sub(fz.max_distance);
+            let found = (lo..=window.len() + fz.max_distance).find_map(|len| {
+                fz.buckets
+                    .get(&(n, len))?
+                    .iter()
+                    .find(|(_, term)| bounded_levenshtein(&window, term, fz.max_distance).is_some())
+            });
+            if let Some((term, _)) = found
+                && !hits
                     .iter()
                     .any(|h| h.range.start < range.end && range.start < h.range.end)
-                {
-                    continue;
-                }
-                window.clear();
-                for (k, w) in words[start..start + n].iter().enumerate() {
-                    if k > 0 {
-                        window.push(b' ');
-                    }
-                    window.extend_from_slice(&bytes[w.clone()]);
-                }
-                let found = fz.entries.iter().find(|(_, term, wc)| {
-                    *wc == n
-                        && term.len().abs_diff(window.len()) <= fz.max_distance
-                        && bounded_levenshtein(&window, term, fz.max_distance).is_some()
-                });
-                if let Some((term, _, _)) = found {
-                    hits.push(TermHit { term: *term, range });
-                }
+            {
+                hits.push(TermHit { term: *term, range });
             }
         }
     }
@@ -364,17 +345,30 @@ mod tests {
         assert_eq!(bounded_levenshtein(b"project falcon", b"projekt falcon", 1), Some(1));
     }
 
+    fn matcher(terms: &[&str], fuzzy: Option<u8>) -> (TermMatcher, crate::scan::Scanners) {
+        let mut plan = ScanPlan::default();
+        let m = TermMatcher::new(terms, fuzzy, &mut plan, &[Phase::Input]).expect("builds");
+        (m, plan.build().expect("scanner"))
+    }
+
+    fn find(m: &TermMatcher, s: &crate::scan::Scanners, text: &str) -> Vec<TermHit> {
+        let hits = s.input.as_ref().map(|sc| sc.scan(text)).unwrap_or_default();
+        m.find(text, hits.get(m.owner()).map(Vec::as_slice).unwrap_or(&[]))
+    }
+
     #[test]
     fn term_matcher_is_case_insensitive_and_whole_word() {
-        let m = TermMatcher::new(&["Project Falcon", "ass"], None).expect("builds");
-        let hits = m.find("the PROJECT FALCON plan, in class");
-        assert_eq!(hits, vec![TermHit { term: 0, range: 4..18 }]);
+        let (m, s) = matcher(&["Project Falcon", "ass"], None);
+        assert_eq!(
+            find(&m, &s, "the PROJECT FALCON plan, in class"),
+            vec![TermHit { term: 0, range: 4..18 }]
+        );
     }
 
     #[test]
     fn term_matcher_fuzzy_catches_typos_of_long_terms_only() {
-        let m = TermMatcher::new(&["falconer", "cat"], Some(1)).expect("builds");
-        let hits = m.find("the falconre and the car");
+        let (m, s) = matcher(&["falconer", "cat"], Some(1));
+        let hits = find(&m, &s, "the falconre and the car");
         assert_eq!(hits.len(), 1);
         assert_eq!(m.term(hits[0].term), "falconer");
     }

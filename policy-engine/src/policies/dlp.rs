@@ -1,8 +1,9 @@
 //! `dlp-filter`: configured regexes and blocked terms (case-insensitive, whole word,
 //! optionally fuzzy) on requests and responses, plus built-in classification markers at
 //! `sensitivity_level: high` and credentials at `restricted`. Redacts or blocks.
-
-use regex::Regex;
+//!
+//! Terms and the literal prefixes of the regexes come from the chain's shared scan; a
+//! regex runs anchored at its prefixes' hits, or over the whole text when it has none.
 
 use super::code_sanitizer::SECRET_PATTERNS;
 use super::redaction::{self, Finding};
@@ -10,56 +11,61 @@ use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::{DlpFilter as Settings, RedactOrBlock, SensitivityLevel};
 use crate::decision::Verdict;
 use crate::kinds::Phase;
+use crate::scan::{LiteralRegex, OwnerId, ScanPlan};
 use crate::text::TermMatcher;
 
 /// Document classification markings (`high` and above).
 const CLASSIFICATION_MARKERS: &[&str] = &[
     r"(?-u:\b)(?:TOP SECRET|SECRET|CONFIDENTIAL)//[A-Z][A-Z/ -]*",
     r"(?-u:\b)CUI//(?:SP-)?[A-Z]+",
-    r"(?i)(?-u:\b)(?:strictly confidential|internal use only|proprietary and confidential|company confidential|attorney[- ]client privileged)(?-u:\b)",
+    r"(?i)(?:strictly confidential|internal use only|proprietary and confidential|company confidential|attorney[- ]client privileged)(?-u:\b)",
 ];
+
+const PHASES: &[Phase] = &[Phase::Input, Phase::Output];
 
 #[derive(Debug)]
 pub struct DlpFilter {
     enabled: bool,
     action: RedactOrBlock,
-    patterns: Option<Regex>,
-    builtin: Option<Regex>,
+    /// Configured patterns then built-in ones, with the entity each reports.
+    patterns: Vec<(LiteralRegex, &'static str)>,
+    /// Scan owner of the patterns' prefixes; a hit's `local` is the pattern index.
+    prefix_owner: OwnerId,
     terms: TermMatcher,
     replacement: String,
 }
 
-fn alternation<S: AsRef<str>>(patterns: &[S]) -> Result<Option<Regex>, String> {
-    if patterns.is_empty() {
-        return Ok(None);
-    }
-    let joined = patterns
-        .iter()
-        .map(|p| format!("(?:{})", p.as_ref()))
-        .collect::<Vec<_>>()
-        .join("|");
-    regex::RegexBuilder::new(&joined)
-        .size_limit(crate::compile::REGEX_SIZE_LIMIT)
-        .build()
-        .map(Some)
-        .map_err(|e| e.to_string())
-}
-
 impl DlpFilter {
-    pub fn new(s: &Settings) -> Result<Self, String> {
-        let mut builtin: Vec<&str> = Vec::new();
+    pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
+        let mut sources: Vec<(&str, &'static str)> =
+            s.detect_patterns.iter().map(|p| (p.as_str(), "pattern")).collect();
         if s.sensitivity_level >= SensitivityLevel::High {
-            builtin.extend(CLASSIFICATION_MARKERS);
+            sources.extend(CLASSIFICATION_MARKERS.iter().map(|p| (*p, "classified")));
         }
         if s.sensitivity_level >= SensitivityLevel::Restricted {
-            builtin.extend(SECRET_PATTERNS.iter().map(|(_, p)| *p));
+            sources.extend(SECRET_PATTERNS.iter().map(|(_, p)| (*p, "credential")));
+        }
+        let prefix_owner = plan.owner(PHASES);
+        let mut patterns = Vec::with_capacity(sources.len());
+        for (i, (p, entity)) in sources.into_iter().enumerate() {
+            let re = LiteralRegex::new(p, false, true)?;
+            let local = u32::try_from(i).map_err(|_| "too many patterns")?;
+            for lit in re.prefixes().unwrap_or(&[]) {
+                plan.add(prefix_owner, local, lit);
+            }
+            patterns.push((re, entity));
         }
         Ok(DlpFilter {
             enabled: s.enabled,
             action: s.action,
-            patterns: alternation(&s.detect_patterns)?,
-            builtin: alternation(&builtin)?,
-            terms: TermMatcher::new(&s.blocked_terms, s.fuzzy_matching.then_some(s.max_distance))?,
+            patterns,
+            prefix_owner,
+            terms: TermMatcher::new(
+                &s.blocked_terms,
+                s.fuzzy_matching.then_some(s.max_distance),
+                plan,
+                PHASES,
+            )?,
             replacement: s.replacement.clone().unwrap_or_else(|| "[REDACTED]".to_owned()),
         })
     }
@@ -70,25 +76,31 @@ impl Policy for DlpFilter {
         "dlp-filter"
     }
     fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input, Phase::Output]
+        PHASES
     }
     fn enabled(&self) -> bool {
         self.enabled
     }
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
         let mut findings = Vec::new();
+        let mut ranges = Vec::new();
+        let mut mine = Vec::new();
         for (i, seg) in cx.texts.iter().enumerate() {
-            for (re, entity) in [(&self.patterns, "pattern"), (&self.builtin, "classified")] {
-                if let Some(re) = re {
-                    findings.extend(re.find_iter(seg.text).filter(|m| !m.is_empty()).map(|m| Finding {
-                        entity,
-                        segment: i,
-                        range: m.range(),
-                    }));
-                }
+            let prefix_hits = cx.hits.get(i, self.prefix_owner);
+            for (k, (re, entity)) in self.patterns.iter().enumerate() {
+                mine.clear();
+                mine.extend(prefix_hits.iter().filter(|h| h.local as usize == k).copied());
+                ranges.clear();
+                re.find(seg.text, &mine, &mut ranges);
+                findings.extend(ranges.drain(..).map(|range| Finding {
+                    entity,
+                    segment: i,
+                    range,
+                }));
             }
             if !self.terms.is_empty() {
-                findings.extend(self.terms.find(seg.text).into_iter().map(|h| Finding {
+                let hits = self.terms.find(seg.text, cx.hits.get(i, self.terms.owner()));
+                findings.extend(hits.into_iter().map(|h| Finding {
                     entity: "blocked_term",
                     segment: i,
                     range: h.range,
@@ -107,7 +119,7 @@ impl Policy for DlpFilter {
             RedactOrBlock::Redact => {
                 let texts: Vec<&str> = cx.texts.iter().map(|t| t.text).collect();
                 let settings = crate::config::Redaction {
-                    custom_markers: ["pattern", "classified", "blocked_term"]
+                    custom_markers: ["pattern", "classified", "credential", "blocked_term"]
                         .iter()
                         .map(|k| ((*k).to_owned(), self.replacement.clone()))
                         .collect(),

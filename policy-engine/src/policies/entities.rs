@@ -5,11 +5,12 @@
 
 use std::ops::Range;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
 use super::redaction::Finding;
 use crate::exchange::TextSegment;
+use crate::kinds::Phase;
+use crate::scan::{Hit, HitCache, OwnerId, ScanPlan};
 use crate::text::widen;
 
 /// Where a detector looks: each detector runs only on the windows its trigger yields.
@@ -140,8 +141,10 @@ fn boundary_ok(text: &str, r: &Range<usize>) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct EntitySet {
     detectors: Vec<Detector>,
-    /// Context words of every `Context` detector, and which detectors each belongs to.
-    context: Option<(AhoCorasick, Vec<Vec<usize>>)>,
+    /// Scan owner of the context words; a hit's `local` indexes `context_owners`.
+    owner: OwnerId,
+    /// Context word → the detectors it serves.
+    context_owners: Vec<Vec<usize>>,
 }
 
 /// Bytes of context kept around a digit: longer than any entity plus its context words.
@@ -162,33 +165,34 @@ struct Windows {
 }
 
 impl EntitySet {
-    pub fn new(detectors: Vec<Detector>) -> Result<Self, String> {
+    /// Registers the context words of `detectors` with the chain's scan plan.
+    pub fn new(detectors: Vec<Detector>, plan: &mut ScanPlan, phases: &'static [Phase]) -> Result<Self, String> {
+        let owner = plan.owner(phases);
         let mut words: Vec<&'static str> = Vec::new();
-        let mut owners: Vec<Vec<usize>> = Vec::new();
+        let mut context_owners: Vec<Vec<usize>> = Vec::new();
         for (i, d) in detectors.iter().enumerate() {
             if let Trigger::Context(list) = d.trigger {
                 for w in list {
                     match words.iter().position(|x| x.eq_ignore_ascii_case(w)) {
-                        Some(k) => owners[k].push(i),
+                        Some(k) => context_owners[k].push(i),
                         None => {
+                            plan.add(
+                                owner,
+                                u32::try_from(words.len()).map_err(|_| "too many context words")?,
+                                w,
+                            );
                             words.push(w);
-                            owners.push(vec![i]);
+                            context_owners.push(vec![i]);
                         }
                     }
                 }
             }
         }
-        let context = if words.is_empty() {
-            None
-        } else {
-            let ac = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .build(&words)
-                .map_err(|e| e.to_string())?;
-            Some((ac, owners))
-        };
-        Ok(EntitySet { detectors, context })
+        Ok(EntitySet {
+            detectors,
+            owner,
+            context_owners,
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -196,17 +200,16 @@ impl EntitySet {
     }
 
     /// Findings in `segments` (only those for which `include` is true), overlaps resolved.
-    pub fn find(&self, segments: &[TextSegment<'_>], include: impl Fn(&TextSegment<'_>) -> bool) -> Vec<Finding> {
+    pub fn find(&self, segments: &[TextSegment<'_>], hits: &HitCache<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
         for (i, seg) in segments.iter().enumerate() {
-            if include(seg) {
-                self.find_in(seg.text, i, &mut out);
-            }
+            self.find_in(seg.text, i, hits.get(i, self.owner), &mut out);
         }
         out
     }
 
-    pub fn find_in(&self, text: &str, segment: usize, out: &mut Vec<Finding>) {
+    /// Findings in one text; `context_hits` are the scan's hits for this set's owner.
+    pub fn find_in(&self, text: &str, segment: usize, context_hits: &[Hit], out: &mut Vec<Finding>) {
         let first = out.len();
         let mut w = Windows::default();
         let full = 0..text.len();
@@ -217,7 +220,9 @@ impl EntitySet {
                 Trigger::Digit => w.digit.get_or_insert_with(|| digit_windows(text)),
                 Trigger::At => w.at.get_or_insert_with(|| byte_windows(text, b'@', PAD)),
                 Trigger::Colon => w.colon.get_or_insert_with(|| byte_windows(text, b':', 40)),
-                Trigger::Context(_) => &w.context.get_or_insert_with(|| self.context_windows(text))[di],
+                Trigger::Context(_) => &w
+                    .context
+                    .get_or_insert_with(|| self.context_windows(text, context_hits))[di],
                 Trigger::Always => whole,
             };
             let before = out.len();
@@ -241,16 +246,15 @@ impl EntitySet {
     }
 
     /// Per detector, the windows after its context words that also hold a digit.
-    fn context_windows(&self, text: &str) -> Vec<Vec<Range<usize>>> {
+    fn context_windows(&self, text: &str, hits: &[Hit]) -> Vec<Vec<Range<usize>>> {
         let mut per: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.detectors.len()];
-        let Some((ac, owners)) = &self.context else { return per };
-        for m in ac.find_iter(text) {
-            let start = widen(text, m.start()..m.start(), 1).start;
-            let end = widen(text, m.end()..(m.end() + CONTEXT_SPAN).min(text.len()), 0).end;
-            if !text.as_bytes()[m.end()..end].iter().any(u8::is_ascii_digit) {
+        for h in hits {
+            let start = widen(text, h.start..h.start, 1).start;
+            let end = widen(text, h.end..(h.end + CONTEXT_SPAN).min(text.len()), 0).end;
+            if !text.as_bytes()[h.end..end].iter().any(u8::is_ascii_digit) {
                 continue;
             }
-            for &d in &owners[m.pattern().as_usize()] {
+            for &d in &self.context_owners[h.local as usize] {
                 push_merged(&mut per[d], start..end);
             }
         }
@@ -717,9 +721,17 @@ pub fn phi_detectors() -> Result<Vec<Detector>, String> {
 mod tests {
     use super::*;
 
-    fn find(set: &EntitySet, text: &str) -> Vec<(&'static str, String)> {
+    fn set(detectors: Vec<Detector>) -> (EntitySet, crate::scan::Scanners) {
+        let mut plan = ScanPlan::default();
+        let set = EntitySet::new(detectors, &mut plan, &[Phase::Input]).expect("set");
+        (set, plan.build().expect("scanner"))
+    }
+
+    fn find(set: &(EntitySet, crate::scan::Scanners), text: &str) -> Vec<(&'static str, String)> {
+        let (set, scanners) = set;
+        let hits = scanners.input.as_ref().map(|s| s.scan(text)).unwrap_or_default();
         let mut out = Vec::new();
-        set.find_in(text, 0, &mut out);
+        set.find_in(text, 0, hits.get(set.owner).map(Vec::as_slice).unwrap_or(&[]), &mut out);
         out.sort_by_key(|f| f.range.start);
         out.into_iter().map(|f| (f.entity, text[f.range].to_owned())).collect()
     }
@@ -737,7 +749,7 @@ mod tests {
 
     #[test]
     fn finds_each_pii_entity() {
-        let set = EntitySet::new(pii_detectors(true, false).expect("builds")).expect("set");
+        let set = set(pii_detectors(true, false).expect("builds"));
         let text = "Mail jane.doe@example.com or call (415) 555-0132. Card 4111 1111 1111 1111, SSN 123-45-6789, \
                     IBAN DE89 3704 0044 0532 0130 00, host 192.168.10.7, DOB: 03/14/1985.";
         let got = find(&set, text);
@@ -760,7 +772,7 @@ mod tests {
 
     #[test]
     fn look_alikes_are_not_pii() {
-        let set = EntitySet::new(pii_detectors(true, false).expect("builds")).expect("set");
+        let set = set(pii_detectors(true, false).expect("builds"));
         for text in [
             "Order 4111 1111 1111 1112 failed the checksum",
             "Released version 1.2.3.4 yesterday",

@@ -4,6 +4,7 @@
 use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::EntityListFilter as Settings;
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 use crate::text::TermMatcher;
 
 #[derive(Debug)]
@@ -13,10 +14,15 @@ pub struct EntityListFilter {
 }
 
 impl EntityListFilter {
-    pub fn new(s: &Settings) -> Result<Self, String> {
+    pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         Ok(EntityListFilter {
             enabled: s.enabled,
-            terms: TermMatcher::new(&s.blocked_entities, s.fuzzy_matching.then_some(s.max_distance))?,
+            terms: TermMatcher::new(
+                &s.blocked_entities,
+                s.fuzzy_matching.then_some(s.max_distance),
+                plan,
+                &[Phase::Input, Phase::Output],
+            )?,
         })
     }
 }
@@ -34,8 +40,8 @@ impl Policy for EntityListFilter {
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
         let mut names: Vec<String> = Vec::new();
         let mut n = 0;
-        for seg in cx.texts {
-            for hit in self.terms.find(seg.text) {
+        for (i, seg) in cx.texts.iter().enumerate() {
+            for hit in self.terms.find(seg.text, cx.hits.get(i, self.terms.owner())) {
                 n += 1;
                 let name = self.terms.term(hit.term);
                 if !names.iter().any(|x| x == name) {

@@ -7,6 +7,7 @@ use super::pii::decide;
 use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::{HipaaPhiDetector as Settings, RedactOrBlock, Redaction};
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 
 #[derive(Debug)]
 pub struct HipaaPhiDetector {
@@ -17,11 +18,11 @@ pub struct HipaaPhiDetector {
 }
 
 impl HipaaPhiDetector {
-    pub fn new(s: &Settings) -> Result<Self, String> {
+    pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         Ok(HipaaPhiDetector {
             enabled: s.enabled,
             action: s.action,
-            set: EntitySet::new(phi_detectors()?)?,
+            set: EntitySet::new(phi_detectors()?, plan, &[Phase::Input, Phase::Output])?,
             redaction: s.redaction.clone(),
         })
     }
@@ -38,7 +39,7 @@ impl Policy for HipaaPhiDetector {
         self.enabled
     }
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
-        let findings = self.set.find(cx.texts, |_| true);
+        let findings = self.set.find(cx.texts, cx.hits);
         Ok(decide(
             findings,
             cx,

@@ -25,6 +25,7 @@ use crate::config::PolicyConfig;
 use crate::decision::Verdict;
 use crate::exchange::{Headers, TextSegment, ToolUse};
 use crate::kinds::Phase;
+use crate::scan::{HitCache, ScanPlan};
 
 /// Everything a policy may look at during one phase.
 #[derive(Debug)]
@@ -39,6 +40,8 @@ pub struct EvalContext<'a> {
     /// The request body (also available in the output phase, for context).
     pub request: &'a Value,
     pub model: Option<&'a str>,
+    /// The chain's shared literal scan of `texts`.
+    pub hits: &'a HitCache<'a>,
 }
 
 /// A rewrite of part of one text segment.
@@ -113,29 +116,36 @@ pub trait Policy: Send + Sync + Debug {
 }
 
 /// Builds the compiled policy for `kind` from a validated configuration.
-pub fn build(kind: &str, config: &PolicyConfig) -> Result<Box<dyn Policy>, String> {
+pub fn build(kind: &str, config: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
     let b = &config.policy;
     Ok(match kind {
         "prompt-injection" => Box::new(prompt_injection::PromptInjection::new(
             &b.prompt_injection.clone().unwrap_or_default(),
+            plan,
         )?),
-        "pii-detector" => Box::new(pii::PiiDetector::new(&b.pii_detector.clone().unwrap_or_default())?),
+        "pii-detector" => Box::new(pii::PiiDetector::new(
+            &b.pii_detector.clone().unwrap_or_default(),
+            plan,
+        )?),
         "dlp-filter" => Box::new(dlp::DlpFilter::new(
             b.dlp_filter.as_ref().ok_or("dlp-filter needs a block")?,
+            plan,
         )?),
-        "hipaa-phi-detector" => Box::new(hipaa::HipaaPhiDetector::new(&b.hipaa_phi_detector.clone().unwrap_or(
-            crate::config::HipaaPhiDetector {
+        "hipaa-phi-detector" => Box::new(hipaa::HipaaPhiDetector::new(
+            &b.hipaa_phi_detector.clone().unwrap_or(crate::config::HipaaPhiDetector {
                 enabled: true,
                 mode: Default::default(),
                 action: Default::default(),
                 safe_harbor_method: true,
                 redaction: Default::default(),
-            },
-        ))?),
+            }),
+            plan,
+        )?),
         "entity-list-filter" => Box::new(entity_list::EntityListFilter::new(
             b.entity_list_filter
                 .as_ref()
                 .ok_or("entity-list-filter needs a block")?,
+            plan,
         )?),
         "code-sanitizer" => Box::new(code_sanitizer::CodeSanitizer::new(
             &b.code_sanitizer.clone().unwrap_or_default(),
@@ -143,7 +153,7 @@ pub fn build(kind: &str, config: &PolicyConfig) -> Result<Box<dyn Policy>, Strin
         "tool-validation" => Box::new(tool_validation::ToolValidation::new(
             b.tool_validation.as_ref().ok_or("tool-validation needs a block")?,
         )?),
-        "rbac" => Box::new(rbac::Rbac::new(&b.rbac.clone().unwrap_or_default())?),
+        "rbac" => Box::new(rbac::Rbac::new(&b.rbac.clone().unwrap_or_default(), plan)?),
         "human-oversight" => Box::new(human_oversight::HumanOversight::new(
             b.human_oversight.as_ref().ok_or("human-oversight needs a block")?,
         )?),
@@ -162,7 +172,10 @@ pub fn build(kind: &str, config: &PolicyConfig) -> Result<Box<dyn Policy>, Strin
             let targets = config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]);
             Box::new(data_routing::DataRouting::new(&drp, targets))
         }
-        "safety-filter" => Box::new(safety::SafetyFilter::new(&b.safety_filter.clone().unwrap_or_default())?),
+        "safety-filter" => Box::new(safety::SafetyFilter::new(
+            &b.safety_filter.clone().unwrap_or_default(),
+            plan,
+        )?),
         "audit-logger" => Box::new(audit::AuditLogger::new(&b.audit_logger.clone().unwrap_or_default())),
         other => return Err(format!("policy kind '{other}' is not enforced by this version")),
     })

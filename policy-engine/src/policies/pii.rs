@@ -8,6 +8,7 @@ use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::{PiiDetector as Settings, RedactOrBlock, Redaction};
 use crate::decision::Verdict;
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 
 #[derive(Debug)]
 pub struct PiiDetector {
@@ -18,7 +19,7 @@ pub struct PiiDetector {
 }
 
 impl PiiDetector {
-    pub fn new(s: &Settings) -> Result<Self, String> {
+    pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         let mut detectors = pii_detectors(s.pci_mode, s.healthcare_mode)?;
         for p in &s.detect_patterns {
             detectors.push(Detector::custom("CUSTOM", p)?);
@@ -26,7 +27,7 @@ impl PiiDetector {
         Ok(PiiDetector {
             enabled: s.enabled,
             action: s.action,
-            set: EntitySet::new(detectors)?,
+            set: EntitySet::new(detectors, plan, &[Phase::Input, Phase::Output])?,
             redaction: s.redaction.clone(),
         })
     }
@@ -78,7 +79,7 @@ impl Policy for PiiDetector {
         self.enabled
     }
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
-        let findings = self.set.find(cx.texts, |_| true);
+        let findings = self.set.find(cx.texts, cx.hits);
         Ok(decide(findings, cx, self.action, &self.redaction, "personal data"))
     }
 }

@@ -8,6 +8,7 @@ use super::entities::{EntitySet, phi_detectors};
 use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::{Rbac as Settings, RolePermissions};
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 
 #[derive(Debug)]
 pub struct Rbac {
@@ -38,10 +39,10 @@ pub fn glob(pattern: &str, name: &str) -> bool {
 }
 
 impl Rbac {
-    pub fn new(s: &Settings) -> Result<Self, String> {
+    pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         let phi = if s.minimum_necessary.enabled {
             Some((
-                EntitySet::new(phi_detectors()?)?,
+                EntitySet::new(phi_detectors()?, plan, &[Phase::Input])?,
                 s.minimum_necessary.allowed_phi_roles.clone(),
             ))
         } else {
@@ -105,7 +106,7 @@ impl Rbac {
         if let Some((set, allowed_roles)) = &self.phi
             && !role.is_some_and(|r| allowed_roles.iter().any(|a| a == r))
         {
-            let findings = set.find(cx.texts, |_| true);
+            let findings = set.find(cx.texts, cx.hits);
             if !findings.is_empty() {
                 return Outcome::block(
                     "phi_access_denied",

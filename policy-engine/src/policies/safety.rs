@@ -5,6 +5,7 @@
 use super::{EvalContext, Outcome, Policy, PolicyError};
 use crate::config::{BlockOrEscalate, SafetyFilter as Settings, SafetyMode};
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 use crate::text::TermMatcher;
 
 const UNIVERSAL: &[&str] = &[
@@ -113,7 +114,7 @@ pub struct SafetyFilter {
 }
 
 impl SafetyFilter {
-    pub fn new(s: &Settings) -> Result<Self, String> {
+    pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         let mut terms: Vec<&str> = Vec::new();
         if !s.replace_defaults {
             terms.extend(UNIVERSAL);
@@ -123,7 +124,12 @@ impl SafetyFilter {
         Ok(SafetyFilter {
             enabled: s.enabled,
             action: s.action,
-            terms: TermMatcher::new(&terms, s.fuzzy_matching.then_some(s.max_distance))?,
+            terms: TermMatcher::new(
+                &terms,
+                s.fuzzy_matching.then_some(s.max_distance),
+                plan,
+                &[Phase::Input, Phase::Output],
+            )?,
         })
     }
 }
@@ -141,8 +147,8 @@ impl Policy for SafetyFilter {
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
         let mut found: Vec<String> = Vec::new();
         let mut n = 0;
-        for seg in cx.texts {
-            for h in self.terms.find(seg.text) {
+        for (i, seg) in cx.texts.iter().enumerate() {
+            for h in self.terms.find(seg.text, cx.hits.get(i, self.terms.owner())) {
                 n += 1;
                 let t = self.terms.term(h.term);
                 if !found.iter().any(|f| f == t) {

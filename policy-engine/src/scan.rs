@@ -1,0 +1,404 @@
+//! Scan once: the literals every policy of a phase needs (blocked terms, entity names,
+//! context words, the required prefixes of regexes) go into one case-insensitive automaton,
+//! run once per text segment. Each policy gets back only its own hits, and runs its regexes
+//! anchored at those hits instead of over the whole text.
+//!
+//! A regex whose matches cannot be tied to a literal prefix (say `\d{3}-\d{2}-\d{4}`) is
+//! marked full-scan and searched over the whole text by its owner.
+
+use std::cell::OnceCell;
+use std::ops::Range;
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use regex_automata::meta::Regex as MetaRegex;
+use regex_automata::util::syntax;
+use regex_automata::{Anchored, Input};
+use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+use crate::exchange::TextSegment;
+use crate::kinds::Phase;
+
+/// Who registered a literal: one id per (policy, purpose).
+pub type OwnerId = usize;
+
+/// One literal found in a text segment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hit {
+    /// The owner's own index for the literal (a term index, a regex index…).
+    pub local: u32,
+    pub start: usize,
+    pub end: usize,
+}
+
+impl Hit {
+    pub fn range(&self) -> Range<usize> {
+        self.start..self.end
+    }
+}
+
+/// Literals being collected while a chain compiles.
+#[derive(Debug, Default)]
+pub struct ScanPlan {
+    /// (literal, owner, local index)
+    literals: Vec<(String, OwnerId, u32)>,
+    owner_phases: Vec<&'static [Phase]>,
+}
+
+impl ScanPlan {
+    /// A new owner whose literals are scanned in `phases`.
+    pub fn owner(&mut self, phases: &'static [Phase]) -> OwnerId {
+        self.owner_phases.push(phases);
+        self.owner_phases.len() - 1
+    }
+
+    /// Registers `literal` for `owner` under the owner's index `local`. Matching is ASCII
+    /// case-insensitive; non-ASCII literals also register their lower- and upper-case forms.
+    pub fn add(&mut self, owner: OwnerId, local: u32, literal: &str) {
+        if literal.is_empty() {
+            return;
+        }
+        self.literals.push((literal.to_owned(), owner, local));
+        if !literal.is_ascii() {
+            for v in [literal.to_lowercase(), literal.to_uppercase()] {
+                if v != literal {
+                    self.literals.push((v, owner, local));
+                }
+            }
+        }
+    }
+
+    /// One scanner per phase that has literals.
+    pub fn build(self) -> Result<Scanners, String> {
+        let owners = self.owner_phases.len();
+        let mut out = Scanners::default();
+        for phase in [Phase::Input, Phase::Output] {
+            let lits: Vec<&(String, OwnerId, u32)> = self
+                .literals
+                .iter()
+                .filter(|(_, o, _)| self.owner_phases[*o].contains(&phase))
+                .collect();
+            if lits.is_empty() {
+                continue;
+            }
+            // Identical literals (ignoring ASCII case) share one automaton pattern.
+            let mut patterns: Vec<String> = Vec::new();
+            let mut map: Vec<Vec<(OwnerId, u32)>> = Vec::new();
+            let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+            for (lit, owner, local) in lits {
+                let key = lit.to_ascii_lowercase();
+                let at = *index.entry(key).or_insert_with(|| {
+                    patterns.push(lit.clone());
+                    map.push(Vec::new());
+                    patterns.len() - 1
+                });
+                map[at].push((*owner, *local));
+            }
+            let kind = if patterns.len() <= 50_000 {
+                Some(AhoCorasickKind::DFA)
+            } else {
+                None
+            };
+            let ac = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .kind(kind)
+                .build(&patterns)
+                .map_err(|e| format!("literal scanner: {e}"))?;
+            let scanner = Scanner { ac, map, owners };
+            match phase {
+                Phase::Input => out.input = Some(scanner),
+                _ => out.output = Some(scanner),
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The compiled scanners of a chain.
+#[derive(Debug, Default)]
+pub struct Scanners {
+    pub input: Option<Scanner>,
+    pub output: Option<Scanner>,
+}
+
+impl Scanners {
+    pub fn for_phase(&self, phase: Phase) -> Option<&Scanner> {
+        match phase {
+            Phase::Input => self.input.as_ref(),
+            Phase::Output => self.output.as_ref(),
+            Phase::Tool => None,
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct Scanner {
+    ac: AhoCorasick,
+    /// Automaton pattern → the owners that registered it.
+    map: Vec<Vec<(OwnerId, u32)>>,
+    owners: usize,
+}
+
+impl Scanner {
+    /// Every hit in `text` (overlapping ones included), grouped by owner.
+    pub fn scan(&self, text: &str) -> Vec<Vec<Hit>> {
+        let mut by_owner: Vec<Vec<Hit>> = vec![Vec::new(); self.owners];
+        for m in self.ac.find_overlapping_iter(text) {
+            for &(owner, local) in &self.map[m.pattern().as_usize()] {
+                by_owner[owner].push(Hit {
+                    local,
+                    start: m.start(),
+                    end: m.end(),
+                });
+            }
+        }
+        by_owner
+    }
+}
+
+/// Hits of every segment of the body under evaluation, computed on first use.
+#[derive(Debug)]
+pub struct HitCache<'a> {
+    scanner: Option<&'a Scanner>,
+    texts: &'a [TextSegment<'a>],
+    cell: OnceCell<Vec<Vec<Vec<Hit>>>>,
+}
+
+impl<'a> HitCache<'a> {
+    pub fn new(scanner: Option<&'a Scanner>, texts: &'a [TextSegment<'a>]) -> Self {
+        HitCache {
+            scanner,
+            texts,
+            cell: OnceCell::new(),
+        }
+    }
+
+    /// Hits of `owner` in segment `segment`, sorted by start.
+    pub fn get(&self, segment: usize, owner: OwnerId) -> &[Hit] {
+        let all = self.cell.get_or_init(|| match self.scanner {
+            Some(s) => self.texts.iter().map(|t| s.scan(t.text)).collect(),
+            None => Vec::new(),
+        });
+        all.get(segment)
+            .and_then(|o| o.get(owner))
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+    }
+}
+
+/// Whole-word hits, leftmost-longest, non-overlapping (the semantics of blocked terms).
+pub fn whole_words(text: &str, hits: &[Hit]) -> Vec<Hit> {
+    let mut cands: Vec<Hit> = hits
+        .iter()
+        .copied()
+        .filter(|h| crate::text::on_word_boundaries(text, &h.range()))
+        .collect();
+    cands.sort_by_key(|h| (h.start, std::cmp::Reverse(h.end)));
+    let mut out: Vec<Hit> = Vec::with_capacity(cands.len());
+    for h in cands {
+        if out.last().is_none_or(|l| h.start >= l.end) {
+            out.push(h);
+        }
+    }
+    out
+}
+
+/// A regex searched only where one of its literal prefixes occurs.
+#[derive(Debug, Clone)]
+pub struct LiteralRegex {
+    re: MetaRegex,
+    /// Lower-cased prefixes every match starts with; `None` = search the whole text.
+    prefixes: Option<Vec<String>>,
+}
+
+/// Shortest prefix literal worth anchoring on; shorter ones occur everywhere.
+const MIN_PREFIX: usize = 3;
+
+impl LiteralRegex {
+    /// Compiles `pattern` (byte-oriented and ASCII-only classes when `unicode` is false).
+    pub fn new(pattern: &str, case_insensitive: bool, unicode: bool) -> Result<Self, String> {
+        let cfg = syntax::Config::new()
+            .case_insensitive(case_insensitive)
+            .unicode(unicode)
+            .utf8(unicode);
+        let re = MetaRegex::builder()
+            .syntax(cfg)
+            .configure(MetaRegex::config().nfa_size_limit(Some(crate::compile::REGEX_SIZE_LIMIT)))
+            .build(pattern)
+            .map_err(|e| e.to_string())?;
+        Ok(LiteralRegex {
+            re,
+            prefixes: prefixes(pattern, case_insensitive, unicode),
+        })
+    }
+
+    pub fn prefixes(&self) -> Option<&[String]> {
+        self.prefixes.as_deref()
+    }
+
+    /// Matches in `text`: anchored at each hit when the regex has prefixes, else a full
+    /// search. Overlapping matches are dropped in favour of the earlier one.
+    pub fn find(&self, text: &str, hits: &[Hit], out: &mut Vec<Range<usize>>) {
+        let first = out.len();
+        if self.prefixes.is_none() {
+            out.extend(self.re.find_iter(text).filter(|m| !m.is_empty()).map(|m| m.range()));
+            return;
+        }
+        let mut starts: Vec<usize> = hits.iter().map(|h| h.start).collect();
+        starts.sort_unstable();
+        starts.dedup();
+        let mut last_end = 0;
+        for s in starts {
+            if s < last_end {
+                continue;
+            }
+            let input = Input::new(text).range(s..).anchored(Anchored::Yes);
+            if let Some(m) = self.re.search(&input).filter(|m| !m.is_empty()) {
+                last_end = m.end();
+                out.push(m.range());
+            }
+        }
+        debug_assert!(out[first..].windows(2).all(|w| w[0].end <= w[1].start));
+    }
+
+    /// Whether the regex matches anywhere in `text`, given the hits of its prefixes.
+    pub fn is_match(&self, text: &str, hits: &[Hit]) -> bool {
+        match &self.prefixes {
+            None => self.re.is_match(text),
+            Some(_) => hits.iter().any(|h| {
+                self.re
+                    .is_match(Input::new(text).range(h.start..).anchored(Anchored::Yes))
+            }),
+        }
+    }
+
+    /// Whether the regex matches within `range` of `text` (look-around sees past it).
+    pub fn is_match_in(&self, text: &str, range: Range<usize>) -> bool {
+        self.re.is_match(Input::new(text).range(range))
+    }
+
+    /// Whether the regex matches in `text` (a full search, for texts the scanner did not see).
+    pub fn is_match_anywhere(&self, text: &str) -> bool {
+        self.re.is_match(text)
+    }
+}
+
+/// The literal prefixes every match of `pattern` starts with, lower-cased and deduplicated,
+/// when there is a small set of them each at least `MIN_PREFIX` bytes long.
+fn prefixes(pattern: &str, case_insensitive: bool, unicode: bool) -> Option<Vec<String>> {
+    let hir = regex_syntax::ParserBuilder::new()
+        .case_insensitive(case_insensitive)
+        .unicode(unicode)
+        .utf8(unicode)
+        .build()
+        .parse(pattern)
+        .ok()?;
+    let mut ex = Extractor::new();
+    ex.kind(ExtractKind::Prefix)
+        .limit_total(4096)
+        .limit_class(16)
+        .limit_literal_len(32);
+    let seq = ex.extract(&hir);
+    let lits = seq.literals()?;
+    let mut out: Vec<String> = Vec::new();
+    for l in lits {
+        let s = String::from_utf8(l.as_bytes().to_vec()).ok()?.to_ascii_lowercase();
+        if s.len() < MIN_PREFIX {
+            return None;
+        }
+        if !out.contains(&s) {
+            out.push(s);
+        }
+    }
+    (!out.is_empty() && out.len() <= 512).then_some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_are_extracted_or_refused() {
+        let p = |s: &str, ci: bool| prefixes(s, ci, true);
+        assert_eq!(p("AKIA[0-9A-Z]{16}", false), Some(vec!["akia".to_owned()]));
+        assert_eq!(
+            p("(?:SECRET|TOP SECRET)//[A-Z]+", false),
+            Some(vec!["secret//".to_owned(), "top secret//".to_owned()])
+        );
+        assert_eq!(p("codename[:\\s]+[a-z]+", true).map(|v| v.len()), Some(1));
+        assert_eq!(p(r"\d{3}-\d{2}-\d{4}", false), None, "too many prefixes");
+        assert_eq!(p(".*secret", false), None, "no prefix");
+        assert_eq!(p("ab+c", false), None, "prefix too short");
+    }
+
+    #[test]
+    fn one_pass_serves_several_owners() {
+        let mut plan = ScanPlan::default();
+        let a = plan.owner(&[Phase::Input]);
+        let b = plan.owner(&[Phase::Input, Phase::Output]);
+        plan.add(a, 0, "falcon");
+        plan.add(b, 7, "FALCON");
+        plan.add(b, 8, "con");
+        let s = plan.build().expect("builds");
+        let hits = s.input.as_ref().expect("input scanner").scan("Project Falcon");
+        assert_eq!(
+            hits[a],
+            vec![Hit {
+                local: 0,
+                start: 8,
+                end: 14
+            }]
+        );
+        assert_eq!(hits[b].len(), 2, "overlapping hits are all reported: {:?}", hits[b]);
+        let out = s.output.as_ref().expect("output scanner").scan("falcon");
+        assert!(out[a].is_empty(), "owner a is input-only");
+    }
+
+    #[test]
+    fn anchored_search_finds_every_match() {
+        let r = LiteralRegex::new("AKIA[0-9A-Z]{16}", false, true).expect("compiles");
+        let text = "x AKIAIOSFODNN7EXAMPLE y akiaIOSFODNN7EXAMPLE AKIAIOSFODNN7EXAMPLE";
+        let hits: Vec<Hit> = text
+            .to_ascii_lowercase()
+            .match_indices("akia")
+            .map(|(i, _)| Hit {
+                local: 0,
+                start: i,
+                end: i + 4,
+            })
+            .collect();
+        let mut out = Vec::new();
+        r.find(text, &hits, &mut out);
+        assert_eq!(out, vec![2..22, 46..66]);
+    }
+
+    #[test]
+    fn whole_words_picks_leftmost_longest() {
+        let text = "the project falcon plan";
+        let hits = [
+            Hit {
+                local: 0,
+                start: 4,
+                end: 11,
+            },
+            Hit {
+                local: 1,
+                start: 4,
+                end: 18,
+            },
+            Hit {
+                local: 2,
+                start: 12,
+                end: 18,
+            },
+        ];
+        assert_eq!(
+            whole_words(text, &hits),
+            vec![Hit {
+                local: 1,
+                start: 4,
+                end: 18
+            }]
+        );
+    }
+}
