@@ -8,6 +8,7 @@
 
 use std::cell::OnceCell;
 use std::ops::Range;
+use std::sync::{Arc, OnceLock};
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex as MetaRegex;
@@ -41,14 +42,14 @@ impl Hit {
 pub struct ScanPlan {
     /// (literal, owner, local index)
     literals: Vec<(String, OwnerId, u32)>,
-    owner_phases: Vec<&'static [Phase]>,
+    owners: usize,
 }
 
 impl ScanPlan {
-    /// A new owner whose literals are scanned in `phases`.
-    pub fn owner(&mut self, phases: &'static [Phase]) -> OwnerId {
-        self.owner_phases.push(phases);
-        self.owner_phases.len() - 1
+    /// A new owner: the literals it registers come back to it as hits.
+    pub fn owner(&mut self) -> OwnerId {
+        self.owners += 1;
+        self.owners - 1
     }
 
     /// Registers `literal` for `owner` under the owner's index `local`. Matching is ASCII
@@ -67,83 +68,101 @@ impl ScanPlan {
         }
     }
 
-    /// One scanner per phase that has literals.
+    /// One scanner over every literal: each phase's policies read their own owners' hits
+    /// from the same single pass.
     pub fn build(self) -> Result<Scanners, String> {
-        let owners = self.owner_phases.len();
-        let mut out = Scanners::default();
-        for phase in [Phase::Input, Phase::Output] {
-            let lits: Vec<&(String, OwnerId, u32)> = self
-                .literals
-                .iter()
-                .filter(|(_, o, _)| self.owner_phases[*o].contains(&phase))
-                .collect();
-            if lits.is_empty() {
-                continue;
-            }
-            // Identical literals (ignoring ASCII case) share one automaton pattern.
-            let mut patterns: Vec<String> = Vec::new();
-            let mut map: Vec<Vec<(OwnerId, u32)>> = Vec::new();
-            let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-            for (lit, owner, local) in lits {
-                let key = lit.to_ascii_lowercase();
-                let at = *index.entry(key).or_insert_with(|| {
-                    patterns.push(lit.clone());
-                    map.push(Vec::new());
-                    patterns.len() - 1
-                });
-                map[at].push((*owner, *local));
-            }
-            let kind = if patterns.len() <= 50_000 {
-                Some(AhoCorasickKind::DFA)
-            } else {
-                None
-            };
-            let ac = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(kind)
-                .build(&patterns)
-                .map_err(|e| format!("literal scanner: {e}"))?;
-            let scanner = Scanner { ac, map, owners };
-            match phase {
-                Phase::Input => out.input = Some(scanner),
-                _ => out.output = Some(scanner),
-            }
+        let owners = self.owners;
+        if self.literals.is_empty() {
+            return Ok(Scanners::default());
         }
-        Ok(out)
+        // Identical literals (ignoring ASCII case) share one automaton pattern.
+        let mut patterns: Vec<String> = Vec::new();
+        let mut map: Vec<Vec<(OwnerId, u32)>> = Vec::new();
+        let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+        for (lit, owner, local) in self.literals {
+            let at = *index.entry(lit.to_ascii_lowercase()).or_insert_with(|| {
+                patterns.push(lit);
+                map.push(Vec::new());
+                patterns.len() - 1
+            });
+            map[at].push((owner, local));
+        }
+        let scanner = Scanner::new(patterns, map, owners)?;
+        Ok(Scanners {
+            all: Some(Arc::new(scanner)),
+        })
     }
 }
 
-/// The compiled scanners of a chain.
-#[derive(Debug, Default)]
+/// Pattern count above which the automaton is first built as a (quick to build) NFA and
+/// upgraded to a (quick to search) DFA in the background, so a config with tens of
+/// thousands of terms still loads in milliseconds.
+const EAGER_DFA_LIMIT: usize = 3000;
+
+fn automaton(patterns: &[String], kind: AhoCorasickKind) -> Result<AhoCorasick, String> {
+    AhoCorasickBuilder::new()
+        .ascii_case_insensitive(true)
+        .match_kind(MatchKind::Standard)
+        .kind(Some(kind))
+        .build(patterns)
+        .map_err(|e| format!("literal scanner: {e}"))
+}
+
+/// The compiled scanner of a chain (shared by its phases).
+#[derive(Debug, Default, Clone)]
 pub struct Scanners {
-    pub input: Option<Scanner>,
-    pub output: Option<Scanner>,
+    all: Option<Arc<Scanner>>,
 }
 
 impl Scanners {
     pub fn for_phase(&self, phase: Phase) -> Option<&Scanner> {
         match phase {
-            Phase::Input => self.input.as_ref(),
-            Phase::Output => self.output.as_ref(),
             Phase::Tool => None,
+            _ => self.all.as_deref(),
         }
     }
 }
 
 #[derive(Debug)]
 pub struct Scanner {
-    ac: AhoCorasick,
+    /// The automaton in use until `dfa` is ready (or for good, for small pattern sets).
+    first: AhoCorasick,
+    dfa: Arc<OnceLock<AhoCorasick>>,
     /// Automaton pattern → the owners that registered it.
     map: Vec<Vec<(OwnerId, u32)>>,
     owners: usize,
 }
 
 impl Scanner {
+    fn new(patterns: Vec<String>, map: Vec<Vec<(OwnerId, u32)>>, owners: usize) -> Result<Self, String> {
+        let dfa = Arc::new(OnceLock::new());
+        let first = if patterns.len() <= EAGER_DFA_LIMIT {
+            automaton(&patterns, AhoCorasickKind::DFA)?
+        } else {
+            let nfa = automaton(&patterns, AhoCorasickKind::ContiguousNFA)?;
+            let slot = Arc::clone(&dfa);
+            // Same patterns and options, so pattern ids and hits are identical.
+            let spawned = std::thread::Builder::new().name("kt-scan-dfa".into()).spawn(move || {
+                if let Ok(d) = automaton(&patterns, AhoCorasickKind::DFA) {
+                    let _ = slot.set(d);
+                }
+            });
+            drop(spawned);
+            nfa
+        };
+        Ok(Scanner {
+            first,
+            dfa,
+            map,
+            owners,
+        })
+    }
+
     /// Every hit in `text` (overlapping ones included), grouped by owner.
     pub fn scan(&self, text: &str) -> Vec<Vec<Hit>> {
+        let ac = self.dfa.get().unwrap_or(&self.first);
         let mut by_owner: Vec<Vec<Hit>> = vec![Vec::new(); self.owners];
-        for m in self.ac.find_overlapping_iter(text) {
+        for m in ac.find_overlapping_iter(text) {
             for &(owner, local) in &self.map[m.pattern().as_usize()] {
                 by_owner[owner].push(Hit {
                     local,
@@ -334,13 +353,13 @@ mod tests {
     #[test]
     fn one_pass_serves_several_owners() {
         let mut plan = ScanPlan::default();
-        let a = plan.owner(&[Phase::Input]);
-        let b = plan.owner(&[Phase::Input, Phase::Output]);
+        let a = plan.owner();
+        let b = plan.owner();
         plan.add(a, 0, "falcon");
         plan.add(b, 7, "FALCON");
         plan.add(b, 8, "con");
         let s = plan.build().expect("builds");
-        let hits = s.input.as_ref().expect("input scanner").scan("Project Falcon");
+        let hits = s.for_phase(Phase::Input).expect("scanner").scan("Project Falcon");
         assert_eq!(
             hits[a],
             vec![Hit {
@@ -350,8 +369,29 @@ mod tests {
             }]
         );
         assert_eq!(hits[b].len(), 2, "overlapping hits are all reported: {:?}", hits[b]);
-        let out = s.output.as_ref().expect("output scanner").scan("falcon");
-        assert!(out[a].is_empty(), "owner a is input-only");
+        assert!(s.for_phase(Phase::Tool).is_none(), "the tool phase has no text to scan");
+    }
+
+    #[test]
+    fn large_sets_scan_the_same_before_and_after_the_dfa_upgrade() {
+        let mut plan = ScanPlan::default();
+        let o = plan.owner();
+        for i in 0..(EAGER_DFA_LIMIT as u32 + 10) {
+            plan.add(o, i, &format!("term{i}x"));
+        }
+        let s = plan.build().expect("builds");
+        let scanner = s.for_phase(Phase::Input).expect("scanner");
+        let text = "a TERM17X b term3000x c";
+        let before = scanner.scan(text);
+        for _ in 0..500 {
+            if scanner.dfa.get().is_some() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert!(scanner.dfa.get().is_some(), "the DFA is built in the background");
+        assert_eq!(scanner.scan(text), before);
+        assert_eq!(before[o].len(), 2);
     }
 
     #[test]

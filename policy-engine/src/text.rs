@@ -7,7 +7,6 @@ use std::ops::Range;
 
 use std::collections::HashMap;
 
-use crate::kinds::Phase;
 use crate::scan::{Hit, OwnerId, ScanPlan, whole_words};
 use unicode_normalization::UnicodeNormalization;
 
@@ -191,18 +190,13 @@ pub fn fuzzy_min_len(max_distance: usize) -> usize {
 
 impl TermMatcher {
     /// Registers `terms` with the chain's scan plan for `phases`.
-    pub fn new<S: AsRef<str>>(
-        terms: &[S],
-        fuzzy_distance: Option<u8>,
-        plan: &mut ScanPlan,
-        phases: &'static [Phase],
-    ) -> Result<Self, String> {
+    pub fn new<S: AsRef<str>>(terms: &[S], fuzzy_distance: Option<u8>, plan: &mut ScanPlan) -> Result<Self, String> {
         let terms: Vec<String> = terms
             .iter()
             .map(|t| t.as_ref().trim().to_owned())
             .filter(|t| !t.is_empty())
             .collect();
-        let owner = plan.owner(phases);
+        let owner = plan.owner();
         for (i, t) in terms.iter().enumerate() {
             plan.add(owner, u32::try_from(i).map_err(|_| "too many terms")?, t);
         }
@@ -347,12 +341,15 @@ mod tests {
 
     fn matcher(terms: &[&str], fuzzy: Option<u8>) -> (TermMatcher, crate::scan::Scanners) {
         let mut plan = ScanPlan::default();
-        let m = TermMatcher::new(terms, fuzzy, &mut plan, &[Phase::Input]).expect("builds");
+        let m = TermMatcher::new(terms, fuzzy, &mut plan).expect("builds");
         (m, plan.build().expect("scanner"))
     }
 
     fn find(m: &TermMatcher, s: &crate::scan::Scanners, text: &str) -> Vec<TermHit> {
-        let hits = s.input.as_ref().map(|sc| sc.scan(text)).unwrap_or_default();
+        let hits = s
+            .for_phase(crate::kinds::Phase::Input)
+            .map(|sc| sc.scan(text))
+            .unwrap_or_default();
         m.find(text, hits.get(m.owner()).map(Vec::as_slice).unwrap_or(&[]))
     }
 

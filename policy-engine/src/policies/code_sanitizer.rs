@@ -4,10 +4,13 @@
 
 use std::ops::Range;
 
+use std::sync::OnceLock;
+
 use regex::Regex;
 
 use super::redaction::{self, Finding};
 use super::{EvalContext, Outcome, Policy, PolicyError};
+use crate::compile::builtin;
 use crate::config::{CodeSanitizer as Settings, Redaction};
 use crate::decision::Verdict;
 use crate::kinds::Phase;
@@ -93,7 +96,9 @@ fn compile(list: &[(&'static str, &str)]) -> Result<Vec<(&'static str, Regex)>, 
 
 impl CodeSanitizer {
     pub fn new(s: &Settings) -> Result<Self, String> {
-        let mut code = compile(CODE_PATTERNS)?;
+        static CODE: OnceLock<Result<Vec<(&'static str, Regex)>, String>> = OnceLock::new();
+        static SECRETS: OnceLock<Result<Vec<(&'static str, Regex)>, String>> = OnceLock::new();
+        let mut code = builtin(&CODE, || compile(CODE_PATTERNS))?;
         for p in &s.additional_patterns {
             code.push((
                 "CUSTOM",
@@ -106,7 +111,7 @@ impl CodeSanitizer {
         Ok(CodeSanitizer {
             enabled: s.enabled,
             block: s.block_on_match,
-            secrets: compile(SECRET_PATTERNS)?,
+            secrets: builtin(&SECRETS, || compile(SECRET_PATTERNS))?,
             code,
             fence: Regex::new(r"(?s)```[^\n]*\n.*?(?:```|\z)|`[^`\n]+`").map_err(|e| e.to_string())?,
         })

@@ -5,9 +5,12 @@
 //! Terms and the literal prefixes of the regexes come from the chain's shared scan; a
 //! regex runs anchored at its prefixes' hits, or over the whole text when it has none.
 
+use std::sync::OnceLock;
+
 use super::code_sanitizer::SECRET_PATTERNS;
 use super::redaction::{self, Finding};
 use super::{EvalContext, Outcome, Policy, PolicyError};
+use crate::compile::builtin;
 use crate::config::{DlpFilter as Settings, RedactOrBlock, SensitivityLevel};
 use crate::decision::Verdict;
 use crate::kinds::Phase;
@@ -37,35 +40,37 @@ pub struct DlpFilter {
 
 impl DlpFilter {
     pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
-        let mut sources: Vec<(&str, &'static str)> =
-            s.detect_patterns.iter().map(|p| (p.as_str(), "pattern")).collect();
+        static MARKERS: OnceLock<Result<Vec<LiteralRegex>, String>> = OnceLock::new();
+        static SECRETS: OnceLock<Result<Vec<LiteralRegex>, String>> = OnceLock::new();
+        let compile_all = |list: &mut dyn Iterator<Item = &str>| {
+            list.map(|p| LiteralRegex::new(p, false, true))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        let mut patterns: Vec<(LiteralRegex, &'static str)> = Vec::new();
+        for p in &s.detect_patterns {
+            patterns.push((LiteralRegex::new(p, false, true)?, "pattern"));
+        }
         if s.sensitivity_level >= SensitivityLevel::High {
-            sources.extend(CLASSIFICATION_MARKERS.iter().map(|p| (*p, "classified")));
+            let markers = builtin(&MARKERS, || compile_all(&mut CLASSIFICATION_MARKERS.iter().copied()))?;
+            patterns.extend(markers.into_iter().map(|r| (r, "classified")));
         }
         if s.sensitivity_level >= SensitivityLevel::Restricted {
-            sources.extend(SECRET_PATTERNS.iter().map(|(_, p)| (*p, "credential")));
+            let secrets = builtin(&SECRETS, || compile_all(&mut SECRET_PATTERNS.iter().map(|(_, p)| *p)))?;
+            patterns.extend(secrets.into_iter().map(|r| (r, "credential")));
         }
-        let prefix_owner = plan.owner(PHASES);
-        let mut patterns = Vec::with_capacity(sources.len());
-        for (i, (p, entity)) in sources.into_iter().enumerate() {
-            let re = LiteralRegex::new(p, false, true)?;
+        let prefix_owner = plan.owner();
+        for (i, (re, _)) in patterns.iter().enumerate() {
             let local = u32::try_from(i).map_err(|_| "too many patterns")?;
             for lit in re.prefixes().unwrap_or(&[]) {
                 plan.add(prefix_owner, local, lit);
             }
-            patterns.push((re, entity));
         }
         Ok(DlpFilter {
             enabled: s.enabled,
             action: s.action,
             patterns,
             prefix_owner,
-            terms: TermMatcher::new(
-                &s.blocked_terms,
-                s.fuzzy_matching.then_some(s.max_distance),
-                plan,
-                PHASES,
-            )?,
+            terms: TermMatcher::new(&s.blocked_terms, s.fuzzy_matching.then_some(s.max_distance), plan)?,
             replacement: s.replacement.clone().unwrap_or_else(|| "[REDACTED]".to_owned()),
         })
     }

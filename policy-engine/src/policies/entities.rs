@@ -5,11 +5,13 @@
 
 use std::ops::Range;
 
+use std::sync::OnceLock;
+
 use regex::Regex;
 
 use super::redaction::Finding;
+use crate::compile::builtin;
 use crate::exchange::TextSegment;
-use crate::kinds::Phase;
 use crate::scan::{Hit, HitCache, OwnerId, ScanPlan};
 use crate::text::widen;
 
@@ -166,8 +168,8 @@ struct Windows {
 
 impl EntitySet {
     /// Registers the context words of `detectors` with the chain's scan plan.
-    pub fn new(detectors: Vec<Detector>, plan: &mut ScanPlan, phases: &'static [Phase]) -> Result<Self, String> {
-        let owner = plan.owner(phases);
+    pub fn new(detectors: Vec<Detector>, plan: &mut ScanPlan) -> Result<Self, String> {
+        let owner = plan.owner();
         let mut words: Vec<&'static str> = Vec::new();
         let mut context_owners: Vec<Vec<usize>> = Vec::new();
         for (i, d) in detectors.iter().enumerate() {
@@ -568,6 +570,13 @@ const DATE: &str = r"(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}[/.-]\d{1,2
 
 /// Detectors of the PII catalogue, highest priority first.
 pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, String> {
+    static CACHE: [OnceLock<Result<Vec<Detector>, String>>; 4] = [const { OnceLock::new() }; 4];
+    builtin(&CACHE[usize::from(pci) * 2 + usize::from(healthcare)], || {
+        build_pii_detectors(pci, healthcare)
+    })
+}
+
+fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, String> {
     use Trigger::*;
     let mut v = vec![Detector::new(
         "DATE_OF_BIRTH",
@@ -679,6 +688,11 @@ fn healthcare_detectors() -> Result<Vec<Detector>, String> {
 
 /// Detectors for the 18 HIPAA Safe Harbor identifiers that text can carry.
 pub fn phi_detectors() -> Result<Vec<Detector>, String> {
+    static CACHE: OnceLock<Result<Vec<Detector>, String>> = OnceLock::new();
+    builtin(&CACHE, build_phi_detectors)
+}
+
+fn build_phi_detectors() -> Result<Vec<Detector>, String> {
     use Trigger::*;
     let mut v = healthcare_detectors()?;
     v.extend([
@@ -723,13 +737,16 @@ mod tests {
 
     fn set(detectors: Vec<Detector>) -> (EntitySet, crate::scan::Scanners) {
         let mut plan = ScanPlan::default();
-        let set = EntitySet::new(detectors, &mut plan, &[Phase::Input]).expect("set");
+        let set = EntitySet::new(detectors, &mut plan).expect("set");
         (set, plan.build().expect("scanner"))
     }
 
     fn find(set: &(EntitySet, crate::scan::Scanners), text: &str) -> Vec<(&'static str, String)> {
         let (set, scanners) = set;
-        let hits = scanners.input.as_ref().map(|s| s.scan(text)).unwrap_or_default();
+        let hits = scanners
+            .for_phase(crate::kinds::Phase::Input)
+            .map(|s| s.scan(text))
+            .unwrap_or_default();
         let mut out = Vec::new();
         set.find_in(text, 0, hits.get(set.owner).map(Vec::as_slice).unwrap_or(&[]), &mut out);
         out.sort_by_key(|f| f.range.start);

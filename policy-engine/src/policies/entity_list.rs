@@ -17,12 +17,7 @@ impl EntityListFilter {
     pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         Ok(EntityListFilter {
             enabled: s.enabled,
-            terms: TermMatcher::new(
-                &s.blocked_entities,
-                s.fuzzy_matching.then_some(s.max_distance),
-                plan,
-                &[Phase::Input, Phase::Output],
-            )?,
+            terms: TermMatcher::new(&s.blocked_entities, s.fuzzy_matching.then_some(s.max_distance), plan)?,
         })
     }
 }

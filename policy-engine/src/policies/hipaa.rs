@@ -22,7 +22,7 @@ impl HipaaPhiDetector {
         Ok(HipaaPhiDetector {
             enabled: s.enabled,
             action: s.action,
-            set: EntitySet::new(phi_detectors()?, plan, &[Phase::Input, Phase::Output])?,
+            set: EntitySet::new(phi_detectors()?, plan)?,
             redaction: s.redaction.clone(),
         })
     }

@@ -27,7 +27,7 @@ impl PiiDetector {
         Ok(PiiDetector {
             enabled: s.enabled,
             action: s.action,
-            set: EntitySet::new(detectors, plan, &[Phase::Input, Phase::Output])?,
+            set: EntitySet::new(detectors, plan)?,
             redaction: s.redaction.clone(),
         })
     }

@@ -8,13 +8,15 @@
 //! that; a message is an injection when its score reaches `embedding_threshold`.
 
 use std::ops::Range;
+use std::sync::OnceLock;
 
 use base64::Engine as _;
 
 use super::{EvalContext, Outcome, Policy, PolicyError};
+use crate::compile::builtin;
 use crate::config::{PiAction, PromptInjection as Settings};
 use crate::kinds::Phase;
-use crate::scan::{Hit, LiteralRegex, OwnerId, ScanPlan, Scanner};
+use crate::scan::{Hit, LiteralRegex, OwnerId, ScanPlan, Scanners};
 use crate::text::{fold, widen};
 
 const DEFAULT_THRESHOLD: f64 = 0.8;
@@ -158,28 +160,39 @@ pub struct PromptInjection {
     /// Owner of this policy's literals in the chain's shared scan.
     owner: OwnerId,
     /// The same literals, for folded or decoded text the shared scan did not see.
-    own: Scanner,
+    own: Scanners,
     references: Vec<Trigrams>,
 }
 
 impl PromptInjection {
     pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         let mut patterns: Vec<(LiteralRegex, Signal)> = Vec::new();
-        for (p, _) in PATTERNS {
-            patterns.push((LiteralRegex::new(p, true, false)?, Signal::Attack));
-        }
+        static BUILTIN: OnceLock<Result<Vec<LiteralRegex>, String>> = OnceLock::new();
+        let builtins = builtin(&BUILTIN, || {
+            let mut v = PATTERNS
+                .iter()
+                .map(|(p, _)| LiteralRegex::new(p, true, false))
+                .collect::<Result<Vec<_>, _>>()?;
+            v.push(LiteralRegex::new(DELIMITERS, true, false)?);
+            v.push(LiteralRegex::new(FAKE_BOUNDARIES, true, false)?);
+            Ok(v)
+        })?;
+        let mut builtins = builtins.into_iter();
+        patterns.extend(builtins.by_ref().take(PATTERNS.len()).map(|r| (r, Signal::Attack)));
+        let delimiters = builtins.next().ok_or("delimiter pattern")?;
+        let boundaries = builtins.next().ok_or("boundary pattern")?;
         if s.boundaries.enforce_delimiters {
-            patterns.push((LiteralRegex::new(DELIMITERS, true, false)?, Signal::Delimiter));
+            patterns.push((delimiters, Signal::Delimiter));
         }
         if s.boundaries.reject_fake_boundaries {
-            patterns.push((LiteralRegex::new(FAKE_BOUNDARIES, true, false)?, Signal::Boundary));
+            patterns.push((boundaries, Signal::Boundary));
         }
         for p in &s.detection.attack_patterns {
             patterns.push((LiteralRegex::new(p, true, true)?, Signal::Custom));
         }
-        let owner = plan.owner(&[Phase::Input]);
+        let owner = plan.owner();
         let mut own_plan = ScanPlan::default();
-        let own_owner = own_plan.owner(&[Phase::Input]);
+        let own_owner = own_plan.owner();
         let mut add = |local: u32, lit: &str| {
             plan.add(owner, local, lit);
             own_plan.add(own_owner, local, lit);
@@ -203,7 +216,7 @@ impl PromptInjection {
         for (j, w) in GATE.iter().enumerate() {
             add(GATE_BASE + u32::try_from(j).map_err(|_| "too many gate words")?, w);
         }
-        let own = own_plan.build()?.input.ok_or("prompt-injection has no literals")?;
+        let own = own_plan.build()?;
         Ok(PromptInjection {
             enabled: s.enabled,
             threshold: s
@@ -235,7 +248,11 @@ impl PromptInjection {
         let hits: &[Hit] = match shared {
             Some(h) if std::ptr::eq(t, text) => h,
             _ => {
-                scanned = self.own.scan(t).into_iter().next().unwrap_or_default();
+                scanned = self
+                    .own
+                    .for_phase(Phase::Input)
+                    .map(|s| s.scan(t).into_iter().next().unwrap_or_default())
+                    .unwrap_or_default();
                 &scanned
             }
         };

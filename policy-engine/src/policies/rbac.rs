@@ -42,7 +42,7 @@ impl Rbac {
     pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
         let phi = if s.minimum_necessary.enabled {
             Some((
-                EntitySet::new(phi_detectors()?, plan, &[Phase::Input])?,
+                EntitySet::new(phi_detectors()?, plan)?,
                 s.minimum_necessary.allowed_phi_roles.clone(),
             ))
         } else {

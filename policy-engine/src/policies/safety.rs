@@ -124,12 +124,7 @@ impl SafetyFilter {
         Ok(SafetyFilter {
             enabled: s.enabled,
             action: s.action,
-            terms: TermMatcher::new(
-                &terms,
-                s.fuzzy_matching.then_some(s.max_distance),
-                plan,
-                &[Phase::Input, Phase::Output],
-            )?,
+            terms: TermMatcher::new(&terms, s.fuzzy_matching.then_some(s.max_distance), plan)?,
         })
     }
 }
