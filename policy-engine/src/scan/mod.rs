@@ -3,18 +3,25 @@
 //! run once per text segment. Each policy gets back only its own hits, and runs its regexes
 //! anchored at those hits instead of over the whole text.
 //!
+//! The automaton (see `automaton`) is a fully determinized Aho-Corasick machine searched
+//! with interleaved streams.
+//!
 //! A regex whose matches cannot be tied to a literal prefix (say `\d{3}-\d{2}-\d{4}`) is
 //! marked full-scan and searched over the whole text by its owner.
 
 use std::cell::OnceCell;
 use std::ops::Range;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_automata::meta::Regex as MetaRegex;
 use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
+
+mod automaton;
+
+use automaton::LiteralDfa;
 
 use crate::exchange::TextSegment;
 use crate::kinds::Phase;
@@ -94,16 +101,11 @@ impl ScanPlan {
     }
 }
 
-/// Pattern count above which the automaton is first built as a (quick to build) NFA and
-/// upgraded to a (quick to search) DFA in the background, so a config with tens of
-/// thousands of terms still loads in milliseconds.
-const EAGER_DFA_LIMIT: usize = 3000;
-
-fn automaton(patterns: &[String], kind: AhoCorasickKind) -> Result<AhoCorasick, String> {
+fn fallback_automaton(patterns: &[String]) -> Result<AhoCorasick, String> {
     AhoCorasickBuilder::new()
         .ascii_case_insensitive(true)
         .match_kind(MatchKind::Standard)
-        .kind(Some(kind))
+        .kind(Some(AhoCorasickKind::ContiguousNFA))
         .build(patterns)
         .map_err(|e| format!("literal scanner: {e}"))
 }
@@ -125,51 +127,46 @@ impl Scanners {
 
 #[derive(Debug)]
 pub struct Scanner {
-    /// The automaton in use until `dfa` is ready (or for good, for small pattern sets).
-    first: AhoCorasick,
-    dfa: Arc<OnceLock<AhoCorasick>>,
+    search: Search,
     /// Automaton pattern → the owners that registered it.
     map: Vec<Vec<(OwnerId, u32)>>,
     owners: usize,
 }
 
+#[derive(Debug)]
+enum Search {
+    Dfa(Box<LiteralDfa>),
+    /// For literal sets whose DFA would be too large.
+    Nfa(AhoCorasick),
+}
+
 impl Scanner {
     fn new(patterns: Vec<String>, map: Vec<Vec<(OwnerId, u32)>>, owners: usize) -> Result<Self, String> {
-        let dfa = Arc::new(OnceLock::new());
-        let first = if patterns.len() <= EAGER_DFA_LIMIT {
-            automaton(&patterns, AhoCorasickKind::DFA)?
-        } else {
-            let nfa = automaton(&patterns, AhoCorasickKind::ContiguousNFA)?;
-            let slot = Arc::clone(&dfa);
-            // Same patterns and options, so pattern ids and hits are identical.
-            let spawned = std::thread::Builder::new().name("kt-scan-dfa".into()).spawn(move || {
-                if let Ok(d) = automaton(&patterns, AhoCorasickKind::DFA) {
-                    let _ = slot.set(d);
-                }
-            });
-            drop(spawned);
-            nfa
+        let search = match LiteralDfa::new(&patterns) {
+            Some(dfa) => Search::Dfa(Box::new(dfa)),
+            None => Search::Nfa(fallback_automaton(&patterns)?),
         };
-        Ok(Scanner {
-            first,
-            dfa,
-            map,
-            owners,
-        })
+        Ok(Scanner { search, map, owners })
     }
 
-    /// Every hit in `text` (overlapping ones included), grouped by owner.
+    /// Every hit in `text` (overlapping ones included), grouped by owner, sorted by start.
     pub fn scan(&self, text: &str) -> Vec<Vec<Hit>> {
-        let ac = self.dfa.get().unwrap_or(&self.first);
         let mut by_owner: Vec<Vec<Hit>> = vec![Vec::new(); self.owners];
-        for m in ac.find_overlapping_iter(text) {
-            for &(owner, local) in &self.map[m.pattern().as_usize()] {
-                by_owner[owner].push(Hit {
-                    local,
-                    start: m.start(),
-                    end: m.end(),
-                });
+        let mut push = |pattern: usize, start: usize, end: usize| {
+            for &(owner, local) in &self.map[pattern] {
+                by_owner[owner].push(Hit { local, start, end });
             }
+        };
+        match &self.search {
+            Search::Dfa(d) => d.for_each_match(text.as_bytes(), |p, s, e| push(p as usize, s, e)),
+            Search::Nfa(ac) => {
+                for m in ac.find_overlapping_iter(text) {
+                    push(m.pattern().as_usize(), m.start(), m.end());
+                }
+            }
+        }
+        for hits in &mut by_owner {
+            hits.sort_unstable_by_key(|h| (h.start, h.end, h.local));
         }
         by_owner
     }
@@ -370,28 +367,6 @@ mod tests {
         );
         assert_eq!(hits[b].len(), 2, "overlapping hits are all reported: {:?}", hits[b]);
         assert!(s.for_phase(Phase::Tool).is_none(), "the tool phase has no text to scan");
-    }
-
-    #[test]
-    fn large_sets_scan_the_same_before_and_after_the_dfa_upgrade() {
-        let mut plan = ScanPlan::default();
-        let o = plan.owner();
-        for i in 0..(EAGER_DFA_LIMIT as u32 + 10) {
-            plan.add(o, i, &format!("term{i}x"));
-        }
-        let s = plan.build().expect("builds");
-        let scanner = s.for_phase(Phase::Input).expect("scanner");
-        let text = "a TERM17X b term3000x c";
-        let before = scanner.scan(text);
-        for _ in 0..500 {
-            if scanner.dfa.get().is_some() {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(10));
-        }
-        assert!(scanner.dfa.get().is_some(), "the DFA is built in the background");
-        assert_eq!(scanner.scan(text), before);
-        assert_eq!(before[o].len(), 2);
     }
 
     #[test]
