@@ -87,12 +87,11 @@ pub fn run(args: InitArgs) -> Result<Exit> {
         for (p, _) in &files {
             println!("  {}", p.display());
         }
-        let cd = if args.dir == std::path::Path::new(".") {
-            String::new()
-        } else {
-            format!("cd {} && ", args.dir.display())
-        };
-        println!("\nNext:\n  {cd}kt policy lint --file policy-config.yaml\n  {cd}kt policy test");
+        println!("\nNext:");
+        if args.dir != std::path::Path::new(".") {
+            println!("  cd {}", args.dir.display());
+        }
+        println!("  kt policy lint --file policy-config.yaml\n  kt policy test");
     }
     Ok(Exit::Ok)
 }

@@ -396,6 +396,31 @@ const LEGACY_HINTS: &[(&str, &str)] = &[
     ("threshold", "prompt-injection takes `embedding_threshold`"),
 ];
 
+/// Documented fields of enforced kinds that this version does not implement yet:
+/// (block path, key, what to do instead).
+const UNSUPPORTED_FIELDS: &[(&str, &str, &str)] = &[
+    (
+        "policy.human-oversight",
+        "confidence_threshold",
+        "escalation by model confidence needs token probabilities; list the decision categories in `require_human_for`",
+    ),
+    (
+        "policy.rbac",
+        "data_access",
+        "gate content by sensitivity with dlp-filter `sensitivity_level` and rbac roles",
+    ),
+    (
+        "policy.safety-filter",
+        "max_age",
+        "age-gated content is not enforced; remove the key",
+    ),
+    (
+        "policy.tool-validation",
+        "semantic_validation",
+        "LLM-based argument checks are not enforced; validate arguments with `schemas`",
+    ),
+];
+
 /// Documented top-level sections that this version does not implement yet.
 const UNSUPPORTED_SECTIONS: &[&str] = &["loads", "history", "workflow_cache", "fabric"];
 
@@ -411,6 +436,14 @@ fn unknown_key(path: &str, key: &str, valid: &[&str]) -> Diagnostic {
             format!("Section '{key}' is not supported by this version of kt"),
         )
         .with_help("remove the section; kt refuses settings it would not enforce");
+    }
+    if let Some((_, _, instead)) = UNSUPPORTED_FIELDS.iter().find(|(p, k, _)| *p == path && *k == key) {
+        return Diagnostic::error(
+            Code::KindNotEnforced,
+            &child,
+            format!("Field '{key}' of {path} is not enforced by this version of kt"),
+        )
+        .with_help(format!("{instead}; kt refuses settings it would not enforce"));
     }
     if path == "policy.prompt-injection" && key == "action" {
         return Diagnostic::error(Code::UnknownKey, &child, format!("Unknown key '{key}' in {path}"))
@@ -439,6 +472,11 @@ fn unknown_policy_block(key: &str, path: &str) -> Diagnostic {
             let mut d = Diagnostic::error(Code::UnknownPolicyKind, path, format!("Unknown policy kind '{key}'"));
             if let Some(s) = did_you_mean(key, kinds::all_names()) {
                 d = d.with_help(format!("Did you mean '{s}'?"));
+            } else if matches!(key, "name" | "version" | "enabled") {
+                d = d.with_help(
+                    "single-policy documents (`policy: {name, version, enabled}`) are not supported; \
+                     write `pack`, `policies.chain` and `policy.<kind>` (run `kt init` for an example)",
+                );
             }
             d
         }
@@ -509,6 +547,20 @@ mod tests {
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].code, Code::WrongType);
         assert!(d[0].help.as_deref().is_some_and(|h| h.contains("quote")));
+    }
+
+    #[test]
+    fn documented_but_unenforced_fields_are_refused_plainly() {
+        let mut v = minimal();
+        v["policy"] =
+            json!({"human-oversight": {"require_human_for": ["financial_advice"], "confidence_threshold": 0.5}});
+        let d = diags(v);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].code, Code::KindNotEnforced);
+        assert!(d[0].message.contains("confidence_threshold"), "{}", d[0].message);
+        let mut v = minimal();
+        v["policy"] = json!({"name": "prompt-injection"});
+        assert!(diags(v)[0].help.as_deref().is_some_and(|h| h.contains("single-policy")));
     }
 
     #[test]
