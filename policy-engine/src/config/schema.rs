@@ -355,45 +355,59 @@ impl<'s> Walker<'s> {
     }
 }
 
-/// Keys of the legacy dialect and their canonical replacements.
-const LEGACY_HINTS: &[(&str, &str)] = &[
+/// Keys of the legacy dialect and their canonical replacements: (parent path suffix or
+/// empty for anywhere, key, hint).
+const LEGACY_HINTS: &[(&str, &str, &str)] = &[
     (
+        "",
         "version",
         "the legacy `version: \"1\"` dialect is not supported; set the config version in `pack.version`",
     ),
     (
+        "",
         "gateway",
         "listen settings are flags of `kt gateway run` (--listen), not config keys",
     ),
     (
+        "",
         "cache",
         "response caching is configured on the gateway command line in this version",
     ),
     (
+        "",
         "rate_limits",
         "use the top-level `global_rate_limit`, `ip_rate_limit`, `user_rate_limit` or `token_rate_limit`",
     ),
     (
+        "",
         "rate_limit_defaults",
         "use `consumer_groups[].rate_limits` or the top-level rate-limit sections",
     ),
     (
+        "",
         "response_headers",
         "the gateway always sends its X-RateLimit-* and decision headers",
     ),
-    ("provider_routing", "use `providers.routing`"),
-    ("provider_fallback", "use `providers.fallback`"),
+    ("", "provider_routing", "use `providers.routing`"),
+    ("", "provider_fallback", "use `providers.fallback`"),
     (
+        "",
         "retry_on",
         "use `triggers` (rate_limit, server_error, timeout, connection_error)",
     ),
-    ("max_retries", "use `max_fallback_attempts`"),
-    ("recovery_timeout", "use `cooldown_seconds`"),
+    ("", "max_retries", "use `max_fallback_attempts`"),
+    ("", "recovery_timeout", "use `cooldown_seconds`"),
     (
+        "fallback",
+        "strategy",
+        "fallback tries targets in `fallback.order` (default: target order); the routing strategy is `providers.routing.strategy`",
+    ),
+    (
+        "",
         "entities",
         "pii-detector detects its built-in entities by default; add regexes with `detect_patterns`",
     ),
-    ("threshold", "prompt-injection takes `embedding_threshold`"),
+    ("", "threshold", "prompt-injection takes `embedding_threshold`"),
 ];
 
 /// Documented fields of enforced kinds that this version does not implement yet:
@@ -457,7 +471,10 @@ fn unknown_key(path: &str, key: &str, valid: &[&str]) -> Diagnostic {
     };
     let mut d = Diagnostic::error(Code::UnknownKey, &child, format!("Unknown key '{key}' {where_}"))
         .with_note(format!("valid keys: {}", valid.join(", ")));
-    if let Some((_, hint)) = LEGACY_HINTS.iter().find(|(k, _)| *k == key) {
+    if let Some((_, _, hint)) = LEGACY_HINTS
+        .iter()
+        .find(|(parent, k, _)| *k == key && path.ends_with(parent))
+    {
         d = d.with_help(*hint);
     } else if let Some(s) = did_you_mean(key, valid.iter().copied()) {
         d = d.with_help(format!("Did you mean '{s}'?"));
