@@ -23,6 +23,11 @@ pub use schema::json_schema;
 pub use testing::*;
 pub use traffic::*;
 
+/// serde default for flags that are on unless turned off.
+fn yes() -> bool {
+    true
+}
+
 /// A whole `policy-config.yaml` document (the canonical dialect).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use super::yes;
+
 /// A credential reference: exactly one of `env` or `store`.
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -268,9 +270,6 @@ pub struct CircuitBreaker {
     pub half_open_max_requests: u32,
 }
 
-fn yes() -> bool {
-    true
-}
 fn one() -> u32 {
     1
 }

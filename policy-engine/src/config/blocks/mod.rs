@@ -7,9 +7,7 @@ use std::collections::BTreeMap;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-pub(super) fn yes() -> bool {
-    true
-}
+use super::yes;
 
 mod control;
 
