@@ -32,7 +32,7 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
         None,
     ),
     (
-        r"(?:you are|you're|act as|acting as|pretend (?:to be|you are)|roleplay as|role-play as|behave (?:as|like)|become)\W+(?:now\W+)?(?:an?\W+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|dan(?:\W|$)|ai without (?:any )?(?:restrictions|rules|filters|guidelines))",
+        r"(?:you are|you're|act as|acting as|pretend (?:to be|you are)|roleplay as|role-play as|behave (?:as|like)|become|(?:respond|answer|reply|speak|talk) as)\W+(?:now\W+)?(?:an?\W+)?(?:unrestricted|unfiltered|uncensored|jailbroken|evil|rogue|dan(?:\W|$)|ai without (?:any )?(?:restrictions|rules|filters|guidelines))",
         Some(&[
             "unrestricted",
             "unfiltered",
@@ -50,6 +50,23 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
     ),
     (r"do anything now", None),
     (
+        r"(?:ignore|disregard|forget)\W+(?:everything|all of it|anything)\W+(?:(?:that|you|you've|you have|i|we)\W+)?(?:were|was|have been|had been|been)?\W*(?:told|given|taught|instructed|said|shown)",
+        None,
+    ),
+    (
+        r"(?:you(?:'re| are)\W+(?:now\W+)?in|now\W+in)\W+(?:the\W+)?(?:developer|god|admin|debug|jailbreak|dan|unrestricted|unfiltered)\W+mode",
+        Some(&[
+            "developer mode",
+            "god mode",
+            "admin mode",
+            "debug mode",
+            "jailbreak mode",
+            "dan mode",
+            "unrestricted mode",
+            "unfiltered mode",
+        ]),
+    ),
+    (
         r"(?:reveal|show|print|output|display|repeat|tell me|give me|what (?:is|are|was|were)|leak|dump|recite|spell out)\W+(?:me\W+)?(?:your|the)\W+(?:(?:full|entire|complete|original|hidden|secret|initial|exact|verbatim)\W+)*(?:system\W+(?:prompt|message|instructions)|initial\W+(?:prompt|instructions)|hidden\W+(?:prompt|instructions)|instructions\W+(?:you were given|above))",
         Some(&["prompt", "instruction", "message"]),
     ),
@@ -62,7 +79,7 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
         Some(&["bound", "restricted", "limited", "constrained"]),
     ),
     (
-        r"(?:override|bypass|disable|turn off|deactivate|remove)\W+(?:(?:your|the|all|any)\W+)*(?:safety|content|ethical|moderation)(?:\W+(?:safety|content|moderation))?\W+(?:filters?|guidelines|protocols|restrictions|polic(?:y|ies)|measures|checks)",
+        r"(?:override|bypass|disable|turn off|deactivate|remove)\W+(?:(?:your|all|any|these|those|existing)\W+)*(?:safety|content|ethical|moderation)(?:\W+(?:safety|content|moderation))?\W+(?:filters?|guidelines|protocols|restrictions|polic(?:y|ies)|measures|checks)",
         None,
     ),
     (r"new\W+(?:system\W+)?instructions?\W*:", Some(&["instruction"])),

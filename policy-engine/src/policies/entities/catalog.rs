@@ -84,13 +84,34 @@ fn valid_ipv4(s: &str) -> bool {
             .all(|p| p.parse::<u8>().is_ok() && !(p.len() > 1 && p.starts_with('0')))
 }
 
-/// "version 1.2.3.4", "v1.2.3.4", "build 10.0.19041.1": version numbers, not addresses.
+/// "version 1.2.3.4", "v1.2.3.4", "build 10.0.19041.1", "section 4.1.2.3": version and
+/// section numbers, not addresses.
 fn after_version_word(before: &str) -> bool {
     let b = before.trim_end().to_ascii_lowercase();
     before.ends_with(['v', 'V'])
-        || ["version", "ver", "ver.", "release", "build", "firmware", "v"]
-            .iter()
-            .any(|w| b.ends_with(w))
+        || [
+            "version",
+            "ver",
+            "ver.",
+            "release",
+            "build",
+            "firmware",
+            "v",
+            "section",
+            "sect.",
+            "chapter",
+            "clause",
+            "paragraph",
+            "step",
+            "figure",
+            "table",
+            "article",
+            "rule",
+            "item",
+            "§",
+        ]
+        .iter()
+        .any(|w| b.ends_with(w))
 }
 
 fn valid_ipv6(s: &str) -> bool {

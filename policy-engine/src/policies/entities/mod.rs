@@ -150,6 +150,8 @@ pub struct EntitySet {
 const PAD: usize = 72;
 /// Bytes kept around a number cluster (an IBAN's country code sits before its digits).
 const NUMBER_PAD: usize = 24;
+/// Bytes before a context word that may belong to its phrase.
+const CONTEXT_BEFORE: usize = 24;
 /// Bytes after a context word in which its entity must start and end.
 const CONTEXT_SPAN: usize = 72;
 
@@ -248,7 +250,8 @@ impl EntitySet {
     fn context_windows(&self, text: &str, hits: &[Hit]) -> Vec<Vec<Range<usize>>> {
         let mut per: Vec<Vec<Range<usize>>> = vec![Vec::new(); self.detectors.len()];
         for h in hits {
-            let start = widen(text, h.start..h.start, 1).start;
+            // Context phrases ("date of birth") can start before the word the scan found.
+            let start = widen(text, h.start..h.start, CONTEXT_BEFORE).start;
             let end = widen(text, h.end..(h.end + CONTEXT_SPAN).min(text.len()), 0).end;
             if !text.as_bytes()[h.end..end].iter().any(u8::is_ascii_digit) {
                 continue;
