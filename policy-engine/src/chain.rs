@@ -101,9 +101,7 @@ impl CompiledPolicy {
         opts: EvalOptions,
     ) -> Decision {
         let mut decision = Decision::default();
-        let policies: Vec<usize> = (0..self.chain.len())
-            .filter(|i| self.chain[*i].phases().contains(&phase))
-            .collect();
+        let policies = self.phase_members(phase);
         if policies.is_empty() {
             return decision;
         }
@@ -182,29 +180,7 @@ impl CompiledPolicy {
                     };
                     let edits = record(&mut decision, policy.kind(), phase, outcome, elapsed);
                     if !edits.is_empty() {
-                        pending = Some(
-                            edits
-                                .into_iter()
-                                .map(|e| (texts[e.segment].path.clone(), e))
-                                .fold(
-                                    Vec::new(),
-                                    |mut acc: Vec<(Vec<exchange::Seg>, Vec<Edit>)>, (path, e)| {
-                                        match acc.iter_mut().find(|(p, _)| *p == path) {
-                                            Some((_, v)) => v.push(e),
-                                            None => acc.push((path, vec![e])),
-                                        }
-                                        acc
-                                    },
-                                )
-                                .into_iter()
-                                .map(|(path, mut es)| {
-                                    es.sort_by_key(|e| e.range.start);
-                                    let seg = es[0].segment;
-                                    let refs: Vec<&Edit> = es.iter().collect();
-                                    (path, crate::policies::redaction::apply(texts[seg].text, &refs))
-                                })
-                                .collect(),
-                        );
+                        pending = Some(rewrites(&texts, edits));
                         break;
                     }
                 }
@@ -221,6 +197,19 @@ impl CompiledPolicy {
         }
         decision
     }
+}
+
+/// The new text of every segment that `edits` touch, with the path to write it to.
+fn rewrites(texts: &[TextSegment<'_>], mut edits: Vec<Edit>) -> Vec<(Vec<exchange::Seg>, String)> {
+    edits.sort_by_key(|e| (e.segment, e.range.start));
+    edits
+        .chunk_by(|a, b| a.segment == b.segment)
+        .map(|group| {
+            let seg = &texts[group[0].segment];
+            let refs: Vec<&Edit> = group.iter().collect();
+            (seg.path.clone(), crate::policies::redaction::apply(seg.text, &refs))
+        })
+        .collect()
 }
 
 /// Folds one policy outcome into the decision; returns the edits to apply.

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use crate::config::{LoadOutcome, PolicyConfig, Source, load_sources};
 use crate::diagnostics::Diagnostic;
+use crate::kinds::Phase;
 use crate::policies::{self, Policy};
 use crate::scan::{ScanPlan, Scanners};
 
@@ -37,7 +38,14 @@ pub struct CompiledPolicy {
     config: Arc<PolicyConfig>,
     pub(crate) chain: Vec<Box<dyn Policy>>,
     pub(crate) scanners: Scanners,
+    /// Chain positions of the policies of each phase (input, tool, output), in order.
+    phases: [Vec<usize>; 3],
     digest: String,
+}
+
+fn phase_index(chain: &[Box<dyn Policy>]) -> [Vec<usize>; 3] {
+    [Phase::Input, Phase::Tool, Phase::Output]
+        .map(|ph| (0..chain.len()).filter(|i| chain[*i].phases().contains(&ph)).collect())
 }
 
 impl CompiledPolicy {
@@ -60,6 +68,7 @@ impl CompiledPolicy {
         let digest = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
         Ok(CompiledPolicy {
             config: Arc::new(config),
+            phases: phase_index(&chain),
             chain,
             scanners,
             digest,
@@ -84,9 +93,19 @@ impl CompiledPolicy {
         config.pack.enabled = true;
         CompiledPolicy {
             config: Arc::new(config),
+            phases: phase_index(&chain),
             chain,
             scanners: Scanners::default(),
             digest: String::new(),
+        }
+    }
+
+    /// Chain positions of the policies that run in `phase`.
+    pub(crate) fn phase_members(&self, phase: Phase) -> &[usize] {
+        match phase {
+            Phase::Input => &self.phases[0],
+            Phase::Tool => &self.phases[1],
+            Phase::Output => &self.phases[2],
         }
     }
 

@@ -89,14 +89,18 @@ impl Policy for DlpFilter {
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
         let mut findings = Vec::new();
         let mut ranges = Vec::new();
-        let mut mine = Vec::new();
+        let mut by_pattern = Vec::new();
         for (i, seg) in cx.texts.iter().enumerate() {
-            let prefix_hits = cx.hits.get(i, self.prefix_owner);
+            // Group the prefix hits by pattern once instead of filtering per pattern.
+            by_pattern.clear();
+            by_pattern.extend_from_slice(cx.hits.get(i, self.prefix_owner));
+            by_pattern.sort_unstable_by_key(|h| (h.local, h.start));
             for (k, (re, entity)) in self.patterns.iter().enumerate() {
-                mine.clear();
-                mine.extend(prefix_hits.iter().filter(|h| h.local as usize == k).copied());
+                let k32 = k as u32;
+                let lo = by_pattern.partition_point(|h| h.local < k32);
+                let hi = by_pattern.partition_point(|h| h.local <= k32);
                 ranges.clear();
-                re.find(seg.text, &mine, &mut ranges);
+                re.find(seg.text, &by_pattern[lo..hi], &mut ranges);
                 findings.extend(ranges.drain(..).map(|range| Finding {
                     entity,
                     segment: i,
