@@ -12,7 +12,7 @@ use crate::kinds::Phase;
 fn category_pattern(c: OversightCategory) -> &'static str {
     match c {
         OversightCategory::FinancialAdvice => {
-            r"(?i)(?-u:\b)(?:(?:you should|i (?:would )?(?:recommend|suggest|advise)(?: that you)?|consider)\s+(?:buying|selling|investing in|shorting|buy|sell|invest in|short)|(?:guaranteed|risk-free)\s+(?:returns?|profits?|investment)|put (?:all )?your (?:money|savings) (?:in|into)|(?:allocate|move)\s+\d+\s*%\s+of your (?:portfolio|savings|401k))"
+            r"(?i)(?-u:\b)(?:(?:you should(?: consider)?|you must|i (?:would )?(?:recommend|suggest|advise)(?: that you)?)\s+(?:buying|selling|investing in|shorting|buy|sell|invest in|short)|(?:guaranteed|risk-free)\s+(?:returns?|profits?|investment)|put (?:all )?your (?:money|savings) (?:in|into)|(?:allocate|move)\s+\d+\s*%\s+of your (?:portfolio|savings|401k))"
         }
         OversightCategory::MedicalDecisions => {
             r"(?i)(?-u:\b)(?:you (?:should|can|must) (?:stop|start|increase|decrease|double|skip) (?:taking )?(?:your )?(?:medication|medicine|dose|dosage|insulin|treatment|prescription)|take \d+\s?(?:mg|ml|mcg|units)(?-u:\b)|you (?:have|are suffering from|are diagnosed with) (?:a |an )?[a-z]+|(?:the|my) diagnosis is|i (?:prescribe|diagnose)|(?:no|don't) need to see a doctor)"
