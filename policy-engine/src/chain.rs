@@ -42,9 +42,9 @@ impl CompiledPolicy {
         if !self.config().pack.enabled {
             return self.disabled(Phase::Input);
         }
-        let mut d = self.run_phase(Phase::Input, Subject::Request, body, None, headers, opts);
+        let mut d = self.run_phase(Phase::Input, Subject::Request, body, None, headers, opts, None);
         if !d.verdict.is_terminal() {
-            let t = self.run_phase(Phase::Tool, Subject::Request, body, None, headers, opts);
+            let t = self.run_phase(Phase::Tool, Subject::Request, body, None, headers, opts, None);
             d.absorb(t);
         } else {
             d.policy_results
@@ -65,15 +65,59 @@ impl CompiledPolicy {
         if !self.config().pack.enabled {
             return self.disabled(Phase::Output);
         }
-        let mut d = self.run_phase(Phase::Tool, Subject::Response, response, Some(request), headers, opts);
+        let mut d = self.run_phase(
+            Phase::Tool,
+            Subject::Response,
+            response,
+            Some(request),
+            headers,
+            opts,
+            None,
+        );
         if !d.verdict.is_terminal() {
-            let o = self.run_phase(Phase::Output, Subject::Response, response, Some(request), headers, opts);
+            let o = self.run_phase(
+                Phase::Output,
+                Subject::Response,
+                response,
+                Some(request),
+                headers,
+                opts,
+                None,
+            );
             d.absorb(o);
         } else {
             d.policy_results
                 .extend(self.skipped(Phase::Output, "chain short-circuited"));
         }
         d
+    }
+
+    /// The output phase over one piece of generated text, returning the redactions as
+    /// (range in `text`, replacement) pairs instead of applying them: streaming needs to
+    /// know where each one is so it only commits those that are complete.
+    pub fn evaluate_output_text(
+        &self,
+        request: &Value,
+        text: &str,
+        headers: &Headers,
+        opts: EvalOptions,
+    ) -> (Decision, Vec<(std::ops::Range<usize>, String)>) {
+        if !self.config().pack.enabled {
+            return (self.disabled(Phase::Output), Vec::new());
+        }
+        let mut body =
+            serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]});
+        let mut rounds = Vec::new();
+        let d = self.run_phase(
+            Phase::Output,
+            Subject::Response,
+            &mut body,
+            Some(request),
+            headers,
+            opts,
+            Some(&mut rounds),
+        );
+        (d, crate::stream::edits::compose(&rounds))
     }
 
     fn disabled(&self, phase: Phase) -> Decision {
@@ -91,6 +135,7 @@ impl CompiledPolicy {
             .collect()
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_phase(
         &self,
         phase: Phase,
@@ -99,6 +144,7 @@ impl CompiledPolicy {
         request: Option<&Value>,
         headers: &Headers,
         opts: EvalOptions,
+        mut applied: Option<&mut Vec<Vec<Edit>>>,
     ) -> Decision {
         let mut decision = Decision::default();
         let policies = self.phase_members(phase);
@@ -180,6 +226,9 @@ impl CompiledPolicy {
                     };
                     let edits = record(&mut decision, policy.kind(), phase, outcome, elapsed);
                     if !edits.is_empty() {
+                        if let Some(log) = applied.as_deref_mut() {
+                            log.push(edits.clone());
+                        }
                         pending = Some(rewrites(&texts, edits));
                         break;
                     }

@@ -4,6 +4,7 @@
 //!   Schema, and the loading pipeline that produces lint diagnostics.
 //! - [`CompiledPolicy`]: a validated config compiled for evaluation, with a digest.
 //! - [`chain`]: input / tool / output phase evaluation into a [`Decision`].
+//! - [`stream`]: SSE framing and the hold-back output guard for streamed answers.
 //! - [`testing`]: golden-file and inline test suites (`kt policy test`).
 //!
 //! No sockets, no async, no files except loading: pure and fast.
@@ -17,6 +18,7 @@ pub mod exchange;
 pub mod kinds;
 pub mod policies;
 pub mod scan;
+pub mod stream;
 pub mod testing;
 pub mod text;
 pub mod yaml;

@@ -1,0 +1,12 @@
+//! Streaming support for the output phase: SSE framing, where each wire format carries its
+//! text deltas, and `OutputGuard`, which runs the output policies over streamed text with a
+//! bounded hold-back window.
+
+pub mod delta;
+pub mod edits;
+pub mod guard;
+pub mod sse;
+
+pub use delta::{StreamFormat, set_text_delta, text_deltas};
+pub use guard::{OutputGuard, Step};
+pub use sse::{SseError, SseEvent, SseParser};
