@@ -5,6 +5,7 @@
 //! - [`CompiledPolicy`]: a validated config compiled for evaluation, with a digest.
 //! - [`chain`]: input / tool / output phase evaluation into a [`Decision`].
 //! - [`stream`]: SSE framing and the hold-back output guard for streamed answers.
+//! - [`wire`]: OpenAI chat ⇄ Anthropic Messages translation, whole and streamed.
 //! - [`testing`]: golden-file and inline test suites (`kt policy test`).
 //!
 //! No sockets, no async, no files except loading: pure and fast.
@@ -21,6 +22,7 @@ pub mod scan;
 pub mod stream;
 pub mod testing;
 pub mod text;
+pub mod wire;
 pub mod yaml;
 
 pub use chain::{EvalOptions, FailMode};
