@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::output::{CliError, Exit};
-use crate::{init, policy};
+use crate::{gateway, init, policy};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +29,17 @@ pub enum Command {
         #[command(subcommand)]
         command: policy::PolicyCommand,
     },
+    /// Run the data plane
+    Gateway {
+        #[command(subcommand)]
+        command: gateway::GatewayCommand,
+    },
+    /// Deprecated alias of `kt gateway`
+    #[command(hide = true)]
+    Proxy {
+        #[command(subcommand)]
+        command: gateway::GatewayCommand,
+    },
 }
 
 pub fn main() -> ExitCode {
@@ -36,6 +47,11 @@ pub fn main() -> ExitCode {
     let result = match cli.command {
         Command::Init(args) => init::run(args),
         Command::Policy { command } => policy::run(command),
+        Command::Gateway { command } => gateway::run(command),
+        Command::Proxy { command } => {
+            eprintln!("warning: `kt proxy` is deprecated; use `kt gateway`");
+            gateway::run(command)
+        }
     };
     match result {
         Ok(exit) => exit.into(),
@@ -69,6 +85,23 @@ mod tests {
         assert!(parse(&["policy", "lint", "--file", "a.yaml", "--file", "b.yaml"]).is_ok());
         assert!(parse(&["policy", "test", "--json", "--pack-dir", "pack"]).is_ok());
         assert!(parse(&["policy", "schema"]).is_ok());
+        assert!(
+            parse(&[
+                "gateway",
+                "run",
+                "--listen",
+                "127.0.0.1:1",
+                "--policy-config",
+                "a.yaml",
+                "--policy-config",
+                "b.yaml",
+                "--fail-mode",
+                "allow"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["proxy", "run"]).is_ok());
+        assert!(parse(&["gateway", "run", "--fail-mode", "maybe"]).is_err());
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! its own module.
 
 mod app;
+mod gateway;
 mod init;
 mod output;
 mod policy;

@@ -1,0 +1,184 @@
+//! `kt gateway run`: load, validate and compile the policy configuration (refusing to
+//! start on any lint error), pick the upstream target, and serve.
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::{Args, Subcommand, ValueEnum};
+use kt_gateway::{RunOptions, Upstream};
+use kt_policy::config::{PolicyConfig, load_files};
+use kt_policy::{CompiledPolicy, FailMode};
+
+use crate::output::{CliError, Exit};
+use crate::policy::print_lint_text;
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Run the gateway on a local policy configuration
+    Run(RunArgs),
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FailModeArg {
+    Block,
+    Allow,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Address to listen on
+    #[arg(long, default_value = "0.0.0.0:41002", value_name = "HOST:PORT")]
+    pub listen: String,
+    /// Policy configuration; repeat to layer files (later files win). Default: ./policy-config.yaml
+    #[arg(long = "policy-config", value_name = "FILE")]
+    pub policy_config: Vec<PathBuf>,
+    /// What happens when a policy itself fails: block the request, or allow it (degraded)
+    #[arg(long, value_enum, default_value = "block")]
+    pub fail_mode: FailModeArg,
+    /// Debug: send every request to this OpenAI-compatible base URL instead of the config's targets
+    #[arg(long, env = "KEEPTRUSTS_UPSTREAM_URL", value_name = "URL")]
+    pub upstream: Option<String>,
+    /// Debug: credential for --upstream
+    #[arg(
+        long,
+        env = "KEEPTRUSTS_UPSTREAM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    pub upstream_api_key: Option<String>,
+    /// Header carrying --upstream-api-key
+    #[arg(long, env = "KEEPTRUSTS_UPSTREAM_API_KEY_HEADER", default_value = "Authorization")]
+    pub upstream_api_key_header: String,
+    /// Prefix of --upstream-api-key in its header (empty allowed)
+    #[arg(long, env = "KEEPTRUSTS_UPSTREAM_API_KEY_PREFIX", default_value = "Bearer ")]
+    pub upstream_api_key_prefix: String,
+    /// Worker threads
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_THREADS", default_value_t = 2)]
+    pub threads: usize,
+}
+
+pub fn run(cmd: GatewayCommand) -> Result<Exit> {
+    match cmd {
+        GatewayCommand::Run(args) => serve(args),
+    }
+}
+
+/// Provider ids served over the OpenAI chat-completions wire format.
+const OPENAI_COMPATIBLE: &[&str] = &[
+    "openai",
+    "openai-compatible",
+    "vllm",
+    "ollama",
+    "groq",
+    "together",
+    "mistral",
+    "fireworks",
+    "perplexity",
+    "cerebras",
+    "deepseek",
+    "openrouter",
+    "xai",
+    "localai",
+    "litellm",
+    "aimlapi",
+    "github-models",
+];
+
+fn pick_upstream(args: &RunArgs, config: &PolicyConfig) -> Result<Upstream> {
+    let invalid = |msg: String| CliError::new(Exit::Invalid, msg);
+    if let Some(url) = &args.upstream {
+        let auth = args.upstream_api_key.as_ref().map(|k| {
+            (
+                args.upstream_api_key_header.clone(),
+                format!("{}{k}", args.upstream_api_key_prefix),
+            )
+        });
+        return Upstream::from_url("upstream-override", url, auth).map_err(|e| invalid(e.to_string()).into());
+    }
+    let targets = config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]);
+    let Some(t) = targets
+        .iter()
+        .find(|t| OPENAI_COMPATIBLE.contains(&t.provider.as_str()))
+    else {
+        return Err(invalid("no OpenAI-compatible provider target in the configuration".into())
+            .hint("add a providers.targets entry with provider: openai (and base_url for other OpenAI-compatible servers), or pass --upstream URL")
+            .into());
+    };
+    let url = match (&t.base_url, t.provider.as_str()) {
+        (Some(u), _) => u.clone(),
+        (None, "openai") => "https://api.openai.com/v1".to_owned(),
+        (None, p) => return Err(invalid(format!("target '{}' (provider {p}) needs a base_url", t.id)).into()),
+    };
+    let key = match (&t.secret_key_ref, &t.api_key) {
+        (Some(r), _) if r.env.is_some() => {
+            let name = r.env.clone().unwrap_or_default();
+            Some(std::env::var(&name).map_err(|_| {
+                invalid(format!(
+                    "target '{}' reads its key from ${name}, which is not set",
+                    t.id
+                ))
+                .hint(format!("export {name}=… before starting the gateway"))
+            })?)
+        }
+        (Some(r), _) if r.store.is_some() => {
+            return Err(invalid(format!(
+                "target '{}' uses secret_key_ref.store, which needs a managed gateway (kt run --managed)",
+                t.id
+            ))
+            .into());
+        }
+        (_, Some(k)) => Some(k.clone()),
+        _ if t.provider == "openai" => std::env::var("OPENAI_API_KEY").ok(),
+        _ => None,
+    };
+    let header = t.api_key_header.clone().unwrap_or_else(|| "Authorization".to_owned());
+    let prefix = t.api_key_prefix.clone().unwrap_or_else(|| "Bearer ".to_owned());
+    Upstream::from_url(&t.id, &url, key.map(|k| (header, format!("{prefix}{k}"))))
+        .map_err(|e| invalid(e.to_string()).into())
+}
+
+fn serve(args: RunArgs) -> Result<Exit> {
+    let files = if args.policy_config.is_empty() {
+        vec![PathBuf::from("policy-config.yaml")]
+    } else {
+        args.policy_config.clone()
+    };
+    let outcome = load_files(&files);
+    let Some(config) = outcome.config.clone() else {
+        let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
+        print_lint_text(&names.join(" + "), &outcome);
+        eprintln!("error: the gateway does not start on an invalid configuration");
+        return Ok(Exit::Invalid);
+    };
+    let upstream = pick_upstream(&args, &config)?;
+    let policy = CompiledPolicy::compile(config).map_err(|e| CliError::new(Exit::Invalid, e.to_string()))?;
+    let c = policy.config();
+    eprintln!(
+        "Loaded declarative config {}@{} (digest {})",
+        c.pack.name,
+        c.pack.version,
+        &policy.digest()[..12]
+    );
+    eprintln!(
+        "Upstream {} -> {}://{}:{}{}",
+        upstream.id,
+        if upstream.tls { "https" } else { "http" },
+        upstream.host,
+        upstream.port,
+        upstream.base_path
+    );
+    eprintln!("Gateway listening on http://{}", args.listen);
+    let fail_mode = match args.fail_mode {
+        FailModeArg::Block => FailMode::Block,
+        FailModeArg::Allow => FailMode::Allow,
+    };
+    kt_gateway::run(RunOptions {
+        listen: args.listen,
+        policy,
+        upstream,
+        fail_mode,
+        threads: args.threads,
+    })
+    .map_err(|e| CliError::new(Exit::Error, e.to_string()))?;
+    Ok(Exit::Ok)
+}

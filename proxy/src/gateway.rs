@@ -1,0 +1,347 @@
+//! The `ProxyHttp` implementation. Every request is answered from `request_filter`: health
+//! and admin routes directly; chat completions by reading the whole body (bounded),
+//! running the input chain before any upstream contact, calling the upstream ourselves with
+//! the checked body, running the output chain on the whole answer, and only then writing the
+//! response (so an output block can still be a 409, not a truncated 200).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use bytes::Bytes;
+use kt_policy::{CompiledPolicy, Decision, EvalOptions, FailMode, Headers};
+use pingora::connectors::http::Connector;
+use pingora::proxy::{ProxyHttp, Session};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use serde_json::{Value, json};
+
+use crate::respond::{self, error};
+use crate::upstream::Upstream;
+
+pub struct Gateway {
+    policy: Arc<ArcSwap<CompiledPolicy>>,
+    upstream: Upstream,
+    connector: Connector,
+    fail_mode: FailMode,
+}
+
+/// Per-request state: the policy snapshot this request runs under.
+pub struct Ctx {
+    policy: Arc<CompiledPolicy>,
+    started: Instant,
+}
+
+impl Gateway {
+    pub fn new(policy: Arc<ArcSwap<CompiledPolicy>>, upstream: Upstream, fail_mode: FailMode) -> Self {
+        Gateway {
+            policy,
+            upstream,
+            connector: Connector::new(None),
+            fail_mode,
+        }
+    }
+
+    fn opts(&self) -> EvalOptions {
+        EvalOptions {
+            fail_mode: self.fail_mode,
+        }
+    }
+}
+
+fn request_id(session: &Session) -> String {
+    session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{:016x}", rand_u64()))
+}
+
+/// A process-unique id source without a dependency: time and a counter mixed.
+fn rand_u64() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    let mut x = t ^ N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    x ^= x >> 33;
+    x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    x ^ (x >> 33)
+}
+
+fn headers_of(session: &Session) -> Headers {
+    session
+        .req_header()
+        .headers
+        .iter()
+        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+        .collect()
+}
+
+fn decision_headers(id: &str, d: &Decision, target: Option<&str>, started: Instant) -> respond::Headers {
+    let mut h = vec![
+        ("x-request-id", id.to_owned()),
+        ("x-keeptrusts-decision", d.verdict.as_str().to_owned()),
+        (
+            "x-keeptrusts-overhead-ms",
+            format!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
+        ),
+    ];
+    if let Some(t) = target {
+        h.push(("x-keeptrusts-target", t.to_owned()));
+    }
+    h
+}
+
+impl Gateway {
+    async fn chat(&self, session: &mut Session, ctx: &mut Ctx, id: &str) -> Result<()> {
+        let policy = Arc::clone(&ctx.policy);
+        let limits = policy.config().size_limits.clone().unwrap_or_default();
+        let base = vec![("x-request-id", id.to_owned())];
+        if session
+            .req_header()
+            .headers
+            .get("expect")
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+        {
+            session.write_continue_response().await?;
+        }
+        let declared = session
+            .req_header()
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            session.set_keepalive(None);
+            let msg = format!(
+                "request body exceeds size_limits.max_body_bytes ({} bytes)",
+                limits.max_body_bytes
+            );
+            return respond::json(
+                session,
+                413,
+                &error("validation_error", "request_too_large", msg),
+                &base,
+            )
+            .await;
+        }
+        let mut body = Vec::new();
+        while let Some(chunk) = session.read_request_body().await? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > limits.max_body_bytes {
+                session.set_keepalive(None);
+                let msg = format!(
+                    "request body exceeds size_limits.max_body_bytes ({} bytes)",
+                    limits.max_body_bytes
+                );
+                return respond::json(
+                    session,
+                    413,
+                    &error("validation_error", "request_too_large", msg),
+                    &base,
+                )
+                .await;
+            }
+        }
+        let mut request: Value = match serde_json::from_slice(&body) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return respond::json(
+                    session,
+                    422,
+                    &error(
+                        "validation_error",
+                        "invalid_request",
+                        "request body must be a JSON object",
+                    ),
+                    &base,
+                )
+                .await;
+            }
+            Err(e) => {
+                let msg = format!("request body is not valid JSON: {e}");
+                return respond::json(session, 422, &error("validation_error", "invalid_json", msg), &base).await;
+            }
+        };
+        if request.get("messages").and_then(Value::as_array).is_none() {
+            return respond::json(
+                session,
+                422,
+                &error("validation_error", "invalid_request", "`messages` must be a list"),
+                &base,
+            )
+            .await;
+        }
+        if request.get("stream").and_then(Value::as_bool) == Some(true) {
+            let msg = "streaming responses are not served by this version of the gateway yet; send stream: false";
+            return respond::json(
+                session,
+                422,
+                &error("validation_error", "stream_unsupported", msg),
+                &base,
+            )
+            .await;
+        }
+        let headers = headers_of(session);
+        let decision = policy.evaluate_request(&mut request, &headers, self.opts());
+        if decision.verdict.is_terminal() {
+            let h = decision_headers(id, &decision, None, ctx.started);
+            return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
+        }
+        let client_auth = session
+            .req_header()
+            .headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let out = Bytes::from(
+            serde_json::to_vec(&request).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
+        );
+        let upstream_started = Instant::now();
+        let (status, answer) = match self
+            .upstream
+            .post(
+                &self.connector,
+                "/chat/completions",
+                out,
+                client_auth.as_deref(),
+                limits.max_response_bytes,
+            )
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => {
+                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+                return respond::json(
+                    session,
+                    502,
+                    &error("upstream_error", "upstream_unavailable", e.to_string()),
+                    &h,
+                )
+                .await;
+            }
+        };
+        let upstream_time = upstream_started.elapsed();
+        let mut response: Value = match serde_json::from_slice(&answer) {
+            Ok(v) => v,
+            Err(_) => {
+                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+                let msg = format!("upstream answered {status} with a body that is not JSON");
+                return respond::json(
+                    session,
+                    502,
+                    &error("upstream_error", "invalid_upstream_response", msg),
+                    &h,
+                )
+                .await;
+            }
+        };
+        if !(200..300).contains(&status) {
+            // Provider errors keep their status and body for 4xx (the client can act on
+            // them); 5xx become a gateway 502.
+            let code = if status >= 500 { 502 } else { status };
+            let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+            return respond::json(session, code, &response, &h).await;
+        }
+        let mut decision = decision;
+        decision.absorb(policy.evaluate_response(&request, &mut response, &headers, self.opts()));
+        let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
+        let mut h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+        h.retain(|(k, _)| *k != "x-keeptrusts-overhead-ms");
+        h.push((
+            "x-keeptrusts-overhead-ms",
+            format!("{:.3}", overhead.as_secs_f64() * 1e3),
+        ));
+        if decision.verdict.is_terminal() {
+            return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
+        }
+        respond::json(session, 200, &response, &h).await
+    }
+
+    fn health(&self, ctx: &Ctx) -> Value {
+        let p = &ctx.policy;
+        let c = p.config();
+        json!({
+            "status": "ok",
+            "version": env!("CARGO_PKG_VERSION"),
+            "config": {
+                "pack": {"name": c.pack.name, "version": c.pack.version, "enabled": c.pack.enabled},
+                "chain": c.policies.chain,
+                "digest": p.digest(),
+            },
+            "upstream": {"id": self.upstream.id, "host": self.upstream.host, "port": self.upstream.port},
+        })
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            policy: self.policy.load_full(),
+            started: Instant::now(),
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let id = request_id(session);
+        let method = session.req_header().method.as_str().to_owned();
+        let path = session.req_header().uri.path().to_owned();
+        let base = vec![("x-request-id", id.clone())];
+        match (method.as_str(), path.as_str()) {
+            ("POST", "/v1/chat/completions") => self.chat(session, ctx, &id).await?,
+            ("GET", "/health") => respond::json(session, 200, &self.health(ctx), &base).await?,
+            ("GET", "/healthz") | ("GET", "/readyz") => {
+                respond::json(session, 200, &json!({"status": "ok"}), &base).await?
+            }
+            ("GET", "/keeptrusts/config") => {
+                let mut config = serde_json::to_value(ctx.policy.config()).unwrap_or(Value::Null);
+                redact_literal_keys(&mut config);
+                respond::json(session, 200, &config, &base).await?;
+            }
+            (_, "/v1/chat/completions") | (_, "/health") | (_, "/healthz") | (_, "/readyz") => {
+                let msg = format!("method {method} is not allowed on {path}");
+                respond::json(
+                    session,
+                    405,
+                    &error("validation_error", "method_not_allowed", msg),
+                    &base,
+                )
+                .await?
+            }
+            _ => {
+                let msg = format!("no route for {method} {path}");
+                respond::json(session, 404, &error("validation_error", "not_found", msg), &base).await?
+            }
+        }
+        Ok(true)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        // Every request is answered in request_filter; the proxy loop never runs.
+        Error::e_explain(
+            ErrorType::InternalError,
+            "no upstream for requests answered by the gateway",
+        )
+    }
+}
+
+/// Literal `api_key` values never leave the gateway.
+fn redact_literal_keys(config: &mut Value) {
+    if let Some(targets) = config.pointer_mut("/providers/targets").and_then(Value::as_array_mut) {
+        for t in targets {
+            if let Some(k) = t.get_mut("api_key").filter(|k| k.is_string()) {
+                *k = json!("***");
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! kt-gateway: the data plane. A Pingora HTTP service that speaks the OpenAI chat
+//! completions API, enforces the compiled policy chain of kt-policy on every request and
+//! answer, and forwards allowed requests to the configured upstream target.
+//!
+//! Endpoints: `POST /v1/chat/completions`, `GET /health`, `/healthz`, `/readyz`,
+//! `GET /keeptrusts/config`. Everything else answers 404 in the JSON error envelope.
+
+mod gateway;
+mod respond;
+mod upstream;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use kt_policy::{CompiledPolicy, FailMode};
+use pingora::server::Server;
+use pingora::server::configuration::{Opt, ServerConf};
+
+pub use upstream::{Upstream, UpstreamError};
+
+/// Everything `kt gateway run` needs.
+#[derive(Debug)]
+pub struct RunOptions {
+    pub listen: String,
+    pub policy: CompiledPolicy,
+    pub upstream: Upstream,
+    pub fail_mode: FailMode,
+    /// Worker threads of the proxy service.
+    pub threads: usize,
+}
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    #[error("invalid server configuration: {0}")]
+    Server(String),
+}
+
+/// Runs the gateway until the process is stopped.
+pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
+    let conf = ServerConf {
+        threads: opts.threads.max(1),
+        grace_period_seconds: Some(1),
+        graceful_shutdown_timeout_seconds: Some(5),
+        ..ServerConf::default()
+    };
+    let conf = conf.validate().map_err(|e| GatewayError::Server(e.to_string()))?;
+    let mut server = Server::new_with_opt_and_conf(
+        Opt {
+            upgrade: false,
+            daemon: false,
+            nocapture: false,
+            test: false,
+            conf: None,
+        },
+        conf,
+    );
+    server.bootstrap();
+    let gw = gateway::Gateway::new(
+        Arc::new(ArcSwap::from_pointee(opts.policy)),
+        opts.upstream,
+        opts.fail_mode,
+    );
+    let mut service = pingora::proxy::http_proxy_service(&server.configuration, gw);
+    service.add_tcp(&opts.listen);
+    server.add_service(service);
+    server.run_forever()
+}

@@ -1,0 +1,30 @@
+//! Responses the gateway writes itself: JSON bodies with the right framing, and the error
+//! envelope `{"error": {"type", "message", "code"}}` for every non-policy failure.
+
+use bytes::Bytes;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use pingora::{Error, ErrorType, Result};
+use serde_json::{Value, json};
+
+/// Extra response headers (name, value).
+pub type Headers = Vec<(&'static str, String)>;
+
+pub async fn json(session: &mut Session, status: u16, body: &Value, extra: &Headers) -> Result<()> {
+    let bytes =
+        Bytes::from(serde_json::to_vec(body).map_err(|e| Error::because(ErrorType::InternalError, "encode json", e))?);
+    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", bytes.len().to_string())?;
+    for (k, v) in extra {
+        resp.insert_header(*k, v.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(bytes), true).await?;
+    Ok(())
+}
+
+/// The error envelope for gateway-side failures.
+pub fn error(kind: &str, code: &str, message: impl Into<String>) -> Value {
+    json!({"error": {"type": kind, "message": message.into(), "code": code}})
+}

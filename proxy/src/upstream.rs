@@ -1,0 +1,144 @@
+//! The upstream target and the one call the gateway makes to it: resolve the host off the
+//! worker (no blocking DNS), reuse pooled connections, send the policy-checked body with an
+//! exact `Content-Length`, and read the answer whole, bounded.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use pingora::connectors::http::Connector;
+use pingora::http::RequestHeader;
+use pingora::upstreams::peer::HttpPeer;
+
+/// Where allowed requests go.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub id: String,
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix of the base URL, without a trailing slash (e.g. `/v1`).
+    pub base_path: String,
+    /// Credential header sent upstream (name, value); `None` passes the client's
+    /// `Authorization` through.
+    pub auth: Option<(String, String)>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum UpstreamError {
+    #[error("invalid upstream URL '{0}': {1}")]
+    BadUrl(String, String),
+    #[error("cannot resolve {0}: {1}")]
+    Resolve(String, String),
+    #[error("upstream {0} failed: {1}")]
+    Io(String, String),
+    #[error("upstream answer is larger than {0} bytes")]
+    TooLarge(u64),
+}
+
+impl Upstream {
+    /// Parses an http(s) base URL such as `https://api.openai.com/v1`.
+    /// An empty path means the conventional `/v1`.
+    pub fn from_url(id: &str, url: &str, auth: Option<(String, String)>) -> Result<Self, UpstreamError> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e: http::uri::InvalidUri| UpstreamError::BadUrl(url.into(), e.to_string()))?;
+        let tls = match uri.scheme_str() {
+            Some("https") => true,
+            Some("http") => false,
+            _ => return Err(UpstreamError::BadUrl(url.into(), "scheme must be http or https".into())),
+        };
+        let host = uri
+            .host()
+            .ok_or_else(|| UpstreamError::BadUrl(url.into(), "no host".into()))?
+            .to_owned();
+        let port = uri.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let base_path = match uri.path().trim_end_matches('/') {
+            "" => "/v1".to_owned(),
+            p => p.to_owned(),
+        };
+        Ok(Upstream {
+            id: id.to_owned(),
+            tls,
+            host,
+            port,
+            base_path,
+            auth,
+        })
+    }
+
+    async fn peer(&self) -> Result<HttpPeer, UpstreamError> {
+        let addr: SocketAddr = tokio::net::lookup_host((self.host.as_str(), self.port))
+            .await
+            .map_err(|e| UpstreamError::Resolve(self.host.clone(), e.to_string()))?
+            .next()
+            .ok_or_else(|| UpstreamError::Resolve(self.host.clone(), "no address".into()))?;
+        let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
+        peer.options.connection_timeout = Some(Duration::from_secs(5));
+        peer.options.total_connection_timeout = Some(Duration::from_secs(10));
+        peer.options.read_timeout = Some(Duration::from_secs(300));
+        peer.options.write_timeout = Some(Duration::from_secs(30));
+        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        Ok(peer)
+    }
+
+    /// POSTs `body` to `base_path + path`; returns (status, body).
+    pub async fn post(
+        &self,
+        connector: &Connector,
+        path: &str,
+        body: Bytes,
+        client_auth: Option<&str>,
+        max_response: u64,
+    ) -> Result<(u16, Bytes), UpstreamError> {
+        let io = |e: Box<pingora::Error>| UpstreamError::Io(self.id.clone(), e.to_string());
+        let peer = self.peer().await?;
+        let (mut session, _reused) = connector.get_http_session(&peer).await.map_err(io)?;
+        let mut req =
+            RequestHeader::build("POST", format!("{}{path}", self.base_path).as_bytes(), Some(5)).map_err(io)?;
+        let host = if (self.tls && self.port == 443) || (!self.tls && self.port == 80) {
+            self.host.clone()
+        } else {
+            format!("{}:{}", self.host, self.port)
+        };
+        req.insert_header("host", host).map_err(io)?;
+        req.insert_header("content-type", "application/json").map_err(io)?;
+        req.insert_header("content-length", body.len().to_string())
+            .map_err(io)?;
+        req.insert_header("accept-encoding", "identity").map_err(io)?;
+        match (&self.auth, client_auth) {
+            (Some((name, value)), _) => req.insert_header(name.clone(), value.as_str()).map_err(io)?,
+            (None, Some(client)) => req.insert_header("authorization", client).map_err(io)?,
+            (None, None) => {}
+        }
+        session.write_request_header(Box::new(req)).await.map_err(io)?;
+        session.write_request_body(body, true).await.map_err(io)?;
+        session.finish_request_body().await.map_err(io)?;
+        session.read_response_header().await.map_err(io)?;
+        let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
+        let mut out = Vec::new();
+        while let Some(chunk) = session.read_response_body().await.map_err(io)? {
+            out.extend_from_slice(&chunk);
+            if out.len() as u64 > max_response {
+                return Err(UpstreamError::TooLarge(max_response));
+            }
+        }
+        connector.release_http_session(session, &peer, None).await;
+        Ok((status, Bytes::from(out)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_base_urls() {
+        let u = Upstream::from_url("t", "https://api.openai.com/v1/", None).expect("valid");
+        assert!(u.tls && u.port == 443 && u.host == "api.openai.com" && u.base_path == "/v1");
+        let u = Upstream::from_url("t", "http://127.0.0.1:8000", None).expect("valid");
+        assert!(!u.tls && u.port == 8000 && u.base_path == "/v1");
+        assert!(Upstream::from_url("t", "ftp://x", None).is_err());
+        assert!(Upstream::from_url("t", "not a url", None).is_err());
+    }
+}
