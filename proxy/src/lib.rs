@@ -2,11 +2,12 @@
 //! completions API, enforces the compiled policy chain of kt-policy on every request and
 //! answer, and forwards allowed requests to the configured upstream target.
 //!
-//! Endpoints: `POST /v1/chat/completions`, `GET /health`, `/healthz`, `/readyz`,
+//! Endpoints: `POST /v1/chat/completions` (JSON and SSE), `GET /health`, `/healthz`, `/readyz`,
 //! `GET /keeptrusts/config`. Everything else answers 404 in the JSON error envelope.
 
 mod gateway;
 mod respond;
+mod streaming;
 mod upstream;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
+use pingora::protocols::http::client::HttpSession;
 use pingora::upstreams::peer::HttpPeer;
 
 /// Where allowed requests go.
@@ -82,15 +83,15 @@ impl Upstream {
         Ok(peer)
     }
 
-    /// POSTs `body` to `base_path + path`; returns (status, body).
-    pub async fn post(
+    /// POSTs `body` to `base_path + path` and reads the response header; the body is read
+    /// from the returned exchange.
+    pub async fn send<'c>(
         &self,
-        connector: &Connector,
+        connector: &'c Connector,
         path: &str,
         body: Bytes,
         client_auth: Option<&str>,
-        max_response: u64,
-    ) -> Result<(u16, Bytes), UpstreamError> {
+    ) -> Result<Exchange<'c>, UpstreamError> {
         let io = |e: Box<pingora::Error>| UpstreamError::Io(self.id.clone(), e.to_string());
         let peer = self.peer().await?;
         let (mut session, _reused) = connector.get_http_session(&peer).await.map_err(io)?;
@@ -116,15 +117,54 @@ impl Upstream {
         session.finish_request_body().await.map_err(io)?;
         session.read_response_header().await.map_err(io)?;
         let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
+        Ok(Exchange {
+            connector,
+            session,
+            peer,
+            status,
+            id: self.id.clone(),
+        })
+    }
+}
+
+/// An upstream response being read.
+pub struct Exchange<'c> {
+    connector: &'c Connector,
+    session: HttpSession,
+    peer: HttpPeer,
+    pub status: u16,
+    id: String,
+}
+
+impl Exchange<'_> {
+    /// The next body chunk; `None` at the end.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        self.session
+            .read_response_body()
+            .await
+            .map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string()))
+    }
+
+    /// Reads the rest of the body, bounded, and returns the connection to the pool.
+    pub async fn body(mut self, max: u64) -> Result<Bytes, UpstreamError> {
         let mut out = Vec::new();
-        while let Some(chunk) = session.read_response_body().await.map_err(io)? {
-            out.extend_from_slice(&chunk);
-            if out.len() as u64 > max_response {
-                return Err(UpstreamError::TooLarge(max_response));
+        while let Some(c) = self.chunk().await? {
+            out.extend_from_slice(&c);
+            if out.len() as u64 > max {
+                return Err(UpstreamError::TooLarge(max));
             }
         }
-        connector.release_http_session(session, &peer, None).await;
-        Ok((status, Bytes::from(out)))
+        self.connector
+            .release_http_session(self.session, &self.peer, None)
+            .await;
+        Ok(Bytes::from(out))
+    }
+
+    /// Returns the connection to the pool after the body was read to its end.
+    pub async fn release(self) {
+        self.connector
+            .release_http_session(self.session, &self.peer, None)
+            .await;
     }
 }
 
