@@ -175,6 +175,7 @@ fn serve(args: RunArgs) -> Result<Exit> {
     kt_gateway::run(RunOptions {
         listen: args.listen,
         policy,
+        policy_files: files,
         upstream,
         fail_mode,
         threads: args.threads,

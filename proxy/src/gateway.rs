@@ -17,11 +17,13 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use serde_json::{Value, json};
 
+use crate::reload::{PolicySource, ReloadOutcome};
 use crate::respond::{self, error};
 use crate::upstream::Upstream;
 
 pub struct Gateway {
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    source: Arc<PolicySource>,
     upstream: Upstream,
     connector: Connector,
     fail_mode: FailMode,
@@ -34,9 +36,10 @@ pub struct Ctx {
 }
 
 impl Gateway {
-    pub fn new(policy: Arc<ArcSwap<CompiledPolicy>>, upstream: Upstream, fail_mode: FailMode) -> Self {
+    pub fn new(source: Arc<PolicySource>, upstream: Upstream, fail_mode: FailMode) -> Self {
         Gateway {
-            policy,
+            policy: Arc::clone(&source.current),
+            source,
             upstream,
             connector: Connector::new(None),
             fail_mode,
@@ -323,6 +326,15 @@ impl ProxyHttp for Gateway {
             ("GET", "/health") => respond::json(session, 200, &self.health(ctx), &base).await?,
             ("GET", "/healthz") | ("GET", "/readyz") => {
                 respond::json(session, 200, &json!({"status": "ok"}), &base).await?
+            }
+            ("POST", "/keeptrusts/config/reload") => {
+                let outcome = self.source.reload();
+                let status = if matches!(outcome, ReloadOutcome::Applied { .. }) {
+                    200
+                } else {
+                    422
+                };
+                respond::json(session, status, &outcome.to_json(), &base).await?;
             }
             ("GET", "/keeptrusts/config") => {
                 let mut config = serde_json::to_value(ctx.policy.config()).unwrap_or(Value::Null);

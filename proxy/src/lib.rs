@@ -3,9 +3,11 @@
 //! answer, and forwards allowed requests to the configured upstream target.
 //!
 //! Endpoints: `POST /v1/chat/completions` (JSON and SSE), `GET /health`, `/healthz`, `/readyz`,
-//! `GET /keeptrusts/config`. Everything else answers 404 in the JSON error envelope.
+//! `GET /keeptrusts/config`, `POST /keeptrusts/config/reload`. The configuration also
+//! reloads on SIGHUP and when a config file changes; every path ends in `reload::PolicySource::reload`. Everything else answers 404 in the JSON error envelope.
 
 mod gateway;
+mod reload;
 mod respond;
 mod streaming;
 mod upstream;
@@ -24,6 +26,8 @@ pub use upstream::{Upstream, UpstreamError};
 pub struct RunOptions {
     pub listen: String,
     pub policy: CompiledPolicy,
+    /// The files `policy` was loaded from, re-read on reload.
+    pub policy_files: Vec<std::path::PathBuf>,
     pub upstream: Upstream,
     pub fail_mode: FailMode,
     /// Worker threads of the proxy service.
@@ -57,11 +61,18 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         conf,
     );
     server.bootstrap();
-    let gw = gateway::Gateway::new(
-        Arc::new(ArcSwap::from_pointee(opts.policy)),
-        opts.upstream,
-        opts.fail_mode,
+    let source = Arc::new(reload::PolicySource {
+        files: opts.policy_files,
+        current: Arc::new(ArcSwap::from_pointee(opts.policy)),
+    });
+    let watcher = pingora::services::background::background_service(
+        "config-reload",
+        reload::ReloadService {
+            source: Arc::clone(&source),
+        },
     );
+    server.add_service(watcher);
+    let gw = gateway::Gateway::new(source, opts.upstream, opts.fail_mode);
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, gw);
     service.add_tcp(&opts.listen);
     server.add_service(service);

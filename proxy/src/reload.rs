@@ -1,0 +1,133 @@
+//! Configuration reload: the one path from files to a running policy, parse → validate →
+//! compile → swap. A configuration with any error never replaces the running one; requests
+//! already in flight finish on the policy they started with (each holds its own snapshot).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+
+use arc_swap::ArcSwap;
+use kt_policy::config::load_files;
+use kt_policy::{CompiledPolicy, Diagnostic};
+use serde_json::{Value, json};
+
+/// The running policy and where it was loaded from.
+#[derive(Debug)]
+pub struct PolicySource {
+    pub files: Vec<PathBuf>,
+    pub current: Arc<ArcSwap<CompiledPolicy>>,
+}
+
+/// What a reload did.
+#[derive(Debug)]
+pub enum ReloadOutcome {
+    /// The new policy is live (its digest); `changed` is false when the content was equal.
+    Applied { digest: String, changed: bool },
+    /// The files are invalid; the previous policy keeps serving.
+    Rejected(Vec<Diagnostic>),
+}
+
+impl ReloadOutcome {
+    pub fn to_json(&self) -> Value {
+        match self {
+            ReloadOutcome::Applied { digest, changed } => {
+                json!({"status": "applied", "digest": digest, "changed": changed})
+            }
+            ReloadOutcome::Rejected(d) => {
+                json!({"status": "rejected", "errors": d.iter().filter(|x| x.is_error()).collect::<Vec<_>>()})
+            }
+        }
+    }
+}
+
+impl PolicySource {
+    pub fn reload(&self) -> ReloadOutcome {
+        let outcome = load_files(&self.files);
+        let Some(config) = outcome.config else {
+            return ReloadOutcome::Rejected(outcome.diagnostics);
+        };
+        match CompiledPolicy::compile(config) {
+            Ok(p) => {
+                let changed = p.digest() != self.current.load().digest();
+                let digest = p.digest().to_owned();
+                if changed {
+                    self.current.store(Arc::new(p));
+                }
+                ReloadOutcome::Applied { digest, changed }
+            }
+            Err(e) => ReloadOutcome::Rejected(vec![Diagnostic::error(
+                kt_policy::Code::InvalidValue,
+                "",
+                e.to_string(),
+            )]),
+        }
+    }
+}
+
+/// Reloads on a change of any config file (checked every second) and on SIGHUP.
+pub struct ReloadService {
+    pub source: Arc<PolicySource>,
+}
+
+fn stamps(files: &[PathBuf]) -> Vec<Option<(SystemTime, u64)>> {
+    files
+        .iter()
+        .map(|f| {
+            std::fs::metadata(f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())))
+        })
+        .collect()
+}
+
+impl ReloadService {
+    fn apply(&self, why: &str) {
+        match self.source.reload() {
+            ReloadOutcome::Applied { digest, changed: true } => {
+                eprintln!("config reloaded ({why}): digest {}", &digest[..12])
+            }
+            ReloadOutcome::Applied { .. } => {}
+            ReloadOutcome::Rejected(d) => {
+                let n = d.iter().filter(|x| x.is_error()).count();
+                eprintln!("config reload ({why}) rejected, {n} error(s); the previous configuration keeps serving");
+                for e in d.iter().filter(|x| x.is_error()) {
+                    eprint!("{e}");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut seen = stamps(&self.source.files);
+        loop {
+            let hangup = async {
+                match hup.as_mut() {
+                    Some(h) => {
+                        h.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = hangup => self.apply("SIGHUP"),
+                _ = tick.tick() => {
+                    let now = stamps(&self.source.files);
+                    if now != seen {
+                        seen = now;
+                        self.apply("file change");
+                    }
+                }
+            }
+        }
+    }
+}
