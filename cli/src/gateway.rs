@@ -16,6 +16,12 @@ use crate::policy::print_lint_text;
 pub enum GatewayCommand {
     /// Run the gateway on a local policy configuration
     Run(RunArgs),
+    /// Run a demo OpenAI-compatible provider that echoes prompts (for trying kt; no model)
+    DemoProvider {
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:41003", value_name = "HOST:PORT")]
+        listen: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -60,6 +66,11 @@ pub struct RunArgs {
 pub fn run(cmd: GatewayCommand) -> Result<Exit> {
     match cmd {
         GatewayCommand::Run(args) => serve(args),
+        GatewayCommand::DemoProvider { listen } => {
+            eprintln!("Demo provider (echoes prompts, no model) listening on http://{listen}/v1");
+            kt_gateway::run_demo_provider(&listen).map_err(|e| CliError::new(Exit::Error, e.to_string()))?;
+            Ok(Exit::Ok)
+        }
     }
 }
 

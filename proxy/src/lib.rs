@@ -6,6 +6,7 @@
 //! `GET /keeptrusts/config`, `POST /keeptrusts/config/reload`. The configuration also
 //! reloads on SIGHUP and when a config file changes; every path ends in `reload::PolicySource::reload`. Everything else answers 404 in the JSON error envelope.
 
+mod demo;
 mod gateway;
 mod reload;
 mod respond;
@@ -19,6 +20,7 @@ use kt_policy::{CompiledPolicy, FailMode};
 use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 
+pub use demo::run_demo_provider;
 pub use upstream::{Upstream, UpstreamError};
 
 /// Everything `kt gateway run` needs.

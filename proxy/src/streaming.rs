@@ -182,7 +182,9 @@ pub async fn relay(
                 o.remove("usage");
             }
             template = Some(v.clone());
-            send_json(session, &v).await?;
+            if !only_empty_text(&v) {
+                send_json(session, &v).await?;
+            }
         }
     }
     if !done {
@@ -198,6 +200,20 @@ pub async fn relay(
     }
     exchange.release().await;
     session.write_response_body(None, true).await
+}
+
+/// A chunk whose every delta is just `{"content": ""}` (text held back): nothing to send.
+fn only_empty_text(v: &Value) -> bool {
+    v.get("usage").is_none()
+        && v.get("choices").and_then(Value::as_array).is_some_and(|choices| {
+            !choices.is_empty()
+                && choices.iter().all(|c| {
+                    c.get("finish_reason").is_none_or(Value::is_null)
+                        && c.get("delta")
+                            .and_then(Value::as_object)
+                            .is_some_and(|d| d.len() == 1 && d.get("content").and_then(Value::as_str) == Some(""))
+                })
+        })
 }
 
 fn output_blocked(d: &kt_policy::Decision) -> Value {
