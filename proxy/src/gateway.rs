@@ -305,6 +305,38 @@ impl Gateway {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::models;
+    use kt_policy::config::{Source, load_sources};
+
+    #[test]
+    fn models_lists_targets_and_groups_within_the_allowlist() {
+        let yaml = "pack: {name: m, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nproviders:\n  targets:\n    - {id: a, provider: openai, model: gpt-4o-mini}\n    - {id: b, provider: vllm, model: llama-3, base_url: http://x}\nmodel_groups:\n  - {name: fast, targets: [a, b], aliases: [quick]}\n";
+        let c = load_sources(&[Source {
+            name: "m.yaml".into(),
+            text: yaml.into(),
+        }])
+        .config
+        .expect("valid");
+        let ids: Vec<String> = models(&c)["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(ids, ["gpt-4o-mini", "llama-3", "fast", "quick"]);
+        let limited = format!("{yaml}unified_access: {{allowed_models: [fast]}}\n");
+        let c = load_sources(&[Source {
+            name: "m.yaml".into(),
+            text: limited,
+        }])
+        .config
+        .expect("valid");
+        assert_eq!(models(&c)["data"].as_array().map(Vec::len), Some(1));
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -324,6 +356,7 @@ impl ProxyHttp for Gateway {
         match (method.as_str(), path.as_str()) {
             ("POST", "/v1/chat/completions") => self.chat(session, ctx, &id).await?,
             ("GET", "/health") => respond::json(session, 200, &self.health(ctx), &base).await?,
+            ("GET", "/v1/models") => respond::json(session, 200, &models(ctx.policy.config()), &base).await?,
             ("GET", "/healthz") | ("GET", "/readyz") => {
                 respond::json(session, 200, &json!({"status": "ok"}), &base).await?
             }
@@ -341,7 +374,7 @@ impl ProxyHttp for Gateway {
                 redact_literal_keys(&mut config);
                 respond::json(session, 200, &config, &base).await?;
             }
-            (_, "/v1/chat/completions") | (_, "/health") | (_, "/healthz") | (_, "/readyz") => {
+            (_, "/v1/chat/completions") | (_, "/v1/models") | (_, "/health") | (_, "/healthz") | (_, "/readyz") => {
                 let msg = format!("method {method} is not allowed on {path}");
                 respond::json(
                     session,
@@ -366,6 +399,39 @@ impl ProxyHttp for Gateway {
             "no upstream for requests answered by the gateway",
         )
     }
+}
+
+/// `GET /v1/models`: the configured target models and model-group names (with aliases),
+/// restricted to `unified_access.allowed_models` when that is set.
+fn models(config: &kt_policy::config::PolicyConfig) -> Value {
+    let mut ids: Vec<(String, String)> = Vec::new();
+    let mut add = |id: &str, owner: &str| {
+        if !id.is_empty() && !ids.iter().any(|(i, _)| i == id) {
+            ids.push((id.to_owned(), owner.to_owned()));
+        }
+    };
+    for t in config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]) {
+        if let Some(m) = &t.model {
+            add(m, &t.provider);
+        }
+    }
+    for g in config.model_groups.as_deref().unwrap_or(&[]) {
+        add(&g.name, "kt-model-group");
+        for a in &g.aliases {
+            add(a, "kt-model-group");
+        }
+    }
+    let allowed = config
+        .unified_access
+        .as_ref()
+        .map(|u| u.allowed_models.as_slice())
+        .unwrap_or(&[]);
+    let data: Vec<Value> = ids
+        .into_iter()
+        .filter(|(id, _)| allowed.is_empty() || allowed.contains(id))
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    json!({"object": "list", "data": data})
 }
 
 /// Literal `api_key` values never leave the gateway.
