@@ -305,38 +305,6 @@ impl Gateway {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::models;
-    use kt_policy::config::{Source, load_sources};
-
-    #[test]
-    fn models_lists_targets_and_groups_within_the_allowlist() {
-        let yaml = "pack: {name: m, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nproviders:\n  targets:\n    - {id: a, provider: openai, model: gpt-4o-mini}\n    - {id: b, provider: vllm, model: llama-3, base_url: http://x}\nmodel_groups:\n  - {name: fast, targets: [a, b], aliases: [quick]}\n";
-        let c = load_sources(&[Source {
-            name: "m.yaml".into(),
-            text: yaml.into(),
-        }])
-        .config
-        .expect("valid");
-        let ids: Vec<String> = models(&c)["data"]
-            .as_array()
-            .expect("list")
-            .iter()
-            .filter_map(|m| m["id"].as_str().map(str::to_owned))
-            .collect();
-        assert_eq!(ids, ["gpt-4o-mini", "llama-3", "fast", "quick"]);
-        let limited = format!("{yaml}unified_access: {{allowed_models: [fast]}}\n");
-        let c = load_sources(&[Source {
-            name: "m.yaml".into(),
-            text: limited,
-        }])
-        .config
-        .expect("valid");
-        assert_eq!(models(&c)["data"].as_array().map(Vec::len), Some(1));
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Gateway {
     type CTX = Ctx;
@@ -442,5 +410,37 @@ fn redact_literal_keys(config: &mut Value) {
                 *k = json!("***");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::models;
+    use kt_policy::config::{Source, load_sources};
+
+    #[test]
+    fn models_lists_targets_and_groups_within_the_allowlist() {
+        let yaml = "pack: {name: m, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nproviders:\n  targets:\n    - {id: a, provider: openai, model: gpt-4o-mini}\n    - {id: b, provider: vllm, model: llama-3, base_url: http://x}\nmodel_groups:\n  - {name: fast, targets: [a, b], aliases: [quick]}\n";
+        let c = load_sources(&[Source {
+            name: "m.yaml".into(),
+            text: yaml.into(),
+        }])
+        .config
+        .expect("valid");
+        let ids: Vec<String> = models(&c)["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(ids, ["gpt-4o-mini", "llama-3", "fast", "quick"]);
+        let limited = format!("{yaml}unified_access: {{allowed_models: [fast]}}\n");
+        let c = load_sources(&[Source {
+            name: "m.yaml".into(),
+            text: limited,
+        }])
+        .config
+        .expect("valid");
+        assert_eq!(models(&c)["data"].as_array().map(Vec::len), Some(1));
     }
 }
