@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use kt_gateway::{RunOptions, Upstream};
+use kt_gateway::{RunOptions, Upstream, WireFormat};
 use kt_policy::config::{PolicyConfig, load_files};
 use kt_policy::{CompiledPolicy, FailMode};
 
@@ -109,15 +109,16 @@ fn pick_upstream(args: &RunArgs, config: &PolicyConfig) -> Result<Upstream> {
     let targets = config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]);
     let Some(t) = targets
         .iter()
-        .find(|t| OPENAI_COMPATIBLE.contains(&t.provider.as_str()))
+        .find(|t| t.provider == "anthropic" || OPENAI_COMPATIBLE.contains(&t.provider.as_str()))
     else {
-        return Err(invalid("no OpenAI-compatible provider target in the configuration".into())
-            .hint("add a providers.targets entry with provider: openai (and base_url for other OpenAI-compatible servers), or pass --upstream URL")
+        return Err(invalid("no OpenAI-compatible or Anthropic provider target in the configuration".into())
+            .hint("add a providers.targets entry with provider: openai or anthropic (base_url for other OpenAI-compatible servers), or pass --upstream URL")
             .into());
     };
     let url = match (&t.base_url, t.provider.as_str()) {
         (Some(u), _) => u.clone(),
         (None, "openai") => "https://api.openai.com/v1".to_owned(),
+        (None, "anthropic") => "https://api.anthropic.com/v1".to_owned(),
         (None, p) => return Err(invalid(format!("target '{}' (provider {p}) needs a base_url", t.id)).into()),
     };
     let key = match (&t.secret_key_ref, &t.api_key) {
@@ -140,12 +141,23 @@ fn pick_upstream(args: &RunArgs, config: &PolicyConfig) -> Result<Upstream> {
         }
         (_, Some(k)) => Some(k.clone()),
         _ if t.provider == "openai" => std::env::var("OPENAI_API_KEY").ok(),
+        _ if t.provider == "anthropic" => std::env::var("ANTHROPIC_API_KEY").ok(),
         _ => None,
     };
-    let header = t.api_key_header.clone().unwrap_or_else(|| "Authorization".to_owned());
-    let prefix = t.api_key_prefix.clone().unwrap_or_else(|| "Bearer ".to_owned());
-    Upstream::from_url(&t.id, &url, key.map(|k| (header, format!("{prefix}{k}"))))
-        .map_err(|e| invalid(e.to_string()).into())
+    let anthropic = t.provider == "anthropic";
+    let (default_header, default_prefix) = if anthropic {
+        ("x-api-key", "")
+    } else {
+        ("Authorization", "Bearer ")
+    };
+    let header = t.api_key_header.clone().unwrap_or_else(|| default_header.to_owned());
+    let prefix = t.api_key_prefix.clone().unwrap_or_else(|| default_prefix.to_owned());
+    let mut upstream = Upstream::from_url(&t.id, &url, key.map(|k| (header, format!("{prefix}{k}"))))
+        .map_err(|e| invalid(e.to_string()))?;
+    if anthropic {
+        upstream.format = WireFormat::Anthropic;
+    }
+    Ok(upstream)
 }
 
 fn serve(args: RunArgs) -> Result<Exit> {

@@ -409,6 +409,95 @@ mod gateway {
         }
     }
 
+    /// A mock Anthropic Messages provider: checks the Anthropic headers, echoes the last
+    /// user message (as a message, or as Messages stream events in 3-character deltas).
+    fn start_anthropic(suffix: &'static str) -> (String, Arc<Mutex<Vec<Value>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
+        let seen: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let log = Arc::clone(&log);
+                std::thread::spawn(move || {
+                    let mut peek = [0u8; 8192];
+                    let n = stream.peek(&mut peek).unwrap_or(0);
+                    let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
+                    let Some(body) = read_request(&mut stream) else { return };
+                    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    log.lock().expect("lock").push(req.clone());
+                    let ok = head.contains("x-api-key: test-key")
+                        && head.contains("anthropic-version:")
+                        && head.starts_with("post /v1/messages");
+                    if !ok {
+                        let e = r#"{"type":"error","error":{"type":"authentication_error","message":"bad headers"}}"#;
+                        let resp = format!(
+                            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{e}",
+                            e.len()
+                        );
+                        let _ = stream.write_all(resp.as_bytes());
+                        return;
+                    }
+                    let last = req["messages"]
+                        .as_array()
+                        .and_then(|m| m.last())
+                        .map(|m| match &m["content"] {
+                            Value::String(s) => s.clone(),
+                            v => v
+                                .as_array()
+                                .and_then(|a| a.first())
+                                .and_then(|b| b["text"].as_str())
+                                .unwrap_or("")
+                                .to_owned(),
+                        })
+                        .unwrap_or_default();
+                    let text = format!("echo: {last}{suffix}");
+                    if req["stream"] == true {
+                        let _ = stream.write_all(
+                            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
+                        );
+                        let mut events = vec![
+                            (
+                                "message_start",
+                                json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-mock", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
+                            ),
+                            (
+                                "content_block_start",
+                                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+                            ),
+                        ];
+                        let chars: Vec<char> = text.chars().collect();
+                        for piece in chars.chunks(3) {
+                            let piece: String = piece.iter().collect();
+                            events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
+                        }
+                        events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
+                        events.push(("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 12}})));
+                        events.push(("message_stop", json!({"type": "message_stop"})));
+                        for (name, data) in events {
+                            if stream
+                                .write_all(format!("event: {name}\ndata: {data}\n\n").as_bytes())
+                                .is_err()
+                            {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(1));
+                        }
+                        return;
+                    }
+                    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-mock", "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 7}}).to_string();
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    let _ = stream.write_all(resp.as_bytes());
+                });
+            }
+        });
+        (url, seen)
+    }
+
     impl MockProvider {
         fn start(suffix: &'static str) -> MockProvider {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -480,6 +569,10 @@ mod gateway {
     }
 
     fn start_gateway(dir: &std::path::Path, upstream: &str) -> Gateway {
+        start_gateway_with(dir, &["--upstream", upstream])
+    }
+
+    fn start_gateway_with(dir: &std::path::Path, extra: &[&str]) -> Gateway {
         let addr = free_addr();
         let child = Command::new(env!("CARGO_BIN_EXE_kt"))
             .args([
@@ -489,9 +582,8 @@ mod gateway {
                 &addr,
                 "--policy-config",
                 "policy-config.yaml",
-                "--upstream",
-                upstream,
             ])
+            .args(extra)
             .current_dir(dir)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -758,6 +850,38 @@ mod gateway {
         assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
         let _ = demo.kill();
         let _ = demo.wait();
+    }
+
+    #[test]
+    fn anthropic_targets_serve_openai_clients() {
+        let (url, seen) = start_anthropic(" and mail me at bob@example.com please");
+        let dir = pack("");
+        let config = format!(
+            "pack: {{name: claude, version: 1.0.0, enabled: true}}\npolicies: {{chain: [pii-detector]}}\nproviders:\n  targets:\n    - {{id: claude, provider: anthropic, model: claude-mock, base_url: \"{url}\", api_key: test-key}}\n"
+        );
+        std::fs::write(dir.path().join("policy-config.yaml"), config).expect("write");
+        let gw = start_gateway_with(dir.path(), &[]);
+        let (status, head, answer) = chat(&gw.addr, "hello from jane@example.com");
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!(answer["object"], "chat.completion");
+        assert_eq!(
+            answer["choices"][0]["message"]["content"],
+            "echo: hello from [EMAIL] and mail me at [EMAIL] please"
+        );
+        assert_eq!(answer["usage"]["completion_tokens"], 7);
+        assert!(head.contains("x-keeptrusts-target: claude"), "{head}");
+        let sent = seen.lock().expect("lock").last().cloned().expect("request");
+        assert_eq!(sent["max_tokens"], 4096, "Anthropic needs max_tokens");
+        assert_eq!(sent["messages"][0]["content"], "hello from [EMAIL]");
+
+        let (status, datas, text) = chat_stream(&gw.addr, "stream for jane@example.com", false);
+        assert_eq!(status, 200);
+        assert_eq!(text, "echo: stream for [EMAIL] and mail me at [EMAIL] please");
+        assert_eq!(datas.last().map(String::as_str), Some("[DONE]"));
+        assert!(
+            datas.iter().any(|d| d.contains("\"finish_reason\":\"stop\"")),
+            "{datas:?}"
+        );
     }
 
     #[test]

@@ -19,7 +19,8 @@ use serde_json::{Value, json};
 
 use crate::reload::{PolicySource, ReloadOutcome};
 use crate::respond::{self, error};
-use crate::upstream::Upstream;
+use crate::upstream::{Upstream, WireFormat};
+use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 
 pub struct Gateway {
     policy: Arc<ArcSwap<CompiledPolicy>>,
@@ -76,6 +77,13 @@ fn rand_u64() -> u64 {
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^ (x >> 33)
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 fn headers_of(session: &Session) -> Headers {
@@ -203,13 +211,30 @@ impl Gateway {
             .get("authorization")
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
+        let anthropic = self.upstream.format == WireFormat::Anthropic;
+        let (path, outgoing) = if anthropic {
+            match kt_policy::wire::anthropic::chat_request_to_messages(&request) {
+                Ok(v) => ("/messages", v),
+                Err(e) => {
+                    return respond::json(
+                        session,
+                        422,
+                        &error("validation_error", "unsupported_for_target", e.0),
+                        &base,
+                    )
+                    .await;
+                }
+            }
+        } else {
+            ("/chat/completions", request.clone())
+        };
         let out = Bytes::from(
-            serde_json::to_vec(&request).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
+            serde_json::to_vec(&outgoing).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
         );
         let upstream_started = Instant::now();
         let exchange = match self
             .upstream
-            .send(&self.connector, "/chat/completions", out, client_auth.as_deref())
+            .send(&self.connector, path, out, client_auth.as_deref())
             .await
         {
             Ok(x) => x,
@@ -234,6 +259,7 @@ impl Gateway {
                 &headers,
                 self.opts(),
                 include_usage,
+                anthropic.then(|| AnthropicToOpenAiStream::new(now_secs())),
                 h,
             )
             .await;
@@ -272,7 +298,15 @@ impl Gateway {
             // them); 5xx become a gateway 502.
             let code = if status >= 500 { 502 } else { status };
             let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+            if anthropic {
+                // Anthropic's {"type":"error","error":{type,message}} in OpenAI's shape.
+                let e = response.get("error").cloned().unwrap_or(Value::Null);
+                response = json!({"error": {"message": e.get("message").cloned().unwrap_or_else(|| json!("upstream error")), "type": e.get("type").cloned().unwrap_or_else(|| json!("upstream_error")), "code": null}});
+            }
             return respond::json(session, code, &response, &h).await;
+        }
+        if anthropic {
+            response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs());
         }
         let mut decision = decision;
         decision.absorb(policy.evaluate_response(&request, &mut response, &headers, self.opts()));

@@ -21,7 +21,7 @@ use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 
 pub use demo::run_demo_provider;
-pub use upstream::{Upstream, UpstreamError};
+pub use upstream::{Upstream, UpstreamError, WireFormat};
 
 /// Everything `kt gateway run` needs.
 #[derive(Debug)]

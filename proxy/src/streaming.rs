@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kt_policy::stream::{OutputGuard, SseEvent, SseParser, Step, StreamFormat, set_text_delta, text_deltas};
+use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 use kt_policy::{CompiledPolicy, EvalOptions, Headers};
 use pingora::Result;
 use pingora::http::ResponseHeader;
@@ -59,6 +60,7 @@ pub async fn relay(
     headers: &Headers,
     opts: EvalOptions,
     include_usage: bool,
+    mut translator: Option<AnthropicToOpenAiStream>,
     extra: respond::Headers,
 ) -> Result<()> {
     let mut resp = ResponseHeader::build(200, Some(4 + extra.len()))?;
@@ -95,6 +97,15 @@ pub async fn relay(
                 )
                 .await;
             }
+        };
+        let events = match translator.as_mut() {
+            None => events,
+            Some(t) => match to_openai_events(t, events) {
+                Ok(ev) => ev,
+                Err(msg) => {
+                    return fail(session, respond::error("upstream_error", "upstream_stream_failed", msg)).await;
+                }
+            },
         };
         for event in events {
             if done {
@@ -200,6 +211,30 @@ pub async fn relay(
     }
     exchange.release().await;
     session.write_response_body(None, true).await
+}
+
+/// Anthropic Messages events → OpenAI chunk events (and `[DONE]` after `message_stop`).
+fn to_openai_events(
+    t: &mut AnthropicToOpenAiStream,
+    events: Vec<SseEvent>,
+) -> std::result::Result<Vec<SseEvent>, String> {
+    let mut out = Vec::new();
+    for e in events {
+        let Ok(v) = serde_json::from_str::<Value>(&e.data) else {
+            continue;
+        };
+        let stop = v.get("type").and_then(Value::as_str) == Some("message_stop");
+        out.extend(
+            t.event(&v)
+                .map_err(|w| w.0)?
+                .into_iter()
+                .map(|c| SseEvent::data(c.to_string())),
+        );
+        if stop {
+            out.push(SseEvent::data("[DONE]"));
+        }
+    }
+    Ok(out)
 }
 
 /// A chunk whose every delta is just `{"content": ""}` (text held back): nothing to send.

@@ -23,6 +23,17 @@ pub struct Upstream {
     /// Credential header sent upstream (name, value); `None` passes the client's
     /// `Authorization` through.
     pub auth: Option<(String, String)>,
+    /// The API the upstream speaks.
+    pub format: WireFormat,
+}
+
+/// Request/response format of an upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WireFormat {
+    /// OpenAI chat completions (`/chat/completions`).
+    OpenAi,
+    /// Anthropic Messages (`/messages`, `anthropic-version` header).
+    Anthropic,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +76,7 @@ impl Upstream {
             port,
             base_path,
             auth,
+            format: WireFormat::OpenAi,
         })
     }
 
@@ -107,6 +119,9 @@ impl Upstream {
         req.insert_header("content-length", body.len().to_string())
             .map_err(io)?;
         req.insert_header("accept-encoding", "identity").map_err(io)?;
+        if self.format == WireFormat::Anthropic {
+            req.insert_header("anthropic-version", "2023-06-01").map_err(io)?;
+        }
         match (&self.auth, client_auth) {
             (Some((name, value)), _) => req.insert_header(name.clone(), value.as_str()).map_err(io)?,
             (None, Some(client)) => req.insert_header("authorization", client).map_err(io)?,
