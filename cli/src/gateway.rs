@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use kt_gateway::{RunOptions, Upstream, WireFormat};
+use kt_gateway::{EventTarget, RunOptions, Upstream, WireFormat};
 use kt_policy::config::{PolicyConfig, load_files};
 use kt_policy::{CompiledPolicy, FailMode};
 
@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Worker threads
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_THREADS", default_value_t = 2)]
     pub threads: usize,
+    /// Write one decision event per chat request as a JSON line: a file path, or `-` for stdout
+    #[arg(long, env = "KEEPTRUSTS_EVENTS", value_name = "FILE|-")]
+    pub events: Option<String>,
 }
 
 pub fn run(cmd: GatewayCommand) -> Result<Exit> {
@@ -202,6 +205,13 @@ fn serve(args: RunArgs) -> Result<Exit> {
         upstream,
         fail_mode,
         threads: args.threads,
+        events: args.events.map(|e| {
+            if e == "-" {
+                EventTarget::Stdout
+            } else {
+                EventTarget::File(PathBuf::from(e))
+            }
+        }),
     })
     .map_err(|e| CliError::new(Exit::Error, e.to_string()))?;
     Ok(Exit::Ok)

@@ -17,6 +17,7 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use serde_json::{Value, json};
 
+use crate::events::EventSink;
 use crate::reload::{PolicySource, ReloadOutcome};
 use crate::respond::{self, error};
 use crate::upstream::{Upstream, WireFormat};
@@ -24,6 +25,7 @@ use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 
 pub struct Gateway {
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    events: EventSink,
     source: Arc<PolicySource>,
     upstream: Upstream,
     connector: Connector,
@@ -34,12 +36,25 @@ pub struct Gateway {
 pub struct Ctx {
     policy: Arc<CompiledPolicy>,
     started: Instant,
+    /// Set for chat requests: what the decision event reports.
+    event: Option<EventData>,
+}
+
+/// What a chat request's decision event says, filled in as the request goes.
+#[derive(Default)]
+struct EventData {
+    request_id: String,
+    model: Option<String>,
+    stream: bool,
+    decision: Option<Decision>,
+    usage: Option<Value>,
 }
 
 impl Gateway {
-    pub fn new(source: Arc<PolicySource>, upstream: Upstream, fail_mode: FailMode) -> Self {
+    pub fn new(source: Arc<PolicySource>, upstream: Upstream, fail_mode: FailMode, events: EventSink) -> Self {
         Gateway {
             policy: Arc::clone(&source.current),
+            events,
             source,
             upstream,
             connector: Connector::new(None),
@@ -198,6 +213,11 @@ impl Gateway {
             == Some(true);
         let headers = headers_of(session);
         let decision = policy.evaluate_request(&mut request, &headers, self.opts());
+        if let Some(ev) = ctx.event.as_mut() {
+            ev.model = request.get("model").and_then(Value::as_str).map(str::to_owned);
+            ev.stream = stream;
+            ev.decision = Some(decision.clone());
+        }
         if decision.verdict.is_terminal() {
             let h = decision_headers(id, &decision, None, ctx.started);
             return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
@@ -310,6 +330,10 @@ impl Gateway {
         }
         let mut decision = decision;
         decision.absorb(policy.evaluate_response(&request, &mut response, &headers, self.opts()));
+        if let Some(ev) = ctx.event.as_mut() {
+            ev.decision = Some(decision.clone());
+            ev.usage = response.get("usage").cloned();
+        }
         let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
         let mut h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
         h.retain(|(k, _)| *k != "x-keeptrusts-overhead-ms");
@@ -335,6 +359,7 @@ impl Gateway {
                 "digest": p.digest(),
             },
             "upstream": {"id": self.upstream.id, "host": self.upstream.host, "port": self.upstream.port},
+            "events": {"written": self.events.written(), "dropped": self.events.dropped()},
         })
     }
 }
@@ -347,6 +372,7 @@ impl ProxyHttp for Gateway {
         Ctx {
             policy: self.policy.load_full(),
             started: Instant::now(),
+            event: None,
         }
     }
 
@@ -356,7 +382,13 @@ impl ProxyHttp for Gateway {
         let path = session.req_header().uri.path().to_owned();
         let base = vec![("x-request-id", id.clone())];
         match (method.as_str(), path.as_str()) {
-            ("POST", "/v1/chat/completions") => self.chat(session, ctx, &id).await?,
+            ("POST", "/v1/chat/completions") => {
+                ctx.event = Some(EventData {
+                    request_id: id.clone(),
+                    ..EventData::default()
+                });
+                self.chat(session, ctx, &id).await?
+            }
             ("GET", "/health") => respond::json(session, 200, &self.health(ctx), &base).await?,
             ("GET", "/v1/models") => respond::json(session, 200, &models(ctx.policy.config()), &base).await?,
             ("GET", "/healthz") | ("GET", "/readyz") => {
@@ -392,6 +424,33 @@ impl ProxyHttp for Gateway {
             }
         }
         Ok(true)
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+        let Some(ev) = ctx.event.take() else { return };
+        let status = session.response_written().map(|h| h.status.as_u16()).unwrap_or(0);
+        let config = ctx.policy.config();
+        let d = ev.decision.unwrap_or_default();
+        let usage = ev.usage.unwrap_or(Value::Null);
+        self.events.emit(json!({
+            "id": format!("evt_{:016x}", rand_u64()),
+            "event_type": "decision",
+            "timestamp": crate::events::rfc3339_now(),
+            "request_id": ev.request_id,
+            "status": status,
+            "verdict": d.verdict.as_str(),
+            "reason_code": d.reason_code,
+            "policy": d.policy,
+            "degraded": d.degraded,
+            "model": ev.model,
+            "provider": self.upstream.id,
+            "stream": ev.stream,
+            "input_tokens": usage.get("prompt_tokens"),
+            "output_tokens": usage.get("completion_tokens"),
+            "latency_ms": ctx.started.elapsed().as_secs_f64() * 1e3,
+            "config": {"name": config.pack.name, "version": config.pack.version, "digest": ctx.policy.digest()},
+            "policy_results": d.policy_results,
+        }));
     }
 
     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {

@@ -7,6 +7,7 @@
 //! reloads on SIGHUP and when a config file changes; every path ends in `reload::PolicySource::reload`. Everything else answers 404 in the JSON error envelope.
 
 mod demo;
+mod events;
 mod gateway;
 mod reload;
 mod respond;
@@ -21,6 +22,7 @@ use pingora::server::Server;
 use pingora::server::configuration::{Opt, ServerConf};
 
 pub use demo::run_demo_provider;
+pub use events::EventTarget;
 pub use upstream::{Upstream, UpstreamError, WireFormat};
 
 /// Everything `kt gateway run` needs.
@@ -34,6 +36,8 @@ pub struct RunOptions {
     pub fail_mode: FailMode,
     /// Worker threads of the proxy service.
     pub threads: usize,
+    /// Where decision events go (`None`: not recorded).
+    pub events: Option<EventTarget>,
 }
 
 /// Why the gateway could not start.
@@ -74,7 +78,18 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         },
     );
     server.add_service(watcher);
-    let gw = gateway::Gateway::new(source, opts.upstream, opts.fail_mode);
+    let sink = match opts.events {
+        Some(target) => {
+            let (sink, writer) = events::channel(target);
+            server.add_service(pingora::services::background::background_service(
+                "decision-events",
+                writer,
+            ));
+            sink
+        }
+        None => events::EventSink::disabled(),
+    };
+    let gw = gateway::Gateway::new(source, opts.upstream, opts.fail_mode, sink);
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, gw);
     service.add_tcp(&opts.listen);
     server.add_service(service);
