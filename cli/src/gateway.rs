@@ -163,6 +163,41 @@ fn pick_upstream(args: &RunArgs, config: &PolicyConfig) -> Result<Upstream> {
     Ok(upstream)
 }
 
+/// Configured runtime sections this gateway version does not act on yet, so the operator
+/// is told rather than left believing they apply.
+fn unenforced_sections(c: &PolicyConfig) -> Vec<&'static str> {
+    let mut out = Vec::new();
+    let p = c.providers.as_ref();
+    let checks: [(&'static str, bool); 11] = [
+        ("token_rate_limit", c.token_rate_limit.is_some()),
+        ("routes", c.routes.as_ref().is_some_and(|r| !r.is_empty())),
+        (
+            "consumer_groups",
+            c.consumer_groups.as_ref().is_some_and(|r| !r.is_empty()),
+        ),
+        ("model_groups", c.model_groups.as_ref().is_some_and(|r| !r.is_empty())),
+        ("agents", c.agents.as_ref().is_some_and(|r| !r.is_empty())),
+        ("providers.routing", p.is_some_and(|p| p.routing.is_some())),
+        ("providers.fallback", p.is_some_and(|p| p.fallback.is_some())),
+        (
+            "providers.circuit_breaker",
+            p.is_some_and(|p| p.circuit_breaker.is_some()),
+        ),
+        ("providers.ab_test", p.is_some_and(|p| p.ab_test.is_some())),
+        ("providers.mirror", p.is_some_and(|p| p.mirror.is_some())),
+        (
+            "unified_access (only /v1/models honours it)",
+            c.unified_access.is_some(),
+        ),
+    ];
+    for (name, present) in checks {
+        if present {
+            out.push(name);
+        }
+    }
+    out
+}
+
 fn serve(args: RunArgs) -> Result<Exit> {
     let files = if args.policy_config.is_empty() {
         vec![PathBuf::from("policy-config.yaml")]
@@ -177,6 +212,9 @@ fn serve(args: RunArgs) -> Result<Exit> {
         return Ok(Exit::Invalid);
     };
     let upstream = pick_upstream(&args, &config)?;
+    for section in unenforced_sections(&config) {
+        eprintln!("warning: {section} is configured but not enforced by this version of the gateway");
+    }
     let policy = CompiledPolicy::compile(config).map_err(|e| CliError::new(Exit::Invalid, e.to_string()))?;
     let c = policy.config();
     eprintln!(

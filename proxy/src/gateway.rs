@@ -18,6 +18,7 @@ use pingora::{Error, ErrorType, Result};
 use serde_json::{Value, json};
 
 use crate::events::EventSink;
+use crate::limits::Limits;
 use crate::reload::{PolicySource, ReloadOutcome};
 use crate::respond::{self, error};
 use crate::upstream::{Upstream, WireFormat};
@@ -25,6 +26,8 @@ use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 
 pub struct Gateway {
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    /// Rate-limit counters, kept across reloads while the quotas stay the same.
+    rate_limits: ArcSwap<Limits>,
     events: EventSink,
     source: Arc<PolicySource>,
     upstream: Upstream,
@@ -38,6 +41,9 @@ pub struct Ctx {
     started: Instant,
     /// Set for chat requests: what the decision event reports.
     event: Option<EventData>,
+    /// X-RateLimit-* headers for the response.
+    rate_headers: respond::Headers,
+    rate_limited: bool,
 }
 
 /// What a chat request's decision event says, filled in as the request goes.
@@ -53,6 +59,7 @@ struct EventData {
 impl Gateway {
     pub fn new(source: Arc<PolicySource>, upstream: Upstream, fail_mode: FailMode, events: EventSink) -> Self {
         Gateway {
+            rate_limits: ArcSwap::from_pointee(Limits::new(source.current.load().config())),
             policy: Arc::clone(&source.current),
             events,
             source,
@@ -60,6 +67,18 @@ impl Gateway {
             connector: Connector::new(None),
             fail_mode,
         }
+    }
+
+    /// The limiters for `policy`'s quotas: the current ones when the quotas are unchanged.
+    fn rate_limits_for(&self, policy: &CompiledPolicy) -> Arc<Limits> {
+        let current = self.rate_limits.load_full();
+        let key = Limits::key_of(policy.config());
+        if current.key == key {
+            return current;
+        }
+        let fresh = Arc::new(Limits::new(policy.config()));
+        self.rate_limits.store(Arc::clone(&fresh));
+        fresh
     }
 
     fn opts(&self) -> EvalOptions {
@@ -110,15 +129,22 @@ fn headers_of(session: &Session) -> Headers {
         .collect()
 }
 
-fn decision_headers(id: &str, d: &Decision, target: Option<&str>, started: Instant) -> respond::Headers {
-    let mut h = vec![
+fn decision_headers(
+    id: &str,
+    d: &Decision,
+    target: Option<&str>,
+    started: Instant,
+    rate: &[(&'static str, String)],
+) -> respond::Headers {
+    let mut h: respond::Headers = rate.to_vec();
+    h.extend([
         ("x-request-id", id.to_owned()),
         ("x-keeptrusts-decision", d.verdict.as_str().to_owned()),
         (
             "x-keeptrusts-overhead-ms",
             format!("{:.3}", started.elapsed().as_secs_f64() * 1e3),
         ),
-    ];
+    ]);
     if let Some(t) = target {
         h.push(("x-keeptrusts-target", t.to_owned()));
     }
@@ -129,6 +155,32 @@ impl Gateway {
     async fn chat(&self, session: &mut Session, ctx: &mut Ctx, id: &str) -> Result<()> {
         let policy = Arc::clone(&ctx.policy);
         let limits = policy.config().size_limits.clone().unwrap_or_default();
+        let headers = headers_of(session);
+        // Rate limits come before any body read or upstream work.
+        let rate = self.rate_limits_for(&policy);
+        let mut rate_headers: respond::Headers = Vec::new();
+        if !rate.is_empty() {
+            let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+            if let Some(v) = rate.check(peer, &headers, now_secs()) {
+                rate_headers = vec![
+                    ("x-ratelimit-limit", v.limit.to_string()),
+                    ("x-ratelimit-remaining", v.remaining.to_string()),
+                    ("x-ratelimit-reset", v.reset.to_string()),
+                ];
+                if !v.allowed {
+                    let mut h = rate_headers.clone();
+                    h.push(("x-request-id", id.to_owned()));
+                    h.push(("retry-after", v.reset.to_string()));
+                    let msg = format!(
+                        "rate limit exceeded ({}: {} requests per window); retry in {} s",
+                        v.scope, v.limit, v.reset
+                    );
+                    ctx.rate_limited = true;
+                    return respond::json(session, 429, &error("rate_limit", "rate_limited", msg), &h).await;
+                }
+            }
+        }
+        ctx.rate_headers = rate_headers;
         let base = vec![("x-request-id", id.to_owned())];
         if session
             .req_header()
@@ -211,7 +263,6 @@ impl Gateway {
             .pointer("/stream_options/include_usage")
             .and_then(Value::as_bool)
             == Some(true);
-        let headers = headers_of(session);
         let decision = policy.evaluate_request(&mut request, &headers, self.opts());
         if let Some(ev) = ctx.event.as_mut() {
             ev.model = request.get("model").and_then(Value::as_str).map(str::to_owned);
@@ -219,7 +270,7 @@ impl Gateway {
             ev.decision = Some(decision.clone());
         }
         if decision.verdict.is_terminal() {
-            let h = decision_headers(id, &decision, None, ctx.started);
+            let h = decision_headers(id, &decision, None, ctx.started, &ctx.rate_headers);
             return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
         }
         if stream {
@@ -259,7 +310,7 @@ impl Gateway {
         {
             Ok(x) => x,
             Err(e) => {
-                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
                 return respond::json(
                     session,
                     502,
@@ -270,7 +321,7 @@ impl Gateway {
             }
         };
         if stream && exchange.status == 200 {
-            let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+            let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
             return crate::streaming::relay(
                 session,
                 exchange,
@@ -288,7 +339,7 @@ impl Gateway {
         let answer = match exchange.body(limits.max_response_bytes).await {
             Ok(b) => b,
             Err(e) => {
-                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
                 return respond::json(
                     session,
                     502,
@@ -302,7 +353,7 @@ impl Gateway {
         let mut response: Value = match serde_json::from_slice(&answer) {
             Ok(v) => v,
             Err(_) => {
-                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
                 let msg = format!("upstream answered {status} with a body that is not JSON");
                 return respond::json(
                     session,
@@ -317,7 +368,7 @@ impl Gateway {
             // Provider errors keep their status and body for 4xx (the client can act on
             // them); 5xx become a gateway 502.
             let code = if status >= 500 { 502 } else { status };
-            let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+            let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
             if anthropic {
                 // Anthropic's {"type":"error","error":{type,message}} in OpenAI's shape.
                 let e = response.get("error").cloned().unwrap_or(Value::Null);
@@ -335,7 +386,7 @@ impl Gateway {
             ev.usage = response.get("usage").cloned();
         }
         let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
-        let mut h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started);
+        let mut h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
         h.retain(|(k, _)| *k != "x-keeptrusts-overhead-ms");
         h.push((
             "x-keeptrusts-overhead-ms",
@@ -373,6 +424,8 @@ impl ProxyHttp for Gateway {
             policy: self.policy.load_full(),
             started: Instant::now(),
             event: None,
+            rate_headers: Vec::new(),
+            rate_limited: false,
         }
     }
 
@@ -445,6 +498,7 @@ impl ProxyHttp for Gateway {
             "model": ev.model,
             "provider": self.upstream.id,
             "stream": ev.stream,
+            "rate_limited": ctx.rate_limited,
             "input_tokens": usage.get("prompt_tokens"),
             "output_tokens": usage.get("completion_tokens"),
             "latency_ms": ctx.started.elapsed().as_secs_f64() * 1e3,

@@ -9,6 +9,7 @@
 mod demo;
 mod events;
 mod gateway;
+mod limits;
 mod reload;
 mod respond;
 mod streaming;
