@@ -35,6 +35,15 @@ pub struct Gateway {
     fail_mode: FailMode,
 }
 
+/// The API a client speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientApi {
+    /// `POST /v1/chat/completions`
+    OpenAiChat,
+    /// `POST /v1/messages`
+    AnthropicMessages,
+}
+
 /// Per-request state: the policy snapshot this request runs under.
 pub struct Ctx {
     policy: Arc<CompiledPolicy>,
@@ -152,7 +161,7 @@ fn decision_headers(
 }
 
 impl Gateway {
-    async fn chat(&self, session: &mut Session, ctx: &mut Ctx, id: &str) -> Result<()> {
+    async fn chat(&self, session: &mut Session, ctx: &mut Ctx, id: &str, client: ClientApi) -> Result<()> {
         let policy = Arc::clone(&ctx.policy);
         let limits = policy.config().size_limits.clone().unwrap_or_default();
         let headers = headers_of(session);
@@ -258,6 +267,16 @@ impl Gateway {
             .await;
         }
         let stream = request.get("stream").and_then(Value::as_bool) == Some(true);
+        if stream && client == ClientApi::AnthropicMessages {
+            let msg = "streaming on /v1/messages is not served by this version yet; send stream: false (or use /v1/chat/completions)";
+            return respond::json(
+                session,
+                422,
+                &error("validation_error", "stream_unsupported", msg),
+                &base,
+            )
+            .await;
+        }
         // Usage is always captured: ask for it, and strip the extra chunk if the client did not.
         let include_usage = request
             .pointer("/stream_options/include_usage")
@@ -273,7 +292,7 @@ impl Gateway {
             let h = decision_headers(id, &decision, None, ctx.started, &ctx.rate_headers);
             return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
         }
-        if stream {
+        if stream && client == ClientApi::OpenAiChat {
             request["stream_options"] = json!({"include_usage": true});
         }
         let client_auth = session
@@ -283,21 +302,27 @@ impl Gateway {
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned);
         let anthropic = self.upstream.format == WireFormat::Anthropic;
-        let (path, outgoing) = if anthropic {
-            match kt_policy::wire::anthropic::chat_request_to_messages(&request) {
-                Ok(v) => ("/messages", v),
-                Err(e) => {
-                    return respond::json(
-                        session,
-                        422,
-                        &error("validation_error", "unsupported_for_target", e.0),
-                        &base,
-                    )
-                    .await;
-                }
+        let translated = match (client, anthropic) {
+            (ClientApi::OpenAiChat, true) => {
+                kt_policy::wire::anthropic::chat_request_to_messages(&request).map(|v| ("/messages", v))
             }
-        } else {
-            ("/chat/completions", request.clone())
+            (ClientApi::AnthropicMessages, false) => {
+                kt_policy::wire::openai::messages_request_to_chat(&request).map(|v| ("/chat/completions", v))
+            }
+            (ClientApi::OpenAiChat, false) => Ok(("/chat/completions", request.clone())),
+            (ClientApi::AnthropicMessages, true) => Ok(("/messages", request.clone())),
+        };
+        let (path, outgoing) = match translated {
+            Ok(t) => t,
+            Err(e) => {
+                return respond::json(
+                    session,
+                    422,
+                    &error("validation_error", "unsupported_for_target", e.0),
+                    &base,
+                )
+                .await;
+            }
         };
         let out = Bytes::from(
             serde_json::to_vec(&outgoing).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
@@ -369,15 +394,38 @@ impl Gateway {
             // them); 5xx become a gateway 502.
             let code = if status >= 500 { 502 } else { status };
             let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
-            if anthropic {
+            if client == ClientApi::AnthropicMessages && !anthropic {
+                // An OpenAI-style error in Anthropic's shape.
+                let e = response.get("error").cloned().unwrap_or(Value::Null);
+                response = json!({"type": "error", "error": {"type": e.get("type").cloned().unwrap_or_else(|| json!("api_error")), "message": e.get("message").cloned().unwrap_or_else(|| json!("upstream error"))}});
+            } else if anthropic && client == ClientApi::OpenAiChat {
                 // Anthropic's {"type":"error","error":{type,message}} in OpenAI's shape.
                 let e = response.get("error").cloned().unwrap_or(Value::Null);
                 response = json!({"error": {"message": e.get("message").cloned().unwrap_or_else(|| json!("upstream error")), "type": e.get("type").cloned().unwrap_or_else(|| json!("upstream_error")), "code": null}});
             }
             return respond::json(session, code, &response, &h).await;
         }
-        if anthropic {
-            response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs());
+        match (client, anthropic) {
+            (ClientApi::OpenAiChat, true) => {
+                response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs())
+            }
+            (ClientApi::AnthropicMessages, false) => {
+                match kt_policy::wire::openai::chat_response_to_messages(&response) {
+                    Ok(r) => response = r,
+                    Err(e) => {
+                        let h =
+                            decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
+                        return respond::json(
+                            session,
+                            502,
+                            &error("upstream_error", "invalid_upstream_response", e.0),
+                            &h,
+                        )
+                        .await;
+                    }
+                }
+            }
+            _ => {}
         }
         let mut decision = decision;
         decision.absorb(policy.evaluate_response(&request, &mut response, &headers, self.opts()));
@@ -440,7 +488,14 @@ impl ProxyHttp for Gateway {
                     request_id: id.clone(),
                     ..EventData::default()
                 });
-                self.chat(session, ctx, &id).await?
+                self.chat(session, ctx, &id, ClientApi::OpenAiChat).await?
+            }
+            ("POST", "/v1/messages") => {
+                ctx.event = Some(EventData {
+                    request_id: id.clone(),
+                    ..EventData::default()
+                });
+                self.chat(session, ctx, &id, ClientApi::AnthropicMessages).await?
             }
             ("GET", "/health") => respond::json(session, 200, &self.health(ctx), &base).await?,
             ("GET", "/v1/models") => respond::json(session, 200, &models(ctx.policy.config()), &base).await?,
@@ -461,7 +516,12 @@ impl ProxyHttp for Gateway {
                 redact_literal_keys(&mut config);
                 respond::json(session, 200, &config, &base).await?;
             }
-            (_, "/v1/chat/completions") | (_, "/v1/models") | (_, "/health") | (_, "/healthz") | (_, "/readyz") => {
+            (_, "/v1/chat/completions")
+            | (_, "/v1/messages")
+            | (_, "/v1/models")
+            | (_, "/health")
+            | (_, "/healthz")
+            | (_, "/readyz") => {
                 let msg = format!("method {method} is not allowed on {path}");
                 respond::json(
                     session,

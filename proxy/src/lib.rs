@@ -2,7 +2,8 @@
 //! completions API, enforces the compiled policy chain of kt-policy on every request and
 //! answer, and forwards allowed requests to the configured upstream target.
 //!
-//! Endpoints: `POST /v1/chat/completions` (JSON and SSE), `GET /health`, `/healthz`, `/readyz`,
+//! Endpoints: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/messages` (JSON),
+//! `GET /v1/models`, `GET /health`, `/healthz`, `/readyz`,
 //! `GET /keeptrusts/config`, `POST /keeptrusts/config/reload`. The configuration also
 //! reloads on SIGHUP and when a config file changes; every path ends in `reload::PolicySource::reload`. Everything else answers 404 in the JSON error envelope.
 
