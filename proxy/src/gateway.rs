@@ -19,6 +19,7 @@ use serde_json::{Value, json};
 
 use crate::events::EventSink;
 use crate::limits::Limits;
+use crate::metrics::{Metrics, RequestRecord};
 use crate::reload::{PolicySource, ReloadOutcome};
 use crate::respond::{self, error};
 use crate::upstream::{Upstream, WireFormat};
@@ -26,6 +27,9 @@ use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 
 pub struct Gateway {
     policy: Arc<ArcSwap<CompiledPolicy>>,
+    metrics: Metrics,
+    /// Outcome of the last upstream call: 0 unknown, 1 reachable, 2 unreachable.
+    upstream_state: std::sync::atomic::AtomicU8,
     /// Rate-limit counters, kept across reloads while the quotas stay the same.
     rate_limits: ArcSwap<Limits>,
     events: EventSink,
@@ -53,6 +57,8 @@ pub struct Ctx {
     /// X-RateLimit-* headers for the response.
     rate_headers: respond::Headers,
     rate_limited: bool,
+    /// Gateway time excluding the upstream call, once known.
+    overhead: Option<f64>,
 }
 
 /// What a chat request's decision event says, filled in as the request goes.
@@ -68,6 +74,8 @@ struct EventData {
 impl Gateway {
     pub fn new(source: Arc<PolicySource>, upstream: Upstream, fail_mode: FailMode, events: EventSink) -> Self {
         Gateway {
+            metrics: Metrics::default(),
+            upstream_state: std::sync::atomic::AtomicU8::new(0),
             rate_limits: ArcSwap::from_pointee(Limits::new(source.current.load().config())),
             policy: Arc::clone(&source.current),
             events,
@@ -328,11 +336,13 @@ impl Gateway {
             serde_json::to_vec(&outgoing).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
         );
         let upstream_started = Instant::now();
-        let exchange = match self
+        let sent = self
             .upstream
             .send(&self.connector, path, out, client_auth.as_deref())
-            .await
-        {
+            .await;
+        self.upstream_state
+            .store(if sent.is_ok() { 1 } else { 2 }, std::sync::atomic::Ordering::Relaxed);
+        let exchange = match sent {
             Ok(x) => x,
             Err(e) => {
                 let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
@@ -434,6 +444,7 @@ impl Gateway {
             ev.usage = response.get("usage").cloned();
         }
         let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
+        ctx.overhead = Some(overhead.as_secs_f64());
         let mut h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
         h.retain(|(k, _)| *k != "x-keeptrusts-overhead-ms");
         h.push((
@@ -449,9 +460,18 @@ impl Gateway {
     fn health(&self, ctx: &Ctx) -> Value {
         let p = &ctx.policy;
         let c = p.config();
+        let reach = match self.upstream_state.load(std::sync::atomic::Ordering::Relaxed) {
+            1 => "reachable",
+            2 => "unreachable",
+            _ => "unknown",
+        };
         json!({
-            "status": "ok",
+            "status": if reach == "unreachable" { "degraded" } else { "healthy" },
+            "uptime_seconds": self.metrics.uptime_seconds(),
             "version": env!("CARGO_PKG_VERSION"),
+            "providers": {self.upstream.id.clone(): reach},
+            "policies_loaded": c.policies.chain.len(),
+            "requests_processed": self.metrics.processed.load(std::sync::atomic::Ordering::Relaxed),
             "config": {
                 "pack": {"name": c.pack.name, "version": c.pack.version, "enabled": c.pack.enabled},
                 "chain": c.policies.chain,
@@ -474,6 +494,7 @@ impl ProxyHttp for Gateway {
             event: None,
             rate_headers: Vec::new(),
             rate_limited: false,
+            overhead: None,
         }
     }
 
@@ -498,6 +519,10 @@ impl ProxyHttp for Gateway {
                 self.chat(session, ctx, &id, ClientApi::AnthropicMessages).await?
             }
             ("GET", "/health") => respond::json(session, 200, &self.health(ctx), &base).await?,
+            ("GET", "/metrics") => {
+                let body = self.metrics.render(self.events.written(), self.events.dropped());
+                respond::text(session, 200, "text/plain; version=0.0.4", body).await?
+            }
             ("GET", "/v1/models") => respond::json(session, 200, &models(ctx.policy.config()), &base).await?,
             ("GET", "/healthz") | ("GET", "/readyz") => {
                 respond::json(session, 200, &json!({"status": "ok"}), &base).await?
@@ -519,6 +544,7 @@ impl ProxyHttp for Gateway {
             (_, "/v1/chat/completions")
             | (_, "/v1/messages")
             | (_, "/v1/models")
+            | (_, "/metrics")
             | (_, "/health")
             | (_, "/healthz")
             | (_, "/readyz") => {
@@ -542,6 +568,34 @@ impl ProxyHttp for Gateway {
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
         let Some(ev) = ctx.event.take() else { return };
         let status = session.response_written().map(|h| h.status.as_u16()).unwrap_or(0);
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        let usage = ev.usage.as_ref();
+        let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+        self.metrics.record(&RequestRecord {
+            provider: &self.upstream.id,
+            model: ev.model.as_deref().unwrap_or(""),
+            status,
+            seconds: elapsed,
+            overhead_seconds: ctx.overhead.unwrap_or(elapsed),
+            policies: ev
+                .decision
+                .as_ref()
+                .map(|d| {
+                    d.policy_results
+                        .iter()
+                        .filter(|r| {
+                            !r.note
+                                .as_deref()
+                                .is_some_and(|n| matches!(n, "chain short-circuited" | "disabled" | "pack disabled"))
+                        })
+                        .map(|r| (r.kind, r.verdict.as_str()))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            input_tokens: tokens("prompt_tokens"),
+            output_tokens: tokens("completion_tokens"),
+            rate_limited: ctx.rate_limited,
+        });
         let config = ctx.policy.config();
         let d = ev.decision.unwrap_or_default();
         let usage = ev.usage.unwrap_or(Value::Null);

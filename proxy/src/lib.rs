@@ -11,6 +11,7 @@ mod demo;
 mod events;
 mod gateway;
 mod limits;
+mod metrics;
 mod reload;
 mod respond;
 mod streaming;

@@ -28,3 +28,14 @@ pub async fn json(session: &mut Session, status: u16, body: &Value, extra: &Head
 pub fn error(kind: &str, code: &str, message: impl Into<String>) -> Value {
     json!({"error": {"type": kind, "message": message.into(), "code": code}})
 }
+
+/// A plain-text body (the Prometheus exposition).
+pub async fn text(session: &mut Session, status: u16, content_type: &str, body: String) -> Result<()> {
+    let bytes = Bytes::from(body);
+    let mut resp = ResponseHeader::build(status, Some(2))?;
+    resp.insert_header("content-type", content_type)?;
+    resp.insert_header("content-length", bytes.len().to_string())?;
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(bytes), true).await?;
+    Ok(())
+}

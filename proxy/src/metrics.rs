@@ -1,0 +1,220 @@
+//! Prometheus metrics, `keeptrusts_gateway_*`, recorded once per request from the logging
+//! hook and rendered in the text exposition format on `GET /metrics`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+/// Upper bounds (seconds) of the request-duration histogram.
+const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+#[derive(Debug, Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    count: u64,
+    sum: f64,
+}
+
+/// What one finished request contributes.
+#[derive(Debug)]
+pub struct RequestRecord<'a> {
+    pub provider: &'a str,
+    pub model: &'a str,
+    pub status: u16,
+    pub seconds: f64,
+    pub overhead_seconds: f64,
+    /// (policy kind, verdict)
+    pub policies: Vec<(&'static str, &'static str)>,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub rate_limited: bool,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    started: Instant,
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    durations: Mutex<BTreeMap<String, Histogram>>,
+    overhead: Mutex<Histogram>,
+    evaluations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
+    tokens: Mutex<BTreeMap<(&'static str, String), u64>>,
+    rate_limited: AtomicU64,
+    pub processed: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn observe(h: &mut Histogram, v: f64) {
+    for (i, b) in BUCKETS.iter().enumerate() {
+        if v <= *b {
+            h.counts[i] += 1;
+        }
+    }
+    h.count += 1;
+    h.sum += v;
+}
+
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+}
+
+fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
+    let sep = if labels.is_empty() { "" } else { "," };
+    for (i, b) in BUCKETS.iter().enumerate() {
+        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", h.counts[i]);
+    }
+    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
+    let braces = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum);
+    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Metrics {
+            started: Instant::now(),
+            requests: Mutex::default(),
+            durations: Mutex::default(),
+            overhead: Mutex::default(),
+            evaluations: Mutex::default(),
+            tokens: Mutex::default(),
+            rate_limited: AtomicU64::new(0),
+            processed: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn uptime_seconds(&self) -> u64 {
+        self.started.elapsed().as_secs()
+    }
+
+    pub fn record(&self, r: &RequestRecord<'_>) {
+        self.processed.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.requests)
+            .entry((r.provider.to_owned(), r.model.to_owned(), r.status))
+            .or_default() += 1;
+        observe(
+            lock(&self.durations).entry(r.provider.to_owned()).or_default(),
+            r.seconds,
+        );
+        observe(&mut lock(&self.overhead), r.overhead_seconds);
+        let mut ev = lock(&self.evaluations);
+        for p in &r.policies {
+            *ev.entry(*p).or_default() += 1;
+        }
+        drop(ev);
+        let mut t = lock(&self.tokens);
+        if r.input_tokens > 0 {
+            *t.entry(("input", r.model.to_owned())).or_default() += r.input_tokens;
+        }
+        if r.output_tokens > 0 {
+            *t.entry(("output", r.model.to_owned())).or_default() += r.output_tokens;
+        }
+        drop(t);
+        if r.rate_limited {
+            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The text exposition of every metric.
+    pub fn render(&self, events_written: u64, events_dropped: u64) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP keeptrusts_gateway_requests_total Requests answered, by provider, model and status.\n# TYPE keeptrusts_gateway_requests_total counter\n");
+        for ((p, m, s), n) in lock(&self.requests).iter() {
+            let _ = writeln!(
+                out,
+                "keeptrusts_gateway_requests_total{{provider=\"{}\",model=\"{}\",status=\"{s}\"}} {n}",
+                escape(p),
+                escape(m)
+            );
+        }
+        out.push_str("# HELP keeptrusts_gateway_request_duration_seconds Time from request to last byte, by provider.\n# TYPE keeptrusts_gateway_request_duration_seconds histogram\n");
+        for (p, h) in lock(&self.durations).iter() {
+            histogram(
+                &mut out,
+                "keeptrusts_gateway_request_duration_seconds",
+                &format!("provider=\"{}\"", escape(p)),
+                h,
+            );
+        }
+        out.push_str("# HELP keeptrusts_gateway_overhead_seconds Time spent in the gateway itself, upstream time excluded.\n# TYPE keeptrusts_gateway_overhead_seconds histogram\n");
+        histogram(
+            &mut out,
+            "keeptrusts_gateway_overhead_seconds",
+            "",
+            &lock(&self.overhead),
+        );
+        out.push_str("# HELP keeptrusts_gateway_policy_evaluations_total Policy evaluations by policy kind and verdict.\n# TYPE keeptrusts_gateway_policy_evaluations_total counter\n");
+        for ((p, v), n) in lock(&self.evaluations).iter() {
+            let _ = writeln!(
+                out,
+                "keeptrusts_gateway_policy_evaluations_total{{policy=\"{p}\",result=\"{v}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP keeptrusts_gateway_tokens_total Tokens by direction and model.\n# TYPE keeptrusts_gateway_tokens_total counter\n");
+        for ((d, m), n) in lock(&self.tokens).iter() {
+            let _ = writeln!(
+                out,
+                "keeptrusts_gateway_tokens_total{{direction=\"{d}\",model=\"{}\"}} {n}",
+                escape(m)
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP keeptrusts_gateway_rate_limited_total Requests refused by a rate limit.\n# TYPE keeptrusts_gateway_rate_limited_total counter\nkeeptrusts_gateway_rate_limited_total {}",
+            self.rate_limited.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keeptrusts_gateway_events_dropped_total Decision events dropped because the queue was full.\n# TYPE keeptrusts_gateway_events_dropped_total counter\nkeeptrusts_gateway_events_dropped_total {events_dropped}\n# HELP keeptrusts_gateway_events_written_total Decision events written.\n# TYPE keeptrusts_gateway_events_written_total counter\nkeeptrusts_gateway_events_written_total {events_written}"
+        );
+        let _ = writeln!(
+            out,
+            "# HELP keeptrusts_gateway_uptime_seconds Seconds since start.\n# TYPE keeptrusts_gateway_uptime_seconds gauge\nkeeptrusts_gateway_uptime_seconds {}",
+            self.uptime_seconds()
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        m.record(&RequestRecord {
+            provider: "openai",
+            model: "gpt\"x",
+            status: 200,
+            seconds: 0.2,
+            overhead_seconds: 0.001,
+            policies: vec![("pii-detector", "redact")],
+            input_tokens: 3,
+            output_tokens: 4,
+            rate_limited: false,
+        });
+        let text = m.render(1, 0);
+        assert!(
+            text.contains("keeptrusts_gateway_requests_total{provider=\"openai\",model=\"gpt\\\"x\",status=\"200\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("keeptrusts_gateway_request_duration_seconds_bucket{provider=\"openai\",le=\"0.25\"} 1"));
+        assert!(text.contains("keeptrusts_gateway_request_duration_seconds_bucket{provider=\"openai\",le=\"0.1\"} 0"));
+        assert!(
+            text.contains("keeptrusts_gateway_policy_evaluations_total{policy=\"pii-detector\",result=\"redact\"} 1")
+        );
+        assert!(text.contains("keeptrusts_gateway_tokens_total{direction=\"output\",model=\"gpt\\\"x\"} 4"));
+        assert!(text.contains("keeptrusts_gateway_overhead_seconds_count 1"));
+    }
+}
