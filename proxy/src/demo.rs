@@ -7,8 +7,6 @@ use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
-use pingora::server::Server;
-use pingora::server::configuration::{Opt, ServerConf};
 use serde_json::{Value, json};
 
 use crate::GatewayError;
@@ -125,23 +123,7 @@ impl ServeHttp for DemoProvider {
 
 /// Serves the demo provider until the process is stopped.
 pub fn run_demo_provider(listen: &str) -> Result<(), GatewayError> {
-    let conf = ServerConf {
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
-    let conf = conf.validate().map_err(|e| GatewayError::Server(e.to_string()))?;
-    let mut server = Server::new_with_opt_and_conf(
-        Opt {
-            upgrade: false,
-            daemon: false,
-            nocapture: false,
-            test: false,
-            conf: None,
-        },
-        conf,
-    );
-    server.bootstrap();
+    let mut server = crate::server(1, 0)?;
     let mut service = pingora::services::listening::Service::new("kt demo provider".to_owned(), DemoProvider);
     service.add_tcp(listen);
     server.add_service(service);

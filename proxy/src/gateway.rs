@@ -213,36 +213,24 @@ impl Gateway {
             .get("content-length")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limits.max_body_bytes) {
-            session.set_keepalive(None);
-            let msg = format!(
+        let too_large = error(
+            "validation_error",
+            "request_too_large",
+            format!(
                 "request body exceeds size_limits.max_body_bytes ({} bytes)",
                 limits.max_body_bytes
-            );
-            return respond::json(
-                session,
-                413,
-                &error("validation_error", "request_too_large", msg),
-                &base,
-            )
-            .await;
+            ),
+        );
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            session.set_keepalive(None);
+            return respond::json(session, 413, &too_large, &base).await;
         }
         let mut body = Vec::new();
         while let Some(chunk) = session.read_request_body().await? {
             body.extend_from_slice(&chunk);
             if body.len() as u64 > limits.max_body_bytes {
                 session.set_keepalive(None);
-                let msg = format!(
-                    "request body exceeds size_limits.max_body_bytes ({} bytes)",
-                    limits.max_body_bytes
-                );
-                return respond::json(
-                    session,
-                    413,
-                    &error("validation_error", "request_too_large", msg),
-                    &base,
-                )
-                .await;
+                return respond::json(session, 413, &too_large, &base).await;
             }
         }
         let mut request: Value = match serde_json::from_slice(&body) {
@@ -345,14 +333,9 @@ impl Gateway {
         let exchange = match sent {
             Ok(x) => x,
             Err(e) => {
-                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
-                return respond::json(
-                    session,
-                    502,
-                    &error("upstream_error", "upstream_unavailable", e.to_string()),
-                    &h,
-                )
-                .await;
+                return self
+                    .upstream_failure(session, ctx, id, &decision, "upstream_unavailable", e.to_string())
+                    .await;
             }
         };
         if stream && exchange.status == 200 {
@@ -374,29 +357,19 @@ impl Gateway {
         let answer = match exchange.body(limits.max_response_bytes).await {
             Ok(b) => b,
             Err(e) => {
-                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
-                return respond::json(
-                    session,
-                    502,
-                    &error("upstream_error", "upstream_unavailable", e.to_string()),
-                    &h,
-                )
-                .await;
+                return self
+                    .upstream_failure(session, ctx, id, &decision, "upstream_unavailable", e.to_string())
+                    .await;
             }
         };
         let upstream_time = upstream_started.elapsed();
         let mut response: Value = match serde_json::from_slice(&answer) {
             Ok(v) => v,
             Err(_) => {
-                let h = decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
                 let msg = format!("upstream answered {status} with a body that is not JSON");
-                return respond::json(
-                    session,
-                    502,
-                    &error("upstream_error", "invalid_upstream_response", msg),
-                    &h,
-                )
-                .await;
+                return self
+                    .upstream_failure(session, ctx, id, &decision, "invalid_upstream_response", msg)
+                    .await;
             }
         };
         if !(200..300).contains(&status) {
@@ -423,15 +396,9 @@ impl Gateway {
                 match kt_policy::wire::openai::chat_response_to_messages(&response) {
                     Ok(r) => response = r,
                     Err(e) => {
-                        let h =
-                            decision_headers(id, &decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
-                        return respond::json(
-                            session,
-                            502,
-                            &error("upstream_error", "invalid_upstream_response", e.0),
-                            &h,
-                        )
-                        .await;
+                        return self
+                            .upstream_failure(session, ctx, id, &decision, "invalid_upstream_response", e.0)
+                            .await;
                     }
                 }
             }
@@ -455,6 +422,20 @@ impl Gateway {
             return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
         }
         respond::json(session, 200, &response, &h).await
+    }
+
+    /// A 502 in the error envelope with the decision headers.
+    async fn upstream_failure(
+        &self,
+        session: &mut Session,
+        ctx: &Ctx,
+        id: &str,
+        decision: &Decision,
+        code: &str,
+        message: impl Into<String>,
+    ) -> Result<()> {
+        let h = decision_headers(id, decision, Some(&self.upstream.id), ctx.started, &ctx.rate_headers);
+        respond::json(session, 502, &error("upstream_error", code, message), &h).await
     }
 
     fn health(&self, ctx: &Ctx) -> Value {

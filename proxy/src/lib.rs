@@ -50,26 +50,31 @@ pub enum GatewayError {
     Server(String),
 }
 
-/// Runs the gateway until the process is stopped.
-pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
+/// A bootstrapped Pingora server with our own CLI in charge (no pingora argv parsing) and
+/// short shutdown grace periods (the 300 s default would hold a stopped gateway for minutes).
+pub(crate) fn server(threads: usize, grace_seconds: u64) -> Result<Server, GatewayError> {
     let conf = ServerConf {
-        threads: opts.threads.max(1),
-        grace_period_seconds: Some(1),
+        threads: threads.max(1),
+        grace_period_seconds: Some(grace_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
     };
     let conf = conf.validate().map_err(|e| GatewayError::Server(e.to_string()))?;
-    let mut server = Server::new_with_opt_and_conf(
-        Opt {
-            upgrade: false,
-            daemon: false,
-            nocapture: false,
-            test: false,
-            conf: None,
-        },
-        conf,
-    );
+    let opt = Opt {
+        upgrade: false,
+        daemon: false,
+        nocapture: false,
+        test: false,
+        conf: None,
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
+    Ok(server)
+}
+
+/// Runs the gateway until the process is stopped.
+pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
+    let mut server = server(opts.threads, 1)?;
     let source = Arc::new(reload::PolicySource {
         files: opts.policy_files,
         current: Arc::new(ArcSwap::from_pointee(opts.policy)),
