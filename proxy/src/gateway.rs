@@ -4,6 +4,7 @@
 //! the checked body, running the output chain on the whole answer, and only then writing the
 //! response (so an output block can still be a 409, not a truncated 200).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -300,13 +301,12 @@ impl Gateway {
         let anthropic = self.upstream.format == WireFormat::Anthropic;
         let translated = match (client, anthropic) {
             (ClientApi::OpenAiChat, true) => {
-                kt_policy::wire::anthropic::chat_request_to_messages(&request).map(|v| ("/messages", v))
+                kt_policy::wire::anthropic::chat_request_to_messages(&request).map(|v| ("/messages", Cow::Owned(v)))
             }
-            (ClientApi::AnthropicMessages, false) => {
-                kt_policy::wire::openai::messages_request_to_chat(&request).map(|v| ("/chat/completions", v))
-            }
-            (ClientApi::OpenAiChat, false) => Ok(("/chat/completions", request.clone())),
-            (ClientApi::AnthropicMessages, true) => Ok(("/messages", request.clone())),
+            (ClientApi::AnthropicMessages, false) => kt_policy::wire::openai::messages_request_to_chat(&request)
+                .map(|v| ("/chat/completions", Cow::Owned(v))),
+            (ClientApi::OpenAiChat, false) => Ok(("/chat/completions", Cow::Borrowed(&request))),
+            (ClientApi::AnthropicMessages, true) => Ok(("/messages", Cow::Borrowed(&request))),
         };
         let (path, outgoing) = match translated {
             Ok(t) => t,

@@ -125,16 +125,7 @@ pub fn chat_request_to_messages(req: &Value) -> Result<Value, WireError> {
                     .map(Vec::as_slice)
                     .unwrap_or(&[])
                 {
-                    let f = call.get("function").unwrap_or(call);
-                    let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-                    let input: Value = serde_json::from_str(if args.trim().is_empty() { "{}" } else { args })
-                        .map_err(|e| WireError(format!("tool call arguments are not JSON: {e}")))?;
-                    blocks.push(json!({
-                        "type": "tool_use",
-                        "id": call.get("id").cloned().unwrap_or_else(|| json!("")),
-                        "name": f.get("name").cloned().unwrap_or_else(|| json!("")),
-                        "input": input,
-                    }));
+                    blocks.push(super::tool_use_block(call)?);
                 }
                 push_message(&mut messages, "assistant", Value::Array(blocks));
             }

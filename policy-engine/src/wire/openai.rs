@@ -200,16 +200,11 @@ pub fn chat_response_to_messages(resp: &Value) -> Result<Value, WireError> {
         .map(Vec::as_slice)
         .unwrap_or(&[])
     {
-        let f = call.get("function").unwrap_or(call);
-        let args = f.get("arguments").and_then(Value::as_str).unwrap_or("{}");
-        let input: Value =
-            serde_json::from_str(if args.trim().is_empty() { "{}" } else { args }).unwrap_or_else(|_| json!({}));
-        content.push(json!({
-            "type": "tool_use",
-            "id": call.get("id").cloned().unwrap_or_else(|| json!("")),
-            "name": f.get("name").cloned().unwrap_or_else(|| json!("")),
-            "input": input,
-        }));
+        // An upstream's malformed arguments still reach the client, as an empty input.
+        let block = super::tool_use_block(call).unwrap_or_else(
+            |_| json!({"type": "tool_use", "id": call.get("id"), "name": call.pointer("/function/name"), "input": {}}),
+        );
+        content.push(block);
     }
     let usage = resp.get("usage").unwrap_or(&Value::Null);
     let cached = usage
