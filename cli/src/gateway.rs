@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
-use kt_gateway::{EventTarget, RunOptions, Upstream, WireFormat};
+use kt_gateway::{EventTarget, RunOptions, Upstream};
 use kt_policy::config::{PolicyConfig, load_files};
 use kt_policy::{CompiledPolicy, FailMode};
 
@@ -61,6 +61,9 @@ pub struct RunArgs {
     /// Worker threads
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_THREADS", default_value_t = 2)]
     pub threads: usize,
+    /// Upstream requests in flight at most; more wait up to 10 s for a slot, then get 503 overloaded
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_MAX_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub max_concurrency: u32,
     /// Write one decision event per chat request as a JSON line: a file path, or `-` for stdout
     #[arg(long, env = "KEEPTRUSTS_EVENTS", value_name = "FILE|-")]
     pub events: Option<String>,
@@ -77,90 +80,20 @@ pub fn run(cmd: GatewayCommand) -> Result<Exit> {
     }
 }
 
-/// Provider ids served over the OpenAI chat-completions wire format.
-const OPENAI_COMPATIBLE: &[&str] = &[
-    "openai",
-    "openai-compatible",
-    "vllm",
-    "ollama",
-    "groq",
-    "together",
-    "mistral",
-    "fireworks",
-    "perplexity",
-    "cerebras",
-    "deepseek",
-    "openrouter",
-    "xai",
-    "localai",
-    "litellm",
-    "aimlapi",
-    "github-models",
-];
-
-fn pick_upstream(args: &RunArgs, config: &PolicyConfig) -> Result<Upstream> {
-    let invalid = |msg: String| CliError::new(Exit::Invalid, msg);
-    if let Some(url) = &args.upstream {
-        let auth = args.upstream_api_key.as_ref().map(|k| {
-            (
-                args.upstream_api_key_header.clone(),
-                format!("{}{k}", args.upstream_api_key_prefix),
-            )
-        });
-        return Upstream::from_url("upstream-override", url, auth).map_err(|e| invalid(e.to_string()).into());
-    }
-    let targets = config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]);
-    let Some(t) = targets
-        .iter()
-        .find(|t| t.provider == "anthropic" || OPENAI_COMPATIBLE.contains(&t.provider.as_str()))
-    else {
-        return Err(invalid("no OpenAI-compatible or Anthropic provider target in the configuration".into())
-            .hint("add a providers.targets entry with provider: openai or anthropic (base_url for other OpenAI-compatible servers), or pass --upstream URL")
-            .into());
+/// The debug `--upstream` override, when given.
+fn upstream_override(args: &RunArgs) -> Result<Option<Upstream>> {
+    let Some(url) = &args.upstream else {
+        return Ok(None);
     };
-    let url = match (&t.base_url, t.provider.as_str()) {
-        (Some(u), _) => u.clone(),
-        (None, "openai") => "https://api.openai.com/v1".to_owned(),
-        (None, "anthropic") => "https://api.anthropic.com/v1".to_owned(),
-        (None, p) => return Err(invalid(format!("target '{}' (provider {p}) needs a base_url", t.id)).into()),
-    };
-    let key = match (&t.secret_key_ref, &t.api_key) {
-        (Some(r), _) if r.env.is_some() => {
-            let name = r.env.clone().unwrap_or_default();
-            Some(std::env::var(&name).map_err(|_| {
-                invalid(format!(
-                    "target '{}' reads its key from ${name}, which is not set",
-                    t.id
-                ))
-                .hint(format!("export {name}=… before starting the gateway"))
-            })?)
-        }
-        (Some(r), _) if r.store.is_some() => {
-            return Err(invalid(format!(
-                "target '{}' uses secret_key_ref.store, which needs a managed gateway (kt run --managed)",
-                t.id
-            ))
-            .into());
-        }
-        (_, Some(k)) => Some(k.clone()),
-        _ if t.provider == "openai" => std::env::var("OPENAI_API_KEY").ok(),
-        _ if t.provider == "anthropic" => std::env::var("ANTHROPIC_API_KEY").ok(),
-        _ => None,
-    };
-    let anthropic = t.provider == "anthropic";
-    let (default_header, default_prefix) = if anthropic {
-        ("x-api-key", "")
-    } else {
-        ("Authorization", "Bearer ")
-    };
-    let header = t.api_key_header.clone().unwrap_or_else(|| default_header.to_owned());
-    let prefix = t.api_key_prefix.clone().unwrap_or_else(|| default_prefix.to_owned());
-    let mut upstream = Upstream::from_url(&t.id, &url, key.map(|k| (header, format!("{prefix}{k}"))))
-        .map_err(|e| invalid(e.to_string()))?;
-    if anthropic {
-        upstream.format = WireFormat::Anthropic;
-    }
-    Ok(upstream)
+    let auth = args.upstream_api_key.as_ref().map(|k| {
+        (
+            args.upstream_api_key_header.clone(),
+            format!("{}{k}", args.upstream_api_key_prefix),
+        )
+    });
+    let u =
+        Upstream::from_url("upstream-override", url, auth).map_err(|e| CliError::new(Exit::Invalid, e.to_string()))?;
+    Ok(Some(u))
 }
 
 /// Configured runtime sections this gateway version does not act on yet, so the operator
@@ -168,27 +101,19 @@ fn pick_upstream(args: &RunArgs, config: &PolicyConfig) -> Result<Upstream> {
 fn unenforced_sections(c: &PolicyConfig) -> Vec<&'static str> {
     let mut out = Vec::new();
     let p = c.providers.as_ref();
-    let checks: [(&'static str, bool); 11] = [
-        ("token_rate_limit", c.token_rate_limit.is_some()),
+    let checks: [(&'static str, bool); 6] = [
         ("routes", c.routes.as_ref().is_some_and(|r| !r.is_empty())),
         (
             "consumer_groups",
             c.consumer_groups.as_ref().is_some_and(|r| !r.is_empty()),
         ),
-        ("model_groups", c.model_groups.as_ref().is_some_and(|r| !r.is_empty())),
         ("agents", c.agents.as_ref().is_some_and(|r| !r.is_empty())),
-        ("providers.routing", p.is_some_and(|p| p.routing.is_some())),
-        ("providers.fallback", p.is_some_and(|p| p.fallback.is_some())),
         (
-            "providers.circuit_breaker",
-            p.is_some_and(|p| p.circuit_breaker.is_some()),
+            "providers.routing.budget_policy",
+            p.is_some_and(|p| p.routing.as_ref().is_some_and(|r| r.budget_policy.is_some())),
         ),
         ("providers.ab_test", p.is_some_and(|p| p.ab_test.is_some())),
         ("providers.mirror", p.is_some_and(|p| p.mirror.is_some())),
-        (
-            "unified_access (only /v1/models honours it)",
-            c.unified_access.is_some(),
-        ),
     ];
     for (name, present) in checks {
         if present {
@@ -211,7 +136,12 @@ fn serve(args: RunArgs) -> Result<Exit> {
         eprintln!("error: the gateway does not start on an invalid configuration");
         return Ok(Exit::Invalid);
     };
-    let upstream = pick_upstream(&args, &config)?;
+    let upstream = upstream_override(&args)?;
+    if c_token_scope_is_group(&config) {
+        eprintln!(
+            "warning: token_rate_limit scope consumer_group counts all traffic together (consumer groups are not enforced by this version)"
+        );
+    }
     for section in unenforced_sections(&config) {
         eprintln!("warning: {section} is configured but not enforced by this version of the gateway");
     }
@@ -223,14 +153,6 @@ fn serve(args: RunArgs) -> Result<Exit> {
         c.pack.version,
         &policy.digest()[..12]
     );
-    eprintln!(
-        "Upstream {} -> {}://{}:{}{}",
-        upstream.id,
-        if upstream.tls { "https" } else { "http" },
-        upstream.host,
-        upstream.port,
-        upstream.base_path
-    );
     eprintln!("Gateway listening on http://{}", args.listen);
     let fail_mode = match args.fail_mode {
         FailModeArg::Block => FailMode::Block,
@@ -240,8 +162,9 @@ fn serve(args: RunArgs) -> Result<Exit> {
         listen: args.listen,
         policy,
         policy_files: files,
-        upstream,
+        upstream_override: upstream,
         fail_mode,
+        max_concurrency: args.max_concurrency as usize,
         threads: args.threads,
         events: args.events.map(|e| {
             if e == "-" {
@@ -251,6 +174,15 @@ fn serve(args: RunArgs) -> Result<Exit> {
             }
         }),
     })
-    .map_err(|e| CliError::new(Exit::Error, e.to_string()))?;
+    .map_err(|e| match e {
+        kt_gateway::GatewayError::Config(msg) => CliError::new(Exit::Invalid, msg),
+        other => CliError::new(Exit::Error, other.to_string()),
+    })?;
     Ok(Exit::Ok)
+}
+
+fn c_token_scope_is_group(c: &PolicyConfig) -> bool {
+    c.token_rate_limit
+        .as_ref()
+        .is_some_and(|t| t.scope == kt_policy::config::TokenScope::ConsumerGroup)
 }

@@ -856,7 +856,7 @@ mod gateway {
         let (url, seen) = start_anthropic(" and mail me at bob@example.com please");
         let dir = pack("");
         let config = format!(
-            "pack: {{name: claude, version: 1.0.0, enabled: true}}\npolicies: {{chain: [pii-detector]}}\nproviders:\n  targets:\n    - {{id: claude, provider: anthropic, model: claude-mock, base_url: \"{url}\", api_key: test-key}}\n"
+            "pack: {{name: claude, version: 1.0.0, enabled: true}}\npolicies: {{chain: [pii-detector]}}\nproviders:\n  targets:\n    - {{id: claude, provider: anthropic, base_url: \"{url}\", api_key: test-key}}\n"
         );
         std::fs::write(dir.path().join("policy-config.yaml"), config).expect("write");
         let gw = start_gateway_with(dir.path(), &[]);
@@ -987,7 +987,7 @@ mod gateway {
         let (url, seen) = start_anthropic("");
         let dir = pack("");
         let config = format!(
-            "pack: {{name: claude, version: 1.0.0, enabled: true}}\npolicies: {{chain: [pii-detector]}}\nproviders:\n  targets:\n    - {{id: claude, provider: anthropic, model: claude-mock, base_url: \"{url}\", api_key: test-key}}\n"
+            "pack: {{name: claude, version: 1.0.0, enabled: true}}\npolicies: {{chain: [pii-detector]}}\nproviders:\n  targets:\n    - {{id: claude, provider: anthropic, base_url: \"{url}\", api_key: test-key}}\n"
         );
         std::fs::write(dir.path().join("policy-config.yaml"), config).expect("write");
         let gw = start_gateway_with(dir.path(), &[]);
@@ -1015,11 +1015,13 @@ mod gateway {
         let text = String::from_utf8_lossy(&body);
         for needle in [
             "keeptrusts_gateway_requests_total{provider=\"upstream-override\",model=\"gpt-4o-mini\",status=\"200\"} 1",
-            "keeptrusts_gateway_requests_total{provider=\"upstream-override\",model=\"gpt-4o-mini\",status=\"409\"} 1",
+            "keeptrusts_gateway_requests_total{provider=\"none\",model=\"gpt-4o-mini\",status=\"409\"} 1",
             "keeptrusts_gateway_policy_evaluations_total{policy=\"pii-detector\",result=\"redact\"}",
             "keeptrusts_gateway_policy_evaluations_total{policy=\"prompt-injection\",result=\"block\"} 1",
             "keeptrusts_gateway_tokens_total{direction=\"input\",model=\"gpt-4o-mini\"} 3",
-            "keeptrusts_gateway_request_duration_seconds_count{provider=\"upstream-override\"} 2",
+            "keeptrusts_gateway_request_duration_seconds_count{provider=\"upstream-override\"} 1",
+            "keeptrusts_gateway_circuit_state{target=\"upstream-override\"} 0",
+            "keeptrusts_gateway_cache_hits_total 0",
         ] {
             assert!(text.contains(needle), "missing {needle} in\n{text}");
         }

@@ -1,19 +1,26 @@
-//! kt-gateway: the data plane. A Pingora HTTP service that speaks the OpenAI chat
-//! completions API, enforces the compiled policy chain of kt-policy on every request and
-//! answer, and forwards allowed requests to the configured upstream target.
+//! kt-gateway: the data plane. A Pingora HTTP service that speaks the OpenAI (chat
+//! completions, responses, embeddings, models) and Anthropic Messages APIs, enforces the
+//! compiled policy chain of kt-policy on every request and answer, and routes allowed
+//! requests among the configured provider targets with fallback and circuit breaking.
 //!
-//! Endpoints: `POST /v1/chat/completions` (JSON and SSE), `POST /v1/messages` (JSON),
-//! `GET /v1/models`, `GET /health`, `/healthz`, `/readyz`,
-//! `GET /keeptrusts/config`, `POST /keeptrusts/config/reload`. The configuration also
-//! reloads on SIGHUP and when a config file changes; every path ends in `reload::PolicySource::reload`. Everything else answers 404 in the JSON error envelope.
+//! Endpoints: `POST /v1/chat/completions`, `/v1/messages`, `/v1/responses` (JSON and SSE),
+//! `POST /v1/embeddings`, `GET /v1/models`, `GET /health`, `/healthz`, `/readyz`, `/metrics`,
+//! `GET /keeptrusts/config`, `GET /keeptrusts/providers/metrics`,
+//! `POST /keeptrusts/config/reload`. The configuration also reloads on SIGHUP and when a
+//! config file changes; every path ends in `reload::PolicySource::reload`. Everything else
+//! answers 404 in the JSON error envelope.
 
+mod api;
+mod cache;
 mod demo;
 mod events;
 mod gateway;
+mod ids;
 mod limits;
 mod metrics;
 mod reload;
 mod respond;
+mod routing;
 mod streaming;
 mod upstream;
 
@@ -26,6 +33,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 
 pub use demo::run_demo_provider;
 pub use events::EventTarget;
+pub use routing::OPENAI_COMPATIBLE;
 pub use upstream::{Upstream, UpstreamError, WireFormat};
 
 /// Everything `kt gateway run` needs.
@@ -35,8 +43,11 @@ pub struct RunOptions {
     pub policy: CompiledPolicy,
     /// The files `policy` was loaded from, re-read on reload.
     pub policy_files: Vec<std::path::PathBuf>,
-    pub upstream: Upstream,
+    /// The debug `--upstream` override: every request goes there.
+    pub upstream_override: Option<Upstream>,
     pub fail_mode: FailMode,
+    /// Upstream requests in flight at most (`--max-concurrency`).
+    pub max_concurrency: usize,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Where decision events go (`None`: not recorded).
@@ -48,6 +59,8 @@ pub struct RunOptions {
 pub enum GatewayError {
     #[error("invalid server configuration: {0}")]
     Server(String),
+    #[error("{0}")]
+    Config(String),
 }
 
 /// A bootstrapped Pingora server with our own CLI in charge (no pingora argv parsing) and
@@ -72,12 +85,31 @@ pub(crate) fn server(threads: usize, grace_seconds: u64) -> Result<Server, Gatew
     Ok(server)
 }
 
-/// Runs the gateway until the process is stopped.
+/// Runs the gateway until the process is stopped. Fails before serving when a target
+/// cannot be set up (a missing credential variable, an unsupported provider).
 pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
+    let registry = routing::HealthRegistry::default();
+    let runtime =
+        reload::Runtime::new(opts.policy, opts.upstream_override.as_ref(), &registry).map_err(GatewayError::Config)?;
+    for t in &runtime.router.targets {
+        let u = &t.upstream;
+        eprintln!(
+            "Target {} ({}{}) -> {}://{}:{}{}",
+            t.id,
+            t.provider,
+            t.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default(),
+            if u.tls { "https" } else { "http" },
+            u.host,
+            u.port,
+            u.path_for("")
+        );
+    }
     let mut server = server(opts.threads, 1)?;
     let source = Arc::new(reload::PolicySource {
         files: opts.policy_files,
-        current: Arc::new(ArcSwap::from_pointee(opts.policy)),
+        current: ArcSwap::from_pointee(runtime),
+        registry,
+        override_upstream: opts.upstream_override,
     });
     let watcher = pingora::services::background::background_service(
         "config-reload",
@@ -97,7 +129,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         }
         None => events::EventSink::disabled(),
     };
-    let gw = gateway::Gateway::new(source, opts.upstream, opts.fail_mode, sink);
+    let gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, gw);
     service.add_tcp(&opts.listen);
     server.add_service(service);

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use kt_policy::Headers;
 use kt_policy::config::PolicyConfig;
+use kt_policy::config::TokenScope;
 
 /// One fixed-window quota and its counters.
 #[derive(Debug)]
@@ -72,6 +73,35 @@ impl FixedWindow {
             scope,
         }
     }
+
+    /// Whether `key` has quota left, without counting anything.
+    pub fn peek(&self, key: &str, now: u64, scope: &'static str) -> Verdict {
+        let idx = now / self.window;
+        let reset = (idx + 1) * self.window - now;
+        let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let used = counts.get(key).filter(|(w, _)| *w == idx).map_or(0, |(_, n)| *n);
+        Verdict {
+            allowed: used < self.max,
+            limit: self.max,
+            remaining: self.max.saturating_sub(used),
+            reset,
+            scope,
+        }
+    }
+
+    /// Counts `n` units for `key` in the current window.
+    pub fn add(&self, key: &str, n: u64, now: u64) {
+        let idx = now / self.window;
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if counts.len() > 100_000 {
+            counts.retain(|_, (w, _)| *w == idx);
+        }
+        let entry = counts.entry(key.to_owned()).or_insert((idx, 0));
+        if entry.0 != idx {
+            *entry = (idx, 0);
+        }
+        entry.1 = entry.1.saturating_add(n);
+    }
 }
 
 /// The limits of one configuration.
@@ -82,12 +112,23 @@ pub struct Limits {
     global: Option<FixedWindow>,
     ip: Option<(FixedWindow, u32)>,
     user: Option<(FixedWindow, Vec<String>)>,
+    tokens: Option<TokenLimit>,
+}
+
+/// `token_rate_limit`: prompt plus completion tokens per window, counted after each answer
+/// and checked before the next request.
+#[derive(Debug)]
+struct TokenLimit {
+    window: FixedWindow,
+    scope: TokenScope,
+    user_headers: Vec<String>,
+    depth: u32,
 }
 
 impl Limits {
     pub fn key_of(c: &PolicyConfig) -> String {
         format!(
-            "{:?}|{:?}|{:?}",
+            "{:?}|{:?}|{:?}|{:?}",
             c.global_rate_limit.as_ref().map(|g| (g.max_requests, g.window_seconds)),
             c.ip_rate_limit
                 .as_ref()
@@ -95,6 +136,9 @@ impl Limits {
             c.user_rate_limit
                 .as_ref()
                 .map(|g| (g.max_requests, g.window_seconds, &g.header_names)),
+            c.token_rate_limit
+                .as_ref()
+                .map(|t| (t.max_tokens, t.window_seconds, t.scope)),
         )
     }
 
@@ -115,11 +159,50 @@ impl Limits {
                     g.header_names.clone(),
                 )
             }),
+            tokens: c.token_rate_limit.as_ref().map(|t| {
+                let user_headers = c
+                    .user_rate_limit
+                    .as_ref()
+                    .map(|u| u.header_names.clone())
+                    .unwrap_or_else(|| vec!["x-user-id".to_owned()]);
+                let depth = c.ip_rate_limit.as_ref().map_or(0, |i| i.trust_proxy_depth);
+                TokenLimit {
+                    window: FixedWindow::new(t.max_tokens, t.window_seconds),
+                    scope: t.scope,
+                    user_headers,
+                    depth,
+                }
+            }),
         }
     }
 
     pub fn is_empty(&self) -> bool {
-        self.global.is_none() && self.ip.is_none() && self.user.is_none()
+        self.global.is_none() && self.ip.is_none() && self.user.is_none() && self.tokens.is_none()
+    }
+
+    /// The token-limit key of a request, and whether its window still has tokens left.
+    /// `None` when no token limit is configured.
+    pub fn check_tokens(&self, peer: Option<IpAddr>, headers: &Headers, now: u64) -> Option<(String, Verdict)> {
+        let t = self.tokens.as_ref()?;
+        let key = match t.scope {
+            TokenScope::Global | TokenScope::ConsumerGroup => "*".to_owned(),
+            TokenScope::Ip => client_ip(peer, headers.get("x-forwarded-for"), t.depth),
+            TokenScope::User => t
+                .user_headers
+                .iter()
+                .find_map(|n| headers.get(n))
+                .unwrap_or("anonymous")
+                .to_owned(),
+        };
+        let v = t.window.peek(&key, now, "token_rate_limit");
+        Some((key, v))
+    }
+
+    /// Counts `tokens` used by a finished request against `key`'s window.
+    pub fn add_tokens(&self, key: &str, tokens: u64, now: u64) {
+        if let Some(t) = &self.tokens {
+            t.window.add(key, tokens, now);
+        }
     }
 
     /// Checks every configured limit; the first refusal wins, else the tightest headroom is
@@ -188,6 +271,21 @@ mod tests {
             w.hit("a", 180, "g").allowed,
             "a new window starts at the epoch boundary"
         );
+    }
+
+    #[test]
+    fn token_windows_refuse_once_spent_and_reset_at_the_boundary() {
+        let w = FixedWindow::new(100, 60);
+        assert!(w.peek("u", 0, "t").allowed);
+        w.add("u", 60, 1);
+        let v = w.peek("u", 2, "t");
+        assert!(v.allowed && v.remaining == 40);
+        // One answer may overshoot; the next request is refused.
+        w.add("u", 70, 3);
+        let v = w.peek("u", 4, "t");
+        assert!(!v.allowed && v.remaining == 0 && v.reset == 56);
+        assert!(w.peek("other", 4, "t").allowed);
+        assert!(w.peek("u", 60, "t").allowed, "new window");
     }
 
     #[test]

@@ -7,6 +7,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
+use crate::cache::ResponseCache;
+use crate::routing::Router;
+
 /// Upper bounds (seconds) of the request-duration histogram.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
@@ -41,6 +44,7 @@ pub struct Metrics {
     evaluations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
     tokens: Mutex<BTreeMap<(&'static str, String), u64>>,
     rate_limited: AtomicU64,
+    fallbacks: Mutex<BTreeMap<String, u64>>,
     pub processed: AtomicU64,
 }
 
@@ -87,6 +91,7 @@ impl Default for Metrics {
             evaluations: Mutex::default(),
             tokens: Mutex::default(),
             rate_limited: AtomicU64::new(0),
+            fallbacks: Mutex::default(),
             processed: AtomicU64::new(0),
         }
     }
@@ -125,9 +130,55 @@ impl Metrics {
         }
     }
 
+    /// A request moved on from `target` to the next candidate.
+    pub fn fallback(&self, target: &str) {
+        *lock(&self.fallbacks).entry(target.to_owned()).or_default() += 1;
+    }
+
     /// The text exposition of every metric.
-    pub fn render(&self, events_written: u64, events_dropped: u64) -> String {
+    pub fn render(&self, events_written: u64, events_dropped: u64, router: &Router, cache: &ResponseCache) -> String {
         let mut out = String::new();
+        self.render_core(&mut out, events_written, events_dropped);
+        out.push_str("# HELP keeptrusts_gateway_fallbacks_total Attempts that failed over from a target to the next.\n# TYPE keeptrusts_gateway_fallbacks_total counter\n");
+        for (t, n) in lock(&self.fallbacks).iter() {
+            let _ = writeln!(
+                out,
+                "keeptrusts_gateway_fallbacks_total{{target=\"{}\"}} {n}",
+                escape(t)
+            );
+        }
+        out.push_str("# HELP keeptrusts_gateway_circuit_state Circuit state per target: 0 closed, 1 open, 2 half-open.\n# TYPE keeptrusts_gateway_circuit_state gauge\n");
+        for t in &router.targets {
+            let _ = writeln!(
+                out,
+                "keeptrusts_gateway_circuit_state{{target=\"{}\"}} {}",
+                escape(&t.id),
+                t.health.circuit_code()
+            );
+        }
+        out.push_str("# HELP keeptrusts_gateway_upstream_requests_total Upstream attempts per target, and failures.\n# TYPE keeptrusts_gateway_upstream_requests_total counter\n");
+        for t in &router.targets {
+            let _ = writeln!(
+                out,
+                "keeptrusts_gateway_upstream_requests_total{{target=\"{}\",outcome=\"ok\"}} {}\nkeeptrusts_gateway_upstream_requests_total{{target=\"{}\",outcome=\"error\"}} {}",
+                escape(&t.id),
+                t.health
+                    .requests
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(t.health.failures.load(Ordering::Relaxed)),
+                escape(&t.id),
+                t.health.failures.load(Ordering::Relaxed)
+            );
+        }
+        let (hits, misses, entries) = cache.counters();
+        let _ = writeln!(
+            out,
+            "# HELP keeptrusts_gateway_cache_hits_total Answers served from the response cache.\n# TYPE keeptrusts_gateway_cache_hits_total counter\nkeeptrusts_gateway_cache_hits_total {hits}\n# HELP keeptrusts_gateway_cache_misses_total Cacheable requests not found in the cache.\n# TYPE keeptrusts_gateway_cache_misses_total counter\nkeeptrusts_gateway_cache_misses_total {misses}\n# HELP keeptrusts_gateway_cache_entries Entries in the response cache.\n# TYPE keeptrusts_gateway_cache_entries gauge\nkeeptrusts_gateway_cache_entries {entries}"
+        );
+        out
+    }
+
+    fn render_core(&self, out: &mut String, events_written: u64, events_dropped: u64) {
         out.push_str("# HELP keeptrusts_gateway_requests_total Requests answered, by provider, model and status.\n# TYPE keeptrusts_gateway_requests_total counter\n");
         for ((p, m, s), n) in lock(&self.requests).iter() {
             let _ = writeln!(
@@ -140,19 +191,14 @@ impl Metrics {
         out.push_str("# HELP keeptrusts_gateway_request_duration_seconds Time from request to last byte, by provider.\n# TYPE keeptrusts_gateway_request_duration_seconds histogram\n");
         for (p, h) in lock(&self.durations).iter() {
             histogram(
-                &mut out,
+                out,
                 "keeptrusts_gateway_request_duration_seconds",
                 &format!("provider=\"{}\"", escape(p)),
                 h,
             );
         }
         out.push_str("# HELP keeptrusts_gateway_overhead_seconds Time spent in the gateway itself, upstream time excluded.\n# TYPE keeptrusts_gateway_overhead_seconds histogram\n");
-        histogram(
-            &mut out,
-            "keeptrusts_gateway_overhead_seconds",
-            "",
-            &lock(&self.overhead),
-        );
+        histogram(out, "keeptrusts_gateway_overhead_seconds", "", &lock(&self.overhead));
         out.push_str("# HELP keeptrusts_gateway_policy_evaluations_total Policy evaluations by policy kind and verdict.\n# TYPE keeptrusts_gateway_policy_evaluations_total counter\n");
         for ((p, v), n) in lock(&self.evaluations).iter() {
             let _ = writeln!(
@@ -182,7 +228,6 @@ impl Metrics {
             "# HELP keeptrusts_gateway_uptime_seconds Seconds since start.\n# TYPE keeptrusts_gateway_uptime_seconds gauge\nkeeptrusts_gateway_uptime_seconds {}",
             self.uptime_seconds()
         );
-        out
     }
 }
 
@@ -204,7 +249,8 @@ mod tests {
             output_tokens: 4,
             rate_limited: false,
         });
-        let text = m.render(1, 0);
+        let mut text = String::new();
+        m.render_core(&mut text, 1, 0);
         assert!(
             text.contains("keeptrusts_gateway_requests_total{provider=\"openai\",model=\"gpt\\\"x\",status=\"200\"} 1"),
             "{text}"

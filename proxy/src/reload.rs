@@ -13,13 +13,40 @@ use pingora::services::background::BackgroundService;
 use arc_swap::ArcSwap;
 use kt_policy::config::load_files;
 use kt_policy::{CompiledPolicy, Diagnostic};
+
+use crate::routing::{HealthRegistry, Router};
+use crate::upstream::Upstream;
 use serde_json::{Value, json};
 
-/// The running policy and where it was loaded from.
+/// What one configuration runs as: the compiled policy and the router over its targets.
+#[derive(Debug)]
+pub struct Runtime {
+    pub policy: CompiledPolicy,
+    pub router: Router,
+}
+
+impl Runtime {
+    /// Compiles `config`'s router; errors name the target at fault.
+    pub fn new(
+        policy: CompiledPolicy,
+        override_upstream: Option<&Upstream>,
+        registry: &HealthRegistry,
+    ) -> Result<Runtime, String> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let router = Router::build(policy.config(), override_upstream, registry, &env)?;
+        Ok(Runtime { policy, router })
+    }
+}
+
+/// The running configuration and where it was loaded from.
 #[derive(Debug)]
 pub struct PolicySource {
     pub files: Vec<PathBuf>,
-    pub current: Arc<ArcSwap<CompiledPolicy>>,
+    pub current: ArcSwap<Runtime>,
+    /// Per-target health, kept across reloads.
+    pub registry: HealthRegistry,
+    /// The debug `--upstream` override, applied to every configuration.
+    pub override_upstream: Option<Upstream>,
 }
 
 /// What a reload did.
@@ -52,10 +79,19 @@ impl PolicySource {
         };
         match CompiledPolicy::compile(config) {
             Ok(p) => {
-                let changed = p.digest() != self.current.load().digest();
+                let changed = p.digest() != self.current.load().policy.digest();
                 let digest = p.digest().to_owned();
                 if changed {
-                    self.current.store(Arc::new(p));
+                    match Runtime::new(p, self.override_upstream.as_ref(), &self.registry) {
+                        Ok(rt) => self.current.store(Arc::new(rt)),
+                        Err(e) => {
+                            return ReloadOutcome::Rejected(vec![Diagnostic::error(
+                                kt_policy::Code::InvalidValue,
+                                "providers",
+                                e,
+                            )]);
+                        }
+                    }
                 }
                 ReloadOutcome::Applied { digest, changed }
             }

@@ -13,6 +13,11 @@ pub type Headers = Vec<(&'static str, String)>;
 pub async fn json(session: &mut Session, status: u16, body: &Value, extra: &Headers) -> Result<()> {
     let bytes =
         Bytes::from(serde_json::to_vec(body).map_err(|e| Error::because(ErrorType::InternalError, "encode json", e))?);
+    raw_json(session, status, bytes, extra).await
+}
+
+/// A JSON body already encoded.
+pub async fn raw_json(session: &mut Session, status: u16, bytes: Bytes, extra: &Headers) -> Result<()> {
     let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", bytes.len().to_string())?;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use kt_policy::stream::{OutputGuard, SseEvent, SseParser, Step, StreamFormat, set_text_delta, text_deltas};
 use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
+use kt_policy::wire::openai::OpenAiToAnthropicStream;
 use kt_policy::{CompiledPolicy, EvalOptions, Headers};
 use pingora::Result;
 use pingora::http::ResponseHeader;
@@ -33,10 +34,22 @@ async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
 }
 
 /// Ends the stream with an error event and `[DONE]`.
-async fn fail(session: &mut Session, body: Value) -> Result<()> {
+async fn fail(session: &mut Session, body: Value) -> Result<Option<Value>> {
     send_json(session, &body).await?;
     send(session, &SseEvent::data("[DONE]")).await?;
-    session.write_response_body(None, true).await
+    session.write_response_body(None, true).await?;
+    Ok(None)
+}
+
+async fn stream_header(session: &mut Session, extra: &respond::Headers) -> Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(4 + extra.len()))?;
+    resp.insert_header("content-type", "text/event-stream")?;
+    resp.insert_header("cache-control", "no-cache")?;
+    resp.insert_header("transfer-encoding", "chunked")?;
+    for (k, v) in extra {
+        resp.insert_header(*k, v.as_str())?;
+    }
+    session.write_response_header(Box::new(resp), false).await
 }
 
 /// A chunk carrying `text` for choice `key`, shaped like the upstream's own chunks.
@@ -62,15 +75,9 @@ pub async fn relay(
     include_usage: bool,
     mut translator: Option<AnthropicToOpenAiStream>,
     extra: respond::Headers,
-) -> Result<()> {
-    let mut resp = ResponseHeader::build(200, Some(4 + extra.len()))?;
-    resp.insert_header("content-type", "text/event-stream")?;
-    resp.insert_header("cache-control", "no-cache")?;
-    resp.insert_header("transfer-encoding", "chunked")?;
-    for (k, v) in &extra {
-        resp.insert_header(*k, v.as_str())?;
-    }
-    session.write_response_header(Box::new(resp), false).await?;
+) -> Result<Option<Value>> {
+    stream_header(session, &extra).await?;
+    let mut usage = None;
 
     let mut parser = SseParser::new(MAX_EVENT);
     let mut guards: BTreeMap<u64, OutputGuard<'_>> = BTreeMap::new();
@@ -131,6 +138,7 @@ pub async fn relay(
             };
             let choices = v.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
             if choices.is_empty() && v.get("usage").is_some() {
+                usage = v.get("usage").cloned();
                 if include_usage {
                     send_json(session, &v).await?;
                 }
@@ -210,7 +218,8 @@ pub async fn relay(
         .await;
     }
     exchange.release().await;
-    session.write_response_body(None, true).await
+    session.write_response_body(None, true).await?;
+    Ok(usage)
 }
 
 /// Anthropic Messages events → OpenAI chunk events (and `[DONE]` after `message_stop`).
@@ -255,4 +264,327 @@ fn output_blocked(d: &kt_policy::Decision) -> Value {
     let mut body = d.error_body();
     body["error"]["code"] = json!("output_blocked");
     body
+}
+
+/// Replays a cached chat completion to a streaming client: one role chunk, one chunk per
+/// choice with its whole text (and tool calls), the finish chunks, usage when asked, `[DONE]`.
+pub async fn replay(session: &mut Session, body: &[u8], include_usage: bool, extra: respond::Headers) -> Result<()> {
+    let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    stream_header(session, &extra).await?;
+    let base = json!({
+        "id": v.get("id").cloned().unwrap_or_else(|| json!("")),
+        "object": "chat.completion.chunk",
+        "created": v.get("created").cloned().unwrap_or_else(|| json!(0)),
+        "model": v.get("model").cloned().unwrap_or_else(|| json!("")),
+    });
+    let chunk = |choices: Value| {
+        let mut c = base.clone();
+        c["choices"] = choices;
+        c
+    };
+    for (i, choice) in v
+        .get("choices")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[])
+        .iter()
+        .enumerate()
+    {
+        let index = choice.get("index").cloned().unwrap_or_else(|| json!(i));
+        let msg = choice.get("message").unwrap_or(&Value::Null);
+        send_json(
+            session,
+            &chunk(json!([{"index": index, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}])),
+        )
+        .await?;
+        let mut delta = serde_json::Map::new();
+        if let Some(c) = msg.get("content").filter(|c| !c.is_null()) {
+            delta.insert("content".into(), c.clone());
+        }
+        if let Some(Value::Array(calls)) = msg.get("tool_calls") {
+            let calls: Vec<Value> = calls
+                .iter()
+                .enumerate()
+                .map(|(k, c)| {
+                    let mut c = c.clone();
+                    c["index"] = json!(k);
+                    c
+                })
+                .collect();
+            delta.insert("tool_calls".into(), Value::Array(calls));
+        }
+        if !delta.is_empty() {
+            send_json(
+                session,
+                &chunk(json!([{"index": index, "delta": delta, "finish_reason": null}])),
+            )
+            .await?;
+        }
+        send_json(
+            session,
+            &chunk(json!([{"index": index, "delta": {}, "finish_reason": choice.get("finish_reason").cloned().unwrap_or_else(|| json!("stop"))}])),
+        )
+        .await?;
+    }
+    if include_usage && let Some(u) = v.get("usage") {
+        let mut c = chunk(json!([]));
+        c["usage"] = u.clone();
+        send_json(session, &c).await?;
+    }
+    send(session, &SseEvent::data("[DONE]")).await?;
+    session.write_response_body(None, true).await
+}
+
+/// An error event in the client's stream format, then `[DONE]`.
+async fn fail_native(
+    session: &mut Session,
+    format: StreamFormat,
+    code: &str,
+    message: String,
+    policy: Option<&str>,
+) -> Result<Option<Value>> {
+    let event = match format {
+        StreamFormat::Responses => SseEvent {
+            event: Some("error".into()),
+            data: json!({"type": "error", "code": code, "message": message, "param": null, "policy": policy}).to_string(),
+        },
+        _ => SseEvent {
+            event: Some("error".into()),
+            data: json!({"type": "error", "error": {"type": if policy.is_some() { "policy_violation" } else { "upstream_error" }, "code": code, "message": message, "policy": policy}}).to_string(),
+        },
+    };
+    send(session, &event).await?;
+    send(session, &SseEvent::data("[DONE]")).await?;
+    session.write_response_body(None, true).await?;
+    Ok(None)
+}
+
+async fn blocked_native(session: &mut Session, format: StreamFormat, d: &kt_policy::Decision) -> Result<Option<Value>> {
+    let body = output_blocked(d);
+    let message = body["error"]["message"]
+        .as_str()
+        .unwrap_or("response blocked by policy")
+        .to_owned();
+    fail_native(session, format, "output_blocked", message, d.policy).await
+}
+
+/// The synthetic delta event carrying held-back text for stream `key` (sent before the
+/// event that closes that stream).
+fn delta_event(format: StreamFormat, key: u64, text: String, closing: &Value) -> SseEvent {
+    match format {
+        StreamFormat::Responses => SseEvent {
+            event: Some("response.output_text.delta".into()),
+            data: json!({"type": "response.output_text.delta", "item_id": closing.get("item_id"), "output_index": key, "content_index": closing.get("content_index").cloned().unwrap_or_else(|| json!(0)), "delta": text}).to_string(),
+        },
+        _ => SseEvent {
+            event: Some("content_block_delta".into()),
+            data: json!({"type": "content_block_delta", "index": key, "delta": {"type": "text_delta", "text": text}}).to_string(),
+        },
+    }
+}
+
+/// Responses events that repeat the whole text: put the text the client actually received.
+fn rewrite_full_text(v: &mut Value, kind: &str, sent: &BTreeMap<u64, String>) {
+    let index = v.get("output_index").and_then(Value::as_u64);
+    let set_parts = |parts: Option<&mut Value>, text: &str| {
+        if let Some(Value::Array(parts)) = parts {
+            for p in parts {
+                if p.get("type").and_then(Value::as_str) == Some("output_text") {
+                    p["text"] = json!(text);
+                }
+            }
+        }
+    };
+    match kind {
+        "response.output_text.done" => {
+            if let Some(t) = index.and_then(|i| sent.get(&i)) {
+                v["text"] = json!(t);
+            }
+        }
+        "response.content_part.done" => {
+            if let Some(t) = index.and_then(|i| sent.get(&i))
+                && v.pointer("/part/type").and_then(Value::as_str) == Some("output_text")
+            {
+                v["part"]["text"] = json!(t);
+            }
+        }
+        "response.output_item.done" => {
+            if let Some(t) = index.and_then(|i| sent.get(&i)) {
+                set_parts(v.pointer_mut("/item/content"), t);
+            }
+        }
+        "response.completed" | "response.incomplete" | "response.failed" => {
+            if let Some(Value::Array(items)) = v.pointer_mut("/response/output") {
+                for (i, item) in items.iter_mut().enumerate() {
+                    if let Some(t) = sent.get(&(i as u64)) {
+                        set_parts(item.get_mut("content"), t);
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
+/// SSE relay for Anthropic Messages (`/v1/messages`, native or translated from chat chunks)
+/// and OpenAI Responses streams: the same guarded output phase as `relay`, with held text
+/// flushed before each block's closing event and whole-text repeats rewritten. Returns the
+/// usage the stream reported.
+#[allow(clippy::too_many_arguments)]
+pub async fn relay_native(
+    session: &mut Session,
+    mut exchange: Exchange<'_>,
+    format: StreamFormat,
+    policy: &CompiledPolicy,
+    request: &Value,
+    headers: &Headers,
+    opts: EvalOptions,
+    mut translator: Option<OpenAiToAnthropicStream>,
+    extra: respond::Headers,
+) -> Result<Option<Value>> {
+    stream_header(session, &extra).await?;
+    let mut parser = SseParser::new(MAX_EVENT);
+    let mut guards: BTreeMap<u64, OutputGuard<'_>> = BTreeMap::new();
+    let mut sent: BTreeMap<u64, String> = BTreeMap::new();
+    let mut usage = json!({});
+    let mut done = false;
+    loop {
+        let chunk = match exchange.chunk().await {
+            Ok(Some(c)) => c,
+            Ok(None) => break,
+            Err(e) => return fail_native(session, format, "upstream_stream_failed", e.to_string(), None).await,
+        };
+        let mut events = match parser.push(&chunk) {
+            Ok(ev) => ev,
+            Err(e) => return fail_native(session, format, "invalid_upstream_stream", e.to_string(), None).await,
+        };
+        if let Some(t) = translator.as_mut() {
+            let mut out = Vec::new();
+            for e in events {
+                let produced = if e.is_done() {
+                    t.finish()
+                } else {
+                    match serde_json::from_str::<Value>(&e.data) {
+                        Ok(v) => t.event(&v),
+                        Err(_) => continue,
+                    }
+                };
+                out.extend(produced.into_iter().map(|(name, v)| SseEvent {
+                    event: Some(name.to_owned()),
+                    data: v.to_string(),
+                }));
+            }
+            events = out;
+        }
+        for event in events {
+            if done {
+                continue;
+            }
+            if event.is_done() {
+                send(session, &event).await?;
+                done = true;
+                continue;
+            }
+            let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
+                send(session, &event).await?;
+                continue;
+            };
+            let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+            // Usage as the stream reports it.
+            match kind.as_str() {
+                "message_start" => {
+                    if let Some(u) = v.pointer("/message/usage").and_then(Value::as_object) {
+                        for (k, x) in u {
+                            usage[k] = x.clone();
+                        }
+                    }
+                }
+                "message_delta" => {
+                    if let Some(u) = v.get("usage").and_then(Value::as_object) {
+                        for (k, x) in u {
+                            if !(x.as_u64() == Some(0) && usage.get(k).is_some()) {
+                                usage[k] = x.clone();
+                            }
+                        }
+                    }
+                }
+                "response.completed" | "response.incomplete" => {
+                    if let Some(u) = v.pointer("/response/usage") {
+                        usage = u.clone();
+                    }
+                }
+                _ => {}
+            }
+            // Held text goes out before the event that closes its block.
+            let closing = match (format, kind.as_str()) {
+                (StreamFormat::Anthropic, "content_block_stop") => v.get("index").and_then(Value::as_u64),
+                (StreamFormat::Responses, "response.output_text.done") => v.get("output_index").and_then(Value::as_u64),
+                _ => None,
+            };
+            if let Some(key) = closing
+                && let Some(guard) = guards.get_mut(&key)
+            {
+                match guard.finish() {
+                    Step::Emit(t) if !t.is_empty() => {
+                        sent.entry(key).or_default().push_str(&t);
+                        send(session, &delta_event(format, key, t, &v)).await?;
+                    }
+                    Step::Emit(_) => {}
+                    Step::Blocked(d) => return blocked_native(session, format, &d).await,
+                }
+                guards.remove(&key);
+            }
+            let deltas: Vec<(u64, String)> = text_deltas(format, &v)
+                .into_iter()
+                .map(|(k, t)| (k, t.to_owned()))
+                .collect();
+            let mut held_everything = !deltas.is_empty();
+            for (key, text) in deltas {
+                let guard = guards
+                    .entry(key)
+                    .or_insert_with(|| OutputGuard::new(policy, request, headers, opts));
+                match guard.push(&text) {
+                    Step::Emit(t) => {
+                        held_everything &= t.is_empty();
+                        sent.entry(key).or_default().push_str(&t);
+                        set_text_delta(format, &mut v, key, t);
+                    }
+                    Step::Blocked(d) => return blocked_native(session, format, &d).await,
+                }
+            }
+            if format == StreamFormat::Responses {
+                rewrite_full_text(&mut v, &kind, &sent);
+            }
+            if held_everything {
+                continue;
+            }
+            send(
+                session,
+                &SseEvent {
+                    event: event.event.clone(),
+                    data: v.to_string(),
+                },
+            )
+            .await?;
+            if matches!(
+                kind.as_str(),
+                "message_stop" | "response.completed" | "response.incomplete" | "response.failed"
+            ) {
+                done = true;
+            }
+        }
+    }
+    if !done {
+        return fail_native(
+            session,
+            format,
+            "upstream_stream_ended",
+            "the upstream ended the stream early".into(),
+            None,
+        )
+        .await;
+    }
+    exchange.release().await;
+    session.write_response_body(None, true).await?;
+    Ok(Some(usage))
 }

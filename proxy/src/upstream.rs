@@ -25,6 +25,11 @@ pub struct Upstream {
     pub auth: Option<(String, String)>,
     /// The API the upstream speaks.
     pub format: WireFormat,
+    /// Azure OpenAI: (deployment, api-version); paths become
+    /// `/openai/deployments/<deployment>/<api>?api-version=<version>`.
+    pub azure: Option<(String, String)>,
+    /// Full path for chat requests (`path_template`), replacing the computed one.
+    pub chat_path: Option<String>,
 }
 
 /// Request/response format of an upstream.
@@ -46,6 +51,8 @@ pub enum UpstreamError {
     Io(String, String),
     #[error("upstream answer is larger than {0} bytes")]
     TooLarge(u64),
+    #[error("upstream {0} did not answer within {1} ms")]
+    Timeout(String, u64),
 }
 
 impl Upstream {
@@ -77,10 +84,45 @@ impl Upstream {
             base_path,
             auth,
             format: WireFormat::OpenAi,
+            azure: None,
+            chat_path: None,
         })
     }
 
-    async fn peer(&self) -> Result<HttpPeer, UpstreamError> {
+    /// An Azure OpenAI resource such as `https://<resource>.openai.azure.com`.
+    pub fn azure(
+        id: &str,
+        url: &str,
+        deployment: &str,
+        api_version: &str,
+        auth: Option<(String, String)>,
+    ) -> Result<Self, UpstreamError> {
+        let mut u = Upstream::from_url(id, url, auth)?;
+        let path = url.split("://").nth(1).and_then(|r| r.find('/').map(|i| &r[i..]));
+        u.base_path = path.unwrap_or("").trim_end_matches('/').to_owned();
+        u.azure = Some((deployment.to_owned(), api_version.to_owned()));
+        Ok(u)
+    }
+
+    /// The request path for an API path such as `/chat/completions`.
+    pub fn path_for(&self, api: &str) -> String {
+        if api == "/chat/completions"
+            && let Some(p) = &self.chat_path
+        {
+            return p.clone();
+        }
+        match &self.azure {
+            Some((deployment, version)) => {
+                format!(
+                    "{}/openai/deployments/{deployment}{api}?api-version={version}",
+                    self.base_path
+                )
+            }
+            None => format!("{}{api}", self.base_path),
+        }
+    }
+
+    async fn peer(&self, timeout: Duration) -> Result<HttpPeer, UpstreamError> {
         let addr: SocketAddr = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| UpstreamError::Resolve(self.host.clone(), e.to_string()))?
@@ -89,26 +131,49 @@ impl Upstream {
         let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(Duration::from_secs(300));
+        peer.options.read_timeout = Some(timeout);
         peer.options.write_timeout = Some(Duration::from_secs(30));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
         Ok(peer)
     }
 
-    /// POSTs `body` to `base_path + path` and reads the response header; the body is read
-    /// from the returned exchange.
+    /// POSTs `body` to the API path `path` and reads the response header within `timeout`;
+    /// the body is read from the returned exchange (each read bounded by `timeout` too).
     pub async fn send<'c>(
         &self,
         connector: &'c Connector,
         path: &str,
         body: Bytes,
         client_auth: Option<&str>,
+        timeout: Duration,
     ) -> Result<Exchange<'c>, UpstreamError> {
-        let io = |e: Box<pingora::Error>| UpstreamError::Io(self.id.clone(), e.to_string());
-        let peer = self.peer().await?;
+        match tokio::time::timeout(timeout, self.send_inner(connector, path, body, client_auth, timeout)).await {
+            Ok(r) => r,
+            Err(_) => Err(UpstreamError::Timeout(self.id.clone(), timeout.as_millis() as u64)),
+        }
+    }
+
+    async fn send_inner<'c>(
+        &self,
+        connector: &'c Connector,
+        path: &str,
+        body: Bytes,
+        client_auth: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Exchange<'c>, UpstreamError> {
+        let io = |e: Box<pingora::Error>| {
+            if matches!(
+                e.etype(),
+                pingora::ErrorType::ReadTimedout | pingora::ErrorType::ConnectTimedout
+            ) {
+                UpstreamError::Timeout(self.id.clone(), timeout.as_millis() as u64)
+            } else {
+                UpstreamError::Io(self.id.clone(), e.to_string())
+            }
+        };
+        let peer = self.peer(timeout).await?;
         let (mut session, _reused) = connector.get_http_session(&peer).await.map_err(io)?;
-        let mut req =
-            RequestHeader::build("POST", format!("{}{path}", self.base_path).as_bytes(), Some(5)).map_err(io)?;
+        let mut req = RequestHeader::build("POST", self.path_for(path).as_bytes(), Some(5)).map_err(io)?;
         let host = if (self.tls && self.port == 443) || (!self.tls && self.port == 80) {
             self.host.clone()
         } else {
@@ -158,6 +223,15 @@ impl Exchange<'_> {
             .read_response_body()
             .await
             .map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string()))
+    }
+
+    /// A response header value.
+    pub fn header(&self, name: &str) -> Option<String> {
+        self.session
+            .response_header()
+            .and_then(|h| h.headers.get(name))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
     }
 
     /// Reads the rest of the body, bounded, and returns the connection to the pool.

@@ -55,6 +55,8 @@ pub struct PolicyConfig {
     pub user_rate_limit: Option<UserRateLimit>,
     pub token_rate_limit: Option<TokenRateLimit>,
     pub size_limits: Option<SizeLimits>,
+    /// Exact response cache of the gateway.
+    pub cache: Option<CacheConfig>,
     /// Per-agent usage constraints.
     pub agents: Option<Vec<AgentRule>>,
     /// Inline test suites run by `kt policy test`.

@@ -219,6 +219,7 @@ fn default_triggers() -> Vec<FallbackTrigger> {
         FallbackTrigger::RateLimit,
         FallbackTrigger::ServerError,
         FallbackTrigger::Timeout,
+        FallbackTrigger::ConnectionError,
     ]
 }
 

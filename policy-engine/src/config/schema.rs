@@ -370,11 +370,6 @@ const LEGACY_HINTS: &[(&str, &str, &str)] = &[
     ),
     (
         "",
-        "cache",
-        "response caching is configured on the gateway command line in this version",
-    ),
-    (
-        "",
         "rate_limits",
         "use the top-level `global_rate_limit`, `ip_rate_limit`, `user_rate_limit` or `token_rate_limit`",
     ),

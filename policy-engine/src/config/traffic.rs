@@ -199,3 +199,45 @@ pub struct UsageConstraints {
     #[schemars(range(min = 1))]
     pub max_responses_per_day: Option<u64>,
 }
+
+/// `cache`: the gateway's exact response cache (in memory).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Master switch (default true when the section is present).
+    #[serde(default = "super::yes")]
+    pub enabled: bool,
+    /// `exact` (hash of the normalized request); `semantic` is not enforced by this version.
+    #[serde(default)]
+    pub mode: CacheMode,
+    /// Seconds an entry is served (default 3600).
+    #[serde(default = "default_cache_ttl")]
+    #[schemars(range(min = 1, max = 31536000))]
+    pub ttl_seconds: u64,
+    /// Entries kept, least recently used evicted first (default 10000).
+    #[serde(default = "default_cache_entries")]
+    #[schemars(range(min = 1, max = 10000000))]
+    pub max_entries: u64,
+    /// Largest answer stored, in bytes (default 1048576).
+    #[serde(default = "default_cache_entry_bytes")]
+    #[schemars(range(min = 1, max = 104857600))]
+    pub max_entry_bytes: u64,
+}
+
+fn default_cache_ttl() -> u64 {
+    3600
+}
+fn default_cache_entries() -> u64 {
+    10_000
+}
+fn default_cache_entry_bytes() -> u64 {
+    1_048_576
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CacheMode {
+    #[default]
+    Exact,
+    Semantic,
+}

@@ -443,6 +443,20 @@ fn check_regexes(doc: &Value, out: &mut Vec<Diagnostic>) {
 
 /// Checks that need the typed configuration.
 pub fn check(config: &PolicyConfig, out: &mut Vec<Diagnostic>) {
+    if config
+        .cache
+        .as_ref()
+        .is_some_and(|c| c.mode == super::CacheMode::Semantic)
+    {
+        out.push(
+            Diagnostic::error(
+                Code::KindNotEnforced,
+                "cache.mode",
+                "semantic caching is not enforced by this version of kt",
+            )
+            .with_help("use `mode: exact`; kt refuses settings it would not enforce"),
+        );
+    }
     if let (Some(drp), Some(providers)) = (&config.policy.data_routing_policy, &config.providers)
         && config.policies.chain.iter().any(|k| k == "data-routing-policy")
         && !providers.targets.is_empty()

@@ -229,8 +229,200 @@ pub fn chat_response_to_messages(resp: &Value) -> Result<Value, WireError> {
     }))
 }
 
+/// Translates an OpenAI chat-completion chunk stream into Anthropic Messages events
+/// (`(event name, data)`), for Anthropic clients of OpenAI-compatible targets.
+#[derive(Debug, Clone, Default)]
+pub struct OpenAiToAnthropicStream {
+    started: bool,
+    /// The content block being written: (block index, is a tool_use block).
+    open: Option<(u64, bool)>,
+    next_block: u64,
+    /// OpenAI tool-call index → Anthropic block index.
+    tools: Vec<(u64, u64)>,
+    stop: Option<&'static str>,
+    input_tokens: u64,
+    output_tokens: u64,
+    finished: bool,
+}
+
+impl OpenAiToAnthropicStream {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn close(&mut self, out: &mut Vec<(&'static str, Value)>) {
+        if let Some((index, _)) = self.open.take() {
+            out.push((
+                "content_block_stop",
+                json!({"type": "content_block_stop", "index": index}),
+            ));
+        }
+    }
+
+    fn open_block(&mut self, block: Value, tool: bool, out: &mut Vec<(&'static str, Value)>) -> u64 {
+        self.close(out);
+        let index = self.next_block;
+        self.next_block += 1;
+        self.open = Some((index, tool));
+        out.push((
+            "content_block_start",
+            json!({"type": "content_block_start", "index": index, "content_block": block}),
+        ));
+        index
+    }
+
+    /// The Anthropic events for one OpenAI chunk.
+    pub fn event(&mut self, chunk: &Value) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if !self.started {
+            self.started = true;
+            out.push((
+                "message_start",
+                json!({"type": "message_start", "message": {
+                    "id": chunk.get("id").cloned().unwrap_or_else(|| json!("")),
+                    "type": "message", "role": "assistant",
+                    "model": chunk.get("model").cloned().unwrap_or_else(|| json!("")),
+                    "content": [], "stop_reason": null, "stop_sequence": null,
+                    "usage": {"input_tokens": 0, "output_tokens": 0},
+                }}),
+            ));
+        }
+        if let Some(u) = chunk.get("usage").filter(|u| u.is_object()) {
+            self.input_tokens = u
+                .get("prompt_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(self.input_tokens);
+            self.output_tokens = u
+                .get("completion_tokens")
+                .and_then(Value::as_u64)
+                .unwrap_or(self.output_tokens);
+        }
+        let Some(choice) = chunk.get("choices").and_then(|c| c.get(0)) else {
+            return out;
+        };
+        let delta = choice.get("delta").unwrap_or(&Value::Null);
+        if let Some(text) = delta.get("content").and_then(Value::as_str).filter(|t| !t.is_empty()) {
+            let index = match self.open {
+                Some((i, false)) => i,
+                _ => self.open_block(json!({"type": "text", "text": ""}), false, &mut out),
+            };
+            out.push((
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": index, "delta": {"type": "text_delta", "text": text}}),
+            ));
+        }
+        for call in delta
+            .get("tool_calls")
+            .and_then(Value::as_array)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+        {
+            let oi = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let index = match self.tools.iter().find(|(o, _)| *o == oi) {
+                Some((_, b)) => *b,
+                None => {
+                    let block = json!({
+                        "type": "tool_use",
+                        "id": call.get("id").cloned().unwrap_or_else(|| json!("")),
+                        "name": call.pointer("/function/name").cloned().unwrap_or_else(|| json!("")),
+                        "input": {},
+                    });
+                    let b = self.open_block(block, true, &mut out);
+                    self.tools.push((oi, b));
+                    b
+                }
+            };
+            if let Some(args) = call
+                .pointer("/function/arguments")
+                .and_then(Value::as_str)
+                .filter(|a| !a.is_empty())
+            {
+                out.push((
+                    "content_block_delta",
+                    json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": args}}),
+                ));
+            }
+        }
+        if let Some(f) = choice.get("finish_reason").and_then(Value::as_str) {
+            self.stop = Some(stop_reason(Some(f)));
+        }
+        out
+    }
+
+    /// The closing events, at the upstream's `[DONE]`.
+    pub fn finish(&mut self) -> Vec<(&'static str, Value)> {
+        let mut out = Vec::new();
+        if self.finished {
+            return out;
+        }
+        self.finished = true;
+        self.close(&mut out);
+        out.push((
+            "message_delta",
+            json!({"type": "message_delta",
+                "delta": {"stop_reason": self.stop.unwrap_or("end_turn"), "stop_sequence": null},
+                "usage": {"input_tokens": self.input_tokens, "output_tokens": self.output_tokens}}),
+        ));
+        out.push(("message_stop", json!({"type": "message_stop"})));
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn chat_chunks_become_anthropic_events() {
+        let mut t = OpenAiToAnthropicStream::new();
+        let mut names = Vec::new();
+        let mut text = String::new();
+        let mut json_args = String::new();
+        let chunks = [
+            json!({"id": "c1", "model": "m", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "Hel"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"content": "lo"}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "id": "call_1", "function": {"name": "f", "arguments": "{\"a\":"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {"tool_calls": [{"index": 0, "function": {"arguments": "1}"}}]}}]}),
+            json!({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]}),
+            json!({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 9}}),
+        ];
+        let mut events = Vec::new();
+        for c in &chunks {
+            events.extend(t.event(c));
+        }
+        events.extend(t.finish());
+        assert!(t.finish().is_empty(), "finish is idempotent");
+        for (name, v) in &events {
+            names.push(*name);
+            assert_eq!(v["type"], *name);
+            if let Some(s) = v.pointer("/delta/text").and_then(Value::as_str) {
+                text.push_str(s);
+            }
+            if let Some(s) = v.pointer("/delta/partial_json").and_then(Value::as_str) {
+                json_args.push_str(s);
+            }
+        }
+        assert_eq!(text, "Hello");
+        assert_eq!(json_args, "{\"a\":1}");
+        assert_eq!(
+            names,
+            [
+                "message_start",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "content_block_start",
+                "content_block_delta",
+                "content_block_delta",
+                "content_block_stop",
+                "message_delta",
+                "message_stop"
+            ]
+        );
+        let (_, delta) = &events[events.len() - 2];
+        assert_eq!(delta["delta"]["stop_reason"], "tool_use");
+        assert_eq!(delta["usage"]["output_tokens"], 9);
+    }
     use super::*;
     use crate::wire::anthropic::{chat_request_to_messages, messages_response_to_chat};
 
