@@ -343,232 +343,47 @@ fn lint_without_a_file_explains_what_to_do() {
 
 mod gateway {
     use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
-    use std::process::{Child, Command, Stdio};
-    use std::sync::{Arc, Mutex};
+    use std::net::TcpStream;
+    use std::process::{Command, Stdio};
     use std::time::{Duration, Instant};
 
     use serde_json::{Value, json};
 
     /// A mock OpenAI-compatible provider: records request bodies, answers with a canned
     /// chat completion whose text echoes the last user message plus `suffix`.
+    /// The OpenAI-compatible echo provider of kt-testkit, with bodies as JSON.
     struct MockProvider {
+        inner: kt_testkit::MockProvider,
         url: String,
-        bodies: Arc<Mutex<Vec<Value>>>,
-    }
-
-    fn read_request(stream: &mut TcpStream) -> Option<Vec<u8>> {
-        let mut buf = Vec::new();
-        let mut tmp = [0u8; 4096];
-        let header_end = loop {
-            let n = stream.read(&mut tmp).ok()?;
-            if n == 0 {
-                return None;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break p + 4;
-            }
-        };
-        let head = String::from_utf8_lossy(&buf[..header_end]).to_ascii_lowercase();
-        let len: usize = head
-            .lines()
-            .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
-            .unwrap_or(0);
-        while buf.len() < header_end + len {
-            let n = stream.read(&mut tmp).ok()?;
-            if n == 0 {
-                break;
-            }
-            buf.extend_from_slice(&tmp[..n]);
-        }
-        Some(buf[header_end..].to_vec())
-    }
-
-    /// Streams `text` as OpenAI chunks of three characters, one write per event, then a
-    /// finish chunk, the usage chunk when asked for, and `[DONE]`; closes the connection.
-    fn stream_answer(stream: &mut TcpStream, text: &str, usage: bool) {
-        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n");
-        let chars: Vec<char> = text.chars().collect();
-        let mut events: Vec<String> = vec![json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": null}]}).to_string()];
-        for piece in chars.chunks(3) {
-            let piece: String = piece.iter().collect();
-            events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]}).to_string());
-        }
-        events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}).to_string());
-        if usage {
-            events.push(json!({"id": "c", "object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9, "total_tokens": 12}}).to_string());
-        }
-        events.push("[DONE]".to_owned());
-        for e in events {
-            if stream.write_all(format!("data: {e}\n\n").as_bytes()).is_err() {
-                return;
-            }
-            let _ = stream.flush();
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-
-    /// A mock Anthropic Messages provider: checks the Anthropic headers, echoes the last
-    /// user message (as a message, or as Messages stream events in 3-character deltas).
-    fn start_anthropic(suffix: &'static str) -> (String, Arc<Mutex<Vec<Value>>>) {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-        let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-        let seen: Arc<Mutex<Vec<Value>>> = Arc::new(Mutex::new(Vec::new()));
-        let log = Arc::clone(&seen);
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
-                let log = Arc::clone(&log);
-                std::thread::spawn(move || {
-                    let mut peek = [0u8; 8192];
-                    let n = stream.peek(&mut peek).unwrap_or(0);
-                    let head = String::from_utf8_lossy(&peek[..n]).to_ascii_lowercase();
-                    let Some(body) = read_request(&mut stream) else { return };
-                    let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                    log.lock().expect("lock").push(req.clone());
-                    let ok = head.contains("x-api-key: test-key")
-                        && head.contains("anthropic-version:")
-                        && head.starts_with("post /v1/messages");
-                    if !ok {
-                        let e = r#"{"type":"error","error":{"type":"authentication_error","message":"bad headers"}}"#;
-                        let resp = format!(
-                            "HTTP/1.1 401 Unauthorized\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{e}",
-                            e.len()
-                        );
-                        let _ = stream.write_all(resp.as_bytes());
-                        return;
-                    }
-                    let last = req["messages"]
-                        .as_array()
-                        .and_then(|m| m.last())
-                        .map(|m| match &m["content"] {
-                            Value::String(s) => s.clone(),
-                            v => v
-                                .as_array()
-                                .and_then(|a| a.first())
-                                .and_then(|b| b["text"].as_str())
-                                .unwrap_or("")
-                                .to_owned(),
-                        })
-                        .unwrap_or_default();
-                    let text = format!("echo: {last}{suffix}");
-                    if req["stream"] == true {
-                        let _ = stream.write_all(
-                            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\nconnection: close\r\n\r\n",
-                        );
-                        let mut events = vec![
-                            (
-                                "message_start",
-                                json!({"type": "message_start", "message": {"id": "msg_1", "model": "claude-mock", "usage": {"input_tokens": 5, "output_tokens": 1}}}),
-                            ),
-                            (
-                                "content_block_start",
-                                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
-                            ),
-                        ];
-                        let chars: Vec<char> = text.chars().collect();
-                        for piece in chars.chunks(3) {
-                            let piece: String = piece.iter().collect();
-                            events.push(("content_block_delta", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})));
-                        }
-                        events.push(("content_block_stop", json!({"type": "content_block_stop", "index": 0})));
-                        events.push(("message_delta", json!({"type": "message_delta", "delta": {"stop_reason": "end_turn"}, "usage": {"output_tokens": 12}})));
-                        events.push(("message_stop", json!({"type": "message_stop"})));
-                        for (name, data) in events {
-                            if stream
-                                .write_all(format!("event: {name}\ndata: {data}\n\n").as_bytes())
-                                .is_err()
-                            {
-                                return;
-                            }
-                            std::thread::sleep(Duration::from_millis(1));
-                        }
-                        return;
-                    }
-                    let answer = json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude-mock", "content": [{"type": "text", "text": text}], "stop_reason": "end_turn", "usage": {"input_tokens": 5, "output_tokens": 7}}).to_string();
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{answer}",
-                        answer.len()
-                    );
-                    let _ = stream.write_all(resp.as_bytes());
-                });
-            }
-        });
-        (url, seen)
     }
 
     impl MockProvider {
         fn start(suffix: &'static str) -> MockProvider {
-            let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
-            let url = format!("http://{}/v1", listener.local_addr().expect("addr"));
-            let bodies = Arc::new(Mutex::new(Vec::new()));
-            let seen = Arc::clone(&bodies);
-            std::thread::spawn(move || {
-                for stream in listener.incoming() {
-                    let Ok(mut stream) = stream else { continue };
-                    let seen = Arc::clone(&seen);
-                    std::thread::spawn(move || {
-                        while let Some(body) = read_request(&mut stream) {
-                            let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-                            let last = req["messages"]
-                                .as_array()
-                                .and_then(|m| m.last())
-                                .and_then(|m| m["content"].as_str())
-                                .unwrap_or("")
-                                .to_owned();
-                            seen.lock().expect("lock").push(req.clone());
-                            if req["stream"] == true {
-                                stream_answer(
-                                    &mut stream,
-                                    &format!("echo: {last}{suffix}"),
-                                    req["stream_options"]["include_usage"] == true,
-                                );
-                                return;
-                            }
-                            let answer = json!({
-                                "id": "chatcmpl-mock", "object": "chat.completion", "model": "mock",
-                                "choices": [{"index": 0, "message": {"role": "assistant", "content": format!("echo: {last}{suffix}")}, "finish_reason": "stop"}],
-                                "usage": {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
-                            })
-                            .to_string();
-                            let resp = format!(
-                                "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{answer}",
-                                answer.len()
-                            );
-                            if stream.write_all(resp.as_bytes()).is_err() {
-                                return;
-                            }
-                        }
-                    });
-                }
-            });
-            MockProvider { url, bodies }
+            let inner = kt_testkit::MockProvider::start(kt_testkit::handlers::openai_echo(suffix));
+            MockProvider {
+                url: inner.url.clone(),
+                inner,
+            }
         }
 
         fn received(&self) -> Vec<Value> {
-            self.bodies.lock().expect("lock").clone()
+            self.inner.received().into_iter().map(|r| r.json).collect()
         }
     }
 
-    struct Gateway {
-        child: Child,
-        addr: String,
+    /// The Anthropic echo provider of kt-testkit (key `test-key`).
+    fn start_anthropic(suffix: &'static str) -> (String, kt_testkit::MockProvider) {
+        let m = kt_testkit::MockProvider::start(kt_testkit::handlers::anthropic_echo("test-key", suffix));
+        (m.url.clone(), m)
     }
 
-    impl Drop for Gateway {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
+    type Gateway = kt_testkit::GatewayProcess;
 
     /// A pack whose only policy blocks answers with unsafe code.
     const BLOCK_UNSAFE_CODE: &str = "pack: {name: out, version: 1.0.0, enabled: true}\npolicies: {chain: [code-sanitizer]}\npolicy:\n  code-sanitizer: {block_on_match: true}\n";
 
     fn free_addr() -> String {
-        let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr").to_string()
+        kt_testkit::free_addr()
     }
 
     fn start_gateway(dir: &std::path::Path, upstream: &str) -> Gateway {
@@ -576,64 +391,12 @@ mod gateway {
     }
 
     fn start_gateway_with(dir: &std::path::Path, extra: &[&str]) -> Gateway {
-        let addr = free_addr();
-        let child = Command::new(env!("CARGO_BIN_EXE_kt"))
-            .args([
-                "gateway",
-                "run",
-                "--listen",
-                &addr,
-                "--policy-config",
-                "policy-config.yaml",
-            ])
-            .args(extra)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("gateway starts");
-        let gw = Gateway { child, addr };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http(&gw.addr, "GET", "/healthz", None).is_some_and(|r| r.0 == 200) {
-                return gw;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!("gateway did not become healthy on {}", gw.addr);
+        kt_testkit::GatewayProcess::start(env!("CARGO_BIN_EXE_kt"), dir, extra)
     }
 
-    /// A raw HTTP/1.1 exchange: (status, lower-cased headers, body).
+    /// A raw HTTP/1.1 exchange: (status, lower-cased headers, de-chunked body).
     fn http(addr: &str, method: &str, path: &str, body: Option<&[u8]>) -> Option<(u16, String, Vec<u8>)> {
-        let mut s = TcpStream::connect(addr).ok()?;
-        s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
-        let body = body.unwrap_or(b"");
-        let head = format!(
-            "{method} {path} HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
-            body.len()
-        );
-        s.write_all(head.as_bytes()).ok()?;
-        let _ = s.write_all(body);
-        let mut out = Vec::new();
-        let _ = s.read_to_end(&mut out);
-        let end = out.windows(4).position(|w| w == b"\r\n\r\n")?;
-        let head = String::from_utf8_lossy(&out[..end]).to_ascii_lowercase();
-        let status = head.split_whitespace().nth(1)?.parse().ok()?;
-        Some((status, head, out[end + 4..].to_vec()))
-    }
-
-    /// Decodes a chunked HTTP/1.1 body.
-    fn dechunk(mut raw: &[u8]) -> Vec<u8> {
-        let mut out = Vec::new();
-        while let Some(p) = raw.windows(2).position(|w| w == b"\r\n") {
-            let size = usize::from_str_radix(String::from_utf8_lossy(&raw[..p]).trim(), 16).unwrap_or(0);
-            if size == 0 || raw.len() < p + 2 + size + 2 {
-                break;
-            }
-            out.extend_from_slice(&raw[p + 2..p + 2 + size]);
-            raw = &raw[p + 2 + size + 2..];
-        }
-        out
+        kt_testkit::http(addr, method, path, body).map(|a| (a.status, a.head, a.body))
     }
 
     /// Streams a chat request; returns the status, the data payloads and the joined text.
@@ -642,13 +405,8 @@ mod gateway {
         if usage {
             body["stream_options"] = json!({"include_usage": true});
         }
-        let (status, head, raw) =
+        let (status, _head, raw) =
             http(addr, "POST", "/v1/chat/completions", Some(body.to_string().as_bytes())).expect("answer");
-        let raw = if head.contains("transfer-encoding: chunked") {
-            dechunk(&raw)
-        } else {
-            raw
-        };
         let text = String::from_utf8_lossy(&raw).into_owned();
         let datas: Vec<String> = text
             .split("\n\n")
@@ -869,7 +627,7 @@ mod gateway {
         );
         assert_eq!(answer["usage"]["completion_tokens"], 7);
         assert!(head.contains("x-keeptrusts-target: claude"), "{head}");
-        let sent = seen.lock().expect("lock").last().cloned().expect("request");
+        let sent = seen.received().last().map(|r| r.json.clone()).expect("request");
         assert_eq!(sent["max_tokens"], 4096, "Anthropic needs max_tokens");
         assert_eq!(sent["messages"][0]["content"], "hello from [EMAIL]");
 
@@ -994,7 +752,10 @@ mod gateway {
         let (status, answer) = messages(&gw.addr, "hello jane@example.com");
         assert_eq!(status, 200, "{answer}");
         assert_eq!(answer["content"][0]["text"], "echo: hello [EMAIL]");
-        assert_eq!(seen.lock().expect("lock").last().expect("sent")["system"], "be brief");
+        assert_eq!(
+            seen.received().last().map(|r| r.json["system"].clone()),
+            Some(json!("be brief"))
+        );
     }
 
     #[test]

@@ -200,6 +200,29 @@ impl ProxyHttp for Gateway {
         let method = session.req_header().method.as_str().to_owned();
         let path = session.req_header().uri.path().to_owned();
         let base = vec![("x-request-id", id.clone())];
+        let max_header = ctx
+            .rt
+            .policy
+            .config()
+            .size_limits
+            .as_ref()
+            .map_or(65_536, |l| l.max_header_bytes);
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + session.req_header().uri.to_string().len();
+        if header_bytes as u64 > max_header {
+            let msg = format!(
+                "request headers total {header_bytes} bytes, more than size_limits.max_header_bytes ({max_header})"
+            );
+            session.set_keepalive(None);
+            let body = error("validation_error", "request_headers_too_large", msg);
+            respond::json(session, 431, &body, &base).await?;
+            return Ok(true);
+        }
         let api = match path.as_str() {
             "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
             "/v1/messages" => Some(ClientApi::AnthropicMessages),

@@ -234,8 +234,11 @@ impl Exchange<'_> {
             .map(str::to_owned)
     }
 
-    /// Reads the rest of the body, bounded, and returns the connection to the pool.
+    /// Reads the rest of the body, bounded, and returns the connection to the pool. A gzip
+    /// or deflate body (sent although the gateway asked for identity) is decompressed,
+    /// bounded the same way.
     pub async fn body(mut self, max: u64) -> Result<Bytes, UpstreamError> {
+        let encoding = self.header("content-encoding").map(|e| e.to_ascii_lowercase());
         let mut out = Vec::new();
         while let Some(c) = self.chunk().await? {
             out.extend_from_slice(&c);
@@ -246,7 +249,15 @@ impl Exchange<'_> {
         self.connector
             .release_http_session(self.session, &self.peer, None)
             .await;
-        Ok(Bytes::from(out))
+        match encoding.as_deref() {
+            None | Some("identity") | Some("") => Ok(Bytes::from(out)),
+            Some("gzip") | Some("x-gzip") => inflate(flate2::read::GzDecoder::new(&out[..]), max, &self.id),
+            Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&out[..]), max, &self.id),
+            Some(other) => Err(UpstreamError::Io(
+                self.id.clone(),
+                format!("unsupported content-encoding '{other}'"),
+            )),
+        }
     }
 
     /// Returns the connection to the pool after the body was read to its end.
@@ -255,6 +266,19 @@ impl Exchange<'_> {
             .release_http_session(self.session, &self.peer, None)
             .await;
     }
+}
+
+fn inflate(reader: impl std::io::Read, max: u64, id: &str) -> Result<Bytes, UpstreamError> {
+    use std::io::Read as _;
+    let mut out = Vec::new();
+    reader
+        .take(max + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| UpstreamError::Io(id.to_owned(), format!("cannot decompress the answer: {e}")))?;
+    if out.len() as u64 > max {
+        return Err(UpstreamError::TooLarge(max));
+    }
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
