@@ -576,6 +576,30 @@ mod tests {
     }
 
     #[test]
+    fn the_cache_section_is_checked_and_semantic_mode_refused() {
+        use crate::config::{Source, load_sources};
+        let text = |cache: &str| Source {
+            name: "c.yaml".into(),
+            text: format!(
+                "pack: {{name: c, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\ncache: {cache}\n"
+            ),
+        };
+        let ok = load_sources(&[text("{ttl_seconds: 60}")]);
+        let cache = ok.config.and_then(|c| c.cache).expect("cache section");
+        assert!(cache.enabled && cache.ttl_seconds == 60 && cache.max_entries == 10_000);
+        let semantic = load_sources(&[text("{mode: semantic}")]);
+        assert!(semantic.config.is_none());
+        assert!(
+            semantic
+                .diagnostics
+                .iter()
+                .any(|d| d.code == Code::KindNotEnforced && d.path == "cache.mode")
+        );
+        let bad = load_sources(&[text("{ttl: 60}")]);
+        assert!(bad.diagnostics.iter().any(|d| d.code == Code::UnknownKey));
+    }
+
+    #[test]
     fn legacy_keys_get_a_pointer_to_the_canonical_key() {
         let mut v = minimal();
         v["rate_limits"] = json!({});
