@@ -294,6 +294,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             return respond::json(session, 413, &too_large, &base).await;
         }
     }
+    let body = Bytes::from(body);
     let invalid = |code: &str, msg: String| client_error(client, "validation_error", code, msg);
     let mut request: Value = match serde_json::from_slice(&body) {
         Ok(v @ Value::Object(_)) => v,
@@ -306,7 +307,6 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             return respond::json(session, 422, &b, &base).await;
         }
     };
-    drop(body);
     let shape_error = match client {
         ClientApi::OpenAiChat | ClientApi::AnthropicMessages => request
             .get("messages")
@@ -437,10 +437,14 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         }
     }
 
-    if stream && client == ClientApi::OpenAiChat {
+    // The client's bytes go upstream unchanged when nothing rewrote the request.
+    let mut unchanged = decision.verdict == Verdict::Allow;
+    if stream && client == ClientApi::OpenAiChat && !include_usage {
         request["stream_options"] = json!({"include_usage": true});
+        unchanged = false;
     }
 
+    let body_bytes = body;
     // An upstream slot.
     let _permit = match tokio::time::timeout(QUEUE_WAIT, Arc::clone(&gw.concurrency).acquire_owned()).await {
         Ok(Ok(p)) => p,
@@ -491,9 +495,12 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             }
         };
         attempts += 1;
-        let bytes =
-            Bytes::from(serde_json::to_vec(&*body).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?);
-        drop(body);
+        let bytes = match body {
+            Cow::Borrowed(_) if unchanged => body_bytes.clone(),
+            other => Bytes::from(
+                serde_json::to_vec(&*other).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
+            ),
+        };
         let t0 = Instant::now();
         let sent = target
             .upstream
@@ -720,6 +727,10 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             return respond::json(session, 502, &body, &h).await;
         }
     };
+    let translated = matches!(
+        (client, anthropic),
+        (ClientApi::OpenAiChat, true) | (ClientApi::AnthropicMessages, false)
+    );
     match (client, anthropic) {
         (ClientApi::OpenAiChat, true) => {
             response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs())
@@ -736,9 +747,12 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         _ => {}
     }
     let mut decision = decision;
+    let input_verdict = decision.verdict;
     if client != ClientApi::Embeddings {
         decision.absorb(policy.evaluate_response(&request, &mut response, &headers, gw.opts()));
     }
+    // The provider's bytes go to the client unchanged when the output phase rewrote nothing.
+    let response_unchanged = !translated && decision.verdict == input_verdict && decision.verdict <= Verdict::Allow;
     let usage = response.get("usage").and_then(normalize_usage);
     count_tokens(gw, &rt, token_key.as_deref(), usage.as_ref());
     if let Some(ev) = ctx.event.as_mut() {
@@ -752,8 +766,11 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     if decision.verdict.is_terminal() {
         return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
     }
-    let bytes =
-        Bytes::from(serde_json::to_vec(&response).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?);
+    let bytes = if response_unchanged {
+        answer
+    } else {
+        Bytes::from(serde_json::to_vec(&response).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?)
+    };
     if let Some(f) = fill.as_ref() {
         h.push(("x-keeptrusts-cache", "miss".into()));
         if decision.verdict == Verdict::Allow && !decision.degraded {

@@ -41,6 +41,11 @@ impl EventSink {
         }
     }
 
+    /// Whether events are recorded at all (callers skip building them otherwise).
+    pub fn enabled(&self) -> bool {
+        self.tx.is_some()
+    }
+
     /// Queues an event without waiting; a full queue drops it.
     pub fn emit(&self, event: Value) {
         if let Some(tx) = &self.tx

@@ -344,6 +344,9 @@ impl ProxyHttp for Gateway {
             output_tokens: tokens("completion_tokens"),
             rate_limited: ctx.rate_limited,
         });
+        if !self.events.enabled() {
+            return;
+        }
         let config = ctx.rt.policy.config();
         let d = ev.decision.unwrap_or_default();
         let usage = ev.usage.unwrap_or(Value::Null);

@@ -33,10 +33,25 @@ async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
     send(session, &SseEvent::data(v.to_string())).await
 }
 
-/// Ends the stream with an error event and `[DONE]`.
-async fn fail(session: &mut Session, body: Value) -> Result<Option<Value>> {
-    send_json(session, &body).await?;
-    send(session, &SseEvent::data("[DONE]")).await?;
+/// Appends one `data:` event carrying `v`.
+fn push_json(out: &mut Vec<u8>, v: &Value) {
+    out.extend_from_slice(&SseEvent::data(v.to_string()).to_bytes());
+}
+
+/// Writes the events gathered from one upstream read in one go.
+async fn flush(session: &mut Session, out: &mut Vec<u8>) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    let bytes = Bytes::from(std::mem::take(out));
+    session.write_response_body(Some(bytes), false).await
+}
+
+/// Ends the stream: what was cleared so far, an error event and `[DONE]`.
+async fn fail(session: &mut Session, out: &mut Vec<u8>, body: Value) -> Result<Option<Value>> {
+    push_json(out, &body);
+    out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
+    flush(session, out).await?;
     session.write_response_body(None, true).await?;
     Ok(None)
 }
@@ -83,13 +98,16 @@ pub async fn relay(
     let mut guards: BTreeMap<u64, OutputGuard<'_>> = BTreeMap::new();
     let mut template: Option<Value> = None;
     let mut done = false;
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        flush(session, &mut out).await?;
         let chunk = match exchange.chunk().await {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
                 return fail(
                     session,
+                    &mut out,
                     respond::error("upstream_error", "upstream_stream_failed", e.to_string()),
                 )
                 .await;
@@ -100,6 +118,7 @@ pub async fn relay(
             Err(e) => {
                 return fail(
                     session,
+                    &mut out,
                     respond::error("upstream_error", "invalid_upstream_stream", e.to_string()),
                 )
                 .await;
@@ -110,7 +129,12 @@ pub async fn relay(
             Some(t) => match to_openai_events(t, events) {
                 Ok(ev) => ev,
                 Err(msg) => {
-                    return fail(session, respond::error("upstream_error", "upstream_stream_failed", msg)).await;
+                    return fail(
+                        session,
+                        &mut out,
+                        respond::error("upstream_error", "upstream_stream_failed", msg),
+                    )
+                    .await;
                 }
             },
         };
@@ -121,26 +145,24 @@ pub async fn relay(
             if event.is_done() {
                 for (key, guard) in guards.iter_mut() {
                     match guard.finish() {
-                        Step::Emit(t) if !t.is_empty() => {
-                            send_json(session, &text_chunk(template.as_ref(), *key, t)).await?
-                        }
+                        Step::Emit(t) if !t.is_empty() => push_json(&mut out, &text_chunk(template.as_ref(), *key, t)),
                         Step::Emit(_) => {}
-                        Step::Blocked(d) => return fail(session, output_blocked(&d)).await,
+                        Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                     }
                 }
-                send(session, &event).await?;
+                out.extend_from_slice(&event.to_bytes());
                 done = true;
                 continue;
             }
             let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-                send(session, &event).await?;
+                out.extend_from_slice(&event.to_bytes());
                 continue;
             };
             let choices = v.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
             if choices.is_empty() && v.get("usage").is_some() {
                 usage = v.get("usage").cloned();
                 if include_usage {
-                    send_json(session, &v).await?;
+                    push_json(&mut out, &v);
                 }
                 continue;
             }
@@ -156,18 +178,18 @@ pub async fn relay(
                         .unwrap_or("")
                         .to_owned();
                     match guard.push(&pending_delta) {
-                        Step::Blocked(d) => return fail(session, output_blocked(&d)).await,
+                        Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                         Step::Emit(head) => {
                             let rest = match guard.finish() {
                                 Step::Emit(t) => t,
-                                Step::Blocked(d) => return fail(session, output_blocked(&d)).await,
+                                Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                             };
                             let text = format!("{head}{rest}");
                             // A finish chunk usually has no content field: send the text
                             // in a chunk of its own, just before it.
                             if !set_text_delta(StreamFormat::OpenAiChat, &mut v, key, text.clone()) && !text.is_empty()
                             {
-                                send_json(session, &text_chunk(template.as_ref(), key, text)).await?;
+                                push_json(&mut out, &text_chunk(template.as_ref(), key, text));
                             }
                         }
                     }
@@ -192,7 +214,7 @@ pub async fn relay(
                     Step::Emit(t) => {
                         set_text_delta(StreamFormat::OpenAiChat, &mut v, key, t);
                     }
-                    Step::Blocked(d) => return fail(session, output_blocked(&d)).await,
+                    Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                 }
             }
             if let Some(o) = v.as_object_mut()
@@ -200,15 +222,18 @@ pub async fn relay(
             {
                 o.remove("usage");
             }
-            template = Some(v.clone());
+            if template.is_none() {
+                template = Some(v.clone());
+            }
             if !only_empty_text(&v) {
-                send_json(session, &v).await?;
+                push_json(&mut out, &v);
             }
         }
     }
     if !done {
         return fail(
             session,
+            &mut out,
             respond::error(
                 "upstream_error",
                 "upstream_stream_ended",
@@ -217,6 +242,7 @@ pub async fn relay(
         )
         .await;
     }
+    flush(session, &mut out).await?;
     exchange.release().await;
     session.write_response_body(None, true).await?;
     Ok(usage)
@@ -338,6 +364,7 @@ pub async fn replay(session: &mut Session, body: &[u8], include_usage: bool, ext
 /// An error event in the client's stream format, then `[DONE]`.
 async fn fail_native(
     session: &mut Session,
+    out: &mut Vec<u8>,
     format: StreamFormat,
     code: &str,
     message: String,
@@ -353,19 +380,25 @@ async fn fail_native(
             data: json!({"type": "error", "error": {"type": if policy.is_some() { "policy_violation" } else { "upstream_error" }, "code": code, "message": message, "policy": policy}}).to_string(),
         },
     };
-    send(session, &event).await?;
-    send(session, &SseEvent::data("[DONE]")).await?;
+    out.extend_from_slice(&event.to_bytes());
+    out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
+    flush(session, out).await?;
     session.write_response_body(None, true).await?;
     Ok(None)
 }
 
-async fn blocked_native(session: &mut Session, format: StreamFormat, d: &kt_policy::Decision) -> Result<Option<Value>> {
+async fn blocked_native(
+    session: &mut Session,
+    out: &mut Vec<u8>,
+    format: StreamFormat,
+    d: &kt_policy::Decision,
+) -> Result<Option<Value>> {
     let body = output_blocked(d);
     let message = body["error"]["message"]
         .as_str()
         .unwrap_or("response blocked by policy")
         .to_owned();
-    fail_native(session, format, "output_blocked", message, d.policy).await
+    fail_native(session, out, format, "output_blocked", message, d.policy).await
 }
 
 /// The synthetic delta event carrying held-back text for stream `key` (sent before the
@@ -448,15 +481,29 @@ pub async fn relay_native(
     let mut sent: BTreeMap<u64, String> = BTreeMap::new();
     let mut usage = json!({});
     let mut done = false;
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
+        flush(session, &mut out).await?;
         let chunk = match exchange.chunk().await {
             Ok(Some(c)) => c,
             Ok(None) => break,
-            Err(e) => return fail_native(session, format, "upstream_stream_failed", e.to_string(), None).await,
+            Err(e) => {
+                return fail_native(session, &mut out, format, "upstream_stream_failed", e.to_string(), None).await;
+            }
         };
         let mut events = match parser.push(&chunk) {
             Ok(ev) => ev,
-            Err(e) => return fail_native(session, format, "invalid_upstream_stream", e.to_string(), None).await,
+            Err(e) => {
+                return fail_native(
+                    session,
+                    &mut out,
+                    format,
+                    "invalid_upstream_stream",
+                    e.to_string(),
+                    None,
+                )
+                .await;
+            }
         };
         if let Some(t) = translator.as_mut() {
             let mut out = Vec::new();
@@ -481,12 +528,12 @@ pub async fn relay_native(
                 continue;
             }
             if event.is_done() {
-                send(session, &event).await?;
+                out.extend_from_slice(&event.to_bytes());
                 done = true;
                 continue;
             }
             let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-                send(session, &event).await?;
+                out.extend_from_slice(&event.to_bytes());
                 continue;
             };
             let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
@@ -527,10 +574,10 @@ pub async fn relay_native(
                 match guard.finish() {
                     Step::Emit(t) if !t.is_empty() => {
                         sent.entry(key).or_default().push_str(&t);
-                        send(session, &delta_event(format, key, t, &v)).await?;
+                        out.extend_from_slice(&delta_event(format, key, t, &v).to_bytes());
                     }
                     Step::Emit(_) => {}
-                    Step::Blocked(d) => return blocked_native(session, format, &d).await,
+                    Step::Blocked(d) => return blocked_native(session, &mut out, format, &d).await,
                 }
                 guards.remove(&key);
             }
@@ -549,7 +596,7 @@ pub async fn relay_native(
                         sent.entry(key).or_default().push_str(&t);
                         set_text_delta(format, &mut v, key, t);
                     }
-                    Step::Blocked(d) => return blocked_native(session, format, &d).await,
+                    Step::Blocked(d) => return blocked_native(session, &mut out, format, &d).await,
                 }
             }
             if format == StreamFormat::Responses {
@@ -558,14 +605,13 @@ pub async fn relay_native(
             if held_everything {
                 continue;
             }
-            send(
-                session,
+            out.extend_from_slice(
                 &SseEvent {
                     event: event.event.clone(),
                     data: v.to_string(),
-                },
-            )
-            .await?;
+                }
+                .to_bytes(),
+            );
             if matches!(
                 kind.as_str(),
                 "message_stop" | "response.completed" | "response.incomplete" | "response.failed"
@@ -577,6 +623,7 @@ pub async fn relay_native(
     if !done {
         return fail_native(
             session,
+            &mut out,
             format,
             "upstream_stream_ended",
             "the upstream ended the stream early".into(),
@@ -584,6 +631,7 @@ pub async fn relay_native(
         )
         .await;
     }
+    flush(session, &mut out).await?;
     exchange.release().await;
     session.write_response_body(None, true).await?;
     Ok(Some(usage))

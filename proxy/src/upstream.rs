@@ -30,7 +30,12 @@ pub struct Upstream {
     pub azure: Option<(String, String)>,
     /// Full path for chat requests (`path_template`), replacing the computed one.
     pub chat_path: Option<String>,
+    /// The last resolved address and when it was resolved (host names only).
+    resolved: std::sync::Arc<std::sync::Mutex<Option<(SocketAddr, std::time::Instant)>>>,
 }
+
+/// How long a resolved upstream address is reused.
+const DNS_TTL: Duration = Duration::from_secs(30);
 
 /// Request/response format of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -86,6 +91,7 @@ impl Upstream {
             format: WireFormat::OpenAi,
             azure: None,
             chat_path: None,
+            resolved: Default::default(),
         })
     }
 
@@ -122,12 +128,31 @@ impl Upstream {
         }
     }
 
-    async fn peer(&self, timeout: Duration) -> Result<HttpPeer, UpstreamError> {
-        let addr: SocketAddr = tokio::net::lookup_host((self.host.as_str(), self.port))
+    /// The upstream address: IP literals directly, host names through the resolver (off the
+    /// worker threads), cached for `DNS_TTL`.
+    async fn address(&self) -> Result<SocketAddr, UpstreamError> {
+        if let Ok(ip) = self.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
+            return Ok(SocketAddr::new(ip, self.port));
+        }
+        if let Ok(cached) = self.resolved.lock()
+            && let Some((addr, at)) = *cached
+            && at.elapsed() < DNS_TTL
+        {
+            return Ok(addr);
+        }
+        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
             .await
             .map_err(|e| UpstreamError::Resolve(self.host.clone(), e.to_string()))?
             .next()
             .ok_or_else(|| UpstreamError::Resolve(self.host.clone(), "no address".into()))?;
+        if let Ok(mut cached) = self.resolved.lock() {
+            *cached = Some((addr, std::time::Instant::now()));
+        }
+        Ok(addr)
+    }
+
+    async fn peer(&self, timeout: Duration) -> Result<HttpPeer, UpstreamError> {
+        let addr = self.address().await?;
         let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
