@@ -650,3 +650,44 @@ fn reload_under_load_fails_no_request() {
     assert!(done.load(Ordering::SeqCst) > 20, "load ran");
     assert_eq!(failures.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn streamed_tool_calls_are_held_and_checked_by_the_tool_phase() {
+    let p = MockProvider::start(openai_echo(""));
+    let config = |required: &str| {
+        format!(
+            "{}policy:\n  tool-validation:\n    declared_tools: [get_weather]\n    schemas:\n      get_weather: {{type: object, required: [{required}], properties: {{city: {{type: string}}, unit: {{type: string}}}}}}\nproviders:\n  targets:\n{}",
+            head("tool-validation"),
+            target("p", &p.url, None, "")
+        )
+    };
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "weather?"}],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}]})
+    .to_string();
+    // Valid arguments: one complete call, then the finish chunk.
+    let (_dir, gw) = start(&config("city"));
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200);
+    let datas: Vec<Value> = sse_events(&r.body)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str(d).ok())
+        .collect();
+    let calls: Vec<&Value> = datas
+        .iter()
+        .filter_map(|v| v.pointer("/choices/0/delta/tool_calls/0"))
+        .collect();
+    assert_eq!(calls.len(), 1, "the call arrives whole: {datas:?}");
+    assert_eq!(calls[0]["function"]["name"], "get_weather");
+    assert_eq!(calls[0]["function"]["arguments"], "{\"city\": \"Paris\"}");
+    assert_eq!(calls[0]["id"], "call_1");
+    // Arguments that break the schema: no fragment reaches the client; an error ends the stream.
+    let (_dir, gw) = start(&config("city, unit"));
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("Paris"), "no argument fragment leaks: {}", r.text());
+    let events = sse_events(&r.body);
+    let last_two: Vec<&str> = events.iter().rev().take(2).map(|(_, d)| d.as_str()).collect();
+    assert_eq!(last_two[0], "[DONE]", "{}", r.text());
+    assert!(last_two[1].contains("policy_violation"), "{}", last_two[1]);
+    assert!(last_two[1].contains("tool-validation"), "{}", last_two[1]);
+}

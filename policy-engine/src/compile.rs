@@ -109,6 +109,11 @@ impl CompiledPolicy {
         }
     }
 
+    /// Whether any policy runs in `phase` (false for a disabled pack).
+    pub fn runs_phase(&self, phase: Phase) -> bool {
+        self.config.pack.enabled && !self.phase_members(phase).is_empty()
+    }
+
     pub fn config(&self) -> &PolicyConfig {
         &self.config
     }

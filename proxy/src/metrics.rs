@@ -104,13 +104,25 @@ impl Metrics {
 
     pub fn record(&self, r: &RequestRecord<'_>) {
         self.processed.fetch_add(1, Ordering::Relaxed);
-        *lock(&self.requests)
-            .entry((r.provider.to_owned(), r.model.to_owned(), r.status))
-            .or_default() += 1;
-        observe(
-            lock(&self.durations).entry(r.provider.to_owned()).or_default(),
-            r.seconds,
-        );
+        {
+            let mut requests = lock(&self.requests);
+            let hit = requests
+                .iter_mut()
+                .find(|((p, m, st), _)| p == r.provider && m == r.model && *st == r.status);
+            match hit {
+                Some((_, n)) => *n += 1,
+                None => {
+                    requests.insert((r.provider.to_owned(), r.model.to_owned(), r.status), 1);
+                }
+            }
+        }
+        {
+            let mut durations = lock(&self.durations);
+            match durations.get_mut(r.provider) {
+                Some(h) => observe(h, r.seconds),
+                None => observe(durations.entry(r.provider.to_owned()).or_default(), r.seconds),
+            }
+        }
         observe(&mut lock(&self.overhead), r.overhead_seconds);
         let mut ev = lock(&self.evaluations);
         for p in &r.policies {
@@ -118,11 +130,16 @@ impl Metrics {
         }
         drop(ev);
         let mut t = lock(&self.tokens);
-        if r.input_tokens > 0 {
-            *t.entry(("input", r.model.to_owned())).or_default() += r.input_tokens;
-        }
-        if r.output_tokens > 0 {
-            *t.entry(("output", r.model.to_owned())).or_default() += r.output_tokens;
+        for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+            if n == 0 {
+                continue;
+            }
+            match t.iter_mut().find(|((d, m), _)| *d == direction && m == r.model) {
+                Some((_, total)) => *total += n,
+                None => {
+                    t.insert((direction, r.model.to_owned()), n);
+                }
+            }
         }
         drop(t);
         if r.rate_limited {

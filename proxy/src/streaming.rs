@@ -33,6 +33,34 @@ async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
     send(session, &SseEvent::data(v.to_string())).await
 }
 
+/// Polls a future once, without waiting.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
+/// The next upstream chunk. What is already readable is taken without waiting, so the
+/// events of several upstream chunks leave in one write; before waiting for the upstream,
+/// everything gathered is written to the client (nothing is held back for batching).
+/// A body read that is not ready has consumed nothing, so dropping it loses no data.
+async fn next_chunk(
+    session: &mut Session,
+    exchange: &mut Exchange<'_>,
+    out: &mut Vec<u8>,
+) -> Result<std::result::Result<Option<Bytes>, crate::upstream::UpstreamError>> {
+    if out.len() < 64 * 1024
+        && let Some(ready) = poll_once(exchange.chunk())
+    {
+        return Ok(ready);
+    }
+    flush(session, out).await?;
+    Ok(exchange.chunk().await)
+}
+
 /// Appends one `data:` event carrying `v`.
 fn push_json(out: &mut Vec<u8>, v: &Value) {
     out.extend_from_slice(&SseEvent::data(v.to_string()).to_bytes());
@@ -99,9 +127,16 @@ pub async fn relay(
     let mut template: Option<Value> = None;
     let mut done = false;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
+    // Without output policies or translation, events pass through as they are; only a
+    // usage chunk is looked at (captured, and dropped unless the client asked for it).
+    let raw = translator.is_none()
+        && !policy.runs_phase(kt_policy::Phase::Output)
+        && !policy.runs_phase(kt_policy::Phase::Tool);
+    // Streamed tool calls are held until complete, checked by the tool phase, then sent.
+    let tool_phase = policy.runs_phase(kt_policy::Phase::Tool);
+    let mut calls: Vec<HeldCall> = Vec::new();
     loop {
-        flush(session, &mut out).await?;
-        let chunk = match exchange.chunk().await {
+        let chunk = match next_chunk(session, &mut exchange, &mut out).await? {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
@@ -113,6 +148,34 @@ pub async fn relay(
                 .await;
             }
         };
+        if raw {
+            let events = match parser.push(&chunk) {
+                Ok(ev) => ev,
+                Err(e) => {
+                    let body = respond::error("upstream_error", "invalid_upstream_stream", e.to_string());
+                    return fail(session, &mut out, body).await;
+                }
+            };
+            for event in events {
+                if done {
+                    continue;
+                }
+                if event.is_done() {
+                    done = true;
+                } else if event.data.contains("\"usage\":{")
+                    && let Ok(v) = serde_json::from_str::<Value>(&event.data)
+                    && v.get("usage").is_some_and(Value::is_object)
+                {
+                    usage = v.get("usage").cloned();
+                    let only_usage = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
+                    if only_usage && !include_usage {
+                        continue;
+                    }
+                }
+                out.extend_from_slice(&event.to_bytes());
+            }
+            continue;
+        }
         let events = match parser.push(&chunk) {
             Ok(ev) => ev,
             Err(e) => {
@@ -143,6 +206,12 @@ pub async fn relay(
                 continue;
             }
             if event.is_done() {
+                if !calls.is_empty() {
+                    match release_calls(policy, request, headers, opts, &mut calls, template.as_ref()) {
+                        Ok(chunks) => chunks.iter().for_each(|c| push_json(&mut out, c)),
+                        Err(d) => return fail(session, &mut out, d.error_body()).await,
+                    }
+                }
                 for (key, guard) in guards.iter_mut() {
                     match guard.finish() {
                         Step::Emit(t) if !t.is_empty() => push_json(&mut out, &text_chunk(template.as_ref(), *key, t)),
@@ -158,8 +227,8 @@ pub async fn relay(
                 out.extend_from_slice(&event.to_bytes());
                 continue;
             };
-            let choices = v.get("choices").and_then(Value::as_array).cloned().unwrap_or_default();
-            if choices.is_empty() && v.get("usage").is_some() {
+            let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if no_choices && v.get("usage").is_some_and(Value::is_object) {
                 usage = v.get("usage").cloned();
                 if include_usage {
                     push_json(&mut out, &v);
@@ -167,17 +236,27 @@ pub async fn relay(
                 continue;
             }
             // Text still held for a choice goes out before that choice's finish reason.
-            for c in &choices {
-                let key = c.get("index").and_then(Value::as_u64).unwrap_or(0);
-                if c.get("finish_reason").is_some_and(|f| !f.is_null())
-                    && let Some(guard) = guards.get_mut(&key)
-                {
-                    let pending_delta = c
-                        .pointer("/delta/content")
-                        .and_then(Value::as_str)
-                        .unwrap_or("")
-                        .to_owned();
-                    match guard.push(&pending_delta) {
+            let finishing: Vec<(u64, String)> = v
+                .get("choices")
+                .and_then(Value::as_array)
+                .map(|cs| {
+                    cs.iter()
+                        .enumerate()
+                        .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                        .map(|(i, c)| {
+                            let key = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+                            let text = c.pointer("/delta/content").and_then(Value::as_str).unwrap_or("");
+                            (key, text.to_owned())
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut flushed: Vec<u64> = Vec::new();
+            for (key, pending_delta) in &finishing {
+                let key = *key;
+                if let Some(guard) = guards.get_mut(&key) {
+                    flushed.push(key);
+                    match guard.push(pending_delta) {
                         Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                         Step::Emit(head) => {
                             let rest = match guard.finish() {
@@ -197,13 +276,7 @@ pub async fn relay(
             }
             let deltas: Vec<(u64, String)> = text_deltas(StreamFormat::OpenAiChat, &v)
                 .into_iter()
-                .filter(|(key, _)| {
-                    !choices.iter().any(|c| {
-                        c.get("index").and_then(Value::as_u64).unwrap_or(0) == *key
-                            && c.get("finish_reason").is_some_and(|f| !f.is_null())
-                            && guards.contains_key(key)
-                    })
-                })
+                .filter(|(key, _)| !flushed.contains(key))
                 .map(|(k, t)| (k, t.to_owned()))
                 .collect();
             for (key, text) in deltas {
@@ -217,6 +290,15 @@ pub async fn relay(
                     Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                 }
             }
+            if tool_phase {
+                hold_tool_calls(&mut v, &mut calls);
+                if !finishing.is_empty() && !calls.is_empty() {
+                    match release_calls(policy, request, headers, opts, &mut calls, template.as_ref()) {
+                        Ok(chunks) => chunks.iter().for_each(|c| push_json(&mut out, c)),
+                        Err(d) => return fail(session, &mut out, d.error_body()).await,
+                    }
+                }
+            }
             if let Some(o) = v.as_object_mut()
                 && !include_usage
             {
@@ -225,7 +307,7 @@ pub async fn relay(
             if template.is_none() {
                 template = Some(v.clone());
             }
-            if !only_empty_text(&v) {
+            if !only_empty_text(&v) && !empty_delta(&v) {
                 push_json(&mut out, &v);
             }
         }
@@ -246,6 +328,127 @@ pub async fn relay(
     exchange.release().await;
     session.write_response_body(None, true).await?;
     Ok(usage)
+}
+
+/// A streamed tool call being assembled: (choice, call index, id, name, arguments).
+#[derive(Debug)]
+struct HeldCall {
+    choice: u64,
+    index: u64,
+    id: Value,
+    name: String,
+    args: String,
+}
+
+/// Moves the tool-call deltas of `v` into `calls`.
+fn hold_tool_calls(v: &mut Value, calls: &mut Vec<HeldCall>) {
+    let Some(cs) = v.get_mut("choices").and_then(Value::as_array_mut) else {
+        return;
+    };
+    for (i, c) in cs.iter_mut().enumerate() {
+        let choice = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
+        let Some(Value::Array(tcs)) = c
+            .get_mut("delta")
+            .and_then(Value::as_object_mut)
+            .and_then(|d| d.remove("tool_calls"))
+        else {
+            continue;
+        };
+        for tc in tcs {
+            let index = tc.get("index").and_then(Value::as_u64).unwrap_or(0);
+            let at = match calls.iter().position(|h| h.choice == choice && h.index == index) {
+                Some(at) => at,
+                None => {
+                    calls.push(HeldCall {
+                        choice,
+                        index,
+                        id: Value::Null,
+                        name: String::new(),
+                        args: String::new(),
+                    });
+                    calls.len() - 1
+                }
+            };
+            let held = &mut calls[at];
+            if let Some(id) = tc.get("id").filter(|id| !id.is_null()) {
+                held.id = id.clone();
+            }
+            if let Some(n) = tc.pointer("/function/name").and_then(Value::as_str) {
+                held.name.push_str(n);
+            }
+            if let Some(a) = tc.pointer("/function/arguments").and_then(Value::as_str) {
+                held.args.push_str(a);
+            }
+        }
+    }
+}
+
+/// Runs the tool phase (and output phase) over the complete held tool calls; on a pass,
+/// the chunks that carry them (arguments as the policies left them), one per choice.
+fn release_calls(
+    policy: &CompiledPolicy,
+    request: &Value,
+    headers: &Headers,
+    opts: EvalOptions,
+    calls: &mut Vec<HeldCall>,
+    template: Option<&Value>,
+) -> std::result::Result<Vec<Value>, Box<kt_policy::Decision>> {
+    let mut choices: Vec<u64> = calls.iter().map(|c| c.choice).collect();
+    choices.dedup();
+    let mut chunks = Vec::new();
+    for choice in choices {
+        let tool_calls: Vec<Value> = calls
+            .iter()
+            .filter(|c| c.choice == choice)
+            .map(|c| json!({"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.args}}))
+            .collect();
+        let mut resp = json!({"choices": [{"index": choice, "finish_reason": "tool_calls",
+            "message": {"role": "assistant", "content": null, "tool_calls": tool_calls}}]});
+        let d = policy.evaluate_response(request, &mut resp, headers, opts);
+        if d.verdict.is_terminal() {
+            calls.clear();
+            return Err(Box::new(d));
+        }
+        let checked: Vec<Value> = resp
+            .pointer("/choices/0/message/tool_calls")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut c = c.clone();
+                        c["index"] = json!(i);
+                        c
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut chunk = template
+            .cloned()
+            .unwrap_or_else(|| json!({"object": "chat.completion.chunk"}));
+        if let Some(o) = chunk.as_object_mut() {
+            o.remove("usage");
+        }
+        chunk["choices"] = json!([{"index": choice, "delta": {"tool_calls": checked}, "finish_reason": null}]);
+        chunks.push(chunk);
+    }
+    calls.clear();
+    Ok(chunks)
+}
+
+/// A chunk whose every choice has an empty delta and no finish reason (its tool-call
+/// deltas were taken out to be held).
+fn empty_delta(v: &Value) -> bool {
+    v.get("usage").is_none_or(Value::is_null)
+        && v.get("choices").and_then(Value::as_array).is_some_and(|cs| {
+            !cs.is_empty()
+                && cs.iter().all(|c| {
+                    c.get("finish_reason").is_none_or(Value::is_null)
+                        && c.get("delta")
+                            .and_then(Value::as_object)
+                            .is_some_and(|d| d.values().all(Value::is_null))
+                })
+        })
 }
 
 /// Anthropic Messages events → OpenAI chunk events (and `[DONE]` after `message_stop`).
@@ -483,8 +686,7 @@ pub async fn relay_native(
     let mut done = false;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        flush(session, &mut out).await?;
-        let chunk = match exchange.chunk().await {
+        let chunk = match next_chunk(session, &mut exchange, &mut out).await? {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {

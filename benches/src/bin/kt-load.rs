@@ -37,7 +37,13 @@ fn main() {
     let result = match args.first().map(String::as_str) {
         Some("mock") => mock_main(&args[1..]),
         Some("run") => run_main(&args[1..]),
-        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR".into()),
+        Some("hit") => hit_main(&args[1..]),
+        Some("config") => {
+            // The realistic chain the harness runs as kt-chain (for profiling by hand).
+            print!("{}", kt_benches::realistic_config(1000));
+            Ok(())
+        }
+        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--stream]".into()),
     };
     if let Err(e) = result {
         eprintln!("kt-load: {e}");
@@ -560,6 +566,28 @@ fn median(v: &[f64]) -> f64 {
     let mut s = v.to_vec();
     s.sort_by(f64::total_cmp);
     s[s.len() / 2]
+}
+
+/// Load on one address (for profiling a single target).
+fn hit_main(args: &[String]) -> Res<()> {
+    let addr = flag(args, "--addr").ok_or("--addr is required")?.to_owned();
+    let secs: f64 = flag(args, "--seconds").and_then(|v| v.parse().ok()).unwrap_or(10.0);
+    let conns: usize = flag(args, "--connections").and_then(|v| v.parse().ok()).unwrap_or(32);
+    let kib: usize = flag(args, "--kib").and_then(|v| v.parse().ok()).unwrap_or(1);
+    let mut body = kt_benches::chat_body(kib * 1024, 7);
+    if args.iter().any(|a| a == "--stream") {
+        body["stream"] = json!(true);
+    }
+    let req = Arc::new(request_bytes(&addr, &serde_json::to_vec(&body).unwrap_or_default(), ""));
+    let st = runtime()?.block_on(closed_loop(&addr, req, conns, secs));
+    println!(
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+        st.rps(),
+        st.pct(0.5),
+        st.pct(0.99),
+        st.errors
+    );
+    Ok(())
 }
 
 fn run_main(args: &[String]) -> Res<()> {

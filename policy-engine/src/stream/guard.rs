@@ -14,7 +14,7 @@ use crate::exchange::Headers;
 /// Default bytes held back: longer than any entity the detectors recognise.
 pub const DEFAULT_HOLD_BACK: usize = 256;
 /// Policies run again once this many new bytes are pending beyond the hold-back window.
-const BATCH: usize = 32;
+const BATCH: usize = 128;
 /// Bytes of already-emitted text shown to the policies as context (e.g. "SSN:" before a
 /// number that arrives in the next delta).
 const CONTEXT: usize = 64;
