@@ -64,6 +64,9 @@ pub struct RunArgs {
     /// Upstream requests in flight at most; more wait up to 10 s for a slot, then get 503 overloaded
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_MAX_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrency: u32,
+    /// Runtime token: when set, the /keeptrusts/* admin routes require `Authorization: Bearer <token>`
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
     /// Write one decision event per chat request as a JSON line: a file path, or `-` for stdout
     #[arg(long, env = "KEEPTRUSTS_EVENTS", value_name = "FILE|-")]
     pub events: Option<String>,
@@ -165,6 +168,7 @@ fn serve(args: RunArgs) -> Result<Exit> {
         upstream_override: upstream,
         fail_mode,
         max_concurrency: args.max_concurrency as usize,
+        api_token: args.api_token.clone(),
         threads: args.threads,
         events: args.events.map(|e| {
             if e == "-" {

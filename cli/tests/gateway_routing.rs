@@ -691,3 +691,73 @@ fn streamed_tool_calls_are_held_and_checked_by_the_tool_phase() {
     assert!(last_two[1].contains("policy_violation"), "{}", last_two[1]);
     assert!(last_two[1].contains("tool-validation"), "{}", last_two[1]);
 }
+
+#[test]
+fn admin_routes_need_the_api_token_when_one_is_set() {
+    let p = MockProvider::start(openai_echo(""));
+    let yaml = format!("{}providers:\n  targets:\n{}", head(""), target("p", &p.url, None, ""));
+    let dir = config_dir(&yaml);
+    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("KEEPTRUSTS_GATEWAY_TOKEN", "admin-secret")]);
+    for path in ["/keeptrusts/config", "/keeptrusts/providers/metrics"] {
+        let r = http(&gw.addr, "GET", path, None).expect("answer");
+        assert_eq!(r.status, 401, "{path}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "unauthorized");
+        let r = http_with(&gw.addr, "GET", path, None, &[("authorization", "Bearer wrong-secret")]).expect("answer");
+        assert_eq!(r.status, 401);
+        let r = http_with(&gw.addr, "GET", path, None, &[("authorization", "Bearer admin-secret")]).expect("answer");
+        assert_eq!(r.status, 200, "{path}");
+    }
+    let r = http(&gw.addr, "POST", "/keeptrusts/config/reload", None).expect("answer");
+    assert_eq!(r.status, 401);
+    // Model routes and health stay as they were.
+    assert_eq!(chat(&gw.addr, "m", "hi").status, 200);
+    assert_eq!(http(&gw.addr, "GET", "/health", None).map(|r| r.status), Some(200));
+}
+
+#[test]
+fn a_slow_reader_does_not_hold_up_anyone_else() {
+    use std::io::{Read, Write};
+    let long = "word ".repeat(4000);
+    let p = MockProvider::start(move |req: &Request| {
+        if req.wants_stream() {
+            Reply::sse_data(chat_chunks(&long, 8, false), 0)
+        } else {
+            openai_echo("")(req)
+        }
+    });
+    let yaml = format!(
+        "{}providers:\n  targets:\n{}",
+        head("pii-detector"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let mut slow = std::net::TcpStream::connect(&gw.addr).expect("connect");
+    let body =
+        json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "long please"}]}).to_string();
+    let head = format!(
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    slow.write_all(head.as_bytes()).expect("send");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    // Read a trickle while others are served promptly.
+    for _ in 0..20 {
+        let n = slow.read(&mut buf).expect("read");
+        got.extend_from_slice(&buf[..n]);
+        let t = std::time::Instant::now();
+        assert_eq!(chat(&gw.addr, "m", "quick").status, 200);
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "a quick request waited {:?}",
+            t.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    slow.read_to_end(&mut got).expect("rest");
+    let text = String::from_utf8_lossy(&got);
+    assert!(
+        text.contains("data: [DONE]"),
+        "the slow reader still gets the whole stream"
+    );
+}

@@ -640,7 +640,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         h.push(("x-keeptrusts-attempts", attempts.to_string()));
         let usage = match client {
             ClientApi::OpenAiChat => {
-                crate::streaming::relay(
+                Box::pin(crate::streaming::relay(
                     session,
                     exchange,
                     policy,
@@ -650,11 +650,11 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                     include_usage,
                     anthropic.then(|| AnthropicToOpenAiStream::new(now_secs())),
                     h,
-                )
+                ))
                 .await?
             }
             ClientApi::AnthropicMessages => {
-                crate::streaming::relay_native(
+                Box::pin(crate::streaming::relay_native(
                     session,
                     exchange,
                     StreamFormat::Anthropic,
@@ -664,11 +664,11 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                     gw.opts(),
                     (!anthropic).then(OpenAiToAnthropicStream::new),
                     h,
-                )
+                ))
                 .await?
             }
             ClientApi::Responses => {
-                crate::streaming::relay_native(
+                Box::pin(crate::streaming::relay_native(
                     session,
                     exchange,
                     StreamFormat::Responses,
@@ -678,7 +678,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                     gw.opts(),
                     None,
                     h,
-                )
+                ))
                 .await?
             }
             ClientApi::Embeddings => None,

@@ -37,6 +37,8 @@ pub struct Gateway {
     pub(crate) concurrency: Arc<Semaphore>,
     pub(crate) max_concurrency: usize,
     pub(crate) cache: Arc<ResponseCache>,
+    /// `--api-token`: required on the `/keeptrusts/*` admin routes when set.
+    pub(crate) admin_token: Option<String>,
 }
 
 /// The API a client speaks.
@@ -107,6 +109,7 @@ impl Gateway {
             concurrency: Arc::new(Semaphore::new(max_concurrency.max(1))),
             max_concurrency: max_concurrency.max(1),
             cache,
+            admin_token: None,
         }
     }
 
@@ -169,6 +172,11 @@ impl Gateway {
     }
 }
 
+/// Compares two secrets in time that depends only on their lengths.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
 pub(crate) fn request_id(session: &Session) -> String {
     session
         .req_header()
@@ -223,6 +231,26 @@ impl ProxyHttp for Gateway {
             respond::json(session, 431, &body, &base).await?;
             return Ok(true);
         }
+        if path.starts_with("/keeptrusts/")
+            && let Some(token) = &self.admin_token
+        {
+            let presented = session
+                .req_header()
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same(presented.as_bytes(), token.as_bytes()) {
+                let body = error(
+                    "authentication_error",
+                    "unauthorized",
+                    "admin routes need `Authorization: Bearer <token>` with the gateway's --api-token",
+                );
+                respond::json(session, 401, &body, &base).await?;
+                return Ok(true);
+            }
+        }
         let api = match path.as_str() {
             "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
             "/v1/messages" => Some(ClientApi::AnthropicMessages),
@@ -237,7 +265,7 @@ impl ProxyHttp for Gateway {
                     api: api.name(),
                     ..EventData::default()
                 });
-                crate::api::serve(self, session, ctx, &id, api).await?
+                Box::pin(crate::api::serve(self, session, ctx, &id, api)).await?
             }
             ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base).await?,
             ("GET", "/metrics", _) => {

@@ -48,6 +48,8 @@ pub struct RunOptions {
     pub fail_mode: FailMode,
     /// Upstream requests in flight at most (`--max-concurrency`).
     pub max_concurrency: usize,
+    /// When set, `/keeptrusts/*` admin routes require `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
     /// Worker threads of the proxy service.
     pub threads: usize,
     /// Where decision events go (`None`: not recorded).
@@ -129,7 +131,8 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         }
         None => events::EventSink::disabled(),
     };
-    let gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
+    let mut gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
+    gw.admin_token = opts.api_token.filter(|t| !t.is_empty());
     let mut service = pingora::proxy::http_proxy_service(&server.configuration, gw);
     service.add_tcp(&opts.listen);
     server.add_service(service);
