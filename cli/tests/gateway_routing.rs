@@ -513,6 +513,28 @@ fn gzip_answers_and_sse_split_at_awkward_offsets_are_handled() {
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["choices"][0]["message"]["content"], "echo: hi at [EMAIL]");
 
+    // A JSON answer arriving a few bytes at a time, cut through the head and the body.
+    for split in [1usize, 5, 17] {
+        let j = MockProvider::start(move |req: &Request| Reply::JsonSplit {
+            body: chat_completion(&format!("echo: {} at bob@example.com", req.last_text()), "m"),
+            split,
+            pace: Duration::from_micros(200),
+        });
+        let yaml = format!(
+            "{}providers:\n  targets:\n{}",
+            head("pii-detector"),
+            target("j", &j.url, None, "")
+        );
+        let (_dir, gw) = start(&yaml);
+        let r = chat(&gw.addr, "m", "hi");
+        assert_eq!(r.status, 200, "split {split}: {}", r.text());
+        assert_eq!(
+            r.json()["choices"][0]["message"]["content"],
+            "echo: hi at [EMAIL]",
+            "split {split}"
+        );
+    }
+
     // A secret spread over three writes of 7 bytes and events cut mid-line.
     for split in [1usize, 7, 13] {
         let s = MockProvider::start(move |_req: &Request| {

@@ -43,7 +43,7 @@ fn main() {
             print!("{}", kt_benches::realistic_config(1000));
             Ok(())
         }
-        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--stream]".into()),
+        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--stream] [--rate R]".into()),
     };
     if let Err(e) = result {
         eprintln!("kt-load: {e}");
@@ -579,12 +579,16 @@ fn hit_main(args: &[String]) -> Res<()> {
         body["stream"] = json!(true);
     }
     let req = Arc::new(request_bytes(&addr, &serde_json::to_vec(&body).unwrap_or_default(), ""));
-    let st = runtime()?.block_on(closed_loop(&addr, req, conns, secs));
+    let st = match flag(args, "--rate").and_then(|v| v.parse::<f64>().ok()) {
+        Some(rate) => runtime()?.block_on(fixed_rate(&addr, req, rate, secs, conns)),
+        None => runtime()?.block_on(closed_loop(&addr, req, conns, secs)),
+    };
     println!(
-        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, errors {}",
+        "{:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, errors {}",
         st.rps(),
         st.pct(0.5),
         st.pct(0.99),
+        st.pct(0.999),
         st.errors
     );
     Ok(())
