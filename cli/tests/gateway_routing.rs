@@ -783,3 +783,38 @@ fn a_slow_reader_does_not_hold_up_anyone_else() {
         "the slow reader still gets the whole stream"
     );
 }
+
+#[test]
+fn a_missing_credential_stops_startup_and_is_refused_on_reload() {
+    let p = MockProvider::start(openai_echo(""));
+    let with_env = |var: &str| {
+        format!(
+            "{}providers:\n  targets:\n    - {{id: p, provider: openai-compatible, base_url: \"{}\", secret_key_ref: {{env: {var}}}}}\n",
+            head(""),
+            p.url
+        )
+    };
+    // Start-up: exit 2 naming the target and the variable.
+    let dir = config_dir(&with_env("KT_TEST_UNSET_KEY_1"));
+    let out = std::process::Command::new(KT)
+        .args(["gateway", "run", "--listen", &kt_testkit::free_addr()])
+        .current_dir(dir.path())
+        .output()
+        .expect("runs");
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("target 'p'") && stderr.contains("KT_TEST_UNSET_KEY_1"),
+        "{stderr}"
+    );
+    // Reload: rejected with the reason, the running configuration keeps serving.
+    let dir = config_dir(&with_env("KT_TEST_SET_KEY"));
+    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("KT_TEST_SET_KEY", "sk-1")]);
+    assert_eq!(chat(&gw.addr, "m", "hi").status, 200);
+    assert_eq!(p.received()[0].header("authorization"), Some("Bearer sk-1"));
+    std::fs::write(dir.path().join("policy-config.yaml"), with_env("KT_TEST_UNSET_KEY_2")).expect("write");
+    let r = http(&gw.addr, "POST", "/keeptrusts/config/reload", None).expect("reload");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert!(r.text().contains("KT_TEST_UNSET_KEY_2"), "{}", r.text());
+    assert_eq!(chat(&gw.addr, "m", "still").status, 200);
+}

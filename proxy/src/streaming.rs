@@ -95,16 +95,21 @@ async fn stream_header(session: &mut Session, extra: &respond::Headers) -> Resul
     session.write_response_header(Box::new(resp), false).await
 }
 
-/// A chunk carrying `text` for choice `key`, shaped like the upstream's own chunks.
-fn text_chunk(template: Option<&Value>, key: u64, text: String) -> Value {
+/// A chunk with `delta` for choice `key`, shaped like the upstream's own chunks.
+fn chunk_like(template: Option<&Value>, key: u64, delta: Value) -> Value {
     let mut v = template
         .cloned()
         .unwrap_or_else(|| json!({"object": "chat.completion.chunk"}));
     if let Some(o) = v.as_object_mut() {
         o.remove("usage");
     }
-    v["choices"] = json!([{"index": key, "delta": {"content": text}, "finish_reason": null}]);
+    v["choices"] = json!([{"index": key, "delta": delta, "finish_reason": null}]);
     v
+}
+
+/// A chunk carrying `text` for choice `key`.
+fn text_chunk(template: Option<&Value>, key: u64, text: String) -> Value {
+    chunk_like(template, key, json!({"content": text}))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -423,14 +428,7 @@ fn release_calls(
                     .collect()
             })
             .unwrap_or_default();
-        let mut chunk = template
-            .cloned()
-            .unwrap_or_else(|| json!({"object": "chat.completion.chunk"}));
-        if let Some(o) = chunk.as_object_mut() {
-            o.remove("usage");
-        }
-        chunk["choices"] = json!([{"index": choice, "delta": {"tool_calls": checked}, "finish_reason": null}]);
-        chunks.push(chunk);
+        chunks.push(chunk_like(template, choice, json!({"tool_calls": checked})));
     }
     calls.clear();
     Ok(chunks)
