@@ -116,8 +116,7 @@ impl Gateway {
     /// The limiters for `rt`'s quotas: the current ones when the quotas are unchanged.
     pub(crate) fn rate_limits_for(&self, rt: &Runtime) -> Arc<Limits> {
         let current = self.rate_limits.load_full();
-        let key = Limits::key_of(rt.policy.config());
-        if current.key == key {
+        if current.key == rt.limits_key {
             return current;
         }
         let fresh = Arc::new(Limits::new(rt.policy.config()));

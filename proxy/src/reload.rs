@@ -23,6 +23,8 @@ use serde_json::{Value, json};
 pub struct Runtime {
     pub policy: CompiledPolicy,
     pub router: Router,
+    /// The rate-limit quotas of this configuration (`Limits::key_of`), computed once.
+    pub limits_key: String,
 }
 
 impl Runtime {
@@ -34,7 +36,12 @@ impl Runtime {
     ) -> Result<Runtime, String> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let router = Router::build(policy.config(), override_upstream, registry, &env)?;
-        Ok(Runtime { policy, router })
+        let limits_key = crate::limits::Limits::key_of(policy.config());
+        Ok(Runtime {
+            policy,
+            router,
+            limits_key,
+        })
     }
 }
 
