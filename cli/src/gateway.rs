@@ -156,7 +156,6 @@ fn serve(args: RunArgs) -> Result<Exit> {
         c.pack.version,
         &policy.digest()[..12]
     );
-    eprintln!("Gateway listening on http://{}", args.listen);
     let fail_mode = match args.fail_mode {
         FailModeArg::Block => FailMode::Block,
         FailModeArg::Allow => FailMode::Allow,

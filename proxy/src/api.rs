@@ -494,6 +494,9 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                 continue;
             }
         };
+        if let Some((previous, _)) = &last {
+            gw.metrics.fallback(&previous.id);
+        }
         attempts += 1;
         let bytes = match body {
             Cow::Borrowed(_) if unchanged => body_bytes.clone(),
@@ -569,7 +572,6 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                 failure
             }
         };
-        gw.metrics.fallback(&target.id);
         last = Some((target, failure));
     }
 

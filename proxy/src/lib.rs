@@ -106,6 +106,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
             u.path_for("")
         );
     }
+    eprintln!("Gateway listening on http://{}", opts.listen);
     let mut server = server(opts.threads, 1)?;
     let source = Arc::new(reload::PolicySource {
         files: opts.policy_files,
