@@ -818,3 +818,24 @@ fn a_missing_credential_stops_startup_and_is_refused_on_reload() {
     assert!(r.text().contains("KT_TEST_UNSET_KEY_2"), "{}", r.text());
     assert_eq!(chat(&gw.addr, "m", "still").status, 200);
 }
+
+#[test]
+fn an_escalation_without_a_control_plane_is_a_409_escalation_required() {
+    let p = MockProvider::start(|_req: &Request| {
+        Reply::json(
+            200,
+            chat_completion("You should buy Acme shares now; put all your savings into them.", "m"),
+        )
+    });
+    let yaml = format!(
+        "{}policy:\n  human-oversight: {{require_human_for: [financial_advice], action: escalate}}\nproviders:\n  targets:\n{}",
+        head("human-oversight"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let r = chat(&gw.addr, "m", "what should I do with my savings?");
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "escalation_required");
+    assert_eq!(r.header("x-keeptrusts-decision").as_deref(), Some("escalate"));
+    assert!(!r.text().contains("Acme"), "the held answer is not delivered");
+}
