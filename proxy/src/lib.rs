@@ -65,11 +65,14 @@ pub enum GatewayError {
     Config(String),
 }
 
-/// A bootstrapped Pingora server with our own CLI in charge (no pingora argv parsing) and
-/// short shutdown grace periods (the 300 s default would hold a stopped gateway for minutes).
+/// A bootstrapped Pingora server with our own CLI in charge (no pingora argv parsing),
+/// short shutdown grace periods (the 300 s default would hold a stopped gateway for
+/// minutes), and one single-threaded runtime per worker thread instead of work stealing:
+/// a request never moves between threads, which measured cheaper per request.
 pub(crate) fn server(threads: usize, grace_seconds: u64) -> Result<Server, GatewayError> {
     let conf = ServerConf {
         threads: threads.max(1),
+        work_stealing: false,
         grace_period_seconds: Some(grace_seconds),
         graceful_shutdown_timeout_seconds: Some(5),
         ..ServerConf::default()
