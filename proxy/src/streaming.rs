@@ -153,14 +153,14 @@ pub async fn relay(
                 .await;
             }
         };
+        let events = match parser.push(&chunk) {
+            Ok(ev) => ev,
+            Err(e) => {
+                let body = respond::error("upstream_error", "invalid_upstream_stream", e.to_string());
+                return fail(session, &mut out, body).await;
+            }
+        };
         if raw {
-            let events = match parser.push(&chunk) {
-                Ok(ev) => ev,
-                Err(e) => {
-                    let body = respond::error("upstream_error", "invalid_upstream_stream", e.to_string());
-                    return fail(session, &mut out, body).await;
-                }
-            };
             for event in events {
                 if done {
                     continue;
@@ -181,17 +181,6 @@ pub async fn relay(
             }
             continue;
         }
-        let events = match parser.push(&chunk) {
-            Ok(ev) => ev,
-            Err(e) => {
-                return fail(
-                    session,
-                    &mut out,
-                    respond::error("upstream_error", "invalid_upstream_stream", e.to_string()),
-                )
-                .await;
-            }
-        };
         let events = match translator.as_mut() {
             None => events,
             Some(t) => match to_openai_events(t, events) {
