@@ -663,6 +663,8 @@ mod gateway {
         assert_eq!(lines[0]["verdict"], "redact");
         assert_eq!(lines[0]["status"], 200);
         assert_eq!(lines[0]["input_tokens"], 3);
+        assert_eq!(lines[0]["attempts"][0]["outcome"], "ok");
+        assert_eq!(lines[0]["provider"], "upstream-override");
         assert_eq!(lines[0]["config"]["name"], "my-gateway");
         assert!(
             lines[0]["timestamp"]

@@ -313,10 +313,10 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             .and_then(Value::as_array)
             .is_none()
             .then_some("`messages` must be a list"),
-        ClientApi::Responses => (!matches!(request.get("input"), Some(Value::String(_) | Value::Array(_))))
-            .then_some("`input` must be a string or a list"),
-        ClientApi::Embeddings => (!matches!(request.get("input"), Some(Value::String(_) | Value::Array(_))))
-            .then_some("`input` must be a string or a list"),
+        ClientApi::Responses | ClientApi::Embeddings => {
+            (!matches!(request.get("input"), Some(Value::String(_) | Value::Array(_))))
+                .then_some("`input` must be a string or a list")
+        }
     };
     if let Some(msg) = shape_error {
         return respond::json(session, 422, &invalid("invalid_request", msg.into()), &base).await;
@@ -409,7 +409,6 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     }
 
     // The cache, for answers the policies passed unchanged.
-    gw.cache.configure(policy.config());
     let cacheable_request = decision.verdict == Verdict::Allow && !decision.degraded;
     let mut fill = None;
     if gw.cache.enabled() && cacheable_request && (!stream || client == ClientApi::OpenAiChat) {
@@ -481,10 +480,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         }
         if !target.health.admit(cb) {
             skipped_open += 1;
-            if let Some(ev) = ctx.event.as_mut() {
-                ev.attempts
-                    .push(json!({"target": target.id, "outcome": "circuit_open"}));
-            }
+            note_attempt(gw, ctx, || json!({"target": target.id, "outcome": "circuit_open"}));
             continue;
         }
         let (path, body) = match outgoing(client, &target, &request, stream) {
@@ -513,10 +509,11 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         let failure = match sent {
             Ok(x) if (200..300).contains(&x.status) => {
                 target.health.success(t0.elapsed(), router.latency_window());
-                if let Some(ev) = ctx.event.as_mut() {
-                    ev.attempts
-                        .push(json!({"target": target.id, "outcome": "ok", "status": x.status}));
-                }
+                note_attempt(
+                    gw,
+                    ctx,
+                    || json!({"target": target.id, "outcome": "ok", "status": x.status}),
+                );
                 chosen = Some((target, x));
                 break;
             }
@@ -540,10 +537,11 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                     body,
                     retry_after,
                 };
-                if let Some(ev) = ctx.event.as_mut() {
-                    ev.attempts
-                        .push(json!({"target": target.id, "outcome": class.outcome, "status": status}));
-                }
+                note_attempt(
+                    gw,
+                    ctx,
+                    || json!({"target": target.id, "outcome": class.outcome, "status": status}),
+                );
                 if !(plan.enabled && fall) {
                     last = Some((target, failure));
                     break;
@@ -562,9 +560,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                         "connection_error",
                     ),
                 };
-                if let Some(ev) = ctx.event.as_mut() {
-                    ev.attempts.push(json!({"target": target.id, "outcome": outcome}));
-                }
+                note_attempt(gw, ctx, || json!({"target": target.id, "outcome": outcome}));
                 if !(plan.enabled && plan.triggers.contains(&trigger)) {
                     last = Some((target, failure));
                     break;
@@ -788,6 +784,16 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     }
     drop(fill);
     respond::raw_json(session, 200, bytes, &h).await
+}
+
+/// Records one upstream attempt for the decision event (nothing is built when events are
+/// not written).
+fn note_attempt(gw: &Gateway, ctx: &mut Ctx, attempt: impl FnOnce() -> Value) {
+    if gw.events.enabled()
+        && let Some(ev) = ctx.event.as_mut()
+    {
+        ev.attempts.push(attempt());
+    }
 }
 
 fn count_tokens(gw: &Gateway, rt: &crate::reload::Runtime, key: Option<&str>, usage: Option<&Value>) {

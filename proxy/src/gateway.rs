@@ -98,7 +98,7 @@ pub(crate) struct EventData {
 impl Gateway {
     pub fn new(source: Arc<PolicySource>, fail_mode: FailMode, events: EventSink, max_concurrency: usize) -> Self {
         let limits = Limits::new(source.current.load().policy.config());
-        let cache = Arc::new(ResponseCache::new(source.current.load().policy.config()));
+        let cache = Arc::clone(&source.cache);
         Gateway {
             metrics: Metrics::default(),
             rate_limits: ArcSwap::from_pointee(limits),

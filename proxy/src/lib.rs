@@ -111,9 +111,11 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     }
     eprintln!("Gateway listening on http://{}", opts.listen);
     let mut server = server(opts.threads, 1)?;
+    let cache = Arc::new(cache::ResponseCache::new(runtime.policy.config()));
     let source = Arc::new(reload::PolicySource {
         files: opts.policy_files,
         current: ArcSwap::from_pointee(runtime),
+        cache,
         registry,
         override_upstream: opts.upstream_override,
     });

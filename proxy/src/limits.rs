@@ -43,11 +43,9 @@ impl FixedWindow {
         }
     }
 
-    /// Counts one request for `key` at Unix time `now`.
-    pub fn hit(&self, key: &str, now: u64, scope: &'static str) -> Verdict {
-        let idx = now / self.window;
-        let reset = (idx + 1) * self.window - now;
-        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+    /// The count of `key` in window `idx`, starting it at zero in a new window. Old windows'
+    /// keys are dropped once the map grows large.
+    fn slot<'m>(counts: &'m mut HashMap<String, (u64, u64)>, key: &str, idx: u64) -> &'m mut u64 {
         if counts.len() > 100_000 {
             counts.retain(|_, (w, _)| *w == idx);
         }
@@ -55,52 +53,44 @@ impl FixedWindow {
         if entry.0 != idx {
             *entry = (idx, 0);
         }
-        if entry.1 >= self.max {
-            return Verdict {
-                allowed: false,
-                limit: self.max,
-                remaining: 0,
-                reset,
-                scope,
-            };
-        }
-        entry.1 += 1;
+        &mut entry.1
+    }
+
+    /// The answer for a window with `used` counted at Unix time `now`.
+    fn verdict(&self, allowed: bool, used: u64, now: u64, scope: &'static str) -> Verdict {
         Verdict {
-            allowed: true,
+            allowed,
             limit: self.max,
-            remaining: self.max - entry.1,
-            reset,
+            remaining: self.max.saturating_sub(used),
+            reset: (now / self.window + 1) * self.window - now,
             scope,
         }
+    }
+
+    /// Counts one request for `key` at Unix time `now`.
+    pub fn hit(&self, key: &str, now: u64, scope: &'static str) -> Verdict {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let used = Self::slot(&mut counts, key, now / self.window);
+        let allowed = *used < self.max;
+        if allowed {
+            *used += 1;
+        }
+        self.verdict(allowed, *used, now, scope)
     }
 
     /// Whether `key` has quota left, without counting anything.
     pub fn peek(&self, key: &str, now: u64, scope: &'static str) -> Verdict {
         let idx = now / self.window;
-        let reset = (idx + 1) * self.window - now;
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
         let used = counts.get(key).filter(|(w, _)| *w == idx).map_or(0, |(_, n)| *n);
-        Verdict {
-            allowed: used < self.max,
-            limit: self.max,
-            remaining: self.max.saturating_sub(used),
-            reset,
-            scope,
-        }
+        self.verdict(used < self.max, used, now, scope)
     }
 
     /// Counts `n` units for `key` in the current window.
     pub fn add(&self, key: &str, n: u64, now: u64) {
-        let idx = now / self.window;
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        if counts.len() > 100_000 {
-            counts.retain(|_, (w, _)| *w == idx);
-        }
-        let entry = counts.entry(key.to_owned()).or_insert((idx, 0));
-        if entry.0 != idx {
-            *entry = (idx, 0);
-        }
-        entry.1 = entry.1.saturating_add(n);
+        let used = Self::slot(&mut counts, key, now / self.window);
+        *used = used.saturating_add(n);
     }
 }
 

@@ -14,6 +14,7 @@ use arc_swap::ArcSwap;
 use kt_policy::config::load_files;
 use kt_policy::{CompiledPolicy, Diagnostic};
 
+use crate::cache::ResponseCache;
 use crate::routing::{HealthRegistry, Router};
 use crate::upstream::Upstream;
 use serde_json::{Value, json};
@@ -54,6 +55,8 @@ pub struct PolicySource {
     pub registry: HealthRegistry,
     /// The debug `--upstream` override, applied to every configuration.
     pub override_upstream: Option<Upstream>,
+    /// The response cache, reconfigured with each applied configuration.
+    pub cache: Arc<ResponseCache>,
 }
 
 /// What a reload did.
@@ -90,7 +93,10 @@ impl PolicySource {
                 let digest = p.digest().to_owned();
                 if changed {
                     match Runtime::new(p, self.override_upstream.as_ref(), &self.registry) {
-                        Ok(rt) => self.current.store(Arc::new(rt)),
+                        Ok(rt) => {
+                            self.cache.configure(rt.policy.config());
+                            self.current.store(Arc::new(rt));
+                        }
                         Err(e) => {
                             return ReloadOutcome::Rejected(vec![Diagnostic::error(
                                 kt_policy::Code::InvalidValue,
