@@ -67,6 +67,14 @@ fn normalize_usage(u: &Value) -> Option<Value> {
     Some(json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}))
 }
 
+/// The one field of an answer the gateway needs when no policy inspects the answer; the
+/// rest is checked as JSON and skipped.
+#[derive(serde::Deserialize)]
+struct UsageOnly {
+    #[serde(default)]
+    usage: Option<Value>,
+}
+
 /// What one failed attempt left for the client, should it be the last.
 enum Failure {
     Status {
@@ -445,7 +453,12 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
 
     let body_bytes = body;
     // An upstream slot.
-    let _permit = match tokio::time::timeout(QUEUE_WAIT, Arc::clone(&gw.concurrency).acquire_owned()).await {
+    let _permit = match pingora::time::fast_timeout::fast_timeout(
+        QUEUE_WAIT,
+        Arc::clone(&gw.concurrency).acquire_owned(),
+    )
+    .await
+    {
         Ok(Ok(p)) => p,
         _ => {
             let mut h = answer_headers(ctx, id, &decision, None, ctx.started.elapsed());
@@ -711,24 +724,62 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             .await;
         }
     };
-    let mut response: Value = match serde_json::from_slice(&answer) {
-        Ok(v) => v,
-        Err(_) => {
-            let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
-            let h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
-            let body = client_error(
-                client,
-                "upstream_error",
-                "invalid_upstream_response",
-                "the upstream answered with a body that is not JSON",
-            );
-            return respond::json(session, 502, &body, &h).await;
-        }
-    };
     let translated = matches!(
         (client, anthropic),
         (ClientApi::OpenAiChat, true) | (ClientApi::AnthropicMessages, false)
     );
+    let invalid_answer = |ctx: &Ctx| {
+        let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
+        let h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
+        let body = client_error(
+            client,
+            "upstream_error",
+            "invalid_upstream_response",
+            "the upstream answered with a body that is not JSON",
+        );
+        (h, body)
+    };
+    // No output or tool policy and nothing to translate: the answer is checked as JSON and
+    // its usage read, without building it as a tree.
+    let inspects_answer = client != ClientApi::Embeddings
+        && (policy.runs_phase(kt_policy::Phase::Output) || policy.runs_phase(kt_policy::Phase::Tool));
+    if !inspects_answer && !translated {
+        let usage = match serde_json::from_slice::<UsageOnly>(&answer) {
+            Ok(u) => u.usage.as_ref().and_then(normalize_usage),
+            Err(_) => {
+                let (h, body) = invalid_answer(ctx);
+                return respond::json(session, 502, &body, &h).await;
+            }
+        };
+        count_tokens(gw, &rt, token_key.as_deref(), usage.as_ref());
+        let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
+        ctx.overhead = Some(overhead.as_secs_f64());
+        let mut h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
+        h.push(("x-keeptrusts-attempts", attempts.to_string()));
+        if let Some(f) = fill.as_ref() {
+            h.push(("x-keeptrusts-cache", "miss".into()));
+            if decision.verdict == Verdict::Allow && !decision.degraded {
+                let cached = Cached {
+                    body: answer.clone(),
+                    target: target.id.clone(),
+                    usage: usage.clone(),
+                };
+                gw.cache.fill(f, cached);
+            }
+        }
+        drop(fill);
+        if let Some(ev) = ctx.event.as_mut() {
+            ev.usage = usage;
+        }
+        return respond::raw_json(session, 200, answer, &h).await;
+    }
+    let mut response: Value = match serde_json::from_slice(&answer) {
+        Ok(v) => v,
+        Err(_) => {
+            let (h, body) = invalid_answer(ctx);
+            return respond::json(session, 502, &body, &h).await;
+        }
+    };
     match (client, anthropic) {
         (ClientApi::OpenAiChat, true) => {
             response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs())

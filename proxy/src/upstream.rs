@@ -3,12 +3,14 @@
 //! exact `Content-Length`, and read the answer whole, bounded.
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::HttpPeer;
 
 /// Where allowed requests go.
@@ -30,8 +32,18 @@ pub struct Upstream {
     pub azure: Option<(String, String)>,
     /// Full path for chat requests (`path_template`), replacing the computed one.
     pub chat_path: Option<String>,
-    /// The last resolved address and when it was resolved (host names only).
-    resolved: std::sync::Arc<std::sync::Mutex<Option<(SocketAddr, std::time::Instant)>>>,
+    /// The `Host` header value (the port only when it is not the scheme's default).
+    host_header: String,
+    /// The peer built for the last resolved address, and when it was built. Pingora peers
+    /// are built once and reused: the connection pool keys on them.
+    peer: std::sync::Arc<std::sync::Mutex<Option<CachedPeer>>>,
+}
+
+#[derive(Debug)]
+struct CachedPeer {
+    peer: Arc<HttpPeer>,
+    at: Instant,
+    timeout: Duration,
 }
 
 /// How long a resolved upstream address is reused.
@@ -81,17 +93,23 @@ impl Upstream {
             "" => "/v1".to_owned(),
             p => p.to_owned(),
         };
+        let host_header = if (tls && port == 443) || (!tls && port == 80) {
+            host.clone()
+        } else {
+            format!("{host}:{port}")
+        };
         Ok(Upstream {
             id: id.to_owned(),
             tls,
             host,
             port,
+            host_header,
             base_path,
             auth,
             format: WireFormat::OpenAi,
             azure: None,
             chat_path: None,
-            resolved: Default::default(),
+            peer: Default::default(),
         })
     }
 
@@ -128,38 +146,44 @@ impl Upstream {
         }
     }
 
-    /// The upstream address: IP literals directly, host names through the resolver (off the
-    /// worker threads), cached for `DNS_TTL`.
-    async fn address(&self) -> Result<SocketAddr, UpstreamError> {
-        if let Ok(ip) = self.host.trim_matches(['[', ']']).parse::<std::net::IpAddr>() {
-            return Ok(SocketAddr::new(ip, self.port));
-        }
-        if let Ok(cached) = self.resolved.lock()
-            && let Some((addr, at)) = *cached
-            && at.elapsed() < DNS_TTL
+    /// The peer to connect to: IP literals directly, host names through the resolver (off
+    /// the worker threads). Built once and reused for `DNS_TTL` (IP literals: for good).
+    async fn peer(&self, timeout: Duration) -> Result<Arc<HttpPeer>, UpstreamError> {
+        if let Ok(cached) = self.peer.lock()
+            && let Some(c) = cached.as_ref()
+            && c.timeout == timeout
+            && (self.ip_literal().is_some() || c.at.elapsed() < DNS_TTL)
         {
-            return Ok(addr);
+            return Ok(Arc::clone(&c.peer));
         }
-        let addr = tokio::net::lookup_host((self.host.as_str(), self.port))
-            .await
-            .map_err(|e| UpstreamError::Resolve(self.host.clone(), e.to_string()))?
-            .next()
-            .ok_or_else(|| UpstreamError::Resolve(self.host.clone(), "no address".into()))?;
-        if let Ok(mut cached) = self.resolved.lock() {
-            *cached = Some((addr, std::time::Instant::now()));
-        }
-        Ok(addr)
-    }
-
-    async fn peer(&self, timeout: Duration) -> Result<HttpPeer, UpstreamError> {
-        let addr = self.address().await?;
+        let addr = match self.ip_literal() {
+            Some(ip) => SocketAddr::new(ip, self.port),
+            None => tokio::net::lookup_host((self.host.as_str(), self.port))
+                .await
+                .map_err(|e| UpstreamError::Resolve(self.host.clone(), e.to_string()))?
+                .next()
+                .ok_or_else(|| UpstreamError::Resolve(self.host.clone(), "no address".into()))?,
+        };
         let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        peer.options.read_timeout = Some(timeout);
+        // Reads are bounded by the gateway's own timer (`fast_timeout`, see `send` and
+        // `Exchange::chunk`), which costs no system call when armed.
         peer.options.write_timeout = Some(Duration::from_secs(30));
         peer.options.idle_timeout = Some(Duration::from_secs(60));
+        let peer = Arc::new(peer);
+        if let Ok(mut cached) = self.peer.lock() {
+            *cached = Some(CachedPeer {
+                peer: Arc::clone(&peer),
+                at: Instant::now(),
+                timeout,
+            });
+        }
         Ok(peer)
+    }
+
+    fn ip_literal(&self) -> Option<std::net::IpAddr> {
+        self.host.trim_matches(['[', ']']).parse().ok()
     }
 
     /// POSTs `body` to the API path `path` and reads the response header within `timeout`;
@@ -172,7 +196,7 @@ impl Upstream {
         client_auth: Option<&str>,
         timeout: Duration,
     ) -> Result<Exchange<'c>, UpstreamError> {
-        match tokio::time::timeout(timeout, self.send_inner(connector, path, body, client_auth, timeout)).await {
+        match fast_timeout(timeout, self.send_inner(connector, path, body, client_auth, timeout)).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout(self.id.clone(), timeout.as_millis() as u64)),
         }
@@ -197,14 +221,9 @@ impl Upstream {
             }
         };
         let peer = self.peer(timeout).await?;
-        let (mut session, _reused) = connector.get_http_session(&peer).await.map_err(io)?;
+        let (mut session, _reused) = connector.get_http_session(&*peer).await.map_err(io)?;
         let mut req = RequestHeader::build("POST", self.path_for(path).as_bytes(), Some(5)).map_err(io)?;
-        let host = if (self.tls && self.port == 443) || (!self.tls && self.port == 80) {
-            self.host.clone()
-        } else {
-            format!("{}:{}", self.host, self.port)
-        };
-        req.insert_header("host", host).map_err(io)?;
+        req.insert_header("host", self.host_header.as_str()).map_err(io)?;
         req.insert_header("content-type", "application/json").map_err(io)?;
         req.insert_header("content-length", body.len().to_string())
             .map_err(io)?;
@@ -228,6 +247,7 @@ impl Upstream {
             peer,
             status,
             id: self.id.clone(),
+            timeout,
         })
     }
 }
@@ -236,18 +256,20 @@ impl Upstream {
 pub struct Exchange<'c> {
     connector: &'c Connector,
     session: HttpSession,
-    peer: HttpPeer,
+    peer: Arc<HttpPeer>,
     pub status: u16,
     id: String,
+    /// Bound on each body read.
+    timeout: Duration,
 }
 
 impl Exchange<'_> {
     /// The next body chunk; `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        self.session
-            .read_response_body()
-            .await
-            .map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string()))
+        match fast_timeout(self.timeout, self.session.read_response_body()).await {
+            Ok(r) => r.map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string())),
+            Err(_) => Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
+        }
     }
 
     /// A response header value.
@@ -272,7 +294,7 @@ impl Exchange<'_> {
             }
         }
         self.connector
-            .release_http_session(self.session, &self.peer, None)
+            .release_http_session(self.session, &*self.peer, None)
             .await;
         match encoding.as_deref() {
             None | Some("identity") | Some("") => Ok(Bytes::from(out)),
@@ -288,7 +310,7 @@ impl Exchange<'_> {
     /// Returns the connection to the pool after the body was read to its end.
     pub async fn release(self) {
         self.connector
-            .release_http_session(self.session, &self.peer, None)
+            .release_http_session(self.session, &*self.peer, None)
             .await;
     }
 }
