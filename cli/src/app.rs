@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::output::{CliError, Exit};
-use crate::{gateway, init, policy};
+use crate::session::GlobalArgs;
+use crate::{auth, gateway, init, policy, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -16,6 +17,8 @@ use crate::{gateway, init, policy};
     propagate_version = true
 )]
 pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -34,6 +37,13 @@ pub enum Command {
         #[command(subcommand)]
         command: gateway::GatewayCommand,
     },
+    /// Run the control plane (API, storage, identity)
+    Server(server::ServerArgs),
+    /// Log in and out, show the identity in use, manage scoped API tokens
+    Auth {
+        #[command(subcommand)]
+        command: auth::AuthCommand,
+    },
     /// Deprecated alias of `kt gateway`
     #[command(hide = true)]
     Proxy {
@@ -48,6 +58,8 @@ pub fn main() -> ExitCode {
         Command::Init(args) => init::run(args),
         Command::Policy { command } => policy::run(command),
         Command::Gateway { command } => gateway::run(command),
+        Command::Server(args) => server::run(args),
+        Command::Auth { command } => auth::run(command, &cli.global),
         Command::Proxy { command } => {
             eprintln!("warning: `kt proxy` is deprecated; use `kt gateway`");
             gateway::run(command)

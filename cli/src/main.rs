@@ -2,10 +2,13 @@
 //! its own module.
 
 mod app;
+mod auth;
 mod gateway;
 mod init;
 mod output;
 mod policy;
+mod server;
+mod session;
 mod templates;
 
 /// mimalloc: the gateway's request path allocates and frees many small buffers across

@@ -10,6 +10,8 @@ pub enum Exit {
     Ok = 0,
     Error = 1,
     Invalid = 2,
+    /// Not authenticated, forbidden, or MFA required.
+    Auth = 3,
 }
 
 impl From<Exit> for ExitCode {

@@ -1,0 +1,594 @@
+//! `kt server` end to end: a real server process on SQLite (always) and on PostgreSQL
+//! (when KT_TEST_DATABASE_URL is set; each test gets a fresh database), driven over HTTP
+//! and through the `kt` CLI.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kt_testkit::{Answer, ServerProcess, http_with};
+use serde_json::{Value, json};
+
+const KT: &str = env!("CARGO_BIN_EXE_kt");
+const OWNER: &str = "owner@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+/// Where a test's server keeps its data.
+enum Backend {
+    Sqlite,
+    Postgres { admin_url: String, db: String },
+}
+
+impl Backend {
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres { .. } => "postgresql",
+        }
+    }
+
+    fn database_url(&self) -> Option<String> {
+        match self {
+            Backend::Sqlite => None,
+            Backend::Postgres { admin_url, db } => Some(with_database(admin_url, db)),
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        if let Backend::Postgres { admin_url, db } = self {
+            let _ = pg_execute(admin_url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
+        }
+    }
+}
+
+/// `url` with its database name replaced by `db`.
+fn with_database(url: &str, db: &str) -> String {
+    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+    let cut = base
+        .rfind('/')
+        .filter(|&i| i > base.find("://").map_or(0, |s| s + 2))
+        .unwrap_or(base.len());
+    let mut out = format!("{}/{db}", &base[..cut]);
+    if let Some(q) = query {
+        out.push('?');
+        out.push_str(q);
+    }
+    out
+}
+
+fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
+    use sqlx::{Connection, Executor};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
+        c.execute(sql).await.map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+/// SQLite always; PostgreSQL too when KT_TEST_DATABASE_URL is set.
+fn backends() -> Vec<Backend> {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let mut out = vec![Backend::Sqlite];
+    match std::env::var("KT_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
+        Some(admin_url) => {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_nanos());
+            let db = format!(
+                "kt_test_{}_{nanos:x}_{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::Relaxed)
+            );
+            if let Err(e) = pg_execute(&admin_url, &format!("CREATE DATABASE {db}")) {
+                panic!("KT_TEST_DATABASE_URL is set but CREATE DATABASE failed: {e}");
+            }
+            out.push(Backend::Postgres { admin_url, db });
+        }
+        None => eprintln!("SKIP postgresql run: KT_TEST_DATABASE_URL is not set (sqlite only)"),
+    }
+    out
+}
+
+fn start(backend: &Backend, data: &Path) -> ServerProcess {
+    let url = backend.database_url();
+    let mut env = vec![("KT_BOOTSTRAP_EMAIL", OWNER), ("KT_BOOTSTRAP_PASSWORD", PASSWORD)];
+    if let Some(u) = url.as_deref() {
+        env.push(("KT_DATABASE_URL", u));
+    }
+    ServerProcess::start(KT, data, &[], &env)
+}
+
+fn call(addr: &str, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> Answer {
+    let auth = token.map(|t| format!("Bearer {t}"));
+    let mut headers = vec![];
+    if let Some(a) = auth.as_deref() {
+        headers.push(("authorization", a));
+    }
+    let body = body.map(|b| b.to_string());
+    http_with(addr, method, path, body.as_deref().map(str::as_bytes), &headers).expect("server answers")
+}
+
+fn login(addr: &str) -> String {
+    let r = call(
+        addr,
+        "POST",
+        "/v1/auth/login",
+        None,
+        Some(json!({"email": OWNER, "password": PASSWORD})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["token"].as_str().expect("token").to_owned()
+}
+
+fn create_token(addr: &str, token: &str, name: &str, scopes: &[&str]) -> (String, String) {
+    let r = call(
+        addr,
+        "POST",
+        "/v1/tokens",
+        Some(token),
+        Some(json!({"name": name, "scopes": scopes})),
+    );
+    assert_eq!(r.status, 201, "{}", r.text());
+    let v = r.json();
+    (
+        v["id"].as_str().expect("id").to_owned(),
+        v["token"].as_str().expect("secret").to_owned(),
+    )
+}
+
+fn assert_error(r: &Answer, status: u16, code: &str) {
+    assert_eq!(r.status, status, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], code, "{v}");
+    assert!(v["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+    assert!(v["error"].get("details").is_some(), "{v}");
+}
+
+/// Runs the CLI with its own config directory and the server's URL.
+fn kt(cfg: &Path, addr: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut c = Command::new(KT);
+    c.args(args)
+        .env("KEEPTRUSTS_CONFIG_DIR", cfg)
+        .env("KEEPTRUSTS_API_URL", format!("http://{addr}"))
+        .env_remove("KEEPTRUSTS_API_TOKEN")
+        .env_remove("KEEPTRUSTS_PROFILE");
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().expect("kt runs")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn first_run_bootstraps_and_the_cli_logs_in_and_out() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let out = server.output();
+        assert!(
+            out.contains("Created organisation 'default'"),
+            "{}: {out}",
+            backend.name()
+        );
+        assert!(out.contains(&format!("Storage: {}", backend.name())), "{out}");
+        assert!(out.contains("kt auth login --email owner@example.com"), "{out}");
+        assert!(
+            !out.contains(PASSWORD),
+            "the bootstrap password is never printed: {out}"
+        );
+        let ready = call(&server.addr, "GET", "/readyz", None, None).json();
+        assert_eq!(ready["status"], "ready");
+        assert!(
+            ready["migrations"]["applied"].as_u64().is_some_and(|n| n >= 1),
+            "{ready}"
+        );
+
+        let cfg = tmp.path().join("cfg");
+        let o = kt(&cfg, &server.addr, &["auth", "whoami"], &[]);
+        assert_eq!(o.status.code(), Some(3), "not logged in is an auth error");
+
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &["auth", "login", "--email", OWNER, "--password", PASSWORD, "--json"],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+        assert_eq!(v["user"]["email"], OWNER);
+        assert!(!stdout(&o).contains("kt_sess_"), "the session secret is not printed");
+        let creds = cfg.join("credentials.json");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(&creds).expect("credentials").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "session file is private");
+        }
+        let session: Value = serde_json::from_str(&std::fs::read_to_string(&creds).expect("read")).expect("creds json");
+        let secret = session["profiles"]["default"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned();
+
+        let o = kt(&cfg, &server.addr, &["auth", "whoami", "--json"], &[]);
+        let me: Value = serde_json::from_str(&stdout(&o)).expect("whoami json");
+        assert_eq!(me["role"], "owner");
+        assert_eq!(me["org"]["name"], "default");
+        assert_eq!(me["token_type"], "session");
+
+        let o = kt(&cfg, &server.addr, &["auth", "logout"], &[]);
+        assert_eq!(o.status.code(), Some(0));
+        let r = call(&server.addr, "GET", "/v1/whoami", Some(&secret), None);
+        assert_error(&r, 401, "auth.unauthenticated");
+        let o = kt(&cfg, &server.addr, &["auth", "whoami"], &[]);
+        assert_eq!(o.status.code(), Some(3));
+
+        // A restart keeps the organisation and does not bootstrap twice.
+        drop(server);
+        let server = start(&backend, &tmp.path().join("data"));
+        assert!(server.output().contains("already set up"), "{}", server.output());
+        login(&server.addr);
+    }
+}
+
+#[test]
+fn wrong_passwords_are_refused_and_slowed_down() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let mut last = Duration::ZERO;
+        for attempt in 0..3 {
+            let t = Instant::now();
+            let r = call(
+                &server.addr,
+                "POST",
+                "/v1/auth/login",
+                None,
+                Some(json!({"email": OWNER, "password": "not the password"})),
+            );
+            last = t.elapsed();
+            assert_error(&r, 401, "auth.unauthenticated");
+            assert!(!r.text().contains("not the password"));
+            assert!(
+                last >= Duration::from_millis(250 << attempt),
+                "attempt {attempt} took {last:?}"
+            );
+        }
+        assert!(
+            last >= Duration::from_millis(1000),
+            "the third failure waits ≥ 1 s: {last:?}"
+        );
+        let r = call(
+            &server.addr,
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": "nobody@example.com", "password": PASSWORD})),
+        );
+        assert_error(&r, 401, "auth.unauthenticated");
+        assert_eq!(
+            r.json()["error"]["message"],
+            "wrong email or password",
+            "unknown accounts are not revealed"
+        );
+        login(&server.addr);
+        let cfg = tmp.path().join("cfg");
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &["auth", "login", "--email", OWNER, "--password", "wrong password"],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(3), "{}", backend.name());
+    }
+}
+
+#[test]
+fn tokens_are_shown_once_scoped_revoked_and_rotated() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let owner = login(&server.addr);
+        let cfg = tmp.path().join("cfg");
+        let env = [("KEEPTRUSTS_API_TOKEN", owner.as_str())];
+
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &[
+                "auth",
+                "token",
+                "create",
+                "--name",
+                "ci-deploy",
+                "--scope",
+                "tokens:read,gateways:read",
+                "--json",
+            ],
+            &env,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let created: Value = serde_json::from_str(&stdout(&o)).expect("json");
+        let secret = created["token"].as_str().expect("secret").to_owned();
+        let id = created["id"].as_str().expect("id").to_owned();
+        assert!(secret.starts_with("kt_live_"), "{secret}");
+
+        let list = call(&server.addr, "GET", "/v1/tokens", Some(&owner), None);
+        assert_eq!(list.status, 200);
+        assert!(!list.text().contains(&secret), "a secret is never listed");
+        assert_eq!(list.json()["data"][0]["state"], "active");
+
+        // The token works for what it holds and nothing else.
+        let me = call(&server.addr, "GET", "/v1/whoami", Some(&secret), None).json();
+        assert_eq!(me["token_type"], "access");
+        assert_eq!(call(&server.addr, "GET", "/v1/tokens", Some(&secret), None).status, 200);
+        let r = call(
+            &server.addr,
+            "POST",
+            "/v1/tokens",
+            Some(&secret),
+            Some(json!({"name": "x", "scopes": ["tokens:read"]})),
+        );
+        assert_error(&r, 403, "auth.forbidden");
+        assert_eq!(r.json()["error"]["details"]["required_scope"], "tokens:write");
+
+        // No one grants a scope they do not hold.
+        let (_, writer) = create_token(&server.addr, &owner, "writer", &["tokens:write"]);
+        let r = call(
+            &server.addr,
+            "POST",
+            "/v1/tokens",
+            Some(&writer),
+            Some(json!({"name": "escalate", "scopes": ["secrets:write"]})),
+        );
+        assert_error(&r, 403, "auth.forbidden");
+
+        // Rotation: the old secret stops working, the new one works, both show in the list.
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &["auth", "token", "rotate", "--id", &id, "--json"],
+            &env,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let rotated: Value = serde_json::from_str(&stdout(&o)).expect("json");
+        let new_secret = rotated["created"]["token"].as_str().expect("secret").to_owned();
+        let new_id = rotated["created"]["id"].as_str().expect("id").to_owned();
+        assert_eq!(rotated["created"]["scopes"], json!(["gateways:read", "tokens:read"]));
+        assert_error(
+            &call(&server.addr, "GET", "/v1/whoami", Some(&secret), None),
+            401,
+            "auth.unauthenticated",
+        );
+        assert_eq!(
+            call(&server.addr, "GET", "/v1/whoami", Some(&new_secret), None).status,
+            200
+        );
+
+        // Revocation is immediate; a second revocation is a conflict.
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &["auth", "token", "revoke", "--token-id", &new_id],
+            &env,
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_error(
+            &call(&server.addr, "GET", "/v1/whoami", Some(&new_secret), None),
+            401,
+            "auth.unauthenticated",
+        );
+        let r = call(
+            &server.addr,
+            "DELETE",
+            &format!("/v1/tokens/{new_id}"),
+            Some(&owner),
+            None,
+        );
+        assert_error(&r, 409, "conflict");
+        let o = kt(&cfg, &server.addr, &["auth", "token", "list", "--json"], &env);
+        let listed: Value = serde_json::from_str(&stdout(&o)).expect("json");
+        let states: Vec<&str> = listed["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|t| t["name"] == "ci-deploy")
+            .map(|t| t["state"].as_str().unwrap_or(""))
+            .collect();
+        assert_eq!(states, ["revoked", "revoked"], "{listed}");
+
+        // Gateway tokens carry their own prefix and filter.
+        let r = call(
+            &server.addr,
+            "POST",
+            "/v1/tokens",
+            Some(&owner),
+            Some(json!({"name": "gw-1", "scopes": ["control_plane"], "token_type": "gateway"})),
+        );
+        assert!(r.json()["token"].as_str().is_some_and(|t| t.starts_with("kt_gk_")));
+        let gws = call(&server.addr, "GET", "/v1/tokens?type=gateway", Some(&owner), None).json();
+        assert_eq!(gws["data"].as_array().map(Vec::len), Some(1), "{gws}");
+        let r = call(&server.addr, "GET", "/v1/tokens?type=bogus", Some(&owner), None);
+        assert_error(&r, 422, "validation.failed");
+
+        // No secret reaches the server's log.
+        let log = server.output();
+        for s in [&owner, &secret, &new_secret, &writer] {
+            assert!(!log.contains(s.as_str()), "secret in the server log: {log}");
+        }
+        assert!(!log.contains(PASSWORD));
+    }
+}
+
+#[test]
+fn every_endpoint_refuses_a_token_without_its_scope() {
+    // (method, path, body, scope the endpoint needs)
+    let matrix: &[(&str, &str, Option<Value>, &str)] = &[
+        ("GET", "/v1/tokens", None, "tokens:read"),
+        (
+            "POST",
+            "/v1/tokens",
+            Some(json!({"name": "m", "scopes": ["tokens:write"]})),
+            "tokens:write",
+        ),
+        ("DELETE", "/v1/tokens/tok_0000000000000000", None, "tokens:write"),
+        ("POST", "/v1/tokens/tok_0000000000000000/rotate", None, "tokens:write"),
+    ];
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let owner = login(&server.addr);
+        for (method, path, body, scope) in matrix {
+            let others: Vec<&str> = kt_api::SCOPES.iter().copied().filter(|s| s != scope).collect();
+            let (_, without) = create_token(&server.addr, &owner, "matrix", &others);
+            let r = call(&server.addr, method, path, Some(&without), body.clone());
+            assert_error(&r, 403, "auth.forbidden");
+            assert_eq!(
+                r.json()["error"]["details"]["required_scope"],
+                *scope,
+                "{method} {path}"
+            );
+            let r = call(&server.addr, method, path, None, body.clone());
+            assert_error(&r, 401, "auth.unauthenticated");
+            let r = call(&server.addr, method, path, Some("kt_live_forged"), body.clone());
+            assert_error(&r, 401, "auth.unauthenticated");
+            // With the scope the request gets past authorisation (to success or not_found).
+            let (_, with) = create_token(&server.addr, &owner, "matrix", &[scope]);
+            let r = call(&server.addr, method, path, Some(&with), body.clone());
+            assert!(
+                [200, 201, 404].contains(&r.status),
+                "{method} {path} with {scope}: {}",
+                r.text()
+            );
+        }
+    }
+}
+
+#[test]
+fn bad_input_gets_the_error_envelope_and_changes_nothing() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let owner = login(&server.addr);
+        let auth = format!("Bearer {owner}");
+        let send = |body: &[u8]| {
+            http_with(
+                &server.addr,
+                "POST",
+                "/v1/tokens",
+                Some(body),
+                &[("authorization", auth.as_str())],
+            )
+            .expect("answer")
+        };
+        assert_error(&send(b"{not json"), 422, "validation.failed");
+        assert_error(&send(b"[]"), 422, "validation.failed");
+        assert_error(&send(br#"{"name": "x"}"#), 422, "validation.failed");
+        let big = format!(
+            r#"{{"name": "{}", "scopes": ["tokens:read"]}}"#,
+            "a".repeat(2 * 1024 * 1024)
+        );
+        assert_error(&send(big.as_bytes()), 413, "validation.too_large");
+        assert_error(
+            &send(br#"{"name": "x", "scopes": ["root:everything"]}"#),
+            422,
+            "validation.failed",
+        );
+        assert_error(
+            &send(br#"{"name": "", "scopes": ["tokens:read"]}"#),
+            422,
+            "validation.failed",
+        );
+        assert_error(
+            &send(br#"{"name": "x", "scopes": ["tokens:read"], "expires_in_days": 0}"#),
+            422,
+            "validation.failed",
+        );
+        let r = http_with(
+            &server.addr,
+            "POST",
+            "/v1/tokens",
+            Some(br#"{"name": "x", "scopes": ["tokens:read"]}"#),
+            &[("authorization", auth.as_str()), ("content-type", "text/plain")],
+        )
+        .expect("answer");
+        assert_error(&r, 422, "validation.failed");
+        assert_error(&call(&server.addr, "GET", "/v1/nope", None, None), 404, "not_found");
+        let list = call(&server.addr, "GET", "/v1/tokens", Some(&owner), None).json();
+        assert_eq!(list["data"], json!([]), "nothing was created by bad requests");
+
+        // SQL-ish strings are data, stored and returned verbatim.
+        for name in ["x'); DROP TABLE tokens;--", "\" OR 1=1 --", "tok_%' OR '1'='1"] {
+            let (id, _) = create_token(&server.addr, &owner, name, &["tokens:read"]);
+            let list = call(&server.addr, "GET", "/v1/tokens", Some(&owner), None).json();
+            assert!(
+                list["data"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|t| t["id"] == id.as_str() && t["name"] == name)),
+                "{list}"
+            );
+            let r = call(
+                &server.addr,
+                "DELETE",
+                &format!("/v1/tokens/{}", kt_api::encode_segment(name)),
+                Some(&owner),
+                None,
+            );
+            assert_error(&r, 404, "not_found");
+        }
+        let r = call(
+            &server.addr,
+            "POST",
+            "/v1/auth/login",
+            None,
+            Some(json!({"email": "' OR '1'='1", "password": "' OR '1'='1"})),
+        );
+        assert_error(&r, 401, "auth.unauthenticated");
+        assert_eq!(call(&server.addr, "GET", "/v1/whoami", Some(&owner), None).status, 200);
+    }
+}
+
+#[test]
+fn concurrent_rotations_issue_exactly_one_successor() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let owner = login(&server.addr);
+        let (id, _) = create_token(&server.addr, &owner, "rotate-me", &["tokens:read"]);
+        let addr = server.addr.clone();
+        let results: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|_| {
+                    let (addr, owner, id) = (&addr, &owner, &id);
+                    s.spawn(move || call(addr, "POST", &format!("/v1/tokens/{id}/rotate"), Some(owner), None).status)
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        assert_eq!(
+            results.iter().filter(|&&s| s == 200).count(),
+            1,
+            "{}: {results:?}",
+            backend.name()
+        );
+        assert!(results.iter().all(|s| [200, 409].contains(s)), "{results:?}");
+        let list = call(&server.addr, "GET", "/v1/tokens", Some(&owner), None).json();
+        let active = list["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|t| t["name"] == "rotate-me" && t["state"] == "active")
+            .count();
+        assert_eq!(active, 1, "{list}");
+    }
+}

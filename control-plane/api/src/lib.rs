@@ -1,0 +1,306 @@
+//! kt-api: the control plane's wire types (what `kt server` answers and accepts under
+//! `/v1/`) and a typed blocking HTTP client used by the CLI and managed gateways.
+//!
+//! Every error the server answers has the envelope
+//! `{"error": {"code": "<domain.reason>", "message": "...", "details": {...}}}`.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// The default address of `kt server` (loopback; clear of the gateway's 41002 and 8080).
+pub const DEFAULT_API_URL: &str = "http://127.0.0.1:41001";
+
+/// Every scope a token can carry. `*` (owner sessions) holds them all.
+pub const SCOPES: &[&str] = &[
+    "configurations:read",
+    "configurations:write",
+    "gateways:read",
+    "gateways:write",
+    "tokens:read",
+    "tokens:write",
+    "secrets:read",
+    "secrets:write",
+    "config_vars:read",
+    "config_vars:write",
+    "config_vars:resolve",
+    "events:read",
+    "events:write",
+    "control_plane",
+];
+
+/// The error envelope's body.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default)]
+    pub details: Value,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ErrorEnvelope {
+    pub error: ErrorBody,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub id: String,
+    pub email: String,
+    pub role: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OrgInfo {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginResponse {
+    /// The session token (sent as `Authorization: Bearer`).
+    pub token: String,
+    pub token_id: String,
+    /// Unix seconds.
+    pub expires_at: i64,
+    pub user: UserInfo,
+    pub org: OrgInfo,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Whoami {
+    pub user: Option<UserInfo>,
+    pub org: OrgInfo,
+    pub role: String,
+    pub scopes: Vec<String>,
+    pub token_id: String,
+    /// `session`, `access` or `gateway`.
+    pub token_type: String,
+    pub mfa_authenticated: bool,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateToken {
+    pub name: String,
+    pub scopes: Vec<String>,
+    /// `access` (default) or `gateway`.
+    #[serde(default)]
+    pub token_type: Option<String>,
+    /// Days until the token expires; none: it does not expire.
+    #[serde(default)]
+    pub expires_in_days: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: String,
+    pub name: String,
+    pub token_type: String,
+    pub scopes: Vec<String>,
+    /// `active`, `revoked` or `expired`.
+    pub state: String,
+    /// The first characters of the secret, to recognise it.
+    pub prefix: String,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedToken {
+    #[serde(flatten)]
+    pub info: TokenInfo,
+    /// The secret, shown once.
+    pub token: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenList {
+    pub data: Vec<TokenInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedToken {
+    pub revoked: TokenInfo,
+    pub created: CreatedToken,
+}
+
+/// What a failed call tells the caller.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The server answered with an error envelope.
+    #[error("{}: {}", .body.code, .body.message)]
+    Api { status: u16, body: ErrorBody },
+    /// The server could not be reached or answered something that is not kt's API.
+    #[error("cannot reach the control plane at {url}: {message}")]
+    Transport { url: String, message: String },
+}
+
+impl ClientError {
+    /// The API error code, if the server answered one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { body, .. } => Some(&body.code),
+            ClientError::Transport { .. } => None,
+        }
+    }
+
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            ClientError::Transport { .. } => None,
+        }
+    }
+}
+
+/// A blocking client for `kt server`'s `/v1` API.
+#[derive(Debug, Clone)]
+pub struct Client {
+    base: String,
+    token: Option<String>,
+    agent: ureq::Agent,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Self {
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(5))
+            .timeout(std::time::Duration::from_secs(60))
+            .build();
+        Client {
+            base: base.trim_end_matches('/').to_owned(),
+            token,
+            agent,
+        }
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    fn request(&self, method: &str, path: &str) -> ureq::Request {
+        let mut r = self.agent.request(method, &format!("{}{path}", self.base));
+        if let Some(t) = &self.token {
+            r = r.set("authorization", &format!("Bearer {t}"));
+        }
+        r
+    }
+
+    fn finish<T: serde::de::DeserializeOwned>(&self, r: Result<ureq::Response, ureq::Error>) -> Result<T, ClientError> {
+        let transport = |message: String| ClientError::Transport {
+            url: self.base.clone(),
+            message,
+        };
+        match r {
+            Ok(resp) => resp
+                .into_json::<T>()
+                .map_err(|e| transport(format!("unexpected answer: {e}"))),
+            Err(ureq::Error::Status(status, resp)) => {
+                let text = resp.into_string().unwrap_or_default();
+                match serde_json::from_str::<ErrorEnvelope>(&text) {
+                    Ok(env) => Err(ClientError::Api {
+                        status,
+                        body: env.error,
+                    }),
+                    Err(_) => Err(transport(format!(
+                        "HTTP {status}: {}",
+                        text.chars().take(200).collect::<String>()
+                    ))),
+                }
+            }
+            Err(ureq::Error::Transport(t)) => Err(transport(t.to_string())),
+        }
+    }
+
+    /// GETs `path` and decodes the JSON answer.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.finish(self.request("GET", path).call())
+    }
+
+    /// Sends `body` as JSON with `method` and decodes the JSON answer.
+    pub fn send<B: Serialize, T: serde::de::DeserializeOwned>(
+        &self,
+        method: &str,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        self.finish(self.request(method, path).send_json(body))
+    }
+
+    /// Sends `method` without a body and decodes the JSON answer.
+    pub fn call<T: serde::de::DeserializeOwned>(&self, method: &str, path: &str) -> Result<T, ClientError> {
+        self.finish(self.request(method, path).call())
+    }
+
+    pub fn login(&self, email: &str, password: &str) -> Result<LoginResponse, ClientError> {
+        let body = LoginRequest {
+            email: email.to_owned(),
+            password: password.to_owned(),
+        };
+        self.send("POST", "/v1/auth/login", &body)
+    }
+
+    pub fn logout(&self) -> Result<Value, ClientError> {
+        self.call("POST", "/v1/auth/logout")
+    }
+
+    pub fn whoami(&self) -> Result<Whoami, ClientError> {
+        self.get("/v1/whoami")
+    }
+
+    pub fn create_token(&self, req: &CreateToken) -> Result<CreatedToken, ClientError> {
+        self.send("POST", "/v1/tokens", req)
+    }
+
+    pub fn list_tokens(&self, token_type: Option<&str>) -> Result<TokenList, ClientError> {
+        match token_type {
+            Some(t) => self.get(&format!("/v1/tokens?type={t}")),
+            None => self.get("/v1/tokens"),
+        }
+    }
+
+    pub fn revoke_token(&self, id: &str) -> Result<TokenInfo, ClientError> {
+        self.call("DELETE", &format!("/v1/tokens/{}", encode_segment(id)))
+    }
+
+    pub fn rotate_token(&self, id: &str) -> Result<RotatedToken, ClientError> {
+        self.call("POST", &format!("/v1/tokens/{}/rotate", encode_segment(id)))
+    }
+}
+
+/// Percent-encodes one path segment (ids are `[a-z0-9_]`, but user input is not trusted).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn segments_are_encoded() {
+        assert_eq!(encode_segment("tok_abc"), "tok_abc");
+        assert_eq!(encode_segment("a/../b c"), "a%2F..%2Fb%20c");
+    }
+
+    #[test]
+    fn error_envelope_round_trips() {
+        let text = r#"{"error":{"code":"auth.forbidden","message":"no","details":{"scope":"tokens:write"}}}"#;
+        let env: ErrorEnvelope = serde_json::from_str(text).expect("envelope");
+        assert_eq!(env.error.code, "auth.forbidden");
+        assert_eq!(env.error.details["scope"], "tokens:write");
+    }
+}

@@ -1,0 +1,150 @@
+//! kt-control: the control plane behind `kt server`. An HTTP API under `/v1/` (plus
+//! `/healthz` and `/readyz`) over sqlx storage: a SQLite file by default, PostgreSQL when
+//! the database URL says so.
+
+pub mod auth;
+pub mod db;
+pub mod error;
+mod routes;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{AnyPool, Row};
+
+use crate::error::ApiError;
+
+/// What `kt server` was asked to do.
+#[derive(Debug, Clone)]
+pub struct ServerOptions {
+    pub listen: SocketAddr,
+    /// Holds the SQLite database (and, later, the secrets key) unless a URL says otherwise.
+    pub data_dir: PathBuf,
+    /// `postgres://…` or `sqlite://…`; none: `<data_dir>/kt.db`.
+    pub database_url: Option<String>,
+    pub bootstrap: Option<Bootstrap>,
+}
+
+/// The organisation and owner created on first run.
+#[derive(Debug, Clone)]
+pub struct Bootstrap {
+    pub org: String,
+    pub email: String,
+    pub password: String,
+}
+
+/// Shared by every handler.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: AnyPool,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("cannot create the data directory {0}: {1}")]
+    DataDir(String, String),
+    #[error("cannot listen on {0}: {1}")]
+    Listen(SocketAddr, String),
+    #[error("bootstrap failed: {0}")]
+    Bootstrap(String),
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The database URL the options name.
+pub fn database_url(opts: &ServerOptions) -> String {
+    opts.database_url
+        .clone()
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| db::sqlite_url(&opts.data_dir))
+}
+
+/// Opens storage, applies migrations, bootstraps the first organisation when asked, and
+/// serves until the process is stopped.
+pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
+    let url = database_url(&opts);
+    if db::kind(&url) == "sqlite" {
+        std::fs::create_dir_all(&opts.data_dir)
+            .map_err(|e| ServerError::DataDir(opts.data_dir.display().to_string(), e.to_string()))?;
+    }
+    let pool = db::open(&url).await?;
+    println!("Storage: {} ({})", db::kind(&url), db::redact_url(&url));
+    let state = AppState { db: pool };
+    bootstrap(&state, opts.bootstrap.as_ref()).await?;
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| ServerError::Listen(opts.listen, e.to_string()))?;
+    let addr = listener.local_addr().unwrap_or(opts.listen);
+    println!("kt server listening on http://{addr}");
+    axum::serve(listener, routes::router(state))
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| ServerError::Listen(addr, e.to_string()))
+}
+
+/// Creates the organisation and its owner when the database has none.
+async fn bootstrap(state: &AppState, boot: Option<&Bootstrap>) -> Result<(), ServerError> {
+    let fail = |e: ApiError| ServerError::Bootstrap(e.to_string());
+    let orgs: i64 = sqlx::query("SELECT COUNT(*) FROM orgs")
+        .fetch_one(&state.db)
+        .await
+        .and_then(|r| r.try_get(0))
+        .map_err(|e| fail(e.into()))?;
+    match (orgs, boot) {
+        (0, None) => {
+            println!(
+                "No organisation yet. Restart with --bootstrap-email and --bootstrap-password \
+                 (or KT_BOOTSTRAP_EMAIL / KT_BOOTSTRAP_PASSWORD) to create one and its owner."
+            );
+        }
+        (0, Some(b)) => {
+            routes::validate_email(&b.email).map_err(fail)?;
+            routes::validate_password(&b.password).map_err(fail)?;
+            let org_id = auth::new_id("org");
+            let user_id = auth::new_id("user");
+            let hash = auth::hash_password(&b.password).map_err(fail)?;
+            let mut tx = state.db.begin().await.map_err(|e| fail(e.into()))?;
+            sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
+                .bind(&org_id)
+                .bind(&b.org)
+                .bind(now())
+                .execute(&mut *tx)
+                .await
+                .map_err(|e| fail(e.into()))?;
+            sqlx::query(
+                "INSERT INTO users (id, org_id, email, password_hash, role, created_at) VALUES ($1, $2, $3, $4, 'owner', $5)",
+            )
+            .bind(&user_id)
+            .bind(&org_id)
+            .bind(b.email.to_ascii_lowercase())
+            .bind(&hash)
+            .bind(now())
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail(e.into()))?;
+            tx.commit().await.map_err(|e| fail(e.into()))?;
+            println!(
+                "Created organisation '{}' ({org_id}) with owner {}.\nLog in with: kt auth login --email {} --password <the bootstrap password>",
+                b.org, b.email, b.email
+            );
+        }
+        (_, Some(_)) => println!("Organisation already set up; bootstrap settings ignored."),
+        (_, None) => {}
+    }
+    Ok(())
+}
