@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::output::{CliError, Exit};
 use crate::session::GlobalArgs;
-use crate::{auth, gateway, init, policy, server};
+use crate::{auth, gateway, init, managed, policy, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -37,6 +37,8 @@ pub enum Command {
         #[command(subcommand)]
         command: gateway::GatewayCommand,
     },
+    /// Run a managed gateway: configuration from the control plane (`kt run --managed`)
+    Run(managed::RunManagedArgs),
     /// Run the control plane (API, storage, identity)
     Server(server::ServerArgs),
     /// Log in and out, show the identity in use, manage scoped API tokens
@@ -56,13 +58,14 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init(args) => init::run(args),
-        Command::Policy { command } => policy::run(command),
-        Command::Gateway { command } => gateway::run(command),
+        Command::Policy { command } => policy::run(command, &cli.global),
+        Command::Gateway { command } => gateway::run(command, &cli.global),
+        Command::Run(args) => managed::run(args, &cli.global),
         Command::Server(args) => server::run(args),
         Command::Auth { command } => auth::run(command, &cli.global),
         Command::Proxy { command } => {
             eprintln!("warning: `kt proxy` is deprecated; use `kt gateway`");
-            gateway::run(command)
+            gateway::run(command, &cli.global)
         }
     };
     match result {
@@ -86,6 +89,12 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kt").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn command_definitions_are_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
     }
 
     #[test]

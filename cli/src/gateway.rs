@@ -22,6 +22,8 @@ pub enum GatewayCommand {
         #[arg(long, default_value = "127.0.0.1:41003", value_name = "HOST:PORT")]
         listen: String,
     },
+    #[command(flatten)]
+    Admin(crate::fleet::GatewayAdmin),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -72,9 +74,10 @@ pub struct RunArgs {
     pub events: Option<String>,
 }
 
-pub fn run(cmd: GatewayCommand) -> Result<Exit> {
+pub fn run(cmd: GatewayCommand, g: &crate::session::GlobalArgs) -> Result<Exit> {
     match cmd {
         GatewayCommand::Run(args) => serve(args),
+        GatewayCommand::Admin(cmd) => crate::fleet::gateway(cmd, g),
         GatewayCommand::DemoProvider { listen } => {
             eprintln!("Demo provider (echoes prompts, no model) listening on http://{listen}/v1");
             kt_gateway::run_demo_provider(&listen).map_err(|e| CliError::new(Exit::Error, e.to_string()))?;
@@ -84,7 +87,7 @@ pub fn run(cmd: GatewayCommand) -> Result<Exit> {
 }
 
 /// The debug `--upstream` override, when given.
-fn upstream_override(args: &RunArgs) -> Result<Option<Upstream>> {
+pub fn upstream_override(args: &RunArgs) -> Result<Option<Upstream>> {
     let Some(url) = &args.upstream else {
         return Ok(None);
     };
@@ -132,14 +135,34 @@ fn serve(args: RunArgs) -> Result<Exit> {
     } else {
         args.policy_config.clone()
     };
-    let outcome = load_files(&files);
+    let upstream = upstream_override(&args)?;
+    let Some(policy) = compile_files(&files)? else {
+        return Ok(Exit::Invalid);
+    };
+    launch(RunOptions {
+        listen: args.listen,
+        policy,
+        policy_files: files,
+        upstream_override: upstream,
+        fail_mode: fail_mode(args.fail_mode),
+        max_concurrency: args.max_concurrency as usize,
+        api_token: args.api_token.clone(),
+        threads: args.threads,
+        events: events_target(args.events),
+        managed: None,
+    })
+}
+
+/// Loads, validates and compiles `files` as the gateway will run them, with the start-up
+/// warnings; `None` (after printing the lint diagnostics) when they are invalid.
+pub fn compile_files(files: &[PathBuf]) -> Result<Option<CompiledPolicy>> {
+    let outcome = load_files(files);
     let Some(config) = outcome.config.clone() else {
         let names: Vec<String> = files.iter().map(|f| f.display().to_string()).collect();
         print_lint_text(&names.join(" + "), &outcome);
         eprintln!("error: the gateway does not start on an invalid configuration");
-        return Ok(Exit::Invalid);
+        return Ok(None);
     };
-    let upstream = upstream_override(&args)?;
     if c_token_scope_is_group(&config) {
         eprintln!(
             "warning: token_rate_limit scope consumer_group counts all traffic together (consumer groups are not enforced by this version)"
@@ -156,28 +179,29 @@ fn serve(args: RunArgs) -> Result<Exit> {
         c.pack.version,
         &policy.digest()[..12]
     );
-    let fail_mode = match args.fail_mode {
+    Ok(Some(policy))
+}
+
+pub fn fail_mode(arg: FailModeArg) -> FailMode {
+    match arg {
         FailModeArg::Block => FailMode::Block,
         FailModeArg::Allow => FailMode::Allow,
-    };
-    kt_gateway::run(RunOptions {
-        listen: args.listen,
-        policy,
-        policy_files: files,
-        upstream_override: upstream,
-        fail_mode,
-        max_concurrency: args.max_concurrency as usize,
-        api_token: args.api_token.clone(),
-        threads: args.threads,
-        events: args.events.map(|e| {
-            if e == "-" {
-                EventTarget::Stdout
-            } else {
-                EventTarget::File(PathBuf::from(e))
-            }
-        }),
+    }
+}
+
+pub fn events_target(arg: Option<String>) -> Option<EventTarget> {
+    arg.map(|e| {
+        if e == "-" {
+            EventTarget::Stdout
+        } else {
+            EventTarget::File(PathBuf::from(e))
+        }
     })
-    .map_err(|e| match e {
+}
+
+/// Serves until the process stops.
+pub fn launch(opts: RunOptions) -> Result<Exit> {
+    kt_gateway::run(opts).map_err(|e| match e {
         kt_gateway::GatewayError::Config(msg) => CliError::new(Exit::Invalid, msg),
         other => CliError::new(Exit::Error, other.to_string()),
     })?;

@@ -3,8 +3,10 @@
 
 mod app;
 mod auth;
+mod fleet;
 mod gateway;
 mod init;
+mod managed;
 mod output;
 mod policy;
 mod server;

@@ -19,6 +19,11 @@ pub enum PolicyCommand {
     Test(TestArgs),
     /// Print the JSON Schema of policy-config.yaml (for editors)
     Schema,
+    /// Store a config file as a new version of a gateway's configuration (control plane)
+    Push(crate::fleet::PushArgs),
+    /// Roll a configuration version out to gateways and wait until each applies it
+    #[command(disable_version_flag = true)]
+    Deploy(crate::fleet::DeployArgs),
 }
 
 #[derive(Debug, Args)]
@@ -44,8 +49,10 @@ pub struct TestArgs {
     pub policy_config: Vec<PathBuf>,
 }
 
-pub fn run(cmd: PolicyCommand) -> Result<Exit> {
+pub fn run(cmd: PolicyCommand, g: &crate::session::GlobalArgs) -> Result<Exit> {
     match cmd {
+        PolicyCommand::Push(a) => crate::fleet::push(a, g),
+        PolicyCommand::Deploy(a) => crate::fleet::deploy(a, g),
         PolicyCommand::Lint(a) => lint(a),
         PolicyCommand::Test(a) => test(a),
         PolicyCommand::Schema => {

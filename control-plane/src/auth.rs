@@ -71,6 +71,8 @@ pub struct Principal {
     pub role: String,
     pub scopes: Vec<String>,
     pub mfa_authenticated: bool,
+    /// The gateway a gateway token is bound to.
+    pub gateway_id: Option<String>,
 }
 
 impl Principal {
@@ -110,7 +112,7 @@ impl FromRequestParts<AppState> for Principal {
         };
         let row = sqlx::query(
             "SELECT t.id, t.token_type, t.org_id, t.user_id, t.scopes, t.mfa_authenticated, t.expires_at, \
-             t.revoked_at, u.role FROM tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.secret_hash = $1",
+             t.revoked_at, t.gateway_id, u.role FROM tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.secret_hash = $1",
         )
         .bind(hash_secret(secret))
         .fetch_optional(&state.db)
@@ -139,6 +141,7 @@ impl FromRequestParts<AppState> for Principal {
             user_id: row.try_get("user_id")?,
             scopes: split_scopes(&scopes),
             mfa_authenticated: row.try_get::<i64, _>("mfa_authenticated")? != 0,
+            gateway_id: row.try_get("gateway_id")?,
         })
     }
 }
@@ -184,6 +187,7 @@ mod tests {
             role: "access".into(),
             scopes: split_scopes("gateways:read, tokens:read"),
             mfa_authenticated: false,
+            gateway_id: None,
         };
         assert!(p.has("tokens:read"));
         assert!(p.require("tokens:write").is_err());

@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod db;
 pub mod error;
+mod fleet;
 mod routes;
 
 use std::net::SocketAddr;
@@ -38,6 +39,9 @@ pub struct Bootstrap {
 #[derive(Clone)]
 pub struct AppState {
     pub db: AnyPool,
+    /// Bumped on every change of what a gateway should run; managed gateways' long-polls
+    /// wait on it.
+    pub fleet: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -82,7 +86,10 @@ pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
     }
     let pool = db::open(&url).await?;
     println!("Storage: {} ({})", db::kind(&url), db::redact_url(&url));
-    let state = AppState { db: pool };
+    let state = AppState {
+        db: pool,
+        fleet: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+    };
     bootstrap(&state, opts.bootstrap.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)
         .await

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens", get(list_tokens).post(create_token))
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/tokens/{id}/rotate", post(rotate_token))
+        .merge(crate::fleet::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -269,19 +270,22 @@ fn prefix_of(secret: &str) -> String {
 }
 
 /// A token row to insert (the secret itself is never stored: only its hash and prefix).
-struct NewToken<'a> {
-    id: &'a str,
-    org_id: &'a str,
-    user_id: Option<&'a str>,
-    name: &'a str,
-    token_type: &'a str,
-    secret: &'a str,
-    scopes: &'a str,
-    created_at: i64,
-    expires_at: Option<i64>,
+pub(crate) struct NewToken<'a> {
+    pub(crate) id: &'a str,
+    pub(crate) org_id: &'a str,
+    pub(crate) user_id: Option<&'a str>,
+    pub(crate) name: &'a str,
+    pub(crate) token_type: &'a str,
+    pub(crate) secret: &'a str,
+    pub(crate) scopes: &'a str,
+    pub(crate) created_at: i64,
+    pub(crate) expires_at: Option<i64>,
 }
 
-async fn insert_token<'e>(db: impl sqlx::Executor<'e, Database = sqlx::Any>, t: NewToken<'_>) -> ApiResult<()> {
+pub(crate) async fn insert_token<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    t: NewToken<'_>,
+) -> ApiResult<()> {
     sqlx::query(
         "INSERT INTO tokens (id, org_id, user_id, name, token_type, prefix, secret_hash, scopes, created_at, expires_at) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
@@ -369,7 +373,7 @@ async fn list_tokens(
     Ok(Json(TokenList { data }))
 }
 
-fn validate_name(field: &str, name: &str) -> ApiResult<()> {
+pub(crate) fn validate_name(field: &str, name: &str) -> ApiResult<()> {
     let n = name.trim();
     if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
         return Err(ApiError::validation(format!(

@@ -17,6 +17,7 @@ mod events;
 mod gateway;
 mod ids;
 mod limits;
+mod managed;
 mod metrics;
 mod reload;
 mod respond;
@@ -33,6 +34,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 
 pub use demo::run_demo_provider;
 pub use events::EventTarget;
+pub use managed::{Applied, ManagedOptions, config_path, load_applied, persist};
 pub use routing::OPENAI_COMPATIBLE;
 pub use upstream::{Upstream, UpstreamError, WireFormat};
 
@@ -54,6 +56,8 @@ pub struct RunOptions {
     pub threads: usize,
     /// Where decision events go (`None`: not recorded).
     pub events: Option<EventTarget>,
+    /// Managed mode: follow the control plane's configuration for this gateway.
+    pub managed: Option<ManagedOptions>,
 }
 
 /// Why the gateway could not start.
@@ -126,6 +130,15 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         },
     );
     server.add_service(watcher);
+    if let Some(m) = opts.managed {
+        server.add_service(pingora::services::background::background_service(
+            "managed-sync",
+            managed::ManagedSync {
+                source: Arc::clone(&source),
+                opts: m,
+            },
+        ));
+    }
     let sink = match opts.events {
         Some(target) => {
             let (sink, writer) = events::channel(target);

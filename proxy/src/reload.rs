@@ -82,8 +82,15 @@ impl ReloadOutcome {
 }
 
 impl PolicySource {
+    /// Reloads from the configured files.
     pub fn reload(&self) -> ReloadOutcome {
-        let outcome = load_files(&self.files);
+        self.reload_files(&self.files)
+    }
+
+    /// The one reload path: parse, validate and compile `files`, then swap. Managed
+    /// gateways call it on a candidate file before making it the persisted one.
+    pub fn reload_files(&self, files: &[PathBuf]) -> ReloadOutcome {
+        let outcome = load_files(files);
         let Some(config) = outcome.config else {
             return ReloadOutcome::Rejected(outcome.diagnostics);
         };

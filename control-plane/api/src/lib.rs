@@ -130,12 +130,171 @@ pub struct RotatedToken {
     pub created: CreatedToken,
 }
 
+// ---------------------------------------------------------------------------------------
+// Gateways and configurations
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateGateway {
+    pub name: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// A configuration version reference.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct VersionRef {
+    pub configuration_id: String,
+    pub version: i64,
+    /// `pack.version` of that configuration version.
+    #[serde(default)]
+    pub pack_version: Option<String>,
+}
+
+/// A gateway as the control plane sees it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayInfo {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// `healthy`, `degraded`, `offline` (no heartbeat for 3 poll intervals) or `pending`
+    /// (never seen).
+    pub status: String,
+    /// `in_sync`, `pending`, `failed` or `unassigned`.
+    pub sync: String,
+    /// The configuration the gateway is attached to (pushes go there).
+    pub configuration_id: Option<String>,
+    pub desired: Option<VersionRef>,
+    pub applied: Option<VersionRef>,
+    pub applied_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub last_error: Option<String>,
+    pub runtime_version: Option<String>,
+    pub poll_interval: i64,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedGateway {
+    pub gateway: GatewayInfo,
+    /// A gateway token bound to this gateway (`kt run --managed --gateway-token`), shown once.
+    pub token: String,
+    pub token_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayList {
+    pub data: Vec<GatewayInfo>,
+}
+
+/// A new configuration version (`POST /v1/admin/configurations` or `…/{id}/versions`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PushConfig {
+    pub yaml: String,
+    #[serde(default)]
+    pub change_detail: Option<String>,
+    /// `manual`, `git_sync` or `api` (default).
+    #[serde(default)]
+    pub source: Option<String>,
+    /// Attach the configuration to this gateway when it has none yet.
+    #[serde(default)]
+    pub gateway_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigVersion {
+    pub configuration_id: String,
+    pub name: String,
+    pub version: i64,
+    pub pack_version: String,
+    pub digest: String,
+    pub change_detail: String,
+    pub source: String,
+    pub created_at: i64,
+    /// Present on reads of one version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub yaml: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct VersionList {
+    pub data: Vec<ConfigVersion>,
+}
+
+/// `POST /v1/admin/configurations/rollout`. `version` is a version number or a
+/// `pack.version` string; without `configuration_id` each gateway's own configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutRequest {
+    #[serde(default)]
+    pub configuration_id: Option<String>,
+    pub version: Value,
+    pub gateway_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutTarget {
+    pub gateway_id: String,
+    pub desired_version: i64,
+    pub configuration_id: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RolloutResponse {
+    pub rollout_id: String,
+    pub targets: Vec<RolloutTarget>,
+}
+
+/// `GET /v1/admin/configurations/gateways/{id}/runtime-state`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeState {
+    pub gateway_id: String,
+    pub desired: Option<VersionRef>,
+    pub applied: Option<VersionRef>,
+    pub applied_at: Option<i64>,
+    /// `in_sync`, `pending`, `failed` or `unassigned`.
+    pub status: String,
+    pub health: String,
+    pub last_error: Option<String>,
+    pub last_seen_at: Option<i64>,
+    pub runtime_version: Option<String>,
+}
+
+/// What a managed gateway reports (`PUT …/runtime-state`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RuntimeReport {
+    /// The configuration version now serving (none: nothing applied yet).
+    #[serde(default)]
+    pub applied: Option<VersionRef>,
+    /// The reload generation the gateway has acted on.
+    #[serde(default)]
+    pub generation: i64,
+    /// Why the last apply failed (none: it succeeded).
+    #[serde(default)]
+    pub error: Option<String>,
+    #[serde(default)]
+    pub runtime_version: Option<String>,
+}
+
+/// `GET /v1/gateway/config`: the configuration a managed gateway should run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ManagedConfig {
+    pub gateway_id: String,
+    pub configuration_id: String,
+    pub version: i64,
+    pub pack_version: String,
+    pub digest: String,
+    pub yaml: String,
+    /// Bumped by `kt gateway reload`: re-apply even when the version is unchanged.
+    pub generation: i64,
+    /// Opaque; send back as `If-None-Match` to wait for a change.
+    pub etag: String,
+}
+
 /// What a failed call tells the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// The server answered with an error envelope.
     #[error("{}: {}", .body.code, .body.message)]
-    Api { status: u16, body: ErrorBody },
+    Api { status: u16, body: Box<ErrorBody> },
     /// The server could not be reached or answered something that is not kt's API.
     #[error("cannot reach the control plane at {url}: {message}")]
     Transport { url: String, message: String },
@@ -205,7 +364,7 @@ impl Client {
                 match serde_json::from_str::<ErrorEnvelope>(&text) {
                     Ok(env) => Err(ClientError::Api {
                         status,
-                        body: env.error,
+                        body: Box::new(env.error),
                     }),
                     Err(_) => Err(transport(format!(
                         "HTTP {status}: {}",
@@ -270,6 +429,50 @@ impl Client {
 
     pub fn rotate_token(&self, id: &str) -> Result<RotatedToken, ClientError> {
         self.call("POST", &format!("/v1/tokens/{}/rotate", encode_segment(id)))
+    }
+}
+
+impl Client {
+    /// The managed gateway's configuration. With `etag` (from the last answer) the server
+    /// holds the request up to `wait_secs` for a change and answers `None` when there was
+    /// none. Each call is also the gateway's heartbeat.
+    pub fn managed_config(
+        &self,
+        etag: Option<&str>,
+        wait_secs: u64,
+        poll_interval: u64,
+        runtime_version: &str,
+    ) -> Result<Option<ManagedConfig>, ClientError> {
+        let path = format!("/v1/gateway/config?wait={wait_secs}&poll_interval={poll_interval}");
+        let mut r = self
+            .request("GET", &path)
+            .timeout(std::time::Duration::from_secs(wait_secs + 15))
+            .set("x-kt-runtime-version", runtime_version);
+        if let Some(e) = etag {
+            r = r.set("if-none-match", e);
+        }
+        match r.call() {
+            Ok(resp) if resp.status() == 304 => Ok(None),
+            other => self.finish::<ManagedConfig>(other).map(Some),
+        }
+    }
+
+    pub fn report_runtime_state(&self, gateway_id: &str, report: &RuntimeReport) -> Result<RuntimeState, ClientError> {
+        self.send(
+            "PUT",
+            &format!(
+                "/v1/admin/configurations/gateways/{}/runtime-state",
+                encode_segment(gateway_id)
+            ),
+            report,
+        )
+    }
+
+    pub fn runtime_state(&self, gateway_id: &str) -> Result<RuntimeState, ClientError> {
+        self.get(&format!(
+            "/v1/admin/configurations/gateways/{}/runtime-state",
+            encode_segment(gateway_id)
+        ))
     }
 }
 

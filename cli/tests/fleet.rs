@@ -1,0 +1,636 @@
+//! Managed gateways end to end: `kt server` (SQLite, and PostgreSQL when
+//! KT_TEST_DATABASE_URL is set), two `kt run --managed` gateways and a mock provider.
+//! push → deploy → both apply → traffic obeys → revert → both roll back; a refused
+//! version; the control plane stopped and restarted.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kt_testkit::handlers::openai_echo;
+use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
+use serde_json::{Value, json};
+
+const KT: &str = env!("CARGO_BIN_EXE_kt");
+const OWNER: &str = "owner@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+/// A fresh PostgreSQL database for one test, dropped at the end.
+struct PgDb {
+    admin_url: String,
+    name: String,
+}
+
+impl PgDb {
+    fn create() -> Option<PgDb> {
+        static N: AtomicU64 = AtomicU64::new(0);
+        let Some(admin_url) = std::env::var("KT_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
+            eprintln!("SKIP postgresql run: KT_TEST_DATABASE_URL is not set (sqlite only)");
+            return None;
+        };
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let name = format!(
+            "kt_fleet_{}_{nanos:x}_{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        );
+        pg_execute(&admin_url, &format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
+        Some(PgDb { admin_url, name })
+    }
+
+    fn url(&self) -> String {
+        let (base, query) = self
+            .admin_url
+            .split_once('?')
+            .map_or((self.admin_url.as_str(), None), |(b, q)| (b, Some(q)));
+        let cut = base.rfind('/').unwrap_or(base.len());
+        let mut out = format!("{}/{}", &base[..cut], self.name);
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let _ = pg_execute(
+            &self.admin_url,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
+    use sqlx::{Connection, Executor};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut c = sqlx::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
+        c.execute(sql).await.map_err(|e| e.to_string())?;
+        Ok(())
+    })
+}
+
+fn start_server(data: &Path, database_url: Option<&str>) -> ServerProcess {
+    let mut env = vec![("KT_BOOTSTRAP_EMAIL", OWNER), ("KT_BOOTSTRAP_PASSWORD", PASSWORD)];
+    if let Some(u) = database_url {
+        env.push(("KT_DATABASE_URL", u));
+    }
+    ServerProcess::start(KT, data, &[], &env)
+}
+
+/// The CLI as an operator logged in with the owner's session.
+struct Operator {
+    cfg: PathBuf,
+    api: String,
+}
+
+impl Operator {
+    fn login(cfg: PathBuf, server: &ServerProcess) -> Operator {
+        let op = Operator {
+            cfg,
+            api: format!("http://{}", server.addr),
+        };
+        let o = op.kt(&["auth", "login", "--email", OWNER, "--password", PASSWORD]);
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        op
+    }
+
+    fn kt(&self, args: &[&str]) -> Output {
+        Command::new(KT)
+            .args(args)
+            .env("KEEPTRUSTS_CONFIG_DIR", &self.cfg)
+            .env("KEEPTRUSTS_API_URL", &self.api)
+            .env_remove("KEEPTRUSTS_API_TOKEN")
+            .output()
+            .expect("kt runs")
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let o = self.kt(args);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "kt {args:?}: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("json output")
+    }
+}
+
+/// A `kt run --managed` process, killed on drop.
+struct Managed {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Managed {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Managed {
+    fn start(api: &str, id: &str, token: &str, state: &Path) -> Managed {
+        let addr = free_addr();
+        std::fs::create_dir_all(state).expect("state dir");
+        let log = state.join(format!("gateway-{}.log", addr.replace([':', '.'], "_")));
+        let out = std::fs::File::create(&log).expect("log");
+        let child = Command::new(KT)
+            .args([
+                "run",
+                "--managed",
+                "--listen",
+                &addr,
+                "--poll-interval",
+                "5",
+                "--threads",
+                "1",
+            ])
+            .env("KEEPTRUSTS_API_URL", api)
+            .env("KEEPTRUSTS_GATEWAY_ID", id)
+            .env("KEEPTRUSTS_GATEWAY_TOKEN", token)
+            .env("KEEPTRUSTS_STATE_DIR", state)
+            .env("KEEPTRUSTS_CONFIG_DIR", state.join("cfg"))
+            .env_remove("KT_MISSING_PROVIDER_KEY")
+            .stdout(Stdio::null())
+            .stderr(out)
+            .spawn()
+            .expect("kt run starts");
+        let g = Managed { child, addr, log };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if http(&g.addr, "GET", "/healthz", None).is_some_and(|r| r.status == 200) {
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "managed gateway did not start:\n{}",
+            std::fs::read_to_string(&g.log).unwrap_or_default()
+        );
+    }
+
+    /// The answer text to a chat request carrying an email address.
+    fn chat(&self) -> String {
+        let body = json!({"model": "m", "messages": [{"role": "user", "content": "mail a.person@example.com"}]});
+        let r = http_with(
+            &self.addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(body.to_string().as_bytes()),
+            &[],
+        )
+        .expect("gateway answers");
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+}
+
+fn pack(version: &str, redact: bool, provider: &str, extra_target: &str) -> String {
+    let chain = if redact { "[pii-detector]" } else { "[]" };
+    format!(
+        "pack: {{name: fleet, version: {version}, enabled: true}}\npolicies: {{chain: {chain}}}\npolicy:\n  pii-detector: {{action: redact}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{provider}/v1\"{extra_target}}}\n"
+    )
+}
+
+fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        if check() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn create_gateway(op: &Operator, name: &str) -> (String, String) {
+    let v = op.json(&["gateway", "create", "--name", name, "--json"]);
+    (
+        v["gateway"]["id"].as_str().expect("id").to_owned(),
+        v["token"].as_str().expect("token").to_owned(),
+    )
+}
+
+#[test]
+fn push_deploy_revert_across_two_managed_gateways() {
+    let pg = PgDb::create();
+    let mut urls: Vec<Option<String>> = vec![None];
+    if let Some(db) = &pg {
+        urls.push(Some(db.url()));
+    }
+    for url in urls {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let provider = MockProvider::start(openai_echo(""));
+        let server = start_server(&tmp.path().join("data"), url.as_deref());
+        let op = Operator::login(tmp.path().join("cfg"), &server);
+        let (g1, t1) = create_gateway(&op, "edge-1");
+        let (g2, t2) = create_gateway(&op, "edge-2");
+
+        let v1 = tmp.path().join("v1.yaml");
+        std::fs::write(&v1, pack("1.0.0", false, &provider.addr, "")).expect("write");
+        for g in [&g1, &g2] {
+            op.json(&[
+                "policy",
+                "push",
+                "--file",
+                v1.to_str().expect("path"),
+                "--gateway-id",
+                g,
+                "--json",
+            ]);
+        }
+        // Each gateway got its own configuration; roll each out.
+        let d = op.json(&[
+            "policy",
+            "deploy",
+            "--gateway-id",
+            &g1,
+            "--gateway-id",
+            &g2,
+            "--version",
+            "1",
+            "--no-wait",
+            "--json",
+        ]);
+        assert_eq!(d["targets"].as_array().map(Vec::len), Some(2), "{d}");
+
+        let api = format!("http://{}", server.addr);
+        let gw1 = Managed::start(&api, &g1, &t1, &tmp.path().join("state1"));
+        let gw2 = Managed::start(&api, &g2, &t2, &tmp.path().join("state2"));
+        for gw in [&gw1, &gw2] {
+            assert!(gw.chat().contains("a.person@example.com"), "v1 has no redaction");
+        }
+
+        // v2 redacts; deploy waits until both report it applied.
+        let v2 = tmp.path().join("v2.yaml");
+        std::fs::write(&v2, pack("2.0.0", true, &provider.addr, "")).expect("write");
+        let diff = op.kt(&["gateway", "diff", "--id", &g1, "--file", v2.to_str().expect("path")]);
+        assert_eq!(diff.status.code(), Some(1), "differences exit 1");
+        let text = String::from_utf8_lossy(&diff.stdout);
+        assert!(text.contains("~ pack.version: \"1.0.0\" -> \"2.0.0\""), "{text}");
+        assert!(text.contains("~ policies.chain"), "{text}");
+        for g in [&g1, &g2] {
+            let pushed = op.json(&[
+                "policy",
+                "push",
+                "--file",
+                v2.to_str().expect("path"),
+                "--gateway-id",
+                g,
+                "--json",
+            ]);
+            assert_eq!(pushed["version"], 2);
+        }
+        let t = Instant::now();
+        let d = op.json(&["policy", "deploy", "--gateway-id", &format!("{g1},{g2}"), "--json"]);
+        assert_eq!(d["ok"], true, "{d}");
+        assert!(
+            t.elapsed() < Duration::from_secs(4),
+            "gateways learn of a rollout well before the 5 s poll interval: {:?}",
+            t.elapsed()
+        );
+        for gw in [&gw1, &gw2] {
+            let answer = gw.chat();
+            assert!(
+                !answer.contains("a.person@example.com") && answer.contains("[EMAIL]"),
+                "{answer}"
+            );
+        }
+        let same = op.kt(&["gateway", "diff", "--id", &g2, "--file", v2.to_str().expect("path")]);
+        assert_eq!(same.status.code(), Some(0), "{}", String::from_utf8_lossy(&same.stdout));
+
+        let state = op.json(&["gateway", "inspect", "--id", &g1, "--json"]);
+        assert_eq!(state["status"], "healthy", "{state}");
+        assert_eq!(state["sync"], "in_sync");
+        assert_eq!(state["applied"]["version"], 2);
+        assert_eq!(state["applied"]["pack_version"], "2.0.0");
+        assert!(state["runtime_version"].as_str().is_some_and(|v| v.starts_with("kt/")));
+
+        // The seed's read paths.
+        let owner_token = {
+            let creds: Value =
+                serde_json::from_str(&std::fs::read_to_string(tmp.path().join("cfg/credentials.json")).expect("creds"))
+                    .expect("json");
+            creds["profiles"]["default"]["token"]
+                .as_str()
+                .expect("token")
+                .to_owned()
+        };
+        let auth = format!("Bearer {owner_token}");
+        let list = http_with(
+            &server.addr,
+            "GET",
+            "/v1/admin/configurations",
+            None,
+            &[("authorization", auth.as_str())],
+        )
+        .expect("answer")
+        .json();
+        let item = list["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|x| x["gateway_id"] == g1.as_str()))
+            .cloned()
+            .expect("gateway listed");
+        assert_eq!(item["status"], "healthy");
+        assert_eq!(item["running_version"], "2.0.0");
+        assert!(
+            item["last_seen_at"].as_str().is_some_and(|t| t.ends_with('Z')),
+            "{item}"
+        );
+        let rs = http_with(
+            &server.addr,
+            "GET",
+            &format!("/v1/admin/configurations/gateways/{g2}/runtime-state"),
+            None,
+            &[("authorization", auth.as_str())],
+        )
+        .expect("answer")
+        .json();
+        assert_eq!(rs["status"], "in_sync", "{rs}");
+        assert_eq!(rs["desired"]["version"], 2);
+
+        // Revert both to version 1.
+        for g in [&g1, &g2] {
+            op.json(&["gateway", "revert", "--id", g, "--version", "1", "--json"]);
+        }
+        wait_for("both gateways back on version 1", || {
+            gw1.chat().contains("a.person@example.com") && gw2.chat().contains("a.person@example.com")
+        });
+
+        // A version whose provider key is missing lints but cannot run: refused, reported,
+        // and the previous configuration keeps serving.
+        let v3 = tmp.path().join("v3.yaml");
+        std::fs::write(
+            &v3,
+            pack(
+                "3.0.0",
+                true,
+                &provider.addr,
+                ", secret_key_ref: {env: KT_MISSING_PROVIDER_KEY}",
+            ),
+        )
+        .expect("write");
+        op.json(&[
+            "policy",
+            "push",
+            "--file",
+            v3.to_str().expect("path"),
+            "--gateway-id",
+            &g1,
+            "--json",
+        ]);
+        let o = op.kt(&["policy", "deploy", "--gateway-id", &g1, "--timeout", "10"]);
+        assert_eq!(o.status.code(), Some(1), "a refused version fails the deploy");
+        let out = String::from_utf8_lossy(&o.stdout);
+        assert!(out.contains("✗") && out.contains("KT_MISSING_PROVIDER_KEY"), "{out}");
+        let state = op.json(&["gateway", "inspect", "--id", &g1, "--json"]);
+        assert_eq!(state["sync"], "failed", "{state}");
+        assert_eq!(state["status"], "degraded");
+        assert_eq!(state["applied"]["version"], 1);
+        assert!(gw1.chat().contains("a.person@example.com"), "version 1 still serves");
+    }
+}
+
+#[test]
+fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(openai_echo(""));
+    let data = tmp.path().join("data");
+    let server = start_server(&data, None);
+    let op = Operator::login(tmp.path().join("cfg"), &server);
+    let (g1, t1) = create_gateway(&op, "edge-1");
+    let v1 = tmp.path().join("v1.yaml");
+    std::fs::write(&v1, pack("1.0.0", true, &provider.addr, "")).expect("write");
+    op.json(&[
+        "policy",
+        "push",
+        "--file",
+        v1.to_str().expect("path"),
+        "--gateway-id",
+        &g1,
+        "--json",
+    ]);
+    op.json(&["policy", "deploy", "--gateway-id", &g1, "--no-wait", "--json"]);
+    let api = format!("http://{}", server.addr);
+    let state = tmp.path().join("state1");
+    let gw = Managed::start(&api, &g1, &t1, &state);
+    assert!(gw.chat().contains("[EMAIL]"));
+
+    // The control plane goes away: traffic goes on.
+    let addr = server.addr.clone();
+    drop(server);
+    for _ in 0..5 {
+        assert!(gw.chat().contains("[EMAIL]"));
+    }
+    // A gateway restarted while the control plane is down comes back on its last config.
+    drop(gw);
+    let gw = Managed::start(&api, &g1, &t1, &state);
+    assert!(gw.chat().contains("[EMAIL]"), "persisted configuration serves");
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert!(log.contains("control plane unavailable"), "{log}");
+
+    // The control plane returns on the same address; a new version reaches the gateway.
+    let server = restart_on(&data, &addr);
+    let v2 = tmp.path().join("v2.yaml");
+    std::fs::write(&v2, pack("2.0.0", false, &provider.addr, "")).expect("write");
+    op.json(&[
+        "policy",
+        "push",
+        "--file",
+        v2.to_str().expect("path"),
+        "--gateway-id",
+        &g1,
+        "--json",
+    ]);
+    let d = op.json(&["policy", "deploy", "--gateway-id", &g1, "--timeout", "20", "--json"]);
+    assert_eq!(d["ok"], true, "{d}");
+    assert!(gw.chat().contains("a.person@example.com"));
+    let state = op.json(&["gateway", "inspect", "--id", &g1, "--json"]);
+    assert_eq!(state["sync"], "in_sync", "{state}");
+    drop(server);
+}
+
+/// `kt server` on a given address (the one the gateways know).
+fn restart_on(data: &Path, addr: &str) -> ServerProcess {
+    let log = data.join("restart.log");
+    let out = std::fs::File::create(&log).expect("log");
+    let child = Command::new(KT)
+        .args(["server", "--listen", addr, "--data-dir"])
+        .arg(data)
+        .env_remove("KT_DATABASE_URL")
+        .stdout(out.try_clone().expect("log"))
+        .stderr(out)
+        .spawn()
+        .expect("server starts");
+    let server = ServerProcess {
+        child,
+        addr: addr.to_owned(),
+        log,
+    };
+    wait_for("the restarted server", || {
+        http(addr, "GET", "/readyz", None).is_some_and(|r| r.status == 200)
+    });
+    server
+}
+
+#[test]
+fn fleet_endpoints_check_scopes_and_gateway_tokens_are_bound() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start_server(&tmp.path().join("data"), None);
+    let op = Operator::login(tmp.path().join("cfg"), &server);
+    let (g1, t1) = create_gateway(&op, "edge-1");
+    let (g2, _t2) = create_gateway(&op, "edge-2");
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("cfg/credentials.json")).expect("creds"))
+            .expect("json");
+    let session = creds["profiles"]["default"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned();
+    let mint = |scopes: &[&str]| -> String {
+        let body = json!({"name": "m", "scopes": scopes}).to_string();
+        let auth = format!("Bearer {session}");
+        let r = http_with(
+            &server.addr,
+            "POST",
+            "/v1/tokens",
+            Some(body.as_bytes()),
+            &[("authorization", auth.as_str())],
+        )
+        .expect("answer");
+        r.json()["token"].as_str().expect("token").to_owned()
+    };
+    let yaml = "pack: {name: p, version: 1.0.0, enabled: true}\npolicies: {chain: []}\n";
+    let push = json!({"yaml": yaml, "gateway_id": g1});
+    let matrix: Vec<(&str, String, Option<Value>, &str)> = vec![
+        ("GET", "/v1/gateways".into(), None, "gateways:read"),
+        (
+            "POST",
+            "/v1/gateways".into(),
+            Some(json!({"name": "x"})),
+            "gateways:write",
+        ),
+        ("GET", format!("/v1/gateways/{g1}"), None, "gateways:read"),
+        ("GET", format!("/v1/gateways/{g1}/config"), None, "configurations:read"),
+        ("POST", format!("/v1/gateways/{g1}/reload"), None, "gateways:write"),
+        (
+            "POST",
+            format!("/v1/gateways/{g1}/revert"),
+            Some(json!({"version": 1})),
+            "configurations:write",
+        ),
+        ("POST", format!("/v1/gateways/{g1}/reconcile"), None, "gateways:write"),
+        ("GET", "/v1/admin/configurations".into(), None, "configurations:read"),
+        (
+            "POST",
+            "/v1/admin/configurations".into(),
+            Some(push),
+            "configurations:write",
+        ),
+        (
+            "POST",
+            "/v1/admin/configurations/rollout".into(),
+            Some(json!({"gateway_ids": [g1], "version": 1})),
+            "configurations:write",
+        ),
+        (
+            "GET",
+            format!("/v1/admin/configurations/gateways/{g1}/runtime-state"),
+            None,
+            "gateways:read",
+        ),
+        (
+            "PUT",
+            format!("/v1/admin/configurations/gateways/{g1}/runtime-state"),
+            Some(json!({})),
+            "control_plane",
+        ),
+        ("GET", "/v1/gateway/config".into(), None, "control_plane"),
+    ];
+    for (method, path, body, scope) in &matrix {
+        let others: Vec<&str> = kt_api::SCOPES.iter().copied().filter(|s| s != scope).collect();
+        let without = mint(&others);
+        let auth = format!("Bearer {without}");
+        let b = body.as_ref().map(Value::to_string);
+        let r = http_with(
+            &server.addr,
+            method,
+            path,
+            b.as_deref().map(str::as_bytes),
+            &[("authorization", auth.as_str())],
+        )
+        .expect("answer");
+        assert_eq!(r.status, 403, "{method} {path} without {scope}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "auth.forbidden");
+        let r = http_with(&server.addr, method, path, b.as_deref().map(str::as_bytes), &[]).expect("answer");
+        assert_eq!(r.status, 401, "{method} {path} without a token");
+    }
+    // A gateway token acts for its own gateway only, and for nothing else.
+    let auth = format!("Bearer {t1}");
+    let r = http_with(
+        &server.addr,
+        "PUT",
+        &format!("/v1/admin/configurations/gateways/{g2}/runtime-state"),
+        Some(b"{}"),
+        &[("authorization", auth.as_str())],
+    )
+    .expect("answer");
+    assert_eq!(r.status, 403, "{}", r.text());
+    let r = http_with(
+        &server.addr,
+        "GET",
+        "/v1/gateways",
+        None,
+        &[("authorization", auth.as_str())],
+    )
+    .expect("answer");
+    assert_eq!(r.status, 403, "{}", r.text());
+    // An invalid configuration is refused with lint's diagnostics, and nothing is stored.
+    let bad = json!({"yaml": "pack: {name: p}\npolicies: {chain: [nope]}\n", "gateway_id": g1}).to_string();
+    let sauth = format!("Bearer {session}");
+    let r = http_with(
+        &server.addr,
+        "POST",
+        "/v1/admin/configurations",
+        Some(bad.as_bytes()),
+        &[("authorization", sauth.as_str())],
+    )
+    .expect("answer");
+    assert_eq!(r.status, 422, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["error"]["code"], "validation.failed");
+    assert!(
+        v["error"]["details"]["text"]
+            .as_str()
+            .is_some_and(|t| t.contains("E001")),
+        "{v}"
+    );
+    // Duplicate names conflict; SQL-ish names are data.
+    let o = op.kt(&["gateway", "create", "--name", "edge-1"]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("conflict"));
+    let (odd, _) = create_gateway(&op, "x'); DROP TABLE gateways;--");
+    let listed = op.json(&["gateway", "list", "--json"]);
+    assert!(
+        listed["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|g| g["id"] == odd.as_str())),
+        "{listed}"
+    );
+    assert!(listed["data"].as_array().is_some_and(|d| d.len() == 3));
+}

@@ -1,0 +1,201 @@
+//! Managed mode (`kt run --managed`): keep the gateway on the configuration the control
+//! plane assigns it. A long-poll on `GET /v1/gateway/config` returns as soon as a rollout,
+//! revert or reload changes it (the poll interval bounds the wait); each new version goes
+//! through the one reload path (`PolicySource::reload_files`) on a candidate file and is
+//! persisted only once it serves, so a restart without the control plane comes back on
+//! the last good configuration. The outcome, applied or refused, is reported back.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kt_api::{Client, ManagedConfig, RuntimeReport, VersionRef};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use serde::{Deserialize, Serialize};
+
+use crate::reload::{PolicySource, ReloadOutcome};
+
+/// What a managed gateway needs to follow the control plane.
+#[derive(Debug, Clone)]
+pub struct ManagedOptions {
+    pub client: Client,
+    pub gateway_id: String,
+    pub poll_interval: Duration,
+    /// Holds `policy-config.yaml` (the last good configuration) and `applied.json`.
+    pub state_dir: PathBuf,
+    /// What the gateway starts on (from the control plane or the persisted state).
+    pub applied: Option<Applied>,
+}
+
+/// The configuration version serving, as persisted in `applied.json`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Applied {
+    pub configuration_id: String,
+    pub version: i64,
+    pub pack_version: String,
+    pub generation: i64,
+    pub etag: String,
+}
+
+impl Applied {
+    pub fn of(c: &ManagedConfig) -> Applied {
+        Applied {
+            configuration_id: c.configuration_id.clone(),
+            version: c.version,
+            pack_version: c.pack_version.clone(),
+            generation: c.generation,
+            etag: c.etag.clone(),
+        }
+    }
+
+    fn version_ref(&self) -> VersionRef {
+        VersionRef {
+            configuration_id: self.configuration_id.clone(),
+            version: self.version,
+            pack_version: Some(self.pack_version.clone()),
+        }
+    }
+}
+
+/// The persisted configuration file of a state directory.
+pub fn config_path(state_dir: &Path) -> PathBuf {
+    state_dir.join("policy-config.yaml")
+}
+
+/// Reads what the state directory says was last applied.
+pub fn load_applied(state_dir: &Path) -> Option<Applied> {
+    let text = std::fs::read_to_string(state_dir.join("applied.json")).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Persists a configuration that now serves.
+pub fn persist(state_dir: &Path, yaml: &str, applied: &Applied) -> std::io::Result<()> {
+    std::fs::create_dir_all(state_dir)?;
+    write_atomic(&config_path(state_dir), yaml.as_bytes())?;
+    let meta = serde_json::to_vec_pretty(applied).map_err(std::io::Error::other)?;
+    write_atomic(&state_dir.join("applied.json"), &meta)
+}
+
+pub(crate) struct ManagedSync {
+    pub source: Arc<PolicySource>,
+    pub opts: ManagedOptions,
+}
+
+fn runtime_version() -> String {
+    format!("kt/{}", env!("CARGO_PKG_VERSION"))
+}
+
+impl ManagedSync {
+    /// Applies a configuration from the control plane; returns what to report.
+    fn apply(&self, cfg: &ManagedConfig, current: &mut Option<Applied>) -> RuntimeReport {
+        let dir = &self.opts.state_dir;
+        let candidate = dir.join("candidate.yaml");
+        let outcome = match std::fs::create_dir_all(dir).and_then(|()| write_atomic(&candidate, cfg.yaml.as_bytes())) {
+            Ok(()) => self.source.reload_files(std::slice::from_ref(&candidate)),
+            Err(e) => {
+                return self.report(current, Some(format!("cannot write {}: {e}", candidate.display())));
+            }
+        };
+        let _ = std::fs::remove_file(&candidate);
+        match outcome {
+            ReloadOutcome::Applied { digest, .. } => {
+                let applied = Applied::of(cfg);
+                if let Err(e) = persist(dir, &cfg.yaml, &applied) {
+                    eprintln!("managed: applied version {} but could not persist it: {e}", cfg.version);
+                }
+                eprintln!(
+                    "managed: applied configuration {} version {} ({}) digest {}",
+                    cfg.configuration_id,
+                    cfg.version,
+                    cfg.pack_version,
+                    &digest[..12.min(digest.len())]
+                );
+                *current = Some(applied);
+                self.report(current, None)
+            }
+            ReloadOutcome::Rejected(diags) => {
+                let text: String = diags.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
+                eprintln!(
+                    "managed: configuration {} version {} refused; the previous configuration keeps serving\n{text}",
+                    cfg.configuration_id, cfg.version
+                );
+                self.report(
+                    current,
+                    Some(format!("version {} refused: {}", cfg.version, text.trim())),
+                )
+            }
+        }
+    }
+
+    fn report(&self, current: &Option<Applied>, error: Option<String>) -> RuntimeReport {
+        RuntimeReport {
+            applied: current.as_ref().map(Applied::version_ref),
+            generation: current.as_ref().map_or(0, |a| a.generation),
+            error,
+            runtime_version: Some(runtime_version()),
+        }
+    }
+}
+
+#[async_trait]
+impl BackgroundService for ManagedSync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let client = self.opts.client.clone();
+        let gid = self.opts.gateway_id.clone();
+        let wait = self.opts.poll_interval.as_secs().max(1);
+        let mut current = self.opts.applied.clone();
+        // The starting state, so the control plane knows what runs.
+        let report = self.report(&current, None);
+        let (c, g) = (client.clone(), gid.clone());
+        let _ = tokio::task::spawn_blocking(move || c.report_runtime_state(&g, &report)).await;
+        let mut reachable = true;
+        // The ETag asked for: what serves. A refused version is not asked for again until
+        // something changes (its ETag is remembered here).
+        let mut etag = current.as_ref().map(|a| a.etag.clone());
+        loop {
+            let (c, tag) = (client.clone(), etag.clone());
+            let poll =
+                tokio::task::spawn_blocking(move || c.managed_config(tag.as_deref(), wait, wait, &runtime_version()));
+            let result = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = poll => r,
+            };
+            match result {
+                Ok(Ok(Some(cfg))) => {
+                    if !reachable {
+                        eprintln!("managed: control plane reachable again");
+                        reachable = true;
+                    }
+                    etag = Some(cfg.etag.clone());
+                    let report = self.apply(&cfg, &mut current);
+                    let (c, g) = (client.clone(), gid.clone());
+                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.report_runtime_state(&g, &report)).await {
+                        eprintln!("managed: could not report the runtime state: {e}");
+                    }
+                }
+                Ok(Ok(None)) => reachable = true,
+                Ok(Err(e)) => {
+                    if reachable {
+                        eprintln!(
+                            "managed: cannot fetch the configuration ({e}); serving the current one and retrying every {wait} s"
+                        );
+                        reachable = false;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(wait.min(5))) => {}
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
