@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::output::{CliError, Exit};
 use crate::session::GlobalArgs;
-use crate::{auth, gateway, init, managed, policy, server};
+use crate::{auth, gateway, init, managed, policy, secrets, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -46,6 +46,16 @@ pub enum Command {
         #[command(subcommand)]
         command: auth::AuthCommand,
     },
+    /// Encrypted, write-only secrets for provider credentials (secret_key_ref.store)
+    Secret {
+        #[command(subcommand)]
+        command: secrets::SecretCommand,
+    },
+    /// Config variables, and how secret_key_ref.store names resolve
+    ConfigVar {
+        #[command(subcommand)]
+        command: secrets::ConfigVarCommand,
+    },
     /// Deprecated alias of `kt gateway`
     #[command(hide = true)]
     Proxy {
@@ -63,6 +73,8 @@ pub fn main() -> ExitCode {
         Command::Run(args) => managed::run(args, &cli.global),
         Command::Server(args) => server::run(args),
         Command::Auth { command } => auth::run(command, &cli.global),
+        Command::Secret { command } => secrets::secret(command, &cli.global),
+        Command::ConfigVar { command } => secrets::config_var(command, &cli.global),
         Command::Proxy { command } => {
             eprintln!("warning: `kt proxy` is deprecated; use `kt gateway`");
             gateway::run(command, &cli.global)

@@ -9,6 +9,7 @@ mod init;
 mod managed;
 mod output;
 mod policy;
+mod secrets;
 mod server;
 mod session;
 mod templates;

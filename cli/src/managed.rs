@@ -109,6 +109,12 @@ pub fn run(args: RunManagedArgs, g: &GlobalArgs) -> Result<Exit> {
     };
 
     let files = vec![kt_gateway::config_path(&state_dir)];
+    // Provider keys kept in the control plane (secret_key_ref.store) are fetched, never
+    // written to disk.
+    let text = std::fs::read_to_string(&files[0]).unwrap_or_default();
+    let store = kt_gateway::resolve_store(&client, &kt_gateway::store_names(&text)).map_err(|e| {
+        CliError::new(Exit::Error, e).hint("create the missing secret with `kt secret create --name <name> --stdin`, or check that the control plane is reachable")
+    })?;
     let Some(policy) = compile_files(&files)? else {
         return Ok(Exit::Invalid);
     };
@@ -136,6 +142,7 @@ pub fn run(args: RunManagedArgs, g: &GlobalArgs) -> Result<Exit> {
             poll_interval: Duration::from_secs(args.poll_interval),
             state_dir,
             applied: Some(applied),
+            store,
         }),
     })
 }

@@ -25,6 +25,9 @@ pub struct ServerArgs {
     /// Owner account created on first run (with --bootstrap-password)
     #[arg(long, env = "KT_BOOTSTRAP_EMAIL", value_name = "EMAIL")]
     pub bootstrap_email: Option<String>,
+    /// Master key for secrets at rest: 32 bytes as base64 or hex (default: a generated <data-dir>/secrets.key)
+    #[arg(long, env = "KT_SECRETS_KEY", value_name = "KEY", hide_env_values = true)]
+    pub secrets_key: Option<String>,
     /// Password of the first-run owner (prefer the environment variable)
     #[arg(long, env = "KT_BOOTSTRAP_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
@@ -59,6 +62,7 @@ pub fn run(args: ServerArgs) -> Result<Exit> {
         data_dir: args.data_dir.unwrap_or_else(default_data_dir),
         database_url: args.database_url,
         bootstrap,
+        secrets_key: args.secrets_key,
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match rt.block_on(kt_control::run(opts)) {

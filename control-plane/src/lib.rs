@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 mod fleet;
 mod routes;
+pub mod secrets;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,6 +26,8 @@ pub struct ServerOptions {
     /// `postgres://…` or `sqlite://…`; none: `<data_dir>/kt.db`.
     pub database_url: Option<String>,
     pub bootstrap: Option<Bootstrap>,
+    /// The secrets master key (`KT_SECRETS_KEY`); none: `<data_dir>/secrets.key`.
+    pub secrets_key: Option<String>,
 }
 
 /// The organisation and owner created on first run.
@@ -42,6 +45,8 @@ pub struct AppState {
     /// Bumped on every change of what a gateway should run; managed gateways' long-polls
     /// wait on it.
     pub fleet: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Encrypts secrets and config variables at rest.
+    pub key: secrets::MasterKey,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,6 +65,8 @@ pub enum ServerError {
     Listen(SocketAddr, String),
     #[error("bootstrap failed: {0}")]
     Bootstrap(String),
+    #[error(transparent)]
+    Key(#[from] secrets::KeyError),
 }
 
 pub fn now() -> i64 {
@@ -80,15 +87,18 @@ pub fn database_url(opts: &ServerOptions) -> String {
 /// serves until the process is stopped.
 pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
     let url = database_url(&opts);
-    if db::kind(&url) == "sqlite" {
+    if db::kind(&url) == "sqlite" || opts.secrets_key.is_none() {
         std::fs::create_dir_all(&opts.data_dir)
             .map_err(|e| ServerError::DataDir(opts.data_dir.display().to_string(), e.to_string()))?;
     }
+    let (key, key_source) = secrets::MasterKey::load(opts.secrets_key.as_deref(), &opts.data_dir)?;
     let pool = db::open(&url).await?;
     println!("Storage: {} ({})", db::kind(&url), db::redact_url(&url));
+    println!("Secrets key: {key_source}");
     let state = AppState {
         db: pool,
         fleet: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        key,
     };
     bootstrap(&state, opts.bootstrap.as_ref()).await?;
     let listener = tokio::net::TcpListener::bind(opts.listen)

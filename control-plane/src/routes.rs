@@ -38,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/tokens/{id}/rotate", post(rotate_token))
         .merge(crate::fleet::routes())
+        .merge(crate::secrets::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

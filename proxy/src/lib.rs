@@ -34,7 +34,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 
 pub use demo::run_demo_provider;
 pub use events::EventTarget;
-pub use managed::{Applied, ManagedOptions, config_path, load_applied, persist};
+pub use managed::{Applied, ManagedOptions, config_path, load_applied, persist, resolve_store, store_names};
 pub use routing::OPENAI_COMPATIBLE;
 pub use upstream::{Upstream, UpstreamError, WireFormat};
 
@@ -59,6 +59,8 @@ pub struct RunOptions {
     /// Managed mode: follow the control plane's configuration for this gateway.
     pub managed: Option<ManagedOptions>,
 }
+
+pub use routing::StoreValues;
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -98,8 +100,9 @@ pub(crate) fn server(threads: usize, grace_seconds: u64) -> Result<Server, Gatew
 /// cannot be set up (a missing credential variable, an unsupported provider).
 pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     let registry = routing::HealthRegistry::default();
-    let runtime =
-        reload::Runtime::new(opts.policy, opts.upstream_override.as_ref(), &registry).map_err(GatewayError::Config)?;
+    let store = opts.managed.as_ref().map(|m| m.store.clone());
+    let runtime = reload::Runtime::new(opts.policy, opts.upstream_override.as_ref(), &registry, store.as_ref())
+        .map_err(GatewayError::Config)?;
     for t in &runtime.router.targets {
         let u = &t.upstream;
         eprintln!(
@@ -122,6 +125,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         cache,
         registry,
         override_upstream: opts.upstream_override,
+        store: store.map(ArcSwap::from_pointee),
     });
     let watcher = pingora::services::background::background_service(
         "config-reload",

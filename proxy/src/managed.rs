@@ -27,6 +27,43 @@ pub struct ManagedOptions {
     pub state_dir: PathBuf,
     /// What the gateway starts on (from the control plane or the persisted state).
     pub applied: Option<Applied>,
+    /// The `secret_key_ref.store` values of the starting configuration.
+    pub store: crate::routing::StoreValues,
+}
+
+/// The `secret_key_ref.store` names a configuration text uses.
+pub fn store_names(yaml: &str) -> Vec<String> {
+    let outcome = kt_policy::config::load_sources(&[kt_policy::config::Source {
+        name: "policy-config.yaml".into(),
+        text: yaml.to_owned(),
+    }]);
+    let mut names: Vec<String> = outcome
+        .config
+        .and_then(|c| c.providers)
+        .map(|p| {
+            p.targets
+                .iter()
+                .filter_map(|t| t.secret_key_ref.as_ref().and_then(|r| r.store.clone()))
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.dedup();
+    names
+}
+
+/// Resolves `names` through the control plane (blocking).
+pub fn resolve_store(client: &Client, names: &[String]) -> Result<crate::routing::StoreValues, String> {
+    if names.is_empty() {
+        return Ok(Default::default());
+    }
+    let r = client
+        .resolve(names)
+        .map_err(|e| format!("cannot resolve secret_key_ref.store: {e}"))?;
+    Ok(r.data
+        .into_iter()
+        .filter_map(|x| x.value.map(|v| (x.name, v)))
+        .collect())
 }
 
 /// The configuration version serving, as persisted in `applied.json`.
@@ -94,8 +131,27 @@ fn runtime_version() -> String {
 }
 
 impl ManagedSync {
-    /// Applies a configuration from the control plane; returns what to report.
-    fn apply(&self, cfg: &ManagedConfig, current: &mut Option<Applied>) -> RuntimeReport {
+    /// Applies a configuration from the control plane (its store values already resolved,
+    /// or the reason they could not be); returns what to report.
+    fn apply(
+        &self,
+        cfg: &ManagedConfig,
+        store: Result<crate::routing::StoreValues, String>,
+        current: &mut Option<Applied>,
+    ) -> RuntimeReport {
+        let store = match store {
+            Ok(s) => s,
+            Err(e) => {
+                eprintln!(
+                    "managed: configuration {} version {} refused: {e}",
+                    cfg.configuration_id, cfg.version
+                );
+                return self.report(current, Some(format!("version {} refused: {e}", cfg.version)));
+            }
+        };
+        if let Some(s) = &self.source.store {
+            s.store(Arc::new(store));
+        }
         let dir = &self.opts.state_dir;
         let candidate = dir.join("candidate.yaml");
         let outcome = match std::fs::create_dir_all(dir).and_then(|()| write_atomic(&candidate, cfg.yaml.as_bytes())) {
@@ -175,7 +231,11 @@ impl BackgroundService for ManagedSync {
                         reachable = true;
                     }
                     etag = Some(cfg.etag.clone());
-                    let report = self.apply(&cfg, &mut current);
+                    let (c, names) = (client.clone(), store_names(&cfg.yaml));
+                    let store = tokio::task::spawn_blocking(move || resolve_store(&c, &names))
+                        .await
+                        .unwrap_or_else(|e| Err(e.to_string()));
+                    let report = self.apply(&cfg, store, &mut current);
                     let (c, g) = (client.clone(), gid.clone());
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.report_runtime_state(&g, &report)).await {
                         eprintln!("managed: could not report the runtime state: {e}");

@@ -15,7 +15,7 @@ use kt_policy::config::load_files;
 use kt_policy::{CompiledPolicy, Diagnostic};
 
 use crate::cache::ResponseCache;
-use crate::routing::{HealthRegistry, Router};
+use crate::routing::{HealthRegistry, Router, StoreValues};
 use crate::upstream::Upstream;
 use serde_json::{Value, json};
 
@@ -34,9 +34,10 @@ impl Runtime {
         policy: CompiledPolicy,
         override_upstream: Option<&Upstream>,
         registry: &HealthRegistry,
+        store: Option<&StoreValues>,
     ) -> Result<Runtime, String> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
-        let router = Router::build(policy.config(), override_upstream, registry, &env)?;
+        let router = Router::build_with(policy.config(), override_upstream, registry, &env, store)?;
         let limits_key = crate::limits::Limits::key_of(policy.config());
         Ok(Runtime {
             policy,
@@ -57,6 +58,8 @@ pub struct PolicySource {
     pub override_upstream: Option<Upstream>,
     /// The response cache, reconfigured with each applied configuration.
     pub cache: Arc<ResponseCache>,
+    /// Managed gateways: the resolved `secret_key_ref.store` values (`None`: not managed).
+    pub store: Option<ArcSwap<StoreValues>>,
 }
 
 /// What a reload did.
@@ -99,7 +102,8 @@ impl PolicySource {
                 let changed = p.digest() != self.current.load().policy.digest();
                 let digest = p.digest().to_owned();
                 if changed {
-                    match Runtime::new(p, self.override_upstream.as_ref(), &self.registry) {
+                    let store = self.store.as_ref().map(ArcSwap::load_full);
+                    match Runtime::new(p, self.override_upstream.as_ref(), &self.registry, store.as_deref()) {
                         Ok(rt) => {
                             self.cache.configure(rt.policy.config());
                             self.current.store(Arc::new(rt));

@@ -287,14 +287,30 @@ pub struct Router {
 /// A credential lookup: environment variable name → value.
 pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 
+/// Values of `secret_key_ref.store` names, from the control plane.
+pub type StoreValues = std::collections::HashMap<String, String>;
+
 impl Router {
     /// The router for `config`. With `override_upstream`, every request goes to that one
     /// upstream (the debug `--upstream` flag) and the client's model passes through.
+    #[cfg(test)]
     pub fn build(
         config: &PolicyConfig,
         override_upstream: Option<&Upstream>,
         registry: &HealthRegistry,
         env: EnvLookup<'_>,
+    ) -> Result<Router, String> {
+        Self::build_with(config, override_upstream, registry, env, None)
+    }
+
+    /// Like [`Router::build`], with the values of `secret_key_ref.store` names resolved by
+    /// the control plane (managed gateways; `None` elsewhere).
+    pub fn build_with(
+        config: &PolicyConfig,
+        override_upstream: Option<&Upstream>,
+        registry: &HealthRegistry,
+        env: EnvLookup<'_>,
+        store: Option<&StoreValues>,
     ) -> Result<Router, String> {
         let providers = config.providers.clone().unwrap_or_default();
         let mut targets = Vec::new();
@@ -310,7 +326,7 @@ impl Router {
             }));
         } else {
             for t in &providers.targets {
-                targets.push(Arc::new(target(t, registry, env)?));
+                targets.push(Arc::new(target(t, registry, env, store)?));
             }
             if targets.is_empty() {
                 return Err("no provider target in the configuration: add providers.targets (provider: openai, anthropic, azure or an OpenAI-compatible base_url), or pass --upstream URL".into());
@@ -546,7 +562,12 @@ fn strategy_name(s: RoutingStrategy) -> &'static str {
     }
 }
 
-fn target(t: &ProviderTarget, registry: &HealthRegistry, env: EnvLookup<'_>) -> Result<Target, String> {
+fn target(
+    t: &ProviderTarget,
+    registry: &HealthRegistry,
+    env: EnvLookup<'_>,
+    store: Option<&StoreValues>,
+) -> Result<Target, String> {
     let provider = t.provider.as_str();
     let anthropic = provider == "anthropic"
         || t.format == Some(kt_policy::config::WireFormat::Anthropic)
@@ -577,10 +598,21 @@ fn target(t: &ProviderTarget, registry: &HealthRegistry, env: EnvLookup<'_>) -> 
             })?)
         }
         (Some(r), _) if r.store.is_some() => {
-            return Err(format!(
-                "target '{}' uses secret_key_ref.store, which needs a managed gateway (kt run --managed)",
-                t.id
-            ));
+            let name = r.store.clone().unwrap_or_default();
+            match store {
+                Some(values) => Some(values.get(&name).cloned().ok_or_else(|| {
+                    format!(
+                        "target '{}' reads its key from stored secret '{name}', which the control plane does not have (kt secret create --name {name} …)",
+                        t.id
+                    )
+                })?),
+                None => {
+                    return Err(format!(
+                        "target '{}' uses secret_key_ref.store, which needs a managed gateway (kt run --managed)",
+                        t.id
+                    ));
+                }
+            }
         }
         (_, Some(k)) => Some(k.clone()),
         _ if provider == "openai" => env("OPENAI_API_KEY"),

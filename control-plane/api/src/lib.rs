@@ -289,6 +289,94 @@ pub struct ManagedConfig {
     pub etag: String,
 }
 
+// ---------------------------------------------------------------------------------------
+// Secrets and config variables
+
+/// `POST /v1/secrets`. The value is write-only: no response ever contains it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreateSecret {
+    pub name: String,
+    pub value: String,
+    #[serde(default)]
+    pub description: Option<String>,
+}
+
+/// `PUT /v1/secrets/{id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateSecret {
+    pub value: String,
+}
+
+/// A secret's metadata (never its value).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretInfo {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    /// `aes-gcm-siv`, or `plaintext` for a legacy row not yet re-encrypted.
+    pub encryption: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SecretList {
+    pub data: Vec<SecretInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigVar {
+    pub name: String,
+    /// `None` for sensitive variables (shown as redacted).
+    pub value: Option<String>,
+    pub description: String,
+    pub sensitive: bool,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConfigVarList {
+    pub data: Vec<ConfigVar>,
+}
+
+/// `POST /v1/config-variables` (all fields) and `PUT /v1/config-variables/{name}` (any).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct WriteConfigVar {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub value: Option<String>,
+    #[serde(default)]
+    pub description: Option<String>,
+    #[serde(default)]
+    pub sensitive: Option<bool>,
+}
+
+/// `POST /v1/config-variables/resolve`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolveRequest {
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Resolved {
+    pub name: String,
+    /// `secret` or `config_variable`.
+    pub source: String,
+    /// A secret or a sensitive variable: never displayed.
+    #[serde(default)]
+    pub sensitive: bool,
+    /// The value for gateway tokens; for anyone else `None` when it is a secret or
+    /// sensitive.
+    pub value: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ResolveResponse {
+    pub data: Vec<Resolved>,
+}
+
 /// What a failed call tells the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -473,6 +561,17 @@ impl Client {
             "/v1/admin/configurations/gateways/{}/runtime-state",
             encode_segment(gateway_id)
         ))
+    }
+}
+
+impl Client {
+    /// Resolves `secret_key_ref.store` names (secrets first, then config variables).
+    pub fn resolve(&self, names: &[String]) -> Result<ResolveResponse, ClientError> {
+        self.send(
+            "POST",
+            "/v1/config-variables/resolve",
+            &ResolveRequest { names: names.to_vec() },
+        )
     }
 }
 
