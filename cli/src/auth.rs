@@ -32,6 +32,35 @@ pub enum AuthCommand {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Multi-factor authentication (TOTP)
+    Mfa {
+        #[command(subcommand)]
+        command: MfaCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MfaCommand {
+    /// Start enrolment: prints the TOTP secret and an otpauth:// URI for an authenticator app
+    Enroll {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Finish enrolment with the first code from the app
+    Verify {
+        #[arg(long)]
+        code: String,
+    },
+    /// Trade a current code for an MFA-authenticated session (stored for the profile)
+    Challenge {
+        /// The six-digit code from the authenticator app
+        #[arg(long, alias = "token", value_name = "CODE")]
+        code: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Turn MFA off for the current user (needs an MFA-authenticated session)
+    Disable,
 }
 
 #[derive(Debug, Subcommand)]
@@ -100,7 +129,53 @@ pub fn run(cmd: AuthCommand, g: &GlobalArgs) -> Result<Exit> {
             Ok(Exit::Ok)
         }
         AuthCommand::Token { command } => token(command, g),
+        AuthCommand::Mfa { command } => mfa(command, g),
     }
+}
+
+fn mfa(cmd: MfaCommand, g: &GlobalArgs) -> Result<Exit> {
+    let client = session::client(g)?;
+    match cmd {
+        MfaCommand::Enroll { json } => {
+            let r: serde_json::Value = client.call("POST", "/v1/auth/mfa/enroll").map_err(api_error)?;
+            if json {
+                print_json(&r)?;
+            } else {
+                println!("Secret:  {}", r["secret"].as_str().unwrap_or_default());
+                println!("URI:     {}", r["otpauth_url"].as_str().unwrap_or_default());
+                println!("Add it to an authenticator app, then run: kt auth mfa verify --code <code>");
+            }
+        }
+        MfaCommand::Verify { code } => {
+            let _: serde_json::Value = client
+                .send("POST", "/v1/auth/mfa/verify", &json!({"code": code}))
+                .map_err(api_error)?;
+            println!("MFA is on. Sensitive operations now ask for `kt auth mfa challenge --code <code>`.");
+        }
+        MfaCommand::Challenge { code, json } => {
+            let r: serde_json::Value = client
+                .send("POST", "/v1/auth/mfa/challenge", &json!({"code": code}))
+                .map_err(api_error)?;
+            let mut creds = session::load_credentials()?;
+            let expires_at = r["expires_at"].as_i64().unwrap_or(0);
+            if let Some(p) = creds.profiles.get_mut(&g.profile) {
+                p.token = r["token"].as_str().unwrap_or_default().to_owned();
+                p.token_id = r["token_id"].as_str().unwrap_or_default().to_owned();
+                p.expires_at = expires_at;
+                session::save_credentials(&creds)?;
+            }
+            if json {
+                print_json(&json!({"mfa_authenticated": true, "token_id": r["token_id"], "expires_at": expires_at}))?;
+            } else {
+                println!("MFA session active for profile '{}' (1 hour).", g.profile);
+            }
+        }
+        MfaCommand::Disable => {
+            let _: serde_json::Value = client.call("POST", "/v1/auth/mfa/disable").map_err(api_error)?;
+            println!("MFA is off for this user.");
+        }
+    }
+    Ok(Exit::Ok)
 }
 
 fn login(g: &GlobalArgs, email: &str, password: &str, json: bool) -> Result<Exit> {

@@ -592,3 +592,84 @@ fn concurrent_rotations_issue_exactly_one_successor() {
         assert_eq!(active, 1, "{list}");
     }
 }
+
+#[test]
+fn token_rotation_needs_an_mfa_session_once_mfa_is_on() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(&Backend::Sqlite, &tmp.path().join("data"));
+    let cfg = tmp.path().join("cfg");
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &["auth", "login", "--email", OWNER, "--password", PASSWORD],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let owner = login(&server.addr);
+    let (id, _) = create_token(&server.addr, &owner, "ci", &["tokens:read"]);
+
+    let o = kt(&cfg, &server.addr, &["auth", "mfa", "enroll", "--json"], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let enrol: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let secret = enrol["secret"].as_str().expect("secret").to_owned();
+    assert!(
+        enrol["otpauth_url"]
+            .as_str()
+            .is_some_and(|u| u.starts_with("otpauth://totp/"))
+    );
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64)
+    };
+    let o = kt(&cfg, &server.addr, &["auth", "mfa", "verify", "--code", "000000"], &[]);
+    assert_eq!(o.status.code(), Some(3), "a wrong code is an auth error");
+    let code = kt_control::mfa::totp(&secret, now()).expect("code");
+    let o = kt(&cfg, &server.addr, &["auth", "mfa", "verify", "--code", &code], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Rotation now needs MFA, for the CLI session and any other session of the user.
+    let o = kt(&cfg, &server.addr, &["auth", "token", "rotate", "--id", &id], &[]);
+    assert_eq!(o.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("auth.mfa_required") && err.contains("kt auth mfa challenge"),
+        "{err}"
+    );
+    let r = call(
+        &server.addr,
+        "POST",
+        &format!("/v1/tokens/{id}/rotate"),
+        Some(&owner),
+        None,
+    );
+    assert_error(&r, 403, "auth.mfa_required");
+
+    // The code used for enrolment is spent; the next one opens an MFA session.
+    let o = kt(&cfg, &server.addr, &["auth", "mfa", "challenge", "--code", &code], &[]);
+    assert_eq!(o.status.code(), Some(3), "a code is good once");
+    let next = kt_control::mfa::totp(&secret, now() + 30).expect("code");
+    let o = kt(&cfg, &server.addr, &["auth", "mfa", "challenge", "--token", &next], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = kt(&cfg, &server.addr, &["auth", "whoami", "--json"], &[]);
+    let me: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(me["mfa_authenticated"], true);
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &["auth", "token", "rotate", "--id", &id, "--json"],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // API tokens carry no MFA session and are not asked for one.
+    let (other, _) = create_token(&server.addr, &owner, "ci-2", &["tokens:read"]);
+    let (_, writer) = create_token(&server.addr, &owner, "rotator", &["tokens:write", "tokens:read"]);
+    let r = call(
+        &server.addr,
+        "POST",
+        &format!("/v1/tokens/{other}/rotate"),
+        Some(&writer),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+}

@@ -6,6 +6,7 @@ pub mod auth;
 pub mod db;
 pub mod error;
 mod fleet;
+pub mod mfa;
 mod routes;
 pub mod secrets;
 

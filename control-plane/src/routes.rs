@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}/rotate", post(rotate_token))
         .merge(crate::fleet::routes())
         .merge(crate::secrets::routes())
+        .merge(crate::mfa::routes())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
@@ -498,6 +499,7 @@ async fn rotate_token(
     Path(id): Path<String>,
 ) -> ApiResult<Json<RotatedToken>> {
     p.require("tokens:write")?;
+    crate::mfa::require_mfa(&st, &p, "token rotation").await?;
     let old = token_info(&find_token(&st, &p, &id).await?)?;
     if old.state != "active" {
         return Err(ApiError::Conflict(format!(
