@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::output::{CliError, Exit};
 use crate::session::GlobalArgs;
-use crate::{auth, gateway, init, managed, policy, secrets, server};
+use crate::{auth, diag, gateway, init, managed, policy, secrets, server};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +56,13 @@ pub enum Command {
         #[command(subcommand)]
         command: secrets::ConfigVarCommand,
     },
+    /// The CLI's effective settings
+    Config {
+        #[command(subcommand)]
+        command: diag::ConfigCommand,
+    },
+    /// Check API reachability, credentials, config, state directory, gateway and providers
+    Doctor(diag::DoctorArgs),
     /// Deprecated alias of `kt gateway`
     #[command(hide = true)]
     Proxy {
@@ -74,6 +81,8 @@ pub fn main() -> ExitCode {
         Command::Server(args) => server::run(args),
         Command::Auth { command } => auth::run(command, &cli.global),
         Command::Secret { command } => secrets::secret(command, &cli.global),
+        Command::Config { command } => diag::config(command, &cli.global),
+        Command::Doctor(args) => diag::doctor(args, &cli.global),
         Command::ConfigVar { command } => secrets::config_var(command, &cli.global),
         Command::Proxy { command } => {
             eprintln!("warning: `kt proxy` is deprecated; use `kt gateway`");

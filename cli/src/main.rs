@@ -3,6 +3,7 @@
 
 mod app;
 mod auth;
+mod diag;
 mod fleet;
 mod gateway;
 mod init;

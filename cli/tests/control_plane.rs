@@ -673,3 +673,123 @@ fn token_rotation_needs_an_mfa_session_once_mfa_is_on() {
     );
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn config_show_names_sources_and_doctor_checks_the_setup() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(&Backend::Sqlite, &tmp.path().join("data"));
+    let cfg = tmp.path().join("cfg");
+    let owner = login(&server.addr);
+    let (_, token) = create_token(&server.addr, &owner, "ci", &["tokens:read"]);
+
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &["config", "show", "--json"],
+        &[("KEEPTRUSTS_API_TOKEN", &token)],
+    );
+    assert_eq!(o.status.code(), Some(0));
+    let out = stdout(&o);
+    assert!(!out.contains(&token), "the token is masked: {out}");
+    let v: Value = serde_json::from_str(&out).expect("json");
+    let get = |k: &str| {
+        v["settings"]
+            .as_array()
+            .and_then(|s| s.iter().find(|x| x["key"] == k))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    assert_eq!(get("api_url")["source"], "env");
+    assert_eq!(get("api_url")["value"], format!("http://{}", server.addr));
+    assert_eq!(get("api_token")["source"], "env");
+    assert!(get("api_token")["value"].as_str().is_some_and(|t| t.ends_with("****")));
+    assert_eq!(get("profile")["source"], "default");
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &["--api-url", "http://127.0.0.1:9", "config", "show", "--json"],
+        &[],
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    let url = v["settings"]
+        .as_array()
+        .and_then(|s| s.iter().find(|x| x["key"] == "api_url"))
+        .cloned()
+        .expect("api_url");
+    assert_eq!(url["source"], "flag");
+
+    // doctor: all good with a valid config and credentials.
+    let dir = tmp.path().join("pack");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let good = dir.join("good.yaml");
+    std::fs::write(
+        &good,
+        format!(
+            "pack: {{name: d, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\nproviders:\n  targets:\n    - {{id: local, provider: openai-compatible, base_url: \"http://{}/v1\"}}\n",
+            server.addr
+        ),
+    )
+    .expect("write");
+    let gw = format!("http://{}", kt_testkit::free_addr());
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &[
+            "doctor",
+            "--config",
+            good.to_str().expect("path"),
+            "--gateway-url",
+            &gw,
+            "--json",
+        ],
+        &[("KEEPTRUSTS_API_TOKEN", &token)],
+    );
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(o.status.code(), Some(0), "{v}");
+    assert_eq!(v["ok"], true);
+    let status = |v: &Value, name: &str| {
+        v["checks"]
+            .as_array()
+            .and_then(|c| c.iter().find(|x| x["name"] == name))
+            .map(|x| x["status"].as_str().unwrap_or("").to_owned())
+            .unwrap_or_default()
+    };
+    for name in ["api", "auth", "config", "state_dir", "provider:local"] {
+        assert_eq!(status(&v, name), "ok", "{name}: {v}");
+    }
+    assert_eq!(status(&v, "gateway"), "skip");
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &["doctor", "--config", good.to_str().expect("path")],
+        &[],
+    );
+    let text = stdout(&o);
+    assert!(text.starts_with("Keeptrusts Gateway Diagnostics"), "{text}");
+    assert!(text.contains("✓ Configuration file valid"), "{text}");
+
+    // ... and each failure named, with a hint and exit 1.
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "pack: {name: d}\npolicies: {chain: [nope]}\n").expect("write");
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &[
+            "--api-url",
+            "http://127.0.0.1:9",
+            "doctor",
+            "--config",
+            bad.to_str().expect("path"),
+            "--json",
+        ],
+        &[("KEEPTRUSTS_API_TOKEN", &token)],
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(status(&v, "api"), "fail");
+    assert_eq!(status(&v, "config"), "fail");
+    assert!(
+        v["checks"][0]["hint"].as_str().is_some_and(|h| h.contains("kt server")),
+        "{v}"
+    );
+}
