@@ -24,6 +24,8 @@ pub enum GatewayCommand {
     },
     #[command(flatten)]
     Admin(crate::fleet::GatewayAdmin),
+    #[command(flatten)]
+    Service(crate::service::ServiceCommand),
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -78,6 +80,7 @@ pub fn run(cmd: GatewayCommand, g: &crate::session::GlobalArgs) -> Result<Exit> 
     match cmd {
         GatewayCommand::Run(args) => serve(args),
         GatewayCommand::Admin(cmd) => crate::fleet::gateway(cmd, g),
+        GatewayCommand::Service(cmd) => crate::service::run(cmd),
         GatewayCommand::DemoProvider { listen } => {
             eprintln!("Demo provider (echoes prompts, no model) listening on http://{listen}/v1");
             kt_gateway::run_demo_provider(&listen).map_err(|e| CliError::new(Exit::Error, e.to_string()))?;

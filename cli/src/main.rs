@@ -12,6 +12,7 @@ mod output;
 mod policy;
 mod secrets;
 mod server;
+mod service;
 mod session;
 mod templates;
 
