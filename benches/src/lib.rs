@@ -1,6 +1,8 @@
 //! Workload generators shared by kt's benchmarks: deterministic chat bodies of a given
 //! size, and the "realistic" policy configuration the performance goals are stated for.
 
+pub mod harness;
+
 use kt_policy::CompiledPolicy;
 use kt_policy::config::{Source, load_sources};
 use serde_json::{Value, json};

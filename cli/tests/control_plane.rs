@@ -4,9 +4,9 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use kt_testkit::pg::PgDb;
 use kt_testkit::{Answer, ServerProcess, http_with};
 use serde_json::{Value, json};
 
@@ -17,82 +17,29 @@ const PASSWORD: &str = "correct horse battery";
 /// Where a test's server keeps its data.
 enum Backend {
     Sqlite,
-    Postgres { admin_url: String, db: String },
+    Postgres(PgDb),
 }
 
 impl Backend {
     fn name(&self) -> &'static str {
         match self {
             Backend::Sqlite => "sqlite",
-            Backend::Postgres { .. } => "postgresql",
+            Backend::Postgres(_) => "postgresql",
         }
     }
 
     fn database_url(&self) -> Option<String> {
         match self {
             Backend::Sqlite => None,
-            Backend::Postgres { admin_url, db } => Some(with_database(admin_url, db)),
+            Backend::Postgres(db) => Some(db.url()),
         }
     }
-}
-
-impl Drop for Backend {
-    fn drop(&mut self) {
-        if let Backend::Postgres { admin_url, db } = self {
-            let _ = pg_execute(admin_url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-        }
-    }
-}
-
-/// `url` with its database name replaced by `db`.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
-    let cut = base
-        .rfind('/')
-        .filter(|&i| i > base.find("://").map_or(0, |s| s + 2))
-        .unwrap_or(base.len());
-    let mut out = format!("{}/{db}", &base[..cut]);
-    if let Some(q) = query {
-        out.push('?');
-        out.push_str(q);
-    }
-    out
-}
-
-fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
-    use sqlx::{Connection, Executor};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
-        c.execute(sql).await.map_err(|e| e.to_string())?;
-        Ok(())
-    })
 }
 
 /// SQLite always; PostgreSQL too when KT_TEST_DATABASE_URL is set.
 fn backends() -> Vec<Backend> {
-    static N: AtomicU64 = AtomicU64::new(0);
     let mut out = vec![Backend::Sqlite];
-    match std::env::var("KT_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) {
-        Some(admin_url) => {
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.subsec_nanos());
-            let db = format!(
-                "kt_test_{}_{nanos:x}_{}",
-                std::process::id(),
-                N.fetch_add(1, Ordering::Relaxed)
-            );
-            if let Err(e) = pg_execute(&admin_url, &format!("CREATE DATABASE {db}")) {
-                panic!("KT_TEST_DATABASE_URL is set but CREATE DATABASE failed: {e}");
-            }
-            out.push(Backend::Postgres { admin_url, db });
-        }
-        None => eprintln!("SKIP postgresql run: KT_TEST_DATABASE_URL is not set (sqlite only)"),
-    }
+    out.extend(PgDb::create().map(Backend::Postgres));
     out
 }
 

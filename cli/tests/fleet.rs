@@ -5,78 +5,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kt_testkit::handlers::openai_echo;
+use kt_testkit::pg::PgDb;
 use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
 use serde_json::{Value, json};
 
 const KT: &str = env!("CARGO_BIN_EXE_kt");
 const OWNER: &str = "owner@example.com";
 const PASSWORD: &str = "correct horse battery";
-
-/// A fresh PostgreSQL database for one test, dropped at the end.
-struct PgDb {
-    admin_url: String,
-    name: String,
-}
-
-impl PgDb {
-    fn create() -> Option<PgDb> {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let Some(admin_url) = std::env::var("KT_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty()) else {
-            eprintln!("SKIP postgresql run: KT_TEST_DATABASE_URL is not set (sqlite only)");
-            return None;
-        };
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let name = format!(
-            "kt_fleet_{}_{nanos:x}_{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        pg_execute(&admin_url, &format!("CREATE DATABASE {name}")).expect("CREATE DATABASE");
-        Some(PgDb { admin_url, name })
-    }
-
-    fn url(&self) -> String {
-        let (base, query) = self
-            .admin_url
-            .split_once('?')
-            .map_or((self.admin_url.as_str(), None), |(b, q)| (b, Some(q)));
-        let cut = base.rfind('/').unwrap_or(base.len());
-        let mut out = format!("{}/{}", &base[..cut], self.name);
-        if let Some(q) = query {
-            out.push('?');
-            out.push_str(q);
-        }
-        out
-    }
-}
-
-impl Drop for PgDb {
-    fn drop(&mut self) {
-        let _ = pg_execute(
-            &self.admin_url,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn pg_execute(url: &str, sql: &str) -> Result<(), String> {
-    use sqlx::{Connection, Executor};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| e.to_string())?;
-    rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect(url).await.map_err(|e| e.to_string())?;
-        c.execute(sql).await.map_err(|e| e.to_string())?;
-        Ok(())
-    })
-}
 
 fn start_server(data: &Path, database_url: Option<&str>) -> ServerProcess {
     let mut env = vec![("KT_BOOTSTRAP_EMAIL", OWNER), ("KT_BOOTSTRAP_PASSWORD", PASSWORD)];

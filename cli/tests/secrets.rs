@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use kt_testkit::handlers::openai_echo;
+use kt_testkit::pg::PgDb;
 use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
 use serde_json::{Value, json};
 
@@ -107,10 +108,7 @@ fn mint(server: &ServerProcess, session: &str, scopes: &[&str], token_type: &str
 
 #[test]
 fn secrets_are_write_only_encrypted_and_scoped() {
-    let pg_url = std::env::var("KT_TEST_DATABASE_URL").ok().filter(|u| !u.is_empty());
-    if pg_url.is_none() {
-        eprintln!("SKIP postgresql run: KT_TEST_DATABASE_URL is not set (sqlite only)");
-    }
+    let pg = PgDb::create();
     let tmp = tempfile::tempdir().expect("tmp");
     let (server, cli, session) = setup(tmp.path(), None);
 
@@ -341,15 +339,9 @@ fn secrets_are_write_only_encrypted_and_scoped() {
     assert!(!server.output().contains(SECRET), "server log: {}", server.output());
 
     // The same API on PostgreSQL.
-    if let Some(url) = pg_url {
-        let db = format!("kt_secrets_{}", std::process::id());
-        pg(&url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
-        pg(&url, &format!("CREATE DATABASE {db}"));
-        let (base, _) = url.split_once('?').unwrap_or((&url, ""));
-        let cut = base.rfind('/').unwrap_or(base.len());
-        let db_url = format!("{}/{db}", &base[..cut]);
+    if let Some(db) = pg {
         let tmp2 = tempfile::tempdir().expect("tmp");
-        let (server2, cli2, _) = setup(tmp2.path(), Some(&db_url));
+        let (server2, cli2, _) = setup(tmp2.path(), Some(&db.url()));
         cli2.ok(
             &["secret", "create", "--name", "pg-key", "--env-var", "KT_SECRET_SRC"],
             &[("KT_SECRET_SRC", SECRET)],
@@ -357,7 +349,6 @@ fn secrets_are_write_only_encrypted_and_scoped() {
         );
         assert!(cli2.ok(&["secret", "list"], &[], None).contains("pg-key"));
         drop(server2);
-        pg(&url, &format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)"));
     }
 }
 
@@ -378,18 +369,6 @@ fn sqlite_exec(db: &Path, sql: &str) {
         let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
             .await
             .expect("open sqlite");
-        c.execute(sql).await.expect("sql");
-    });
-}
-
-fn pg(url: &str, sql: &str) {
-    use sqlx::{Connection, Executor};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let mut c = sqlx::PgConnection::connect(url).await.expect("postgres");
         c.execute(sql).await.expect("sql");
     });
 }

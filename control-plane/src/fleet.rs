@@ -563,7 +563,7 @@ async fn list_configurations(State(st): State<AppState>, p: Principal) -> ApiRes
             "desired_version": g.desired.as_ref().map(|d| d.version),
             "applied_version": g.applied.as_ref().map(|a| a.version),
             "running_version": g.applied.as_ref().and_then(|a| a.pack_version.clone()),
-            "last_seen_at": g.last_seen_at.map(rfc3339),
+            "last_seen_at": g.last_seen_at.map(|t| kt_api::rfc3339(t, None)),
         }));
     }
     let configs = sqlx::query(
@@ -588,28 +588,6 @@ async fn list_configurations(State(st): State<AppState>, p: Principal) -> ApiRes
         }));
     }
     Ok(Json(json!({"items": items, "configurations": configurations})))
-}
-
-/// Unix seconds as RFC 3339 UTC (`2026-03-20T12:05:00Z`).
-pub fn rfc3339(t: i64) -> String {
-    let days = t.div_euclid(86_400);
-    let secs = t.rem_euclid(86_400);
-    // Civil-from-days (proleptic Gregorian).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
 }
 
 // ---------------------------------------------------------------------------------------
@@ -955,13 +933,6 @@ async fn managed_config(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn times_render_as_rfc3339() {
-        assert_eq!(rfc3339(0), "1970-01-01T00:00:00Z");
-        assert_eq!(rfc3339(1_774_008_300), "2026-03-20T12:05:00Z");
-        assert_eq!(rfc3339(951_782_400), "2000-02-29T00:00:00Z");
-    }
 
     #[test]
     fn sync_and_health_follow_reports() {

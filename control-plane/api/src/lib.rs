@@ -575,6 +575,30 @@ impl Client {
     }
 }
 
+/// Unix seconds as RFC 3339 UTC: `2026-03-20T12:05:00Z`, or with microseconds
+/// (`…:00.123456Z`) when `micros` is given.
+pub fn rfc3339(secs: i64, micros: Option<u32>) -> String {
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (proleptic Gregorian).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let fraction = micros.map(|m| format!(".{m:06}")).unwrap_or_default();
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 /// Percent-encodes one path segment (ids are `[a-z0-9_]`, but user input is not trusted).
 pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -591,6 +615,14 @@ pub fn encode_segment(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_render_as_rfc3339() {
+        assert_eq!(rfc3339(0, None), "1970-01-01T00:00:00Z");
+        assert_eq!(rfc3339(1_774_008_300, None), "2026-03-20T12:05:00Z");
+        assert_eq!(rfc3339(951_782_400, Some(5)), "2000-02-29T00:00:00.000005Z");
+        assert_eq!(rfc3339(1_795_624_200, Some(123_456)), "2026-11-25T16:30:00.123456Z");
+    }
 
     #[test]
     fn segments_are_encoded() {
