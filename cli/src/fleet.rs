@@ -475,6 +475,15 @@ pub fn deploy(args: DeployArgs, g: &GlobalArgs) -> Result<Exit> {
                 if !args.json {
                     println!("✓ {} applied version {}", t.gateway_id, t.desired_version);
                 }
+            } else if state.health == "pending" {
+                // Never connected: nothing to wait for; it starts on this version.
+                done[i] = Some(("awaiting_first_start".into(), None));
+                if !args.json {
+                    println!(
+                        "- {} has never connected; it will start on version {}",
+                        t.gateway_id, t.desired_version
+                    );
+                }
             } else if state.status == "failed" {
                 done[i] = Some(("failed".into(), state.last_error.clone()));
                 if !args.json {
@@ -506,7 +515,10 @@ pub fn deploy(args: DeployArgs, g: &GlobalArgs) -> Result<Exit> {
             json!({"gateway_id": t.gateway_id, "configuration_id": t.configuration_id, "version": t.desired_version, "state": state, "error": error})
         })
         .collect();
-    let ok = done.iter().all(|d| d.as_ref().is_some_and(|(s, _)| s == "applied"));
+    let ok = done.iter().all(|d| {
+        d.as_ref()
+            .is_some_and(|(s, _)| s == "applied" || s == "awaiting_first_start")
+    });
     if args.json {
         print_json(&json!({"rollout_id": rollout.rollout_id, "ok": ok, "gateways": results}))?;
     }

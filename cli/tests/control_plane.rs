@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use kt_testkit::pg::PgDb;
+use kt_testkit::db::PgDb;
 use kt_testkit::{Answer, ServerProcess, http_with};
 use serde_json::{Value, json};
 
@@ -179,6 +179,33 @@ fn first_run_bootstraps_and_the_cli_logs_in_and_out() {
         assert_error(&r, 401, "auth.unauthenticated");
         let o = kt(&cfg, &server.addr, &["auth", "whoami"], &[]);
         assert_eq!(o.status.code(), Some(3));
+
+        // Profiles keep separate sessions.
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &[
+                "--profile",
+                "staging",
+                "auth",
+                "login",
+                "--email",
+                OWNER,
+                "--password",
+                PASSWORD,
+            ],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(0));
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &["auth", "whoami"],
+            &[("KEEPTRUSTS_PROFILE", "staging")],
+        );
+        assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+        let o = kt(&cfg, &server.addr, &["auth", "whoami"], &[]);
+        assert_eq!(o.status.code(), Some(3), "the default profile stays logged out");
 
         // A restart keeps the organisation and does not bootstrap twice.
         drop(server);
@@ -353,6 +380,37 @@ fn tokens_are_shown_once_scoped_revoked_and_rotated() {
             .map(|t| t["state"].as_str().unwrap_or(""))
             .collect();
         assert_eq!(states, ["revoked", "revoked"], "{listed}");
+
+        // An expired token is refused and listed as expired.
+        let r = call(
+            &server.addr,
+            "POST",
+            "/v1/tokens",
+            Some(&owner),
+            Some(json!({"name": "short", "scopes": ["tokens:read"], "expires_in_days": 1})),
+        );
+        let short = r.json();
+        assert!(short["expires_at"].as_i64().is_some(), "{short}");
+        if let Backend::Sqlite = backend {
+            kt_testkit::db::sqlite_execute(
+                &tmp.path().join("data/kt.db"),
+                &format!(
+                    "UPDATE tokens SET expires_at = 1 WHERE id = '{}'",
+                    short["id"].as_str().unwrap_or("")
+                ),
+            )
+            .expect("expire the token");
+            let r = call(&server.addr, "GET", "/v1/whoami", short["token"].as_str(), None);
+            assert_error(&r, 401, "auth.unauthenticated");
+            assert!(r.text().contains("expired"), "{}", r.text());
+            let list = call(&server.addr, "GET", "/v1/tokens", Some(&owner), None).json();
+            assert!(
+                list["data"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|t| t["name"] == "short" && t["state"] == "expired")),
+                "{list}"
+            );
+        }
 
         // Gateway tokens carry their own prefix and filter.
         let r = call(

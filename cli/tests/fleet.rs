@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kt_testkit::db::PgDb;
 use kt_testkit::handlers::openai_echo;
-use kt_testkit::pg::PgDb;
 use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
 use serde_json::{Value, json};
 
@@ -363,7 +363,10 @@ fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
         &g1,
         "--json",
     ]);
-    op.json(&["policy", "deploy", "--gateway-id", &g1, "--no-wait", "--json"]);
+    // A gateway that never connected is not waited for: it starts on the version.
+    let d = op.json(&["policy", "deploy", "--gateway-id", &g1, "--json"]);
+    assert_eq!(d["ok"], true, "{d}");
+    assert_eq!(d["gateways"][0]["state"], "awaiting_first_start", "{d}");
     let api = format!("http://{}", server.addr);
     let state = tmp.path().join("state1");
     let gw = Managed::start(&api, &g1, &t1, &state);

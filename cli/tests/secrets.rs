@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use kt_testkit::db::PgDb;
 use kt_testkit::handlers::openai_echo;
-use kt_testkit::pg::PgDb;
 use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
 use serde_json::{Value, json};
 
@@ -296,13 +296,14 @@ fn secrets_are_write_only_encrypted_and_scoped() {
     // A legacy plaintext row is readable, then re-encrypted when updated.
     let db = tmp.path().join("data/kt.db");
     let org: String = server_org(&server, &session);
-    sqlite_exec(
+    kt_testkit::db::sqlite_execute(
         &db,
         &format!(
             "INSERT INTO secrets (id, org_id, name, description, value, encryption, created_at, updated_at) \
              VALUES ('secret_legacy', '{org}', 'legacy-key', '', 'legacy-plain-value', 'plaintext', 0, 0)"
         ),
-    );
+    )
+    .expect("legacy row");
     let r = api(
         &server,
         "POST",
@@ -357,20 +358,6 @@ fn server_org(server: &ServerProcess, session: &str) -> String {
         .as_str()
         .expect("org")
         .to_owned()
-}
-
-fn sqlite_exec(db: &Path, sql: &str) {
-    use sqlx::{Connection, Executor};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("rt");
-    rt.block_on(async {
-        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", db.display()))
-            .await
-            .expect("open sqlite");
-        c.execute(sql).await.expect("sql");
-    });
 }
 
 struct Gateway {
