@@ -310,6 +310,22 @@ fn push_deploy_revert_across_two_managed_gateways() {
             gw1.chat().contains("a.person@example.com") && gw2.chat().contains("a.person@example.com")
         });
 
+        // `kt gateway reload` makes the running gateway apply its configuration again.
+        let applies = |g: &Managed| {
+            std::fs::read_to_string(&g.log)
+                .unwrap_or_default()
+                .matches("applied configuration")
+                .count()
+        };
+        wait_for("gateway 1 to report version 1", || {
+            op.json(&["gateway", "inspect", "--id", &g1, "--json"])["sync"] == "in_sync"
+        });
+        let before = applies(&gw1);
+        op.json(&["gateway", "reload", "--id", &g1, "--json"]);
+        wait_for("the reload to be applied and reported", || {
+            applies(&gw1) > before && op.json(&["gateway", "inspect", "--id", &g1, "--json"])["sync"] == "in_sync"
+        });
+
         // A version whose provider key is missing lints but cannot run: refused, reported,
         // and the previous configuration keeps serving.
         let v3 = tmp.path().join("v3.yaml");
@@ -430,7 +446,7 @@ fn restart_on(data: &Path, addr: &str) -> ServerProcess {
 }
 
 #[test]
-fn fleet_endpoints_check_scopes_and_gateway_tokens_are_bound() {
+fn every_control_plane_endpoint_checks_its_scope_and_gateway_tokens_are_bound() {
     let tmp = tempfile::tempdir().expect("tmp");
     let server = start_server(&tmp.path().join("data"), None);
     let op = Operator::login(tmp.path().join("cfg"), &server);
@@ -502,6 +518,54 @@ fn fleet_endpoints_check_scopes_and_gateway_tokens_are_bound() {
             "control_plane",
         ),
         ("GET", "/v1/gateway/config".into(), None, "control_plane"),
+        ("GET", "/v1/secrets".into(), None, "secrets:read"),
+        ("GET", "/v1/secrets/secret_0".into(), None, "secrets:read"),
+        (
+            "POST",
+            "/v1/secrets".into(),
+            Some(json!({"name": "n", "value": "v"})),
+            "secrets:write",
+        ),
+        (
+            "PUT",
+            "/v1/secrets/secret_0".into(),
+            Some(json!({"value": "v"})),
+            "secrets:write",
+        ),
+        ("DELETE", "/v1/secrets/secret_0".into(), None, "secrets:write"),
+        ("GET", "/v1/config-variables".into(), None, "config_vars:read"),
+        ("GET", "/v1/config-variables/x".into(), None, "config_vars:read"),
+        (
+            "POST",
+            "/v1/config-variables".into(),
+            Some(json!({"name": "n", "value": "v"})),
+            "config_vars:write",
+        ),
+        (
+            "PUT",
+            "/v1/config-variables/x".into(),
+            Some(json!({"value": "v"})),
+            "config_vars:write",
+        ),
+        ("DELETE", "/v1/config-variables/x".into(), None, "config_vars:write"),
+        (
+            "POST",
+            "/v1/config-variables/resolve".into(),
+            Some(json!({"names": ["x"]})),
+            "config_vars:resolve",
+        ),
+        (
+            "GET",
+            "/v1/admin/configurations/cfg_0/versions".into(),
+            None,
+            "configurations:read",
+        ),
+        (
+            "POST",
+            "/v1/admin/configurations/cfg_0/versions".into(),
+            Some(json!({"yaml": "x"})),
+            "configurations:write",
+        ),
     ];
     for (method, path, body, scope) in &matrix {
         let others: Vec<&str> = kt_api::SCOPES.iter().copied().filter(|s| s != scope).collect();
