@@ -76,7 +76,6 @@ fn gateway_query(filter: &str) -> String {
 struct GatewayRow {
     info: GatewayInfo,
     reload_generation: i64,
-    applied_generation: i64,
 }
 
 fn gateway_row(r: &AnyRow) -> ApiResult<GatewayRow> {
@@ -134,7 +133,6 @@ fn gateway_row(r: &AnyRow) -> ApiResult<GatewayRow> {
             created_at: r.try_get("created_at")?,
         },
         reload_generation,
-        applied_generation,
     })
 }
 
@@ -627,13 +625,18 @@ async fn resolve_version(st: &AppState, org_id: &str, configuration_id: &str, ve
     })
 }
 
-/// Sets what a gateway should run and wakes the managed gateways waiting for it.
-async fn set_desired(st: &AppState, gateway_id: &str, configuration_id: &str, version: i64) -> ApiResult<()> {
+/// Sets what a gateway should run (callers then `notify`).
+async fn set_desired<'e>(
+    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
+    gateway_id: &str,
+    configuration_id: &str,
+    version: i64,
+) -> ApiResult<()> {
     sqlx::query("UPDATE gateways SET configuration_id = $1, desired_version = $2, last_error = NULL WHERE id = $3")
         .bind(configuration_id)
         .bind(version)
         .bind(gateway_id)
-        .execute(&st.db)
+        .execute(db)
         .await?;
     Ok(())
 }
@@ -670,8 +673,9 @@ async fn rollout(
             configuration_id,
         });
     }
+    let mut tx = st.db.begin().await?;
     for t in &targets {
-        set_desired(&st, &t.gateway_id, &t.configuration_id, t.desired_version).await?;
+        set_desired(&mut *tx, &t.gateway_id, &t.configuration_id, t.desired_version).await?;
     }
     let rollout_id = auth::new_id("rollout");
     let first = &targets[0];
@@ -685,8 +689,9 @@ async fn rollout(
     .bind(req.gateway_ids.join(","))
     .bind(p.user_id.as_deref().unwrap_or(&p.token_id))
     .bind(now())
-    .execute(&st.db)
+    .execute(&mut *tx)
     .await?;
+    tx.commit().await?;
     notify(&st);
     Ok((StatusCode::ACCEPTED, Json(RolloutResponse { rollout_id, targets })))
 }
@@ -710,7 +715,7 @@ async fn revert_gateway(
         )));
     };
     let version = resolve_version(&st, &p.org_id, &desired.configuration_id, &req.version).await?;
-    set_desired(&st, &id, &desired.configuration_id, version).await?;
+    set_desired(&st.db, &id, &desired.configuration_id, version).await?;
     notify(&st);
     Ok(Json(load_gateway(&st, &p.org_id, &id).await?.info))
 }
@@ -918,7 +923,6 @@ async fn managed_config(
             };
             return Ok(([("etag", tag)], Json(body)).into_response());
         }
-        let _ = g.applied_generation;
         tokio::select! {
             changed = changes.changed() => {
                 if changed.is_err() {

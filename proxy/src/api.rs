@@ -739,101 +739,91 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         );
         (h, body)
     };
-    // No output or tool policy and nothing to translate: the answer is checked as JSON and
-    // its usage read, without building it as a tree.
     let inspects_answer = client != ClientApi::Embeddings
         && (policy.runs_phase(kt_policy::Phase::Output) || policy.runs_phase(kt_policy::Phase::Tool));
-    if !inspects_answer && !translated {
-        let usage = match serde_json::from_slice::<UsageOnly>(&answer) {
-            Ok(u) => u.usage.as_ref().and_then(normalize_usage),
+    // The bytes the client gets, their usage, and the decision over both phases.
+    let (decision, usage, bytes) = if !inspects_answer && !translated {
+        // No output or tool policy and nothing to translate: the answer is checked as JSON
+        // and its usage read, without building it as a tree; the bytes go out unchanged.
+        match serde_json::from_slice::<UsageOnly>(&answer) {
+            Ok(u) => (decision, u.usage.as_ref().and_then(normalize_usage), answer),
+            Err(_) => {
+                let (h, body) = invalid_answer(ctx);
+                return respond::json(session, 502, &body, &h).await;
+            }
+        }
+    } else {
+        let mut response: Value = match serde_json::from_slice(&answer) {
+            Ok(v) => v,
             Err(_) => {
                 let (h, body) = invalid_answer(ctx);
                 return respond::json(session, 502, &body, &h).await;
             }
         };
-        count_tokens(gw, &rt, token_key.as_deref(), usage.as_ref());
-        let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
-        ctx.overhead = Some(overhead.as_secs_f64());
-        let mut h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
-        h.push(("x-keeptrusts-attempts", attempts.to_string()));
-        if let Some(f) = fill.as_ref() {
-            h.push(("x-keeptrusts-cache", "miss".into()));
-            if decision.verdict == Verdict::Allow && !decision.degraded {
-                let cached = Cached {
-                    body: answer.clone(),
-                    target: target.id.clone(),
-                    usage: usage.clone(),
-                };
-                gw.cache.fill(f, cached);
+        match (client, anthropic) {
+            (ClientApi::OpenAiChat, true) => {
+                response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs())
             }
+            (ClientApi::AnthropicMessages, false) => {
+                match kt_policy::wire::openai::chat_response_to_messages(&response) {
+                    Ok(r) => response = r,
+                    Err(e) => {
+                        let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
+                        let h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
+                        let body = client_error(client, "upstream_error", "invalid_upstream_response", e.0);
+                        return respond::json(session, 502, &body, &h).await;
+                    }
+                }
+            }
+            _ => {}
         }
-        drop(fill);
+        let mut decision = decision;
+        let input_verdict = decision.verdict;
+        if client != ClientApi::Embeddings {
+            decision.absorb(policy.evaluate_response(&request, &mut response, &headers, gw.opts()));
+        }
         if let Some(ev) = ctx.event.as_mut() {
-            ev.usage = usage;
+            ev.decision = Some(decision.clone());
         }
-        return respond::raw_json(session, 200, answer, &h).await;
-    }
-    let mut response: Value = match serde_json::from_slice(&answer) {
-        Ok(v) => v,
-        Err(_) => {
-            let (h, body) = invalid_answer(ctx);
-            return respond::json(session, 502, &body, &h).await;
-        }
+        let usage = response.get("usage").and_then(normalize_usage);
+        // The provider's bytes go to the client unchanged when the output phase rewrote
+        // nothing.
+        let unchanged = !translated && decision.verdict == input_verdict && decision.verdict <= Verdict::Allow;
+        let bytes = if unchanged || decision.verdict.is_terminal() {
+            answer
+        } else {
+            Bytes::from(
+                serde_json::to_vec(&response).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?,
+            )
+        };
+        (decision, usage, bytes)
     };
-    match (client, anthropic) {
-        (ClientApi::OpenAiChat, true) => {
-            response = kt_policy::wire::anthropic::messages_response_to_chat(&response, now_secs())
-        }
-        (ClientApi::AnthropicMessages, false) => match kt_policy::wire::openai::chat_response_to_messages(&response) {
-            Ok(r) => response = r,
-            Err(e) => {
-                let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
-                let h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
-                let body = client_error(client, "upstream_error", "invalid_upstream_response", e.0);
-                return respond::json(session, 502, &body, &h).await;
-            }
-        },
-        _ => {}
-    }
-    let mut decision = decision;
-    let input_verdict = decision.verdict;
-    if client != ClientApi::Embeddings {
-        decision.absorb(policy.evaluate_response(&request, &mut response, &headers, gw.opts()));
-    }
-    // The provider's bytes go to the client unchanged when the output phase rewrote nothing.
-    let response_unchanged = !translated && decision.verdict == input_verdict && decision.verdict <= Verdict::Allow;
-    let usage = response.get("usage").and_then(normalize_usage);
     count_tokens(gw, &rt, token_key.as_deref(), usage.as_ref());
-    if let Some(ev) = ctx.event.as_mut() {
-        ev.decision = Some(decision.clone());
-        ev.usage = usage.clone();
-    }
     let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
     ctx.overhead = Some(overhead.as_secs_f64());
     let mut h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
     h.push(("x-keeptrusts-attempts", attempts.to_string()));
     if decision.verdict.is_terminal() {
+        if let Some(ev) = ctx.event.as_mut() {
+            ev.usage = usage;
+        }
         return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
     }
-    let bytes = if response_unchanged {
-        answer
-    } else {
-        Bytes::from(serde_json::to_vec(&response).map_err(|e| Error::because(ErrorType::InternalError, "encode", e))?)
-    };
     if let Some(f) = fill.as_ref() {
         h.push(("x-keeptrusts-cache", "miss".into()));
         if decision.verdict == Verdict::Allow && !decision.degraded {
-            gw.cache.fill(
-                f,
-                Cached {
-                    body: bytes.clone(),
-                    target: target.id.clone(),
-                    usage: usage.clone(),
-                },
-            );
+            let cached = Cached {
+                body: bytes.clone(),
+                target: target.id.clone(),
+                usage: usage.clone(),
+            };
+            gw.cache.fill(f, cached);
         }
     }
     drop(fill);
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.usage = usage;
+    }
     respond::raw_json(session, 200, bytes, &h).await
 }
 
