@@ -20,8 +20,14 @@ pub struct RunManagedArgs {
     /// This gateway's id (from `kt gateway create`)
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_ID", value_name = "ID")]
     pub gateway_id: Option<String>,
-    /// The gateway token printed by `kt gateway create`
-    #[arg(long, env = "KEEPTRUSTS_GATEWAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    /// The gateway token printed by `kt gateway create` (`--api-token` is accepted too)
+    #[arg(
+        long,
+        alias = "api-token",
+        env = "KEEPTRUSTS_GATEWAY_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
     pub gateway_token: Option<String>,
     /// Address to listen on
     #[arg(long, default_value = "0.0.0.0:8080", value_name = "HOST:PORT")]

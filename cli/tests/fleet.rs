@@ -80,6 +80,10 @@ impl Drop for Managed {
 
 impl Managed {
     fn start(api: &str, id: &str, token: &str, state: &Path) -> Managed {
+        Self::start_polling(api, id, token, state, "5")
+    }
+
+    fn start_polling(api: &str, id: &str, token: &str, state: &Path, poll: &str) -> Managed {
         let addr = free_addr();
         std::fs::create_dir_all(state).expect("state dir");
         let log = state.join(format!("gateway-{}.log", addr.replace([':', '.'], "_")));
@@ -91,7 +95,7 @@ impl Managed {
                 "--listen",
                 &addr,
                 "--poll-interval",
-                "5",
+                poll,
                 "--threads",
                 "1",
             ])
@@ -357,6 +361,11 @@ fn push_deploy_revert_across_two_managed_gateways() {
         assert_eq!(state["status"], "degraded");
         assert_eq!(state["applied"]["version"], 1);
         assert!(gw1.chat().contains("a.person@example.com"), "version 1 still serves");
+        // reconcile asks it to try again (and it refuses again, with the same reason).
+        let r = op.json(&["gateway", "reconcile", "--id", &g1, "--json"]);
+        assert_eq!(r["action"], "reapply_requested", "{r}");
+        let r = op.json(&["gateway", "reconcile", "--id", &g2, "--json"]);
+        assert_eq!(r["action"], "none", "gateway 2 is in sync: {r}");
     }
 }
 
@@ -384,8 +393,8 @@ fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
     assert_eq!(d["ok"], true, "{d}");
     assert_eq!(d["gateways"][0]["state"], "awaiting_first_start", "{d}");
     let api = format!("http://{}", server.addr);
-    let state = tmp.path().join("state1");
-    let gw = Managed::start(&api, &g1, &t1, &state);
+    let state_dir = tmp.path().join("state1");
+    let gw = Managed::start(&api, &g1, &t1, &state_dir);
     assert!(gw.chat().contains("[EMAIL]"));
 
     // The control plane goes away: traffic goes on.
@@ -396,7 +405,7 @@ fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
     }
     // A gateway restarted while the control plane is down comes back on its last config.
     drop(gw);
-    let gw = Managed::start(&api, &g1, &t1, &state);
+    let gw = Managed::start(&api, &g1, &t1, &state_dir);
     assert!(gw.chat().contains("[EMAIL]"), "persisted configuration serves");
     let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
     assert!(log.contains("control plane unavailable"), "{log}");
@@ -419,6 +428,19 @@ fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
     assert!(gw.chat().contains("a.person@example.com"));
     let state = op.json(&["gateway", "inspect", "--id", &g1, "--json"]);
     assert_eq!(state["sync"], "in_sync", "{state}");
+
+    // A gateway that stops calling in turns offline after three poll intervals.
+    drop(gw);
+    let gw = Managed::start_polling(&api, &g1, &t1, &state_dir, "1");
+    wait_for("the restarted gateway to check in", || {
+        op.json(&["gateway", "inspect", "--id", &g1, "--json"])["poll_interval"] == 1
+    });
+    drop(gw);
+    let t = Instant::now();
+    while op.json(&["gateway", "inspect", "--id", &g1, "--json"])["status"] != "offline" {
+        assert!(t.elapsed() < Duration::from_secs(20), "never went offline");
+        std::thread::sleep(Duration::from_millis(250));
+    }
     drop(server);
 }
 
