@@ -600,8 +600,14 @@ fn concurrent_rotations_issue_exactly_one_successor() {
 
 #[test]
 fn token_rotation_needs_an_mfa_session_once_mfa_is_on() {
+    for backend in backends() {
+        token_rotation_needs_mfa_on(&backend);
+    }
+}
+
+fn token_rotation_needs_mfa_on(backend: &Backend) {
     let tmp = tempfile::tempdir().expect("tmp");
-    let server = start(&Backend::Sqlite, &tmp.path().join("data"));
+    let server = start(backend, &tmp.path().join("data"));
     let cfg = tmp.path().join("cfg");
     let o = kt(
         &cfg,

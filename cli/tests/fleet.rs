@@ -371,10 +371,18 @@ fn push_deploy_revert_across_two_managed_gateways() {
 
 #[test]
 fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
+    let pg = PgDb::create();
+    outage(None);
+    if let Some(db) = &pg {
+        outage(Some(&db.url()));
+    }
+}
+
+fn outage(database_url: Option<&str>) {
     let tmp = tempfile::tempdir().expect("tmp");
     let provider = MockProvider::start(openai_echo(""));
     let data = tmp.path().join("data");
-    let server = start_server(&data, None);
+    let server = start_server(&data, database_url);
     let op = Operator::login(tmp.path().join("cfg"), &server);
     let (g1, t1) = create_gateway(&op, "edge-1");
     let v1 = tmp.path().join("v1.yaml");
@@ -411,7 +419,7 @@ fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
     assert!(log.contains("control plane unavailable"), "{log}");
 
     // The control plane returns on the same address; a new version reaches the gateway.
-    let server = restart_on(&data, &addr);
+    let server = restart_on(&data, &addr, database_url);
     let v2 = tmp.path().join("v2.yaml");
     std::fs::write(&v2, pack("2.0.0", false, &provider.addr, "")).expect("write");
     op.json(&[
@@ -445,17 +453,19 @@ fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
 }
 
 /// `kt server` on a given address (the one the gateways know).
-fn restart_on(data: &Path, addr: &str) -> ServerProcess {
+fn restart_on(data: &Path, addr: &str, database_url: Option<&str>) -> ServerProcess {
     let log = data.join("restart.log");
     let out = std::fs::File::create(&log).expect("log");
-    let child = Command::new(KT)
-        .args(["server", "--listen", addr, "--data-dir"])
+    let mut cmd = Command::new(KT);
+    cmd.args(["server", "--listen", addr, "--data-dir"])
         .arg(data)
         .env_remove("KT_DATABASE_URL")
         .stdout(out.try_clone().expect("log"))
-        .stderr(out)
-        .spawn()
-        .expect("server starts");
+        .stderr(out);
+    if let Some(u) = database_url {
+        cmd.env("KT_DATABASE_URL", u);
+    }
+    let child = cmd.spawn().expect("server starts");
     let server = ServerProcess {
         child,
         addr: addr.to_owned(),
