@@ -67,24 +67,41 @@ pub enum ToolArgs<'a> {
     Value(&'a Value),
 }
 
-/// Request headers with lower-cased names.
+/// Request headers with lower-cased names, kept in one buffer (two allocations for any
+/// number of headers: they are built for every request).
 #[derive(Debug, Clone, Default)]
-pub struct Headers(Vec<(String, String)>);
+pub struct Headers {
+    text: String,
+    /// (name start, name end, value end) in `text`; a value starts where its name ends.
+    spans: Vec<(u32, u32, u32)>,
+}
 
 impl Headers {
     pub fn new() -> Self {
-        Headers(Vec::new())
+        Headers::default()
+    }
+
+    /// Room for `count` headers of `bytes` bytes in all.
+    pub fn with_capacity(count: usize, bytes: usize) -> Self {
+        Headers {
+            text: String::with_capacity(bytes),
+            spans: Vec::with_capacity(count),
+        }
     }
 
     pub fn insert(&mut self, name: &str, value: &str) {
-        self.0.push((name.to_ascii_lowercase(), value.to_owned()));
+        let start = self.text.len() as u32;
+        self.text.extend(name.chars().map(|c| c.to_ascii_lowercase()));
+        let name_end = self.text.len() as u32;
+        self.text.push_str(value);
+        self.spans.push((start, name_end, self.text.len() as u32));
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0
+        self.spans
             .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .find(|(a, b, _)| self.text[*a as usize..*b as usize].eq_ignore_ascii_case(name))
+            .map(|(_, b, c)| &self.text[*b as usize..*c as usize])
     }
 }
 
@@ -375,6 +392,18 @@ pub fn write_text(body: &mut Value, path: &[Seg], text: String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn headers_are_found_case_insensitively_in_one_buffer() {
+        let h: Headers = [("X-User-Id", "alice"), ("Authorization", "Bearer k"), ("x-empty", "")]
+            .into_iter()
+            .collect();
+        assert_eq!(h.get("x-user-id"), Some("alice"));
+        assert_eq!(h.get("AUTHORIZATION"), Some("Bearer k"));
+        assert_eq!(h.get("x-empty"), Some(""));
+        assert_eq!(h.get("missing"), None);
+        assert_eq!(h.get("x-user"), None, "whole names only");
+    }
     use serde_json::json;
 
     #[test]

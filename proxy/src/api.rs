@@ -30,12 +30,15 @@ use crate::upstream::{Exchange, UpstreamError, WireFormat};
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 fn headers_of(session: &Session) -> Headers {
-    session
-        .req_header()
-        .headers
-        .iter()
-        .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
-        .collect()
+    let map = &session.req_header().headers;
+    let bytes = map.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let mut h = Headers::with_capacity(map.len(), bytes);
+    for (k, v) in map {
+        if let Ok(v) = v.to_str() {
+            h.insert(k.as_str(), v);
+        }
+    }
+    h
 }
 
 fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
@@ -228,7 +231,8 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     let policy = &rt.policy;
     let limits = policy.config().size_limits.clone().unwrap_or_default();
     let headers = headers_of(session);
-    let base = vec![("x-request-id", id.to_owned())];
+    // Only error answers before the upstream call build this.
+    let base = || vec![("x-request-id", id.to_owned())];
     let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
 
     // Rate limits come before any body read or upstream work.
@@ -273,33 +277,35 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     if header(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         session.write_continue_response().await?;
     }
-    let too_large = client_error(
-        client,
-        "validation_error",
-        "request_too_large",
-        format!(
-            "request body exceeds size_limits.max_body_bytes ({} bytes)",
-            limits.max_body_bytes
-        ),
-    );
+    let too_large = || {
+        client_error(
+            client,
+            "validation_error",
+            "request_too_large",
+            format!(
+                "request body exceeds size_limits.max_body_bytes ({} bytes)",
+                limits.max_body_bytes
+            ),
+        )
+    };
     let declared = header(session, "content-length").and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limits.max_body_bytes) {
         session.set_keepalive(None);
-        return respond::json(session, 413, &too_large, &base).await;
+        return respond::json(session, 413, &too_large(), &base()).await;
     }
     if let Some(ct) = header(session, "content-type")
         && !ct.to_ascii_lowercase().contains("json")
     {
         let msg = format!("content-type must be application/json, got '{ct}'");
         let body = client_error(client, "validation_error", "unsupported_media_type", msg);
-        return respond::json(session, 415, &body, &base).await;
+        return respond::json(session, 415, &body, &base()).await;
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0).min(limits.max_body_bytes) as usize);
     while let Some(chunk) = session.read_request_body().await? {
         body.extend_from_slice(&chunk);
         if body.len() as u64 > limits.max_body_bytes {
             session.set_keepalive(None);
-            return respond::json(session, 413, &too_large, &base).await;
+            return respond::json(session, 413, &too_large(), &base()).await;
         }
     }
     let body = Bytes::from(body);
@@ -308,11 +314,11 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             let b = invalid("invalid_request", "request body must be a JSON object".into());
-            return respond::json(session, 422, &b, &base).await;
+            return respond::json(session, 422, &b, &base()).await;
         }
         Err(e) => {
             let b = invalid("invalid_json", format!("request body is not valid JSON: {e}"));
-            return respond::json(session, 422, &b, &base).await;
+            return respond::json(session, 422, &b, &base()).await;
         }
     };
     let shape_error = match client {
@@ -327,13 +333,13 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         }
     };
     if let Some(msg) = shape_error {
-        return respond::json(session, 422, &invalid("invalid_request", msg.into()), &base).await;
+        return respond::json(session, 422, &invalid("invalid_request", msg.into()), &base()).await;
     }
     if let Some(m) = request.get("model")
         && !m.is_string()
     {
         let b = invalid("invalid_request", "`model` must be a string".into());
-        return respond::json(session, 422, &b, &base).await;
+        return respond::json(session, 422, &b, &base()).await;
     }
     let stream = client != ClientApi::Embeddings && request.get("stream").and_then(Value::as_bool) == Some(true);
     let include_usage = request
@@ -347,8 +353,8 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     if let Some(ev) = ctx.event.as_mut() {
         ev.model = model.clone();
         ev.stream = stream;
-        ev.decision = Some(decision.clone());
     }
+    note_decision(gw, ctx, &decision);
     if decision.verdict.is_terminal() {
         let h = answer_headers(ctx, id, &decision, None, ctx.started.elapsed());
         return respond::json(session, decision.http_status(), &decision.error_body(), &h).await;
@@ -782,9 +788,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         if client != ClientApi::Embeddings {
             decision.absorb(policy.evaluate_response(&request, &mut response, &headers, gw.opts()));
         }
-        if let Some(ev) = ctx.event.as_mut() {
-            ev.decision = Some(decision.clone());
-        }
+        note_decision(gw, ctx, &decision);
         let usage = response.get("usage").and_then(normalize_usage);
         // The provider's bytes go to the client unchanged when the output phase rewrote
         // nothing.
@@ -825,6 +829,27 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         ev.usage = usage;
     }
     respond::raw_json(session, 200, bytes, &h).await
+}
+
+/// Records the decision for the metrics (each policy's verdict) and, when events are
+/// written, whole for the event.
+fn note_decision(gw: &Gateway, ctx: &mut Ctx, decision: &Decision) {
+    let Some(ev) = ctx.event.as_mut() else { return };
+    ev.policies.clear();
+    ev.policies.extend(
+        decision
+            .policy_results
+            .iter()
+            .filter(|r| {
+                !r.note
+                    .as_deref()
+                    .is_some_and(|n| matches!(n, "chain short-circuited" | "disabled" | "pack disabled"))
+            })
+            .map(|r| (r.kind, r.verdict.as_str())),
+    );
+    if gw.events.enabled() {
+        ev.decision = Some(decision.clone());
+    }
 }
 
 /// Records one upstream attempt for the decision event (nothing is built when events are

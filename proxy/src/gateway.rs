@@ -85,6 +85,9 @@ pub(crate) struct EventData {
     pub api: &'static str,
     pub model: Option<String>,
     pub stream: bool,
+    /// Each policy's (kind, verdict), for the metrics.
+    pub policies: Vec<(&'static str, &'static str)>,
+    /// The whole decision, kept only when events are written.
     pub decision: Option<Decision>,
     pub usage: Option<Value>,
     /// The target that answered.
@@ -204,9 +207,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let id = request_id(session);
-        let method = session.req_header().method.as_str().to_owned();
-        let path = session.req_header().uri.path().to_owned();
-        let base = vec![("x-request-id", id.clone())];
+        // Cheap clones (no allocation): the session is borrowed mutably below.
+        let method = session.req_header().method.clone();
+        let uri = session.req_header().uri.clone();
+        let (method, path) = (method.as_str(), uri.path());
+        // Only the answers that are not a model API's build this.
+        let base = || vec![("x-request-id", id.clone())];
         let max_header = ctx
             .rt
             .policy
@@ -220,14 +226,14 @@ impl ProxyHttp for Gateway {
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + session.req_header().uri.to_string().len();
+            + uri.path_and_query().map_or(0, |p| p.as_str().len());
         if header_bytes as u64 > max_header {
             let msg = format!(
                 "request headers total {header_bytes} bytes, more than size_limits.max_header_bytes ({max_header})"
             );
             session.set_keepalive(None);
             let body = error("validation_error", "request_headers_too_large", msg);
-            respond::json(session, 431, &body, &base).await?;
+            respond::json(session, 431, &body, &base()).await?;
             return Ok(true);
         }
         if path.starts_with("/keeptrusts/")
@@ -246,18 +252,18 @@ impl ProxyHttp for Gateway {
                     "unauthorized",
                     "admin routes need `Authorization: Bearer <token>` with the gateway's --api-token",
                 );
-                respond::json(session, 401, &body, &base).await?;
+                respond::json(session, 401, &body, &base()).await?;
                 return Ok(true);
             }
         }
-        let api = match path.as_str() {
+        let api = match path {
             "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
             "/v1/messages" => Some(ClientApi::AnthropicMessages),
             "/v1/responses" => Some(ClientApi::Responses),
             "/v1/embeddings" => Some(ClientApi::Embeddings),
             _ => None,
         };
-        match (method.as_str(), path.as_str(), api) {
+        match (method, path, api) {
             ("POST", _, Some(api)) => {
                 ctx.event = Some(EventData {
                     request_id: id.clone(),
@@ -266,7 +272,7 @@ impl ProxyHttp for Gateway {
                 });
                 Box::pin(crate::api::serve(self, session, ctx, &id, api)).await?
             }
-            ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base).await?,
+            ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base()).await?,
             ("GET", "/metrics", _) => {
                 let body = self.metrics.render(
                     self.events.written(),
@@ -276,8 +282,8 @@ impl ProxyHttp for Gateway {
                 );
                 respond::text(session, 200, "text/plain; version=0.0.4", body).await?
             }
-            ("GET", "/v1/models", _) => respond::json(session, 200, &models(ctx.rt.policy.config()), &base).await?,
-            ("GET", "/healthz", _) => respond::json(session, 200, &json!({"status": "ok"}), &base).await?,
+            ("GET", "/v1/models", _) => respond::json(session, 200, &models(ctx.rt.policy.config()), &base()).await?,
+            ("GET", "/healthz", _) => respond::json(session, 200, &json!({"status": "ok"}), &base()).await?,
             ("GET", "/readyz", _) => {
                 // A gateway serves only once a configuration is compiled and its router
                 // built; `new_ctx` always has one, so a running gateway is ready unless every
@@ -285,10 +291,10 @@ impl ProxyHttp for Gateway {
                 let open = ctx.rt.router.targets.iter().all(|t| t.health.circuit() == "open");
                 if open {
                     let body = json!({"status": "unavailable", "reason": "every provider target's circuit is open"});
-                    respond::json(session, 503, &body, &base).await?
+                    respond::json(session, 503, &body, &base()).await?
                 } else {
                     let body = json!({"status": "ready", "digest": ctx.rt.policy.digest()});
-                    respond::json(session, 200, &body, &base).await?
+                    respond::json(session, 200, &body, &base()).await?
                 }
             }
             ("POST", "/keeptrusts/config/reload", _) => {
@@ -298,15 +304,15 @@ impl ProxyHttp for Gateway {
                 } else {
                     422
                 };
-                respond::json(session, status, &outcome.to_json(), &base).await?;
+                respond::json(session, status, &outcome.to_json(), &base()).await?;
             }
             ("GET", "/keeptrusts/config", _) => {
                 let mut config = serde_json::to_value(ctx.rt.policy.config()).unwrap_or(Value::Null);
                 redact_literal_keys(&mut config);
-                respond::json(session, 200, &config, &base).await?;
+                respond::json(session, 200, &config, &base()).await?;
             }
             ("GET", "/keeptrusts/providers/metrics", _) => {
-                respond::json(session, 200, &ctx.rt.router.metrics_json(), &base).await?;
+                respond::json(session, 200, &ctx.rt.router.metrics_json(), &base()).await?;
             }
             (_, p, a)
                 if a.is_some()
@@ -327,20 +333,20 @@ impl ProxyHttp for Gateway {
                     session,
                     405,
                     &error("validation_error", "method_not_allowed", msg),
-                    &base,
+                    &base(),
                 )
                 .await?
             }
             _ => {
                 let msg = format!("no route for {method} {path}");
-                respond::json(session, 404, &error("validation_error", "not_found", msg), &base).await?
+                respond::json(session, 404, &error("validation_error", "not_found", msg), &base()).await?
             }
         }
         Ok(true)
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
-        let Some(ev) = ctx.event.take() else { return };
+        let Some(mut ev) = ctx.event.take() else { return };
         let status = session.response_written().map(|h| h.status.as_u16()).unwrap_or(0);
         let elapsed = ctx.started.elapsed().as_secs_f64();
         let usage = ev.usage.as_ref();
@@ -352,21 +358,7 @@ impl ProxyHttp for Gateway {
             status,
             seconds: elapsed,
             overhead_seconds: ctx.overhead.unwrap_or(elapsed),
-            policies: ev
-                .decision
-                .as_ref()
-                .map(|d| {
-                    d.policy_results
-                        .iter()
-                        .filter(|r| {
-                            !r.note
-                                .as_deref()
-                                .is_some_and(|n| matches!(n, "chain short-circuited" | "disabled" | "pack disabled"))
-                        })
-                        .map(|r| (r.kind, r.verdict.as_str()))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            policies: std::mem::take(&mut ev.policies),
             input_tokens: tokens("prompt_tokens"),
             output_tokens: tokens("completion_tokens"),
             rate_limited: ctx.rate_limited,
