@@ -520,10 +520,14 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             ),
         };
         let t0 = Instant::now();
-        let sent = target
-            .upstream
-            .send(&gw.connector, path, bytes, client_auth.as_deref(), target.timeout)
-            .await;
+        // The large upstream futures are boxed so that `serve`'s own state stays small: it
+        // is moved whole when the request starts.
+        let sent = Box::pin(
+            target
+                .upstream
+                .send(&gw.connector, path, bytes, client_auth.as_deref(), target.timeout),
+        )
+        .await;
         upstream_time += t0.elapsed();
         let failure = match sent {
             Ok(x) if (200..300).contains(&x.status) => {
@@ -540,8 +544,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                 let status = x.status;
                 let retry_after = x.header("retry-after");
                 let t1 = Instant::now();
-                let body = x
-                    .body(limits.max_response_bytes)
+                let body = Box::pin(x.body(limits.max_response_bytes))
                     .await
                     .ok()
                     .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
@@ -709,7 +712,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     }
 
     let t1 = Instant::now();
-    let answer = exchange.body(limits.max_response_bytes).await;
+    let answer = Box::pin(exchange.body(limits.max_response_bytes)).await;
     upstream_time += t1.elapsed();
     let answer = match answer {
         Ok(b) => b,

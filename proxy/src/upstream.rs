@@ -221,7 +221,8 @@ impl Upstream {
             }
         };
         let peer = self.peer(timeout).await?;
-        let (mut session, _reused) = connector.get_http_session(&*peer).await.map_err(io)?;
+        // Boxed: the connect path is most of this future's size.
+        let (mut session, _reused) = Box::pin(connector.get_http_session(&*peer)).await.map_err(io)?;
         let mut req = RequestHeader::build("POST", self.path_for(path).as_bytes(), Some(5)).map_err(io)?;
         req.insert_header("host", self.host_header.as_str()).map_err(io)?;
         req.insert_header("content-type", "application/json").map_err(io)?;
