@@ -4,12 +4,12 @@
 //! version; the control plane stopped and restarted.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
 use kt_testkit::db::PgDb;
 use kt_testkit::handlers::openai_echo;
-use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
+use kt_testkit::{ManagedProcess, MockProvider, ServerProcess, http, http_with};
 use serde_json::{Value, json};
 
 const KT: &str = env!("CARGO_BIN_EXE_kt");
@@ -64,82 +64,26 @@ impl Operator {
     }
 }
 
-/// A `kt run --managed` process, killed on drop.
-struct Managed {
-    child: Child,
-    addr: String,
-    log: PathBuf,
+fn start_managed(api: &str, id: &str, token: &str, state: &Path, poll: &str) -> ManagedProcess {
+    ManagedProcess::start(KT, api, id, token, state, &["--poll-interval", poll])
 }
 
-impl Drop for Managed {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Managed {
-    fn start(api: &str, id: &str, token: &str, state: &Path) -> Managed {
-        Self::start_polling(api, id, token, state, "5")
-    }
-
-    fn start_polling(api: &str, id: &str, token: &str, state: &Path, poll: &str) -> Managed {
-        let addr = free_addr();
-        std::fs::create_dir_all(state).expect("state dir");
-        let log = state.join(format!("gateway-{}.log", addr.replace([':', '.'], "_")));
-        let out = std::fs::File::create(&log).expect("log");
-        let child = Command::new(KT)
-            .args([
-                "run",
-                "--managed",
-                "--listen",
-                &addr,
-                "--poll-interval",
-                poll,
-                "--threads",
-                "1",
-            ])
-            .env("KEEPTRUSTS_API_URL", api)
-            .env("KEEPTRUSTS_GATEWAY_ID", id)
-            .env("KEEPTRUSTS_GATEWAY_TOKEN", token)
-            .env("KEEPTRUSTS_STATE_DIR", state)
-            .env("KEEPTRUSTS_CONFIG_DIR", state.join("cfg"))
-            .env_remove("KT_MISSING_PROVIDER_KEY")
-            .stdout(Stdio::null())
-            .stderr(out)
-            .spawn()
-            .expect("kt run starts");
-        let g = Managed { child, addr, log };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while Instant::now() < deadline {
-            if http(&g.addr, "GET", "/healthz", None).is_some_and(|r| r.status == 200) {
-                return g;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        panic!(
-            "managed gateway did not start:\n{}",
-            std::fs::read_to_string(&g.log).unwrap_or_default()
-        );
-    }
-
-    /// The answer text to a chat request carrying an email address.
-    fn chat(&self) -> String {
-        let body = json!({"model": "m", "messages": [{"role": "user", "content": "mail a.person@example.com"}]});
-        let r = http_with(
-            &self.addr,
-            "POST",
-            "/v1/chat/completions",
-            Some(body.to_string().as_bytes()),
-            &[],
-        )
-        .expect("gateway answers");
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()["choices"][0]["message"]["content"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned()
-    }
+/// The answer text to a chat request carrying an email address.
+fn chat(g: &ManagedProcess) -> String {
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "mail a.person@example.com"}]});
+    let r = http_with(
+        &g.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.to_string().as_bytes()),
+        &[],
+    )
+    .expect("gateway answers");
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["choices"][0]["message"]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
 }
 
 fn pack(version: &str, redact: bool, provider: &str, extra_target: &str) -> String {
@@ -212,10 +156,10 @@ fn push_deploy_revert_across_two_managed_gateways() {
         assert_eq!(d["targets"].as_array().map(Vec::len), Some(2), "{d}");
 
         let api = format!("http://{}", server.addr);
-        let gw1 = Managed::start(&api, &g1, &t1, &tmp.path().join("state1"));
-        let gw2 = Managed::start(&api, &g2, &t2, &tmp.path().join("state2"));
+        let gw1 = start_managed(&api, &g1, &t1, &tmp.path().join("state1"), "5");
+        let gw2 = start_managed(&api, &g2, &t2, &tmp.path().join("state2"), "5");
         for gw in [&gw1, &gw2] {
-            assert!(gw.chat().contains("a.person@example.com"), "v1 has no redaction");
+            assert!(chat(gw).contains("a.person@example.com"), "v1 has no redaction");
         }
 
         // v2 redacts; deploy waits until both report it applied.
@@ -247,7 +191,7 @@ fn push_deploy_revert_across_two_managed_gateways() {
             t.elapsed()
         );
         for gw in [&gw1, &gw2] {
-            let answer = gw.chat();
+            let answer = chat(gw);
             assert!(
                 !answer.contains("a.person@example.com") && answer.contains("[EMAIL]"),
                 "{answer}"
@@ -311,11 +255,11 @@ fn push_deploy_revert_across_two_managed_gateways() {
             op.json(&["gateway", "revert", "--id", g, "--version", "1", "--json"]);
         }
         wait_for("both gateways back on version 1", || {
-            gw1.chat().contains("a.person@example.com") && gw2.chat().contains("a.person@example.com")
+            chat(&gw1).contains("a.person@example.com") && chat(&gw2).contains("a.person@example.com")
         });
 
         // `kt gateway reload` makes the running gateway apply its configuration again.
-        let applies = |g: &Managed| {
+        let applies = |g: &ManagedProcess| {
             std::fs::read_to_string(&g.log)
                 .unwrap_or_default()
                 .matches("applied configuration")
@@ -360,7 +304,7 @@ fn push_deploy_revert_across_two_managed_gateways() {
         assert_eq!(state["sync"], "failed", "{state}");
         assert_eq!(state["status"], "degraded");
         assert_eq!(state["applied"]["version"], 1);
-        assert!(gw1.chat().contains("a.person@example.com"), "version 1 still serves");
+        assert!(chat(&gw1).contains("a.person@example.com"), "version 1 still serves");
         // reconcile asks it to try again (and it refuses again, with the same reason).
         let r = op.json(&["gateway", "reconcile", "--id", &g1, "--json"]);
         assert_eq!(r["action"], "reapply_requested", "{r}");
@@ -402,19 +346,19 @@ fn outage(database_url: Option<&str>) {
     assert_eq!(d["gateways"][0]["state"], "awaiting_first_start", "{d}");
     let api = format!("http://{}", server.addr);
     let state_dir = tmp.path().join("state1");
-    let gw = Managed::start(&api, &g1, &t1, &state_dir);
-    assert!(gw.chat().contains("[EMAIL]"));
+    let gw = start_managed(&api, &g1, &t1, &state_dir, "5");
+    assert!(chat(&gw).contains("[EMAIL]"));
 
     // The control plane goes away: traffic goes on.
     let addr = server.addr.clone();
     drop(server);
     for _ in 0..5 {
-        assert!(gw.chat().contains("[EMAIL]"));
+        assert!(chat(&gw).contains("[EMAIL]"));
     }
     // A gateway restarted while the control plane is down comes back on its last config.
     drop(gw);
-    let gw = Managed::start(&api, &g1, &t1, &state_dir);
-    assert!(gw.chat().contains("[EMAIL]"), "persisted configuration serves");
+    let gw = start_managed(&api, &g1, &t1, &state_dir, "5");
+    assert!(chat(&gw).contains("[EMAIL]"), "persisted configuration serves");
     let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
     assert!(log.contains("control plane unavailable"), "{log}");
 
@@ -433,13 +377,13 @@ fn outage(database_url: Option<&str>) {
     ]);
     let d = op.json(&["policy", "deploy", "--gateway-id", &g1, "--timeout", "20", "--json"]);
     assert_eq!(d["ok"], true, "{d}");
-    assert!(gw.chat().contains("a.person@example.com"));
+    assert!(chat(&gw).contains("a.person@example.com"));
     let state = op.json(&["gateway", "inspect", "--id", &g1, "--json"]);
     assert_eq!(state["sync"], "in_sync", "{state}");
 
     // A gateway that stops calling in turns offline after three poll intervals.
     drop(gw);
-    let gw = Managed::start_polling(&api, &g1, &t1, &state_dir, "1");
+    let gw = start_managed(&api, &g1, &t1, &state_dir, "1");
     wait_for("the restarted gateway to check in", || {
         op.json(&["gateway", "inspect", "--id", &g1, "--json"])["poll_interval"] == 1
     });

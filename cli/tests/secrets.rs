@@ -4,12 +4,12 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use kt_testkit::db::PgDb;
 use kt_testkit::handlers::openai_echo;
-use kt_testkit::{MockProvider, ServerProcess, free_addr, http, http_with};
+use kt_testkit::{ManagedProcess, MockProvider, ServerProcess, http_with};
 use serde_json::{Value, json};
 
 const KT: &str = env!("CARGO_BIN_EXE_kt");
@@ -360,19 +360,6 @@ fn server_org(server: &ServerProcess, session: &str) -> String {
         .to_owned()
 }
 
-struct Gateway {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-}
-
-impl Drop for Gateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
     let tmp = tempfile::tempdir().expect("tmp");
@@ -411,42 +398,16 @@ fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
     );
     cli.ok(&["policy", "deploy", "--gateway-id", &gid, "--no-wait"], &[], None);
 
-    let addr = free_addr();
     let state = tmp.path().join("state");
-    std::fs::create_dir_all(&state).expect("state");
-    let log = state.join("gateway.log");
     let events = state.join("events.jsonl");
-    let child = Command::new(KT)
-        .args([
-            "run",
-            "--managed",
-            "--listen",
-            &addr,
-            "--threads",
-            "1",
-            "--poll-interval",
-            "5",
-            "--events",
-        ])
-        .arg(&events)
-        .env("KEEPTRUSTS_API_URL", &cli.api)
-        .env("KEEPTRUSTS_GATEWAY_ID", &gid)
-        .env("KEEPTRUSTS_GATEWAY_TOKEN", &token)
-        .env("KEEPTRUSTS_STATE_DIR", &state)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).expect("log"))
-        .spawn()
-        .expect("gateway");
-    let g = Gateway { child, addr, log };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while http(&g.addr, "GET", "/healthz", None).is_none_or(|r| r.status != 200) {
-        assert!(
-            Instant::now() < deadline,
-            "gateway did not start: {}",
-            std::fs::read_to_string(&g.log).unwrap_or_default()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let g = ManagedProcess::start(
+        KT,
+        &cli.api,
+        &gid,
+        &token,
+        &state,
+        &["--poll-interval", "5", "--events", events.to_str().expect("path")],
+    );
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).to_string();
     let r = http_with(&g.addr, "POST", "/v1/chat/completions", Some(body.as_bytes()), &[]).expect("answer");
     assert_eq!(r.status, 200, "{}", r.text());

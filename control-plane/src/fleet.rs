@@ -173,20 +173,23 @@ async fn load_gateway(st: &AppState, org_id: &str, id: &str) -> ApiResult<Gatewa
     gateway_row(&row)
 }
 
-async fn list_gateways(State(st): State<AppState>, p: Principal) -> ApiResult<Json<GatewayList>> {
-    p.require("gateways:read")?;
+/// Every gateway of an organisation, oldest first.
+async fn org_gateways(st: &AppState, org_id: &str) -> ApiResult<Vec<GatewayInfo>> {
     let rows = sqlx::query(&format!(
         "{} ORDER BY g.created_at, g.id",
         gateway_query("g.org_id = $1")
     ))
-    .bind(&p.org_id)
+    .bind(org_id)
     .fetch_all(&st.db)
     .await?;
-    let data = rows
-        .iter()
-        .map(|r| gateway_row(r).map(|g| g.info))
-        .collect::<ApiResult<Vec<_>>>()?;
-    Ok(Json(GatewayList { data }))
+    rows.iter().map(|r| gateway_row(r).map(|g| g.info)).collect()
+}
+
+async fn list_gateways(State(st): State<AppState>, p: Principal) -> ApiResult<Json<GatewayList>> {
+    p.require("gateways:read")?;
+    Ok(Json(GatewayList {
+        data: org_gateways(&st, &p.org_id).await?,
+    }))
 }
 
 async fn inspect_gateway(
@@ -542,16 +545,9 @@ async fn validate(p: Principal, Path(_id): Path<String>, Body(req): Body<Validat
 /// (`items`), and each configuration with its latest version (`configurations`).
 async fn list_configurations(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
     p.require("configurations:read")?;
-    let rows = sqlx::query(&format!(
-        "{} ORDER BY g.created_at, g.id",
-        gateway_query("g.org_id = $1")
-    ))
-    .bind(&p.org_id)
-    .fetch_all(&st.db)
-    .await?;
-    let mut items = Vec::with_capacity(rows.len());
-    for r in &rows {
-        let g = gateway_row(r)?.info;
+    let gateways = org_gateways(&st, &p.org_id).await?;
+    let mut items = Vec::with_capacity(gateways.len());
+    for g in gateways {
         items.push(json!({
             "gateway_id": g.id,
             "name": g.name,
