@@ -42,9 +42,6 @@ pub struct RunArgs {
     /// Policy configuration; repeat to layer files (later files win). Default: ./policy-config.yaml
     #[arg(long = "policy-config", value_name = "FILE")]
     pub policy_config: Vec<PathBuf>,
-    /// What happens when a policy itself fails: block the request, or allow it (degraded)
-    #[arg(long, value_enum, default_value = "block")]
-    pub fail_mode: FailModeArg,
     /// Debug: send every request to this OpenAI-compatible base URL instead of the config's targets
     #[arg(long, env = "KEEPTRUSTS_UPSTREAM_URL", value_name = "URL")]
     pub upstream: Option<String>,
@@ -62,18 +59,71 @@ pub struct RunArgs {
     /// Prefix of --upstream-api-key in its header (empty allowed)
     #[arg(long, env = "KEEPTRUSTS_UPSTREAM_API_KEY_PREFIX", default_value = "Bearer ")]
     pub upstream_api_key_prefix: String,
+    /// Runtime token: when set, the /keeptrusts/* admin routes require `Authorization: Bearer <token>`
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
+}
+
+/// How a gateway runs, whatever its configuration comes from (`kt gateway run` and
+/// `kt run --managed` share these flags).
+#[derive(Debug, Args)]
+pub struct RuntimeArgs {
+    /// What happens when a policy itself fails: block the request, or allow it (degraded)
+    #[arg(long, value_enum, default_value = "block")]
+    pub fail_mode: FailModeArg,
     /// Worker threads
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_THREADS", default_value_t = 2)]
     pub threads: usize,
     /// Upstream requests in flight at most; more wait up to 10 s for a slot, then get 503 overloaded
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_MAX_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub max_concurrency: u32,
-    /// Runtime token: when set, the /keeptrusts/* admin routes require `Authorization: Bearer <token>`
-    #[arg(long, env = "KEEPTRUSTS_GATEWAY_TOKEN", value_name = "TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
     /// Write one decision event per chat request as a JSON line: a file path, or `-` for stdout
     #[arg(long, env = "KEEPTRUSTS_EVENTS", value_name = "FILE|-")]
     pub events: Option<String>,
+}
+
+/// What is left to choose once the runtime flags are known.
+pub struct Served {
+    pub listen: String,
+    pub policy: CompiledPolicy,
+    pub policy_files: Vec<PathBuf>,
+    pub upstream_override: Option<Upstream>,
+    pub api_token: Option<String>,
+    pub managed: Option<kt_gateway::ManagedOptions>,
+}
+
+impl RuntimeArgs {
+    /// Serves `what` with these runtime settings until the process stops.
+    pub fn launch(self, what: Served) -> Result<Exit> {
+        let options = RunOptions {
+            listen: what.listen,
+            policy: what.policy,
+            policy_files: what.policy_files,
+            upstream_override: what.upstream_override,
+            fail_mode: match self.fail_mode {
+                FailModeArg::Block => FailMode::Block,
+                FailModeArg::Allow => FailMode::Allow,
+            },
+            max_concurrency: self.max_concurrency as usize,
+            api_token: what.api_token,
+            threads: self.threads,
+            events: self.events.map(|e| {
+                if e == "-" {
+                    EventTarget::Stdout
+                } else {
+                    EventTarget::File(PathBuf::from(e))
+                }
+            }),
+            managed: what.managed,
+        };
+        kt_gateway::run(options).map_err(|e| match e {
+            kt_gateway::GatewayError::Config(msg) => CliError::new(Exit::Invalid, msg),
+            other => CliError::new(Exit::Error, other.to_string()),
+        })?;
+        Ok(Exit::Ok)
+    }
 }
 
 pub fn run(cmd: GatewayCommand, g: &crate::session::GlobalArgs) -> Result<Exit> {
@@ -142,16 +192,12 @@ fn serve(args: RunArgs) -> Result<Exit> {
     let Some(policy) = compile_files(&files)? else {
         return Ok(Exit::Invalid);
     };
-    launch(RunOptions {
+    args.runtime.launch(Served {
         listen: args.listen,
         policy,
         policy_files: files,
         upstream_override: upstream,
-        fail_mode: fail_mode(args.fail_mode),
-        max_concurrency: args.max_concurrency as usize,
-        api_token: args.api_token.clone(),
-        threads: args.threads,
-        events: events_target(args.events),
+        api_token: args.api_token,
         managed: None,
     })
 }
@@ -183,32 +229,6 @@ pub fn compile_files(files: &[PathBuf]) -> Result<Option<CompiledPolicy>> {
         &policy.digest()[..12]
     );
     Ok(Some(policy))
-}
-
-pub fn fail_mode(arg: FailModeArg) -> FailMode {
-    match arg {
-        FailModeArg::Block => FailMode::Block,
-        FailModeArg::Allow => FailMode::Allow,
-    }
-}
-
-pub fn events_target(arg: Option<String>) -> Option<EventTarget> {
-    arg.map(|e| {
-        if e == "-" {
-            EventTarget::Stdout
-        } else {
-            EventTarget::File(PathBuf::from(e))
-        }
-    })
-}
-
-/// Serves until the process stops.
-pub fn launch(opts: RunOptions) -> Result<Exit> {
-    kt_gateway::run(opts).map_err(|e| match e {
-        kt_gateway::GatewayError::Config(msg) => CliError::new(Exit::Invalid, msg),
-        other => CliError::new(Exit::Error, other.to_string()),
-    })?;
-    Ok(Exit::Ok)
 }
 
 fn c_token_scope_is_group(c: &PolicyConfig) -> bool {

@@ -6,9 +6,9 @@ use std::time::Duration;
 use anyhow::Result;
 use clap::Args;
 use kt_api::{Client, ClientError};
-use kt_gateway::{Applied, ManagedOptions, RunOptions, Upstream};
+use kt_gateway::{Applied, ManagedOptions, Upstream};
 
-use crate::gateway::{FailModeArg, compile_files, events_target, fail_mode, launch};
+use crate::gateway::{RuntimeArgs, Served, compile_files};
 use crate::output::{CliError, Exit};
 use crate::session::{self, GlobalArgs};
 
@@ -41,18 +41,8 @@ pub struct RunManagedArgs {
     /// Where the last applied configuration is kept (default: <config dir>/managed/<gateway id>)
     #[arg(long, env = "KEEPTRUSTS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
-    /// What happens when a policy itself fails
-    #[arg(long, value_enum, default_value = "block")]
-    pub fail_mode: FailModeArg,
-    /// Worker threads
-    #[arg(long, env = "KEEPTRUSTS_GATEWAY_THREADS", default_value_t = 2)]
-    pub threads: usize,
-    /// Upstream requests in flight at most
-    #[arg(long, env = "KEEPTRUSTS_GATEWAY_MAX_CONCURRENCY", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
-    pub max_concurrency: u32,
-    /// Decision events as JSON lines: a file path, or `-` for stdout
-    #[arg(long, env = "KEEPTRUSTS_EVENTS", value_name = "FILE|-")]
-    pub events: Option<String>,
+    #[command(flatten)]
+    pub runtime: RuntimeArgs,
 }
 
 fn required(value: Option<String>, flag: &str, env: &str) -> Result<String> {
@@ -131,17 +121,13 @@ pub fn run(args: RunManagedArgs, g: &GlobalArgs) -> Result<Exit> {
         ),
         None => None,
     };
-    launch(RunOptions {
+    args.runtime.launch(Served {
         listen: args.listen,
         policy,
         policy_files: files,
         upstream_override: upstream,
-        fail_mode: fail_mode(args.fail_mode),
-        max_concurrency: args.max_concurrency as usize,
         // The admin routes answer to the same gateway token.
         api_token: Some(token),
-        threads: args.threads,
-        events: events_target(args.events),
         managed: Some(ManagedOptions {
             client,
             gateway_id,

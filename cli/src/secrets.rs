@@ -10,7 +10,7 @@ use kt_api::{
 };
 use serde_json::Value;
 
-use crate::output::{CliError, Exit, print_json};
+use crate::output::{CliError, Exit, print_json, show};
 use crate::session::{self, GlobalArgs, api_error};
 
 /// Where a secret's value comes from: never a plain flag.
@@ -228,11 +228,7 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
             let s: SecretInfo = client
                 .get(&format!("/v1/secrets/{}", encode_segment(&secret_id)))
                 .map_err(api_error)?;
-            if json {
-                print_json(&s)?;
-            } else {
-                print_secret(&s);
-            }
+            show(json, &s, print_secret)?;
         }
         SecretCommand::Create {
             name,
@@ -274,11 +270,7 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
                     &UpdateSecret { value },
                 )
                 .map_err(api_error)?;
-            if json {
-                print_json(&s)?;
-            } else {
-                println!("Updated secret {} ({}).", s.name, s.id);
-            }
+            show(json, &s, |s| println!("Updated secret {} ({}).", s.name, s.id))?;
         }
         SecretCommand::Delete { secret_id, .. } => {
             let _: Value = client
@@ -322,11 +314,7 @@ pub fn config_var(cmd: ConfigVarCommand, g: &GlobalArgs) -> Result<Exit> {
         }
         ConfigVarCommand::Get { name, json } => {
             let v: ConfigVar = client.get(&path(&name)).map_err(api_error)?;
-            if json {
-                print_json(&v)?;
-            } else {
-                print_var(&v);
-            }
+            show(json, &v, print_var)?;
         }
         ConfigVarCommand::Create {
             name,
@@ -342,11 +330,7 @@ pub fn config_var(cmd: ConfigVarCommand, g: &GlobalArgs) -> Result<Exit> {
                 sensitive: Some(sensitive),
             };
             let v: ConfigVar = client.send("POST", "/v1/config-variables", &body).map_err(api_error)?;
-            if json {
-                print_json(&v)?;
-            } else {
-                print_var(&v);
-            }
+            show(json, &v, print_var)?;
         }
         ConfigVarCommand::Update {
             name,
@@ -362,11 +346,7 @@ pub fn config_var(cmd: ConfigVarCommand, g: &GlobalArgs) -> Result<Exit> {
                 sensitive,
             };
             let v: ConfigVar = client.send("PUT", &path(&name), &body).map_err(api_error)?;
-            if json {
-                print_json(&v)?;
-            } else {
-                print_var(&v);
-            }
+            show(json, &v, print_var)?;
         }
         ConfigVarCommand::Delete { name, .. } => {
             let _: Value = client.call("DELETE", &path(&name)).map_err(api_error)?;
