@@ -10,8 +10,10 @@ use bytes::Bytes;
 use pingora::connectors::http::Connector;
 use pingora::http::RequestHeader;
 use pingora::protocols::http::client::HttpSession;
+use pingora::protocols::http::v1::client::HttpSession as Http1Session;
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::HttpPeer;
+use tokio::io::AsyncWriteExt;
 
 /// Where allowed requests go.
 #[derive(Debug, Clone)]
@@ -48,6 +50,9 @@ struct CachedPeer {
 
 /// How long a resolved upstream address is reused.
 const DNS_TTL: Duration = Duration::from_secs(30);
+
+/// Bodies up to this size are copied behind the request head so both leave in one write.
+const COALESCE_MAX: usize = 64 * 1024;
 
 /// Request/response format of an upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -182,6 +187,67 @@ impl Upstream {
         Ok(peer)
     }
 
+    /// The upstream request's header fields, in order (name, value).
+    fn request_fields<'a>(&'a self, len: &'a str, client_auth: Option<&'a str>) -> [Option<(&'a str, &'a str)>; 6] {
+        let auth = match (&self.auth, client_auth) {
+            (Some((name, value)), _) => Some((name.as_str(), value.as_str())),
+            (None, Some(client)) => Some(("authorization", client)),
+            (None, None) => None,
+        };
+        [
+            Some(("host", self.host_header.as_str())),
+            Some(("content-type", "application/json")),
+            Some(("content-length", len)),
+            Some(("accept-encoding", "identity")),
+            (self.format == WireFormat::Anthropic).then_some(("anthropic-version", "2023-06-01")),
+            auth,
+        ]
+    }
+
+    /// The HTTP/1.1 request head for a POST of `len` bytes to the API path `path`, with room
+    /// for the body behind it. Header values that could split the head are refused.
+    fn request_head(&self, path: &str, len: usize, client_auth: Option<&str>) -> Result<Vec<u8>, UpstreamError> {
+        let target = self.path_for(path);
+        if !target.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(UpstreamError::BadUrl(
+                target,
+                "the request path has a space or control byte".into(),
+            ));
+        }
+        let len_text = len.to_string();
+        let mut head = Vec::with_capacity(256 + target.len() + len.min(COALESCE_MAX));
+        head.extend_from_slice(b"POST ");
+        head.extend_from_slice(target.as_bytes());
+        head.extend_from_slice(b" HTTP/1.1\r\n");
+        for (name, value) in self.request_fields(&len_text, client_auth).into_iter().flatten() {
+            let bad_name = !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+            if bad_name || value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+                return Err(UpstreamError::Io(
+                    self.id.clone(),
+                    format!("the upstream header '{name}' has an invalid name or a control character in its value"),
+                ));
+            }
+            head.extend_from_slice(name.as_bytes());
+            head.extend_from_slice(b": ");
+            head.extend_from_slice(value.as_bytes());
+            head.extend_from_slice(b"\r\n");
+        }
+        head.extend_from_slice(b"\r\n");
+        Ok(head)
+    }
+
+    /// The same request head as a Pingora header (for sessions other than HTTP/1).
+    fn request_header(&self, path: &str, len: usize, client_auth: Option<&str>) -> pingora::Result<RequestHeader> {
+        let mut req = RequestHeader::build("POST", self.path_for(path).as_bytes(), Some(6))?;
+        let len_text = len.to_string();
+        for (name, value) in self.request_fields(&len_text, client_auth).into_iter().flatten() {
+            req.insert_header(name.to_owned(), value)?;
+        }
+        Ok(req)
+    }
+
     fn ip_literal(&self) -> Option<std::net::IpAddr> {
         self.host.trim_matches(['[', ']']).parse().ok()
     }
@@ -221,25 +287,37 @@ impl Upstream {
             }
         };
         let peer = self.peer(timeout).await?;
+        let head = self.request_head(path, body.len(), client_auth)?;
         // Boxed: the connect path is most of this future's size.
-        let (mut session, _reused) = Box::pin(connector.get_http_session(&*peer)).await.map_err(io)?;
-        let mut req = RequestHeader::build("POST", self.path_for(path).as_bytes(), Some(5)).map_err(io)?;
-        req.insert_header("host", self.host_header.as_str()).map_err(io)?;
-        req.insert_header("content-type", "application/json").map_err(io)?;
-        req.insert_header("content-length", body.len().to_string())
-            .map_err(io)?;
-        req.insert_header("accept-encoding", "identity").map_err(io)?;
-        if self.format == WireFormat::Anthropic {
-            req.insert_header("anthropic-version", "2023-06-01").map_err(io)?;
-        }
-        match (&self.auth, client_auth) {
-            (Some((name, value)), _) => req.insert_header(name.clone(), value.as_str()).map_err(io)?,
-            (None, Some(client)) => req.insert_header("authorization", client).map_err(io)?,
-            (None, None) => {}
-        }
-        session.write_request_header(Box::new(req)).await.map_err(io)?;
-        session.write_request_body(body, true).await.map_err(io)?;
-        session.finish_request_body().await.map_err(io)?;
+        let (session, _reused) = Box::pin(connector.get_http_session(&*peer)).await.map_err(io)?;
+        let mut session = match session {
+            // HTTP/1: head and body leave in one write (one segment, one wake-up of the
+            // upstream) instead of Pingora's flush after the head. The session reads the
+            // answer as usual; it needs nothing of the request (always a POST, no upgrade).
+            HttpSession::H1(h1) => {
+                let mut stream = h1.into_inner();
+                let wire = if body.len() <= COALESCE_MAX {
+                    let mut wire = head;
+                    wire.extend_from_slice(&body);
+                    stream.write_all(&wire).await
+                } else {
+                    match stream.write_all(&head).await {
+                        Ok(()) => stream.write_all(&body).await,
+                        Err(e) => Err(e),
+                    }
+                };
+                wire.and(stream.flush().await)
+                    .map_err(|e| UpstreamError::Io(self.id.clone(), format!("while writing the request: {e}")))?;
+                HttpSession::H1(Http1Session::new_with_options(stream, &*peer))
+            }
+            mut other => {
+                let req = self.request_header(path, body.len(), client_auth).map_err(io)?;
+                other.write_request_header(Box::new(req)).await.map_err(io)?;
+                other.write_request_body(body, true).await.map_err(io)?;
+                other.finish_request_body().await.map_err(io)?;
+                other
+            }
+        };
         session.read_response_header().await.map_err(io)?;
         let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
         Ok(Exchange {
@@ -341,5 +419,49 @@ mod tests {
         assert!(!u.tls && u.port == 8000 && u.base_path == "/v1");
         assert!(Upstream::from_url("t", "ftp://x", None).is_err());
         assert!(Upstream::from_url("t", "not a url", None).is_err());
+    }
+
+    #[test]
+    fn request_head_is_one_http1_head_ready_for_the_body() {
+        let mut u = Upstream::from_url("t", "http://127.0.0.1:8000/v1", Some(("x-api-key".into(), "k1".into())))
+            .expect("valid");
+        u.format = WireFormat::Anthropic;
+        let head = u.request_head("/messages", 42, Some("Bearer client")).expect("head");
+        assert_eq!(
+            String::from_utf8(head).expect("ascii"),
+            "POST /v1/messages HTTP/1.1\r\nhost: 127.0.0.1:8000\r\ncontent-type: application/json\r\n\
+             content-length: 42\r\naccept-encoding: identity\r\nanthropic-version: 2023-06-01\r\n\
+             x-api-key: k1\r\n\r\n",
+            "the target's own key wins over the client's"
+        );
+        let u = Upstream::from_url("t", "https://api.example.com/v1", None).expect("valid");
+        let head =
+            String::from_utf8(u.request_head("/chat/completions", 0, Some("Bearer c")).expect("head")).expect("ascii");
+        assert!(head.contains("host: api.example.com\r\n") && head.ends_with("authorization: Bearer c\r\n\r\n"));
+    }
+
+    #[test]
+    fn request_head_refuses_what_would_split_it() {
+        let u = Upstream::from_url(
+            "t",
+            "http://127.0.0.1:8000",
+            Some(("api-key".into(), "k\r\nx-evil: 1".into())),
+        )
+        .expect("valid");
+        let e = u
+            .request_head("/chat/completions", 1, None)
+            .expect_err("CRLF in a value");
+        assert!(e.to_string().contains("'api-key'"), "{e}");
+        let u = Upstream::from_url("t", "http://127.0.0.1:8000", Some(("bad name".into(), "k".into()))).expect("valid");
+        assert!(
+            u.request_head("/chat/completions", 1, None).is_err(),
+            "space in a header name"
+        );
+        let mut u = Upstream::from_url("t", "http://127.0.0.1:8000", None).expect("valid");
+        u.chat_path = Some("/v1/chat completions".into());
+        assert!(
+            u.request_head("/chat/completions", 1, None).is_err(),
+            "space in the path"
+        );
     }
 }

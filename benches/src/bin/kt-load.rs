@@ -273,25 +273,47 @@ async fn closed_loop(addr: &str, req: Arc<Vec<u8>>, conns: usize, secs: f64) -> 
 }
 
 /// Open loop at `rate` requests per second; latency counts from each request's scheduled
-/// start (no coordinated omission).
+/// start (no coordinated omission). Tokio's timer wheel has a 1 ms resolution, which would
+/// release requests in bursts of `rate / 1000`; a dispatcher thread sleeps on the system's
+/// high-resolution timer instead and hands each request to the connections as it falls due.
 async fn fixed_rate(addr: &str, req: Arc<Vec<u8>>, rate: f64, secs: f64, conns: usize) -> Stats {
     let total = (rate * secs) as u64;
     let next = Arc::new(AtomicU64::new(0));
+    let due = Arc::new(tokio::sync::Semaphore::new(0));
     let started = Instant::now();
+    let at = move |i: u64| started + Duration::from_secs_f64(i as f64 / rate);
+    let dispatcher = {
+        let due = Arc::clone(&due);
+        std::thread::spawn(move || {
+            for i in 0..total {
+                let when = at(i);
+                let now = Instant::now();
+                if when > now {
+                    std::thread::sleep(when - now);
+                }
+                due.add_permits(1);
+            }
+            // Wakes the connections so that they see the end.
+            due.close();
+        })
+    };
     let mut tasks = Vec::new();
     for _ in 0..conns {
-        let (addr, req, next) = (addr.to_owned(), Arc::clone(&req), Arc::clone(&next));
+        let (addr, req, next, due) = (addr.to_owned(), Arc::clone(&req), Arc::clone(&next), Arc::clone(&due));
         tasks.push(tokio::spawn(async move {
             let mut st = Stats::default();
             let mut buf = Vec::with_capacity(64 * 1024);
             let mut sock: Option<TcpStream> = None;
             loop {
+                // An error means closed: every request has fallen due; take what is left.
+                if let Ok(p) = due.acquire().await {
+                    p.forget();
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= total {
                     break;
                 }
-                let at = started + Duration::from_secs_f64(i as f64 / rate);
-                tokio::time::sleep_until(at.into()).await;
+                let scheduled = at(i);
                 if sock.is_none() {
                     sock = TcpStream::connect(&addr).await.ok();
                     if let Some(s) = &sock {
@@ -305,7 +327,8 @@ async fn fixed_rate(addr: &str, req: Arc<Vec<u8>>, rate: f64, secs: f64, conns: 
                 match exchange(s, &req, &mut buf).await {
                     Ok(200) => {
                         st.ok += 1;
-                        st.lat.push(at.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                        st.lat
+                            .push(scheduled.elapsed().as_micros().min(u32::MAX as u128) as u32);
                     }
                     _ => {
                         st.errors += 1;
@@ -324,6 +347,8 @@ async fn fixed_rate(addr: &str, req: Arc<Vec<u8>>, rate: f64, secs: f64, conns: 
             all.lat.extend(st.lat);
         }
     }
+    // The connections end only once the dispatcher has closed the semaphore.
+    let _ = dispatcher.join();
     all.seconds = started.elapsed().as_secs_f64();
     all.lat.sort_unstable();
     all
