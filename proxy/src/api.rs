@@ -525,7 +525,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         let sent = Box::pin(
             target
                 .upstream
-                .send(&gw.connector, path, bytes, client_auth.as_deref(), target.timeout),
+                .send(&gw.upstreams, path, bytes, client_auth.as_deref(), target.timeout),
         )
         .await;
         upstream_time += t0.elapsed();

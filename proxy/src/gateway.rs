@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::upstream::UpstreamPool;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use kt_policy::{Decision, EvalOptions, FailMode};
-use pingora::connectors::http::Connector;
 use pingora::proxy::{ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
@@ -31,7 +31,7 @@ pub struct Gateway {
     /// Rate-limit counters, kept across reloads while the quotas stay the same.
     rate_limits: ArcSwap<Limits>,
     pub(crate) events: EventSink,
-    pub(crate) connector: Connector,
+    pub(crate) upstreams: UpstreamPool,
     fail_mode: FailMode,
     /// Upstream calls in flight (`--max-concurrency`).
     pub(crate) concurrency: Arc<Semaphore>,
@@ -107,7 +107,7 @@ impl Gateway {
             rate_limits: ArcSwap::from_pointee(limits),
             events,
             source,
-            connector: Connector::new(None),
+            upstreams: UpstreamPool::default(),
             fail_mode,
             concurrency: Arc::new(Semaphore::new(max_concurrency.max(1))),
             max_concurrency: max_concurrency.max(1),

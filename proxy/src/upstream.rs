@@ -7,13 +7,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use pingora::connectors::http::Connector;
-use pingora::http::RequestHeader;
-use pingora::protocols::http::client::HttpSession;
-use pingora::protocols::http::v1::client::HttpSession as Http1Session;
+use pingora::connectors::TransportConnector;
+use pingora::protocols::Stream;
+use pingora::protocols::http::v1::client::HttpSession;
 use pingora::time::fast_timeout::fast_timeout;
-use pingora::upstreams::peer::HttpPeer;
-use tokio::io::AsyncWriteExt;
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
 
 /// Where allowed requests go.
 #[derive(Debug, Clone)]
@@ -44,8 +43,102 @@ pub struct Upstream {
 #[derive(Debug)]
 struct CachedPeer {
     peer: Arc<HttpPeer>,
+    /// The peer's pool key (address, TLS, SNI…), computed once.
+    key: u64,
     at: Instant,
     timeout: Duration,
+}
+
+/// How long an upstream connection may sit idle in the pool.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Idle connections kept per upstream address.
+const IDLE_PER_PEER: usize = 256;
+
+/// Upstream connections: new ones through Pingora's transport connector (TCP, TLS), idle
+/// ones kept here. Taking or returning one is a lock and a `Vec` push or pop: no task per
+/// idle connection and no hand-over between tasks. A connection the upstream closed while
+/// idle is noticed when it is taken (its socket is readable: a readiness check, no system
+/// call) and dropped.
+pub struct UpstreamPool {
+    transport: TransportConnector,
+    /// (pool key, idle connections, most recently returned last).
+    idle: std::sync::Mutex<Vec<(u64, IdleConns)>>,
+}
+
+/// Idle connections to one peer and when each was returned, oldest first.
+type IdleConns = Vec<(Stream, Instant)>;
+
+impl Default for UpstreamPool {
+    fn default() -> Self {
+        UpstreamPool {
+            transport: TransportConnector::new(None),
+            idle: std::sync::Mutex::new(Vec::new()),
+        }
+    }
+}
+
+impl UpstreamPool {
+    /// An idle connection to `key` that is still open, if any.
+    fn take(&self, key: u64) -> Option<Stream> {
+        let mut idle = self.idle.lock().ok()?;
+        let (_, conns) = idle.iter_mut().find(|(k, _)| *k == key)?;
+        expire(conns);
+        while let Some((mut stream, _)) = conns.pop() {
+            if still_idle(&mut stream) {
+                return Some(stream);
+            }
+        }
+        None
+    }
+
+    /// Keeps `stream` for the next request to `key`.
+    fn put(&self, key: u64, mut stream: Stream) {
+        if !still_idle(&mut stream) {
+            return;
+        }
+        let Ok(mut idle) = self.idle.lock() else { return };
+        let i = match idle.iter().position(|(k, _)| *k == key) {
+            Some(i) => i,
+            None => {
+                idle.push((key, Vec::new()));
+                idle.len() - 1
+            }
+        };
+        let conns = &mut idle[i].1;
+        expire(conns);
+        if conns.len() >= IDLE_PER_PEER {
+            conns.remove(0);
+        }
+        conns.push((stream, Instant::now()));
+    }
+
+    /// Idle connections kept for `key`.
+    #[cfg(test)]
+    fn idle_count(&self, key: u64) -> usize {
+        let idle = self.idle.lock().expect("pool lock");
+        idle.iter().find(|(k, _)| *k == key).map_or(0, |(_, c)| c.len())
+    }
+}
+
+/// Drops the connections idle for longer than `IDLE_TIMEOUT` (the oldest come first).
+fn expire(conns: &mut IdleConns) {
+    let stale = conns
+        .iter()
+        .take_while(|(_, since)| since.elapsed() >= IDLE_TIMEOUT)
+        .count();
+    if stale > 0 {
+        conns.drain(..stale);
+    }
+}
+
+/// Whether an idle connection can carry another request: nothing to read (the upstream
+/// neither closed it nor sent anything unasked). Polled once with a no-op waker; a socket
+/// with no pending readiness answers `Pending` without a system call.
+fn still_idle(stream: &mut Stream) -> bool {
+    let mut byte = [0u8; 1];
+    let mut buf = ReadBuf::new(&mut byte);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(stream).poll_read(&mut cx, &mut buf).is_pending()
 }
 
 /// How long a resolved upstream address is reused.
@@ -153,13 +246,13 @@ impl Upstream {
 
     /// The peer to connect to: IP literals directly, host names through the resolver (off
     /// the worker threads). Built once and reused for `DNS_TTL` (IP literals: for good).
-    async fn peer(&self, timeout: Duration) -> Result<Arc<HttpPeer>, UpstreamError> {
+    async fn peer(&self, timeout: Duration) -> Result<(Arc<HttpPeer>, u64), UpstreamError> {
         if let Ok(cached) = self.peer.lock()
             && let Some(c) = cached.as_ref()
             && c.timeout == timeout
             && (self.ip_literal().is_some() || c.at.elapsed() < DNS_TTL)
         {
-            return Ok(Arc::clone(&c.peer));
+            return Ok((Arc::clone(&c.peer), c.key));
         }
         let addr = match self.ip_literal() {
             Some(ip) => SocketAddr::new(ip, self.port),
@@ -172,19 +265,20 @@ impl Upstream {
         let mut peer = HttpPeer::new(addr, self.tls, self.host.clone());
         peer.options.connection_timeout = Some(Duration::from_secs(5));
         peer.options.total_connection_timeout = Some(Duration::from_secs(10));
-        // Reads are bounded by the gateway's own timer (`fast_timeout`, see `send` and
-        // `Exchange::chunk`), which costs no system call when armed.
-        peer.options.write_timeout = Some(Duration::from_secs(30));
-        peer.options.idle_timeout = Some(Duration::from_secs(60));
+        // Reads and writes are bounded by the gateway's own timer (`fast_timeout`, see
+        // `send` and `Exchange::chunk`), which costs no system call when armed.
+        peer.options.idle_timeout = Some(IDLE_TIMEOUT);
+        let key = peer.reuse_hash();
         let peer = Arc::new(peer);
         if let Ok(mut cached) = self.peer.lock() {
             *cached = Some(CachedPeer {
                 peer: Arc::clone(&peer),
+                key,
                 at: Instant::now(),
                 timeout,
             });
         }
-        Ok(peer)
+        Ok((peer, key))
     }
 
     /// The upstream request's header fields, in order (name, value).
@@ -238,16 +332,6 @@ impl Upstream {
         Ok(head)
     }
 
-    /// The same request head as a Pingora header (for sessions other than HTTP/1).
-    fn request_header(&self, path: &str, len: usize, client_auth: Option<&str>) -> pingora::Result<RequestHeader> {
-        let mut req = RequestHeader::build("POST", self.path_for(path).as_bytes(), Some(6))?;
-        let len_text = len.to_string();
-        for (name, value) in self.request_fields(&len_text, client_auth).into_iter().flatten() {
-            req.insert_header(name.to_owned(), value)?;
-        }
-        Ok(req)
-    }
-
     fn ip_literal(&self) -> Option<std::net::IpAddr> {
         self.host.trim_matches(['[', ']']).parse().ok()
     }
@@ -256,13 +340,13 @@ impl Upstream {
     /// the body is read from the returned exchange (each read bounded by `timeout` too).
     pub async fn send<'c>(
         &self,
-        connector: &'c Connector,
+        pool: &'c UpstreamPool,
         path: &str,
         body: Bytes,
         client_auth: Option<&str>,
         timeout: Duration,
     ) -> Result<Exchange<'c>, UpstreamError> {
-        match fast_timeout(timeout, self.send_inner(connector, path, body, client_auth, timeout)).await {
+        match fast_timeout(timeout, self.send_inner(pool, path, body, client_auth, timeout)).await {
             Ok(r) => r,
             Err(_) => Err(UpstreamError::Timeout(self.id.clone(), timeout.as_millis() as u64)),
         }
@@ -270,7 +354,7 @@ impl Upstream {
 
     async fn send_inner<'c>(
         &self,
-        connector: &'c Connector,
+        pool: &'c UpstreamPool,
         path: &str,
         body: Bytes,
         client_auth: Option<&str>,
@@ -286,44 +370,36 @@ impl Upstream {
                 UpstreamError::Io(self.id.clone(), e.to_string())
             }
         };
-        let peer = self.peer(timeout).await?;
+        let (peer, key) = self.peer(timeout).await?;
         let head = self.request_head(path, body.len(), client_auth)?;
-        // Boxed: the connect path is most of this future's size.
-        let (session, _reused) = Box::pin(connector.get_http_session(&*peer)).await.map_err(io)?;
-        let mut session = match session {
-            // HTTP/1: head and body leave in one write (one segment, one wake-up of the
-            // upstream) instead of Pingora's flush after the head. The session reads the
-            // answer as usual; it needs nothing of the request (always a POST, no upgrade).
-            HttpSession::H1(h1) => {
-                let mut stream = h1.into_inner();
-                let wire = if body.len() <= COALESCE_MAX {
-                    let mut wire = head;
-                    wire.extend_from_slice(&body);
-                    stream.write_all(&wire).await
-                } else {
-                    match stream.write_all(&head).await {
-                        Ok(()) => stream.write_all(&body).await,
-                        Err(e) => Err(e),
-                    }
-                };
-                wire.and(stream.flush().await)
-                    .map_err(|e| UpstreamError::Io(self.id.clone(), format!("while writing the request: {e}")))?;
-                HttpSession::H1(Http1Session::new_with_options(stream, &*peer))
-            }
-            mut other => {
-                let req = self.request_header(path, body.len(), client_auth).map_err(io)?;
-                other.write_request_header(Box::new(req)).await.map_err(io)?;
-                other.write_request_body(body, true).await.map_err(io)?;
-                other.finish_request_body().await.map_err(io)?;
-                other
+        let mut stream = match pool.take(key) {
+            Some(stream) => stream,
+            // Boxed: connecting (TCP, TLS) is most of this future's size.
+            None => Box::pin(pool.transport.new_stream(&*peer)).await.map_err(io)?,
+        };
+        // Head and body leave in one write (one segment, one wake-up of the upstream).
+        let wrote = if body.len() <= COALESCE_MAX {
+            let mut wire = head;
+            wire.extend_from_slice(&body);
+            stream.write_all(&wire).await
+        } else {
+            match stream.write_all(&head).await {
+                Ok(()) => stream.write_all(&body).await,
+                Err(e) => Err(e),
             }
         };
-        session.read_response_header().await.map_err(io)?;
-        let status = session.response_header().map(|h| h.status.as_u16()).unwrap_or(502);
+        wrote
+            .and(stream.flush().await)
+            .map_err(|e| UpstreamError::Io(self.id.clone(), format!("while writing the request: {e}")))?;
+        // Pingora's HTTP/1 session reads the answer (it needs nothing of the request: always
+        // a POST, never an upgrade).
+        let mut session = HttpSession::new_with_options(stream, &*peer);
+        session.read_response().await.map_err(io)?;
+        let status = session.resp_header().map(|h| h.status.as_u16()).unwrap_or(502);
         Ok(Exchange {
-            connector,
+            pool,
             session,
-            peer,
+            key,
             status,
             id: self.id.clone(),
             timeout,
@@ -333,9 +409,10 @@ impl Upstream {
 
 /// An upstream response being read.
 pub struct Exchange<'c> {
-    connector: &'c Connector,
+    pool: &'c UpstreamPool,
     session: HttpSession,
-    peer: Arc<HttpPeer>,
+    /// The pool key of the connection.
+    key: u64,
     pub status: u16,
     id: String,
     /// Bound on each body read.
@@ -345,7 +422,7 @@ pub struct Exchange<'c> {
 impl Exchange<'_> {
     /// The next body chunk; `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        match fast_timeout(self.timeout, self.session.read_response_body()).await {
+        match fast_timeout(self.timeout, self.session.read_body_bytes()).await {
             Ok(r) => r.map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string())),
             Err(_) => Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
         }
@@ -354,7 +431,7 @@ impl Exchange<'_> {
     /// A response header value.
     pub fn header(&self, name: &str) -> Option<String> {
         self.session
-            .response_header()
+            .resp_header()
             .and_then(|h| h.headers.get(name))
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
@@ -372,25 +449,22 @@ impl Exchange<'_> {
                 return Err(UpstreamError::TooLarge(max));
             }
         }
-        self.connector
-            .release_http_session(self.session, &*self.peer, None)
-            .await;
+        let id = std::mem::take(&mut self.id);
+        self.release().await;
         match encoding.as_deref() {
             None | Some("identity") | Some("") => Ok(Bytes::from(out)),
-            Some("gzip") | Some("x-gzip") => inflate(flate2::read::GzDecoder::new(&out[..]), max, &self.id),
-            Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&out[..]), max, &self.id),
-            Some(other) => Err(UpstreamError::Io(
-                self.id.clone(),
-                format!("unsupported content-encoding '{other}'"),
-            )),
+            Some("gzip") | Some("x-gzip") => inflate(flate2::read::GzDecoder::new(&out[..]), max, &id),
+            Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&out[..]), max, &id),
+            Some(other) => Err(UpstreamError::Io(id, format!("unsupported content-encoding '{other}'"))),
         }
     }
 
     /// Returns the connection to the pool after the body was read to its end.
-    pub async fn release(self) {
-        self.connector
-            .release_http_session(self.session, &*self.peer, None)
-            .await;
+    pub async fn release(mut self) {
+        self.session.respect_keepalive();
+        if let Some(stream) = self.session.reuse().await {
+            self.pool.put(self.key, stream);
+        }
     }
 }
 
@@ -438,6 +512,46 @@ mod tests {
         let head =
             String::from_utf8(u.request_head("/chat/completions", 0, Some("Bearer c")).expect("head")).expect("ascii");
         assert!(head.contains("host: api.example.com\r\n") && head.ends_with("authorization: Bearer c\r\n\r\n"));
+    }
+
+    /// A connected pair: the gateway's end as a pool stream, and the upstream's end.
+    async fn pair() -> (Stream, tokio::net::TcpStream) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (ours, theirs) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+        let ours: pingora::protocols::l4::stream::Stream = ours.expect("connect").into();
+        (Box::new(ours), theirs.expect("accept").0)
+    }
+
+    #[test]
+    fn the_pool_reuses_open_connections_and_drops_closed_ones() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let pool = UpstreamPool::default();
+            assert!(pool.take(1).is_none(), "empty pool");
+            let (a, _a_peer) = pair().await;
+            let (b, b_peer) = pair().await;
+            pool.put(1, a);
+            pool.put(1, b);
+            assert_eq!(pool.idle_count(1), 2);
+            assert!(pool.take(2).is_none(), "another key has nothing");
+            // The upstream closes the most recently returned connection while it is idle.
+            drop(b_peer);
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let reused = pool.take(1).expect("the open connection is taken");
+            assert_eq!(pool.idle_count(1), 0, "the closed one was dropped on the way");
+            pool.put(1, reused);
+            assert_eq!(pool.idle_count(1), 1);
+            // A connection the upstream wrote to unasked is not kept.
+            let (c, mut c_peer) = pair().await;
+            c_peer.write_all(b"HTTP/1.1 200 OK\r\n").await.expect("write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            pool.put(1, c);
+            assert_eq!(pool.idle_count(1), 1, "only the clean connection stays");
+        });
     }
 
     #[test]
