@@ -149,6 +149,27 @@ impl Scanner {
         Ok(Scanner { search, map, owners })
     }
 
+    /// Every hit in each of `texts`, per text then per owner, sorted by start.
+    pub fn scan_all(&self, texts: &[TextSegment<'_>]) -> Vec<Vec<Vec<Hit>>> {
+        let Search::Dfa(d) = &self.search else {
+            return texts.iter().map(|t| self.scan(t.text)).collect();
+        };
+        let mut out: Vec<Vec<Vec<Hit>>> = vec![vec![Vec::new(); self.owners]; texts.len()];
+        d.for_each_match_in(
+            texts.len(),
+            |i| texts[i].text.as_bytes(),
+            |i, pattern, start, end| {
+                for &(owner, local) in &self.map[pattern as usize] {
+                    out[i][owner].push(Hit { local, start, end });
+                }
+            },
+        );
+        for hits in out.iter_mut().flatten() {
+            hits.sort_unstable_by_key(|h| (h.start, h.end, h.local));
+        }
+        out
+    }
+
     /// Every hit in `text` (overlapping ones included), grouped by owner, sorted by start.
     pub fn scan(&self, text: &str) -> Vec<Vec<Hit>> {
         let mut by_owner: Vec<Vec<Hit>> = vec![Vec::new(); self.owners];
@@ -192,7 +213,7 @@ impl<'a> HitCache<'a> {
     /// Hits of `owner` in segment `segment`, sorted by start.
     pub fn get(&self, segment: usize, owner: OwnerId) -> &[Hit] {
         let all = self.cell.get_or_init(|| match self.scanner {
-            Some(s) => self.texts.iter().map(|t| s.scan(t.text)).collect(),
+            Some(s) => s.scan_all(self.texts),
             None => Vec::new(),
         });
         all.get(segment)
