@@ -371,30 +371,36 @@ impl Upstream {
             }
         };
         let (peer, key) = self.peer(timeout).await?;
-        let head = self.request_head(path, body.len(), client_auth)?;
-        let mut stream = match pool.take(key) {
-            Some(stream) => stream,
-            // Boxed: connecting (TCP, TLS) is most of this future's size.
-            None => Box::pin(pool.transport.new_stream(&*peer)).await.map_err(io)?,
-        };
         // Head and body leave in one write (one segment, one wake-up of the upstream).
-        let wrote = if body.len() <= COALESCE_MAX {
-            let mut wire = head;
+        let mut wire = self.request_head(path, body.len(), client_auth)?;
+        let coalesced = body.len() <= COALESCE_MAX;
+        if coalesced {
             wire.extend_from_slice(&body);
-            stream.write_all(&wire).await
-        } else {
-            match stream.write_all(&head).await {
-                Ok(()) => stream.write_all(&body).await,
-                Err(e) => Err(e),
+        }
+        let rest: &[u8] = if coalesced { &[] } else { &body };
+        let mut pooled = pool.take(key);
+        let session = loop {
+            let reused = pooled.is_some();
+            let stream = match pooled.take() {
+                Some(stream) => stream,
+                // Boxed: connecting (TCP, TLS) is most of this future's size.
+                None => Box::pin(pool.transport.new_stream(&*peer)).await.map_err(io)?,
+            };
+            match exchange_once(stream, &wire, rest, &peer).await {
+                Ok(session) => break session,
+                // A pooled connection the upstream closed as it was taken (the request could
+                // not be written, or the connection ended before any answer): it goes once
+                // more on a fresh connection.
+                Err(Failed::Stale(_)) if reused => {}
+                Err(Failed::Stale(e)) => {
+                    return Err(UpstreamError::Io(
+                        self.id.clone(),
+                        format!("while writing the request: {e}"),
+                    ));
+                }
+                Err(Failed::Answer(e)) => return Err(io(e)),
             }
         };
-        wrote
-            .and(stream.flush().await)
-            .map_err(|e| UpstreamError::Io(self.id.clone(), format!("while writing the request: {e}")))?;
-        // Pingora's HTTP/1 session reads the answer (it needs nothing of the request: always
-        // a POST, never an upgrade).
-        let mut session = HttpSession::new_with_options(stream, &*peer);
-        session.read_response().await.map_err(io)?;
         let status = session.resp_header().map(|h| h.status.as_u16()).unwrap_or(502);
         Ok(Exchange {
             pool,
@@ -404,6 +410,32 @@ impl Upstream {
             id: self.id.clone(),
             timeout,
         })
+    }
+}
+
+/// Why one try on one connection failed.
+enum Failed {
+    /// The request could not be written, or the connection ended before any answer.
+    Stale(String),
+    Answer(Box<pingora::Error>),
+}
+
+/// Writes the request (`wire`, then `rest` when the body did not fit behind the head) and
+/// reads the answer's head with Pingora's HTTP/1 session (it needs nothing of the request:
+/// always a POST, never an upgrade).
+async fn exchange_once(mut stream: Stream, wire: &[u8], rest: &[u8], peer: &HttpPeer) -> Result<HttpSession, Failed> {
+    let mut wrote = stream.write_all(wire).await;
+    if wrote.is_ok() && !rest.is_empty() {
+        wrote = stream.write_all(rest).await;
+    }
+    wrote
+        .and(stream.flush().await)
+        .map_err(|e| Failed::Stale(e.to_string()))?;
+    let mut session = HttpSession::new_with_options(stream, peer);
+    match session.read_response().await {
+        Ok(_) => Ok(session),
+        Err(e) if matches!(e.retry, pingora::RetryType::ReusedOnly) => Err(Failed::Stale(e.to_string())),
+        Err(e) => Err(Failed::Answer(e)),
     }
 }
 
@@ -551,6 +583,72 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
             pool.put(1, c);
             assert_eq!(pool.idle_count(1), 1, "only the clean connection stays");
+        });
+    }
+
+    /// Reads one request (head and a small body) from `sock`; `false` at end of stream.
+    async fn read_request(sock: &mut tokio::net::TcpStream) -> bool {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 4096];
+        let mut got = 0;
+        loop {
+            match sock.read(&mut buf[got..]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => got += n,
+            }
+            let text = String::from_utf8_lossy(&buf[..got]);
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len: usize = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got >= end + 4 + len {
+                    return true;
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_pooled_connection_closed_under_the_request_is_retried_once_on_a_fresh_one() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}";
+            let server = tokio::spawn(async move {
+                let mut served = 0;
+                // The first connection answers once, then takes the next request and closes
+                // without answering: the race of an upstream closing an idle connection.
+                let (mut first, _) = listener.accept().await.expect("accept");
+                assert!(read_request(&mut first).await);
+                first.write_all(OK).await.expect("answer");
+                served += 1;
+                assert!(read_request(&mut first).await, "the pooled connection is reused");
+                drop(first);
+                let (mut second, _) = listener.accept().await.expect("accept");
+                assert!(read_request(&mut second).await, "the request goes again");
+                second.write_all(OK).await.expect("answer");
+                served + 1
+            });
+            let u = Upstream::from_url("t", &format!("http://{addr}/v1"), None).expect("valid");
+            let pool = UpstreamPool::default();
+            let t = Duration::from_secs(5);
+            let first = u
+                .send(&pool, "/chat/completions", Bytes::from_static(b"{}"), None, t)
+                .await;
+            let first = first.expect("first answer");
+            assert_eq!(&first.body(1024).await.expect("body")[..], b"{}");
+            let again = u
+                .send(&pool, "/chat/completions", Bytes::from_static(b"{}"), None, t)
+                .await;
+            let again = again.expect("the retry on a fresh connection answers");
+            assert_eq!(again.status, 200);
+            assert_eq!(server.await.expect("server"), 2);
         });
     }
 
