@@ -186,18 +186,8 @@ impl LiteralDfa {
         let mut s = [self.start; STREAMS];
         let mut pos = [bounds[0].0, bounds[1].0, bounds[2].0, bounds[3].0];
         let steps = (0..STREAMS).map(|k| bounds[k].2 - bounds[k].0).min().unwrap_or(0);
-        let t = &self.trans;
-        let cl = &self.classes;
         for _ in 0..steps {
-            s[0] = t[s[0] as usize + usize::from(cl[usize::from(hay[pos[0]])])];
-            s[1] = t[s[1] as usize + usize::from(cl[usize::from(hay[pos[1]])])];
-            s[2] = t[s[2] as usize + usize::from(cl[usize::from(hay[pos[2]])])];
-            s[3] = t[s[3] as usize + usize::from(cl[usize::from(hay[pos[3]])])];
-            if (s[0] >= self.first_match)
-                | (s[1] >= self.first_match)
-                | (s[2] >= self.first_match)
-                | (s[3] >= self.first_match)
-            {
+            if self.step4(&mut s, [hay[pos[0]], hay[pos[1]], hay[pos[2]], hay[pos[3]]]) {
                 for k in 0..STREAMS {
                     if s[k] >= self.first_match && pos[k] >= bounds[k].1 {
                         self.emit(s[k], pos[k] + 1, &mut f);
@@ -213,6 +203,17 @@ impl LiteralDfa {
             let (_, region, end) = bounds[k];
             self.walk_from(hay, s[k], pos[k], region, end, &mut f);
         }
+    }
+
+    /// One step of four independent walks over their next bytes; whether any of them is
+    /// now in a match state. The four lookups do not depend on each other, so they overlap.
+    #[inline(always)]
+    fn step4(&self, s: &mut [u32; STREAMS], bytes: [u8; STREAMS]) -> bool {
+        let (t, cl) = (&self.trans, &self.classes);
+        for k in 0..STREAMS {
+            s[k] = t[s[k] as usize + usize::from(cl[usize::from(bytes[k])])];
+        }
+        s.iter().fold(false, |any, &x| any | (x >= self.first_match))
     }
 
     /// Calls `f(text, pattern, start, end)` for every occurrence of every pattern in each of
@@ -234,8 +235,6 @@ impl LiteralDfa {
         // Each lane: (text, state, position).
         let mut lanes: [Option<(usize, u32, usize)>; STREAMS] =
             std::array::from_fn(|_| queue.next().map(|i| (i, self.start, 0)));
-        let t = &self.trans;
-        let cl = &self.classes;
         while let [Some(l0), Some(l1), Some(l2), Some(l3)] = lanes {
             let (texts, mut s, mut pos) = (
                 [l0.0, l1.0, l2.0, l3.0],
@@ -245,15 +244,7 @@ impl LiteralDfa {
             let h = [hay(texts[0]), hay(texts[1]), hay(texts[2]), hay(texts[3])];
             let steps = (0..STREAMS).map(|k| h[k].len() - pos[k]).min().unwrap_or(0);
             for _ in 0..steps {
-                s[0] = t[s[0] as usize + usize::from(cl[usize::from(h[0][pos[0]])])];
-                s[1] = t[s[1] as usize + usize::from(cl[usize::from(h[1][pos[1]])])];
-                s[2] = t[s[2] as usize + usize::from(cl[usize::from(h[2][pos[2]])])];
-                s[3] = t[s[3] as usize + usize::from(cl[usize::from(h[3][pos[3]])])];
-                if (s[0] >= self.first_match)
-                    | (s[1] >= self.first_match)
-                    | (s[2] >= self.first_match)
-                    | (s[3] >= self.first_match)
-                {
+                if self.step4(&mut s, [h[0][pos[0]], h[1][pos[1]], h[2][pos[2]], h[3][pos[3]]]) {
                     for k in 0..STREAMS {
                         if s[k] >= self.first_match {
                             self.emit(s[k], pos[k] + 1, &mut |p, a, b| f(texts[k], p, a, b));
