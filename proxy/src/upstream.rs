@@ -474,17 +474,27 @@ impl Exchange<'_> {
     /// bounded the same way.
     pub async fn body(mut self, max: u64) -> Result<Bytes, UpstreamError> {
         let encoding = self.header("content-encoding").map(|e| e.to_ascii_lowercase());
+        // A body read in one chunk (the common case) is kept as it is; only more chunks are
+        // gathered into one buffer.
+        let mut first: Option<Bytes> = None;
         let mut out = Vec::new();
         while let Some(c) = self.chunk().await? {
-            out.extend_from_slice(&c);
-            if out.len() as u64 > max {
+            match first.take() {
+                None if out.is_empty() => first = Some(c),
+                f => {
+                    out.extend_from_slice(f.as_deref().unwrap_or_default());
+                    out.extend_from_slice(&c);
+                }
+            }
+            if (first.as_ref().map_or(0, Bytes::len) + out.len()) as u64 > max {
                 return Err(UpstreamError::TooLarge(max));
             }
         }
+        let out = first.unwrap_or_else(|| Bytes::from(out));
         let id = std::mem::take(&mut self.id);
         self.release().await;
         match encoding.as_deref() {
-            None | Some("identity") | Some("") => Ok(Bytes::from(out)),
+            None | Some("identity") | Some("") => Ok(out),
             Some("gzip") | Some("x-gzip") => inflate(flate2::read::GzDecoder::new(&out[..]), max, &id),
             Some("deflate") => inflate(flate2::read::ZlibDecoder::new(&out[..]), max, &id),
             Some(other) => Err(UpstreamError::Io(id, format!("unsupported content-encoding '{other}'"))),
