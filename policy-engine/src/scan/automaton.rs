@@ -7,9 +7,20 @@ use std::collections::VecDeque;
 
 /// Largest transition table accepted (entries); bigger sets use a slower fallback.
 pub const MAX_TABLE: usize = 32 * 1024 * 1024;
-/// Texts at least this long are split into interleaved streams.
-const STREAM_MIN: usize = 512;
+/// Lanes walked in lockstep.
 const STREAMS: usize = 4;
+/// Shortest piece a body's texts are cut into for the lanes.
+const PIECE_MIN: usize = 64;
+
+/// One lane's piece of a text: `pos` is the next byte, matches count from `region` on.
+#[derive(Debug, Clone, Copy)]
+struct Lane {
+    text: usize,
+    state: u32,
+    pos: usize,
+    region: usize,
+    end: usize,
+}
 
 #[derive(Debug, Clone)]
 pub struct LiteralDfa {
@@ -168,41 +179,9 @@ impl LiteralDfa {
     }
 
     /// Calls `f(pattern, start, end)` for every occurrence of every pattern in `hay`,
-    /// overlapping ones included, in order of `end` within each of up to four regions.
+    /// overlapping ones included (in no particular order).
     pub fn for_each_match(&self, hay: &[u8], mut f: impl FnMut(u32, usize, usize)) {
-        if hay.len() < STREAM_MIN {
-            self.walk(hay, 0, 0, hay.len(), &mut f);
-            return;
-        }
-        let q = hay.len().div_ceil(STREAMS);
-        let warm = self.max_len.saturating_sub(1);
-        // Each stream starts `warm` bytes before its region so its state is exact from the
-        // region's first byte; it reports only matches whose last byte is in its region.
-        let bounds: [(usize, usize, usize); STREAMS] = std::array::from_fn(|k| {
-            let region = (k * q).min(hay.len());
-            let end = ((k + 1) * q).min(hay.len());
-            (region.saturating_sub(warm), region, end)
-        });
-        let mut s = [self.start; STREAMS];
-        let mut pos = [bounds[0].0, bounds[1].0, bounds[2].0, bounds[3].0];
-        let steps = (0..STREAMS).map(|k| bounds[k].2 - bounds[k].0).min().unwrap_or(0);
-        for _ in 0..steps {
-            if self.step4(&mut s, [hay[pos[0]], hay[pos[1]], hay[pos[2]], hay[pos[3]]]) {
-                for k in 0..STREAMS {
-                    if s[k] >= self.first_match && pos[k] >= bounds[k].1 {
-                        self.emit(s[k], pos[k] + 1, &mut f);
-                    }
-                }
-            }
-            for p in &mut pos {
-                *p += 1;
-            }
-        }
-        // Streams whose span was longer than the shortest finish one at a time.
-        for k in 0..STREAMS {
-            let (_, region, end) = bounds[k];
-            self.walk_from(hay, s[k], pos[k], region, end, &mut f);
-        }
+        self.for_each_match_in(1, |_| hay, |_, p, a, b| f(p, a, b));
     }
 
     /// One step of four independent walks over their next bytes; whether any of them is
@@ -217,61 +196,103 @@ impl LiteralDfa {
     }
 
     /// Calls `f(text, pattern, start, end)` for every occurrence of every pattern in each of
-    /// `hays`. Texts shorter than the interleaving threshold are walked four at a time in
-    /// lockstep, each lane taking the next text when its own ends: a body's many short
-    /// messages then keep four independent table lookups in flight instead of one.
+    /// `hays` (in no particular order).
+    ///
+    /// A walk is bound by the latency of one table load per byte, and a body's table rows
+    /// are rarely all in cache: so four lanes walk in lockstep, lane `k` over the `k`-th
+    /// quarter of the texts laid end to end (at least `PIECE_MIN` bytes), all four ending
+    /// together. A lane's piece of a text that starts inside the text starts `max_len - 1`
+    /// bytes early, so its state is exact from its first byte, and reports only the
+    /// matches that end inside the piece.
     pub fn for_each_match_in<'h>(
         &self,
         count: usize,
         hay: impl Fn(usize) -> &'h [u8],
         mut f: impl FnMut(usize, u32, usize, usize),
     ) {
+        let total: usize = (0..count).map(|i| hay(i).len()).sum();
+        let quarter = total.div_ceil(STREAMS).max(PIECE_MIN);
+        let warm = self.max_len.saturating_sub(1);
+        // Every lane's pieces, lane after lane (texts are laid out in order, so a lane's
+        // pieces follow each other), and where each lane's pieces begin.
+        let mut pieces: Vec<Lane> = Vec::with_capacity(count + STREAMS);
+        let mut first = [usize::MAX; STREAMS + 1];
+        let mut offset = 0;
         for i in 0..count {
-            if hay(i).len() >= STREAM_MIN {
-                self.for_each_match(hay(i), |p, a, b| f(i, p, a, b));
+            let len = hay(i).len();
+            let mut k = offset / quarter;
+            while k * quarter < offset + len {
+                let region = (k * quarter).max(offset) - offset;
+                if first[k] == usize::MAX {
+                    first[k] = pieces.len();
+                }
+                pieces.push(Lane {
+                    text: i,
+                    state: self.start,
+                    pos: region.saturating_sub(warm),
+                    region,
+                    end: ((k + 1) * quarter).min(offset + len) - offset,
+                });
+                k += 1;
+            }
+            offset += len;
+        }
+        first[STREAMS] = pieces.len();
+        for k in (0..STREAMS).rev() {
+            if first[k] == usize::MAX {
+                first[k] = first[k + 1];
             }
         }
-        let mut queue = (0..count).filter(|&i| (1..STREAM_MIN).contains(&hay(i).len()));
-        // Each lane: (text, state, position).
-        let mut lanes: [Option<(usize, u32, usize)>; STREAMS] =
-            std::array::from_fn(|_| queue.next().map(|i| (i, self.start, 0)));
+        // Lane k takes pieces[next[k]..first[k + 1]] in turn.
+        let mut next: [usize; STREAMS] = std::array::from_fn(|k| first[k]);
+        let take = |k: usize, next: &mut [usize; STREAMS]| {
+            (next[k] < first[k + 1]).then(|| {
+                next[k] += 1;
+                pieces[next[k] - 1]
+            })
+        };
+        let mut lanes: [Option<Lane>; STREAMS] = std::array::from_fn(|k| take(k, &mut next));
         while let [Some(l0), Some(l1), Some(l2), Some(l3)] = lanes {
-            let (texts, mut s, mut pos) = (
-                [l0.0, l1.0, l2.0, l3.0],
-                [l0.1, l1.1, l2.1, l3.1],
-                [l0.2, l1.2, l2.2, l3.2],
-            );
-            let h = [hay(texts[0]), hay(texts[1]), hay(texts[2]), hay(texts[3])];
-            let steps = (0..STREAMS).map(|k| h[k].len() - pos[k]).min().unwrap_or(0);
-            for _ in 0..steps {
-                if self.step4(&mut s, [h[0][pos[0]], h[1][pos[1]], h[2][pos[2]], h[3][pos[3]]]) {
+            let l = [l0, l1, l2, l3];
+            let h = [hay(l0.text), hay(l1.text), hay(l2.text), hay(l3.text)];
+            let mut s = [l0.state, l1.state, l2.state, l3.state];
+            let mut pos = [l0.pos, l1.pos, l2.pos, l3.pos];
+            let steps = l.iter().map(|x| x.end - x.pos).min().unwrap_or(0);
+            // One counter over four slices of equal length: no bounds checks, few registers.
+            let b: [&[u8]; STREAMS] = std::array::from_fn(|k| &h[k][pos[k]..pos[k] + steps]);
+            for (j, (((&x0, &x1), &x2), &x3)) in b[0].iter().zip(b[1]).zip(b[2]).zip(b[3]).enumerate() {
+                if self.step4(&mut s, [x0, x1, x2, x3]) {
                     for k in 0..STREAMS {
-                        if s[k] >= self.first_match {
-                            self.emit(s[k], pos[k] + 1, &mut |p, a, b| f(texts[k], p, a, b));
+                        if s[k] >= self.first_match && pos[k] + j >= l[k].region {
+                            let text = l[k].text;
+                            self.emit(s[k], pos[k] + j + 1, &mut |p, a, b| f(text, p, a, b));
                         }
                     }
                 }
-                for p in &mut pos {
-                    *p += 1;
-                }
+            }
+            for p in &mut pos {
+                *p += steps;
             }
             for k in 0..STREAMS {
-                lanes[k] = if pos[k] == h[k].len() {
-                    queue.next().map(|i| (i, self.start, 0))
+                lanes[k] = if pos[k] == l[k].end {
+                    take(k, &mut next)
                 } else {
-                    Some((texts[k], s[k], pos[k]))
+                    Some(Lane {
+                        state: s[k],
+                        pos: pos[k],
+                        ..l[k]
+                    })
                 };
             }
         }
-        // Fewer than four texts left: each finishes on its own.
-        for (i, s, pos) in lanes.into_iter().flatten().chain(queue.map(|i| (i, self.start, 0))) {
-            let h = hay(i);
-            self.walk_from(h, s, pos, 0, h.len(), &mut |p, a, b| f(i, p, a, b));
+        // A lane ran out (or fewer than four had bytes): the rest finish one at a time.
+        for (k, lane) in lanes.iter_mut().enumerate() {
+            while let Some(l) = lane.take() {
+                let h = hay(l.text);
+                self.walk_from(h, l.state, l.pos, l.region, l.end, &mut |p, a, b| f(l.text, p, a, b));
+                *lane = take(k, &mut next);
+            }
         }
-    }
-
-    fn walk(&self, hay: &[u8], from: usize, region: usize, end: usize, f: &mut impl FnMut(u32, usize, usize)) {
-        self.walk_from(hay, self.start, from, region, end, f);
     }
 
     fn walk_from(
@@ -391,6 +412,29 @@ mod tests {
         assert_eq!(got, naive(&pats, &hay));
         for len in [0usize, 1, 511, 512, 513, 2047, 2048, 2049, 4099, 8191] {
             assert_eq!(all(&dfa, &hay[..len]), naive(&pats, &hay[..len]), "length {len}");
+        }
+    }
+
+    #[test]
+    fn pieces_find_long_patterns_across_their_boundaries() {
+        // A 200-byte text is cut into 64-byte pieces: a 20-byte pattern placed at every
+        // offset around the cuts is found once, wherever it straddles one, alone and
+        // among other texts.
+        let long = "projectkazumirtol123".to_string();
+        let pats = vec![long.clone(), "mirt".to_string(), "x".to_string()];
+        let dfa = LiteralDfa::new(&pats).expect("builds");
+        let texts: Vec<String> = (30..180)
+            .map(|off| format!("{}{long}{}", "y".repeat(off), "y".repeat(180 - off)))
+            .collect();
+        for t in &texts {
+            assert_eq!(all(&dfa, t), naive(&pats, t), "offset {}", t.find('p').unwrap_or(0));
+        }
+        let hays: Vec<&[u8]> = texts.iter().map(|t| t.as_bytes()).collect();
+        let mut got: Vec<Vec<(u32, usize, usize)>> = vec![Vec::new(); texts.len()];
+        dfa.for_each_match_in(hays.len(), |i| hays[i], |i, p, a, b| got[i].push((p, a, b)));
+        for (i, t) in texts.iter().enumerate() {
+            got[i].sort_unstable();
+            assert_eq!(got[i], naive(&pats, t));
         }
     }
 
