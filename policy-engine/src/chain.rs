@@ -2,7 +2,7 @@
 //! on block or escalate, applies redactions to the body as they happen (later policies see
 //! redacted text), and records one `PolicyResult` per policy.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -23,9 +23,21 @@ pub enum FailMode {
     Allow,
 }
 
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct EvalOptions {
     pub fail_mode: FailMode,
+    /// Measure each policy's evaluation time (`PolicyResult::duration_us`); without it the
+    /// durations are zero and no clock is read. On by default.
+    pub time_policies: bool,
+}
+
+impl Default for EvalOptions {
+    fn default() -> Self {
+        EvalOptions {
+            fail_mode: FailMode::default(),
+            time_policies: true,
+        }
+    }
 }
 
 /// Which body a phase looks at.
@@ -33,6 +45,15 @@ pub struct EvalOptions {
 enum Subject {
     Request,
     Response,
+}
+
+/// How the body under evaluation is read.
+#[derive(Clone, Copy)]
+enum Reading<'v, 't> {
+    /// As a tree, with its texts.
+    Tree(Subject, &'v Value, &'v [TextSegment<'t>]),
+    /// An answer's texts only (no tool calls), without a tree.
+    View(&'v [TextSegment<'t>]),
 }
 
 impl CompiledPolicy {
@@ -135,6 +156,38 @@ impl CompiledPolicy {
             .collect()
     }
 
+    /// The tool and output phases over an answer read as a view (its texts, no tool calls:
+    /// see `exchange::chat_answer_view`) instead of a tree. The decision is the one
+    /// `evaluate_response` gives for the same answer as long as no policy rewrites it;
+    /// when one would, this gives `None` and the answer is evaluated as a tree.
+    pub fn evaluate_answer_view(
+        &self,
+        request: &Value,
+        texts: &[TextSegment<'_>],
+        headers: &Headers,
+        opts: EvalOptions,
+    ) -> Option<Decision> {
+        if !self.config().pack.enabled {
+            return Some(self.disabled(Phase::Output));
+        }
+        let mut d = Decision::default();
+        let view = Reading::View(texts);
+        for phase in [Phase::Tool, Phase::Output] {
+            if d.verdict.is_terminal() {
+                d.policy_results.extend(self.skipped(phase, "chain short-circuited"));
+                continue;
+            }
+            let mut next = 0;
+            if self
+                .run_policies(phase, view, request, headers, opts, &mut d, &mut next)
+                .is_some()
+            {
+                return None;
+            }
+        }
+        Some(d)
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn run_phase(
         &self,
@@ -147,8 +200,7 @@ impl CompiledPolicy {
         mut applied: Option<&mut Vec<Vec<Edit>>>,
     ) -> Decision {
         let mut decision = Decision::default();
-        let policies = self.phase_members(phase);
-        if policies.is_empty() {
+        if self.phase_members(phase).is_empty() {
             return decision;
         }
         let mut next = 0;
@@ -160,80 +212,22 @@ impl CompiledPolicy {
                     (_, Subject::Request) => exchange::request_texts(view),
                     (_, Subject::Response) => exchange::response_texts(view),
                 };
-                let tools: Vec<ToolUse<'_>> = match (phase, subject) {
-                    (Phase::Tool, Subject::Request) => exchange::request_tools(view),
-                    (Phase::Tool, Subject::Response) => exchange::response_tools(view),
-                    _ => Vec::new(),
-                };
                 let req = request.unwrap_or(view);
-                let hits = HitCache::new(self.scanners.for_phase(phase), &texts);
-                let cx = EvalContext {
-                    hits: &hits,
+                let run = self.run_policies(
                     phase,
-                    texts: &texts,
-                    tools: &tools,
+                    Reading::Tree(subject, view, &texts),
+                    req,
                     headers,
-                    request: req,
-                    model: exchange::request_model(req),
-                };
-                let mut pending = None;
-                while next < policies.len() {
-                    let policy = &self.chain[policies[next]];
-                    next += 1;
-                    if decision.verdict.is_terminal() {
-                        decision.policy_results.push(PolicyResult::skipped(
-                            policy.kind(),
-                            phase,
-                            "chain short-circuited",
-                        ));
-                        continue;
+                    opts,
+                    &mut decision,
+                    &mut next,
+                );
+                run.map(|edits| {
+                    if let Some(log) = applied.as_deref_mut() {
+                        log.push(edits.clone());
                     }
-                    if !policy.enabled() {
-                        decision
-                            .policy_results
-                            .push(PolicyResult::skipped(policy.kind(), phase, "disabled"));
-                        continue;
-                    }
-                    if phase == Phase::Tool && tools.is_empty() {
-                        continue;
-                    }
-                    let started = Instant::now();
-                    let outcome = policy.evaluate(&cx);
-                    let elapsed = started.elapsed();
-                    let outcome = match outcome {
-                        Ok(o) => o,
-                        Err(e) => {
-                            let mut r = PolicyResult::skipped(policy.kind(), phase, &format!("error: {e}"));
-                            r.set_duration(elapsed);
-                            match opts.fail_mode {
-                                FailMode::Allow => decision.degraded = true,
-                                FailMode::Block => {
-                                    r.verdict = Verdict::Block;
-                                    r.reason_code = Some(format!("{}.error", snake(policy.kind())));
-                                    decision.verdict = Verdict::Block;
-                                    decision.reason_code = r.reason_code.clone();
-                                    decision.policy = Some(policy.kind());
-                                    decision.phase = Some(phase);
-                                    decision.message = Some(format!(
-                                        "Request blocked: policy {} could not be evaluated",
-                                        policy.kind()
-                                    ));
-                                }
-                            }
-                            decision.policy_results.push(r);
-                            continue;
-                        }
-                    };
-                    let edits = record(&mut decision, policy.kind(), phase, outcome, elapsed);
-                    if !edits.is_empty() {
-                        if let Some(log) = applied.as_deref_mut() {
-                            log.push(edits.clone());
-                        }
-                        pending = Some(rewrites(&texts, edits));
-                        break;
-                    }
-                }
-                pending
+                    rewrites(&texts, edits)
+                })
             };
             match pending {
                 Some(writes) => {
@@ -245,6 +239,102 @@ impl CompiledPolicy {
             }
         }
         decision
+    }
+
+    /// Runs the phase's policies from `next` on over one reading of the body, folding
+    /// their outcomes into `decision`; stops at the first policy that rewrites the body
+    /// and gives its edits (the caller applies them and calls again from `next`).
+    #[allow(clippy::too_many_arguments)]
+    fn run_policies(
+        &self,
+        phase: Phase,
+        body: Reading<'_, '_>,
+        request: &Value,
+        headers: &Headers,
+        opts: EvalOptions,
+        decision: &mut Decision,
+        next: &mut usize,
+    ) -> Option<Vec<Edit>> {
+        let policies = self.phase_members(phase);
+        let (texts, tools): (&[TextSegment<'_>], Vec<ToolUse<'_>>) = match body {
+            Reading::Tree(subject, view, texts) => (
+                texts,
+                match (phase, subject) {
+                    (Phase::Tool, Subject::Request) => exchange::request_tools(view),
+                    (Phase::Tool, _) => exchange::response_tools(view),
+                    _ => Vec::new(),
+                },
+            ),
+            // A view has no tool calls and no text for the tool phase.
+            Reading::View(texts) => (if phase == Phase::Tool { &[] } else { texts }, Vec::new()),
+        };
+        let hits = HitCache::new(self.scanners.for_phase(phase), texts);
+        let cx = EvalContext {
+            hits: &hits,
+            phase,
+            texts,
+            tools: &tools,
+            headers,
+            request,
+            model: exchange::request_model(request),
+        };
+        // One clock read per policy run (each one's time runs from the previous reading).
+        let mut clock = opts.time_policies.then(Instant::now);
+        while *next < policies.len() {
+            let policy = &self.chain[policies[*next]];
+            *next += 1;
+            if decision.verdict.is_terminal() {
+                decision
+                    .policy_results
+                    .push(PolicyResult::skipped(policy.kind(), phase, "chain short-circuited"));
+                continue;
+            }
+            if !policy.enabled() {
+                decision
+                    .policy_results
+                    .push(PolicyResult::skipped(policy.kind(), phase, "disabled"));
+                continue;
+            }
+            if phase == Phase::Tool && tools.is_empty() {
+                continue;
+            }
+            let outcome = policy.evaluate(&cx);
+            let elapsed = clock.as_mut().map_or(Duration::ZERO, |t| {
+                let now = Instant::now();
+                let spent = now - *t;
+                *t = now;
+                spent
+            });
+            let outcome = match outcome {
+                Ok(o) => o,
+                Err(e) => {
+                    let mut r = PolicyResult::skipped(policy.kind(), phase, &format!("error: {e}"));
+                    r.set_duration(elapsed);
+                    match opts.fail_mode {
+                        FailMode::Allow => decision.degraded = true,
+                        FailMode::Block => {
+                            r.verdict = Verdict::Block;
+                            r.reason_code = Some(format!("{}.error", snake(policy.kind())));
+                            decision.verdict = Verdict::Block;
+                            decision.reason_code = r.reason_code.clone();
+                            decision.policy = Some(policy.kind());
+                            decision.phase = Some(phase);
+                            decision.message = Some(format!(
+                                "Request blocked: policy {} could not be evaluated",
+                                policy.kind()
+                            ));
+                        }
+                    }
+                    decision.policy_results.push(r);
+                    continue;
+                }
+            };
+            let edits = record(decision, policy.kind(), phase, outcome, elapsed);
+            if !edits.is_empty() {
+                return Some(edits);
+            }
+        }
+        None
     }
 }
 
@@ -262,13 +352,7 @@ fn rewrites(texts: &[TextSegment<'_>], mut edits: Vec<Edit>) -> Vec<(Vec<exchang
 }
 
 /// Folds one policy outcome into the decision; returns the edits to apply.
-fn record(
-    decision: &mut Decision,
-    kind: &'static str,
-    phase: Phase,
-    outcome: Outcome,
-    elapsed: std::time::Duration,
-) -> Vec<Edit> {
+fn record(decision: &mut Decision, kind: &'static str, phase: Phase, outcome: Outcome, elapsed: Duration) -> Vec<Edit> {
     let verdict = outcome.verdict();
     let reason_code = outcome.reason.map(|r| format!("{}.{r}", snake(kind)));
     let mut result = PolicyResult {
@@ -336,7 +420,48 @@ mod tests {
     fn run(mode: FailMode) -> Decision {
         let policy = CompiledPolicy::with_chain(vec![Box::new(Failing), Box::new(Counting)]);
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
-        policy.evaluate_request(&mut body, &Headers::new(), EvalOptions { fail_mode: mode })
+        policy.evaluate_request(
+            &mut body,
+            &Headers::new(),
+            EvalOptions {
+                fail_mode: mode,
+                ..EvalOptions::default()
+            },
+        )
+    }
+
+    #[derive(Debug)]
+    struct Slow;
+
+    impl Policy for Slow {
+        fn kind(&self) -> &'static str {
+            "audit-logger"
+        }
+        fn phases(&self) -> &'static [Phase] {
+            &[Phase::Input]
+        }
+        fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            Ok(Outcome::allow())
+        }
+    }
+
+    #[test]
+    fn policies_are_timed_only_when_asked() {
+        let policy = CompiledPolicy::with_chain(vec![Box::new(Slow), Box::new(Counting), Box::new(Slow)]);
+        let run = |time_policies| {
+            let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
+            let opts = EvalOptions {
+                time_policies,
+                ..EvalOptions::default()
+            };
+            let d = policy.evaluate_request(&mut body, &Headers::new(), opts);
+            d.policy_results.iter().map(|r| r.duration_us).collect::<Vec<_>>()
+        };
+        let timed = run(true);
+        assert!(timed[0] >= 1000.0 && timed[2] >= 1000.0, "{timed:?}");
+        assert!(timed[1] < 1000.0, "each policy is charged its own time only: {timed:?}");
+        assert_eq!(run(false), vec![0.0; 3]);
     }
 
     #[test]

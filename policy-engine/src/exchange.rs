@@ -260,6 +260,78 @@ pub fn response_texts(body: &Value) -> Vec<TextSegment<'_>> {
     out
 }
 
+/// An OpenAI chat-completions answer read without building it as a tree: the text of
+/// each choice (borrowed from the answer's bytes unless it has escapes) and the usage.
+/// Only the common shape is taken: `choices[].message.content` strings (or null) and
+/// legacy `choices[].text`, no tool calls and nothing else the output or tool phases read
+/// (top-level `content`, `output` or `tool_calls`). Anything else, duplicate keys
+/// included, is refused (`chat_answer_view` gives `None`) and the answer is read as a
+/// tree instead.
+#[derive(Debug, serde::Deserialize)]
+pub struct ChatAnswerView<'a> {
+    #[serde(borrow, default)]
+    choices: Vec<ChoiceView<'a>>,
+    #[serde(default)]
+    pub usage: Option<Value>,
+    #[serde(default)]
+    content: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    output: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct ChoiceView<'a> {
+    #[serde(borrow, default)]
+    message: Option<MessageView<'a>>,
+    #[serde(borrow, default)]
+    text: Option<std::borrow::Cow<'a, str>>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct MessageView<'a> {
+    #[serde(borrow, default)]
+    content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default)]
+    tool_calls: Option<serde::de::IgnoredAny>,
+    #[serde(default)]
+    function_call: Option<serde::de::IgnoredAny>,
+}
+
+/// The view of an answer in the common chat shape; `None` for any other shape (see
+/// `ChatAnswerView`).
+pub fn chat_answer_view(answer: &[u8]) -> Option<ChatAnswerView<'_>> {
+    let view: ChatAnswerView<'_> = serde_json::from_slice(answer).ok()?;
+    let calls = view.choices.iter().any(|c| {
+        c.message
+            .as_ref()
+            .is_some_and(|m| m.tool_calls.is_some() || m.function_call.is_some())
+    });
+    (!calls && view.content.is_none() && view.output.is_none() && view.tool_calls.is_none()).then_some(view)
+}
+
+impl ChatAnswerView<'_> {
+    /// The text segments `response_texts` finds in the same answer, in the same order
+    /// (without paths: a view is never written to).
+    pub fn texts(&self) -> Vec<TextSegment<'_>> {
+        let mut out = Vec::with_capacity(self.choices.len());
+        for c in &self.choices {
+            for text in [c.message.as_ref().and_then(|m| m.content.as_deref()), c.text.as_deref()]
+                .into_iter()
+                .flatten()
+            {
+                out.push(TextSegment {
+                    role: Role::Assistant,
+                    path: Vec::new(),
+                    text,
+                });
+            }
+        }
+        out
+    }
+}
+
 /// Tool declarations and tool calls carried by a request body.
 pub fn request_tools(body: &Value) -> Vec<ToolUse<'_>> {
     let mut out = Vec::new();
@@ -392,6 +464,41 @@ pub fn write_text(body: &mut Value, path: &[Seg], text: String) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chat_answer_view_finds_what_the_tree_finds_or_refuses() {
+        let same = [
+            r#"{"id":"c","choices":[{"index":0,"message":{"role":"assistant","content":"hello there"},"finish_reason":"stop"}],"usage":{"prompt_tokens":3}}"#,
+            r#"{"choices":[{"message":{"content":"a \"quoted\" line\nand \u00e9"}},{"message":{"content":null}},{"text":"legacy"},{"message":{"content":""},"text":"both"}]}"#,
+            r#"{"choices":[],"model":"m","system_fingerprint":null,"extra":{"content":[1],"tool_calls":[]}}"#,
+            r#"{"object":"chat.completion"}"#,
+        ];
+        for answer in same {
+            let tree: Value = serde_json::from_str(answer).expect("json");
+            let view = chat_answer_view(answer.as_bytes()).unwrap_or_else(|| panic!("view refused {answer}"));
+            let got: Vec<(Role, &str)> = view.texts().iter().map(|t| (t.role, t.text)).collect();
+            let want: Vec<(Role, &str)> = response_texts(&tree).iter().map(|t| (t.role, t.text)).collect();
+            assert_eq!(got, want, "{answer}");
+            assert!(response_tools(&tree).is_empty());
+            assert_eq!(view.usage, tree.get("usage").cloned());
+        }
+        let refused = [
+            r#"{"choices":[{"message":{"content":"x","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}}]}"#,
+            r#"{"choices":[{"message":{"content":null,"function_call":{"name":"f"}}}]}"#,
+            r#"{"choices":[{"message":{"content":[{"type":"text","text":"parts"}]}}]}"#,
+            r#"{"content":[{"type":"text","text":"anthropic"}]}"#,
+            r#"{"output":[{"content":[{"type":"output_text","text":"responses"}]}]}"#,
+            r#"{"tool_calls":[]}"#,
+            r#"{"choices":[{"message":{"content":"a"}}],"choices":[{"message":{"content":"b"}}]}"#,
+            r#"{"choices":[{"text":42}]}"#,
+            r#"{"choices":{"message":"not a list"}}"#,
+            r#"[1,2]"#,
+            r#"not json"#,
+        ];
+        for answer in refused {
+            assert!(chat_answer_view(answer.as_bytes()).is_none(), "view took {answer}");
+        }
+    }
 
     #[test]
     fn headers_are_found_case_insensitively_in_one_buffer() {

@@ -761,6 +761,22 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                 return respond::json(session, 502, &body, &h).await;
             }
         }
+    } else if let Some(out) = (!translated && client == ClientApi::OpenAiChat)
+        .then(|| kt_policy::exchange::chat_answer_view(&answer))
+        .flatten()
+        .and_then(|view| {
+            let out = policy.evaluate_answer_view(&request, &view.texts(), &headers, gw.opts())?;
+            Some((out, view.usage.as_ref().and_then(normalize_usage)))
+        })
+    {
+        // The common chat answer, read as a view: when no policy rewrites it, the decision
+        // is the tree's and the provider's bytes go out unchanged, without the answer ever
+        // being built as a tree. An answer a policy rewrites goes the tree's way below.
+        let (out, usage) = out;
+        let mut decision = decision;
+        decision.absorb(out);
+        note_decision(gw, ctx, &decision);
+        (decision, usage, answer)
     } else {
         let mut response: Value = match serde_json::from_slice(&answer) {
             Ok(v) => v,

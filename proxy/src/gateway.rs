@@ -130,6 +130,8 @@ impl Gateway {
     pub(crate) fn opts(&self) -> EvalOptions {
         EvalOptions {
             fail_mode: self.fail_mode,
+            // Per-policy times are reported only on decision events.
+            time_policies: self.events.enabled(),
         }
     }
 

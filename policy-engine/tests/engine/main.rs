@@ -113,3 +113,52 @@ fn compiled_policy_is_shareable_across_threads() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<CompiledPolicy>();
 }
+
+/// The gateway reads most answers as a view instead of a tree (`evaluate_answer_view`):
+/// over every fixture case with an answer, the view decides exactly as the tree does, and
+/// declines only where the tree path rewrote the answer.
+#[test]
+fn answer_view_decides_as_the_tree_does() {
+    use kt_policy::exchange::chat_answer_view;
+    use kt_policy::{Decision, EvalOptions, Headers};
+    let strip = |mut d: Decision| {
+        for r in &mut d.policy_results {
+            r.duration_us = 0.0;
+        }
+        d
+    };
+    let (mut viewed, mut declined) = (0, 0);
+    for dir in packs() {
+        let outcome = load_files(&[dir.join("policy-config.yaml")]);
+        let policy = CompiledPolicy::compile(outcome.config.expect("valid")).expect("compiles");
+        for loaded in testing::load_golden(&dir.join("cases.yaml")).expect("cases load") {
+            let Some(up) = &loaded.case.input.upstream_response else {
+                continue;
+            };
+            let headers: Headers = loaded.case.input.headers.iter().collect();
+            let mut request = testing::request_body(&loaded.case);
+            policy.evaluate_request(&mut request, &headers, EvalOptions::default());
+            let original = testing::response_body(up);
+            let bytes = serde_json::to_vec(&original).expect("encode");
+            let mut tree = original.clone();
+            let by_tree = strip(policy.evaluate_response(&request, &mut tree, &headers, EvalOptions::default()));
+            let Some(view) = chat_answer_view(&bytes) else { continue };
+            let name = format!("{} / {}", dir.display(), loaded.case.name);
+            match policy.evaluate_answer_view(&request, &view.texts(), &headers, EvalOptions::default()) {
+                Some(d) => {
+                    viewed += 1;
+                    assert_eq!(strip(d), by_tree, "{name}");
+                    assert_eq!(
+                        tree, original,
+                        "{name}: the view decided, yet the tree path rewrote the answer"
+                    );
+                }
+                None => {
+                    declined += 1;
+                    assert_ne!(tree, original, "{name}: the view declined an answer nothing rewrites");
+                }
+            }
+        }
+    }
+    assert!(viewed >= 5 && declined >= 2, "viewed {viewed}, declined {declined}");
+}
