@@ -15,6 +15,7 @@ mod cache;
 mod demo;
 mod events;
 mod gateway;
+mod h1;
 mod ids;
 mod limits;
 mod managed;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use pingora::connectors::TransportConnector;
 use pingora::protocols::Stream;
-use pingora::protocols::http::v1::client::HttpSession;
 use pingora::time::fast_timeout::fast_timeout;
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use tokio::io::{AsyncRead, AsyncWriteExt, ReadBuf};
+
+use crate::h1::{Answer, ReadError};
 
 /// Where allowed requests go.
 #[derive(Debug, Clone)]
@@ -379,15 +380,15 @@ impl Upstream {
         }
         let rest: &[u8] = if coalesced { &[] } else { &body };
         let mut pooled = pool.take(key);
-        let session = loop {
+        let (stream, answer) = loop {
             let reused = pooled.is_some();
             let stream = match pooled.take() {
                 Some(stream) => stream,
                 // Boxed: connecting (TCP, TLS) is most of this future's size.
                 None => Box::pin(pool.transport.new_stream(&*peer)).await.map_err(io)?,
             };
-            match exchange_once(stream, &wire, rest, &peer).await {
-                Ok(session) => break session,
+            match exchange_once(stream, &wire, rest).await {
+                Ok(x) => break x,
                 // A pooled connection the upstream closed as it was taken (the request could
                 // not be written, or the connection ended before any answer): it goes once
                 // more on a fresh connection.
@@ -398,15 +399,15 @@ impl Upstream {
                         format!("while writing the request: {e}"),
                     ));
                 }
-                Err(Failed::Answer(e)) => return Err(io(e)),
+                Err(Failed::Answer(e)) => return Err(UpstreamError::Io(self.id.clone(), e)),
             }
         };
-        let status = session.resp_header().map(|h| h.status.as_u16()).unwrap_or(502);
         Ok(Exchange {
             pool,
-            session,
+            status: answer.status,
+            stream,
+            answer,
             key,
-            status,
             id: self.id.clone(),
             timeout,
         })
@@ -417,13 +418,12 @@ impl Upstream {
 enum Failed {
     /// The request could not be written, or the connection ended before any answer.
     Stale(String),
-    Answer(Box<pingora::Error>),
+    Answer(String),
 }
 
 /// Writes the request (`wire`, then `rest` when the body did not fit behind the head) and
-/// reads the answer's head with Pingora's HTTP/1 session (it needs nothing of the request:
-/// always a POST, never an upgrade).
-async fn exchange_once(mut stream: Stream, wire: &[u8], rest: &[u8], peer: &HttpPeer) -> Result<HttpSession, Failed> {
+/// reads the answer's head.
+async fn exchange_once(mut stream: Stream, wire: &[u8], rest: &[u8]) -> Result<(Stream, Answer), Failed> {
     let mut wrote = stream.write_all(wire).await;
     if wrote.is_ok() && !rest.is_empty() {
         wrote = stream.write_all(rest).await;
@@ -431,18 +431,18 @@ async fn exchange_once(mut stream: Stream, wire: &[u8], rest: &[u8], peer: &Http
     wrote
         .and(stream.flush().await)
         .map_err(|e| Failed::Stale(e.to_string()))?;
-    let mut session = HttpSession::new_with_options(stream, peer);
-    match session.read_response().await {
-        Ok(_) => Ok(session),
-        Err(e) if matches!(e.retry, pingora::RetryType::ReusedOnly) => Err(Failed::Stale(e.to_string())),
-        Err(e) => Err(Failed::Answer(e)),
+    match Answer::read_head(&mut stream).await {
+        Ok(answer) => Ok((stream, answer)),
+        Err(ReadError::NothingRead(e)) => Err(Failed::Stale(e)),
+        Err(ReadError::Broken(e)) => Err(Failed::Answer(e)),
     }
 }
 
 /// An upstream response being read.
 pub struct Exchange<'c> {
     pool: &'c UpstreamPool,
-    session: HttpSession,
+    stream: Stream,
+    answer: Answer,
     /// The pool key of the connection.
     key: u64,
     pub status: u16,
@@ -454,26 +454,22 @@ pub struct Exchange<'c> {
 impl Exchange<'_> {
     /// The next body chunk; `None` at the end.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        match fast_timeout(self.timeout, self.session.read_body_bytes()).await {
-            Ok(r) => r.map_err(|e| UpstreamError::Io(self.id.clone(), e.to_string())),
+        match fast_timeout(self.timeout, self.answer.next(&mut self.stream)).await {
+            Ok(r) => r.map_err(|e| UpstreamError::Io(self.id.clone(), e)),
             Err(_) => Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
         }
     }
 
     /// A response header value.
     pub fn header(&self, name: &str) -> Option<String> {
-        self.session
-            .resp_header()
-            .and_then(|h| h.headers.get(name))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
+        self.answer.headers.get(name).map(str::to_owned)
     }
 
     /// Reads the rest of the body, bounded, and returns the connection to the pool. A gzip
     /// or deflate body (sent although the gateway asked for identity) is decompressed,
     /// bounded the same way.
     pub async fn body(mut self, max: u64) -> Result<Bytes, UpstreamError> {
-        let encoding = self.header("content-encoding").map(|e| e.to_ascii_lowercase());
+        let encoding = self.answer.headers.get("content-encoding").map(str::to_ascii_lowercase);
         // A body read in one chunk (the common case) is kept as it is; only more chunks are
         // gathered into one buffer.
         let mut first: Option<Bytes> = None;
@@ -501,11 +497,11 @@ impl Exchange<'_> {
         }
     }
 
-    /// Returns the connection to the pool after the body was read to its end.
-    pub async fn release(mut self) {
-        self.session.respect_keepalive();
-        if let Some(stream) = self.session.reuse().await {
-            self.pool.put(self.key, stream);
+    /// Returns the connection to the pool when the body was read to its end and the
+    /// connection can carry another request; otherwise it is closed.
+    pub async fn release(self) {
+        if self.answer.reusable() {
+            self.pool.put(self.key, self.stream);
         }
     }
 }
