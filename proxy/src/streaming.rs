@@ -33,16 +33,6 @@ async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
     send(session, &SseEvent::data(v.to_string())).await
 }
 
-/// Polls a future once, without waiting.
-fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
-    let mut f = std::pin::pin!(f);
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    match f.as_mut().poll(&mut cx) {
-        std::task::Poll::Ready(v) => Some(v),
-        std::task::Poll::Pending => None,
-    }
-}
-
 /// The next upstream chunk. What is already readable is taken without waiting, so the
 /// events of several upstream chunks leave in one write; before waiting for the upstream,
 /// everything gathered is written to the client (nothing is held back for batching).
@@ -53,7 +43,7 @@ async fn next_chunk(
     out: &mut Vec<u8>,
 ) -> Result<std::result::Result<Option<Bytes>, crate::upstream::UpstreamError>> {
     if out.len() < 64 * 1024
-        && let Some(ready) = poll_once(exchange.chunk())
+        && let Some(ready) = exchange.ready_chunk()
     {
         return Ok(ready);
     }

@@ -452,8 +452,18 @@ pub struct Exchange<'c> {
 }
 
 impl Exchange<'_> {
-    /// The next body chunk; `None` at the end.
+    /// The next body chunk if it can be had without waiting (already read, or readable
+    /// now). A read that is not ready has consumed nothing.
+    pub fn ready_chunk(&mut self) -> Option<Result<Option<Bytes>, UpstreamError>> {
+        let id = &self.id;
+        poll_once(self.answer.next(&mut self.stream)).map(|r| r.map_err(|e| UpstreamError::Io(id.clone(), e)))
+    }
+
+    /// The next body chunk; `None` at the end. Only a read that has to wait arms the timer.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
+        if let Some(ready) = self.ready_chunk() {
+            return ready;
+        }
         match fast_timeout(self.timeout, self.answer.next(&mut self.stream)).await {
             Ok(r) => r.map_err(|e| UpstreamError::Io(self.id.clone(), e)),
             Err(_) => Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
@@ -503,6 +513,16 @@ impl Exchange<'_> {
         if self.answer.reusable() {
             self.pool.put(self.key, self.stream);
         }
+    }
+}
+
+/// Polls `f` once; its output if it was ready.
+fn poll_once<F: std::future::Future>(f: F) -> Option<F::Output> {
+    let mut f = std::pin::pin!(f);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    match f.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
     }
 }
 
