@@ -459,12 +459,14 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
 
     let body_bytes = body;
     // An upstream slot.
-    let _permit = match pingora::time::fast_timeout::fast_timeout(
-        QUEUE_WAIT,
-        Arc::clone(&gw.concurrency).acquire_owned(),
-    )
-    .await
-    {
+    // A free slot is taken at once; only a request that has to queue arms a timer.
+    let permit = match Arc::clone(&gw.concurrency).try_acquire_owned() {
+        Ok(p) => Ok(Ok(p)),
+        Err(_) => {
+            pingora::time::fast_timeout::fast_timeout(QUEUE_WAIT, Arc::clone(&gw.concurrency).acquire_owned()).await
+        }
+    };
+    let _permit = match permit {
         Ok(Ok(p)) => p,
         _ => {
             let mut h = answer_headers(ctx, id, &decision, None, ctx.started.elapsed());

@@ -70,7 +70,8 @@ pub struct Ctx {
     pub(crate) rt: Arc<Runtime>,
     pub(crate) started: Instant,
     /// Set for model API requests: what the decision event reports.
-    pub(crate) event: Option<EventData>,
+    /// Boxed: the per-connection future Pingora moves carries `Ctx` inline.
+    pub(crate) event: Option<Box<EventData>>,
     /// X-RateLimit-* headers for the response.
     pub(crate) rate_headers: respond::Headers,
     pub(crate) rate_limited: bool,
@@ -267,11 +268,11 @@ impl ProxyHttp for Gateway {
         };
         match (method, path, api) {
             ("POST", _, Some(api)) => {
-                ctx.event = Some(EventData {
+                ctx.event = Some(Box::new(EventData {
                     request_id: id.clone(),
                     api: api.name(),
                     ..EventData::default()
-                });
+                }));
                 Box::pin(crate::api::serve(self, session, ctx, &id, api)).await?
             }
             ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base()).await?,
@@ -348,7 +349,9 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
-        let Some(mut ev) = ctx.event.take() else { return };
+        let Some(mut ev) = ctx.event.take().map(|e| *e) else {
+            return;
+        };
         let status = session.response_written().map(|h| h.status.as_u16()).unwrap_or(0);
         let elapsed = ctx.started.elapsed().as_secs_f64();
         let usage = ev.usage.as_ref();

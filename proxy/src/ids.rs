@@ -2,16 +2,19 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-/// A well-mixed 64-bit value: time and a process-wide counter through a finaliser.
-/// Unique within the process, unpredictable enough for ids and weighted picks (not for
-/// secrets).
+/// A well-mixed 64-bit value: a process-wide counter, started from the process's start
+/// time and id, through a finaliser. Unique within the process, unpredictable enough for
+/// ids and weighted picks (not for secrets); no clock is read after the first call.
 pub fn rand_u64() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    let mut x = t ^ N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
+    static SEED: std::sync::LazyLock<u64> = std::sync::LazyLock::new(|| {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 32)
+    });
+    let mut x = *SEED ^ N.fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed);
     x ^= x >> 33;
     x = x.wrapping_mul(0xff51_afd7_ed55_8ccd);
     x ^= x >> 33;
@@ -25,4 +28,21 @@ pub fn now_secs() -> u64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn values_are_unique_and_spread() {
+        let v: Vec<u64> = (0..10_000).map(|_| super::rand_u64()).collect();
+        let mut sorted = v.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        assert_eq!(sorted.len(), v.len(), "no repeats");
+        // Each bit is set in roughly half of the values.
+        for bit in 0..64 {
+            let ones = v.iter().filter(|x| *x >> bit & 1 == 1).count();
+            assert!((4_000..6_000).contains(&ones), "bit {bit} set in {ones} of 10000");
+        }
+    }
 }
