@@ -105,7 +105,7 @@ impl Answer {
                         )));
                     }
                     Ok(httparse::Status::Partial) => {}
-                    Err(e) => return Err(ReadError::Broken(format!("the answer's head is not HTTP/1.1: {e}"))),
+                    Err(e) => return Err(ReadError::Broken(format!("the answer's head could not be parsed: {e}"))),
                 }
             }
             buf.reserve(READ_ROOM);
@@ -390,12 +390,15 @@ mod tests {
                 b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nabc\r\n",
                 "longer than its size",
             ),
-            (b"SSH-2.0-OpenSSH\r\n\r\n", "not HTTP/1.1"),
+            (b"SSH-2.0-OpenSSH\r\n\r\n", "could not be parsed"),
         ];
         for (wire, reason) in broken {
             let e = read(wire, vec![]).expect_err("refused");
             assert!(e.contains(reason), "{e:?} should say {reason:?}");
         }
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "x-f: 1\r\n".repeat(MAX_FIELDS + 1));
+        let e = read(many.as_bytes(), vec![]).map(|r| r.0).expect_err("refused");
+        assert!(e.contains("too many headers"), "{e}");
         let huge = format!("HTTP/1.1 200 OK\r\nx: {}\r\n\r\n", "a".repeat(MAX_HEAD + 10));
         for sizes in [vec![], vec![1000; 100]] {
             let e = read(huge.as_bytes(), sizes).map(|r| r.0).expect_err("refused");
