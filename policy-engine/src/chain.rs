@@ -387,38 +387,39 @@ mod tests {
     use super::*;
     use crate::policies::{Policy, PolicyError};
 
+    /// An input-phase test policy of kind `.0` whose evaluation is `.1`.
     #[derive(Debug)]
-    struct Failing;
+    struct Stub(&'static str, fn() -> Result<Outcome, PolicyError>);
 
-    impl Policy for Failing {
+    impl Policy for Stub {
         fn kind(&self) -> &'static str {
-            "dlp-filter"
+            self.0
         }
         fn phases(&self) -> &'static [Phase] {
             &[Phase::Input]
         }
         fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
-            Err(PolicyError("backend unavailable".into()))
+            (self.1)()
         }
     }
 
-    #[derive(Debug)]
-    struct Counting;
+    fn failing() -> Box<Stub> {
+        Box::new(Stub("dlp-filter", || Err(PolicyError("backend unavailable".into()))))
+    }
 
-    impl Policy for Counting {
-        fn kind(&self) -> &'static str {
-            "audit-logger"
-        }
-        fn phases(&self) -> &'static [Phase] {
-            &[Phase::Input]
-        }
-        fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
+    fn allowing() -> Box<Stub> {
+        Box::new(Stub("audit-logger", || Ok(Outcome::allow())))
+    }
+
+    fn slow() -> Box<Stub> {
+        Box::new(Stub("audit-logger", || {
+            std::thread::sleep(std::time::Duration::from_millis(1));
             Ok(Outcome::allow())
-        }
+        }))
     }
 
     fn run(mode: FailMode) -> Decision {
-        let policy = CompiledPolicy::with_chain(vec![Box::new(Failing), Box::new(Counting)]);
+        let policy = CompiledPolicy::with_chain(vec![failing(), allowing()]);
         let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
         policy.evaluate_request(
             &mut body,
@@ -430,25 +431,9 @@ mod tests {
         )
     }
 
-    #[derive(Debug)]
-    struct Slow;
-
-    impl Policy for Slow {
-        fn kind(&self) -> &'static str {
-            "audit-logger"
-        }
-        fn phases(&self) -> &'static [Phase] {
-            &[Phase::Input]
-        }
-        fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
-            std::thread::sleep(std::time::Duration::from_millis(1));
-            Ok(Outcome::allow())
-        }
-    }
-
     #[test]
     fn policies_are_timed_only_when_asked() {
-        let policy = CompiledPolicy::with_chain(vec![Box::new(Slow), Box::new(Counting), Box::new(Slow)]);
+        let policy = CompiledPolicy::with_chain(vec![slow(), allowing(), slow()]);
         let run = |time_policies| {
             let mut body = json!({"messages": [{"role": "user", "content": "hi"}]});
             let opts = EvalOptions {

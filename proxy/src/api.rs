@@ -458,17 +458,18 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     }
 
     let body_bytes = body;
-    // An upstream slot.
-    // A free slot is taken at once; only a request that has to queue arms a timer.
+    // An upstream slot: a free one is taken at once; only a request that has to queue arms
+    // a timer.
     let permit = match Arc::clone(&gw.concurrency).try_acquire_owned() {
-        Ok(p) => Ok(Ok(p)),
-        Err(_) => {
-            pingora::time::fast_timeout::fast_timeout(QUEUE_WAIT, Arc::clone(&gw.concurrency).acquire_owned()).await
-        }
+        Ok(p) => Some(p),
+        Err(_) => pingora::time::fast_timeout::fast_timeout(QUEUE_WAIT, Arc::clone(&gw.concurrency).acquire_owned())
+            .await
+            .ok()
+            .and_then(Result::ok),
     };
     let _permit = match permit {
-        Ok(Ok(p)) => p,
-        _ => {
+        Some(p) => p,
+        None => {
             let mut h = answer_headers(ctx, id, &decision, None, ctx.started.elapsed());
             h.push(("retry-after", "1".into()));
             let body = client_error(
@@ -532,18 +533,18 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         .await;
         upstream_time += t0.elapsed();
         let failure = match sent {
-            Ok(x) if (200..300).contains(&x.status) => {
+            Ok(x) if (200..300).contains(&x.status()) => {
                 target.health.success(t0.elapsed(), router.latency_window());
                 note_attempt(
                     gw,
                     ctx,
-                    || json!({"target": target.id, "outcome": "ok", "status": x.status}),
+                    || json!({"target": target.id, "outcome": "ok", "status": x.status()}),
                 );
                 chosen = Some((target, x));
                 break;
             }
             Ok(x) => {
-                let status = x.status;
+                let status = x.status();
                 let retry_after = x.header("retry-after");
                 let t1 = Instant::now();
                 let body = Box::pin(x.body(limits.max_response_bytes))

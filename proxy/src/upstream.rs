@@ -404,7 +404,6 @@ impl Upstream {
         };
         Ok(Exchange {
             pool,
-            status: answer.status,
             stream,
             answer,
             key,
@@ -445,13 +444,17 @@ pub struct Exchange<'c> {
     answer: Answer,
     /// The pool key of the connection.
     key: u64,
-    pub status: u16,
     id: String,
     /// Bound on each body read.
     timeout: Duration,
 }
 
 impl Exchange<'_> {
+    /// The answer's status code.
+    pub fn status(&self) -> u16 {
+        self.answer.status
+    }
+
     /// The next body chunk if it can be had without waiting (already read, or readable
     /// now). A read that is not ready has consumed nothing.
     pub fn ready_chunk(&mut self) -> Option<Result<Option<Bytes>, UpstreamError>> {
@@ -673,7 +676,7 @@ mod tests {
                 .send(&pool, "/chat/completions", Bytes::from_static(b"{}"), None, t)
                 .await;
             let again = again.expect("the retry on a fresh connection answers");
-            assert_eq!(again.status, 200);
+            assert_eq!(again.status(), 200);
             assert_eq!(server.await.expect("server"), 2);
         });
     }
