@@ -18,7 +18,7 @@ pub async fn json(session: &mut Session, status: u16, body: &Value, extra: &Head
 
 /// A JSON body already encoded.
 pub async fn raw_json(session: &mut Session, status: u16, bytes: Bytes, extra: &Headers) -> Result<()> {
-    let mut resp = ResponseHeader::build(status, Some(4 + extra.len()))?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", bytes.len().to_string())?;
     for (k, v) in extra {
@@ -37,7 +37,7 @@ pub fn error(kind: &str, code: &str, message: impl Into<String>) -> Value {
 /// A plain-text body (the Prometheus exposition).
 pub async fn text(session: &mut Session, status: u16, content_type: &str, body: String) -> Result<()> {
     let bytes = Bytes::from(body);
-    let mut resp = ResponseHeader::build(status, Some(2))?;
+    let mut resp = ResponseHeader::build_no_case(status, Some(2))?;
     resp.insert_header("content-type", content_type)?;
     resp.insert_header("content-length", bytes.len().to_string())?;
     session.write_response_header(Box::new(resp), false).await?;

@@ -75,7 +75,7 @@ async fn fail(session: &mut Session, out: &mut Vec<u8>, body: Value) -> Result<O
 }
 
 async fn stream_header(session: &mut Session, extra: &respond::Headers) -> Result<()> {
-    let mut resp = ResponseHeader::build(200, Some(4 + extra.len()))?;
+    let mut resp = ResponseHeader::build_no_case(200, Some(4 + extra.len()))?;
     resp.insert_header("content-type", "text/event-stream")?;
     resp.insert_header("cache-control", "no-cache")?;
     resp.insert_header("transfer-encoding", "chunked")?;
