@@ -245,7 +245,7 @@ impl Answer {
     /// The next line (without its CRLF), bounded.
     async fn line<R: AsyncRead + Unpin>(&mut self, io: &mut R) -> Result<Bytes, String> {
         loop {
-            if let Some(i) = memchr(b'\n', &self.buf) {
+            if let Some(i) = memchr::memchr(b'\n', &self.buf) {
                 let mut line = self.buf.split_to(i + 1).freeze();
                 line.truncate(line.len() - if line.ends_with(b"\r\n") { 2 } else { 1 });
                 return Ok(line);
@@ -275,10 +275,6 @@ fn chunk_size(line: &[u8]) -> Result<u64, String> {
         return Err(format!("the chunk size '{text}' of the answer is not valid"));
     }
     u64::from_str_radix(text, 16).map_err(|_| format!("the chunk size '{text}' of the answer is not valid"))
-}
-
-fn memchr(needle: u8, hay: &[u8]) -> Option<usize> {
-    hay.iter().position(|&b| b == needle)
 }
 
 #[cfg(test)]
