@@ -83,12 +83,7 @@ impl Answer {
                 let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
                 let mut parsed = httparse::Response::new(&mut fields);
                 match parsed.parse(&buf) {
-                    Ok(httparse::Status::Complete(len)) if len > MAX_HEAD => {
-                        return Err(ReadError::Broken(format!(
-                            "the answer's head is larger than {MAX_HEAD} bytes"
-                        )));
-                    }
-                    Ok(httparse::Status::Complete(len)) => {
+                    Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => {
                         let status = parsed.code.unwrap_or(0);
                         if (100..200).contains(&status) && status != 101 {
                             buf.advance(len);
@@ -99,12 +94,12 @@ impl Answer {
                         answer.buf = buf;
                         return Ok(answer);
                     }
-                    Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                    Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => {}
+                    Ok(_) => {
                         return Err(ReadError::Broken(format!(
                             "the answer's head is larger than {MAX_HEAD} bytes"
                         )));
                     }
-                    Ok(httparse::Status::Partial) => {}
                     Err(e) => return Err(ReadError::Broken(format!("the answer's head could not be parsed: {e}"))),
                 }
             }
@@ -186,17 +181,13 @@ impl Answer {
             match self.framing {
                 Framing::Done => return Ok(None),
                 Framing::Length(left) => {
-                    if self.buf.is_empty() && self.fill(io).await? == 0 {
-                        return Err(format!("connection closed with {left} bytes of the answer missing"));
-                    }
-                    let n = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - n as u64;
+                    let (piece, left) = self.take(io, left, "the answer").await?;
                     self.framing = if left == 0 {
                         Framing::Done
                     } else {
                         Framing::Length(left)
                     };
-                    return Ok(Some(self.buf.split_to(n).freeze()));
+                    return Ok(Some(piece));
                 }
                 Framing::Close => {
                     if self.buf.is_empty() && self.fill(io).await? == 0 {
@@ -206,13 +197,9 @@ impl Answer {
                     return Ok(Some(self.buf.split().freeze()));
                 }
                 Framing::Chunked(Chunk::Data(left)) => {
-                    if self.buf.is_empty() && self.fill(io).await? == 0 {
-                        return Err("connection closed inside a chunk of the answer".into());
-                    }
-                    let n = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
-                    let left = left - n as u64;
+                    let (piece, left) = self.take(io, left, "a chunk of the answer").await?;
                     self.framing = Framing::Chunked(if left == 0 { Chunk::DataEnd } else { Chunk::Data(left) });
-                    return Ok(Some(self.buf.split_to(n).freeze()));
+                    return Ok(Some(piece));
                 }
                 Framing::Chunked(Chunk::DataEnd) => {
                     while self.buf.len() < 2 {
@@ -240,6 +227,16 @@ impl Answer {
                 }
             }
         }
+    }
+
+    /// Up to `left` bytes of `what` (reading when none are buffered), and how many are then
+    /// left; the connection ending first is an error.
+    async fn take<R: AsyncRead + Unpin>(&mut self, io: &mut R, left: u64, what: &str) -> Result<(Bytes, u64), String> {
+        if self.buf.is_empty() && self.fill(io).await? == 0 {
+            return Err(format!("connection closed with {left} bytes of {what} missing"));
+        }
+        let n = self.buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        Ok((self.buf.split_to(n).freeze(), left - n as u64))
     }
 
     /// The next line (without its CRLF), bounded.

@@ -309,7 +309,7 @@ pub async fn relay(
         .await;
     }
     flush(session, &mut out).await?;
-    exchange.release().await;
+    exchange.release();
     session.write_response_body(None, true).await?;
     Ok(usage)
 }
@@ -811,7 +811,7 @@ pub async fn relay_native(
         .await;
     }
     flush(session, &mut out).await?;
-    exchange.release().await;
+    exchange.release();
     session.write_response_body(None, true).await?;
     Ok(Some(usage))
 }

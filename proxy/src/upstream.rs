@@ -458,19 +458,20 @@ impl Exchange<'_> {
     /// The next body chunk if it can be had without waiting (already read, or readable
     /// now). A read that is not ready has consumed nothing.
     pub fn ready_chunk(&mut self) -> Option<Result<Option<Bytes>, UpstreamError>> {
-        let id = &self.id;
-        poll_once(self.answer.next(&mut self.stream)).map(|r| r.map_err(|e| UpstreamError::Io(id.clone(), e)))
+        let read = poll_once(self.answer.next(&mut self.stream))?;
+        Some(read.map_err(|e| UpstreamError::Io(self.id.clone(), e)))
     }
 
     /// The next body chunk; `None` at the end. Only a read that has to wait arms the timer.
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
-        if let Some(ready) = self.ready_chunk() {
-            return ready;
-        }
-        match fast_timeout(self.timeout, self.answer.next(&mut self.stream)).await {
-            Ok(r) => r.map_err(|e| UpstreamError::Io(self.id.clone(), e)),
-            Err(_) => Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
-        }
+        let read = match poll_once(self.answer.next(&mut self.stream)) {
+            Some(read) => read,
+            None => match fast_timeout(self.timeout, self.answer.next(&mut self.stream)).await {
+                Ok(read) => read,
+                Err(_) => return Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
+            },
+        };
+        read.map_err(|e| UpstreamError::Io(self.id.clone(), e))
     }
 
     /// A response header value.
@@ -501,7 +502,7 @@ impl Exchange<'_> {
         }
         let out = first.unwrap_or_else(|| Bytes::from(out));
         let id = std::mem::take(&mut self.id);
-        self.release().await;
+        self.release();
         match encoding.as_deref() {
             None | Some("identity") | Some("") => Ok(out),
             Some("gzip") | Some("x-gzip") => inflate(flate2::read::GzDecoder::new(&out[..]), max, &id),
@@ -512,7 +513,7 @@ impl Exchange<'_> {
 
     /// Returns the connection to the pool when the body was read to its end and the
     /// connection can carry another request; otherwise it is closed.
-    pub async fn release(self) {
+    pub fn release(self) {
         if self.answer.reusable() {
             self.pool.put(self.key, self.stream);
         }

@@ -12,6 +12,48 @@ const STREAMS: usize = 4;
 /// Shortest piece a body's texts are cut into for the lanes.
 const PIECE_MIN: usize = 64;
 
+/// Where a lane stands in its quarter `lo..hi` of the texts laid end to end: the next text
+/// to cut a piece from, and where that text starts.
+#[derive(Debug)]
+struct Cursor {
+    lo: usize,
+    hi: usize,
+    text: usize,
+    at: usize,
+}
+
+impl Cursor {
+    /// The part of the next text that lies in the lane's quarter, starting `warm` bytes
+    /// early when it starts inside the text. Kept out of line: it runs once per piece, away
+    /// from the lockstep loop.
+    #[inline(never)]
+    fn next_piece<'h>(
+        &mut self,
+        count: usize,
+        hay: &impl Fn(usize) -> &'h [u8],
+        state: u32,
+        warm: usize,
+    ) -> Option<Lane> {
+        while self.text < count && self.at < self.hi {
+            let (i, at) = (self.text, self.at);
+            let len = hay(i).len();
+            self.text += 1;
+            self.at += len;
+            if at + len > self.lo {
+                let region = self.lo.max(at) - at;
+                return Some(Lane {
+                    text: i,
+                    state,
+                    pos: region.saturating_sub(warm),
+                    region,
+                    end: self.hi.min(at + len) - at,
+                });
+            }
+        }
+        None
+    }
+}
+
 /// One lane's piece of a text: `pos` is the next byte, matches count from `region` on.
 #[derive(Debug, Clone, Copy)]
 struct Lane {
@@ -212,46 +254,16 @@ impl LiteralDfa {
     ) {
         let total: usize = (0..count).map(|i| hay(i).len()).sum();
         let quarter = total.div_ceil(STREAMS).max(PIECE_MIN);
+        let mut cursors: [Cursor; STREAMS] = std::array::from_fn(|k| Cursor {
+            lo: k * quarter,
+            hi: ((k + 1) * quarter).min(total),
+            text: 0,
+            at: 0,
+        });
         let warm = self.max_len.saturating_sub(1);
-        // Every lane's pieces, lane after lane (texts are laid out in order, so a lane's
-        // pieces follow each other), and where each lane's pieces begin.
-        let mut pieces: Vec<Lane> = Vec::with_capacity(count + STREAMS);
-        let mut first = [usize::MAX; STREAMS + 1];
-        let mut offset = 0;
-        for i in 0..count {
-            let len = hay(i).len();
-            let mut k = offset / quarter;
-            while k * quarter < offset + len {
-                let region = (k * quarter).max(offset) - offset;
-                if first[k] == usize::MAX {
-                    first[k] = pieces.len();
-                }
-                pieces.push(Lane {
-                    text: i,
-                    state: self.start,
-                    pos: region.saturating_sub(warm),
-                    region,
-                    end: ((k + 1) * quarter).min(offset + len) - offset,
-                });
-                k += 1;
-            }
-            offset += len;
-        }
-        first[STREAMS] = pieces.len();
-        for k in (0..STREAMS).rev() {
-            if first[k] == usize::MAX {
-                first[k] = first[k + 1];
-            }
-        }
-        // Lane k takes pieces[next[k]..first[k + 1]] in turn.
-        let mut next: [usize; STREAMS] = std::array::from_fn(|k| first[k]);
-        let take = |k: usize, next: &mut [usize; STREAMS]| {
-            (next[k] < first[k + 1]).then(|| {
-                next[k] += 1;
-                pieces[next[k] - 1]
-            })
-        };
-        let mut lanes: [Option<Lane>; STREAMS] = std::array::from_fn(|k| take(k, &mut next));
+        let start = self.start;
+        let take = |c: &mut Cursor| c.next_piece(count, &hay, start, warm);
+        let mut lanes: [Option<Lane>; STREAMS] = std::array::from_fn(|k| take(&mut cursors[k]));
         while let [Some(l0), Some(l1), Some(l2), Some(l3)] = lanes {
             let l = [l0, l1, l2, l3];
             let h = [hay(l0.text), hay(l1.text), hay(l2.text), hay(l3.text)];
@@ -275,7 +287,7 @@ impl LiteralDfa {
             }
             for k in 0..STREAMS {
                 lanes[k] = if pos[k] == l[k].end {
-                    take(k, &mut next)
+                    take(&mut cursors[k])
                 } else {
                     Some(Lane {
                         state: s[k],
@@ -286,11 +298,11 @@ impl LiteralDfa {
             }
         }
         // A lane ran out (or fewer than four had bytes): the rest finish one at a time.
-        for (k, lane) in lanes.iter_mut().enumerate() {
+        for (lane, cursor) in lanes.iter_mut().zip(&mut cursors) {
             while let Some(l) = lane.take() {
                 let h = hay(l.text);
                 self.walk_from(h, l.state, l.pos, l.region, l.end, &mut |p, a, b| f(l.text, p, a, b));
-                *lane = take(k, &mut next);
+                *lane = take(cursor);
             }
         }
     }
