@@ -226,15 +226,29 @@ impl LiteralDfa {
         self.for_each_match_in(1, |_| hay, |_, p, a, b| f(p, a, b));
     }
 
-    /// One step of four independent walks over their next bytes; whether any of them is
-    /// now in a match state. The four lookups do not depend on each other, so they overlap.
-    #[inline(always)]
-    fn step4(&self, s: &mut [u32; STREAMS], bytes: [u8; STREAMS]) -> bool {
-        let (t, cl) = (&self.trans, &self.classes);
-        for k in 0..STREAMS {
-            s[k] = t[s[k] as usize + usize::from(cl[usize::from(bytes[k])])];
+    /// Four independent walks in lockstep over `b[k][j..]` (the four slices are equally
+    /// long), until the end or until a step leaves any of them in a match state; gives the
+    /// number of bytes each walk has consumed. The four lookups of a step do not depend on
+    /// each other, so they overlap. Kept out of line and free of calls so that the states,
+    /// the slices and the counter all stay in registers.
+    #[inline(never)]
+    fn walk4(&self, b: [&[u8]; STREAMS], s: &mut [u32; STREAMS], mut j: usize) -> usize {
+        let (t, cl, fm) = (self.trans.as_slice(), &self.classes, self.first_match);
+        let n = b[0].len();
+        let (b0, b1, b2, b3) = (&b[0][..n], &b[1][..n], &b[2][..n], &b[3][..n]);
+        let [mut s0, mut s1, mut s2, mut s3] = *s;
+        while j < n {
+            s0 = t[s0 as usize + usize::from(cl[usize::from(b0[j])])];
+            s1 = t[s1 as usize + usize::from(cl[usize::from(b1[j])])];
+            s2 = t[s2 as usize + usize::from(cl[usize::from(b2[j])])];
+            s3 = t[s3 as usize + usize::from(cl[usize::from(b3[j])])];
+            j += 1;
+            if (s0 >= fm) | (s1 >= fm) | (s2 >= fm) | (s3 >= fm) {
+                break;
+            }
         }
-        s.iter().fold(false, |any, &x| any | (x >= self.first_match))
+        *s = [s0, s1, s2, s3];
+        j
     }
 
     /// Calls `f(text, pattern, start, end)` for every occurrence of every pattern in each of
@@ -270,15 +284,15 @@ impl LiteralDfa {
             let mut s = [l0.state, l1.state, l2.state, l3.state];
             let mut pos = [l0.pos, l1.pos, l2.pos, l3.pos];
             let steps = l.iter().map(|x| x.end - x.pos).min().unwrap_or(0);
-            // One counter over four slices of equal length: no bounds checks, few registers.
             let b: [&[u8]; STREAMS] = std::array::from_fn(|k| &h[k][pos[k]..pos[k] + steps]);
-            for (j, (((&x0, &x1), &x2), &x3)) in b[0].iter().zip(b[1]).zip(b[2]).zip(b[3]).enumerate() {
-                if self.step4(&mut s, [x0, x1, x2, x3]) {
-                    for k in 0..STREAMS {
-                        if s[k] >= self.first_match && pos[k] + j >= l[k].region {
-                            let text = l[k].text;
-                            self.emit(s[k], pos[k] + j + 1, &mut |p, a, b| f(text, p, a, b));
-                        }
+            let mut j = 0;
+            while j < steps {
+                j = self.walk4(b, &mut s, j);
+                // `j` bytes consumed: a lane in a match state has one ending at `pos + j`.
+                for k in 0..STREAMS {
+                    if s[k] >= self.first_match && pos[k] + j > l[k].region {
+                        let text = l[k].text;
+                        self.emit(s[k], pos[k] + j, &mut |p, a, b| f(text, p, a, b));
                     }
                 }
             }
