@@ -617,6 +617,28 @@ fn bad_requests_get_clear_errors_and_the_gateway_keeps_serving() {
         let _ = s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"model\":");
     }
     assert_eq!(chat(&gw.addr, "m", "still there?").status, 200);
+    // What is not HTTP gets a 400 in the error envelope and the connection closes; so does
+    // a CONNECT (405).
+    for (raw, status, code) in [
+        (&b"NOT A REQUEST\r\n\r\n"[..], "400", "bad_request"),
+        (
+            &b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n"[..],
+            "405",
+            "method_not_allowed",
+        ),
+    ] {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(&gw.addr).expect("connect");
+        s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+            .expect("timeout");
+        s.write_all(raw).expect("write");
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        assert!(out.starts_with(&format!("HTTP/1.1 {status}")), "{out}");
+        assert!(out.contains(&format!("\"code\":\"{code}\"")), "{out}");
+        assert!(out.to_ascii_lowercase().contains("connection: close"), "{out}");
+    }
+    assert_eq!(chat(&gw.addr, "m", "after the bad ones").status, 200);
 }
 
 #[test]

@@ -15,7 +15,7 @@ use kt_policy::stream::StreamFormat;
 use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 use kt_policy::wire::openai::OpenAiToAnthropicStream;
 use kt_policy::{Decision, Headers, Verdict};
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use pingora::{Error, ErrorType, Result};
 use serde_json::{Value, json};
 

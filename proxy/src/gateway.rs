@@ -1,21 +1,25 @@
-//! The `ProxyHttp` implementation. Every request is answered from `request_filter`: health
-//! and admin routes directly, model API routes by `api::serve` (which reads the whole body,
-//! runs the input chain before any upstream contact, calls the upstream itself and runs the
-//! output chain before or while answering). The proxy loop of Pingora never runs.
+//! The gateway as Pingora's HTTP application (`HttpServerApp`): Pingora accepts the
+//! connections, reads each request head and keeps connections alive; `Gateway::route`
+//! answers every request, the health and admin routes directly and the model API routes by
+//! `api::serve` (which reads the whole body, runs the input chain before any upstream
+//! contact, calls the upstream itself and runs the output chain before or while answering).
+//! The gateway never hands a request to Pingora's proxy loop, so it does not use
+//! `ProxyHttp`, whose per-request machinery it would only pay for.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::upstream::UpstreamPool;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use kt_policy::{Decision, EvalOptions, FailMode};
-use pingora::proxy::{ProxyHttp, Session};
-use pingora::upstreams::peer::HttpPeer;
-use pingora::{Error, ErrorType, Result};
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession as Session;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 
 use crate::cache::ResponseCache;
 use crate::events::EventSink;
@@ -39,6 +43,9 @@ pub struct Gateway {
     pub(crate) cache: Arc<ResponseCache>,
     /// `--api-token`: required on the `/keeptrusts/*` admin routes when set.
     pub(crate) admin_token: Option<String>,
+    /// Set when the service stops: idle keep-alive connections are let go.
+    stopping: AtomicBool,
+    stopped: Notify,
 }
 
 /// The API a client speaks.
@@ -114,7 +121,18 @@ impl Gateway {
             max_concurrency: max_concurrency.max(1),
             cache,
             admin_token: None,
+            stopping: AtomicBool::new(false),
+            stopped: Notify::new(),
         }
+    }
+
+    /// Resolves once the service is stopping.
+    async fn stop_requested(&self) {
+        let notified = self.stopped.notified();
+        if self.stopping.load(Ordering::Acquire) {
+            return;
+        }
+        notified.await;
     }
 
     /// The limiters for `rt`'s quotas: the current ones when the quotas are unchanged.
@@ -194,9 +212,84 @@ pub(crate) fn request_id(session: &Session) -> String {
 }
 
 #[async_trait]
-impl ProxyHttp for Gateway {
-    type CTX = Ctx;
+impl HttpServerApp for Gateway {
+    /// One request: its head, then `route`, then the decision event; the connection is
+    /// kept for the next request when the request and its answer allow it.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let read = tokio::select! {
+            // A request already buffered is served before a stop is noticed.
+            biased;
+            read = session.read_request() => read,
+            () = self.stop_requested() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    session.set_keepalive(None);
+                    let body = error(
+                        "validation_error",
+                        "bad_request",
+                        format!(
+                            "the request is not valid HTTP/1.1: {}",
+                            e.context.as_ref().map_or_else(String::new, ToString::to_string)
+                        ),
+                    );
+                    let _ = respond::json(&mut session, 400, &body, &Vec::new()).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() || self.stopping.load(Ordering::Acquire) {
+            session.set_keepalive(None);
+        }
+        let mut ctx = self.new_ctx();
+        let outcome = self.route(&mut session, &mut ctx).await;
+        if let Err(e) = &outcome {
+            failed(&mut session, e).await;
+        }
+        self.logging(&session, &mut ctx);
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
 
+    async fn http_cleanup(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
+    }
+}
+
+/// A request that ended in an error: the connection is not reused, and a client that has
+/// no answer yet gets one in the error envelope (none when the connection itself broke).
+async fn failed(session: &mut Session, e: &Error) {
+    session.set_keepalive(None);
+    if session.response_written().is_some() {
+        return;
+    }
+    let (status, kind, code) = match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(s), _) => (*s, "upstream_error", "gateway_error"),
+        (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => return,
+        (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Downstream) => return,
+        (_, ErrorSource::Downstream) => (400, "validation_error", "bad_request"),
+        (_, ErrorSource::Upstream) => (502, "upstream_error", "bad_gateway"),
+        _ => (500, "internal_error", "internal_error"),
+    };
+    let body = error(kind, code, format!("the gateway could not complete the request: {e}"));
+    let _ = respond::json(session, status, &body, &Vec::new()).await;
+}
+
+impl Gateway {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             rt: self.source.current.load_full(),
@@ -208,7 +301,8 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+    /// Answers one request whose head has been read.
+    async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let id = request_id(session);
         // Cheap clones (no allocation): the session is borrowed mutably below.
         let method = session.req_header().method.clone();
@@ -237,7 +331,7 @@ impl ProxyHttp for Gateway {
             session.set_keepalive(None);
             let body = error("validation_error", "request_headers_too_large", msg);
             respond::json(session, 431, &body, &base()).await?;
-            return Ok(true);
+            return Ok(());
         }
         if path.starts_with("/keeptrusts/")
             && let Some(token) = &self.admin_token
@@ -256,8 +350,19 @@ impl ProxyHttp for Gateway {
                     "admin routes need `Authorization: Bearer <token>` with the gateway's --api-token",
                 );
                 respond::json(session, 401, &body, &base()).await?;
-                return Ok(true);
+                return Ok(());
             }
+        }
+        if method == "CONNECT" {
+            // A tunnel is not a route here, and what follows the head would be tunnel bytes.
+            session.set_keepalive(None);
+            let body = error(
+                "validation_error",
+                "method_not_allowed",
+                "CONNECT is not supported: kt is not a forward proxy",
+            );
+            respond::json(session, 405, &body, &base()).await?;
+            return Ok(());
         }
         let api = match path {
             "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
@@ -345,10 +450,11 @@ impl ProxyHttp for Gateway {
                 respond::json(session, 404, &error("validation_error", "not_found", msg), &base()).await?
             }
         }
-        Ok(true)
+        Ok(())
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut Ctx) {
+    /// Metrics and the decision event of a model request.
+    fn logging(&self, session: &Session, ctx: &mut Ctx) {
         let Some(mut ev) = ctx.event.take().map(|e| *e) else {
             return;
         };
@@ -397,14 +503,6 @@ impl ProxyHttp for Gateway {
             "config": {"name": config.pack.name, "version": config.pack.version, "digest": ctx.rt.policy.digest()},
             "policy_results": d.policy_results,
         }));
-    }
-
-    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        // Every request is answered in request_filter; the proxy loop never runs.
-        Error::e_explain(
-            ErrorType::InternalError,
-            "no upstream for requests answered by the gateway",
-        )
     }
 }
 

@@ -157,7 +157,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     };
     let mut gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
     gw.admin_token = opts.api_token.filter(|t| !t.is_empty());
-    let mut service = pingora::proxy::http_proxy_service(&server.configuration, gw);
+    let mut service = pingora::services::listening::Service::new("kt gateway".to_owned(), gw);
     service.add_tcp(&opts.listen);
     server.add_service(service);
     server.run_forever()

@@ -3,7 +3,7 @@
 
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use pingora::{Error, ErrorType, Result};
 use serde_json::{Value, json};
 
@@ -24,8 +24,8 @@ pub async fn raw_json(session: &mut Session, status: u16, bytes: Bytes, extra: &
     for (k, v) in extra {
         resp.insert_header(*k, v.as_str())?;
     }
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(bytes), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(bytes, true).await?;
     Ok(())
 }
 
@@ -40,7 +40,7 @@ pub async fn text(session: &mut Session, status: u16, content_type: &str, body: 
     let mut resp = ResponseHeader::build_no_case(status, Some(2))?;
     resp.insert_header("content-type", content_type)?;
     resp.insert_header("content-length", bytes.len().to_string())?;
-    session.write_response_header(Box::new(resp), false).await?;
-    session.write_response_body(Some(bytes), true).await?;
+    session.write_response_header(Box::new(resp)).await?;
+    session.write_response_body(bytes, true).await?;
     Ok(())
 }

@@ -14,7 +14,7 @@ use kt_policy::wire::openai::OpenAiToAnthropicStream;
 use kt_policy::{CompiledPolicy, EvalOptions, Headers};
 use pingora::Result;
 use pingora::http::ResponseHeader;
-use pingora::proxy::Session;
+use pingora::protocols::http::ServerSession as Session;
 use serde_json::{Value, json};
 
 use crate::respond;
@@ -24,9 +24,7 @@ use crate::upstream::Exchange;
 const MAX_EVENT: usize = 1024 * 1024;
 
 async fn send(session: &mut Session, event: &SseEvent) -> Result<()> {
-    session
-        .write_response_body(Some(Bytes::from(event.to_bytes())), false)
-        .await
+    session.write_response_body(Bytes::from(event.to_bytes()), false).await
 }
 
 async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
@@ -62,7 +60,7 @@ async fn flush(session: &mut Session, out: &mut Vec<u8>) -> Result<()> {
         return Ok(());
     }
     let bytes = Bytes::from(std::mem::take(out));
-    session.write_response_body(Some(bytes), false).await
+    session.write_response_body(bytes, false).await
 }
 
 /// Ends the stream: what was cleared so far, an error event and `[DONE]`.
@@ -70,7 +68,7 @@ async fn fail(session: &mut Session, out: &mut Vec<u8>, body: Value) -> Result<O
     push_json(out, &body);
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
-    session.write_response_body(None, true).await?;
+    session.write_response_body(Bytes::new(), true).await?;
     Ok(None)
 }
 
@@ -82,7 +80,7 @@ async fn stream_header(session: &mut Session, extra: &respond::Headers) -> Resul
     for (k, v) in extra {
         resp.insert_header(*k, v.as_str())?;
     }
-    session.write_response_header(Box::new(resp), false).await
+    session.write_response_header(Box::new(resp)).await
 }
 
 /// A chunk with `delta` for choice `key`, shaped like the upstream's own chunks.
@@ -310,7 +308,7 @@ pub async fn relay(
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.write_response_body(None, true).await?;
+    session.write_response_body(Bytes::new(), true).await?;
     Ok(usage)
 }
 
@@ -538,7 +536,7 @@ pub async fn replay(session: &mut Session, body: &[u8], include_usage: bool, ext
         send_json(session, &c).await?;
     }
     send(session, &SseEvent::data("[DONE]")).await?;
-    session.write_response_body(None, true).await
+    session.write_response_body(Bytes::new(), true).await
 }
 
 /// An error event in the client's stream format, then `[DONE]`.
@@ -563,7 +561,7 @@ async fn fail_native(
     out.extend_from_slice(&event.to_bytes());
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
-    session.write_response_body(None, true).await?;
+    session.write_response_body(Bytes::new(), true).await?;
     Ok(None)
 }
 
@@ -812,6 +810,6 @@ pub async fn relay_native(
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.write_response_body(None, true).await?;
+    session.write_response_body(Bytes::new(), true).await?;
     Ok(Some(usage))
 }
