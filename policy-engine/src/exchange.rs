@@ -272,7 +272,7 @@ pub struct ChatAnswerView<'a> {
     #[serde(borrow, default)]
     choices: Vec<ChoiceView<'a>>,
     #[serde(default)]
-    pub usage: Option<Value>,
+    pub usage: crate::usage::AnswerUsage,
     #[serde(default)]
     content: Option<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -480,7 +480,10 @@ mod tests {
             let want: Vec<(Role, &str)> = response_texts(&tree).iter().map(|t| (t.role, t.text)).collect();
             assert_eq!(got, want, "{answer}");
             assert!(response_tools(&tree).is_empty());
-            assert_eq!(view.usage, tree.get("usage").cloned());
+            assert_eq!(
+                view.usage.0,
+                tree.get("usage").and_then(crate::usage::Usage::from_value)
+            );
         }
         let refused = [
             r#"{"choices":[{"message":{"content":"x","tool_calls":[{"function":{"name":"f","arguments":"{}"}}]}}]}"#,

@@ -6,6 +6,7 @@
 //! - [`chain`]: input / tool / output phase evaluation into a [`Decision`].
 //! - [`stream`]: SSE framing and the hold-back output guard for streamed answers.
 //! - [`wire`]: OpenAI chat ⇄ Anthropic Messages translation, whole and streamed.
+//! - [`usage`]: token usage read leniently from answer bytes or trees.
 //! - [`testing`]: golden-file and inline test suites (`kt policy test`).
 //!
 //! No sockets, no async, no files except loading: pure and fast.
@@ -22,6 +23,7 @@ pub mod scan;
 pub mod stream;
 pub mod testing;
 pub mod text;
+pub mod usage;
 pub mod wire;
 pub mod yaml;
 

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use kt_policy::config::{FallbackTrigger, OnContentPolicy, OnContextWindow};
 use kt_policy::stream::StreamFormat;
+use kt_policy::usage::{AnswerUsage, Usage};
 use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 use kt_policy::wire::openai::OpenAiToAnthropicStream;
 use kt_policy::{Decision, Headers, Verdict};
@@ -62,20 +63,12 @@ fn answer_headers(ctx: &Ctx, id: &str, d: &Decision, target: Option<&str>, overh
     h
 }
 
-/// Token counts in the OpenAI names the metrics and events use, from any API's usage.
-fn normalize_usage(u: &Value) -> Option<Value> {
-    let get = |k: &str| u.get(k).and_then(Value::as_u64);
-    let prompt = get("prompt_tokens").or_else(|| get("input_tokens"))?;
-    let completion = get("completion_tokens").or_else(|| get("output_tokens")).unwrap_or(0);
-    Some(json!({"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion}))
-}
-
 /// The one field of an answer the gateway needs when no policy inspects the answer; the
 /// rest is checked as JSON and skipped.
 #[derive(serde::Deserialize)]
 struct UsageOnly {
     #[serde(default)]
-    usage: Option<Value>,
+    usage: AnswerUsage,
 }
 
 /// What one failed attempt left for the client, should it be the last.
@@ -432,7 +425,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                 if let Some(ev) = ctx.event.as_mut() {
                     ev.cache = Some("hit");
                     ev.target = Some(hit.target.clone());
-                    ev.usage = hit.usage.clone();
+                    ev.usage = hit.usage;
                 }
                 ctx.overhead = Some(ctx.started.elapsed().as_secs_f64());
                 let mut h = answer_headers(ctx, id, &decision, Some(&hit.target), ctx.started.elapsed());
@@ -706,8 +699,8 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             }
             ClientApi::Embeddings => None,
         };
-        let usage = usage.as_ref().and_then(normalize_usage);
-        count_tokens(gw, &rt, token_key.as_deref(), usage.as_ref());
+        let usage = usage.as_ref().and_then(Usage::from_value);
+        count_tokens(gw, &rt, token_key.as_deref(), usage);
         if let Some(ev) = ctx.event.as_mut() {
             ev.usage = usage;
         }
@@ -758,7 +751,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         // No output or tool policy and nothing to translate: the answer is checked as JSON
         // and its usage read, without building it as a tree; the bytes go out unchanged.
         match serde_json::from_slice::<UsageOnly>(&answer) {
-            Ok(u) => (decision, u.usage.as_ref().and_then(normalize_usage), answer),
+            Ok(u) => (decision, u.usage.0, answer),
             Err(_) => {
                 let (h, body) = invalid_answer(ctx);
                 return respond::json(session, 502, &body, &h).await;
@@ -769,7 +762,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         .flatten()
         .and_then(|view| {
             let out = policy.evaluate_answer_view(&request, &view.texts(), &headers, gw.opts())?;
-            Some((out, view.usage.as_ref().and_then(normalize_usage)))
+            Some((out, view.usage.0))
         })
     {
         // The common chat answer, read as a view: when no policy rewrites it, the decision
@@ -811,7 +804,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             decision.absorb(policy.evaluate_response(&request, &mut response, &headers, gw.opts()));
         }
         note_decision(gw, ctx, &decision);
-        let usage = response.get("usage").and_then(normalize_usage);
+        let usage = response.get("usage").and_then(Usage::from_value);
         // The provider's bytes go to the client unchanged when the output phase rewrote
         // nothing.
         let unchanged = !translated && decision.verdict == input_verdict && decision.verdict <= Verdict::Allow;
@@ -824,7 +817,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         };
         (decision, usage, bytes)
     };
-    count_tokens(gw, &rt, token_key.as_deref(), usage.as_ref());
+    count_tokens(gw, &rt, token_key.as_deref(), usage);
     let overhead = ctx.started.elapsed().saturating_sub(upstream_time);
     ctx.overhead = Some(overhead.as_secs_f64());
     let mut h = answer_headers(ctx, id, &decision, Some(&target.id), overhead);
@@ -841,7 +834,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
             let cached = Cached {
                 body: bytes.clone(),
                 target: target.id.clone(),
-                usage: usage.clone(),
+                usage,
             };
             gw.cache.fill(f, cached);
         }
@@ -884,9 +877,9 @@ fn note_attempt(gw: &Gateway, ctx: &mut Ctx, attempt: impl FnOnce() -> Value) {
     }
 }
 
-fn count_tokens(gw: &Gateway, rt: &crate::reload::Runtime, key: Option<&str>, usage: Option<&Value>) {
+fn count_tokens(gw: &Gateway, rt: &crate::reload::Runtime, key: Option<&str>, usage: Option<Usage>) {
     if let (Some(key), Some(u)) = (key, usage) {
-        let n = u.get("total_tokens").and_then(Value::as_u64).unwrap_or(0);
+        let n = u.total();
         if n > 0 {
             gw.rate_limits_for(rt).add_tokens(key, n, now_secs());
         }
@@ -915,15 +908,5 @@ mod tests {
         assert!(!c.forced && c.outcome == "content_policy");
         let c = classify(401, None, OnContentPolicy::Fallback, OnContextWindow::Fallback);
         assert!(c.trigger.is_none() && !c.forced, "auth errors go back to the client");
-    }
-
-    #[test]
-    fn usage_is_normalized_from_every_api() {
-        let u = normalize_usage(&json!({"input_tokens": 3, "output_tokens": 4})).expect("usage");
-        assert_eq!(u["prompt_tokens"], 3);
-        assert_eq!(u["total_tokens"], 7);
-        let u = normalize_usage(&json!({"prompt_tokens": 5, "total_tokens": 5})).expect("usage");
-        assert_eq!(u["completion_tokens"], 0);
-        assert!(normalize_usage(&json!({})).is_none());
     }
 }

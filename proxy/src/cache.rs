@@ -33,7 +33,7 @@ pub struct Cached {
     pub body: Bytes,
     /// The target that produced it.
     pub target: String,
-    pub usage: Option<Value>,
+    pub usage: Option<kt_policy::usage::Usage>,
 }
 
 #[derive(Debug)]

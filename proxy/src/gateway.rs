@@ -97,7 +97,7 @@ pub(crate) struct EventData {
     pub policies: Vec<(&'static str, &'static str)>,
     /// The whole decision, kept only when events are written.
     pub decision: Option<Decision>,
-    pub usage: Option<Value>,
+    pub usage: Option<kt_policy::usage::Usage>,
     /// The target that answered.
     pub target: Option<String>,
     /// Every upstream attempt: `{target, outcome}`.
@@ -460,8 +460,7 @@ impl Gateway {
         };
         let status = session.response_written().map(|h| h.status.as_u16()).unwrap_or(0);
         let elapsed = ctx.started.elapsed().as_secs_f64();
-        let usage = ev.usage.as_ref();
-        let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64).unwrap_or(0);
+        let usage = ev.usage;
         let provider = ev.target.as_deref().unwrap_or("none");
         self.metrics.record(&RequestRecord {
             provider,
@@ -470,8 +469,8 @@ impl Gateway {
             seconds: elapsed,
             overhead_seconds: ctx.overhead.unwrap_or(elapsed),
             policies: std::mem::take(&mut ev.policies),
-            input_tokens: tokens("prompt_tokens"),
-            output_tokens: tokens("completion_tokens"),
+            input_tokens: usage.map_or(0, |u| u.prompt),
+            output_tokens: usage.map_or(0, |u| u.completion),
             rate_limited: ctx.rate_limited,
         });
         if !self.events.enabled() {
@@ -479,7 +478,6 @@ impl Gateway {
         }
         let config = ctx.rt.policy.config();
         let d = ev.decision.unwrap_or_default();
-        let usage = ev.usage.unwrap_or(Value::Null);
         self.events.emit(json!({
             "id": format!("evt_{:016x}", rand_u64()),
             "event_type": "decision",
@@ -497,8 +495,8 @@ impl Gateway {
             "cache": ev.cache,
             "stream": ev.stream,
             "rate_limited": ctx.rate_limited,
-            "input_tokens": usage.get("prompt_tokens"),
-            "output_tokens": usage.get("completion_tokens"),
+            "input_tokens": usage.map(|u| u.prompt),
+            "output_tokens": usage.map(|u| u.completion),
             "latency_ms": ctx.started.elapsed().as_secs_f64() * 1e3,
             "config": {"name": config.pack.name, "version": config.pack.version, "digest": ctx.rt.policy.digest()},
             "policy_results": d.policy_results,
