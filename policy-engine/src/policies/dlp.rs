@@ -98,7 +98,11 @@ impl Policy for DlpFilter {
             for (k, (re, entity)) in self.patterns.iter().enumerate() {
                 let k32 = k as u32;
                 let lo = by_pattern.partition_point(|h| h.local < k32);
-                let hi = by_pattern.partition_point(|h| h.local <= k32);
+                let hi = lo + by_pattern[lo..].partition_point(|h| h.local <= k32);
+                if lo == hi && !re.full_scan() {
+                    // A regex with literal prefixes matches only where one of them is.
+                    continue;
+                }
                 ranges.clear();
                 re.find(seg.text, &by_pattern[lo..hi], &mut ranges);
                 findings.extend(ranges.drain(..).map(|range| Finding {

@@ -273,6 +273,12 @@ impl LiteralRegex {
         self.prefixes.as_deref()
     }
 
+    /// Whether the regex is searched over whole texts (it has no literal prefixes); one
+    /// with prefixes can only match where the scan found one of them.
+    pub fn full_scan(&self) -> bool {
+        self.prefixes.is_none()
+    }
+
     /// Matches in `text`: anchored at each hit when the regex has prefixes, else a full
     /// search. Overlapping matches are dropped in favour of the earlier one.
     pub fn find(&self, text: &str, hits: &[Hit], out: &mut Vec<Range<usize>>) {
