@@ -90,9 +90,10 @@ impl Headers {
     }
 
     pub fn insert(&mut self, name: &str, value: &str) {
-        let start = self.text.len() as u32;
-        self.text.extend(name.chars().map(|c| c.to_ascii_lowercase()));
-        let name_end = self.text.len() as u32;
+        let start = self.text.len();
+        self.text.push_str(name);
+        self.text[start..].make_ascii_lowercase();
+        let (start, name_end) = (start as u32, self.text.len() as u32);
         self.text.push_str(value);
         self.spans.push((start, name_end, self.text.len() as u32));
     }

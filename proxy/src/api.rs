@@ -433,7 +433,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                 if stream {
                     return crate::streaming::replay(session, &hit.body, include_usage, h).await;
                 }
-                return respond::raw_json(session, 200, hit.body.clone(), &h).await;
+                return respond::raw_json(session, 200, hit.body.clone(), h).await;
             }
             Lookup::Leader(f) => fill = Some(f),
             Lookup::Miss => {}
@@ -843,7 +843,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     if let Some(ev) = ctx.event.as_mut() {
         ev.usage = usage;
     }
-    respond::raw_json(session, 200, bytes, &h).await
+    respond::raw_json(session, 200, bytes, h).await
 }
 
 /// Records the decision for the metrics (each policy's verdict) and, when events are

@@ -2,6 +2,7 @@
 //! envelope `{"error": {"type", "message", "code"}}` for every non-policy failure.
 
 use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession as Session;
 use pingora::{Error, ErrorType, Result};
@@ -13,16 +14,26 @@ pub type Headers = Vec<(&'static str, String)>;
 pub async fn json(session: &mut Session, status: u16, body: &Value, extra: &Headers) -> Result<()> {
     let bytes =
         Bytes::from(serde_json::to_vec(body).map_err(|e| Error::because(ErrorType::InternalError, "encode json", e))?);
-    raw_json(session, status, bytes, extra).await
+    let extra = extra.iter().map(|(k, v)| (*k, v.as_str()));
+    write_json(session, status, bytes, extra).await
 }
 
-/// A JSON body already encoded.
-pub async fn raw_json(session: &mut Session, status: u16, bytes: Bytes, extra: &Headers) -> Result<()> {
+/// A JSON body already encoded. The header values move into the answer head uncopied.
+pub async fn raw_json(session: &mut Session, status: u16, bytes: Bytes, extra: Headers) -> Result<()> {
+    write_json(session, status, bytes, extra.into_iter()).await
+}
+
+async fn write_json<V: TryInto<HeaderValue>>(
+    session: &mut Session,
+    status: u16,
+    bytes: Bytes,
+    extra: impl ExactSizeIterator<Item = (&'static str, V)>,
+) -> Result<()> {
     let mut resp = ResponseHeader::build_no_case(status, Some(4 + extra.len()))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", bytes.len().to_string())?;
     for (k, v) in extra {
-        resp.insert_header(*k, v.as_str())?;
+        resp.insert_header(k, v)?;
     }
     session.write_response_header(Box::new(resp)).await?;
     session.write_response_body(bytes, true).await?;
