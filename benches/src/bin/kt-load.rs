@@ -715,6 +715,22 @@ fn run_main(args: &[String]) -> Res<()> {
             ratio("kt-chain", "nginx"),
             ratio("pingora", "nginx"),
         ));
+        // Targets of one round run back to back, so on a machine whose speed drifts the
+        // ratio within each round says more than the ratio of the medians.
+        let paired = |a: &'static str, b: &'static str| {
+            let (Some(x), Some(y)) = (get(si, a), get(si, b)) else {
+                return String::from("-");
+            };
+            let per: Vec<f64> = x.rps.iter().zip(&y.rps).map(|(p, q)| p / q.max(1e-9)).collect();
+            let list: Vec<String> = per.iter().map(|r| format!("{r:.2}")).collect();
+            format!("{:.2} ({})", median(&per), list.join(", "))
+        };
+        out.push_str(&format!(
+            "paired, median of per-round ratios: kt-chain/pingora {}, kt-none/pingora {}, kt-chain/nginx {}\n",
+            paired("kt-chain", "pingora"),
+            paired("kt-none", "pingora"),
+            paired("kt-chain", "nginx"),
+        ));
     }
     out.push_str("\nlight load (1 connection, chat 1 KiB): p50 / p99 ms, added over direct\n");
     let (d50, d99) = light.get("direct").map_or((0.0, 0.0), |(a, b)| (median(a), median(b)));
