@@ -861,3 +861,34 @@ fn an_escalation_without_a_control_plane_is_a_409_escalation_required() {
     assert_eq!(r.header("x-keeptrusts-decision").as_deref(), Some("escalate"));
     assert!(!r.text().contains("Acme"), "the held answer is not delivered");
 }
+
+#[test]
+fn header_reading_policies_get_the_request_headers() {
+    // rbac reads headers, so the gateway hands them to the chain; a chain without such a
+    // policy is evaluated without collecting them.
+    let p = MockProvider::start(openai_echo(""));
+    let yaml = format!(
+        "{}policy:\n  rbac: {{deny_if_missing: [X-User-ID]}}\nproviders:\n  targets:\n{}",
+        head("rbac"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let body = chat_body("m", "hello");
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(&body)).expect("answer");
+    assert_ne!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("x-keeptrusts-decision").as_deref(),
+        Some("block"),
+        "{}",
+        r.text()
+    );
+    let r = http_with(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&body),
+        &[("X-User-ID", "u-7")],
+    )
+    .expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+}

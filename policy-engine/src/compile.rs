@@ -41,6 +41,8 @@ pub struct CompiledPolicy {
     /// Chain positions of the policies of each phase (input, tool, output), in order.
     phases: [Vec<usize>; 3],
     digest: String,
+    /// Whether an enabled policy of the chain reads the request headers.
+    reads_headers: bool,
 }
 
 fn phase_index(chain: &[Box<dyn Policy>]) -> [Vec<usize>; 3] {
@@ -48,7 +50,17 @@ fn phase_index(chain: &[Box<dyn Policy>]) -> [Vec<usize>; 3] {
         .map(|ph| (0..chain.len()).filter(|i| chain[*i].phases().contains(&ph)).collect())
 }
 
+fn reads_headers(chain: &[Box<dyn Policy>]) -> bool {
+    chain.iter().any(|p| p.enabled() && p.reads_headers())
+}
+
 impl CompiledPolicy {
+    /// Whether any enabled policy of the chain reads the request headers: when none does,
+    /// a caller may evaluate with empty `Headers` and skip collecting them.
+    pub fn reads_headers(&self) -> bool {
+        self.reads_headers
+    }
+
     /// Compiles a configuration that passed validation.
     pub fn compile(config: PolicyConfig) -> Result<Self, CompileError> {
         let mut chain = Vec::with_capacity(config.policies.chain.len());
@@ -69,6 +81,7 @@ impl CompiledPolicy {
         Ok(CompiledPolicy {
             config: Arc::new(config),
             phases: phase_index(&chain),
+            reads_headers: reads_headers(&chain),
             chain,
             scanners,
             digest,
@@ -94,6 +107,7 @@ impl CompiledPolicy {
         CompiledPolicy {
             config: Arc::new(config),
             phases: phase_index(&chain),
+            reads_headers: reads_headers(&chain),
             chain,
             scanners: Scanners::default(),
             digest: String::new(),

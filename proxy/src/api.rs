@@ -223,13 +223,18 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     let rt = Arc::clone(&ctx.rt);
     let policy = &rt.policy;
     let limits = policy.config().size_limits.clone().unwrap_or_default();
-    let headers = headers_of(session);
+    // Rate limits come before any body read or upstream work.
+    let rate = gw.rate_limits_for(&rt);
+    // The headers are collected only for the limits and policies that read them.
+    let headers = if policy.reads_headers() || !rate.is_empty() {
+        headers_of(session)
+    } else {
+        Headers::new()
+    };
     // Only error answers before the upstream call build this.
     let base = || vec![("x-request-id", id.to_owned())];
     let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
 
-    // Rate limits come before any body read or upstream work.
-    let rate = gw.rate_limits_for(&rt);
     let mut token_key = None;
     if !rate.is_empty() {
         let now = now_secs();

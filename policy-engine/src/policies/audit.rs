@@ -27,6 +27,9 @@ impl Policy for AuditLogger {
     fn kind(&self) -> &'static str {
         "audit-logger"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input]
     }

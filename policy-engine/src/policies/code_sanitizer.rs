@@ -129,6 +129,9 @@ impl Policy for CodeSanitizer {
     fn kind(&self) -> &'static str {
         "code-sanitizer"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Output]
     }

@@ -47,6 +47,9 @@ impl Policy for DataRouting {
     fn kind(&self) -> &'static str {
         "data-routing-policy"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input]
     }

@@ -80,6 +80,9 @@ impl Policy for DlpFilter {
     fn kind(&self) -> &'static str {
         "dlp-filter"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         PHASES
     }

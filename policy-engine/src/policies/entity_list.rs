@@ -26,6 +26,9 @@ impl Policy for EntityListFilter {
     fn kind(&self) -> &'static str {
         "entity-list-filter"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input, Phase::Output]
     }

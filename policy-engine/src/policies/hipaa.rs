@@ -32,6 +32,9 @@ impl Policy for HipaaPhiDetector {
     fn kind(&self) -> &'static str {
         "hipaa-phi-detector"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input, Phase::Output]
     }

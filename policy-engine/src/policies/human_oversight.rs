@@ -61,6 +61,9 @@ impl Policy for HumanOversight {
     fn kind(&self) -> &'static str {
         "human-oversight"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Output]
     }

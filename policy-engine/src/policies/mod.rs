@@ -36,6 +36,8 @@ pub struct EvalContext<'a> {
     pub texts: &'a [TextSegment<'a>],
     /// Tool declarations and calls of the body under evaluation.
     pub tools: &'a [ToolUse<'a>],
+    /// The request headers. A gateway may pass none when no policy of the chain
+    /// `reads_headers`.
     pub headers: &'a Headers,
     /// The request body (also available in the output phase, for context).
     pub request: &'a Value,
@@ -110,6 +112,12 @@ pub trait Policy: Send + Sync + Debug {
     fn kind(&self) -> &'static str;
     fn phases(&self) -> &'static [Phase];
     fn enabled(&self) -> bool {
+        true
+    }
+    /// Whether the policy looks at `EvalContext::headers`. A gateway hands the request
+    /// headers to a chain only when one of its policies does, so a policy that never reads
+    /// them says so here; the default is the safe answer.
+    fn reads_headers(&self) -> bool {
         true
     }
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError>;

@@ -72,6 +72,9 @@ impl Policy for PiiDetector {
     fn kind(&self) -> &'static str {
         "pii-detector"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input, Phase::Output]
     }

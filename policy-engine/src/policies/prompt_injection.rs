@@ -319,6 +319,9 @@ impl Policy for PromptInjection {
     fn kind(&self) -> &'static str {
         "prompt-injection"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input]
     }

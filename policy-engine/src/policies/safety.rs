@@ -133,6 +133,9 @@ impl Policy for SafetyFilter {
     fn kind(&self) -> &'static str {
         "safety-filter"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Input, Phase::Output]
     }

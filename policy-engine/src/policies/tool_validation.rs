@@ -44,6 +44,9 @@ impl Policy for ToolValidation {
     fn kind(&self) -> &'static str {
         "tool-validation"
     }
+    fn reads_headers(&self) -> bool {
+        false
+    }
     fn phases(&self) -> &'static [Phase] {
         &[Phase::Tool]
     }

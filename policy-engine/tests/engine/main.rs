@@ -162,3 +162,54 @@ fn answer_view_decides_as_the_tree_does() {
     }
     assert!(viewed >= 5 && declined >= 2, "viewed {viewed}, declined {declined}");
 }
+
+/// A gateway skips collecting request headers for a chain that does not `reads_headers`:
+/// over every fixture case, with its headers and identity headers added, such a chain
+/// decides the same without them,
+/// on the request and on the answer; and the packs that read them (rbac) say so.
+#[test]
+fn chains_that_do_not_read_headers_decide_the_same_without_them() {
+    use kt_policy::{Decision, EvalOptions, Headers};
+    let strip = |mut d: Decision| {
+        for r in &mut d.policy_results {
+            r.duration_us = 0.0;
+        }
+        d
+    };
+    let (mut compared, mut readers) = (0, 0);
+    for dir in packs() {
+        let outcome = load_files(&[dir.join("policy-config.yaml")]);
+        let policy = CompiledPolicy::compile(outcome.config.expect("valid")).expect("compiles");
+        if policy.reads_headers() {
+            readers += 1;
+            continue;
+        }
+        for loaded in testing::load_golden(&dir.join("cases.yaml")).expect("cases load") {
+            let name = format!("{} / {}", dir.display(), loaded.case.name);
+            // The case's own headers, and the identity headers policies might look at.
+            let mut headers: Headers = loaded.case.input.headers.iter().collect();
+            for (k, v) in [
+                ("x-user-id", "u-1"),
+                ("x-user-role", "admin"),
+                ("authorization", "Bearer t"),
+                ("x-keeptrusts-agent-id", "a-1"),
+            ] {
+                headers.insert(k, v);
+            }
+            let run = |h: &Headers| {
+                let mut request = testing::request_body(&loaded.case);
+                let d = strip(policy.evaluate_request(&mut request, h, EvalOptions::default()));
+                let answer = loaded.case.input.upstream_response.as_ref().map(|up| {
+                    let mut tree = testing::response_body(up);
+                    let d = strip(policy.evaluate_response(&request, &mut tree, h, EvalOptions::default()));
+                    (d, tree)
+                });
+                (d, request, answer)
+            };
+            assert_eq!(run(&headers), run(&Headers::new()), "{name}");
+            compared += 1;
+        }
+    }
+    assert!(readers >= 1, "the rbac pack reads headers");
+    assert!(compared >= 20, "compared {compared} cases");
+}
