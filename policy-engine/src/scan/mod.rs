@@ -150,24 +150,32 @@ impl Scanner {
     }
 
     /// Every hit in each of `texts`, per text then per owner, sorted by start.
-    pub fn scan_all(&self, texts: &[TextSegment<'_>]) -> Vec<Vec<Vec<Hit>>> {
-        let Search::Dfa(d) = &self.search else {
-            return texts.iter().map(|t| self.scan(t.text)).collect();
+    pub fn scan_all(&self, texts: &[TextSegment<'_>]) -> BodyHits {
+        let mut found: Vec<((u32, u32), Hit)> = Vec::new();
+        let mut add = |text: usize, pattern: usize, start: usize, end: usize| {
+            for &(owner, local) in &self.map[pattern] {
+                found.push(((text as u32, owner as u32), Hit { local, start, end }));
+            }
         };
-        let mut out: Vec<Vec<Vec<Hit>>> = vec![vec![Vec::new(); self.owners]; texts.len()];
-        d.for_each_match_in(
-            texts.len(),
-            |i| texts[i].text.as_bytes(),
-            |i, pattern, start, end| {
-                for &(owner, local) in &self.map[pattern as usize] {
-                    out[i][owner].push(Hit { local, start, end });
+        match &self.search {
+            Search::Dfa(d) => d.for_each_match_in(
+                texts.len(),
+                |i| texts[i].text.as_bytes(),
+                |i, pattern, start, end| add(i, pattern as usize, start, end),
+            ),
+            Search::Nfa(ac) => {
+                for (i, t) in texts.iter().enumerate() {
+                    for m in ac.find_overlapping_iter(t.text) {
+                        add(i, m.pattern().as_usize(), m.start(), m.end());
+                    }
                 }
-            },
-        );
-        for hits in out.iter_mut().flatten() {
-            hits.sort_unstable_by_key(|h| (h.start, h.end, h.local));
+            }
         }
-        out
+        found.sort_unstable_by_key(|(key, h)| (*key, h.start, h.end, h.local));
+        BodyHits {
+            keys: found.iter().map(|(k, _)| *k).collect(),
+            hits: found.into_iter().map(|(_, h)| h).collect(),
+        }
     }
 
     /// Every hit in `text` (overlapping ones included), grouped by owner, sorted by start.
@@ -193,12 +201,34 @@ impl Scanner {
     }
 }
 
+/// Every hit in a body's texts, in one buffer: grouped by (text, owner), sorted by start
+/// (then end and local index) within a group.
+#[derive(Debug, Default)]
+pub struct BodyHits {
+    /// (text, owner) of each hit of `hits`, in the same order.
+    keys: Vec<(u32, u32)>,
+    hits: Vec<Hit>,
+}
+
+impl BodyHits {
+    /// Hits of `owner` in text `text`, sorted by start.
+    pub fn get(&self, text: usize, owner: OwnerId) -> &[Hit] {
+        let (Ok(t), Ok(o)) = (u32::try_from(text), u32::try_from(owner)) else {
+            return &[];
+        };
+        let key = (t, o);
+        let lo = self.keys.partition_point(|k| *k < key);
+        let hi = lo + self.keys[lo..].partition_point(|k| *k == key);
+        &self.hits[lo..hi]
+    }
+}
+
 /// Hits of every segment of the body under evaluation, computed on first use.
 #[derive(Debug)]
 pub struct HitCache<'a> {
     scanner: Option<&'a Scanner>,
     texts: &'a [TextSegment<'a>],
-    cell: OnceCell<Vec<Vec<Vec<Hit>>>>,
+    cell: OnceCell<BodyHits>,
 }
 
 impl<'a> HitCache<'a> {
@@ -212,14 +242,12 @@ impl<'a> HitCache<'a> {
 
     /// Hits of `owner` in segment `segment`, sorted by start.
     pub fn get(&self, segment: usize, owner: OwnerId) -> &[Hit] {
-        let all = self.cell.get_or_init(|| match self.scanner {
-            Some(s) => s.scan_all(self.texts),
-            None => Vec::new(),
-        });
-        all.get(segment)
-            .and_then(|o| o.get(owner))
-            .map(Vec::as_slice)
-            .unwrap_or(&[])
+        self.cell
+            .get_or_init(|| match self.scanner {
+                Some(s) => s.scan_all(self.texts),
+                None => BodyHits::default(),
+            })
+            .get(segment, owner)
     }
 }
 
@@ -394,6 +422,42 @@ mod tests {
         );
         assert_eq!(hits[b].len(), 2, "overlapping hits are all reported: {:?}", hits[b]);
         assert!(s.for_phase(Phase::Tool).is_none(), "the tool phase has no text to scan");
+    }
+
+    #[test]
+    fn a_body_hit_cache_gives_each_text_what_a_scan_of_it_gives() {
+        let mut plan = ScanPlan::default();
+        let owners: Vec<OwnerId> = (0..3).map(|_| plan.owner()).collect();
+        for (i, w) in ["he", "she", "his", "hers", "falcon", "con", "a"].iter().enumerate() {
+            plan.add(owners[i % 3], i as u32, w);
+            plan.add(owners[(i + 1) % 3], 100 + i as u32, w);
+        }
+        let s = plan.build().expect("builds");
+        let scanner = s.for_phase(Phase::Input).expect("scanner");
+        let words = ["she", "Falcon", " ", "hers", "a", "xyz", "his", "con"];
+        let texts: Vec<String> = (0..12)
+            .map(|i| (0..i * 7).map(|j| words[(i + j * j) % words.len()]).collect())
+            .collect();
+        let segments: Vec<TextSegment<'_>> = texts
+            .iter()
+            .map(|t| TextSegment {
+                role: crate::exchange::Role::User,
+                path: Vec::new(),
+                text: t,
+            })
+            .collect();
+        let cache = HitCache::new(Some(scanner), &segments);
+        let mut total = 0;
+        for (i, t) in texts.iter().enumerate() {
+            let alone = scanner.scan(t);
+            for &o in &owners {
+                assert_eq!(cache.get(i, o), alone[o].as_slice(), "text {i}, owner {o}");
+                total += alone[o].len();
+            }
+            assert!(cache.get(i, 99).is_empty(), "an unknown owner has no hits");
+        }
+        assert!(cache.get(99, owners[0]).is_empty(), "an unknown text has no hits");
+        assert!(total > 100, "{total} hits");
     }
 
     #[test]
