@@ -235,10 +235,10 @@ impl HttpServerApp for Gateway {
                     let body = error(
                         "validation_error",
                         "bad_request",
-                        format!(
-                            "the request is not valid HTTP/1.1: {}",
-                            e.context.as_ref().map_or_else(String::new, ToString::to_string)
-                        ),
+                        match e.context.as_ref() {
+                            Some(why) => format!("the request is not valid HTTP: {why}"),
+                            None => "the request is not valid HTTP".to_owned(),
+                        },
                     );
                     let _ = respond::json(&mut session, 400, &body, &Vec::new()).await;
                 }
