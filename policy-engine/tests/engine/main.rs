@@ -114,19 +114,21 @@ fn compiled_policy_is_shareable_across_threads() {
     assert_send_sync::<CompiledPolicy>();
 }
 
+/// A decision without its policy timings, which differ from run to run.
+fn untimed(mut d: kt_policy::Decision) -> kt_policy::Decision {
+    for r in &mut d.policy_results {
+        r.duration_us = 0.0;
+    }
+    d
+}
+
 /// The gateway reads most answers as a view instead of a tree (`evaluate_answer_view`):
 /// over every fixture case with an answer, the view decides exactly as the tree does, and
 /// declines only where the tree path rewrote the answer.
 #[test]
 fn answer_view_decides_as_the_tree_does() {
     use kt_policy::exchange::chat_answer_view;
-    use kt_policy::{Decision, EvalOptions, Headers};
-    let strip = |mut d: Decision| {
-        for r in &mut d.policy_results {
-            r.duration_us = 0.0;
-        }
-        d
-    };
+    use kt_policy::{EvalOptions, Headers};
     let (mut viewed, mut declined) = (0, 0);
     for dir in packs() {
         let outcome = load_files(&[dir.join("policy-config.yaml")]);
@@ -141,13 +143,13 @@ fn answer_view_decides_as_the_tree_does() {
             let original = testing::response_body(up);
             let bytes = serde_json::to_vec(&original).expect("encode");
             let mut tree = original.clone();
-            let by_tree = strip(policy.evaluate_response(&request, &mut tree, &headers, EvalOptions::default()));
+            let by_tree = untimed(policy.evaluate_response(&request, &mut tree, &headers, EvalOptions::default()));
             let Some(view) = chat_answer_view(&bytes) else { continue };
             let name = format!("{} / {}", dir.display(), loaded.case.name);
             match policy.evaluate_answer_view(&request, &view.texts(), &headers, EvalOptions::default()) {
                 Some(d) => {
                     viewed += 1;
-                    assert_eq!(strip(d), by_tree, "{name}");
+                    assert_eq!(untimed(d), by_tree, "{name}");
                     assert_eq!(
                         tree, original,
                         "{name}: the view decided, yet the tree path rewrote the answer"
@@ -169,13 +171,7 @@ fn answer_view_decides_as_the_tree_does() {
 /// on the request and on the answer; and the packs that read them (rbac) say so.
 #[test]
 fn chains_that_do_not_read_headers_decide_the_same_without_them() {
-    use kt_policy::{Decision, EvalOptions, Headers};
-    let strip = |mut d: Decision| {
-        for r in &mut d.policy_results {
-            r.duration_us = 0.0;
-        }
-        d
-    };
+    use kt_policy::{EvalOptions, Headers};
     let (mut compared, mut readers) = (0, 0);
     for dir in packs() {
         let outcome = load_files(&[dir.join("policy-config.yaml")]);
@@ -198,10 +194,10 @@ fn chains_that_do_not_read_headers_decide_the_same_without_them() {
             }
             let run = |h: &Headers| {
                 let mut request = testing::request_body(&loaded.case);
-                let d = strip(policy.evaluate_request(&mut request, h, EvalOptions::default()));
+                let d = untimed(policy.evaluate_request(&mut request, h, EvalOptions::default()));
                 let answer = loaded.case.input.upstream_response.as_ref().map(|up| {
                     let mut tree = testing::response_body(up);
-                    let d = strip(policy.evaluate_response(&request, &mut tree, h, EvalOptions::default()));
+                    let d = untimed(policy.evaluate_response(&request, &mut tree, h, EvalOptions::default()));
                     (d, tree)
                 });
                 (d, request, answer)
