@@ -10,6 +10,7 @@ use crate::compile::CompiledPolicy;
 use crate::decision::{Decision, PolicyResult, Verdict};
 use crate::exchange::{self, Headers, TextSegment, ToolUse};
 use crate::kinds::{Phase, snake};
+use crate::normalize::DetectionView;
 use crate::policies::{Edit, EvalContext, Outcome};
 use crate::scan::HitCache;
 
@@ -268,11 +269,29 @@ impl CompiledPolicy {
             // A view has no tool calls and no text for the tool phase.
             Reading::View(texts) => (if phase == Phase::Tool { &[] } else { texts }, Vec::new()),
         };
-        let hits = HitCache::new(self.scanners.for_phase(phase), texts);
+        // The policies read the detection view of each text (disguises folded away); their
+        // edits are led back to the source text below.
+        let views: Vec<DetectionView<'_>> = texts.iter().map(|t| DetectionView::of(t.text)).collect();
+        let folded = views.iter().any(DetectionView::is_folded);
+        let view_texts: Vec<TextSegment<'_>> = if folded {
+            texts
+                .iter()
+                .zip(&views)
+                .map(|(t, v)| TextSegment {
+                    role: t.role,
+                    path: Vec::new(),
+                    text: &v.text,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let seen = if folded { &view_texts[..] } else { texts };
+        let hits = HitCache::new(self.scanners.for_phase(phase), seen);
         let cx = EvalContext {
             hits: &hits,
             phase,
-            texts,
+            texts: seen,
             tools: &tools,
             headers,
             request,
@@ -331,11 +350,33 @@ impl CompiledPolicy {
             };
             let edits = record(decision, policy.kind(), phase, outcome, elapsed);
             if !edits.is_empty() {
-                return Some(edits);
+                return Some(if folded { to_source(&views, edits) } else { edits });
             }
         }
         None
     }
+}
+
+/// Edits made on detection views, as edits of the source texts: ranges led back, and the
+/// ones that now overlap (two findings inside one folded cluster) merged.
+fn to_source(views: &[DetectionView<'_>], mut edits: Vec<Edit>) -> Vec<Edit> {
+    for e in &mut edits {
+        if let Some(v) = views.get(e.segment) {
+            e.range = v.to_source(e.range.clone());
+        }
+    }
+    edits.sort_by_key(|e| (e.segment, e.range.start));
+    let mut out: Vec<Edit> = Vec::with_capacity(edits.len());
+    for e in edits {
+        match out.last_mut() {
+            Some(last) if last.segment == e.segment && e.range.start < last.range.end => {
+                last.range.end = last.range.end.max(e.range.end);
+                last.replacement.push_str(&e.replacement);
+            }
+            _ => out.push(e),
+        }
+    }
+    out
 }
 
 /// The new text of every segment that `edits` touch, with the path to write it to.

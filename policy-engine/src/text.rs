@@ -205,7 +205,7 @@ impl TermMatcher {
             let mut buckets: HashMap<(usize, usize), Vec<FuzzyTerm>> = HashMap::new();
             let mut max_words = 0;
             for (i, t) in terms.iter().enumerate().filter(|(_, t)| t.len() >= fuzzy_min_len(d)) {
-                let lower = t.to_lowercase();
+                let lower = crate::normalize::fold_literal(&t.to_lowercase()).into_owned();
                 let words = lower.split_whitespace().count();
                 max_words = max_words.max(words);
                 let joined = lower.split_whitespace().collect::<Vec<_>>().join(" ").into_bytes();

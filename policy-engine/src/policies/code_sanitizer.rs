@@ -113,7 +113,7 @@ impl CodeSanitizer {
             block: s.block_on_match,
             secrets: builtin(&SECRETS, || compile(SECRET_PATTERNS))?,
             code,
-            fence: Regex::new(r"(?s)```[^\n]*\n.*?(?:```|\z)|`[^`\n]+`").map_err(|e| e.to_string())?,
+            fence: Regex::new(r"(?s)```.*?(?:```|\z)|`[^`]+`").map_err(|e| e.to_string())?,
         })
     }
 

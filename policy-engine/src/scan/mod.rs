@@ -25,6 +25,7 @@ use automaton::LiteralDfa;
 
 use crate::exchange::TextSegment;
 use crate::kinds::Phase;
+use crate::normalize::fold_literal;
 
 /// Who registered a literal: one id per (policy, purpose).
 pub type OwnerId = usize;
@@ -61,18 +62,23 @@ impl ScanPlan {
 
     /// Registers `literal` for `owner` under the owner's index `local`. Matching is ASCII
     /// case-insensitive; non-ASCII literals also register their lower- and upper-case forms.
+    ///
+    /// Literals are folded as the texts are (see `normalize`): the scan runs over detection
+    /// views, so a term is found however the text disguises it.
     pub fn add(&mut self, owner: OwnerId, local: u32, literal: &str) {
+        let literal = fold_literal(literal);
         if literal.is_empty() {
             return;
         }
-        self.literals.push((literal.to_owned(), owner, local));
         if !literal.is_ascii() {
             for v in [literal.to_lowercase(), literal.to_uppercase()] {
+                let v = fold_literal(&v).into_owned();
                 if v != literal {
                     self.literals.push((v, owner, local));
                 }
             }
         }
+        self.literals.push((literal.into_owned(), owner, local));
     }
 
     /// One scanner over every literal: each phase's policies read their own owners' hits

@@ -9,6 +9,10 @@
 
 use serde_json::Value;
 
+mod texts;
+
+pub use texts::{request_texts, response_texts};
+
 /// Who wrote a segment. Prompt-injection looks only at untrusted roles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Role {
@@ -35,9 +39,12 @@ impl Role {
 }
 
 /// One step of a path into a JSON body.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Seg {
+    /// A field of the API's own shape.
     Key(&'static str),
+    /// Any other object key (tool arguments, schema properties).
+    Name(Box<str>),
     Idx(usize),
 }
 
@@ -116,155 +123,11 @@ impl<K: AsRef<str>, V: AsRef<str>> FromIterator<(K, V)> for Headers {
     }
 }
 
-fn push_content<'a>(out: &mut Vec<TextSegment<'a>>, role: Role, base: &[Seg], content: &'a Value) {
-    match content {
-        Value::String(s) => out.push(TextSegment {
-            role,
-            path: base.to_vec(),
-            text: s,
-        }),
-        Value::Array(parts) => {
-            for (j, part) in parts.iter().enumerate() {
-                let mut p = base.to_vec();
-                p.push(Seg::Idx(j));
-                match part {
-                    Value::String(s) => out.push(TextSegment { role, path: p, text: s }),
-                    Value::Object(o) => {
-                        if let Some(Value::String(s)) = o.get("text") {
-                            p.push(Seg::Key("text"));
-                            out.push(TextSegment { role, path: p, text: s });
-                        } else if o.get("type").and_then(Value::as_str) == Some("tool_result")
-                            && let Some(c) = o.get("content")
-                        {
-                            p.push(Seg::Key("content"));
-                            push_content(out, Role::Tool, &p, c);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-        }
-        _ => {}
-    }
-}
-
-/// Text segments of a request body, in document order.
-pub fn request_texts(body: &Value) -> Vec<TextSegment<'_>> {
-    let mut out = Vec::new();
-    if let Some(system) = body.get("system") {
-        push_content(&mut out, Role::System, &[Seg::Key("system")], system);
-    }
-    if let Some(Value::String(s)) = body.get("instructions") {
-        out.push(TextSegment {
-            role: Role::System,
-            path: vec![Seg::Key("instructions")],
-            text: s,
-        });
-    }
-    if let Some(Value::Array(messages)) = body.get("messages") {
-        push_messages(&mut out, "messages", messages);
-    }
-    for key in ["input", "prompt"] {
-        match body.get(key) {
-            Some(Value::String(s)) => {
-                let k = if key == "input" { "input" } else { "prompt" };
-                out.push(TextSegment {
-                    role: Role::User,
-                    path: vec![Seg::Key(k)],
-                    text: s,
-                });
-            }
-            Some(Value::Array(items)) => {
-                let k = if key == "input" { "input" } else { "prompt" };
-                for (i, item) in items.iter().enumerate() {
-                    match item {
-                        Value::String(s) => out.push(TextSegment {
-                            role: Role::User,
-                            path: vec![Seg::Key(k), Seg::Idx(i)],
-                            text: s,
-                        }),
-                        Value::Object(o) => {
-                            let role = o.get("role").and_then(Value::as_str).map_or(Role::User, Role::parse);
-                            if let Some(c) = o.get("content") {
-                                push_content(&mut out, role, &[Seg::Key(k), Seg::Idx(i), Seg::Key("content")], c);
-                            } else if o.get("type").and_then(Value::as_str) == Some("function_call_output")
-                                && let Some(Value::String(s)) = o.get("output")
-                            {
-                                out.push(TextSegment {
-                                    role: Role::Tool,
-                                    path: vec![Seg::Key(k), Seg::Idx(i), Seg::Key("output")],
-                                    text: s,
-                                });
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-    out
-}
-
-fn push_messages<'a>(out: &mut Vec<TextSegment<'a>>, key: &'static str, messages: &'a [Value]) {
-    for (i, m) in messages.iter().enumerate() {
-        let role = m.get("role").and_then(Value::as_str).map_or(Role::User, Role::parse);
-        if let Some(c) = m.get("content") {
-            push_content(out, role, &[Seg::Key(key), Seg::Idx(i), Seg::Key("content")], c);
-        }
-    }
-}
-
-/// Text segments of a (non-streaming) response body.
-pub fn response_texts(body: &Value) -> Vec<TextSegment<'_>> {
-    let mut out = Vec::new();
-    if let Some(Value::Array(choices)) = body.get("choices") {
-        for (i, c) in choices.iter().enumerate() {
-            if let Some(content) = c.get("message").and_then(|m| m.get("content")) {
-                push_content(
-                    &mut out,
-                    Role::Assistant,
-                    &[
-                        Seg::Key("choices"),
-                        Seg::Idx(i),
-                        Seg::Key("message"),
-                        Seg::Key("content"),
-                    ],
-                    content,
-                );
-            }
-            if let Some(Value::String(s)) = c.get("text") {
-                out.push(TextSegment {
-                    role: Role::Assistant,
-                    path: vec![Seg::Key("choices"), Seg::Idx(i), Seg::Key("text")],
-                    text: s,
-                });
-            }
-        }
-    }
-    if let Some(content @ Value::Array(_)) = body.get("content") {
-        push_content(&mut out, Role::Assistant, &[Seg::Key("content")], content);
-    }
-    if let Some(Value::Array(items)) = body.get("output") {
-        for (i, item) in items.iter().enumerate() {
-            if let Some(c) = item.get("content") {
-                push_content(
-                    &mut out,
-                    Role::Assistant,
-                    &[Seg::Key("output"), Seg::Idx(i), Seg::Key("content")],
-                    c,
-                );
-            }
-        }
-    }
-    out
-}
-
 /// An OpenAI chat-completions answer read without building it as a tree: the text of
 /// each choice (borrowed from the answer's bytes unless it has escapes) and the usage.
-/// Only the common shape is taken: `choices[].message.content` strings (or null) and
-/// legacy `choices[].text`, no tool calls and nothing else the output or tool phases read
+/// Only the common shape is taken: `choices[].message` with string (or null) `content`,
+/// `name`, `refusal`, `reasoning_content` and `reasoning`, and legacy `choices[].text`; no
+/// tool calls and nothing else the output or tool phases read
 /// (top-level `content`, `output` or `tool_calls`). Anything else, duplicate keys
 /// included, is refused (`chat_answer_view` gives `None`) and the answer is read as a
 /// tree instead.
@@ -294,6 +157,14 @@ struct ChoiceView<'a> {
 struct MessageView<'a> {
     #[serde(borrow, default)]
     content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    refusal: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning_content: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    reasoning: Option<std::borrow::Cow<'a, str>>,
     #[serde(default)]
     tool_calls: Option<serde::de::IgnoredAny>,
     #[serde(default)]
@@ -318,10 +189,15 @@ impl ChatAnswerView<'_> {
     pub fn texts(&self) -> Vec<TextSegment<'_>> {
         let mut out = Vec::with_capacity(self.choices.len());
         for c in &self.choices {
-            for text in [c.message.as_ref().and_then(|m| m.content.as_deref()), c.text.as_deref()]
-                .into_iter()
-                .flatten()
-            {
+            let m = c.message.as_ref();
+            let message = [
+                m.and_then(|m| m.content.as_deref()),
+                m.and_then(|m| m.name.as_deref()),
+                m.and_then(|m| m.refusal.as_deref()),
+                m.and_then(|m| m.reasoning_content.as_deref()),
+                m.and_then(|m| m.reasoning.as_deref()),
+            ];
+            for text in message.into_iter().chain([c.text.as_deref()]).flatten() {
                 out.push(TextSegment {
                     role: Role::Assistant,
                     path: Vec::new(),
@@ -446,6 +322,10 @@ pub fn write_text(body: &mut Value, path: &[Seg], text: String) -> bool {
                 Some(v) => v,
                 None => return false,
             },
+            (Seg::Name(k), Value::Object(o)) => match o.get_mut(&**k) {
+                Some(v) => v,
+                None => return false,
+            },
             (Seg::Idx(i), Value::Array(a)) => match a.get_mut(*i) {
                 Some(v) => v,
                 None => return false,
@@ -536,6 +416,7 @@ mod tests {
             vec![
                 (Role::System, "be nice"),
                 (Role::User, "hello"),
+                (Role::Assistant, "{\"q\":1}"),
                 (Role::Tool, "result text")
             ]
         );
