@@ -892,3 +892,67 @@ fn header_reading_policies_get_the_request_headers() {
     .expect("answer");
     assert_eq!(r.status, 200, "{}", r.text());
 }
+
+#[test]
+fn ambiguous_bodies_disguised_text_and_echoed_keys_do_not_slip_past() {
+    const KEY: &str = "sk-test-9f8e7d6c5b4a39281706";
+    // The provider rejects the key and, like some do, quotes it back in the error.
+    let p = MockProvider::start(|req: &Request| {
+        let sent = req.header("authorization").unwrap_or("").to_owned();
+        let mut body = json!({"error": {"message": format!("Incorrect API key provided: {sent}"), "type": "invalid_request_error"}});
+        body["error"][sent.as_str()] = json!(1);
+        Reply::json(401, body)
+    });
+    let yaml = format!(
+        "{}policy:\n  dlp-filter: {{action: block, blocked_terms: [Project Falcon]}}\nproviders:\n  targets:\n{}",
+        head("pii-detector, dlp-filter"),
+        target("p", &p.url, None, &format!(", api_key: {KEY}"))
+    );
+    let (_dir, gw) = start(&yaml);
+    // A repeated key: the policies would read the last `messages`, a provider the first.
+    let body = br#"{"model":"m","messages":[{"role":"user","content":"my SSN is 078-05-1120, Project Falcon"}],"messages":[{"role":"user","content":"hi"}]}"#;
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body)).expect("answer");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "duplicate_key");
+    let nested = br#"{"model":"m","messages":[{"role":"user","content":"Project Falcon","content":"hi"}]}"#;
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(nested)).expect("answer");
+    assert_eq!(r.json()["error"]["code"], "duplicate_key", "{}", r.text());
+    assert_eq!(p.hits(), 0, "nothing ambiguous reaches the provider");
+    // A blocked term behind a zero-width space, a newline and a Cyrillic letter.
+    for text in ["Project\u{200b} Falcon", "project\nfalcon", "Pr\u{43e}ject Falcon"] {
+        let r = chat(&gw.addr, "m", text);
+        assert_eq!(r.status, 409, "{text:?}: {}", r.text());
+    }
+    assert_eq!(p.hits(), 0);
+    // The provider's error goes back to the client without the gateway's key.
+    let r = chat(&gw.addr, "m", "hello");
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert!(!r.text().contains(KEY), "the key leaked: {}", r.text());
+    assert!(r.text().contains("[REDACTED]"), "{}", r.text());
+    assert_eq!(
+        p.received()[0].header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+}
+
+#[test]
+fn a_stream_event_the_policies_cannot_read_ends_the_stream() {
+    let p = MockProvider::start(|_: &Request| {
+        let mut events = chat_chunks("hello there", 4, false);
+        events.insert(1, "this is not json: jane@example.com".to_owned());
+        Reply::sse_data(events, 0)
+    });
+    let yaml = format!(
+        "{}providers:\n  targets:\n{}",
+        head("pii-detector"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200);
+    let text = r.text();
+    assert!(!text.contains("jane@example.com"), "{text}");
+    assert!(text.contains("invalid_upstream_stream"), "{text}");
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+}

@@ -197,9 +197,33 @@ fn client_error(client: ClientApi, kind: &str, code: &str, message: impl Into<St
     }
 }
 
-/// A provider's error body in the client's shape.
-fn provider_error(client: ClientApi, target_format: WireFormat, body: Option<Value>, status: u16) -> Value {
-    let body = body.unwrap_or_else(|| json!({"error": {"message": format!("upstream answered {status}")}}));
+/// Replaces every occurrence of `secret` in the strings of `v` (keys included).
+fn scrub(v: &mut Value, secret: &str) {
+    const MARK: &str = "[REDACTED]";
+    match v {
+        Value::String(s) if s.contains(secret) => *s = s.replace(secret, MARK),
+        Value::Array(items) => items.iter_mut().for_each(|x| scrub(x, secret)),
+        Value::Object(o) => {
+            if o.keys().any(|k| k.contains(secret)) {
+                *o = std::mem::take(o)
+                    .into_iter()
+                    .map(|(k, x)| (k.replace(secret, MARK), x))
+                    .collect();
+            }
+            o.values_mut().for_each(|x| scrub(x, secret));
+        }
+        _ => {}
+    }
+}
+
+/// A provider's error body in the client's shape, without the credential the gateway sent
+/// that provider.
+fn provider_error(client: ClientApi, target: &Target, body: Option<Value>, status: u16) -> Value {
+    let mut body = body.unwrap_or_else(|| json!({"error": {"message": format!("upstream answered {status}")}}));
+    if let Some(secret) = target.secret.as_deref().filter(|s| !s.is_empty()) {
+        scrub(&mut body, secret);
+    }
+    let target_format = target.upstream.format;
     let e = body.get("error").cloned().unwrap_or(Value::Null);
     let message = e
         .get("message")
@@ -308,14 +332,16 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
     }
     let body = Bytes::from(body);
     let invalid = |code: &str, msg: String| client_error(client, "validation_error", code, msg);
-    let mut request: Value = match serde_json::from_slice(&body) {
+    // Parsed once, strictly: a repeated key would let the policies read one copy while
+    // the provider reads another.
+    let mut request: Value = match kt_policy::json::parse_strict(&body) {
         Ok(v @ Value::Object(_)) => v,
         Ok(_) => {
             let b = invalid("invalid_request", "request body must be a JSON object".into());
             return respond::json(session, 422, &b, &base()).await;
         }
         Err(e) => {
-            let b = invalid("invalid_json", format!("request body is not valid JSON: {e}"));
+            let b = invalid(e.code(), e.to_string());
             return respond::json(session, 422, &b, &base()).await;
         }
     };
@@ -637,7 +663,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
                     h.push(("retry-after", r));
                 }
                 let code = if status >= 500 { 502 } else { status };
-                (code, provider_error(client, t.upstream.format, body, status))
+                (code, provider_error(client, &t, body, status))
             }
             Some((_, Failure::Timeout(msg))) => (504, client_error(client, "upstream_error", "upstream_timeout", msg)),
             Some((_, Failure::Connection(msg))) => {

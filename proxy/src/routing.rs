@@ -60,6 +60,9 @@ pub struct Target {
     pub weight: u32,
     pub timeout: Duration,
     pub health: Arc<TargetHealth>,
+    /// The credential the gateway sends this target, scrubbed from the error bodies it
+    /// relays (an upstream may echo the key it was sent).
+    pub secret: Option<Box<str>>,
 }
 
 impl Target {
@@ -323,6 +326,7 @@ impl Router {
                 weight: 1,
                 timeout: DEFAULT_TIMEOUT,
                 health: registry.get(&u.id),
+                secret: None,
             }));
         } else {
             for t in &providers.targets {
@@ -629,6 +633,7 @@ fn target(
     };
     let header = t.api_key_header.clone().unwrap_or_else(|| default_header.to_owned());
     let prefix = t.api_key_prefix.clone().unwrap_or_else(|| default_prefix.to_owned());
+    let secret = key.as_deref().map(Box::from);
     let auth = key.map(|k| (header, format!("{prefix}{k}")));
     let mut upstream = if azure {
         let deployment = t
@@ -656,6 +661,7 @@ fn target(
         weight: t.weight.unwrap_or(1),
         timeout: t.timeout_ms.map(Duration::from_millis).unwrap_or(DEFAULT_TIMEOUT),
         health: registry.get(&t.id),
+        secret,
     })
 }
 

@@ -20,6 +20,11 @@ use serde_json::{Value, json};
 use crate::respond;
 use crate::upstream::Exchange;
 
+/// Why a guarded stream ends at an event it cannot read: text the policies cannot see is
+/// never passed on.
+const NOT_JSON: &str =
+    "the upstream sent a stream event whose data is not JSON; the stream ends here rather than pass it on unchecked";
+
 /// Largest single event accepted from the upstream.
 const MAX_EVENT: usize = 1024 * 1024;
 
@@ -206,8 +211,12 @@ pub async fn relay(
                 continue;
             }
             let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-                out.extend_from_slice(&event.to_bytes());
-                continue;
+                if event.data.trim().is_empty() {
+                    out.extend_from_slice(&event.to_bytes());
+                    continue;
+                }
+                let body = respond::error("upstream_error", "invalid_upstream_stream", NOT_JSON);
+                return fail(session, &mut out, body).await;
             };
             let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
             if no_choices && v.get("usage").is_some_and(Value::is_object) {
@@ -710,8 +719,12 @@ pub async fn relay_native(
                 continue;
             }
             let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-                out.extend_from_slice(&event.to_bytes());
-                continue;
+                if event.data.trim().is_empty() {
+                    out.extend_from_slice(&event.to_bytes());
+                    continue;
+                }
+                let code = "invalid_upstream_stream";
+                return fail_native(session, &mut out, format, code, NOT_JSON.into(), None).await;
             };
             let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
             // Usage as the stream reports it.
