@@ -324,11 +324,7 @@ pub fn doctor(args: DoctorArgs, g: &GlobalArgs) -> Result<Exit> {
                         format!("Configuration file valid ({})", p.display()),
                     ));
                     for t in c.providers.iter().flat_map(|p| p.targets.iter()) {
-                        let url = t.base_url.clone().or_else(|| match t.provider.as_str() {
-                            "openai" => Some("https://api.openai.com/v1".into()),
-                            "anthropic" => Some("https://api.anthropic.com/v1".into()),
-                            _ => None,
-                        });
+                        let url = kt_policy::provider_catalog::serving(t).ok().map(|s| s.base_url);
                         providers.push((t.id.clone(), url));
                     }
                 }

@@ -21,6 +21,7 @@ pub mod json;
 pub mod kinds;
 pub mod normalize;
 pub mod policies;
+pub mod provider_catalog;
 pub mod scan;
 pub mod stream;
 pub mod testing;

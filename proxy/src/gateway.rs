@@ -406,7 +406,17 @@ impl Gateway {
                 }
             }
             ("POST", "/keeptrusts/config/reload", _) => {
-                let outcome = self.source.reload();
+                // Compiling a large configuration takes tens of milliseconds: off the worker
+                // thread, so the connections it serves do not wait for it.
+                let source = Arc::clone(&self.source);
+                let outcome = match tokio::task::spawn_blocking(move || source.reload()).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => ReloadOutcome::Rejected(vec![kt_policy::Diagnostic::error(
+                        kt_policy::Code::InvalidValue,
+                        "",
+                        format!("the reload did not complete: {e}"),
+                    )]),
+                };
                 let status = if matches!(outcome, ReloadOutcome::Applied { .. }) {
                     200
                 } else {

@@ -36,7 +36,6 @@ use pingora::server::configuration::{Opt, ServerConf};
 pub use demo::run_demo_provider;
 pub use events::EventTarget;
 pub use managed::{Applied, ManagedOptions, config_path, load_applied, persist, resolve_store, store_names};
-pub use routing::OPENAI_COMPATIBLE;
 pub use upstream::{Upstream, UpstreamError, WireFormat};
 
 /// Everything `kt gateway run` needs.

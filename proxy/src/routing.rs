@@ -18,33 +18,9 @@ use kt_policy::config::{
 };
 use serde_json::{Value, json};
 
-use crate::upstream::{Upstream, WireFormat};
+use kt_policy::provider_catalog::Wire;
 
-/// Provider ids served over the OpenAI chat-completions wire format.
-pub const OPENAI_COMPATIBLE: &[&str] = &[
-    "openai",
-    "openai-compatible",
-    "vllm",
-    "ollama",
-    "groq",
-    "together",
-    "mistral",
-    "fireworks",
-    "perplexity",
-    "cerebras",
-    "deepseek",
-    "openrouter",
-    "xai",
-    "localai",
-    "litellm",
-    "aimlapi",
-    "github-models",
-    "alibaba",
-    "cloudera",
-    "cloudflare-gateway",
-    "truefoundry",
-    "llamaApi",
-];
+use crate::upstream::{Upstream, WireFormat};
 
 /// Default upstream timeout (time to the response header, and longest gap in a body).
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(60);
@@ -572,25 +548,10 @@ fn target(
     env: EnvLookup<'_>,
     store: Option<&StoreValues>,
 ) -> Result<Target, String> {
-    let provider = t.provider.as_str();
-    let anthropic = provider == "anthropic"
-        || t.format == Some(kt_policy::config::WireFormat::Anthropic)
-        || t.provider_type == Some(kt_policy::config::WireFormat::Anthropic);
-    let azure = matches!(provider, "azure" | "azure-openai")
-        || t.format == Some(kt_policy::config::WireFormat::Azure)
-        || t.provider_type == Some(kt_policy::config::WireFormat::Azure);
-    if !anthropic && !azure && !OPENAI_COMPATIBLE.contains(&provider) {
-        return Err(format!(
-            "target '{}': provider '{provider}' is not served by this version of the gateway (supported: openai and OpenAI-compatible servers, anthropic, azure)",
-            t.id
-        ));
-    }
-    let url = match (&t.base_url, provider) {
-        (Some(u), _) => u.clone(),
-        (None, "openai") => "https://api.openai.com/v1".to_owned(),
-        (None, "anthropic") => "https://api.anthropic.com/v1".to_owned(),
-        (None, _) => return Err(format!("target '{}' (provider {provider}) needs a base_url", t.id)),
-    };
+    let serving = kt_policy::provider_catalog::serving(t).map_err(|e| format!("target '{}': {e}", t.id))?;
+    let anthropic = serving.wire == Wire::Anthropic;
+    let azure = serving.wire == Wire::Azure;
+    let url = serving.base_url;
     let key = match (&t.secret_key_ref, &t.api_key) {
         (Some(r), _) if r.env.is_some() => {
             let name = r.env.clone().unwrap_or_default();
@@ -619,20 +580,9 @@ fn target(
             }
         }
         (_, Some(k)) => Some(k.clone()),
-        _ if provider == "openai" => env("OPENAI_API_KEY"),
-        _ if anthropic => env("ANTHROPIC_API_KEY"),
-        _ if azure => env("AZURE_OPENAI_API_KEY").or_else(|| env("AZURE_OPENAI_KEY")),
-        _ => None,
+        _ => serving.key_env.iter().find_map(|name| env(name)),
     };
-    let (default_header, default_prefix) = if anthropic {
-        ("x-api-key", "")
-    } else if azure {
-        ("api-key", "")
-    } else {
-        ("Authorization", "Bearer ")
-    };
-    let header = t.api_key_header.clone().unwrap_or_else(|| default_header.to_owned());
-    let prefix = t.api_key_prefix.clone().unwrap_or_else(|| default_prefix.to_owned());
+    let (header, prefix) = (serving.auth_header, serving.auth_prefix);
     let secret = key.as_deref().map(Box::from);
     let auth = key.map(|k| (header, format!("{prefix}{k}")));
     let mut upstream = if azure {
@@ -808,7 +758,7 @@ mod tests {
     }
 
     #[test]
-    fn credentials_and_unsupported_providers() {
+    fn credentials_come_from_the_named_variable() {
         let c = config(
             "providers:\n  targets:\n    - {id: a, provider: openai, model: m, secret_key_ref: {env: KT_TEST_KEY_A}}\n",
         );
@@ -820,9 +770,47 @@ mod tests {
             r.targets[0].upstream.auth,
             Some(("Authorization".into(), "Bearer sk-1".into()))
         );
-        let c = config("providers:\n  targets:\n    - {id: g, provider: google, model: gemini}\n");
-        let err = Router::build(&c, None, &HealthRegistry::default(), &no_env).err();
-        assert!(err.is_some_and(|e| e.contains("not served")));
+    }
+
+    #[test]
+    fn the_gateway_serves_exactly_the_targets_the_catalog_resolves() {
+        for info in kt_policy::provider_catalog::CATALOG {
+            for base_url in [None, Some("http://127.0.0.1:9/v1")] {
+                let url = base_url.map(|u| format!(", base_url: \"{u}\"")).unwrap_or_default();
+                let yaml = format!(
+                    "providers:\n  targets:\n    - {{id: t, provider: {}, model: m, api_key: k{url}}}\n",
+                    info.id
+                );
+                let text = format!("pack: {{name: r, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\n{yaml}");
+                let lint = load_sources(&[Source {
+                    name: "r.yaml".into(),
+                    text,
+                }]);
+                let c = PolicyConfig {
+                    providers: Some(kt_policy::config::Providers {
+                        targets: vec![ProviderTarget {
+                            id: "t".into(),
+                            provider: info.id.into(),
+                            model: Some("m".into()),
+                            api_key: Some("k".into()),
+                            base_url: base_url.map(str::to_owned),
+                            ..ProviderTarget::default()
+                        }],
+                        ..Default::default()
+                    }),
+                    ..PolicyConfig::default()
+                };
+                let built = Router::build(&c, None, &HealthRegistry::default(), &no_env);
+                assert_eq!(
+                    lint.config.is_some(),
+                    built.is_ok(),
+                    "{} {base_url:?}: lint {:?}, gateway {:?}",
+                    info.id,
+                    lint.diagnostics,
+                    built.err()
+                );
+            }
+        }
     }
 
     #[test]

@@ -314,43 +314,5 @@ pub struct Mirror {
     pub timeout_ms: Option<u64>,
 }
 
-/// Provider ids the gateway knows, with the aliases documented for some of them.
-pub const KNOWN_PROVIDERS: &[&str] = &[
-    "openai",
-    "anthropic",
-    "azure",
-    "azure-openai",
-    "aws-bedrock",
-    "bedrock",
-    "google",
-    "google-vertex",
-    "cohere",
-    "groq",
-    "cerebras",
-    "mistral",
-    "together",
-    "fireworks",
-    "perplexity",
-    "github-models",
-    "ollama",
-    "vllm",
-    "mcp",
-    "aimlapi",
-    "alibaba",
-    "cloudera",
-    "cloudflare-gateway",
-    "cloudflare-workers-ai",
-    "litellm",
-    "localai",
-    "llamaApi",
-    "truefoundry",
-    "xai",
-    "deepseek",
-    "openrouter",
-    "snowflake-cortex",
-    "voyage",
-    "openai-compatible",
-];
-
 /// Header map used by route and consumer-group matchers.
 pub type HeaderMatch = BTreeMap<String, String>;

@@ -8,7 +8,6 @@ use std::collections::{HashMap, HashSet};
 use serde_json::Value;
 
 use super::PolicyConfig;
-use super::providers::KNOWN_PROVIDERS;
 use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 use crate::kinds;
 
@@ -163,6 +162,50 @@ fn check_chain<'a>(
     }
 }
 
+/// A known provider the gateway could not serve as configured: the same resolution the
+/// gateway makes at start, so lint never accepts what the gateway refuses.
+fn check_serving(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
+    use crate::provider_catalog::{ServingError, serving};
+    // A target that does not even deserialize has its schema errors already.
+    let Ok(target) = serde_json::from_value::<super::ProviderTarget>(t.clone()) else {
+        return;
+    };
+    match serving(&target) {
+        Ok(_) | Err(ServingError::Unknown(_)) => {}
+        Err(e @ ServingError::NotServed(_)) => out.push(
+            Diagnostic::error(
+                Code::KindNotEnforced,
+                &format!("{base}.provider"),
+                format!("{base}: {e}"),
+            )
+            .with_help(format!(
+                "served providers: {}",
+                crate::provider_catalog::served_ids().collect::<Vec<_>>().join(", ")
+            )),
+        ),
+        Err(e @ ServingError::NeedsBaseUrl(_)) => out.push(
+            Diagnostic::error(Code::MissingField, &format!("{base}.base_url"), format!("{base}: {e}"))
+                .with_help("e.g. base_url: http://127.0.0.1:8000/v1"),
+        ),
+        Err(e @ ServingError::NeedsDeployment) => out.push(Diagnostic::error(
+            Code::MissingField,
+            &format!("{base}.azure_deployment"),
+            format!("{base}: {e}"),
+        )),
+        // The scheme check below reports what is wrong with the URL itself.
+        Err(ServingError::BadBaseUrl(_))
+            if !t
+                .get("base_url")
+                .and_then(Value::as_str)
+                .is_some_and(|u| u.starts_with("http")) => {}
+        Err(e @ ServingError::BadBaseUrl(_)) => out.push(Diagnostic::error(
+            Code::InvalidValue,
+            &format!("{base}.base_url"),
+            format!("{base}: {e}"),
+        )),
+    }
+}
+
 fn check_targets(doc: &Value, out: &mut Vec<Diagnostic>) {
     let targets = get(doc, &["providers", "targets"])
         .and_then(Value::as_array)
@@ -186,7 +229,7 @@ fn check_targets(doc: &Value, out: &mut Vec<Diagnostic>) {
             );
         }
         if let Some(p) = t.get("provider").and_then(Value::as_str)
-            && !KNOWN_PROVIDERS.contains(&p)
+            && crate::provider_catalog::lookup(p).is_none()
         {
             let mut d = Diagnostic::error(
                 Code::InvalidEnumValue,
@@ -197,13 +240,14 @@ fn check_targets(doc: &Value, out: &mut Vec<Diagnostic>) {
                 d = d.with_help(format!(
                     "the `provider:api:model` form is legacy; write `provider: {prov}` and put the model in `model`"
                 ));
-            } else if let Some(s) = did_you_mean(p, KNOWN_PROVIDERS.iter().copied()) {
+            } else if let Some(s) = did_you_mean(p, crate::provider_catalog::ids()) {
                 d = d.with_help(format!("Did you mean '{s}'?"));
             } else {
                 d = d.with_help("for any OpenAI-compatible server use `provider: openai` with its `base_url`");
             }
             out.push(d);
         }
+        check_serving(t, &base, out);
         if let Some(r) = t.get("secret_key_ref").and_then(Value::as_object) {
             let n = ["env", "store"]
                 .iter()
