@@ -956,3 +956,72 @@ fn a_stream_event_the_policies_cannot_read_ends_the_stream() {
     assert!(text.contains("invalid_upstream_stream"), "{text}");
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
 }
+
+#[test]
+fn streamed_thinking_and_tool_input_are_guarded_like_text() {
+    let p = MockProvider::start(|_: &Request| {
+        let mut events: Vec<(Option<String>, String)> = Vec::new();
+        let mut push = |name: &str, v: Value| events.push((Some(name.to_owned()), v.to_string()));
+        push(
+            "message_start",
+            json!({"type": "message_start", "message": {"id": "m", "type": "message", "role": "assistant", "model": "c", "content": [], "usage": {"input_tokens": 1, "output_tokens": 1}}}),
+        );
+        push(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 0, "content_block": {"type": "thinking", "thinking": ""}}),
+        );
+        for piece in ["the user is jane", ".doe@exam", "ple.com, so"] {
+            push(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": piece}}),
+            );
+        }
+        push("content_block_stop", json!({"type": "content_block_stop", "index": 0}));
+        push(
+            "content_block_start",
+            json!({"type": "content_block_start", "index": 1, "content_block": {"type": "tool_use", "id": "t", "name": "mail", "input": {}}}),
+        );
+        for piece in ["{\"to\": \"jane", ".doe@example", ".com\"}"] {
+            push(
+                "content_block_delta",
+                json!({"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": piece}}),
+            );
+        }
+        push("content_block_stop", json!({"type": "content_block_stop", "index": 1}));
+        push(
+            "message_delta",
+            json!({"type": "message_delta", "delta": {"stop_reason": "tool_use"}, "usage": {"output_tokens": 9}}),
+        );
+        push("message_stop", json!({"type": "message_stop"}));
+        Reply::Sse {
+            events,
+            split: 0,
+            pace: Duration::from_millis(1),
+        }
+    });
+    let yaml = format!(
+        "{}providers:\n  targets:\n    - {{id: c, provider: anthropic, base_url: \"{}\", api_key: k}}\n",
+        head("pii-detector"),
+        p.url
+    );
+    let (_dir, gw) = start(&yaml);
+    let body =
+        json!({"model": "claude-x", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "hi"}]})
+            .to_string();
+    let r = http(&gw.addr, "POST", "/v1/messages", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(!r.text().contains("jane.doe"), "{}", r.text());
+    let mut thinking = String::new();
+    let mut input = String::new();
+    for (_, data) in sse_events(&r.body) {
+        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+        match v.pointer("/delta/type").and_then(Value::as_str) {
+            Some("thinking_delta") => thinking.push_str(v["delta"]["thinking"].as_str().unwrap_or("")),
+            Some("input_json_delta") => input.push_str(v["delta"]["partial_json"].as_str().unwrap_or("")),
+            _ => {}
+        }
+    }
+    assert_eq!(thinking, "the user is [EMAIL], so");
+    let input: Value = serde_json::from_str(&input).expect("the tool input is still JSON");
+    assert_eq!(input["to"], "[EMAIL]");
+}

@@ -8,7 +8,10 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use kt_policy::stream::{OutputGuard, SseEvent, SseParser, Step, StreamFormat, set_text_delta, text_deltas};
+use kt_policy::stream::{
+    ANTHROPIC_FIELDS, OutputGuard, SseEvent, SseParser, Step, StreamFormat, anthropic_delta_type, set_text_delta,
+    text_deltas,
+};
 use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 use kt_policy::wire::openai::OpenAiToAnthropicStream;
 use kt_policy::{CompiledPolicy, EvalOptions, Headers};
@@ -590,7 +593,7 @@ async fn blocked_native(
 
 /// The synthetic delta event carrying held-back text for stream `key` (sent before the
 /// event that closes that stream).
-fn delta_event(format: StreamFormat, key: u64, text: String, closing: &Value) -> SseEvent {
+fn delta_event(format: StreamFormat, key: u64, text: String, closing: &Value, field: &str) -> SseEvent {
     match format {
         StreamFormat::Responses => SseEvent {
             event: Some("response.output_text.delta".into()),
@@ -598,7 +601,7 @@ fn delta_event(format: StreamFormat, key: u64, text: String, closing: &Value) ->
         },
         _ => SseEvent {
             event: Some("content_block_delta".into()),
-            data: json!({"type": "content_block_delta", "index": key, "delta": {"type": "text_delta", "text": text}}).to_string(),
+            data: json!({"type": "content_block_delta", "index": key, "delta": {"type": anthropic_delta_type(field), field: text}}).to_string(),
         },
     }
 }
@@ -666,6 +669,8 @@ pub async fn relay_native(
     let mut parser = SseParser::new(MAX_EVENT);
     let mut guards: BTreeMap<u64, OutputGuard<'_>> = BTreeMap::new();
     let mut sent: BTreeMap<u64, String> = BTreeMap::new();
+    // Anthropic: the delta field of each block (text, thinking, a tool call's JSON).
+    let mut fields: BTreeMap<u64, &'static str> = BTreeMap::new();
     let mut usage = json!({});
     let mut done = false;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
@@ -764,7 +769,8 @@ pub async fn relay_native(
                 match guard.finish() {
                     Step::Emit(t) if !t.is_empty() => {
                         sent.entry(key).or_default().push_str(&t);
-                        out.extend_from_slice(&delta_event(format, key, t, &v).to_bytes());
+                        let field = fields.get(&key).copied().unwrap_or("text");
+                        out.extend_from_slice(&delta_event(format, key, t, &v, field).to_bytes());
                     }
                     Step::Emit(_) => {}
                     Step::Blocked(d) => return blocked_native(session, &mut out, format, &d).await,
@@ -775,6 +781,12 @@ pub async fn relay_native(
                 .into_iter()
                 .map(|(k, t)| (k, t.to_owned()))
                 .collect();
+            if let (Some((key, _)), Some(d)) = (deltas.first(), v.get("delta")) {
+                // Held text of this block goes out later in a delta of the block's own kind.
+                if let Some(f) = ANTHROPIC_FIELDS.iter().find(|f| d.get(**f).is_some()) {
+                    fields.insert(*key, f);
+                }
+            }
             let mut held_everything = !deltas.is_empty();
             for (key, text) in deltas {
                 let guard = guards

@@ -2,10 +2,24 @@
 //! can hand text deltas to an `OutputGuard` and put the guarded text back.
 //!
 //! - OpenAI chat completions: `choices[i].delta.content` (stream key: choice index).
-//! - Anthropic Messages: `content_block_delta` events, `delta.text` (key: block index).
+//! - Anthropic Messages: `content_block_delta` events, `delta.text`, `delta.thinking` or a
+//!   tool call's `delta.partial_json` (key: block index).
 //! - OpenAI Responses: `response.output_text.delta` events, `delta` (key: output index).
 
 use serde_json::Value;
+
+/// The text fields of Anthropic `content_block_delta` deltas: `text_delta`,
+/// `thinking_delta` and a tool call's `input_json_delta` (each block is one stream).
+pub const ANTHROPIC_FIELDS: &[&str] = &["text", "thinking", "partial_json"];
+
+/// The delta type whose text is carried in `field`.
+pub fn anthropic_delta_type(field: &str) -> &'static str {
+    match field {
+        "thinking" => "thinking_delta",
+        "partial_json" => "input_json_delta",
+        _ => "text_delta",
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamFormat {
@@ -36,10 +50,10 @@ pub fn text_deltas(format: StreamFormat, event: &Value) -> Vec<(u64, &str)> {
                 return Vec::new();
             }
             let key = event.get("index").and_then(Value::as_u64).unwrap_or(0);
-            event
-                .get("delta")
-                .and_then(|d| d.get("text"))
-                .and_then(Value::as_str)
+            let delta = event.get("delta");
+            ANTHROPIC_FIELDS
+                .iter()
+                .find_map(|f| delta.and_then(|d| d.get(*f)).and_then(Value::as_str))
                 .map(|t| vec![(key, t)])
                 .unwrap_or_default()
         }
@@ -71,7 +85,10 @@ pub fn set_text_delta(format: StreamFormat, event: &mut Value, key: u64, text: S
                     .and_then(|(_, c)| c.get_mut("delta"))
                     .and_then(|d| d.get_mut("content"))
             }),
-        StreamFormat::Anthropic => event.get_mut("delta").and_then(|d| d.get_mut("text")),
+        StreamFormat::Anthropic => event.get_mut("delta").and_then(|d| {
+            let field = ANTHROPIC_FIELDS.iter().find(|f| d.get(**f).is_some())?;
+            d.get_mut(*field)
+        }),
         StreamFormat::Responses => event.get_mut("delta"),
     };
     match slot {
@@ -100,6 +117,13 @@ mod tests {
         assert!(set_text_delta(StreamFormat::Anthropic, &mut an, 1, "[EMAIL]".into()));
         assert_eq!(an["delta"]["text"], "[EMAIL]");
         assert!(text_deltas(StreamFormat::Anthropic, &json!({"type": "message_stop"})).is_empty());
+        let mut th =
+            json!({"type": "content_block_delta", "index": 0, "delta": {"type": "thinking_delta", "thinking": "hm"}});
+        assert_eq!(text_deltas(StreamFormat::Anthropic, &th), vec![(0, "hm")]);
+        assert!(set_text_delta(StreamFormat::Anthropic, &mut th, 0, "HM".into()));
+        assert_eq!(th["delta"]["thinking"], "HM");
+        let tool = json!({"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": "{\"q\": \"a@b"}});
+        assert_eq!(text_deltas(StreamFormat::Anthropic, &tool), vec![(2, "{\"q\": \"a@b")]);
 
         let mut rs = json!({"type": "response.output_text.delta", "output_index": 0, "delta": "ok"});
         assert_eq!(text_deltas(StreamFormat::Responses, &rs), vec![(0, "ok")]);

@@ -7,6 +7,6 @@ pub mod edits;
 pub mod guard;
 pub mod sse;
 
-pub use delta::{StreamFormat, set_text_delta, text_deltas};
+pub use delta::{ANTHROPIC_FIELDS, StreamFormat, anthropic_delta_type, set_text_delta, text_deltas};
 pub use guard::{OutputGuard, Step};
 pub use sse::{SseError, SseEvent, SseParser};
