@@ -273,16 +273,8 @@ impl CompiledPolicy {
         // edits are led back to the source text below.
         let views: Vec<DetectionView<'_>> = texts.iter().map(|t| DetectionView::of(t.text)).collect();
         let folded = views.iter().any(DetectionView::is_folded);
-        let view_texts: Vec<TextSegment<'_>> = if folded {
-            texts
-                .iter()
-                .zip(&views)
-                .map(|(t, v)| TextSegment {
-                    role: t.role,
-                    path: Vec::new(),
-                    text: &v.text,
-                })
-                .collect()
+        let view_texts = if folded {
+            view_segments(texts, &views)
         } else {
             Vec::new()
         };
@@ -355,6 +347,19 @@ impl CompiledPolicy {
         }
         None
     }
+}
+
+/// The segments as the policies see them: each text's detection view, same roles.
+fn view_segments<'v>(texts: &[TextSegment<'_>], views: &'v [DetectionView<'_>]) -> Vec<TextSegment<'v>> {
+    texts
+        .iter()
+        .zip(views)
+        .map(|(t, v)| TextSegment {
+            role: t.role,
+            path: Vec::new(),
+            text: &v.text,
+        })
+        .collect()
 }
 
 /// Edits made on detection views, as edits of the source texts: ranges led back, and the
