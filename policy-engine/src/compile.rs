@@ -63,6 +63,7 @@ impl CompiledPolicy {
 
     /// Compiles a configuration that passed validation.
     pub fn compile(config: PolicyConfig) -> Result<Self, CompileError> {
+        crate::normalize::prepare();
         let mut chain = Vec::with_capacity(config.policies.chain.len());
         let mut plan = ScanPlan::default();
         for kind in &config.policies.chain {

@@ -194,6 +194,15 @@ fn bmp_table() -> &'static [u8] {
     })
 }
 
+/// Longest cluster normalised as one, in bytes.
+const MAX_CLUSTER: usize = 64;
+
+/// Builds the confusables table now (a few milliseconds, once per process), so no request
+/// pays for it: called when a policy compiles.
+pub fn prepare() {
+    bmp_table();
+}
+
 /// The view of `source` and its offset map; `None` when the view is the source itself.
 /// One pass: unchanged runs are copied whole, only what changes is looked at closely.
 fn fold(source: &str) -> Option<(String, OffsetMap)> {
@@ -252,7 +261,9 @@ fn fold_cluster(source: &str, at: usize, out: &mut String, cluster: &mut String)
     cluster.clear();
     let mut end = at;
     for (k, c) in source[at..].char_indices() {
-        if k > 0 && canonical_combining_class(c) == 0 {
+        // A run of marks longer than any real cluster ("zalgo" text) is cut into clusters
+        // of bounded size: normalising one cluster sorts its marks.
+        if k > 0 && (canonical_combining_class(c) == 0 || cluster.len() >= MAX_CLUSTER) {
             break;
         }
         cluster.push(c);
@@ -316,6 +327,15 @@ mod tests {
         for (disguised, plain) in cases {
             assert_eq!(view(disguised), plain, "{disguised:?}");
         }
+    }
+
+    #[test]
+    fn endless_combining_marks_fold_in_bounded_clusters() {
+        let zalgo = format!("a{}b project\u{200b} falcon", "\u{301}\u{316}\u{35c}".repeat(50_000));
+        let v = DetectionView::of(&zalgo);
+        assert!(v.text.ends_with("b project falcon"), "{}", &v.text[v.text.len() - 20..]);
+        let at = v.text.len() - "falcon".len();
+        assert_eq!(&zalgo[v.to_source(at..v.text.len())], "falcon");
     }
 
     #[test]

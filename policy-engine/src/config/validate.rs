@@ -206,6 +206,98 @@ fn check_serving(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// The checks of one target that need no other target.
+fn check_target(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
+    if let Some(p) = t.get("provider").and_then(Value::as_str)
+        && crate::provider_catalog::lookup(p).is_none()
+    {
+        let mut d = Diagnostic::error(
+            Code::InvalidEnumValue,
+            &format!("{base}.provider"),
+            format!("{base}.provider: unknown provider '{p}'"),
+        );
+        if let Some((prov, _)) = p.split_once(':') {
+            d = d.with_help(format!(
+                "the `provider:api:model` form is legacy; write `provider: {prov}` and put the model in `model`"
+            ));
+        } else if let Some(s) = did_you_mean(p, crate::provider_catalog::ids()) {
+            d = d.with_help(format!("Did you mean '{s}'?"));
+        } else {
+            d = d.with_help("for any OpenAI-compatible server use `provider: openai` with its `base_url`");
+        }
+        out.push(d);
+    }
+    check_serving(t, base, out);
+    if let Some(r) = t.get("secret_key_ref").and_then(Value::as_object) {
+        let n = ["env", "store"]
+            .iter()
+            .filter(|k| r.get(**k).is_some_and(|v| !v.is_null()))
+            .count();
+        if n != 1 {
+            out.push(Diagnostic::error(
+                Code::InvalidValue,
+                &format!("{base}.secret_key_ref"),
+                format!("{base}.secret_key_ref must set exactly one of `env` or `store` (found {n})"),
+            ));
+        }
+        if let Some(name) = r.get("store").and_then(Value::as_str)
+            && (name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+        {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    &format!("{base}.secret_key_ref.store"),
+                    format!("secret name '{name}' is not valid"),
+                )
+                .with_help("secret names use ASCII letters, digits, '_', '-' and '.' only"),
+            );
+        }
+    }
+    if let Some(r) = t.get("escalation_routing").and_then(Value::as_object) {
+        let n = ["team_id", "user_id"]
+            .iter()
+            .filter(|k| r.get(**k).is_some_and(|v| !v.is_null()))
+            .count();
+        if n != 1 {
+            out.push(Diagnostic::error(
+                Code::InvalidValue,
+                &format!("{base}.escalation_routing"),
+                format!("{base}.escalation_routing must set exactly one of `team_id` or `user_id`"),
+            ));
+        }
+    }
+    for (a, b) in [
+        ("cloudflare_account_id_env", "accountIdEnvar"),
+        ("snowflake_account_identifier_env", "accountIdentifierEnvar"),
+    ] {
+        if t.get(a).is_some() && t.get(b).is_some() {
+            out.push(Diagnostic::error(
+                Code::InvalidValue,
+                &format!("{base}.{b}"),
+                format!("`{b}` is an alias of `{a}`; set only one"),
+            ));
+        }
+    }
+    if let Some(url) = t.get("base_url").and_then(Value::as_str)
+        && !(url.starts_with("http://")
+            || url.starts_with("https://")
+            || url.starts_with("ws://")
+            || url.starts_with("wss://"))
+    {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                &format!("{base}.base_url"),
+                format!("{base}.base_url '{url}' is not an http(s) or ws(s) URL"),
+            )
+            .with_help("write the full URL, e.g. https://api.openai.com"),
+        );
+    }
+}
+
 fn check_targets(doc: &Value, out: &mut Vec<Diagnostic>) {
     let targets = get(doc, &["providers", "targets"])
         .and_then(Value::as_array)
@@ -228,94 +320,7 @@ fn check_targets(doc: &Value, out: &mut Vec<Diagnostic>) {
                 )),
             );
         }
-        if let Some(p) = t.get("provider").and_then(Value::as_str)
-            && crate::provider_catalog::lookup(p).is_none()
-        {
-            let mut d = Diagnostic::error(
-                Code::InvalidEnumValue,
-                &format!("{base}.provider"),
-                format!("{base}.provider: unknown provider '{p}'"),
-            );
-            if let Some((prov, _)) = p.split_once(':') {
-                d = d.with_help(format!(
-                    "the `provider:api:model` form is legacy; write `provider: {prov}` and put the model in `model`"
-                ));
-            } else if let Some(s) = did_you_mean(p, crate::provider_catalog::ids()) {
-                d = d.with_help(format!("Did you mean '{s}'?"));
-            } else {
-                d = d.with_help("for any OpenAI-compatible server use `provider: openai` with its `base_url`");
-            }
-            out.push(d);
-        }
-        check_serving(t, &base, out);
-        if let Some(r) = t.get("secret_key_ref").and_then(Value::as_object) {
-            let n = ["env", "store"]
-                .iter()
-                .filter(|k| r.get(**k).is_some_and(|v| !v.is_null()))
-                .count();
-            if n != 1 {
-                out.push(Diagnostic::error(
-                    Code::InvalidValue,
-                    &format!("{base}.secret_key_ref"),
-                    format!("{base}.secret_key_ref must set exactly one of `env` or `store` (found {n})"),
-                ));
-            }
-            if let Some(name) = r.get("store").and_then(Value::as_str)
-                && (name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
-            {
-                out.push(
-                    Diagnostic::error(
-                        Code::InvalidValue,
-                        &format!("{base}.secret_key_ref.store"),
-                        format!("secret name '{name}' is not valid"),
-                    )
-                    .with_help("secret names use ASCII letters, digits, '_', '-' and '.' only"),
-                );
-            }
-        }
-        if let Some(r) = t.get("escalation_routing").and_then(Value::as_object) {
-            let n = ["team_id", "user_id"]
-                .iter()
-                .filter(|k| r.get(**k).is_some_and(|v| !v.is_null()))
-                .count();
-            if n != 1 {
-                out.push(Diagnostic::error(
-                    Code::InvalidValue,
-                    &format!("{base}.escalation_routing"),
-                    format!("{base}.escalation_routing must set exactly one of `team_id` or `user_id`"),
-                ));
-            }
-        }
-        for (a, b) in [
-            ("cloudflare_account_id_env", "accountIdEnvar"),
-            ("snowflake_account_identifier_env", "accountIdentifierEnvar"),
-        ] {
-            if t.get(a).is_some() && t.get(b).is_some() {
-                out.push(Diagnostic::error(
-                    Code::InvalidValue,
-                    &format!("{base}.{b}"),
-                    format!("`{b}` is an alias of `{a}`; set only one"),
-                ));
-            }
-        }
-        if let Some(url) = t.get("base_url").and_then(Value::as_str)
-            && !(url.starts_with("http://")
-                || url.starts_with("https://")
-                || url.starts_with("ws://")
-                || url.starts_with("wss://"))
-        {
-            out.push(
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    &format!("{base}.base_url"),
-                    format!("{base}.base_url '{url}' is not an http(s) or ws(s) URL"),
-                )
-                .with_help("write the full URL, e.g. https://api.openai.com"),
-            );
-        }
+        check_target(t, &base, out);
     }
 
     let known: HashSet<&str> = ids.keys().copied().collect();

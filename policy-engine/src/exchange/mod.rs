@@ -265,14 +265,9 @@ fn collect_calls<'a>(m: &'a Value, out: &mut Vec<ToolUse<'a>>) {
         for call in calls {
             let f = call.get("function").unwrap_or(call);
             if let Some(name) = f.get("name").and_then(Value::as_str) {
-                let args = match f.get("arguments") {
-                    Some(Value::String(s)) => Some(ToolArgs::Encoded(s)),
-                    Some(v) => Some(ToolArgs::Value(v)),
-                    None => None,
-                };
                 out.push(ToolUse {
                     name,
-                    arguments: args,
+                    arguments: call_arguments(f),
                     declared_only: false,
                 });
             }
@@ -294,16 +289,19 @@ fn collect_calls<'a>(m: &'a Value, out: &mut Vec<ToolUse<'a>>) {
     if m.get("type").and_then(Value::as_str) == Some("function_call")
         && let Some(name) = m.get("name").and_then(Value::as_str)
     {
-        let args = match m.get("arguments") {
-            Some(Value::String(s)) => Some(ToolArgs::Encoded(s)),
-            Some(v) => Some(ToolArgs::Value(v)),
-            None => None,
-        };
         out.push(ToolUse {
             name,
-            arguments: args,
+            arguments: call_arguments(m),
             declared_only: false,
         });
+    }
+}
+
+/// The `arguments` of an OpenAI-style call: encoded in a string, or a JSON value.
+fn call_arguments(f: &Value) -> Option<ToolArgs<'_>> {
+    match f.get("arguments")? {
+        Value::String(s) => Some(ToolArgs::Encoded(s)),
+        v => Some(ToolArgs::Value(v)),
     }
 }
 
