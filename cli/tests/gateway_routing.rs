@@ -1025,3 +1025,105 @@ fn streamed_thinking_and_tool_input_are_guarded_like_text() {
     let input: Value = serde_json::from_str(&input).expect("the tool input is still JSON");
     assert_eq!(input["to"], "[EMAIL]");
 }
+
+#[test]
+fn streamed_reasoning_refusals_and_tool_arguments_are_guarded() {
+    let p = MockProvider::start(|_: &Request| {
+        let chunk = |delta: Value, finish: Value| {
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+            .to_string()
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        for piece in ["the user is jane", ".doe@exam", "ple.com"] {
+            events.push(chunk(json!({"reasoning_content": piece}), Value::Null));
+        }
+        for piece in ["I won't mail jane", ".doe@example", ".com"] {
+            events.push(chunk(json!({"refusal": piece}), Value::Null));
+        }
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "id": "t1", "type": "function", "function": {"name": "mail", "arguments": "{\"to\":\"jane"}}]}),
+            Value::Null,
+        ));
+        events.push(chunk(
+            json!({"tool_calls": [{"index": 0, "function": {"arguments": ".doe@example.com\"}"}}]}),
+            Value::Null,
+        ));
+        events.push(chunk(json!({}), json!("tool_calls")));
+        events.push("[DONE]".to_owned());
+        Reply::sse_data(events, 0)
+    });
+    let yaml = format!(
+        "{}providers:\n  targets:\n{}",
+        head("pii-detector"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("jane.doe"), "{}", r.text());
+    let (mut reasoning, mut refusal, mut args) = (String::new(), String::new(), String::new());
+    for (_, data) in sse_events(&r.body) {
+        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+        let d = &v["choices"][0]["delta"];
+        reasoning.push_str(d["reasoning_content"].as_str().unwrap_or(""));
+        refusal.push_str(d["refusal"].as_str().unwrap_or(""));
+        args.push_str(d["tool_calls"][0]["function"]["arguments"].as_str().unwrap_or(""));
+    }
+    assert_eq!(reasoning, "the user is [EMAIL]");
+    assert_eq!(refusal, "I won't mail [EMAIL]");
+    assert_eq!(args, "{\"to\":\"[EMAIL]\"}");
+}
+
+#[test]
+fn responses_streams_guard_function_arguments_and_every_whole_text_repeat() {
+    let p = MockProvider::start(|_: &Request| {
+        let item = json!({"id": "fc1", "type": "function_call", "call_id": "c1", "name": "mail", "arguments": "{\"to\":\"jane.doe@example.com\"}"});
+        let mut events: Vec<(Option<String>, String)> = Vec::new();
+        let mut push = |v: Value| events.push((v["type"].as_str().map(str::to_owned), v.to_string()));
+        push(json!({"type": "response.created", "response": {"id": "r", "output": []}}));
+        push(
+            json!({"type": "response.output_item.added", "output_index": 0, "item": {"id": "fc1", "type": "function_call", "name": "mail", "arguments": ""}}),
+        );
+        for piece in ["{\"to\":\"jane", ".doe@example", ".com\"}"] {
+            push(
+                json!({"type": "response.function_call_arguments.delta", "item_id": "fc1", "output_index": 0, "delta": piece}),
+            );
+        }
+        push(
+            json!({"type": "response.function_call_arguments.done", "item_id": "fc1", "output_index": 0, "arguments": "{\"to\":\"jane.doe@example.com\"}"}),
+        );
+        push(json!({"type": "response.output_item.done", "output_index": 0, "item": item.clone()}));
+        push(
+            json!({"type": "response.completed", "response": {"id": "r", "output": [item], "usage": {"input_tokens": 1, "output_tokens": 2}}}),
+        );
+        Reply::Sse {
+            events,
+            split: 0,
+            pace: Duration::from_millis(1),
+        }
+    });
+    let yaml = format!(
+        "{}providers:\n  targets:\n{}",
+        head("pii-detector"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let body = json!({"model": "m", "stream": true, "input": "mail her"}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/responses", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200);
+    assert!(!r.text().contains("jane.doe"), "{}", r.text());
+    let mut streamed = String::new();
+    let mut completed = Value::Null;
+    for (name, data) in sse_events(&r.body) {
+        let v: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
+        match name.as_deref() {
+            Some("response.function_call_arguments.delta") => streamed.push_str(v["delta"].as_str().unwrap_or("")),
+            Some("response.completed") => completed = v,
+            _ => {}
+        }
+    }
+    assert_eq!(streamed, "{\"to\":\"[EMAIL]\"}");
+    assert_eq!(completed["response"]["output"][0]["arguments"], "{\"to\":\"[EMAIL]\"}");
+}

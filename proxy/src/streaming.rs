@@ -9,8 +9,8 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use kt_policy::stream::{
-    ANTHROPIC_FIELDS, OutputGuard, SseEvent, SseParser, Step, StreamFormat, anthropic_delta_type, set_text_delta,
-    text_deltas,
+    ANTHROPIC_FIELDS, CHAT_FIELDS, OutputGuard, RESPONSES_STREAMS, SseEvent, SseParser, Step, StreamFormat,
+    anthropic_delta_type, chat_key, chat_key_parts, responses_key, responses_stream_key, set_text_delta, text_deltas,
 };
 use kt_policy::wire::anthropic::AnthropicToOpenAiStream;
 use kt_policy::wire::openai::OpenAiToAnthropicStream;
@@ -103,9 +103,12 @@ fn chunk_like(template: Option<&Value>, key: u64, delta: Value) -> Value {
     v
 }
 
-/// A chunk carrying `text` for choice `key`.
+/// A chunk carrying `text` for the stream `key` (a choice and one of its text fields).
 fn text_chunk(template: Option<&Value>, key: u64, text: String) -> Value {
-    chunk_like(template, key, json!({"content": text}))
+    let (choice, field) = chat_key_parts(key);
+    let mut delta = serde_json::Map::new();
+    delta.insert(field.to_owned(), Value::String(text));
+    chunk_like(template, choice, Value::Object(delta))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -133,8 +136,9 @@ pub async fn relay(
     let raw = translator.is_none()
         && !policy.runs_phase(kt_policy::Phase::Output)
         && !policy.runs_phase(kt_policy::Phase::Tool);
-    // Streamed tool calls are held until complete, checked by the tool phase, then sent.
-    let tool_phase = policy.runs_phase(kt_policy::Phase::Tool);
+    // Streamed tool calls are held until complete, checked by the tool and output phases
+    // (their arguments are text the output policies read), then sent.
+    let tool_phase = policy.runs_phase(kt_policy::Phase::Tool) || policy.runs_phase(kt_policy::Phase::Output);
     let mut calls: Vec<HeldCall> = Vec::new();
     loop {
         let chunk = match next_chunk(session, &mut exchange, &mut out).await? {
@@ -230,26 +234,29 @@ pub async fn relay(
                 continue;
             }
             // Text still held for a choice goes out before that choice's finish reason.
-            let finishing: Vec<(u64, String)> = v
+            let finishing: Vec<u64> = v
                 .get("choices")
                 .and_then(Value::as_array)
                 .map(|cs| {
                     cs.iter()
                         .enumerate()
                         .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-                        .map(|(i, c)| {
-                            let key = c.get("index").and_then(Value::as_u64).unwrap_or(i as u64);
-                            let text = c.pointer("/delta/content").and_then(Value::as_str).unwrap_or("");
-                            (key, text.to_owned())
-                        })
+                        .map(|(i, c)| c.get("index").and_then(Value::as_u64).unwrap_or(i as u64))
                         .collect()
                 })
                 .unwrap_or_default();
+            let in_chunk: Vec<(u64, String)> = text_deltas(StreamFormat::OpenAiChat, &v)
+                .into_iter()
+                .map(|(k, t)| (k, t.to_owned()))
+                .collect();
             let mut flushed: Vec<u64> = Vec::new();
-            for (key, pending_delta) in &finishing {
-                let key = *key;
-                if let Some(guard) = guards.get_mut(&key) {
+            for choice in &finishing {
+                let keys = chat_key(*choice, 0)..chat_key(*choice, CHAT_FIELDS.len());
+                let held: Vec<u64> = guards.range(keys).map(|(k, _)| *k).collect();
+                for key in held {
+                    let Some(guard) = guards.get_mut(&key) else { continue };
                     flushed.push(key);
+                    let pending_delta = in_chunk.iter().find(|(k, _)| *k == key).map_or("", |(_, t)| t.as_str());
                     match guard.push(pending_delta) {
                         Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
                         Step::Emit(head) => {
@@ -268,12 +275,7 @@ pub async fn relay(
                     }
                 }
             }
-            let deltas: Vec<(u64, String)> = text_deltas(StreamFormat::OpenAiChat, &v)
-                .into_iter()
-                .filter(|(key, _)| !flushed.contains(key))
-                .map(|(k, t)| (k, t.to_owned()))
-                .collect();
-            for (key, text) in deltas {
+            for (key, text) in in_chunk.into_iter().filter(|(key, _)| !flushed.contains(key)) {
                 let guard = guards
                     .entry(key)
                     .or_insert_with(|| OutputGuard::new(policy, request, headers, opts));
@@ -462,16 +464,18 @@ fn to_openai_events(
     Ok(out)
 }
 
-/// A chunk whose every delta is just `{"content": ""}` (text held back): nothing to send.
+/// A chunk whose every delta is only empty text fields (text held back): nothing to send.
 fn only_empty_text(v: &Value) -> bool {
     v.get("usage").is_none()
         && v.get("choices").and_then(Value::as_array).is_some_and(|choices| {
             !choices.is_empty()
                 && choices.iter().all(|c| {
                     c.get("finish_reason").is_none_or(Value::is_null)
-                        && c.get("delta")
-                            .and_then(Value::as_object)
-                            .is_some_and(|d| d.len() == 1 && d.get("content").and_then(Value::as_str) == Some(""))
+                        && c.get("delta").and_then(Value::as_object).is_some_and(|d| {
+                            !d.is_empty()
+                                && d.iter()
+                                    .all(|(k, v)| CHAT_FIELDS.contains(&k.as_str()) && v.as_str() == Some(""))
+                        })
                 })
         })
 }
@@ -595,10 +599,21 @@ async fn blocked_native(
 /// event that closes that stream).
 fn delta_event(format: StreamFormat, key: u64, text: String, closing: &Value, field: &str) -> SseEvent {
     match format {
-        StreamFormat::Responses => SseEvent {
-            event: Some("response.output_text.delta".into()),
-            data: json!({"type": "response.output_text.delta", "item_id": closing.get("item_id"), "output_index": key, "content_index": closing.get("content_index").cloned().unwrap_or_else(|| json!(0)), "delta": text}).to_string(),
-        },
+        StreamFormat::Responses => {
+            let kind = RESPONSES_STREAMS[((key >> 8) & 0xff) as usize % RESPONSES_STREAMS.len()].0;
+            let mut event = serde_json::Map::new();
+            event.insert("type".into(), json!(kind));
+            for name in ["item_id", "output_index", "content_index", "summary_index"] {
+                if let Some(x) = closing.get(name) {
+                    event.insert(name.into(), x.clone());
+                }
+            }
+            event.insert("delta".into(), Value::String(text));
+            SseEvent {
+                event: Some(kind.into()),
+                data: Value::Object(event).to_string(),
+            }
+        }
         _ => SseEvent {
             event: Some("content_block_delta".into()),
             data: json!({"type": "content_block_delta", "index": key, "delta": {"type": anthropic_delta_type(field), field: text}}).to_string(),
@@ -608,44 +623,109 @@ fn delta_event(format: StreamFormat, key: u64, text: String, closing: &Value, fi
 
 /// Responses events that repeat the whole text: put the text the client actually received.
 fn rewrite_full_text(v: &mut Value, kind: &str, sent: &BTreeMap<u64, String>) {
-    let index = v.get("output_index").and_then(Value::as_u64);
-    let set_parts = |parts: Option<&mut Value>, text: &str| {
-        if let Some(Value::Array(parts)) = parts {
-            for p in parts {
-                if p.get("type").and_then(Value::as_str) == Some("output_text") {
-                    p["text"] = json!(text);
-                }
-            }
+    let index = |v: &Value, name: &str| v.get(name).and_then(Value::as_u64).unwrap_or(0);
+    if let Some((key, true)) = responses_key(v) {
+        let field = RESPONSES_STREAMS[((key >> 8) & 0xff) as usize % RESPONSES_STREAMS.len()].2;
+        if let Some(t) = sent.get(&key) {
+            v[field] = json!(t);
         }
-    };
+        return;
+    }
     match kind {
-        "response.output_text.done" => {
-            if let Some(t) = index.and_then(|i| sent.get(&i)) {
-                v["text"] = json!(t);
-            }
-        }
         "response.content_part.done" => {
-            if let Some(t) = index.and_then(|i| sent.get(&i))
-                && v.pointer("/part/type").and_then(Value::as_str) == Some("output_text")
-            {
-                v["part"]["text"] = json!(t);
+            let (oi, ci) = (index(v, "output_index"), index(v, "content_index"));
+            if let Some(part) = v.get_mut("part") {
+                rewrite_part(part, oi, ci, sent);
             }
         }
         "response.output_item.done" => {
-            if let Some(t) = index.and_then(|i| sent.get(&i)) {
-                set_parts(v.pointer_mut("/item/content"), t);
+            let oi = index(v, "output_index");
+            if let Some(item) = v.get_mut("item") {
+                rewrite_item(item, oi, sent);
             }
         }
         "response.completed" | "response.incomplete" | "response.failed" => {
             if let Some(Value::Array(items)) = v.pointer_mut("/response/output") {
                 for (i, item) in items.iter_mut().enumerate() {
-                    if let Some(t) = sent.get(&(i as u64)) {
-                        set_parts(item.get_mut("content"), t);
-                    }
+                    rewrite_item(item, i as u64, sent);
                 }
             }
         }
         _ => {}
+    }
+}
+
+/// One output item of a Responses answer, with each streamed text as the client got it.
+fn rewrite_item(item: &mut Value, oi: u64, sent: &BTreeMap<u64, String>) {
+    match item.get("type").and_then(Value::as_str) {
+        Some("function_call") => {
+            if let Some(t) = sent.get(&responses_stream_key(oi, 2, 0)) {
+                item["arguments"] = json!(t);
+            }
+        }
+        Some("reasoning") => {
+            if let Some(Value::Array(parts)) = item.get_mut("summary") {
+                for (j, part) in parts.iter_mut().enumerate() {
+                    if let Some(t) = sent.get(&responses_stream_key(oi, 3, j as u64)) {
+                        part["text"] = json!(t);
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Some(Value::Array(parts)) = item.get_mut("content") {
+                for (j, part) in parts.iter_mut().enumerate() {
+                    rewrite_part(part, oi, j as u64, sent);
+                }
+            }
+        }
+    }
+}
+
+/// A message content part: its `text` (output text) or `refusal` as streamed.
+fn rewrite_part(part: &mut Value, oi: u64, ci: u64, sent: &BTreeMap<u64, String>) {
+    let (kind, field) = match part.get("type").and_then(Value::as_str) {
+        Some("output_text") => (0, "text"),
+        Some("refusal") => (1, "refusal"),
+        _ => return,
+    };
+    if let Some(t) = sent.get(&responses_stream_key(oi, kind, ci)) {
+        part[field] = json!(t);
+    }
+}
+
+/// Responses events that carry whole output items (an item done, the completed answer):
+/// the output phase runs over them as over a whole answer, so text the stream never sent
+/// as deltas cannot reach the client unchecked. `Err` holds the decision of a block.
+fn check_whole_items(
+    v: &mut Value,
+    kind: &str,
+    policy: &CompiledPolicy,
+    request: &Value,
+    headers: &Headers,
+    opts: EvalOptions,
+) -> std::result::Result<(), Box<kt_policy::Decision>> {
+    let (slot, wrap) = match kind {
+        "response.output_item.done" => ("item", true),
+        "response.completed" | "response.incomplete" | "response.failed" => ("response", false),
+        _ => return Ok(()),
+    };
+    let Some(inner) = v.get_mut(slot) else { return Ok(()) };
+    let mut body = if wrap {
+        json!({"output": [std::mem::take(inner)]})
+    } else {
+        std::mem::take(inner)
+    };
+    let d = policy.evaluate_response(request, &mut body, headers, opts);
+    *inner = if wrap {
+        body.pointer_mut("/output/0").map(std::mem::take).unwrap_or(Value::Null)
+    } else {
+        body
+    };
+    if d.verdict.is_terminal() {
+        Err(Box::new(d))
+    } else {
+        Ok(())
     }
 }
 
@@ -760,7 +840,7 @@ pub async fn relay_native(
             // Held text goes out before the event that closes its block.
             let closing = match (format, kind.as_str()) {
                 (StreamFormat::Anthropic, "content_block_stop") => v.get("index").and_then(Value::as_u64),
-                (StreamFormat::Responses, "response.output_text.done") => v.get("output_index").and_then(Value::as_u64),
+                (StreamFormat::Responses, _) => responses_key(&v).filter(|(_, closes)| *closes).map(|(k, _)| k),
                 _ => None,
             };
             if let Some(key) = closing
@@ -803,6 +883,9 @@ pub async fn relay_native(
             }
             if format == StreamFormat::Responses {
                 rewrite_full_text(&mut v, &kind, &sent);
+                if let Err(d) = check_whole_items(&mut v, &kind, policy, request, headers, opts) {
+                    return blocked_native(session, &mut out, format, &d).await;
+                }
             }
             if held_everything {
                 continue;
