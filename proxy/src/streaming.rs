@@ -21,21 +21,58 @@ use pingora::protocols::http::ServerSession as Session;
 use serde_json::{Value, json};
 
 use crate::respond;
-use crate::upstream::Exchange;
+use crate::upstream::{Exchange, UpstreamError};
 
 /// Why a guarded stream ends at an event it cannot read: text the policies cannot see is
 /// never passed on.
 const NOT_JSON: &str =
     "the upstream sent a stream event whose data is not JSON; the stream ends here rather than pass it on unchecked";
 
+/// Where a relayed stream goes: the client's session (or a buffer, in tests).
+pub trait StreamSink: Send {
+    fn head(&mut self, head: Box<ResponseHeader>) -> impl Future<Output = Result<()>> + Send;
+    fn body(&mut self, bytes: Bytes, end: bool) -> impl Future<Output = Result<()>> + Send;
+}
+
+impl StreamSink for Session {
+    fn head(&mut self, head: Box<ResponseHeader>) -> impl Future<Output = Result<()>> + Send {
+        self.write_response_header(head)
+    }
+    fn body(&mut self, bytes: Bytes, end: bool) -> impl Future<Output = Result<()>> + Send {
+        self.write_response_body(bytes, end)
+    }
+}
+
+/// Where a relayed stream comes from: the upstream's answer (or chunks, in tests).
+pub trait StreamSource: Send {
+    /// The next chunk if it can be had without waiting.
+    fn ready_chunk(&mut self) -> Option<std::result::Result<Option<Bytes>, UpstreamError>>;
+    /// The next chunk; `None` at the end.
+    fn chunk(&mut self) -> impl Future<Output = std::result::Result<Option<Bytes>, UpstreamError>> + Send;
+    /// The stream was read to its end: the connection may be reused.
+    fn release(self);
+}
+
+impl StreamSource for Exchange<'_> {
+    fn ready_chunk(&mut self) -> Option<std::result::Result<Option<Bytes>, UpstreamError>> {
+        Exchange::ready_chunk(self)
+    }
+    fn chunk(&mut self) -> impl Future<Output = std::result::Result<Option<Bytes>, UpstreamError>> + Send {
+        Exchange::chunk(self)
+    }
+    fn release(self) {
+        Exchange::release(self)
+    }
+}
+
 /// Largest single event accepted from the upstream.
 const MAX_EVENT: usize = 1024 * 1024;
 
-async fn send(session: &mut Session, event: &SseEvent) -> Result<()> {
-    session.write_response_body(Bytes::from(event.to_bytes()), false).await
+async fn send(session: &mut impl StreamSink, event: &SseEvent) -> Result<()> {
+    session.body(Bytes::from(event.to_bytes()), false).await
 }
 
-async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
+async fn send_json(session: &mut impl StreamSink, v: &Value) -> Result<()> {
     send(session, &SseEvent::data(v.to_string())).await
 }
 
@@ -44,10 +81,10 @@ async fn send_json(session: &mut Session, v: &Value) -> Result<()> {
 /// everything gathered is written to the client (nothing is held back for batching).
 /// A body read that is not ready has consumed nothing, so dropping it loses no data.
 async fn next_chunk(
-    session: &mut Session,
-    exchange: &mut Exchange<'_>,
+    session: &mut impl StreamSink,
+    exchange: &mut impl StreamSource,
     out: &mut Vec<u8>,
-) -> Result<std::result::Result<Option<Bytes>, crate::upstream::UpstreamError>> {
+) -> Result<std::result::Result<Option<Bytes>, UpstreamError>> {
     if out.len() < 64 * 1024
         && let Some(ready) = exchange.ready_chunk()
     {
@@ -63,24 +100,24 @@ fn push_json(out: &mut Vec<u8>, v: &Value) {
 }
 
 /// Writes the events gathered from one upstream read in one go.
-async fn flush(session: &mut Session, out: &mut Vec<u8>) -> Result<()> {
+async fn flush(session: &mut impl StreamSink, out: &mut Vec<u8>) -> Result<()> {
     if out.is_empty() {
         return Ok(());
     }
     let bytes = Bytes::from(std::mem::take(out));
-    session.write_response_body(bytes, false).await
+    session.body(bytes, false).await
 }
 
 /// Ends the stream: what was cleared so far, an error event and `[DONE]`.
-async fn fail(session: &mut Session, out: &mut Vec<u8>, body: Value) -> Result<Option<Value>> {
+async fn fail(session: &mut impl StreamSink, out: &mut Vec<u8>, body: Value) -> Result<Option<Value>> {
     push_json(out, &body);
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
-    session.write_response_body(Bytes::new(), true).await?;
+    session.body(Bytes::new(), true).await?;
     Ok(None)
 }
 
-async fn stream_header(session: &mut Session, extra: &respond::Headers) -> Result<()> {
+async fn stream_header(session: &mut impl StreamSink, extra: &respond::Headers) -> Result<()> {
     let mut resp = ResponseHeader::build_no_case(200, Some(4 + extra.len()))?;
     resp.insert_header("content-type", "text/event-stream")?;
     resp.insert_header("cache-control", "no-cache")?;
@@ -88,7 +125,7 @@ async fn stream_header(session: &mut Session, extra: &respond::Headers) -> Resul
     for (k, v) in extra {
         resp.insert_header(*k, v.as_str())?;
     }
-    session.write_response_header(Box::new(resp)).await
+    session.head(Box::new(resp)).await
 }
 
 /// A chunk with `delta` for choice `key`, shaped like the upstream's own chunks.
@@ -113,8 +150,8 @@ fn text_chunk(template: Option<&Value>, key: u64, text: String) -> Value {
 
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
-    session: &mut Session,
-    mut exchange: Exchange<'_>,
+    session: &mut impl StreamSink,
+    mut exchange: impl StreamSource,
     policy: &CompiledPolicy,
     request: &Value,
     headers: &Headers,
@@ -322,7 +359,7 @@ pub async fn relay(
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.write_response_body(Bytes::new(), true).await?;
+    session.body(Bytes::new(), true).await?;
     Ok(usage)
 }
 
@@ -488,7 +525,12 @@ fn output_blocked(d: &kt_policy::Decision) -> Value {
 
 /// Replays a cached chat completion to a streaming client: one role chunk, one chunk per
 /// choice with its whole text (and tool calls), the finish chunks, usage when asked, `[DONE]`.
-pub async fn replay(session: &mut Session, body: &[u8], include_usage: bool, extra: respond::Headers) -> Result<()> {
+pub async fn replay(
+    session: &mut impl StreamSink,
+    body: &[u8],
+    include_usage: bool,
+    extra: respond::Headers,
+) -> Result<()> {
     let v: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
     stream_header(session, &extra).await?;
     let base = json!({
@@ -552,12 +594,12 @@ pub async fn replay(session: &mut Session, body: &[u8], include_usage: bool, ext
         send_json(session, &c).await?;
     }
     send(session, &SseEvent::data("[DONE]")).await?;
-    session.write_response_body(Bytes::new(), true).await
+    session.body(Bytes::new(), true).await
 }
 
 /// An error event in the client's stream format, then `[DONE]`.
 async fn fail_native(
-    session: &mut Session,
+    session: &mut impl StreamSink,
     out: &mut Vec<u8>,
     format: StreamFormat,
     code: &str,
@@ -577,12 +619,12 @@ async fn fail_native(
     out.extend_from_slice(&event.to_bytes());
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
-    session.write_response_body(Bytes::new(), true).await?;
+    session.body(Bytes::new(), true).await?;
     Ok(None)
 }
 
 async fn blocked_native(
-    session: &mut Session,
+    session: &mut impl StreamSink,
     out: &mut Vec<u8>,
     format: StreamFormat,
     d: &kt_policy::Decision,
@@ -735,8 +777,8 @@ fn check_whole_items(
 /// usage the stream reported.
 #[allow(clippy::too_many_arguments)]
 pub async fn relay_native(
-    session: &mut Session,
-    mut exchange: Exchange<'_>,
+    session: &mut impl StreamSink,
+    mut exchange: impl StreamSource,
     format: StreamFormat,
     policy: &CompiledPolicy,
     request: &Value,
@@ -918,6 +960,343 @@ pub async fn relay_native(
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.write_response_body(Bytes::new(), true).await?;
+    session.body(Bytes::new(), true).await?;
     Ok(Some(usage))
+}
+
+#[cfg(test)]
+mod tests {
+    //! The streamed answer a client gets equals the whole answer after policies, however the
+    //! upstream's bytes are cut: every split point, and random cuttings into small pieces.
+
+    use std::collections::VecDeque;
+
+    use kt_policy::config::{Source, load_sources};
+
+    use super::*;
+
+    /// Chunks handed out one at a time, as an upstream would.
+    struct Chunks(VecDeque<Bytes>);
+
+    impl StreamSource for Chunks {
+        fn ready_chunk(&mut self) -> Option<std::result::Result<Option<Bytes>, UpstreamError>> {
+            Some(Ok(self.0.pop_front()))
+        }
+        async fn chunk(&mut self) -> std::result::Result<Option<Bytes>, UpstreamError> {
+            Ok(self.0.pop_front())
+        }
+        fn release(self) {}
+    }
+
+    /// What the client was sent.
+    #[derive(Default)]
+    struct Client(Vec<u8>);
+
+    impl StreamSink for Client {
+        async fn head(&mut self, _: Box<ResponseHeader>) -> Result<()> {
+            Ok(())
+        }
+        async fn body(&mut self, bytes: Bytes, _: bool) -> Result<()> {
+            self.0.extend_from_slice(&bytes);
+            Ok(())
+        }
+    }
+
+    fn policy() -> CompiledPolicy {
+        let yaml = "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [pii-detector, dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, sensitivity_level: restricted, blocked_terms: [Project Falcon]}\n";
+        let out = load_sources(&[Source {
+            name: "t.yaml".into(),
+            text: yaml.into(),
+        }]);
+        CompiledPolicy::compile(out.config.expect("valid")).expect("compiles")
+    }
+
+    /// An answer holding secrets, longer than the hold-back window.
+    fn text() -> String {
+        format!(
+            "{}Write to jane.doe@example.com or call 415-555-0132 about project\nfalcon; the key is AKIAIOSFODNN7EXAMPLE. {}",
+            "Some harmless words to start the answer with. ".repeat(6),
+            "And more harmless text after it all. ".repeat(6)
+        )
+    }
+
+    /// The text as deltas: cut at `split` (a byte offset), the rest in pieces of 7 characters.
+    fn pieces(text: &str, split: usize) -> Vec<String> {
+        let (head, tail) = text.split_at(split);
+        let chars: Vec<char> = tail.chars().collect();
+        let mut out = vec![head.to_owned()];
+        out.extend(chars.chunks(7).map(|c| c.iter().collect::<String>()));
+        out.retain(|p| !p.is_empty());
+        out
+    }
+
+    fn sse(events: &[(Option<&str>, Value)]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for (name, data) in events {
+            if let Some(n) = name {
+                out.extend_from_slice(format!("event: {n}\n").as_bytes());
+            }
+            out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
+        }
+        out
+    }
+
+    fn chat_stream(text: &str, split: usize) -> Vec<u8> {
+        let chunk = |delta: Value, finish: Value| {
+            (
+                None,
+                json!({"id": "c", "object": "chat.completion.chunk", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}),
+            )
+        };
+        let mut events = vec![chunk(json!({"role": "assistant", "content": ""}), Value::Null)];
+        events.extend(
+            pieces(text, split)
+                .into_iter()
+                .map(|p| chunk(json!({"content": p}), Value::Null)),
+        );
+        events.push(chunk(json!({}), json!("stop")));
+        let mut bytes = sse(&events);
+        bytes.extend_from_slice(b"data: [DONE]\n\n");
+        bytes
+    }
+
+    fn anthropic_stream(text: &str, split: usize) -> Vec<u8> {
+        let mut events = vec![
+            (
+                Some("message_start"),
+                json!({"type": "message_start", "message": {"id": "m", "content": [], "usage": {"input_tokens": 1}}}),
+            ),
+            (
+                Some("content_block_start"),
+                json!({"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}}),
+            ),
+        ];
+        events.extend(pieces(text, split).into_iter().map(|p| {
+            (
+                Some("content_block_delta"),
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": p}}),
+            )
+        }));
+        events.push((
+            Some("content_block_stop"),
+            json!({"type": "content_block_stop", "index": 0}),
+        ));
+        events.push((Some("message_stop"), json!({"type": "message_stop"})));
+        sse(&events)
+    }
+
+    fn responses_stream(text: &str, split: usize) -> Vec<u8> {
+        let part = json!({"type": "output_text", "text": text});
+        let item = json!({"id": "i", "type": "message", "role": "assistant", "content": [part]});
+        let mut events = vec![(
+            Some("response.created"),
+            json!({"type": "response.created", "response": {"id": "r", "output": []}}),
+        )];
+        events.extend(pieces(text, split).into_iter().map(|p| {
+            (
+                Some("response.output_text.delta"),
+                json!({"type": "response.output_text.delta", "item_id": "i", "output_index": 0, "content_index": 0, "delta": p}),
+            )
+        }));
+        events.push((Some("response.output_text.done"), json!({"type": "response.output_text.done", "item_id": "i", "output_index": 0, "content_index": 0, "text": text})));
+        events.push((Some("response.content_part.done"), json!({"type": "response.content_part.done", "item_id": "i", "output_index": 0, "content_index": 0, "part": part})));
+        events.push((
+            Some("response.output_item.done"),
+            json!({"type": "response.output_item.done", "output_index": 0, "item": item}),
+        ));
+        events.push((
+            Some("response.completed"),
+            json!({"type": "response.completed", "response": {"id": "r", "output": [item]}}),
+        ));
+        sse(&events)
+    }
+
+    /// Builds the upstream bytes of a streamed answer whose first delta ends at a split.
+    type StreamOf = fn(&str, usize) -> Vec<u8>;
+
+    /// Where each event of an SSE byte stream ends.
+    fn event_ends(bytes: &[u8]) -> Vec<usize> {
+        bytes
+            .windows(2)
+            .enumerate()
+            .filter(|(_, w)| w == b"\n\n")
+            .map(|(i, _)| i + 2)
+            .collect()
+    }
+
+    /// Runs the relay of `format` over `bytes` cut at `cuts`; the client's bytes.
+    fn relay_cut(
+        rt: &tokio::runtime::Runtime,
+        policy: &CompiledPolicy,
+        format: StreamFormat,
+        bytes: &[u8],
+        cuts: &[usize],
+    ) -> Vec<u8> {
+        let mut chunks = VecDeque::new();
+        let mut at = 0;
+        for &c in cuts.iter().chain([bytes.len()].iter()) {
+            if c > at {
+                chunks.push_back(Bytes::copy_from_slice(&bytes[at..c]));
+                at = c;
+            }
+        }
+        let request = json!({"messages": []});
+        let headers = Headers::new();
+        let opts = EvalOptions::default();
+        let mut client = Client::default();
+        rt.block_on(async {
+            let source = Chunks(chunks);
+            let done = match format {
+                StreamFormat::OpenAiChat => {
+                    relay(
+                        &mut client,
+                        source,
+                        policy,
+                        &request,
+                        &headers,
+                        opts,
+                        false,
+                        None,
+                        Vec::new(),
+                    )
+                    .await
+                }
+                _ => {
+                    relay_native(
+                        &mut client,
+                        source,
+                        format,
+                        policy,
+                        &request,
+                        &headers,
+                        opts,
+                        None,
+                        Vec::new(),
+                    )
+                    .await
+                }
+            };
+            done.expect("relayed");
+        });
+        client.0
+    }
+
+    /// The text the client received, and every whole-text repeat it was sent.
+    fn received(format: StreamFormat, bytes: &[u8]) -> (String, Vec<String>) {
+        let mut parser = SseParser::new(MAX_EVENT);
+        let events = parser.push(bytes).expect("client gets valid SSE");
+        let (mut text, mut repeats) = (String::new(), Vec::new());
+        for e in events.iter().filter(|e| !e.is_done()) {
+            let v: Value = serde_json::from_str(&e.data).expect("client events are JSON");
+            assert!(
+                v.get("error").is_none() && v.get("type") != Some(&json!("error")),
+                "{v}"
+            );
+            match format {
+                StreamFormat::OpenAiChat => text.push_str(
+                    v.pointer("/choices/0/delta/content")
+                        .and_then(Value::as_str)
+                        .unwrap_or(""),
+                ),
+                StreamFormat::Anthropic => {
+                    text.push_str(v.pointer("/delta/text").and_then(Value::as_str).unwrap_or(""))
+                }
+                StreamFormat::Responses => {
+                    for pointer in [
+                        "/text",
+                        "/part/text",
+                        "/item/content/0/text",
+                        "/response/output/0/content/0/text",
+                    ] {
+                        if v["type"] != json!("response.output_text.delta")
+                            && let Some(t) = v.pointer(pointer).and_then(Value::as_str)
+                        {
+                            repeats.push(t.to_owned());
+                        }
+                    }
+                    if v["type"] == json!("response.output_text.delta") {
+                        text.push_str(v["delta"].as_str().unwrap_or(""));
+                    }
+                }
+            }
+        }
+        (text, repeats)
+    }
+
+    /// The whole answer's text after the output policies.
+    fn whole(policy: &CompiledPolicy, text: &str) -> String {
+        let mut answer = json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]});
+        let d = policy.evaluate_response(
+            &json!({"messages": []}),
+            &mut answer,
+            &Headers::new(),
+            EvalOptions::default(),
+        );
+        assert_eq!(d.verdict, kt_policy::Verdict::Redact);
+        answer["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
+    #[test]
+    fn any_cutting_of_the_upstream_bytes_gives_the_whole_answer_after_policies() {
+        let policy = policy();
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let text = text();
+        let want = whole(&policy, &text);
+        for secret in [
+            "jane.doe@example.com",
+            "415-555-0132",
+            "AKIAIOSFODNN7EXAMPLE",
+            "project\nfalcon",
+        ] {
+            assert!(text.contains(secret) && !want.contains(secret), "{secret} in {want}");
+        }
+        // The secrets split at every position between two deltas (one upstream chunk per
+        // event), then the bytes of a stream cut at random into pieces of 1 to 32 bytes.
+        let mut splits: Vec<usize> = Vec::new();
+        for secret in [
+            "jane.doe@example.com",
+            "415-555-0132",
+            "AKIAIOSFODNN7EXAMPLE",
+            "project\nfalcon",
+        ] {
+            let at = text.find(secret).unwrap_or(0);
+            splits.extend((at.saturating_sub(2)..=at + secret.len() + 2).filter(|c| text.is_char_boundary(*c)));
+        }
+        let streams: [(StreamFormat, StreamOf); 3] = [
+            (StreamFormat::OpenAiChat, chat_stream),
+            (StreamFormat::Anthropic, anthropic_stream),
+            (StreamFormat::Responses, responses_stream),
+        ];
+        for (format, stream) in streams {
+            let mut runs: Vec<(Vec<u8>, Vec<usize>)> = Vec::new();
+            for &split in &splits {
+                let bytes = stream(&text, split);
+                let cuts = event_ends(&bytes);
+                runs.push((bytes, cuts));
+            }
+            let bytes = stream(&text, 0);
+            let mut seed = 11u64;
+            for _ in 0..40 {
+                let mut cuts = Vec::new();
+                let mut at = 0;
+                while at < bytes.len() {
+                    seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    at += 1 + (seed >> 59) as usize;
+                    cuts.push(at.min(bytes.len()));
+                }
+                runs.push((bytes.clone(), cuts));
+            }
+            for (bytes, cuts) in &runs {
+                let out = relay_cut(&rt, &policy, format, bytes, cuts);
+                let (got, repeats) = received(format, &out);
+                assert_eq!(got, want, "{format:?} cut at {cuts:?}");
+                for r in repeats {
+                    assert_eq!(r, want, "{format:?}: a whole-text repeat differs, cut at {cuts:?}");
+                }
+            }
+        }
+    }
 }
