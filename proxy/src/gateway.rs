@@ -1,7 +1,7 @@
 //! The gateway as Pingora's HTTP application (`HttpServerApp`): Pingora accepts the
 //! connections, reads each request head and keeps connections alive; `Gateway::route`
 //! answers every request, the health and admin routes directly and the model API routes by
-//! `api::serve` (which reads the whole body, runs the input chain before any upstream
+//! `model_api::serve` (which reads the whole body, runs the input chain before any upstream
 //! contact, calls the upstream itself and runs the output chain before or while answering).
 //! The gateway never hands a request to Pingora's proxy loop, so it does not use
 //! `ProxyHttp`, whose per-request machinery it would only pay for.
@@ -378,7 +378,7 @@ impl Gateway {
                     api: api.name(),
                     ..EventData::default()
                 }));
-                Box::pin(crate::api::serve(self, session, ctx, &id, api)).await?
+                Box::pin(crate::model_api::serve(self, session, ctx, &id, api)).await?
             }
             ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base()).await?,
             ("GET", "/metrics", _) => {

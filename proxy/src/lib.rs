@@ -10,9 +10,9 @@
 //! config file changes; every path ends in `reload::PolicySource::reload`. Everything else
 //! answers 404 in the JSON error envelope.
 
-mod api;
 mod cache;
 mod demo;
+mod error;
 mod events;
 mod gateway;
 mod h1;
@@ -20,10 +20,10 @@ mod ids;
 mod limits;
 mod managed;
 mod metrics;
+mod model_api;
 mod reload;
 mod respond;
 mod routing;
-mod streaming;
 mod upstream;
 
 use std::sync::Arc;

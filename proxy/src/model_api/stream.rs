@@ -1,4 +1,4 @@
-//! SSE relay for streamed chat completions: frames the upstream's events, runs the output
+//! SSE relays for streamed answers. For chat completions: frames the upstream's events, runs the output
 //! chain over the generated text through one `OutputGuard` per choice (hold-back window,
 //! redaction across chunk boundaries), rewrites each event's delta with the cleared text,
 //! and on a block ends the stream with an explicit error event and `data: [DONE]`, never a
@@ -27,6 +27,55 @@ use crate::upstream::{Exchange, UpstreamError};
 /// never passed on.
 const NOT_JSON: &str =
     "the upstream sent a stream event whose data is not JSON; the stream ends here rather than pass it on unchecked";
+
+/// Relays a streamed answer in the client's API; the usage the stream reported.
+pub(crate) async fn relay_for(
+    gw: &crate::gateway::Gateway,
+    session: &mut Session,
+    a: &super::answer::Answered<'_>,
+    client: crate::gateway::ClientApi,
+    exchange: Exchange<'_>,
+    h: respond::Headers,
+) -> Result<Option<kt_policy::usage::Usage>> {
+    use crate::gateway::ClientApi;
+    let anthropic = a.target.upstream.format == crate::upstream::WireFormat::Anthropic;
+    let (policy, request, headers, opts) = (&a.rt.policy, &a.req.request, a.headers, gw.opts());
+    let usage = match client {
+        ClientApi::OpenAiChat => {
+            let translator = anthropic.then(|| AnthropicToOpenAiStream::new(crate::ids::now_secs()));
+            let include_usage = a.req.include_usage;
+            Box::pin(relay(
+                session,
+                exchange,
+                policy,
+                request,
+                headers,
+                opts,
+                include_usage,
+                translator,
+                h,
+            ))
+            .await?
+        }
+        ClientApi::AnthropicMessages => {
+            let translator = (!anthropic).then(OpenAiToAnthropicStream::new);
+            let format = StreamFormat::Anthropic;
+            Box::pin(relay_native(
+                session, exchange, format, policy, request, headers, opts, translator, h,
+            ))
+            .await?
+        }
+        ClientApi::Responses => {
+            let format = StreamFormat::Responses;
+            Box::pin(relay_native(
+                session, exchange, format, policy, request, headers, opts, None, h,
+            ))
+            .await?
+        }
+        ClientApi::Embeddings => None,
+    };
+    Ok(usage.as_ref().and_then(kt_policy::usage::Usage::from_value))
+}
 
 /// Where a relayed stream goes: the client's session (or a buffer, in tests).
 pub trait StreamSink: Send {

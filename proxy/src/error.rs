@@ -1,0 +1,235 @@
+//! `RequestError`: everything a model API request can fail with before its answer starts,
+//! and the one place that knows, for each, its HTTP status, its error envelope in the
+//! client's API (OpenAI `{"error": {…}}`, Anthropic `{"type": "error", "error": {…}}`), its
+//! reason code and how loudly it is logged.
+
+use kt_policy::Decision;
+use serde_json::{Value, json};
+
+use crate::gateway::ClientApi;
+
+/// Why a model request ends with an error answer.
+#[derive(Debug)]
+pub enum RequestError {
+    /// A rate or token limit is spent (`unit`: requests or tokens).
+    RateLimited {
+        scope: &'static str,
+        limit: u64,
+        reset: u64,
+        unit: &'static str,
+    },
+    /// The body is larger than `size_limits.max_body_bytes`.
+    TooLarge {
+        limit: u64,
+    },
+    UnsupportedMediaType(String),
+    /// The body is not a request of this API (`code`: invalid_json, duplicate_key, …).
+    InvalidBody {
+        code: &'static str,
+        message: String,
+    },
+    /// The policy chain blocked or escalated the request.
+    Policy(Box<Decision>),
+    ModelNotAllowed(String),
+    ModelNotFound {
+        model: String,
+        known: String,
+    },
+    /// No configured target serves this API family.
+    NoTargetFor(&'static str),
+    /// data-routing-policy allows none of the model's targets.
+    NoCompliantTarget,
+    Overloaded {
+        max: usize,
+    },
+    CircuitOpen,
+    NoTarget,
+    /// The provider's own error answer, already in the client's shape.
+    ProviderStatus {
+        status: u16,
+        body: Value,
+        retry_after: Option<String>,
+    },
+    UpstreamTimeout(String),
+    UpstreamUnavailable(String),
+    UpstreamTooLarge(String),
+    InvalidUpstreamResponse(String),
+    /// The chosen target cannot serve this request (an API its wire format lacks).
+    UnsupportedForTarget(String),
+}
+
+/// How loudly a failure is logged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Loudness {
+    /// The client's doing (a bad body, a limit, a policy decision).
+    Debug,
+    /// The gateway or an upstream could not serve a valid request.
+    Warn,
+}
+
+impl RequestError {
+    pub fn status(&self) -> u16 {
+        use RequestError::*;
+        match self {
+            RateLimited { .. } => 429,
+            TooLarge { .. } => 413,
+            UnsupportedMediaType(_) => 415,
+            InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) => 422,
+            Policy(d) => d.http_status(),
+            ModelNotAllowed(_) => 403,
+            ModelNotFound { .. } => 404,
+            NoCompliantTarget => 409,
+            Overloaded { .. } | CircuitOpen | NoTarget => 503,
+            ProviderStatus { status, .. } if *status >= 500 => 502,
+            ProviderStatus { status, .. } => *status,
+            UpstreamTimeout(_) => 504,
+            UpstreamUnavailable(_) | UpstreamTooLarge(_) | InvalidUpstreamResponse(_) => 502,
+        }
+    }
+
+    /// The reason code clients and logs see.
+    pub fn code(&self) -> &'static str {
+        use RequestError::*;
+        match self {
+            RateLimited { .. } => "rate_limited",
+            TooLarge { .. } => "request_too_large",
+            UnsupportedMediaType(_) => "unsupported_media_type",
+            InvalidBody { code, .. } => code,
+            Policy(_) => "policy",
+            ModelNotAllowed(_) => "model_not_allowed",
+            ModelNotFound { .. } => "model_not_found",
+            NoTargetFor(_) | UnsupportedForTarget(_) => "unsupported_for_target",
+            NoCompliantTarget => "no_compliant_target",
+            Overloaded { .. } => "overloaded",
+            CircuitOpen => "circuit_open",
+            NoTarget => "no_target",
+            ProviderStatus { .. } => "provider_error",
+            UpstreamTimeout(_) => "upstream_timeout",
+            UpstreamUnavailable(_) => "upstream_unavailable",
+            UpstreamTooLarge(_) => "upstream_response_too_large",
+            InvalidUpstreamResponse(_) => "invalid_upstream_response",
+        }
+    }
+
+    fn kind(&self) -> &'static str {
+        use RequestError::*;
+        match self {
+            RateLimited { .. } => "rate_limit",
+            ModelNotAllowed(_) | NoCompliantTarget | Policy(_) => "policy_violation",
+            TooLarge { .. } | UnsupportedMediaType(_) | InvalidBody { .. } | ModelNotFound { .. } => "validation_error",
+            NoTargetFor(_) | UnsupportedForTarget(_) => "validation_error",
+            _ => "upstream_error",
+        }
+    }
+
+    fn message(&self) -> String {
+        use RequestError::*;
+        match self {
+            RateLimited {
+                scope,
+                limit,
+                reset,
+                unit,
+            } => format!("rate limit exceeded ({scope}: {limit} {unit} per window); retry in {reset} s"),
+            TooLarge { limit } => format!("request body exceeds size_limits.max_body_bytes ({limit} bytes)"),
+            UnsupportedMediaType(ct) => format!("content-type must be application/json, got '{ct}'"),
+            InvalidBody { message, .. } => message.clone(),
+            ModelNotAllowed(m) => format!("model '{m}' is not in unified_access.allowed_models"),
+            ModelNotFound { model, known } => {
+                format!("no provider target serves model '{model}'; available: {known}")
+            }
+            NoTargetFor(api) => format!("no configured provider target serves the {api} API"),
+            NoCompliantTarget => "data-routing-policy allows none of the targets that serve this model".into(),
+            Overloaded { max } => {
+                format!("the gateway is at --max-concurrency ({max}) upstream requests; retry shortly")
+            }
+            CircuitOpen => "every provider target for this request has an open circuit; retry later".into(),
+            NoTarget => "no provider target could be tried".into(),
+            UpstreamTimeout(m) | UpstreamUnavailable(m) | UpstreamTooLarge(m) | InvalidUpstreamResponse(m) => m.clone(),
+            UnsupportedForTarget(m) => m.clone(),
+            Policy(_) | ProviderStatus { .. } => String::new(),
+        }
+    }
+
+    /// The answer's body, in the client's API shape.
+    pub fn body(&self, client: ClientApi) -> Value {
+        match self {
+            RequestError::Policy(d) => d.error_body(),
+            RequestError::ProviderStatus { body, .. } => body.clone(),
+            _ => envelope(client, self.kind(), self.code(), self.message()),
+        }
+    }
+
+    /// `Retry-After` seconds, for the failures a retry can cure.
+    pub fn retry_after(&self) -> Option<String> {
+        match self {
+            RequestError::RateLimited { reset, .. } => Some(reset.max(&1).to_string()),
+            RequestError::Overloaded { .. } | RequestError::CircuitOpen => Some("1".into()),
+            RequestError::ProviderStatus { retry_after, .. } => retry_after.clone(),
+            _ => None,
+        }
+    }
+
+    /// Whether the connection is closed after the answer (the rest of the body is unread).
+    pub fn closes_connection(&self) -> bool {
+        matches!(self, RequestError::TooLarge { .. })
+    }
+
+    pub fn loudness(&self) -> Loudness {
+        use RequestError::*;
+        match self {
+            Overloaded { .. }
+            | CircuitOpen
+            | NoTarget
+            | UpstreamTimeout(_)
+            | UpstreamUnavailable(_)
+            | UpstreamTooLarge(_)
+            | InvalidUpstreamResponse(_) => Loudness::Warn,
+            _ => Loudness::Debug,
+        }
+    }
+}
+
+/// The error envelope of `client`'s API.
+pub fn envelope(client: ClientApi, kind: &str, code: &str, message: impl Into<String>) -> Value {
+    let message = message.into();
+    if client == ClientApi::AnthropicMessages {
+        json!({"type": "error", "error": {"type": kind, "message": message, "code": code}})
+    } else {
+        json!({"error": {"type": kind, "message": message, "code": code}})
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_error_has_its_status_code_and_the_clients_shape() {
+        let e = RequestError::TooLarge { limit: 10 };
+        assert_eq!((e.status(), e.code()), (413, "request_too_large"));
+        assert!(e.closes_connection());
+        assert_eq!(e.body(ClientApi::OpenAiChat)["error"]["code"], "request_too_large");
+        let anthropic = e.body(ClientApi::AnthropicMessages);
+        assert_eq!(
+            (anthropic["type"].as_str(), anthropic["error"]["type"].as_str()),
+            (Some("error"), Some("validation_error"))
+        );
+        let p = RequestError::ProviderStatus {
+            status: 503,
+            body: json!({"error": {"message": "down"}}),
+            retry_after: Some("7".into()),
+        };
+        assert_eq!((p.status(), p.retry_after().as_deref()), (502, Some("7")));
+        assert_eq!(p.body(ClientApi::OpenAiChat)["error"]["message"], "down");
+        let r = RequestError::RateLimited {
+            scope: "ip_rate_limit",
+            limit: 5,
+            reset: 0,
+            unit: "requests",
+        };
+        assert_eq!((r.status(), r.retry_after().as_deref()), (429, Some("1")));
+        assert_eq!(RequestError::UpstreamTimeout("slow".into()).loudness(), Loudness::Warn);
+        assert_eq!(RequestError::NoCompliantTarget.status(), 409);
+    }
+}

@@ -1,0 +1,74 @@
+//! Admission: the request headers the limits and policies read, then the rate and token
+//! limits, before any body is read or anything goes upstream.
+
+use kt_policy::Headers;
+use pingora::protocols::http::ServerSession as Session;
+
+use crate::error::RequestError;
+use crate::gateway::{Ctx, Gateway};
+use crate::ids::now_secs;
+use crate::reload::Runtime;
+
+/// What admission found out about the caller.
+pub(crate) struct Admitted {
+    /// Lower-cased request headers (empty when no limit or policy reads them).
+    pub headers: Headers,
+    /// The token-limit key this request's usage counts against.
+    pub token_key: Option<String>,
+}
+
+/// Checks the limits; sets the `X-RateLimit-*` headers of every answer to this request.
+pub(crate) fn admit(gw: &Gateway, session: &Session, ctx: &mut Ctx, rt: &Runtime) -> Result<Admitted, RequestError> {
+    let rate = gw.rate_limits_for(rt);
+    // The headers are collected only for the limits and policies that read them.
+    let headers = if rt.policy.reads_headers() || !rate.is_empty() {
+        headers_of(session)
+    } else {
+        Headers::new()
+    };
+    let mut token_key = None;
+    if rate.is_empty() {
+        return Ok(Admitted { headers, token_key });
+    }
+    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let now = now_secs();
+    let mut verdict = rate.check(peer, &headers, now);
+    if let Some((key, v)) = rate.check_tokens(peer, &headers, now) {
+        token_key = Some(key);
+        if !v.allowed || verdict.as_ref().is_none_or(|r| r.allowed && v.remaining < r.remaining) {
+            verdict = Some(v);
+        }
+    }
+    if let Some(v) = verdict {
+        ctx.rate_headers = vec![
+            ("x-ratelimit-limit", v.limit.to_string()),
+            ("x-ratelimit-remaining", v.remaining.to_string()),
+            ("x-ratelimit-reset", v.reset.to_string()),
+        ];
+        if !v.allowed {
+            return Err(RequestError::RateLimited {
+                scope: v.scope,
+                limit: v.limit,
+                reset: v.reset,
+                unit: if v.scope == "token_rate_limit" {
+                    "tokens"
+                } else {
+                    "requests"
+                },
+            });
+        }
+    }
+    Ok(Admitted { headers, token_key })
+}
+
+fn headers_of(session: &Session) -> Headers {
+    let map = &session.req_header().headers;
+    let bytes = map.iter().map(|(k, v)| k.as_str().len() + v.len()).sum();
+    let mut h = Headers::with_capacity(map.len(), bytes);
+    for (k, v) in map {
+        if let Ok(v) = v.to_str() {
+            h.insert(k.as_str(), v);
+        }
+    }
+    h
+}

@@ -1,0 +1,240 @@
+//! The model API path: `POST /v1/chat/completions`, `/v1/messages`, `/v1/responses` and
+//! `/v1/embeddings`, as named stages:
+//!
+//! 1. [`admit`]: rate and token limits, before the body is read;
+//! 2. [`body`]: bounded read, strict parse (repeated keys refused), shape checks;
+//! 3. input: the input and tool phases, before any upstream contact;
+//! 4. [`select`]: the candidate targets, then the response cache;
+//! 5. [`attempts`]: an upstream slot, then targets in order with fallback and the circuit
+//!    breaker, before the first byte reaches the client;
+//! 6. [`answer`] (whole answers) or [`stream`] (SSE): the output phase, then the client.
+//!
+//! A stage that ends the request returns a [`RequestError`]; `serve` alone writes error
+//! answers. Metrics and the decision event are recorded by the gateway after `serve`.
+
+mod admit;
+mod answer;
+mod attempts;
+mod body;
+mod select;
+pub(crate) mod stream;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use kt_policy::usage::Usage;
+use kt_policy::{Decision, Headers, Verdict};
+use pingora::Result;
+use pingora::protocols::http::ServerSession as Session;
+use serde_json::Value;
+
+use crate::error::{Loudness, RequestError};
+use crate::gateway::{ClientApi, Ctx, Gateway};
+use crate::ids::now_secs;
+use crate::reload::Runtime;
+use crate::respond;
+
+/// What the answer headers report, gathered as the request goes.
+pub(crate) struct Progress<'a> {
+    pub id: &'a str,
+    pub client: ClientApi,
+    /// The input decision's verdict, once the chain ran.
+    pub verdict: Option<Verdict>,
+    /// The target that answered (or failed last).
+    pub target: Option<String>,
+    pub attempts: usize,
+    /// Time spent waiting on upstreams (excluded from the reported overhead).
+    pub upstream_time: Duration,
+}
+
+/// Why `run` stopped early: an error answer to write, or a broken connection.
+pub(crate) enum Stop {
+    Answer(RequestError),
+    Io(Box<pingora::Error>),
+}
+
+impl From<RequestError> for Stop {
+    fn from(e: RequestError) -> Self {
+        Stop::Answer(e)
+    }
+}
+
+impl From<Box<pingora::Error>> for Stop {
+    fn from(e: Box<pingora::Error>) -> Self {
+        Stop::Io(e)
+    }
+}
+
+/// One model API request whose head has been read.
+pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str, client: ClientApi) -> Result<()> {
+    let mut progress = Progress {
+        id,
+        client,
+        verdict: None,
+        target: None,
+        attempts: 0,
+        upstream_time: Duration::ZERO,
+    };
+    match run(gw, session, ctx, &mut progress).await {
+        Ok(()) => Ok(()),
+        Err(Stop::Io(e)) => Err(e),
+        Err(Stop::Answer(e)) => answer_error(session, ctx, &progress, e).await,
+    }
+}
+
+async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progress<'_>) -> Result<(), Stop> {
+    let rt = Arc::clone(&ctx.rt);
+    let admitted = admit::admit(gw, session, ctx, &rt)?;
+    let limits = rt.policy.config().size_limits.clone().unwrap_or_default();
+    let bytes = body::read(session, &limits).await?;
+    let mut req = body::parse(&bytes, p.client)?;
+    let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers)?;
+    let candidates = select::candidates(&rt, &req, p.client, &decision)?;
+    let fill = match select::cache(gw, session, ctx, p, &rt, &req, &decision).await? {
+        select::Cache::Answered => return Ok(()),
+        select::Cache::Miss(fill) => fill,
+    };
+    let allowed = decision.verdict == Verdict::Allow;
+    let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes);
+    let _slot = attempts::slot(gw).await?;
+    let client_auth = session
+        .req_header()
+        .headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let (target, exchange) = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth.as_deref()).await?;
+    p.target = Some(target.id.clone());
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.target = Some(target.id.clone());
+    }
+    let answered = answer::Answered {
+        rt: &rt,
+        req: &req,
+        headers: &admitted.headers,
+        decision,
+        target: &target,
+    };
+    let usage = if req.stream {
+        let h = answer_headers(ctx, p, &answered.decision);
+        stream::relay_for(gw, session, &answered, p.client, exchange, h).await?
+    } else {
+        answer::whole(gw, session, ctx, p, answered, exchange, &limits, fill).await?
+    };
+    count_tokens(gw, &rt, admitted.token_key.as_deref(), usage);
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.usage = usage;
+    }
+    Ok(())
+}
+
+/// The input and tool phases, before any upstream contact; a block or escalation ends the
+/// request.
+fn input(
+    gw: &Gateway,
+    ctx: &mut Ctx,
+    p: &mut Progress<'_>,
+    rt: &Runtime,
+    req: &mut body::Parsed,
+    headers: &Headers,
+) -> Result<Decision, RequestError> {
+    let decision = rt.policy.evaluate_request(&mut req.request, headers, gw.opts());
+    req.model = req.request.get("model").and_then(Value::as_str).map(str::to_owned);
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.model = req.model.clone();
+        ev.stream = req.stream;
+    }
+    note_decision(gw, ctx, &decision);
+    p.verdict = Some(decision.verdict);
+    if decision.verdict.is_terminal() {
+        return Err(RequestError::Policy(Box::new(decision)));
+    }
+    Ok(decision)
+}
+
+/// The one writer of error answers: status and body from the error, headers from what the
+/// request had reached.
+async fn answer_error(session: &mut Session, ctx: &mut Ctx, p: &Progress<'_>, e: RequestError) -> Result<()> {
+    match e.loudness() {
+        Loudness::Warn => tracing::warn!("request {}: {} ({})", p.id, e.code(), e.status()),
+        Loudness::Debug => tracing::debug!("request {}: {} ({})", p.id, e.code(), e.status()),
+    }
+    if let RequestError::RateLimited { .. } = e {
+        ctx.rate_limited = true;
+    }
+    if e.closes_connection() {
+        session.set_keepalive(None);
+    }
+    let mut h = match p.verdict {
+        Some(verdict) => {
+            let overhead = ctx.started.elapsed().saturating_sub(p.upstream_time);
+            ctx.overhead = Some(overhead.as_secs_f64());
+            headers_with(ctx, p, verdict, overhead)
+        }
+        None => {
+            let mut h = ctx.rate_headers.clone();
+            h.push(("x-request-id", p.id.to_owned()));
+            h
+        }
+    };
+    if let Some(r) = e.retry_after() {
+        h.push(("retry-after", r));
+    }
+    respond::json(session, e.status(), &e.body(p.client), &h).await
+}
+
+/// The response headers every answer of a model request carries once the input decision
+/// is made.
+pub(crate) fn answer_headers(ctx: &Ctx, p: &Progress<'_>, d: &Decision) -> respond::Headers {
+    let overhead = ctx.started.elapsed().saturating_sub(p.upstream_time);
+    headers_with(ctx, p, d.verdict, overhead)
+}
+
+fn headers_with(ctx: &Ctx, p: &Progress<'_>, verdict: Verdict, overhead: Duration) -> respond::Headers {
+    let mut h: respond::Headers = ctx.rate_headers.clone();
+    h.extend([
+        ("x-request-id", p.id.to_owned()),
+        ("x-keeptrusts-decision", verdict.as_str().to_owned()),
+        (
+            "x-keeptrusts-overhead-ms",
+            format!("{:.3}", overhead.as_secs_f64() * 1e3),
+        ),
+    ]);
+    if let Some(t) = &p.target {
+        h.push(("x-keeptrusts-target", t.clone()));
+    }
+    if p.attempts > 0 {
+        h.push(("x-keeptrusts-attempts", p.attempts.to_string()));
+    }
+    h
+}
+
+/// Records the decision for the metrics (each policy's verdict) and, when events are
+/// written, whole for the event.
+pub(crate) fn note_decision(gw: &Gateway, ctx: &mut Ctx, decision: &Decision) {
+    let Some(ev) = ctx.event.as_mut() else { return };
+    ev.policies.clear();
+    ev.policies.extend(
+        decision
+            .policy_results
+            .iter()
+            .filter(|r| {
+                !r.note
+                    .as_deref()
+                    .is_some_and(|n| matches!(n, "chain short-circuited" | "disabled" | "pack disabled"))
+            })
+            .map(|r| (r.kind, r.verdict.as_str())),
+    );
+    if gw.events.enabled() {
+        ev.decision = Some(decision.clone());
+    }
+}
+
+fn count_tokens(gw: &Gateway, rt: &Runtime, key: Option<&str>, usage: Option<Usage>) {
+    if let (Some(key), Some(u)) = (key, usage) {
+        let n = u.total();
+        if n > 0 {
+            gw.rate_limits_for(rt).add_tokens(key, n, now_secs());
+        }
+    }
+}

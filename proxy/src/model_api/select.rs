@@ -1,0 +1,116 @@
+//! Target selection: the candidate targets for the model (groups, exact model, allowlist,
+//! data routing), then the exact response cache, which may answer the request itself.
+
+use std::sync::Arc;
+
+use kt_policy::{Decision, Verdict};
+use pingora::protocols::http::ServerSession as Session;
+
+use super::body::Parsed;
+use super::{Progress, Stop, answer_headers};
+use crate::cache::{self, Lookup};
+use crate::error::RequestError;
+use crate::gateway::{ClientApi, Ctx, Gateway};
+use crate::reload::Runtime;
+use crate::respond;
+use crate::routing::{Family, RouteError, Target};
+
+/// The targets that may serve the request, best first.
+pub(crate) fn candidates(
+    rt: &Runtime,
+    req: &Parsed,
+    client: ClientApi,
+    decision: &Decision,
+) -> Result<Vec<Arc<Target>>, RequestError> {
+    let family = match client {
+        ClientApi::OpenAiChat | ClientApi::AnthropicMessages => Family::Chat,
+        ClientApi::Responses => Family::Responses,
+        ClientApi::Embeddings => Family::Embeddings,
+    };
+    let mut candidates = rt
+        .router
+        .candidates(req.model.as_deref(), family)
+        .map_err(|e| match e {
+            RouteError::NotAllowed(m) => RequestError::ModelNotAllowed(m),
+            RouteError::UnknownModel(model) => {
+                let known: Vec<String> = crate::gateway::model_ids(rt.policy.config())
+                    .into_iter()
+                    .map(|(id, _)| id)
+                    .collect();
+                RequestError::ModelNotFound {
+                    model,
+                    known: known.join(", "),
+                }
+            }
+            RouteError::NoTargetFor(api) => RequestError::NoTargetFor(api),
+        })?;
+    if let Some(allowed) = &decision.allowed_targets {
+        candidates.retain(|t| allowed.contains(&t.id));
+        if candidates.is_empty() {
+            return Err(RequestError::NoCompliantTarget);
+        }
+    }
+    Ok(candidates)
+}
+
+/// What the cache did with a request.
+pub(crate) enum Cache {
+    /// A stored answer was sent.
+    Answered,
+    /// Not answered: this request fills the entry when it is the leader of a miss.
+    Miss(Option<cache::Fill>),
+}
+
+/// Answers from the cache when an equal request's answer is stored (answers the policies
+/// passed unchanged only).
+pub(crate) async fn cache(
+    gw: &Gateway,
+    session: &mut Session,
+    ctx: &mut Ctx,
+    p: &mut Progress<'_>,
+    rt: &Runtime,
+    req: &Parsed,
+    decision: &Decision,
+) -> Result<Cache, Stop> {
+    let cacheable = decision.verdict == Verdict::Allow && !decision.degraded;
+    if !gw.cache.enabled() || !cacheable || (req.stream && p.client != ClientApi::OpenAiChat) {
+        return Ok(Cache::Miss(None));
+    }
+    let key = cache::key(p.client.name(), rt.policy.digest(), &scope(session), &req.request);
+    let fill = match gw.cache.lookup(key).await {
+        Lookup::Hit(hit) => {
+            if let Some(ev) = ctx.event.as_mut() {
+                ev.cache = Some("hit");
+                ev.target = Some(hit.target.clone());
+                ev.usage = hit.usage;
+            }
+            ctx.overhead = Some(ctx.started.elapsed().as_secs_f64());
+            p.target = Some(hit.target.clone());
+            let mut h = answer_headers(ctx, p, decision);
+            h.push(("x-keeptrusts-cache", "hit".into()));
+            if req.stream {
+                super::stream::replay(session, &hit.body, req.include_usage, h).await?;
+            } else {
+                respond::raw_json(session, 200, hit.body.clone(), h).await?;
+            }
+            return Ok(Cache::Answered);
+        }
+        Lookup::Leader(f) => Some(f),
+        Lookup::Miss => None,
+    };
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.cache = Some("miss");
+    }
+    Ok(Cache::Miss(fill))
+}
+
+/// The caller scope of cache entries: who is asking, as far as the gateway can tell.
+fn scope(session: &Session) -> String {
+    let mut scope = String::new();
+    for name in ["authorization", "x-api-key", "x-user-id", "x-keeptrusts-agent-id"] {
+        let value = session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
+        scope.push_str(value.unwrap_or(""));
+        scope.push('\u{1f}');
+    }
+    scope
+}
