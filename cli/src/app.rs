@@ -73,6 +73,7 @@ pub enum Command {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    crate::session::init_logging(cli.global.log_format, &cli.global.log);
     let result = match cli.command {
         Command::Init(args) => init::run(args),
         Command::Policy { command } => policy::run(command, &cli.global),
@@ -110,6 +111,25 @@ mod tests {
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("kt").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn log_flags_are_global_and_checked() {
+        use crate::session::LogFormat;
+        let cli = parse(&["gateway", "run", "--log-format", "json", "--log", "debug"]).expect("parses");
+        assert_eq!(
+            (cli.global.log_format, cli.global.log.as_str()),
+            (LogFormat::Json, "debug")
+        );
+        let cli = parse(&["doctor"]).expect("parses");
+        assert_eq!(
+            (cli.global.log_format, cli.global.log.as_str()),
+            (LogFormat::Text, "info")
+        );
+        assert!(
+            parse(&["--log-format", "xml", "doctor"]).is_err(),
+            "unknown formats are refused"
+        );
     }
 
     #[test]

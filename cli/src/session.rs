@@ -21,6 +21,51 @@ pub struct GlobalArgs {
     /// Control-plane API URL (default: the profile's, else http://127.0.0.1:41001)
     #[arg(long, global = true, env = "KEEPTRUSTS_API_URL", value_name = "URL")]
     pub api_url: Option<String>,
+    /// Log lines of long-running commands (gateway, control plane): text or json
+    #[arg(long, global = true, env = "KEEPTRUSTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Which log lines to keep: a level (error, warn, info, debug, trace) or per-module
+    /// directives such as `info,kt_gateway=debug`
+    #[arg(
+        long,
+        global = true,
+        env = "KEEPTRUSTS_LOG",
+        default_value = "info",
+        value_name = "FILTER"
+    )]
+    pub log: String,
+}
+
+/// How log lines are written to standard error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Sends `tracing` events (and the `log` records of libraries such as Pingora) to standard
+/// error in `format`, keeping those `filter` allows. A filter that does not parse falls back
+/// to `info`, with a warning.
+pub fn init_logging(format: LogFormat, filter: &str) {
+    use tracing_subscriber::EnvFilter;
+    let (filter, bad) = match EnvFilter::try_new(filter) {
+        Ok(f) => (f, None),
+        Err(e) => (EnvFilter::new("info"), Some(e)),
+    };
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr);
+    let done = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+    if done.is_ok()
+        && let Some(e) = bad
+    {
+        tracing::warn!("--log / KEEPTRUSTS_LOG is not a valid filter ({e}); logging at info");
+    }
 }
 
 /// A stored login session.

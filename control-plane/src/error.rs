@@ -84,7 +84,7 @@ impl IntoResponse for ApiError {
         let (status, code, details) = self.parts();
         let message = match &self {
             ApiError::Internal(m) => {
-                eprintln!("kt server: internal error: {m}");
+                tracing::error!("kt server: internal error: {m}");
                 "the control plane failed to complete the request; see its log".to_owned()
             }
             other => other.to_string(),

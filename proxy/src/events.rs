@@ -96,7 +96,7 @@ impl EventWriter {
             EventTarget::File(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
                 Ok(f) => Box::new(std::io::BufWriter::new(f)),
                 Err(e) => {
-                    eprintln!(
+                    tracing::warn!(
                         "cannot open events file {}: {e}; decision events go to stdout",
                         p.display()
                     );

@@ -10,6 +10,7 @@
 //! config file changes; every path ends in `reload::PolicySource::reload`. Everything else
 //! answers 404 in the JSON error envelope.
 
+mod app;
 mod cache;
 mod demo;
 mod error;
@@ -105,7 +106,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         .map_err(GatewayError::Config)?;
     for t in &runtime.router.targets {
         let u = &t.upstream;
-        eprintln!(
+        tracing::info!(
             "Target {} ({}{}) -> {}://{}:{}{}",
             t.id,
             t.provider,
@@ -116,7 +117,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
             u.path_for("")
         );
     }
-    eprintln!("Gateway listening on http://{}", opts.listen);
+    tracing::info!("Gateway listening on http://{}", opts.listen);
     let mut server = server(opts.threads, 1)?;
     let cache = Arc::new(cache::ResponseCache::new(runtime.policy.config()));
     let source = Arc::new(reload::PolicySource {

@@ -142,9 +142,10 @@ impl ManagedSync {
         let store = match store {
             Ok(s) => s,
             Err(e) => {
-                eprintln!(
+                tracing::warn!(
                     "managed: configuration {} version {} refused: {e}",
-                    cfg.configuration_id, cfg.version
+                    cfg.configuration_id,
+                    cfg.version
                 );
                 return self.report(current, Some(format!("version {} refused: {e}", cfg.version)));
             }
@@ -165,9 +166,9 @@ impl ManagedSync {
             ReloadOutcome::Applied { digest, .. } => {
                 let applied = Applied::of(cfg);
                 if let Err(e) = persist(dir, &cfg.yaml, &applied) {
-                    eprintln!("managed: applied version {} but could not persist it: {e}", cfg.version);
+                    tracing::warn!("managed: applied version {} but could not persist it: {e}", cfg.version);
                 }
-                eprintln!(
+                tracing::info!(
                     "managed: applied configuration {} version {} ({}) digest {}",
                     cfg.configuration_id,
                     cfg.version,
@@ -179,9 +180,10 @@ impl ManagedSync {
             }
             ReloadOutcome::Rejected(diags) => {
                 let text: String = diags.iter().filter(|d| d.is_error()).map(|d| d.to_string()).collect();
-                eprintln!(
+                tracing::warn!(
                     "managed: configuration {} version {} refused; the previous configuration keeps serving\n{text}",
-                    cfg.configuration_id, cfg.version
+                    cfg.configuration_id,
+                    cfg.version
                 );
                 self.report(
                     current,
@@ -227,7 +229,7 @@ impl BackgroundService for ManagedSync {
             match result {
                 Ok(Ok(Some(cfg))) => {
                     if !reachable {
-                        eprintln!("managed: control plane reachable again");
+                        tracing::info!("managed: control plane reachable again");
                         reachable = true;
                     }
                     etag = Some(cfg.etag.clone());
@@ -238,14 +240,15 @@ impl BackgroundService for ManagedSync {
                     let report = self.apply(&cfg, store, &mut current);
                     let (c, g) = (client.clone(), gid.clone());
                     if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.report_runtime_state(&g, &report)).await {
-                        eprintln!("managed: could not report the runtime state: {e}");
+                        tracing::warn!("managed: could not report the runtime state: {e}");
                     }
                 }
                 Ok(Ok(None)) => reachable = true,
                 Ok(Err(e)) => {
                     if reachable {
-                        eprintln!(
-                            "managed: cannot fetch the configuration ({e}); serving the current one and retrying every {wait} s"
+                        tracing::warn!(
+                            "managed: cannot fetch the configuration ({e}); serving the current one and retrying every {} s",
+                            wait.min(5)
                         );
                         reachable = false;
                     }

@@ -11,7 +11,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 
 use arc_swap::ArcSwap;
-use kt_policy::config::load_files;
+use kt_policy::config::{SizeLimits, load_files};
 use kt_policy::{CompiledPolicy, Diagnostic};
 
 use crate::cache::ResponseCache;
@@ -26,6 +26,8 @@ pub struct Runtime {
     pub router: Router,
     /// The rate-limit quotas of this configuration (`Limits::key_of`), computed once.
     pub limits_key: String,
+    /// `size_limits` with its defaults, resolved once per configuration.
+    pub sizes: SizeLimits,
 }
 
 impl Runtime {
@@ -39,10 +41,12 @@ impl Runtime {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let router = Router::build_with(policy.config(), override_upstream, registry, &env, store)?;
         let limits_key = crate::limits::Limits::key_of(policy.config());
+        let sizes = policy.config().size_limits.clone().unwrap_or_default();
         Ok(Runtime {
             policy,
             router,
             limits_key,
+            sizes,
         })
     }
 }
@@ -148,15 +152,16 @@ impl ReloadService {
     fn apply(&self, why: &str) {
         match self.source.reload() {
             ReloadOutcome::Applied { digest, changed: true } => {
-                eprintln!("config reloaded ({why}): digest {}", &digest[..12])
+                tracing::info!("config reloaded ({why}): digest {}", &digest[..12.min(digest.len())])
             }
             ReloadOutcome::Applied { .. } => {}
             ReloadOutcome::Rejected(d) => {
-                let n = d.iter().filter(|x| x.is_error()).count();
-                eprintln!("config reload ({why}) rejected, {n} error(s); the previous configuration keeps serving");
-                for e in d.iter().filter(|x| x.is_error()) {
-                    eprint!("{e}");
-                }
+                let errors: Vec<String> = d.iter().filter(|x| x.is_error()).map(|e| e.to_string()).collect();
+                tracing::warn!(
+                    "config reload ({why}) rejected, {} error(s); the previous configuration keeps serving\n{}",
+                    errors.len(),
+                    errors.concat()
+                );
             }
         }
     }

@@ -615,6 +615,44 @@ fn target(
     })
 }
 
+/// `GET /v1/models`: the configured target models and model-group names (with aliases),
+/// restricted to `unified_access.allowed_models` when that is set.
+pub(crate) fn models(config: &kt_policy::config::PolicyConfig) -> Value {
+    let data: Vec<Value> = model_ids(config)
+        .into_iter()
+        .map(|(id, owner)| json!({"id": id, "object": "model", "created": 0, "owned_by": owner}))
+        .collect();
+    json!({"object": "list", "data": data})
+}
+
+/// (model id, owner) of every model a client may ask for.
+pub(crate) fn model_ids(config: &kt_policy::config::PolicyConfig) -> Vec<(String, String)> {
+    let mut ids: Vec<(String, String)> = Vec::new();
+    let mut add = |id: &str, owner: &str| {
+        if !id.is_empty() && !ids.iter().any(|(i, _)| i == id) {
+            ids.push((id.to_owned(), owner.to_owned()));
+        }
+    };
+    for t in config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]) {
+        if let Some(m) = &t.model {
+            add(m, &t.provider);
+        }
+    }
+    for g in config.model_groups.as_deref().unwrap_or(&[]) {
+        add(&g.name, "kt-model-group");
+        for a in &g.aliases {
+            add(a, "kt-model-group");
+        }
+    }
+    let allowed = config
+        .unified_access
+        .as_ref()
+        .map(|u| u.allowed_models.as_slice())
+        .unwrap_or(&[]);
+    ids.retain(|(id, _)| allowed.is_empty() || allowed.contains(id));
+    ids
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -829,5 +867,31 @@ mod tests {
             "/openai/deployments/gpt-4o/embeddings?api-version=2024-06-01"
         );
         assert_eq!(u.auth, Some(("api-key".into(), "k".into())));
+    }
+
+    #[test]
+    fn models_lists_targets_and_groups_within_the_allowlist() {
+        let yaml = "pack: {name: m, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nproviders:\n  targets:\n    - {id: a, provider: openai, model: gpt-4o-mini}\n    - {id: b, provider: vllm, model: llama-3, base_url: http://x}\nmodel_groups:\n  - {name: fast, targets: [a, b], aliases: [quick]}\n";
+        let c = load_sources(&[Source {
+            name: "m.yaml".into(),
+            text: yaml.into(),
+        }])
+        .config
+        .expect("valid");
+        let ids: Vec<String> = models(&c)["data"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|m| m["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(ids, ["gpt-4o-mini", "llama-3", "fast", "quick"]);
+        let limited = format!("{yaml}unified_access: {{allowed_models: [fast]}}\n");
+        let c = load_sources(&[Source {
+            name: "m.yaml".into(),
+            text: limited,
+        }])
+        .config
+        .expect("valid");
+        assert_eq!(models(&c)["data"].as_array().map(Vec::len), Some(1));
     }
 }

@@ -85,8 +85,8 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
 async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progress<'_>) -> Result<(), Stop> {
     let rt = Arc::clone(&ctx.rt);
     let admitted = admit::admit(gw, session, ctx, &rt)?;
-    let limits = rt.policy.config().size_limits.clone().unwrap_or_default();
-    let bytes = body::read(session, &limits).await?;
+    let limits = &rt.sizes;
+    let bytes = body::read(session, limits).await?;
     let mut req = body::parse(&bytes, p.client)?;
     let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers)?;
     let candidates = select::candidates(&rt, &req, p.client, &decision)?;
@@ -119,7 +119,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         let h = answer_headers(ctx, p, &answered.decision);
         stream::relay_for(gw, session, &answered, p.client, exchange, h).await?
     } else {
-        answer::whole(gw, session, ctx, p, answered, exchange, &limits, fill).await?
+        answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?
     };
     count_tokens(gw, &rt, admitted.token_key.as_deref(), usage);
     if let Some(ev) = ctx.event.as_mut() {

@@ -33,7 +33,7 @@ pub(crate) fn candidates(
         .map_err(|e| match e {
             RouteError::NotAllowed(m) => RequestError::ModelNotAllowed(m),
             RouteError::UnknownModel(model) => {
-                let known: Vec<String> = crate::gateway::model_ids(rt.policy.config())
+                let known: Vec<String> = crate::routing::model_ids(rt.policy.config())
                     .into_iter()
                     .map(|(id, _)| id)
                     .collect();

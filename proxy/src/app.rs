@@ -1,0 +1,391 @@
+//! The gateway as Pingora's HTTP application (`HttpServerApp`): Pingora accepts the
+//! connections, reads each request head and keeps connections alive; `Gateway::route`
+//! answers every request, the health and admin routes directly and the model API routes by
+//! `model_api::serve` (which reads the whole body, runs the input chain before any upstream
+//! contact, calls the upstream itself and runs the output chain before or while answering).
+//! The gateway never hands a request to Pingora's proxy loop, so it does not use
+//! `ProxyHttp`, whose per-request machinery it would only pay for.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use pingora::apps::{HttpPersistentSettings, HttpServerApp, ReusedHttpStream};
+use pingora::protocols::http::ServerSession as Session;
+use pingora::server::ShutdownWatch;
+use pingora::{Error, ErrorSource, ErrorType, Result};
+use serde_json::{Value, json};
+
+use crate::gateway::{ClientApi, Ctx, EventData, Gateway};
+use crate::ids::rand_u64;
+use crate::metrics::RequestRecord;
+use crate::reload::ReloadOutcome;
+use crate::respond::{self, error};
+use crate::routing::models;
+
+impl Gateway {
+    fn health(&self, ctx: &Ctx) -> Value {
+        let p = &ctx.rt.policy;
+        let c = p.config();
+        let mut providers = serde_json::Map::new();
+        let mut any_down = false;
+        let mut all_down = true;
+        for t in &ctx.rt.router.targets {
+            let reach = t.health.reachability();
+            any_down |= reach == "unreachable" || t.health.circuit() == "open";
+            all_down &= reach == "unreachable";
+            providers.insert(t.id.clone(), json!(reach));
+        }
+        let status = if all_down {
+            "unhealthy"
+        } else if any_down {
+            "degraded"
+        } else {
+            "healthy"
+        };
+        json!({
+            "status": status,
+            "uptime_seconds": self.metrics.uptime_seconds(),
+            "version": env!("CARGO_PKG_VERSION"),
+            "providers": providers,
+            "policies_loaded": c.policies.chain.len(),
+            "requests_processed": self.metrics.processed.load(Ordering::Relaxed),
+            "cache": self.cache.stats_json(),
+            "config": {
+                "pack": {"name": c.pack.name, "version": c.pack.version, "enabled": c.pack.enabled},
+                "chain": c.policies.chain,
+                "digest": p.digest(),
+            },
+            "events": {"written": self.events.written(), "dropped": self.events.dropped()},
+            "concurrency": {
+                "max": self.max_concurrency,
+                "in_flight": self.max_concurrency - self.concurrency.available_permits(),
+            },
+        })
+    }
+}
+
+/// Compares two secrets in time that depends only on their lengths.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+pub(crate) fn request_id(session: &Session) -> String {
+    session
+        .req_header()
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("req_{:016x}", rand_u64()))
+}
+
+#[async_trait]
+impl HttpServerApp for Gateway {
+    /// One request: its head, then `route`, then the decision event; the connection is
+    /// kept for the next request when the request and its answer allow it.
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: Session,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let read = tokio::select! {
+            // A request already buffered is served before a stop is noticed.
+            biased;
+            read = session.read_request() => read,
+            () = self.stop_requested() => return None,
+        };
+        match read {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                if e.etype() == &ErrorType::InvalidHTTPHeader {
+                    session.set_keepalive(None);
+                    let body = error(
+                        "validation_error",
+                        "bad_request",
+                        match e.context.as_ref() {
+                            Some(why) => format!("the request is not valid HTTP: {why}"),
+                            None => "the request is not valid HTTP".to_owned(),
+                        },
+                    );
+                    let _ = respond::json(&mut session, 400, &body, &Vec::new()).await;
+                }
+                session.shutdown().await;
+                return None;
+            }
+        }
+        if *shutdown.borrow() || self.stopping.load(Ordering::Acquire) {
+            session.set_keepalive(None);
+        }
+        let mut ctx = self.new_ctx();
+        let outcome = self.route(&mut session, &mut ctx).await;
+        if let Err(e) = &outcome {
+            failed(&mut session, e).await;
+        }
+        self.logging(&session, &mut ctx);
+        let settings = HttpPersistentSettings::for_session(&session);
+        session
+            .finish()
+            .await
+            .ok()
+            .flatten()
+            .map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+    }
+
+    async fn http_cleanup(&self) {
+        self.stopping.store(true, Ordering::Release);
+        self.stopped.notify_waiters();
+    }
+}
+
+/// A request that ended in an error: the connection is not reused, and a client that has
+/// no answer yet gets one in the error envelope (none when the connection itself broke).
+async fn failed(session: &mut Session, e: &Error) {
+    session.set_keepalive(None);
+    if session.response_written().is_some() {
+        return;
+    }
+    let (status, kind, code) = match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(s), _) => (*s, "upstream_error", "gateway_error"),
+        (ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed, ErrorSource::Downstream) => return,
+        (ErrorType::ReadTimedout | ErrorType::WriteTimedout, ErrorSource::Downstream) => return,
+        (_, ErrorSource::Downstream) => (400, "validation_error", "bad_request"),
+        (_, ErrorSource::Upstream) => (502, "upstream_error", "bad_gateway"),
+        _ => (500, "internal_error", "internal_error"),
+    };
+    let body = error(kind, code, format!("the gateway could not complete the request: {e}"));
+    let _ = respond::json(session, status, &body, &Vec::new()).await;
+}
+
+impl Gateway {
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            rt: self.source.current.load_full(),
+            started: Instant::now(),
+            event: None,
+            rate_headers: Vec::new(),
+            rate_limited: false,
+            overhead: None,
+        }
+    }
+
+    /// Answers one request whose head has been read.
+    async fn route(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
+        let id = request_id(session);
+        // Cheap clones (no allocation): the session is borrowed mutably below.
+        let method = session.req_header().method.clone();
+        let uri = session.req_header().uri.clone();
+        let (method, path) = (method.as_str(), uri.path());
+        // Only the answers that are not a model API's build this.
+        let base = || vec![("x-request-id", id.clone())];
+        let max_header = ctx.rt.sizes.max_header_bytes;
+        let header_bytes: usize = session
+            .req_header()
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + uri.path_and_query().map_or(0, |p| p.as_str().len());
+        if header_bytes as u64 > max_header {
+            let msg = format!(
+                "request headers total {header_bytes} bytes, more than size_limits.max_header_bytes ({max_header})"
+            );
+            session.set_keepalive(None);
+            let body = error("validation_error", "request_headers_too_large", msg);
+            respond::json(session, 431, &body, &base()).await?;
+            return Ok(());
+        }
+        if path.starts_with("/keeptrusts/")
+            && let Some(token) = &self.admin_token
+        {
+            let presented = session
+                .req_header()
+                .headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            if !same(presented.as_bytes(), token.as_bytes()) {
+                let body = error(
+                    "authentication_error",
+                    "unauthorized",
+                    "admin routes need `Authorization: Bearer <token>` with the gateway's --api-token",
+                );
+                respond::json(session, 401, &body, &base()).await?;
+                return Ok(());
+            }
+        }
+        if method == "CONNECT" {
+            // A tunnel is not a route here, and what follows the head would be tunnel bytes.
+            session.set_keepalive(None);
+            let body = error(
+                "validation_error",
+                "method_not_allowed",
+                "CONNECT is not supported: kt is not a forward proxy",
+            );
+            respond::json(session, 405, &body, &base()).await?;
+            return Ok(());
+        }
+        let api = match path {
+            "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
+            "/v1/messages" => Some(ClientApi::AnthropicMessages),
+            "/v1/responses" => Some(ClientApi::Responses),
+            "/v1/embeddings" => Some(ClientApi::Embeddings),
+            _ => None,
+        };
+        match (method, path, api) {
+            ("POST", _, Some(api)) => {
+                ctx.event = Some(Box::new(EventData {
+                    request_id: id.clone(),
+                    api: api.name(),
+                    ..EventData::default()
+                }));
+                Box::pin(crate::model_api::serve(self, session, ctx, &id, api)).await?
+            }
+            ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base()).await?,
+            ("GET", "/metrics", _) => {
+                let body = self.metrics.render(
+                    self.events.written(),
+                    self.events.dropped(),
+                    &ctx.rt.router,
+                    &self.cache,
+                );
+                respond::text(session, 200, "text/plain; version=0.0.4", body).await?
+            }
+            ("GET", "/v1/models", _) => respond::json(session, 200, &models(ctx.rt.policy.config()), &base()).await?,
+            ("GET", "/healthz", _) => respond::json(session, 200, &json!({"status": "ok"}), &base()).await?,
+            ("GET", "/readyz", _) => {
+                // A gateway serves only once a configuration is compiled and its router
+                // built; `new_ctx` always has one, so a running gateway is ready unless every
+                // target's circuit is open.
+                let open = ctx.rt.router.targets.iter().all(|t| t.health.circuit() == "open");
+                if open {
+                    let body = json!({"status": "unavailable", "reason": "every provider target's circuit is open"});
+                    respond::json(session, 503, &body, &base()).await?
+                } else {
+                    let body = json!({"status": "ready", "digest": ctx.rt.policy.digest()});
+                    respond::json(session, 200, &body, &base()).await?
+                }
+            }
+            ("POST", "/keeptrusts/config/reload", _) => {
+                // Compiling a large configuration takes tens of milliseconds: off the worker
+                // thread, so the connections it serves do not wait for it.
+                let source = Arc::clone(&self.source);
+                let outcome = match tokio::task::spawn_blocking(move || source.reload()).await {
+                    Ok(outcome) => outcome,
+                    Err(e) => ReloadOutcome::Rejected(vec![kt_policy::Diagnostic::error(
+                        kt_policy::Code::InvalidValue,
+                        "",
+                        format!("the reload did not complete: {e}"),
+                    )]),
+                };
+                let status = if matches!(outcome, ReloadOutcome::Applied { .. }) {
+                    200
+                } else {
+                    422
+                };
+                respond::json(session, status, &outcome.to_json(), &base()).await?;
+            }
+            ("GET", "/keeptrusts/config", _) => {
+                let mut config = serde_json::to_value(ctx.rt.policy.config()).unwrap_or(Value::Null);
+                redact_literal_keys(&mut config);
+                respond::json(session, 200, &config, &base()).await?;
+            }
+            ("GET", "/keeptrusts/providers/metrics", _) => {
+                respond::json(session, 200, &ctx.rt.router.metrics_json(), &base()).await?;
+            }
+            (_, p, a)
+                if a.is_some()
+                    || matches!(
+                        p,
+                        "/v1/models"
+                            | "/metrics"
+                            | "/health"
+                            | "/healthz"
+                            | "/readyz"
+                            | "/keeptrusts/config"
+                            | "/keeptrusts/config/reload"
+                            | "/keeptrusts/providers/metrics"
+                    ) =>
+            {
+                let msg = format!("method {method} is not allowed on {path}");
+                respond::json(
+                    session,
+                    405,
+                    &error("validation_error", "method_not_allowed", msg),
+                    &base(),
+                )
+                .await?
+            }
+            _ => {
+                let msg = format!("no route for {method} {path}");
+                respond::json(session, 404, &error("validation_error", "not_found", msg), &base()).await?
+            }
+        }
+        Ok(())
+    }
+
+    /// Metrics and the decision event of a model request.
+    fn logging(&self, session: &Session, ctx: &mut Ctx) {
+        let Some(mut ev) = ctx.event.take().map(|e| *e) else {
+            return;
+        };
+        let status = session.response_written().map(|h| h.status.as_u16()).unwrap_or(0);
+        let elapsed = ctx.started.elapsed().as_secs_f64();
+        let usage = ev.usage;
+        let provider = ev.target.as_deref().unwrap_or("none");
+        self.metrics.record(&RequestRecord {
+            provider,
+            model: ev.model.as_deref().unwrap_or(""),
+            status,
+            seconds: elapsed,
+            overhead_seconds: ctx.overhead.unwrap_or(elapsed),
+            policies: std::mem::take(&mut ev.policies),
+            input_tokens: usage.map_or(0, |u| u.prompt),
+            output_tokens: usage.map_or(0, |u| u.completion),
+            rate_limited: ctx.rate_limited,
+        });
+        if !self.events.enabled() {
+            return;
+        }
+        let config = ctx.rt.policy.config();
+        let d = ev.decision.unwrap_or_default();
+        self.events.emit(json!({
+            "id": format!("evt_{:016x}", rand_u64()),
+            "event_type": "decision",
+            "timestamp": crate::events::rfc3339_now(),
+            "request_id": ev.request_id,
+            "api": ev.api,
+            "status": status,
+            "verdict": d.verdict.as_str(),
+            "reason_code": d.reason_code,
+            "policy": d.policy,
+            "degraded": d.degraded,
+            "model": ev.model,
+            "provider": ev.target,
+            "attempts": ev.attempts,
+            "cache": ev.cache,
+            "stream": ev.stream,
+            "rate_limited": ctx.rate_limited,
+            "input_tokens": usage.map(|u| u.prompt),
+            "output_tokens": usage.map(|u| u.completion),
+            "latency_ms": ctx.started.elapsed().as_secs_f64() * 1e3,
+            "config": {"name": config.pack.name, "version": config.pack.version, "digest": ctx.rt.policy.digest()},
+            "policy_results": d.policy_results,
+        }));
+    }
+}
+
+/// Literal `api_key` values never leave the gateway.
+fn redact_literal_keys(config: &mut Value) {
+    if let Some(targets) = config.pointer_mut("/providers/targets").and_then(Value::as_array_mut) {
+        for t in targets {
+            if let Some(k) = t.get_mut("api_key").filter(|k| k.is_string()) {
+                *k = json!("***");
+            }
+        }
+    }
+}
