@@ -438,11 +438,12 @@ mod tests {
     struct Stub(&'static str, fn() -> Result<Outcome, PolicyError>);
 
     impl Policy for Stub {
+        /// An input-phase entry; the stub reports its own kind name.
+        fn entry(&self) -> &'static crate::policies::KindEntry {
+            &crate::policies::audit::KIND
+        }
         fn kind(&self) -> &'static str {
             self.0
-        }
-        fn phases(&self) -> &'static [Phase] {
-            &[Phase::Input]
         }
         fn evaluate(&self, _: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
             (self.1)()

@@ -1,6 +1,7 @@
 //! The policy-kind catalog: every kind name the product knows, the phases it runs in, and
-//! whether this version enforces it. A kind that is known but not enforced is a lint error,
-//! never a silent skip.
+//! whether this version enforces it. The enforced kinds come from the policy registry
+//! (`policies::REGISTRY`); the rest are listed here. A kind that is known but not enforced
+//! is a lint error, never a silent skip.
 
 use serde::Serialize;
 
@@ -47,22 +48,13 @@ const fn kind(name: &'static str, phases: &'static [Phase], enforced: bool, requ
     }
 }
 
-/// Every policy kind of the product, enforced or not.
-pub const CATALOG: &[KindInfo] = &[
-    kind("data-routing-policy", I, true, false),
-    kind("prompt-injection", I, true, false),
-    kind("pii-detector", IO, true, false),
-    kind("hipaa-phi-detector", IO, true, false),
-    kind("rbac", &[Phase::Input, Phase::Tool], true, false),
+/// The kinds the product documents that this version does not enforce yet.
+const NOT_ENFORCED: &[KindInfo] = &[
     kind("agent-firewall", T, false, true),
-    kind("audit-logger", I, true, false),
     kind("cjis-mode", I, false, false),
-    kind("dlp-filter", IO, true, true),
-    kind("safety-filter", IO, true, false),
     kind("student-privacy", I, false, false),
     kind("case-privacy", I, false, false),
     kind("itar-ear-filter", IO, false, false),
-    kind("entity-list-filter", IO, true, true),
     kind("dual-use-filter", I, false, false),
     kind("embedding-detector", IO, false, true),
     kind("language-validator", IO, false, true),
@@ -70,32 +62,37 @@ pub const CATALOG: &[KindInfo] = &[
     kind("external-moderation", I, false, true),
     kind("content-extractor", I, false, true),
     kind("document-analyzer", I, false, false),
-    kind("tool-validation", T, true, true),
     kind("tool-security", T, false, false),
     kind("tool-budget", T, false, true),
     kind("quality-scorer", O, false, true),
-    kind("human-oversight", O, true, true),
     kind("citation-verifier", O, false, false),
     kind("flagged-review", O, false, true),
     kind("financial-compliance", O, false, false),
     kind("healthcare-compliance", O, false, false),
     kind("bias-monitor", O, false, false),
     kind("mnpi-filter", IO, false, false),
-    kind("code-sanitizer", O, true, false),
     kind("gdpr-compliance", I, false, false),
     kind("eu-ai-act", O, false, false),
 ];
 
-pub fn lookup(name: &str) -> Option<&'static KindInfo> {
-    CATALOG.iter().find(|k| k.name == name)
+/// Every policy kind of the product: the enforced ones (from the registry), then the rest.
+pub fn catalog() -> impl Iterator<Item = KindInfo> {
+    crate::policies::REGISTRY
+        .iter()
+        .map(|e| kind(e.name, e.phases, true, e.requires_block))
+        .chain(NOT_ENFORCED.iter().copied())
+}
+
+pub fn lookup(name: &str) -> Option<KindInfo> {
+    catalog().find(|k| k.name == name)
 }
 
 pub fn all_names() -> impl Iterator<Item = &'static str> {
-    CATALOG.iter().map(|k| k.name)
+    catalog().map(|k| k.name)
 }
 
 pub fn enforced_names() -> impl Iterator<Item = &'static str> {
-    CATALOG.iter().filter(|k| k.enforced).map(|k| k.name)
+    crate::policies::REGISTRY.iter().map(|e| e.name)
 }
 
 /// `prompt-injection` → `prompt_injection`, the prefix of reason codes.

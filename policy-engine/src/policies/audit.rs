@@ -1,9 +1,11 @@
 //! `audit-logger`: an allow-only marker placed last in the chain; its settings describe the
 //! audit trail (retention, immutability) that the decision event stream carries.
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::config::AuditLogger as Settings;
+use crate::config::PolicyConfig;
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 
 #[derive(Debug)]
 pub struct AuditLogger {
@@ -23,15 +25,26 @@ impl AuditLogger {
     }
 }
 
+/// `audit-logger` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "audit-logger",
+    phases: &[Phase::Input],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, _plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(AuditLogger::new(
+        &c.policy.audit_logger.clone().unwrap_or_default(),
+    )))
+}
+
 impl Policy for AuditLogger {
-    fn kind(&self) -> &'static str {
-        "audit-logger"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input]
     }
     fn enabled(&self) -> bool {
         self.enabled

@@ -2,6 +2,8 @@
 //! SQL, cloud teardown and unsafe calls inside code (fenced blocks and inline code).
 //! Matches are replaced by `[REDACTED]`, or the response is blocked with `block_on_match`.
 
+use crate::config::PolicyConfig;
+use crate::scan::ScanPlan;
 use std::ops::Range;
 
 use std::sync::OnceLock;
@@ -9,7 +11,7 @@ use std::sync::OnceLock;
 use regex::Regex;
 
 use super::redaction::{self, Finding};
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::compile::builtin;
 use crate::config::{CodeSanitizer as Settings, Redaction};
 use crate::decision::Verdict;
@@ -125,15 +127,26 @@ impl CodeSanitizer {
     }
 }
 
+/// `code-sanitizer` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "code-sanitizer",
+    phases: &[Phase::Output],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, _plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(CodeSanitizer::new(
+        &c.policy.code_sanitizer.clone().unwrap_or_default(),
+    )?))
+}
+
 impl Policy for CodeSanitizer {
-    fn kind(&self) -> &'static str {
-        "code-sanitizer"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Output]
     }
     fn enabled(&self) -> bool {
         self.enabled

@@ -2,9 +2,11 @@
 //! no training, retention days) satisfies the requirements; blocks when none remains. The
 //! compliant set is computed once at compile time.
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
+use crate::config::PolicyConfig;
 use crate::config::{DataCollection, DataRoutingPolicy as Settings, OnNoCompliant, ProviderTarget};
 use crate::kinds::Phase;
+use crate::scan::ScanPlan;
 
 /// Ids of the targets that satisfy `s`, in target order.
 pub fn compliant_targets(s: &Settings, targets: &[ProviderTarget]) -> Vec<String> {
@@ -43,15 +45,37 @@ impl DataRouting {
     }
 }
 
+/// `data-routing-policy` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "data-routing-policy",
+    phases: &[Phase::Input],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, _plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    let settings = c
+        .policy
+        .data_routing_policy
+        .clone()
+        .unwrap_or(crate::config::DataRoutingPolicy {
+            enabled: true,
+            require_zero_data_retention: false,
+            require_no_training: false,
+            max_retention_days: None,
+            on_no_compliant_provider: Default::default(),
+            log_provider_selection: true,
+        });
+    let targets = c.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]);
+    Ok(Box::new(DataRouting::new(&settings, targets)))
+}
+
 impl Policy for DataRouting {
-    fn kind(&self) -> &'static str {
-        "data-routing-policy"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input]
     }
     fn enabled(&self) -> bool {
         self.enabled

@@ -5,11 +5,12 @@
 //! Terms and the literal prefixes of the regexes come from the chain's shared scan; a
 //! regex runs anchored at its prefixes' hits, or over the whole text when it has none.
 
+use crate::config::PolicyConfig;
 use std::sync::OnceLock;
 
 use super::code_sanitizer::SECRET_PATTERNS;
 use super::redaction::{self, Finding};
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::compile::builtin;
 use crate::config::{DlpFilter as Settings, RedactOrBlock, SensitivityLevel};
 use crate::decision::Verdict;
@@ -76,15 +77,27 @@ impl DlpFilter {
     }
 }
 
+/// `dlp-filter` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "dlp-filter",
+    phases: PHASES,
+    requires_block: true,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(DlpFilter::new(
+        c.policy.dlp_filter.as_ref().ok_or("dlp-filter needs a block")?,
+        plan,
+    )?))
+}
+
 impl Policy for DlpFilter {
-    fn kind(&self) -> &'static str {
-        "dlp-filter"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        PHASES
     }
     fn enabled(&self) -> bool {
         self.enabled

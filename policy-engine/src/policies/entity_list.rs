@@ -1,8 +1,9 @@
 //! `entity-list-filter`: blocks requests and responses naming a listed entity (sanctioned
 //! parties, watch lists), matched case-insensitively on word boundaries, optionally fuzzy.
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::config::EntityListFilter as Settings;
+use crate::config::PolicyConfig;
 use crate::kinds::Phase;
 use crate::scan::ScanPlan;
 use crate::text::TermMatcher;
@@ -22,15 +23,30 @@ impl EntityListFilter {
     }
 }
 
+/// `entity-list-filter` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "entity-list-filter",
+    phases: &[Phase::Input, Phase::Output],
+    requires_block: true,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(EntityListFilter::new(
+        c.policy
+            .entity_list_filter
+            .as_ref()
+            .ok_or("entity-list-filter needs a block")?,
+        plan,
+    )?))
+}
+
 impl Policy for EntityListFilter {
-    fn kind(&self) -> &'static str {
-        "entity-list-filter"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input, Phase::Output]
     }
     fn enabled(&self) -> bool {
         self.enabled

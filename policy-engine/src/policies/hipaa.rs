@@ -4,7 +4,8 @@
 
 use super::entities::{EntitySet, phi_detectors};
 use super::pii::decide;
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
+use crate::config::PolicyConfig;
 use crate::config::{HipaaPhiDetector as Settings, RedactOrBlock, Redaction};
 use crate::kinds::Phase;
 use crate::scan::ScanPlan;
@@ -28,15 +29,35 @@ impl HipaaPhiDetector {
     }
 }
 
+/// `hipaa-phi-detector` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "hipaa-phi-detector",
+    phases: &[Phase::Input, Phase::Output],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    let settings = c
+        .policy
+        .hipaa_phi_detector
+        .clone()
+        .unwrap_or(crate::config::HipaaPhiDetector {
+            enabled: true,
+            mode: Default::default(),
+            action: Default::default(),
+            safe_harbor_method: true,
+            redaction: Default::default(),
+        });
+    Ok(Box::new(HipaaPhiDetector::new(&settings, plan)?))
+}
+
 impl Policy for HipaaPhiDetector {
-    fn kind(&self) -> &'static str {
-        "hipaa-phi-detector"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input, Phase::Output]
     }
     fn enabled(&self) -> bool {
         self.enabled

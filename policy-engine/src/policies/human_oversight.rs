@@ -2,9 +2,11 @@
 //! advice, medical decisions, legal opinions, hiring actions, safety-critical instructions)
 //! for human review, or blocks them.
 
+use crate::config::PolicyConfig;
+use crate::scan::ScanPlan;
 use regex::Regex;
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::config::{EscalateOrBlock, HumanOversight as Settings, OversightCategory};
 use crate::exchange::{Role, request_texts};
 use crate::kinds::Phase;
@@ -57,15 +59,29 @@ impl HumanOversight {
     }
 }
 
+/// `human-oversight` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "human-oversight",
+    phases: &[Phase::Output],
+    requires_block: true,
+    build,
+};
+
+fn build(c: &PolicyConfig, _plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(HumanOversight::new(
+        c.policy
+            .human_oversight
+            .as_ref()
+            .ok_or("human-oversight needs a block")?,
+    )?))
+}
+
 impl Policy for HumanOversight {
-    fn kind(&self) -> &'static str {
-        "human-oversight"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Output]
     }
     fn enabled(&self) -> bool {
         self.enabled

@@ -1,5 +1,8 @@
-//! One module per policy kind, each implementing `Policy`. A new kind is a new module, a
-//! constructor arm in `build`, and a fixture folder; nothing else changes.
+//! One module per policy kind, each implementing `Policy` and declaring its `KIND` (name,
+//! phases, whether a chain entry needs a block, how it compiles) for the registry below. A
+//! new kind is a new module, its line in `REGISTRY`, its `policy.<kind>` block in
+//! `config::PolicyBlocks`, and a fixture folder; the kind catalog, lint and the builder
+//! read the registry.
 
 pub mod audit;
 pub mod code_sanitizer;
@@ -107,10 +110,46 @@ impl Outcome {
 #[error("{0}")]
 pub struct PolicyError(pub String);
 
+/// One enforced policy kind in the registry.
+#[derive(Debug)]
+pub struct KindEntry {
+    pub name: &'static str,
+    pub phases: &'static [Phase],
+    /// A chain entry of this kind without a `policy.<kind>` block is E003.
+    pub requires_block: bool,
+    /// Compiles the kind from a validated configuration.
+    pub build: BuildFn,
+}
+
+/// How a kind compiles: its settings from the configuration, its literals into the scan plan.
+pub type BuildFn = fn(&PolicyConfig, &mut ScanPlan) -> Result<Box<dyn Policy>, String>;
+
+/// Every kind this version enforces, in catalog order.
+pub const REGISTRY: &[&KindEntry] = &[
+    &data_routing::KIND,
+    &prompt_injection::KIND,
+    &pii::KIND,
+    &hipaa::KIND,
+    &rbac::KIND,
+    &audit::KIND,
+    &dlp::KIND,
+    &safety::KIND,
+    &entity_list::KIND,
+    &tool_validation::KIND,
+    &human_oversight::KIND,
+    &code_sanitizer::KIND,
+];
+
 /// A compiled policy of one kind.
 pub trait Policy: Send + Sync + Debug {
-    fn kind(&self) -> &'static str;
-    fn phases(&self) -> &'static [Phase];
+    /// The kind's registry entry.
+    fn entry(&self) -> &'static KindEntry;
+    fn kind(&self) -> &'static str {
+        self.entry().name
+    }
+    fn phases(&self) -> &'static [Phase] {
+        self.entry().phases
+    }
     fn enabled(&self) -> bool {
         true
     }
@@ -125,66 +164,8 @@ pub trait Policy: Send + Sync + Debug {
 
 /// Builds the compiled policy for `kind` from a validated configuration.
 pub fn build(kind: &str, config: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
-    let b = &config.policy;
-    Ok(match kind {
-        "prompt-injection" => Box::new(prompt_injection::PromptInjection::new(
-            &b.prompt_injection.clone().unwrap_or_default(),
-            plan,
-        )?),
-        "pii-detector" => Box::new(pii::PiiDetector::new(
-            &b.pii_detector.clone().unwrap_or_default(),
-            plan,
-        )?),
-        "dlp-filter" => Box::new(dlp::DlpFilter::new(
-            b.dlp_filter.as_ref().ok_or("dlp-filter needs a block")?,
-            plan,
-        )?),
-        "hipaa-phi-detector" => Box::new(hipaa::HipaaPhiDetector::new(
-            &b.hipaa_phi_detector.clone().unwrap_or(crate::config::HipaaPhiDetector {
-                enabled: true,
-                mode: Default::default(),
-                action: Default::default(),
-                safe_harbor_method: true,
-                redaction: Default::default(),
-            }),
-            plan,
-        )?),
-        "entity-list-filter" => Box::new(entity_list::EntityListFilter::new(
-            b.entity_list_filter
-                .as_ref()
-                .ok_or("entity-list-filter needs a block")?,
-            plan,
-        )?),
-        "code-sanitizer" => Box::new(code_sanitizer::CodeSanitizer::new(
-            &b.code_sanitizer.clone().unwrap_or_default(),
-        )?),
-        "tool-validation" => Box::new(tool_validation::ToolValidation::new(
-            b.tool_validation.as_ref().ok_or("tool-validation needs a block")?,
-        )?),
-        "rbac" => Box::new(rbac::Rbac::new(&b.rbac.clone().unwrap_or_default(), plan)?),
-        "human-oversight" => Box::new(human_oversight::HumanOversight::new(
-            b.human_oversight.as_ref().ok_or("human-oversight needs a block")?,
-        )?),
-        "data-routing-policy" => {
-            let drp = b
-                .data_routing_policy
-                .clone()
-                .unwrap_or(crate::config::DataRoutingPolicy {
-                    enabled: true,
-                    require_zero_data_retention: false,
-                    require_no_training: false,
-                    max_retention_days: None,
-                    on_no_compliant_provider: Default::default(),
-                    log_provider_selection: true,
-                });
-            let targets = config.providers.as_ref().map(|p| p.targets.as_slice()).unwrap_or(&[]);
-            Box::new(data_routing::DataRouting::new(&drp, targets))
-        }
-        "safety-filter" => Box::new(safety::SafetyFilter::new(
-            &b.safety_filter.clone().unwrap_or_default(),
-            plan,
-        )?),
-        "audit-logger" => Box::new(audit::AuditLogger::new(&b.audit_logger.clone().unwrap_or_default())),
-        other => return Err(format!("policy kind '{other}' is not enforced by this version")),
-    })
+    match REGISTRY.iter().find(|e| e.name == kind) {
+        Some(e) => (e.build)(config, plan),
+        None => Err(format!("policy kind '{kind}' is not enforced by this version")),
+    }
 }

@@ -4,7 +4,8 @@
 
 use super::entities::{Detector, EntitySet, pii_detectors};
 use super::redaction::{self, Finding};
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
+use crate::config::PolicyConfig;
 use crate::config::{PiiDetector as Settings, RedactOrBlock, Redaction};
 use crate::decision::Verdict;
 use crate::kinds::Phase;
@@ -68,15 +69,27 @@ pub(crate) fn decide(
     }
 }
 
+/// `pii-detector` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "pii-detector",
+    phases: &[Phase::Input, Phase::Output],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(PiiDetector::new(
+        &c.policy.pii_detector.clone().unwrap_or_default(),
+        plan,
+    )?))
+}
+
 impl Policy for PiiDetector {
-    fn kind(&self) -> &'static str {
-        "pii-detector"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input, Phase::Output]
     }
     fn enabled(&self) -> bool {
         self.enabled

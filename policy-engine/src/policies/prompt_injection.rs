@@ -7,12 +7,13 @@
 //! scores 1.0; similarity to known attack sentences (character-trigram cosine) scores below
 //! that; a message is an injection when its score reaches `embedding_threshold`.
 
+use crate::config::PolicyConfig;
 use std::ops::Range;
 use std::sync::OnceLock;
 
 use base64::Engine as _;
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::compile::builtin;
 use crate::config::{PiAction, PromptInjection as Settings};
 use crate::kinds::Phase;
@@ -315,15 +316,27 @@ impl PromptInjection {
     }
 }
 
+/// `prompt-injection` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "prompt-injection",
+    phases: &[Phase::Input],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(PromptInjection::new(
+        &c.policy.prompt_injection.clone().unwrap_or_default(),
+        plan,
+    )?))
+}
+
 impl Policy for PromptInjection {
-    fn kind(&self) -> &'static str {
-        "prompt-injection"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input]
     }
     fn enabled(&self) -> bool {
         self.enabled

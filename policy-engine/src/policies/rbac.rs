@@ -2,10 +2,11 @@
 //! credential, the caller's role and the models it may use, and HIPAA minimum-necessary
 //! (PHI only for listed roles). Tool phase: the tools each role may use.
 
+use crate::config::PolicyConfig;
 use std::collections::BTreeMap;
 
 use super::entities::{EntitySet, phi_detectors};
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::config::{Rbac as Settings, RolePermissions};
 use crate::kinds::Phase;
 use crate::scan::ScanPlan;
@@ -151,12 +152,21 @@ impl Rbac {
     }
 }
 
+/// `rbac` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "rbac",
+    phases: &[Phase::Input, Phase::Tool],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(Rbac::new(&c.policy.rbac.clone().unwrap_or_default(), plan)?))
+}
+
 impl Policy for Rbac {
-    fn kind(&self) -> &'static str {
-        "rbac"
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input, Phase::Tool]
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn enabled(&self) -> bool {
         self.enabled

@@ -2,7 +2,8 @@
 //! mode (critical infrastructure, automotive, education, law enforcement) plus a universal
 //! list, extended (or replaced) by `block_if`; on requests and responses.
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
+use crate::config::PolicyConfig;
 use crate::config::{BlockOrEscalate, SafetyFilter as Settings, SafetyMode};
 use crate::kinds::Phase;
 use crate::scan::ScanPlan;
@@ -129,15 +130,27 @@ impl SafetyFilter {
     }
 }
 
+/// `safety-filter` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "safety-filter",
+    phases: &[Phase::Input, Phase::Output],
+    requires_block: false,
+    build,
+};
+
+fn build(c: &PolicyConfig, plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(SafetyFilter::new(
+        &c.policy.safety_filter.clone().unwrap_or_default(),
+        plan,
+    )?))
+}
+
 impl Policy for SafetyFilter {
-    fn kind(&self) -> &'static str {
-        "safety-filter"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Input, Phase::Output]
     }
     fn enabled(&self) -> bool {
         self.enabled

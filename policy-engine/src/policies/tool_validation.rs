@@ -1,9 +1,11 @@
 //! `tool-validation`: only declared tools may be offered to or called by the model, and a
 //! call's arguments must satisfy the tool's JSON Schema.
 
+use crate::config::PolicyConfig;
+use crate::scan::ScanPlan;
 use std::collections::BTreeMap;
 
-use super::{EvalContext, Outcome, Policy, PolicyError};
+use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::config::ToolValidation as Settings;
 use crate::exchange::ToolArgs;
 use crate::kinds::Phase;
@@ -40,15 +42,29 @@ impl ToolValidation {
     }
 }
 
+/// `tool-validation` in the policy-kind registry.
+pub const KIND: KindEntry = KindEntry {
+    name: "tool-validation",
+    phases: &[Phase::Tool],
+    requires_block: true,
+    build,
+};
+
+fn build(c: &PolicyConfig, _plan: &mut ScanPlan) -> Result<Box<dyn Policy>, String> {
+    Ok(Box::new(ToolValidation::new(
+        c.policy
+            .tool_validation
+            .as_ref()
+            .ok_or("tool-validation needs a block")?,
+    )?))
+}
+
 impl Policy for ToolValidation {
-    fn kind(&self) -> &'static str {
-        "tool-validation"
+    fn entry(&self) -> &'static KindEntry {
+        &KIND
     }
     fn reads_headers(&self) -> bool {
         false
-    }
-    fn phases(&self) -> &'static [Phase] {
-        &[Phase::Tool]
     }
     fn enabled(&self) -> bool {
         self.enabled

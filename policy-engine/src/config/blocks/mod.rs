@@ -42,31 +42,6 @@ pub struct PolicyBlocks {
     pub audit_logger: Option<AuditLogger>,
 }
 
-impl PolicyBlocks {
-    /// Kinds that have a block, in catalog order.
-    pub fn present_kinds(&self) -> Vec<&'static str> {
-        let mut out = Vec::new();
-        let mut add = |present: bool, kind: &'static str| {
-            if present {
-                out.push(kind);
-            }
-        };
-        add(self.prompt_injection.is_some(), "prompt-injection");
-        add(self.pii_detector.is_some(), "pii-detector");
-        add(self.dlp_filter.is_some(), "dlp-filter");
-        add(self.hipaa_phi_detector.is_some(), "hipaa-phi-detector");
-        add(self.entity_list_filter.is_some(), "entity-list-filter");
-        add(self.code_sanitizer.is_some(), "code-sanitizer");
-        add(self.tool_validation.is_some(), "tool-validation");
-        add(self.rbac.is_some(), "rbac");
-        add(self.human_oversight.is_some(), "human-oversight");
-        add(self.data_routing_policy.is_some(), "data-routing-policy");
-        add(self.safety_filter.is_some(), "safety-filter");
-        add(self.audit_logger.is_some(), "audit-logger");
-        out
-    }
-}
-
 // ---------------------------------------------------------------- prompt-injection
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
