@@ -66,6 +66,44 @@ impl Gateway {
     }
 }
 
+/// The gateway's own routes; the model API routes are `ClientApi::of_path`.
+#[derive(Debug, Clone, Copy)]
+enum Route {
+    Health,
+    Metrics,
+    Models,
+    Healthz,
+    Readyz,
+    Reload,
+    Config,
+    ProviderMetrics,
+}
+
+/// (path, method, route): anything else on these paths is 405, any other path 404.
+const ROUTES: &[(&str, &str, Route)] = &[
+    ("/health", "GET", Route::Health),
+    ("/metrics", "GET", Route::Metrics),
+    ("/v1/models", "GET", Route::Models),
+    ("/healthz", "GET", Route::Healthz),
+    ("/readyz", "GET", Route::Readyz),
+    ("/keeptrusts/config/reload", "POST", Route::Reload),
+    ("/keeptrusts/config", "GET", Route::Config),
+    ("/keeptrusts/providers/metrics", "GET", Route::ProviderMetrics),
+];
+
+/// An answer of the gateway's own.
+enum Answer {
+    Json(u16, Value),
+    /// The Prometheus exposition.
+    Text(String),
+}
+
+impl Answer {
+    fn error(status: u16, code: &str, message: impl Into<String>) -> Answer {
+        Answer::Json(status, error("validation_error", code, message))
+    }
+}
+
 /// Compares two secrets in time that depends only on their lengths.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
@@ -179,30 +217,56 @@ impl Gateway {
         let method = session.req_header().method.clone();
         let uri = session.req_header().uri.clone();
         let (method, path) = (method.as_str(), uri.path());
-        // Only the answers that are not a model API's build this.
-        let base = || vec![("x-request-id", id.clone())];
+        let answer = match self.refusal(session, ctx, method, path) {
+            Some(refused) => refused,
+            None => match (ClientApi::of_path(path), ROUTES.iter().find(|r| r.0 == path)) {
+                (Some(api), _) if method == "POST" => {
+                    ctx.event = Some(Box::new(EventData {
+                        request_id: id.clone(),
+                        api: api.name(),
+                        ..EventData::default()
+                    }));
+                    return Box::pin(crate::model_api::serve(self, session, ctx, &id, api)).await;
+                }
+                (_, Some((_, m, route))) if method == *m => self.own_route(ctx, *route).await,
+                (Some(_), _) | (_, Some(_)) => Answer::error(
+                    405,
+                    "method_not_allowed",
+                    format!("method {method} is not allowed on {path}"),
+                ),
+                (None, None) => Answer::error(404, "not_found", format!("no route for {method} {path}")),
+            },
+        };
+        let base = vec![("x-request-id", id)];
+        match answer {
+            Answer::Json(status, body) => respond::json(session, status, &body, &base).await,
+            Answer::Text(body) => respond::text(session, 200, "text/plain; version=0.0.4", body).await,
+        }
+    }
+
+    /// Requests refused on their head alone: headers over `size_limits.max_header_bytes`
+    /// (431), admin routes without the `--api-token` (401), `CONNECT` (405). A refusal that
+    /// leaves unread bytes behind closes the connection.
+    fn refusal(&self, session: &mut Session, ctx: &Ctx, method: &str, path: &str) -> Option<Answer> {
         let max_header = ctx.rt.sizes.max_header_bytes;
-        let header_bytes: usize = session
-            .req_header()
+        let head = session.req_header();
+        let header_bytes: usize = head
             .headers
             .iter()
             .map(|(k, v)| k.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + uri.path_and_query().map_or(0, |p| p.as_str().len());
+            + head.uri.path_and_query().map_or(0, |p| p.as_str().len());
         if header_bytes as u64 > max_header {
+            session.set_keepalive(None);
             let msg = format!(
                 "request headers total {header_bytes} bytes, more than size_limits.max_header_bytes ({max_header})"
             );
-            session.set_keepalive(None);
-            let body = error("validation_error", "request_headers_too_large", msg);
-            respond::json(session, 431, &body, &base()).await?;
-            return Ok(());
+            return Some(Answer::error(431, "request_headers_too_large", msg));
         }
         if path.starts_with("/keeptrusts/")
             && let Some(token) = &self.admin_token
         {
-            let presented = session
-                .req_header()
+            let presented = head
                 .headers
                 .get("authorization")
                 .and_then(|v| v.to_str().ok())
@@ -214,63 +278,42 @@ impl Gateway {
                     "unauthorized",
                     "admin routes need `Authorization: Bearer <token>` with the gateway's --api-token",
                 );
-                respond::json(session, 401, &body, &base()).await?;
-                return Ok(());
+                return Some(Answer::Json(401, body));
             }
         }
         if method == "CONNECT" {
             // A tunnel is not a route here, and what follows the head would be tunnel bytes.
             session.set_keepalive(None);
-            let body = error(
-                "validation_error",
-                "method_not_allowed",
-                "CONNECT is not supported: kt is not a forward proxy",
-            );
-            respond::json(session, 405, &body, &base()).await?;
-            return Ok(());
+            let msg = "CONNECT is not supported: kt is not a forward proxy";
+            return Some(Answer::error(405, "method_not_allowed", msg));
         }
-        let api = match path {
-            "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
-            "/v1/messages" => Some(ClientApi::AnthropicMessages),
-            "/v1/responses" => Some(ClientApi::Responses),
-            "/v1/embeddings" => Some(ClientApi::Embeddings),
-            _ => None,
-        };
-        match (method, path, api) {
-            ("POST", _, Some(api)) => {
-                ctx.event = Some(Box::new(EventData {
-                    request_id: id.clone(),
-                    api: api.name(),
-                    ..EventData::default()
-                }));
-                Box::pin(crate::model_api::serve(self, session, ctx, &id, api)).await?
-            }
-            ("GET", "/health", _) => respond::json(session, 200, &self.health(ctx), &base()).await?,
-            ("GET", "/metrics", _) => {
-                let body = self.metrics.render(
-                    self.events.written(),
-                    self.events.dropped(),
-                    &ctx.rt.router,
-                    &self.cache,
-                );
-                respond::text(session, 200, "text/plain; version=0.0.4", body).await?
-            }
-            ("GET", "/v1/models", _) => respond::json(session, 200, &models(ctx.rt.policy.config()), &base()).await?,
-            ("GET", "/healthz", _) => respond::json(session, 200, &json!({"status": "ok"}), &base()).await?,
-            ("GET", "/readyz", _) => {
+        None
+    }
+
+    /// The gateway's own routes (health, metrics, models, admin).
+    async fn own_route(&self, ctx: &Ctx, route: Route) -> Answer {
+        match route {
+            Route::Health => Answer::Json(200, self.health(ctx)),
+            Route::Metrics => Answer::Text(self.metrics.render(
+                self.events.written(),
+                self.events.dropped(),
+                &ctx.rt.router,
+                &self.cache,
+            )),
+            Route::Models => Answer::Json(200, models(ctx.rt.policy.config())),
+            Route::Healthz => Answer::Json(200, json!({"status": "ok"})),
+            Route::Readyz => {
                 // A gateway serves only once a configuration is compiled and its router
                 // built; `new_ctx` always has one, so a running gateway is ready unless every
                 // target's circuit is open.
-                let open = ctx.rt.router.targets.iter().all(|t| t.health.circuit() == "open");
-                if open {
+                if ctx.rt.router.targets.iter().all(|t| t.health.circuit() == "open") {
                     let body = json!({"status": "unavailable", "reason": "every provider target's circuit is open"});
-                    respond::json(session, 503, &body, &base()).await?
+                    Answer::Json(503, body)
                 } else {
-                    let body = json!({"status": "ready", "digest": ctx.rt.policy.digest()});
-                    respond::json(session, 200, &body, &base()).await?
+                    Answer::Json(200, json!({"status": "ready", "digest": ctx.rt.policy.digest()}))
                 }
             }
-            ("POST", "/keeptrusts/config/reload", _) => {
+            Route::Reload => {
                 // Compiling a large configuration takes tens of milliseconds: off the worker
                 // thread, so the connections it serves do not wait for it.
                 let source = Arc::clone(&self.source);
@@ -287,45 +330,15 @@ impl Gateway {
                 } else {
                     422
                 };
-                respond::json(session, status, &outcome.to_json(), &base()).await?;
+                Answer::Json(status, outcome.to_json())
             }
-            ("GET", "/keeptrusts/config", _) => {
+            Route::Config => {
                 let mut config = serde_json::to_value(ctx.rt.policy.config()).unwrap_or(Value::Null);
                 redact_literal_keys(&mut config);
-                respond::json(session, 200, &config, &base()).await?;
+                Answer::Json(200, config)
             }
-            ("GET", "/keeptrusts/providers/metrics", _) => {
-                respond::json(session, 200, &ctx.rt.router.metrics_json(), &base()).await?;
-            }
-            (_, p, a)
-                if a.is_some()
-                    || matches!(
-                        p,
-                        "/v1/models"
-                            | "/metrics"
-                            | "/health"
-                            | "/healthz"
-                            | "/readyz"
-                            | "/keeptrusts/config"
-                            | "/keeptrusts/config/reload"
-                            | "/keeptrusts/providers/metrics"
-                    ) =>
-            {
-                let msg = format!("method {method} is not allowed on {path}");
-                respond::json(
-                    session,
-                    405,
-                    &error("validation_error", "method_not_allowed", msg),
-                    &base(),
-                )
-                .await?
-            }
-            _ => {
-                let msg = format!("no route for {method} {path}");
-                respond::json(session, 404, &error("validation_error", "not_found", msg), &base()).await?
-            }
+            Route::ProviderMetrics => Answer::Json(200, ctx.rt.router.metrics_json()),
         }
-        Ok(())
     }
 
     /// Metrics and the decision event of a model request.

@@ -52,6 +52,17 @@ pub enum ClientApi {
 }
 
 impl ClientApi {
+    /// The API a model route serves.
+    pub fn of_path(path: &str) -> Option<ClientApi> {
+        match path {
+            "/v1/chat/completions" => Some(ClientApi::OpenAiChat),
+            "/v1/messages" => Some(ClientApi::AnthropicMessages),
+            "/v1/responses" => Some(ClientApi::Responses),
+            "/v1/embeddings" => Some(ClientApi::Embeddings),
+            _ => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ClientApi::OpenAiChat => "chat_completions",

@@ -137,52 +137,8 @@ pub(crate) async fn run<'g>(
                 );
                 return Ok((target, x));
             }
-            Ok(x) => {
-                let status = x.status();
-                let retry_after = x.header("retry-after");
-                let t1 = Instant::now();
-                let body = Box::pin(x.body(plan.max_response))
-                    .await
-                    .ok()
-                    .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
-                p.upstream_time += t1.elapsed();
-                let class = classify(
-                    status,
-                    body.as_ref(),
-                    fallback.on_content_policy,
-                    fallback.on_context_window,
-                );
-                target
-                    .health
-                    .failure(cb, class.counts, &format!("HTTP {status} ({})", class.outcome));
-                note_attempt(
-                    gw,
-                    ctx,
-                    || json!({"target": target.id, "outcome": class.outcome, "status": status}),
-                );
-                let fall = class.forced || class.trigger.is_some_and(|t| fallback.triggers.contains(&t));
-                let failure = Failure::Status {
-                    status,
-                    body,
-                    retry_after,
-                };
-                (failure, fall)
-            }
-            Err(e) => {
-                target.health.failure(cb, true, &e.to_string());
-                let (failure, trigger, outcome) = match e {
-                    UpstreamError::Timeout(..) => {
-                        (Failure::Timeout(e.to_string()), FallbackTrigger::Timeout, "timeout")
-                    }
-                    _ => (
-                        Failure::Connection(e.to_string()),
-                        FallbackTrigger::ConnectionError,
-                        "connection_error",
-                    ),
-                };
-                note_attempt(gw, ctx, || json!({"target": target.id, "outcome": outcome}));
-                (failure, fallback.triggers.contains(&trigger))
-            }
+            Ok(x) => Box::pin(status_failure(gw, ctx, p, rt, &target, x, plan.max_response)).await,
+            Err(e) => transport_failure(gw, ctx, rt, &target, e),
         };
         let stop = !(fallback.enabled && fall);
         last = Some((target, failure));
@@ -191,6 +147,67 @@ pub(crate) async fn run<'g>(
         }
     }
     Err(last_failure(ctx, p, last, skipped_open))
+}
+
+/// A target that answered with an error status: read (bounded) and classified; whether
+/// the request falls over to the next target.
+async fn status_failure(
+    gw: &Gateway,
+    ctx: &mut Ctx,
+    p: &mut Progress<'_>,
+    rt: &Runtime,
+    target: &Target,
+    x: Exchange<'_>,
+    max_response: u64,
+) -> (Failure, bool) {
+    let fallback = &rt.router.fallback;
+    let status = x.status();
+    let retry_after = x.header("retry-after");
+    let t1 = Instant::now();
+    let body = Box::pin(x.body(max_response))
+        .await
+        .ok()
+        .and_then(|b| serde_json::from_slice::<Value>(&b).ok());
+    p.upstream_time += t1.elapsed();
+    let class = classify(
+        status,
+        body.as_ref(),
+        fallback.on_content_policy,
+        fallback.on_context_window,
+    );
+    let cb = rt.router.circuit_breaker.as_ref();
+    target
+        .health
+        .failure(cb, class.counts, &format!("HTTP {status} ({})", class.outcome));
+    note_attempt(
+        gw,
+        ctx,
+        || json!({"target": target.id, "outcome": class.outcome, "status": status}),
+    );
+    let fall = class.forced || class.trigger.is_some_and(|t| fallback.triggers.contains(&t));
+    let failure = Failure::Status {
+        status,
+        body,
+        retry_after,
+    };
+    (failure, fall)
+}
+
+/// A target that could not be reached or timed out; whether the request falls over.
+fn transport_failure(gw: &Gateway, ctx: &mut Ctx, rt: &Runtime, target: &Target, e: UpstreamError) -> (Failure, bool) {
+    target
+        .health
+        .failure(rt.router.circuit_breaker.as_ref(), true, &e.to_string());
+    let (failure, trigger, outcome) = match e {
+        UpstreamError::Timeout(..) => (Failure::Timeout(e.to_string()), FallbackTrigger::Timeout, "timeout"),
+        _ => (
+            Failure::Connection(e.to_string()),
+            FallbackTrigger::ConnectionError,
+            "connection_error",
+        ),
+    };
+    note_attempt(gw, ctx, || json!({"target": target.id, "outcome": outcome}));
+    (failure, rt.router.fallback.triggers.contains(&trigger))
 }
 
 /// The client's error for the last failure.

@@ -197,6 +197,25 @@ fn text_chunk(template: Option<&Value>, key: u64, text: String) -> Value {
     chunk_like(template, choice, Value::Object(delta))
 }
 
+/// One relayed chat stream: a guard per (choice, text field), the tool calls being held,
+/// the usage seen.
+struct ChatRelay<'p> {
+    policy: &'p CompiledPolicy,
+    request: &'p Value,
+    headers: &'p Headers,
+    opts: EvalOptions,
+    include_usage: bool,
+    /// Streamed tool calls are held until complete, checked by the tool and output phases
+    /// (their arguments are text the output policies read), then sent.
+    hold_calls: bool,
+    guards: BTreeMap<u64, OutputGuard<'p>>,
+    /// The first chunk, the shape of the chunks the relay makes itself.
+    template: Option<Value>,
+    calls: Vec<HeldCall>,
+    usage: Option<Value>,
+    done: bool,
+}
+
 #[allow(clippy::too_many_arguments)]
 pub async fn relay(
     session: &mut impl StreamSink,
@@ -210,33 +229,33 @@ pub async fn relay(
     extra: respond::Headers,
 ) -> Result<Option<Value>> {
     stream_header(session, &extra).await?;
-    let mut usage = None;
-
-    let mut parser = SseParser::new(MAX_EVENT);
-    let mut guards: BTreeMap<u64, OutputGuard<'_>> = BTreeMap::new();
-    let mut template: Option<Value> = None;
-    let mut done = false;
-    let mut out: Vec<u8> = Vec::with_capacity(4096);
     // Without output policies or translation, events pass through as they are; only a
     // usage chunk is looked at (captured, and dropped unless the client asked for it).
     let raw = translator.is_none()
         && !policy.runs_phase(kt_policy::Phase::Output)
         && !policy.runs_phase(kt_policy::Phase::Tool);
-    // Streamed tool calls are held until complete, checked by the tool and output phases
-    // (their arguments are text the output policies read), then sent.
-    let tool_phase = policy.runs_phase(kt_policy::Phase::Tool) || policy.runs_phase(kt_policy::Phase::Output);
-    let mut calls: Vec<HeldCall> = Vec::new();
+    let mut st = ChatRelay {
+        policy,
+        request,
+        headers,
+        opts,
+        include_usage,
+        hold_calls: policy.runs_phase(kt_policy::Phase::Tool) || policy.runs_phase(kt_policy::Phase::Output),
+        guards: BTreeMap::new(),
+        template: None,
+        calls: Vec::new(),
+        usage: None,
+        done: false,
+    };
+    let mut parser = SseParser::new(MAX_EVENT);
+    let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let chunk = match next_chunk(session, &mut exchange, &mut out).await? {
             Ok(Some(c)) => c,
             Ok(None) => break,
             Err(e) => {
-                return fail(
-                    session,
-                    &mut out,
-                    respond::error("upstream_error", "upstream_stream_failed", e.to_string()),
-                )
-                .await;
+                let body = respond::error("upstream_error", "upstream_stream_failed", e.to_string());
+                return fail(session, &mut out, body).await;
             }
         };
         let events = match parser.push(&chunk) {
@@ -246,170 +265,206 @@ pub async fn relay(
                 return fail(session, &mut out, body).await;
             }
         };
-        if raw {
-            for event in events {
-                if done {
-                    continue;
-                }
-                if event.is_done() {
-                    done = true;
-                } else if event.data.contains("\"usage\":{")
-                    && let Ok(v) = serde_json::from_str::<Value>(&event.data)
-                    && v.get("usage").is_some_and(Value::is_object)
-                {
-                    usage = v.get("usage").cloned();
-                    let only_usage = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
-                    if only_usage && !include_usage {
-                        continue;
-                    }
-                }
-                out.extend_from_slice(&event.to_bytes());
-            }
-            continue;
-        }
         let events = match translator.as_mut() {
             None => events,
             Some(t) => match to_openai_events(t, events) {
                 Ok(ev) => ev,
                 Err(msg) => {
-                    return fail(
-                        session,
-                        &mut out,
-                        respond::error("upstream_error", "upstream_stream_failed", msg),
-                    )
-                    .await;
+                    let body = respond::error("upstream_error", "upstream_stream_failed", msg);
+                    return fail(session, &mut out, body).await;
                 }
             },
         };
         for event in events {
-            if done {
-                continue;
-            }
-            if event.is_done() {
-                if !calls.is_empty() {
-                    match release_calls(policy, request, headers, opts, &mut calls, template.as_ref()) {
-                        Ok(chunks) => chunks.iter().for_each(|c| push_json(&mut out, c)),
-                        Err(d) => return fail(session, &mut out, d.error_body()).await,
-                    }
-                }
-                for (key, guard) in guards.iter_mut() {
-                    match guard.finish() {
-                        Step::Emit(t) if !t.is_empty() => push_json(&mut out, &text_chunk(template.as_ref(), *key, t)),
-                        Step::Emit(_) => {}
-                        Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
-                    }
-                }
-                out.extend_from_slice(&event.to_bytes());
-                done = true;
-                continue;
-            }
-            let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-                if event.data.trim().is_empty() {
-                    out.extend_from_slice(&event.to_bytes());
-                    continue;
-                }
-                let body = respond::error("upstream_error", "invalid_upstream_stream", NOT_JSON);
-                return fail(session, &mut out, body).await;
+            let step = if raw {
+                st.raw_event(event, &mut out);
+                Ok(())
+            } else {
+                st.event(event, &mut out)
             };
-            let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
-            if no_choices && v.get("usage").is_some_and(Value::is_object) {
-                usage = v.get("usage").cloned();
-                if include_usage {
-                    push_json(&mut out, &v);
-                }
-                continue;
-            }
-            // Text still held for a choice goes out before that choice's finish reason.
-            let finishing: Vec<u64> = v
-                .get("choices")
-                .and_then(Value::as_array)
-                .map(|cs| {
-                    cs.iter()
-                        .enumerate()
-                        .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
-                        .map(|(i, c)| c.get("index").and_then(Value::as_u64).unwrap_or(i as u64))
-                        .collect()
-                })
-                .unwrap_or_default();
-            let in_chunk: Vec<(u64, String)> = text_deltas(StreamFormat::OpenAiChat, &v)
-                .into_iter()
-                .map(|(k, t)| (k, t.to_owned()))
-                .collect();
-            let mut flushed: Vec<u64> = Vec::new();
-            for choice in &finishing {
-                let keys = chat_key(*choice, 0)..chat_key(*choice, CHAT_FIELDS.len());
-                let held: Vec<u64> = guards.range(keys).map(|(k, _)| *k).collect();
-                for key in held {
-                    let Some(guard) = guards.get_mut(&key) else { continue };
-                    flushed.push(key);
-                    let pending_delta = in_chunk.iter().find(|(k, _)| *k == key).map_or("", |(_, t)| t.as_str());
-                    match guard.push(pending_delta) {
-                        Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
-                        Step::Emit(head) => {
-                            let rest = match guard.finish() {
-                                Step::Emit(t) => t,
-                                Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
-                            };
-                            let text = format!("{head}{rest}");
-                            // A finish chunk usually has no content field: send the text
-                            // in a chunk of its own, just before it.
-                            if !set_text_delta(StreamFormat::OpenAiChat, &mut v, key, text.clone()) && !text.is_empty()
-                            {
-                                push_json(&mut out, &text_chunk(template.as_ref(), key, text));
-                            }
-                        }
-                    }
-                }
-            }
-            for (key, text) in in_chunk.into_iter().filter(|(key, _)| !flushed.contains(key)) {
-                let guard = guards
-                    .entry(key)
-                    .or_insert_with(|| OutputGuard::new(policy, request, headers, opts));
-                match guard.push(&text) {
-                    Step::Emit(t) => {
-                        set_text_delta(StreamFormat::OpenAiChat, &mut v, key, t);
-                    }
-                    Step::Blocked(d) => return fail(session, &mut out, output_blocked(&d)).await,
-                }
-            }
-            if tool_phase {
-                hold_tool_calls(&mut v, &mut calls);
-                if !finishing.is_empty() && !calls.is_empty() {
-                    match release_calls(policy, request, headers, opts, &mut calls, template.as_ref()) {
-                        Ok(chunks) => chunks.iter().for_each(|c| push_json(&mut out, c)),
-                        Err(d) => return fail(session, &mut out, d.error_body()).await,
-                    }
-                }
-            }
-            if let Some(o) = v.as_object_mut()
-                && !include_usage
-            {
-                o.remove("usage");
-            }
-            if template.is_none() {
-                template = Some(v.clone());
-            }
-            if !only_empty_text(&v) && !empty_delta(&v) {
-                push_json(&mut out, &v);
+            if let Err(body) = step {
+                return fail(session, &mut out, body).await;
             }
         }
     }
-    if !done {
-        return fail(
-            session,
-            &mut out,
-            respond::error(
-                "upstream_error",
-                "upstream_stream_ended",
-                "the upstream ended the stream early",
-            ),
-        )
-        .await;
+    if !st.done {
+        let body = respond::error(
+            "upstream_error",
+            "upstream_stream_ended",
+            "the upstream ended the stream early",
+        );
+        return fail(session, &mut out, body).await;
     }
     flush(session, &mut out).await?;
     exchange.release();
     session.body(Bytes::new(), true).await?;
-    Ok(usage)
+    Ok(st.usage)
+}
+
+impl ChatRelay<'_> {
+    /// An event of a stream no policy reads: passed on; a usage chunk is captured (and
+    /// sent only when the client asked for usage).
+    fn raw_event(&mut self, event: SseEvent, out: &mut Vec<u8>) {
+        if self.done {
+            return;
+        }
+        if event.is_done() {
+            self.done = true;
+        } else if event.data.contains("\"usage\":{")
+            && let Ok(v) = serde_json::from_str::<Value>(&event.data)
+            && v.get("usage").is_some_and(Value::is_object)
+        {
+            self.usage = v.get("usage").cloned();
+            let only_usage = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
+            if only_usage && !self.include_usage {
+                return;
+            }
+        }
+        out.extend_from_slice(&event.to_bytes());
+    }
+
+    /// One event through the guards. `Err` holds the error event that ends the stream.
+    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> std::result::Result<(), Value> {
+        if self.done {
+            return Ok(());
+        }
+        if event.is_done() {
+            return self.finish(event, out);
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
+            if event.data.trim().is_empty() {
+                out.extend_from_slice(&event.to_bytes());
+                return Ok(());
+            }
+            return Err(respond::error("upstream_error", "invalid_upstream_stream", NOT_JSON));
+        };
+        let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
+        if no_choices && v.get("usage").is_some_and(Value::is_object) {
+            self.usage = v.get("usage").cloned();
+            if self.include_usage {
+                push_json(out, &v);
+            }
+            return Ok(());
+        }
+        let finishing = finishing_choices(&v);
+        let in_chunk: Vec<(u64, String)> = text_deltas(StreamFormat::OpenAiChat, &v)
+            .into_iter()
+            .map(|(k, t)| (k, t.to_owned()))
+            .collect();
+        let flushed = self.flush_finishing(&finishing, &in_chunk, &mut v, out)?;
+        for (key, text) in in_chunk.into_iter().filter(|(key, _)| !flushed.contains(key)) {
+            let guard = self
+                .guards
+                .entry(key)
+                .or_insert_with(|| OutputGuard::new(self.policy, self.request, self.headers, self.opts));
+            match guard.push(&text) {
+                Step::Emit(t) => {
+                    set_text_delta(StreamFormat::OpenAiChat, &mut v, key, t);
+                }
+                Step::Blocked(d) => return Err(output_blocked(&d)),
+            }
+        }
+        if self.hold_calls {
+            hold_tool_calls(&mut v, &mut self.calls);
+            if !finishing.is_empty() {
+                self.release_calls(out)?;
+            }
+        }
+        if let Some(o) = v.as_object_mut()
+            && !self.include_usage
+        {
+            o.remove("usage");
+        }
+        if self.template.is_none() {
+            self.template = Some(v.clone());
+        }
+        if !only_empty_text(&v) && !empty_delta(&v) {
+            push_json(out, &v);
+        }
+        Ok(())
+    }
+
+    /// `[DONE]`: held tool calls and held text go out first.
+    fn finish(&mut self, event: SseEvent, out: &mut Vec<u8>) -> std::result::Result<(), Value> {
+        self.release_calls(out)?;
+        for (key, guard) in self.guards.iter_mut() {
+            match guard.finish() {
+                Step::Emit(t) if !t.is_empty() => push_json(out, &text_chunk(self.template.as_ref(), *key, t)),
+                Step::Emit(_) => {}
+                Step::Blocked(d) => return Err(output_blocked(&d)),
+            }
+        }
+        out.extend_from_slice(&event.to_bytes());
+        self.done = true;
+        Ok(())
+    }
+
+    /// Text still held for a choice goes out before that choice's finish reason (with the
+    /// text of this chunk); the stream keys flushed.
+    fn flush_finishing(
+        &mut self,
+        finishing: &[u64],
+        in_chunk: &[(u64, String)],
+        v: &mut Value,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<Vec<u64>, Value> {
+        let mut flushed = Vec::new();
+        for choice in finishing {
+            let keys = chat_key(*choice, 0)..chat_key(*choice, CHAT_FIELDS.len());
+            let held: Vec<u64> = self.guards.range(keys).map(|(k, _)| *k).collect();
+            for key in held {
+                let Some(guard) = self.guards.get_mut(&key) else {
+                    continue;
+                };
+                flushed.push(key);
+                let pending = in_chunk.iter().find(|(k, _)| *k == key).map_or("", |(_, t)| t.as_str());
+                let head = match guard.push(pending) {
+                    Step::Emit(head) => head,
+                    Step::Blocked(d) => return Err(output_blocked(&d)),
+                };
+                let rest = match guard.finish() {
+                    Step::Emit(t) => t,
+                    Step::Blocked(d) => return Err(output_blocked(&d)),
+                };
+                let text = format!("{head}{rest}");
+                // A finish chunk usually has no such field: the text goes in a chunk of its
+                // own, just before it.
+                if !set_text_delta(StreamFormat::OpenAiChat, v, key, text.clone()) && !text.is_empty() {
+                    push_json(out, &text_chunk(self.template.as_ref(), key, text));
+                }
+            }
+        }
+        Ok(flushed)
+    }
+
+    /// Checks the held tool calls (tool and output phases) and sends them.
+    fn release_calls(&mut self, out: &mut Vec<u8>) -> std::result::Result<(), Value> {
+        if self.calls.is_empty() {
+            return Ok(());
+        }
+        let (policy, request, headers, opts) = (self.policy, self.request, self.headers, self.opts);
+        match release_calls(policy, request, headers, opts, &mut self.calls, self.template.as_ref()) {
+            Ok(chunks) => {
+                chunks.iter().for_each(|c| push_json(out, c));
+                Ok(())
+            }
+            Err(d) => Err(d.error_body()),
+        }
+    }
+}
+
+/// The choices of a chunk that carry a finish reason.
+fn finishing_choices(v: &Value) -> Vec<u64> {
+    v.get("choices")
+        .and_then(Value::as_array)
+        .map(|cs| {
+            cs.iter()
+                .enumerate()
+                .filter(|(_, c)| c.get("finish_reason").is_some_and(|f| !f.is_null()))
+                .map(|(i, c)| c.get("index").and_then(Value::as_u64).unwrap_or(i as u64))
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// A streamed tool call being assembled: (choice, call index, id, name, arguments).
@@ -820,6 +875,31 @@ fn check_whole_items(
     }
 }
 
+/// Why a native stream ends early.
+enum NativeStop {
+    /// The upstream's stream is unusable: (reason code, message).
+    Upstream(&'static str, String),
+    /// The output phase blocked the answer.
+    Blocked(Box<kt_policy::Decision>),
+}
+
+/// One relayed Anthropic Messages or Responses stream: a guard per block (or Responses text
+/// stream), what each stream sent, the usage seen.
+struct NativeRelay<'p> {
+    format: StreamFormat,
+    policy: &'p CompiledPolicy,
+    request: &'p Value,
+    headers: &'p Headers,
+    opts: EvalOptions,
+    guards: BTreeMap<u64, OutputGuard<'p>>,
+    /// The text each stream has sent, for the events that repeat it whole.
+    sent: BTreeMap<u64, String>,
+    /// Anthropic: the delta field of each block (text, thinking, a tool call's JSON).
+    fields: BTreeMap<u64, &'static str>,
+    usage: Value,
+    done: bool,
+}
+
 /// SSE relay for Anthropic Messages (`/v1/messages`, native or translated from chat chunks)
 /// and OpenAI Responses streams: the same guarded output phase as `relay`, with held text
 /// flushed before each block's closing event and whole-text repeats rewritten. Returns the
@@ -837,180 +917,200 @@ pub async fn relay_native(
     extra: respond::Headers,
 ) -> Result<Option<Value>> {
     stream_header(session, &extra).await?;
+    let mut st = NativeRelay {
+        format,
+        policy,
+        request,
+        headers,
+        opts,
+        guards: BTreeMap::new(),
+        sent: BTreeMap::new(),
+        fields: BTreeMap::new(),
+        usage: json!({}),
+        done: false,
+    };
     let mut parser = SseParser::new(MAX_EVENT);
-    let mut guards: BTreeMap<u64, OutputGuard<'_>> = BTreeMap::new();
-    let mut sent: BTreeMap<u64, String> = BTreeMap::new();
-    // Anthropic: the delta field of each block (text, thinking, a tool call's JSON).
-    let mut fields: BTreeMap<u64, &'static str> = BTreeMap::new();
-    let mut usage = json!({});
-    let mut done = false;
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
-        let chunk = match next_chunk(session, &mut exchange, &mut out).await? {
-            Ok(Some(c)) => c,
+        let step = match next_chunk(session, &mut exchange, &mut out).await? {
+            Ok(Some(chunk)) => match parser.push(&chunk) {
+                Ok(events) => {
+                    let events = match translator.as_mut() {
+                        Some(t) => to_anthropic_events(t, events),
+                        None => events,
+                    };
+                    events.into_iter().try_for_each(|e| st.event(e, &mut out))
+                }
+                Err(e) => Err(NativeStop::Upstream("invalid_upstream_stream", e.to_string())),
+            },
             Ok(None) => break,
-            Err(e) => {
-                return fail_native(session, &mut out, format, "upstream_stream_failed", e.to_string(), None).await;
-            }
+            Err(e) => Err(NativeStop::Upstream("upstream_stream_failed", e.to_string())),
         };
-        let mut events = match parser.push(&chunk) {
-            Ok(ev) => ev,
-            Err(e) => {
-                return fail_native(
-                    session,
-                    &mut out,
-                    format,
-                    "invalid_upstream_stream",
-                    e.to_string(),
-                    None,
-                )
-                .await;
+        match step {
+            Ok(()) => {}
+            Err(NativeStop::Upstream(code, msg)) => {
+                return fail_native(session, &mut out, format, code, msg, None).await;
             }
-        };
-        if let Some(t) = translator.as_mut() {
-            let mut out = Vec::new();
-            for e in events {
-                let produced = if e.is_done() {
-                    t.finish()
-                } else {
-                    match serde_json::from_str::<Value>(&e.data) {
-                        Ok(v) => t.event(&v),
-                        Err(_) => continue,
-                    }
-                };
-                out.extend(produced.into_iter().map(|(name, v)| SseEvent {
-                    event: Some(name.to_owned()),
-                    data: v.to_string(),
-                }));
-            }
-            events = out;
-        }
-        for event in events {
-            if done {
-                continue;
-            }
-            if event.is_done() {
-                out.extend_from_slice(&event.to_bytes());
-                done = true;
-                continue;
-            }
-            let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
-                if event.data.trim().is_empty() {
-                    out.extend_from_slice(&event.to_bytes());
-                    continue;
-                }
-                let code = "invalid_upstream_stream";
-                return fail_native(session, &mut out, format, code, NOT_JSON.into(), None).await;
-            };
-            let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
-            // Usage as the stream reports it.
-            match kind.as_str() {
-                "message_start" => {
-                    if let Some(u) = v.pointer("/message/usage").and_then(Value::as_object) {
-                        for (k, x) in u {
-                            usage[k] = x.clone();
-                        }
-                    }
-                }
-                "message_delta" => {
-                    if let Some(u) = v.get("usage").and_then(Value::as_object) {
-                        for (k, x) in u {
-                            if !(x.as_u64() == Some(0) && usage.get(k).is_some()) {
-                                usage[k] = x.clone();
-                            }
-                        }
-                    }
-                }
-                "response.completed" | "response.incomplete" => {
-                    if let Some(u) = v.pointer("/response/usage") {
-                        usage = u.clone();
-                    }
-                }
-                _ => {}
-            }
-            // Held text goes out before the event that closes its block.
-            let closing = match (format, kind.as_str()) {
-                (StreamFormat::Anthropic, "content_block_stop") => v.get("index").and_then(Value::as_u64),
-                (StreamFormat::Responses, _) => responses_key(&v).filter(|(_, closes)| *closes).map(|(k, _)| k),
-                _ => None,
-            };
-            if let Some(key) = closing
-                && let Some(guard) = guards.get_mut(&key)
-            {
-                match guard.finish() {
-                    Step::Emit(t) if !t.is_empty() => {
-                        sent.entry(key).or_default().push_str(&t);
-                        let field = fields.get(&key).copied().unwrap_or("text");
-                        out.extend_from_slice(&delta_event(format, key, t, &v, field).to_bytes());
-                    }
-                    Step::Emit(_) => {}
-                    Step::Blocked(d) => return blocked_native(session, &mut out, format, &d).await,
-                }
-                guards.remove(&key);
-            }
-            let deltas: Vec<(u64, String)> = text_deltas(format, &v)
-                .into_iter()
-                .map(|(k, t)| (k, t.to_owned()))
-                .collect();
-            if let (Some((key, _)), Some(d)) = (deltas.first(), v.get("delta")) {
-                // Held text of this block goes out later in a delta of the block's own kind.
-                if let Some(f) = ANTHROPIC_FIELDS.iter().find(|f| d.get(**f).is_some()) {
-                    fields.insert(*key, f);
-                }
-            }
-            let mut held_everything = !deltas.is_empty();
-            for (key, text) in deltas {
-                let guard = guards
-                    .entry(key)
-                    .or_insert_with(|| OutputGuard::new(policy, request, headers, opts));
-                match guard.push(&text) {
-                    Step::Emit(t) => {
-                        held_everything &= t.is_empty();
-                        sent.entry(key).or_default().push_str(&t);
-                        set_text_delta(format, &mut v, key, t);
-                    }
-                    Step::Blocked(d) => return blocked_native(session, &mut out, format, &d).await,
-                }
-            }
-            if format == StreamFormat::Responses {
-                rewrite_full_text(&mut v, &kind, &sent);
-                if let Err(d) = check_whole_items(&mut v, &kind, policy, request, headers, opts) {
-                    return blocked_native(session, &mut out, format, &d).await;
-                }
-            }
-            if held_everything {
-                continue;
-            }
-            out.extend_from_slice(
-                &SseEvent {
-                    event: event.event.clone(),
-                    data: v.to_string(),
-                }
-                .to_bytes(),
-            );
-            if matches!(
-                kind.as_str(),
-                "message_stop" | "response.completed" | "response.incomplete" | "response.failed"
-            ) {
-                done = true;
-            }
+            Err(NativeStop::Blocked(d)) => return blocked_native(session, &mut out, format, &d).await,
         }
     }
-    if !done {
-        return fail_native(
-            session,
-            &mut out,
-            format,
-            "upstream_stream_ended",
-            "the upstream ended the stream early".into(),
-            None,
-        )
-        .await;
+    if !st.done {
+        let msg = "the upstream ended the stream early".to_owned();
+        return fail_native(session, &mut out, format, "upstream_stream_ended", msg, None).await;
     }
     flush(session, &mut out).await?;
     exchange.release();
     session.body(Bytes::new(), true).await?;
-    Ok(Some(usage))
+    Ok(Some(st.usage))
+}
+
+/// Chat chunks → Anthropic Messages events (a `[DONE]` finishes the message).
+fn to_anthropic_events(t: &mut OpenAiToAnthropicStream, events: Vec<SseEvent>) -> Vec<SseEvent> {
+    let mut out = Vec::new();
+    for e in events {
+        let produced = if e.is_done() {
+            t.finish()
+        } else {
+            match serde_json::from_str::<Value>(&e.data) {
+                Ok(v) => t.event(&v),
+                Err(_) => continue,
+            }
+        };
+        out.extend(produced.into_iter().map(|(name, v)| SseEvent {
+            event: Some(name.to_owned()),
+            data: v.to_string(),
+        }));
+    }
+    out
+}
+
+impl NativeRelay<'_> {
+    /// One event through the guards.
+    fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> std::result::Result<(), NativeStop> {
+        if self.done {
+            return Ok(());
+        }
+        if event.is_done() {
+            out.extend_from_slice(&event.to_bytes());
+            self.done = true;
+            return Ok(());
+        }
+        let Ok(mut v) = serde_json::from_str::<Value>(&event.data) else {
+            if event.data.trim().is_empty() {
+                out.extend_from_slice(&event.to_bytes());
+                return Ok(());
+            }
+            return Err(NativeStop::Upstream("invalid_upstream_stream", NOT_JSON.into()));
+        };
+        let kind = v.get("type").and_then(Value::as_str).unwrap_or("").to_owned();
+        self.note_usage(&kind, &v);
+        self.close_stream(&kind, &v, out)?;
+        let held_everything = self.guard_deltas(&mut v)?;
+        if self.format == StreamFormat::Responses {
+            rewrite_full_text(&mut v, &kind, &self.sent);
+            check_whole_items(&mut v, &kind, self.policy, self.request, self.headers, self.opts)
+                .map_err(NativeStop::Blocked)?;
+        }
+        if held_everything {
+            return Ok(());
+        }
+        out.extend_from_slice(
+            &SseEvent {
+                event: event.event,
+                data: v.to_string(),
+            }
+            .to_bytes(),
+        );
+        if matches!(
+            kind.as_str(),
+            "message_stop" | "response.completed" | "response.incomplete" | "response.failed"
+        ) {
+            self.done = true;
+        }
+        Ok(())
+    }
+
+    /// Usage as the stream reports it.
+    fn note_usage(&mut self, kind: &str, v: &Value) {
+        match kind {
+            "message_start" => {
+                if let Some(u) = v.pointer("/message/usage").and_then(Value::as_object) {
+                    for (k, x) in u {
+                        self.usage[k] = x.clone();
+                    }
+                }
+            }
+            "message_delta" => {
+                if let Some(u) = v.get("usage").and_then(Value::as_object) {
+                    for (k, x) in u {
+                        if !(x.as_u64() == Some(0) && self.usage.get(k).is_some()) {
+                            self.usage[k] = x.clone();
+                        }
+                    }
+                }
+            }
+            "response.completed" | "response.incomplete" => {
+                if let Some(u) = v.pointer("/response/usage") {
+                    self.usage = u.clone();
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Held text goes out before the event that closes its block or text stream.
+    fn close_stream(&mut self, kind: &str, v: &Value, out: &mut Vec<u8>) -> std::result::Result<(), NativeStop> {
+        let closing = match (self.format, kind) {
+            (StreamFormat::Anthropic, "content_block_stop") => v.get("index").and_then(Value::as_u64),
+            (StreamFormat::Responses, _) => responses_key(v).filter(|(_, closes)| *closes).map(|(k, _)| k),
+            _ => None,
+        };
+        let Some(key) = closing else { return Ok(()) };
+        let Some(mut guard) = self.guards.remove(&key) else {
+            return Ok(());
+        };
+        match guard.finish() {
+            Step::Emit(t) if !t.is_empty() => {
+                self.sent.entry(key).or_default().push_str(&t);
+                let field = self.fields.get(&key).copied().unwrap_or("text");
+                out.extend_from_slice(&delta_event(self.format, key, t, v, field).to_bytes());
+                Ok(())
+            }
+            Step::Emit(_) => Ok(()),
+            Step::Blocked(d) => Err(NativeStop::Blocked(d)),
+        }
+    }
+
+    /// Hands the event's text deltas to their guards and writes back what may be sent;
+    /// whether everything was held (the event then goes nowhere).
+    fn guard_deltas(&mut self, v: &mut Value) -> std::result::Result<bool, NativeStop> {
+        let deltas: Vec<(u64, String)> = text_deltas(self.format, v)
+            .into_iter()
+            .map(|(k, t)| (k, t.to_owned()))
+            .collect();
+        if let (Some((key, _)), Some(d)) = (deltas.first(), v.get("delta")) {
+            // Held text of this block goes out later in a delta of the block's own kind.
+            if let Some(f) = ANTHROPIC_FIELDS.iter().find(|f| d.get(**f).is_some()) {
+                self.fields.insert(*key, f);
+            }
+        }
+        let mut held_everything = !deltas.is_empty();
+        for (key, text) in deltas {
+            let guard = self
+                .guards
+                .entry(key)
+                .or_insert_with(|| OutputGuard::new(self.policy, self.request, self.headers, self.opts));
+            match guard.push(&text) {
+                Step::Emit(t) => {
+                    held_everything &= t.is_empty();
+                    self.sent.entry(key).or_default().push_str(&t);
+                    set_text_delta(self.format, v, key, t);
+                }
+                Step::Blocked(d) => return Err(NativeStop::Blocked(d)),
+            }
+        }
+        Ok(held_everything)
+    }
 }
 
 #[cfg(test)]
