@@ -199,6 +199,17 @@ pub fn chat_body(bytes: usize, seed: u64) -> Value {
     json!({"model": "gpt-4o-mini", "messages": messages, "temperature": 0.2})
 }
 
+/// A request whose one user message is a document of about `bytes` bytes (a text to
+/// summarise), after a short system prompt.
+pub fn document_body(bytes: usize, seed: u64) -> Value {
+    let mut rng = Rng::new(seed);
+    let document = prose(&mut rng, bytes);
+    json!({"model": "gpt-4o-mini", "temperature": 0.2, "messages": [
+        {"role": "system", "content": "Summarise the document for the operations team."},
+        {"role": "user", "content": document},
+    ]})
+}
+
 /// `n` blocked terms that do not occur in generated prose.
 pub fn blocked_terms(n: usize) -> Vec<String> {
     let mut rng = Rng::new(7);

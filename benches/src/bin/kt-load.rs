@@ -141,6 +141,8 @@ async fn mock_conn(mut sock: TcpStream, answer: &[u8]) -> std::io::Result<()> {
         // Pacing comes in the body (gateways do not forward arbitrary headers upstream).
         let pace = body_number(body, "mock_pace_ms").map(|v| v as u64);
         let events = body_number(body, "mock_events").unwrap_or(20);
+        // `mock_split`: each event in a write of its own instead of the whole stream in one.
+        let split = body_number(body, "mock_split").is_some();
         let _ = head;
         buf.drain(..body_start + len);
         if stream {
@@ -154,6 +156,7 @@ async fn mock_conn(mut sock: TcpStream, answer: &[u8]) -> std::io::Result<()> {
                         sock.write_all(&framed).await?;
                         tokio::time::sleep(Duration::from_millis(ms)).await;
                     }
+                    None if split => sock.write_all(&framed).await?,
                     None => all.extend_from_slice(&framed),
                 }
             }
@@ -571,10 +574,19 @@ fn run_main(args: &[String]) -> Res<()> {
     let mut sse_body = kt_benches::chat_body(1024, 7);
     sse_body["stream"] = json!(true);
     let sse_body = serde_json::to_vec(&sse_body).unwrap_or_default();
+    let document = serde_json::to_vec(&kt_benches::document_body(16 * 1024, 7)).unwrap_or_default();
+    let mut sse_split = kt_benches::chat_body(1024, 7);
+    sse_split["stream"] = json!(true);
+    sse_split["mock_split"] = json!(1);
+    let sse_split = serde_json::to_vec(&sse_split).unwrap_or_default();
+    // Chat bodies of alternating turns; one 16 KiB document in a single user message; a
+    // stream the upstream writes in one piece, and one it writes event by event.
     let scenarios: Vec<(&str, Vec<u8>)> = vec![
         ("chat 1 KiB", chat(1)),
         ("chat 16 KiB", chat(16)),
+        ("doc 16 KiB", document),
         ("sse 1 KiB", sse_body),
+        ("sse split", sse_split),
     ];
 
     // Throughput, closed loop, interleaved targets per round.
