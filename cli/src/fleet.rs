@@ -372,7 +372,7 @@ pub fn push(args: PushArgs, g: &GlobalArgs) -> Result<Exit> {
     // The server validates with the same code; checking here first gives the file's own name.
     let outcome = kt_policy::config::load_files(std::slice::from_ref(&args.file));
     if outcome.has_errors() {
-        crate::policy::print_lint_text(&args.file.display().to_string(), &outcome);
+        crate::output::print_lint_text(&args.file.display().to_string(), &outcome);
         return Ok(Exit::Invalid);
     }
     let client = session::client(g)?;

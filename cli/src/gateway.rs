@@ -9,8 +9,8 @@ use kt_gateway::{EventTarget, RunOptions, Upstream};
 use kt_policy::config::{PolicyConfig, load_files};
 use kt_policy::{CompiledPolicy, FailMode};
 
+use crate::output::print_lint_text;
 use crate::output::{CliError, Exit};
-use crate::policy::print_lint_text;
 
 #[derive(Debug, Subcommand)]
 pub enum GatewayCommand {

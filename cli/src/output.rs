@@ -70,3 +70,32 @@ pub fn show<T: serde::Serialize>(json: bool, value: &T, text: impl FnOnce(&T)) -
         Ok(())
     }
 }
+
+/// The documented text rendering of a lint run.
+pub fn print_lint_text(name: &str, outcome: &kt_policy::config::LoadOutcome) {
+    match &outcome.config {
+        Some(c) => {
+            println!("OK {name} is valid");
+            println!("Pack: {} (v{})", c.pack.name, c.pack.version);
+            println!(
+                "Chain: {}",
+                if c.policies.chain.is_empty() {
+                    "(empty)".to_owned()
+                } else {
+                    c.policies.chain.join(" -> ")
+                }
+            );
+            println!("Policies validated: {}", c.policies.chain.len());
+            for w in outcome.warnings() {
+                print!("{w}");
+            }
+        }
+        None => {
+            let n = outcome.errors().count();
+            println!("X {name} has {n} error{}", if n == 1 { "" } else { "s" });
+            for d in outcome.errors().chain(outcome.warnings()) {
+                print!("{d}");
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use kt_policy::testing::{self, LoadedCase, TestReport};
 use kt_policy::{CompiledPolicy, Diagnostic};
 use serde_json::json;
 
-use crate::output::{CliError, Exit, print_json};
+use crate::output::{CliError, Exit, print_json, print_lint_text};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCommand {
@@ -113,35 +113,6 @@ fn lint_json(names: &[String], outcome: &LoadOutcome) -> serde_json::Value {
             "errors": outcome.errors().collect::<Vec<_>>(),
             "warnings": warnings,
         }),
-    }
-}
-
-/// The documented text rendering of a lint run.
-pub fn print_lint_text(name: &str, outcome: &LoadOutcome) {
-    match &outcome.config {
-        Some(c) => {
-            println!("OK {name} is valid");
-            println!("Pack: {} (v{})", c.pack.name, c.pack.version);
-            println!(
-                "Chain: {}",
-                if c.policies.chain.is_empty() {
-                    "(empty)".to_owned()
-                } else {
-                    c.policies.chain.join(" -> ")
-                }
-            );
-            println!("Policies validated: {}", c.policies.chain.len());
-            for w in outcome.warnings() {
-                print!("{w}");
-            }
-        }
-        None => {
-            let n = outcome.errors().count();
-            println!("X {name} has {n} error{}", if n == 1 { "" } else { "s" });
-            for d in outcome.errors().chain(outcome.warnings()) {
-                print!("{d}");
-            }
-        }
     }
 }
 

@@ -21,7 +21,8 @@ use sqlx::any::AnyRow;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{Body, NewToken, insert_token, validate_name};
+use crate::extract::{Body, validate_name};
+use crate::tokens::{NewToken, insert_token};
 use crate::{AppState, now};
 
 /// The longest a managed gateway's config request is held open.

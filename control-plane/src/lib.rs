@@ -5,10 +5,12 @@
 pub mod auth;
 pub mod db;
 pub mod error;
+mod extract;
 mod fleet;
 pub mod mfa;
 mod routes;
 pub mod secrets;
+mod tokens;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -17,7 +17,8 @@ use sqlx::Row;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::{Body, NewToken, insert_token};
+use crate::extract::Body;
+use crate::tokens::{NewToken, insert_token};
 use crate::{AppState, now};
 
 /// How long an MFA-authenticated session lasts.

@@ -3,8 +3,7 @@
 
 use std::time::Duration;
 
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -13,17 +12,16 @@ use kt_api::{
     Whoami,
 };
 use serde::Deserialize;
-use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
+use crate::extract::{Body, MAX_BODY_BYTES, validate_name};
+use crate::tokens::{NewToken, insert_token, prefix_of};
 use crate::{AppState, db, now};
 
-/// Request bodies larger than this answer 413.
-pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 /// How long a login session lasts.
 const SESSION_TTL_SECS: i64 = 12 * 3600;
 
@@ -43,32 +41,6 @@ pub fn router(state: AppState) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
-}
-
-/// A JSON request body whose rejections use the error envelope.
-pub struct Body<T>(pub T);
-
-impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
-    type Rejection = ApiError;
-
-    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(body_error(&rejection)),
-        }
-    }
-}
-
-fn body_error(rejection: &JsonRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-        return ApiError::PayloadTooLarge(format!("request body is larger than {MAX_BODY_BYTES} bytes"));
-    }
-    match rejection {
-        JsonRejection::MissingJsonContentType(_) => {
-            ApiError::validation("request body must be JSON with `Content-Type: application/json`")
-        }
-        other => ApiError::validation(format!("invalid request body: {}", other.body_text())),
-    }
 }
 
 async fn not_found() -> ApiError {
@@ -265,48 +237,6 @@ async fn whoami(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Whoa
 // ---------------------------------------------------------------------------------------
 // Tokens
 
-/// The first characters of a secret, kept to recognise it in lists.
-fn prefix_of(secret: &str) -> String {
-    let cut = secret.rfind('_').map_or(0, |i| i + 1) + 4;
-    secret.chars().take(cut).collect()
-}
-
-/// A token row to insert (the secret itself is never stored: only its hash and prefix).
-pub(crate) struct NewToken<'a> {
-    pub(crate) id: &'a str,
-    pub(crate) org_id: &'a str,
-    pub(crate) user_id: Option<&'a str>,
-    pub(crate) name: &'a str,
-    pub(crate) token_type: &'a str,
-    pub(crate) secret: &'a str,
-    pub(crate) scopes: &'a str,
-    pub(crate) created_at: i64,
-    pub(crate) expires_at: Option<i64>,
-}
-
-pub(crate) async fn insert_token<'e>(
-    db: impl sqlx::Executor<'e, Database = sqlx::Any>,
-    t: NewToken<'_>,
-) -> ApiResult<()> {
-    sqlx::query(
-        "INSERT INTO tokens (id, org_id, user_id, name, token_type, prefix, secret_hash, scopes, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(t.id)
-    .bind(t.org_id)
-    .bind(t.user_id)
-    .bind(t.name)
-    .bind(t.token_type)
-    .bind(prefix_of(t.secret))
-    .bind(auth::hash_secret(t.secret))
-    .bind(t.scopes)
-    .bind(t.created_at)
-    .bind(t.expires_at)
-    .execute(db)
-    .await?;
-    Ok(())
-}
-
 const TOKEN_COLUMNS: &str = "id, name, token_type, scopes, prefix, created_at, expires_at, revoked_at";
 
 fn token_info(r: &AnyRow) -> ApiResult<TokenInfo> {
@@ -373,16 +303,6 @@ async fn list_tokens(
     };
     let data = rows.iter().map(token_info).collect::<ApiResult<Vec<_>>>()?;
     Ok(Json(TokenList { data }))
-}
-
-pub(crate) fn validate_name(field: &str, name: &str) -> ApiResult<()> {
-    let n = name.trim();
-    if n.is_empty() || n.chars().count() > 100 || n.chars().any(char::is_control) {
-        return Err(ApiError::validation(format!(
-            "`{field}` needs 1 to 100 printable characters"
-        )));
-    }
-    Ok(())
 }
 
 /// Checks requested scopes: known, and held by the caller (no one grants what they lack).

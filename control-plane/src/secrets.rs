@@ -26,7 +26,7 @@ use sqlx::any::AnyRow;
 
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
-use crate::routes::Body;
+use crate::extract::Body;
 use crate::{AppState, now};
 
 /// Largest secret or variable value accepted.

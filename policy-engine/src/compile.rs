@@ -2,7 +2,7 @@
 //! automata and regexes built, the chain resolved to policy objects, a content digest.
 //! Immutable once built; share it behind an `Arc` (the gateway swaps it with arc-swap).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -11,18 +11,6 @@ use crate::diagnostics::Diagnostic;
 use crate::kinds::Phase;
 use crate::policies::{self, Policy};
 use crate::scan::{ScanPlan, Scanners};
-
-/// Compiled size limit for any single regex (user patterns included).
-pub const REGEX_SIZE_LIMIT: usize = 16 * 1024 * 1024;
-
-/// Builds a value of the built-in catalogues once per process: reloads and every compile
-/// after the first reuse it (compiled regexes are cheap to clone).
-pub(crate) fn builtin<T: Clone>(
-    cell: &'static OnceLock<Result<T, String>>,
-    build: impl FnOnce() -> Result<T, String>,
-) -> Result<T, String> {
-    cell.get_or_init(build).clone()
-}
 
 /// Why a configuration could not become a `CompiledPolicy`.
 #[derive(Debug, thiserror::Error)]

@@ -11,6 +11,7 @@
 //!
 //! No sockets, no async, no files except loading: pure and fast.
 
+pub mod builtins;
 pub mod chain;
 pub mod compile;
 pub mod config;

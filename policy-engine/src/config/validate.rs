@@ -443,7 +443,7 @@ fn check_regexes(doc: &Value, out: &mut Vec<Diagnostic>) {
     for (keys, path) in lists {
         for (i, pattern) in strs(get(doc, keys)) {
             if let Err(e) = regex::RegexBuilder::new(pattern)
-                .size_limit(crate::compile::REGEX_SIZE_LIMIT)
+                .size_limit(crate::builtins::REGEX_SIZE_LIMIT)
                 .build()
             {
                 let msg = e.to_string();

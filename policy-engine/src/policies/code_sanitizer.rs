@@ -12,7 +12,7 @@ use regex::Regex;
 
 use super::redaction::{self, Finding};
 use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
-use crate::compile::builtin;
+use crate::builtins::builtin;
 use crate::config::{CodeSanitizer as Settings, Redaction};
 use crate::decision::Verdict;
 use crate::kinds::Phase;
@@ -105,7 +105,7 @@ impl CodeSanitizer {
             code.push((
                 "CUSTOM",
                 regex::RegexBuilder::new(p)
-                    .size_limit(crate::compile::REGEX_SIZE_LIMIT)
+                    .size_limit(crate::builtins::REGEX_SIZE_LIMIT)
                     .build()
                     .map_err(|e| e.to_string())?,
             ));

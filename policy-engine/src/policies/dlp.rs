@@ -11,7 +11,7 @@ use std::sync::OnceLock;
 use super::code_sanitizer::SECRET_PATTERNS;
 use super::redaction::{self, Finding};
 use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
-use crate::compile::builtin;
+use crate::builtins::builtin;
 use crate::config::{DlpFilter as Settings, RedactOrBlock, SensitivityLevel};
 use crate::decision::Verdict;
 use crate::kinds::Phase;

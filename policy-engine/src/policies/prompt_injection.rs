@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use base64::Engine as _;
 
 use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
-use crate::compile::builtin;
+use crate::builtins::builtin;
 use crate::config::{PiAction, PromptInjection as Settings};
 use crate::kinds::Phase;
 use crate::scan::{Hit, LiteralRegex, OwnerId, ScanPlan, Scanners};

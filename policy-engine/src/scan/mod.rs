@@ -294,7 +294,7 @@ impl LiteralRegex {
             .utf8(unicode);
         let re = MetaRegex::builder()
             .syntax(cfg)
-            .configure(MetaRegex::config().nfa_size_limit(Some(crate::compile::REGEX_SIZE_LIMIT)))
+            .configure(MetaRegex::config().nfa_size_limit(Some(crate::builtins::REGEX_SIZE_LIMIT)))
             .build(pattern)
             .map_err(|e| e.to_string())?;
         Ok(LiteralRegex {

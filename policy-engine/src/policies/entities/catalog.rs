@@ -4,7 +4,7 @@
 use std::sync::OnceLock;
 
 use super::{Detector, Trigger};
-use crate::compile::builtin;
+use crate::builtins::builtin;
 
 fn any(_: &str) -> bool {
     true

@@ -60,7 +60,7 @@ impl Detector {
         trigger: Trigger,
     ) -> Result<Self, String> {
         let re = regex::RegexBuilder::new(pattern)
-            .size_limit(crate::compile::REGEX_SIZE_LIMIT)
+            .size_limit(crate::builtins::REGEX_SIZE_LIMIT)
             .build()
             .map_err(|e| format!("{entity}: {e}"))?;
         Ok(Detector {
