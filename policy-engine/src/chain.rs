@@ -127,19 +127,33 @@ impl CompiledPolicy {
         if !self.config().pack.enabled {
             return (self.disabled(Phase::Output), Vec::new());
         }
-        let mut body =
-            serde_json::json!({"choices": [{"index": 0, "message": {"role": "assistant", "content": text}}]});
-        let mut rounds = Vec::new();
-        let d = self.run_phase(
-            Phase::Output,
-            Subject::Response,
-            &mut body,
-            Some(request),
-            headers,
-            opts,
-            Some(&mut rounds),
-        );
-        (d, crate::stream::edits::compose(&rounds))
+        // The text is the answer's only segment: read as a view, no answer tree is built.
+        let mut decision = Decision::default();
+        let mut rounds: Vec<Vec<Edit>> = Vec::new();
+        let mut current = text.to_owned();
+        let mut next = 0;
+        loop {
+            let segment = [TextSegment {
+                role: exchange::Role::Assistant,
+                path: Vec::new(),
+                text: &current,
+            }];
+            let reading = Reading::View(&segment);
+            let Some(edits) =
+                self.run_policies(Phase::Output, reading, request, headers, opts, &mut decision, &mut next)
+            else {
+                break;
+            };
+            let refs: Vec<&Edit> = {
+                let mut r: Vec<&Edit> = edits.iter().filter(|e| e.segment == 0).collect();
+                r.sort_by_key(|e| e.range.start);
+                r
+            };
+            let rewritten = crate::policies::redaction::apply(&current, &refs);
+            rounds.push(edits);
+            current = rewritten;
+        }
+        (decision, crate::stream::edits::compose(&rounds))
     }
 
     fn disabled(&self, phase: Phase) -> Decision {

@@ -28,7 +28,7 @@ pub(crate) struct Answered<'a> {
     pub rt: &'a Arc<Runtime>,
     pub req: &'a Parsed,
     pub headers: &'a Headers,
-    /// The input decision.
+    /// The input decision (taken by the answer stage, which folds the output phase in).
     pub decision: Decision,
     pub target: &'a Arc<Target>,
 }
@@ -59,7 +59,7 @@ pub(crate) async fn whole(
     session: &mut Session,
     ctx: &mut Ctx,
     p: &mut Progress<'_>,
-    a: Answered<'_>,
+    mut a: Answered<'_>,
     exchange: Exchange<'_>,
     limits: &SizeLimits,
     fill: Option<Fill>,
@@ -71,7 +71,8 @@ pub(crate) async fn whole(
         UpstreamError::TooLarge(_) => RequestError::UpstreamTooLarge(e.to_string()),
         e => RequestError::UpstreamUnavailable(e.to_string()),
     })?;
-    let (decision, usage, bytes) = check(gw, ctx, p.client, &a, answer)?;
+    let input = std::mem::take(&mut a.decision);
+    let (decision, usage, bytes) = check(gw, ctx, p.client, &a, input, answer)?;
     let overhead = ctx.started.elapsed().saturating_sub(p.upstream_time);
     ctx.overhead = Some(overhead.as_secs_f64());
     if decision.verdict.is_terminal() {
@@ -104,6 +105,7 @@ fn check(
     ctx: &mut Ctx,
     client: ClientApi,
     a: &Answered<'_>,
+    mut decision: Decision,
     answer: Bytes,
 ) -> Result<(Decision, Option<Usage>, Bytes), RequestError> {
     let policy = &a.rt.policy;
@@ -111,7 +113,6 @@ fn check(
     let translated = a.translated(client);
     let inspects = client != ClientApi::Embeddings
         && (policy.runs_phase(kt_policy::Phase::Output) || policy.runs_phase(kt_policy::Phase::Tool));
-    let mut decision = a.decision.clone();
     if !inspects && !translated {
         // No output or tool policy and nothing to translate: the answer is checked as JSON
         // and its usage read, without building it as a tree; the bytes go out unchanged.
