@@ -942,15 +942,7 @@ fn a_stream_event_the_policies_cannot_read_ends_the_stream() {
         events.insert(1, "this is not json: jane@example.com".to_owned());
         Reply::sse_data(events, 0)
     });
-    let yaml = format!(
-        "{}providers:\n  targets:\n{}",
-        head("pii-detector"),
-        target("p", &p.url, None, "")
-    );
-    let (_dir, gw) = start(&yaml);
-    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
-    assert_eq!(r.status, 200);
+    let r = stream_through_pii_chain(&p);
     let text = r.text();
     assert!(!text.contains("jane@example.com"), "{text}");
     assert!(text.contains("invalid_upstream_stream"), "{text}");
@@ -1053,15 +1045,7 @@ fn streamed_reasoning_refusals_and_tool_arguments_are_guarded() {
         events.push("[DONE]".to_owned());
         Reply::sse_data(events, 0)
     });
-    let yaml = format!(
-        "{}providers:\n  targets:\n{}",
-        head("pii-detector"),
-        target("p", &p.url, None, "")
-    );
-    let (_dir, gw) = start(&yaml);
-    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
-    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
-    assert_eq!(r.status, 200);
+    let r = stream_through_pii_chain(&p);
     assert!(!r.text().contains("jane.doe"), "{}", r.text());
     let (mut reasoning, mut refusal, mut args) = (String::new(), String::new(), String::new());
     for (_, data) in sse_events(&r.body) {
@@ -1126,4 +1110,18 @@ fn responses_streams_guard_function_arguments_and_every_whole_text_repeat() {
     }
     assert_eq!(streamed, "{\"to\":\"[EMAIL]\"}");
     assert_eq!(completed["response"]["output"][0]["arguments"], "{\"to\":\"[EMAIL]\"}");
+}
+
+/// A streamed chat request through a gateway running pii-detector in front of `p`.
+fn stream_through_pii_chain(p: &MockProvider) -> kt_testkit::Answer {
+    let yaml = format!(
+        "{}providers:\n  targets:\n{}",
+        head("pii-detector"),
+        target("p", &p.url, None, "")
+    );
+    let (_dir, gw) = start(&yaml);
+    let body = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200);
+    r
 }

@@ -1180,14 +1180,11 @@ mod tests {
     }
 
     fn sse(events: &[(Option<&str>, Value)]) -> Vec<u8> {
-        let mut out = Vec::new();
-        for (name, data) in events {
-            if let Some(n) = name {
-                out.extend_from_slice(format!("event: {n}\n").as_bytes());
-            }
-            out.extend_from_slice(format!("data: {data}\n\n").as_bytes());
-        }
-        out
+        let owned: Vec<(Option<String>, String)> = events
+            .iter()
+            .map(|(n, d)| (n.map(str::to_owned), d.to_string()))
+            .collect();
+        kt_testkit::mock::encode_events(&owned)
     }
 
     fn chat_stream(text: &str, split: usize) -> Vec<u8> {
