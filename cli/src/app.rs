@@ -124,7 +124,7 @@ mod tests {
         let cli = parse(&["doctor"]).expect("parses");
         assert_eq!(
             (cli.global.log_format, cli.global.log.as_str()),
-            (LogFormat::Text, "info")
+            (LogFormat::Text, crate::session::DEFAULT_LOG)
         );
         assert!(
             parse(&["--log-format", "xml", "doctor"]).is_err(),

@@ -25,16 +25,20 @@ pub struct GlobalArgs {
     #[arg(long, global = true, env = "KEEPTRUSTS_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
     /// Which log lines to keep: a level (error, warn, info, debug, trace) or per-module
-    /// directives such as `info,kt_gateway=debug`
+    /// directives such as `info,kt_gateway=debug` (default: kt's own lines from info,
+    /// Pingora's from warn)
     #[arg(
         long,
         global = true,
         env = "KEEPTRUSTS_LOG",
-        default_value = "info",
+        default_value = DEFAULT_LOG,
         value_name = "FILTER"
     )]
     pub log: String,
 }
+
+/// kt's own log lines from info on; Pingora's server lifecycle lines only from warn.
+pub const DEFAULT_LOG: &str = "info,pingora_core=warn,pingora=warn";
 
 /// How log lines are written to standard error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
