@@ -206,6 +206,22 @@ fn check_serving(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// `t.<field>`, when present, sets exactly one of `keys`.
+fn exactly_one(t: &Value, field: &str, keys: [&str; 2], base: &str, out: &mut Vec<Diagnostic>) {
+    let Some(r) = t.get(field).and_then(Value::as_object) else {
+        return;
+    };
+    let n = keys.iter().filter(|k| r.get(**k).is_some_and(|v| !v.is_null())).count();
+    if n != 1 {
+        let [a, b] = keys;
+        out.push(Diagnostic::error(
+            Code::InvalidValue,
+            &format!("{base}.{field}"),
+            format!("{base}.{field} must set exactly one of `{a}` or `{b}` (found {n})"),
+        ));
+    }
+}
+
 /// The checks of one target that need no other target.
 fn check_target(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
     if let Some(p) = t.get("provider").and_then(Value::as_str)
@@ -228,47 +244,23 @@ fn check_target(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
         out.push(d);
     }
     check_serving(t, base, out);
-    if let Some(r) = t.get("secret_key_ref").and_then(Value::as_object) {
-        let n = ["env", "store"]
-            .iter()
-            .filter(|k| r.get(**k).is_some_and(|v| !v.is_null()))
-            .count();
-        if n != 1 {
-            out.push(Diagnostic::error(
+    exactly_one(t, "secret_key_ref", ["env", "store"], base, out);
+    if let Some(name) = t.pointer("/secret_key_ref/store").and_then(Value::as_str)
+        && (name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
+    {
+        out.push(
+            Diagnostic::error(
                 Code::InvalidValue,
-                &format!("{base}.secret_key_ref"),
-                format!("{base}.secret_key_ref must set exactly one of `env` or `store` (found {n})"),
-            ));
-        }
-        if let Some(name) = r.get("store").and_then(Value::as_str)
-            && (name.is_empty()
-                || !name
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')))
-        {
-            out.push(
-                Diagnostic::error(
-                    Code::InvalidValue,
-                    &format!("{base}.secret_key_ref.store"),
-                    format!("secret name '{name}' is not valid"),
-                )
-                .with_help("secret names use ASCII letters, digits, '_', '-' and '.' only"),
-            );
-        }
+                &format!("{base}.secret_key_ref.store"),
+                format!("secret name '{name}' is not valid"),
+            )
+            .with_help("secret names use ASCII letters, digits, '_', '-' and '.' only"),
+        );
     }
-    if let Some(r) = t.get("escalation_routing").and_then(Value::as_object) {
-        let n = ["team_id", "user_id"]
-            .iter()
-            .filter(|k| r.get(**k).is_some_and(|v| !v.is_null()))
-            .count();
-        if n != 1 {
-            out.push(Diagnostic::error(
-                Code::InvalidValue,
-                &format!("{base}.escalation_routing"),
-                format!("{base}.escalation_routing must set exactly one of `team_id` or `user_id`"),
-            ));
-        }
-    }
+    exactly_one(t, "escalation_routing", ["team_id", "user_id"], base, out);
     for (a, b) in [
         ("cloudflare_account_id_env", "accountIdEnvar"),
         ("snowflake_account_identifier_env", "accountIdentifierEnvar"),
