@@ -72,6 +72,7 @@ pub enum Command {
 }
 
 pub fn main() -> ExitCode {
+    crate::output::quiet_broken_pipe();
     let cli = Cli::parse();
     crate::session::init_logging(cli.global.log_format, &cli.global.log);
     let result = match cli.command {

@@ -308,12 +308,14 @@ fn token(cmd: TokenCommand, g: &GlobalArgs) -> Result<Exit> {
             if json {
                 print_json(&r)?;
             } else {
-                println!(
+                // The new secret first: the old token is already revoked, so nothing may
+                // stand between the answer and the secret reaching the reader.
+                println!("{}", r.created.token);
+                eprintln!("This secret is shown once: store it now.");
+                eprintln!(
                     "Revoked {} and issued {} '{}'.",
                     r.revoked.id, r.created.info.id, r.created.info.name
                 );
-                println!("{}", r.created.token);
-                eprintln!("This secret is shown once: store it now.");
             }
         }
     }

@@ -118,7 +118,7 @@ pub fn config(cmd: ConfigCommand, g: &GlobalArgs) -> Result<Exit> {
         },
         Setting {
             key: "session.expires_at",
-            value: profile.map(|p| p.expires_at.to_string()),
+            value: profile.map(|p| crate::output::rfc3339(p.expires_at)),
             source: if profile.is_some() { "file" } else { "unset" },
         },
         Setting {

@@ -10,7 +10,7 @@ use kt_api::{
 };
 use serde_json::Value;
 
-use crate::output::{CliError, Exit, print_json, show};
+use crate::output::{CliError, Exit, print_json, rfc3339, show};
 use crate::session::{self, GlobalArgs, api_error};
 
 /// Where a secret's value comes from: never a plain flag.
@@ -26,6 +26,31 @@ pub struct ValueSource {
     /// Read the value from standard input (a trailing newline is dropped)
     #[arg(long)]
     pub stdin: bool,
+}
+
+/// A new value for `kt secret update`: optional, from one source.
+#[derive(Debug, Args)]
+#[group(required = false, multiple = false)]
+pub struct NewValue {
+    /// Read the new value from this environment variable
+    #[arg(long, value_name = "VAR")]
+    pub env_var: Option<String>,
+    /// Read the new value from the OS keychain, as "service:account"
+    #[arg(long, value_name = "SERVICE:ACCOUNT")]
+    pub keychain: Option<String>,
+    /// Read the new value from standard input (a trailing newline is dropped)
+    #[arg(long)]
+    pub stdin: bool,
+}
+
+impl NewValue {
+    fn source(&self) -> Option<ValueSource> {
+        (self.env_var.is_some() || self.keychain.is_some() || self.stdin).then(|| ValueSource {
+            env_var: self.env_var.clone(),
+            keychain: self.keychain.clone(),
+            stdin: self.stdin,
+        })
+    }
 }
 
 #[derive(Debug, Subcommand)]
@@ -50,15 +75,25 @@ pub enum SecretCommand {
         description: Option<String>,
         #[command(flatten)]
         source: ValueSource,
+        /// A host the secret may be sent to: host, host:port or *.domain (repeatable);
+        /// none: only the providers' public endpoints (api.openai.com, …)
+        #[arg(long = "allowed-host", value_name = "HOST")]
+        allowed_hosts: Vec<String>,
         #[arg(long)]
         json: bool,
     },
-    /// Replace a secret's value
+    /// Replace a secret's value, where it may be sent, or both
     Update {
         #[arg(long, value_name = "ID")]
         secret_id: String,
         #[command(flatten)]
-        source: ValueSource,
+        source: NewValue,
+        /// Replace the hosts the secret may be sent to (repeatable; needs secrets:bind)
+        #[arg(long = "allowed-host", value_name = "HOST", conflicts_with = "public_endpoints_only")]
+        allowed_hosts: Vec<String>,
+        /// Allow only the providers' public endpoints again (needs secrets:bind)
+        #[arg(long)]
+        public_endpoints_only: bool,
         #[arg(long)]
         json: bool,
     },
@@ -76,41 +111,58 @@ pub enum SecretCommand {
 pub enum ConfigVarCommand {
     /// Config variables (sensitive values redacted)
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+    /// One config variable (a sensitive value is redacted)
     Get {
+        /// The variable's name
         #[arg(long)]
         name: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+    /// Create a config variable; reference it as secret_key_ref: {store: <name>}
     Create {
+        /// 1 to 128 letters, digits, '_', '-' or '.'
         #[arg(long)]
         name: String,
+        /// The value (for credentials prefer `kt secret create`, which never takes a value on the command line)
         #[arg(long)]
         value: String,
+        /// What the variable is for
         #[arg(long)]
         description: Option<String>,
         /// Encrypt and redact the value like a secret
         #[arg(long)]
         sensitive: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+    /// Change a config variable's value, description or sensitivity
     Update {
+        /// The variable's name
         #[arg(long)]
         name: String,
+        /// A new value
         #[arg(long)]
         value: Option<String>,
+        /// A new description
         #[arg(long)]
         description: Option<String>,
+        /// true: encrypt and redact the value from now on; false: show it again
         #[arg(long)]
         sensitive: Option<bool>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
+    /// Delete a config variable (gateways that reference it fail to load new configurations)
     Delete {
+        /// The variable's name
         #[arg(long)]
         name: String,
         /// Confirm the deletion
@@ -119,8 +171,10 @@ pub enum ConfigVarCommand {
     },
     /// Show where a secret_key_ref.store name resolves (secret values are never shown)
     Resolve {
+        /// The name a configuration gives in secret_key_ref.store
         #[arg(long)]
         name: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
@@ -191,7 +245,16 @@ fn print_secret(s: &SecretInfo) {
         println!("Description: {}", s.description);
     }
     println!("Encryption:  {}", s.encryption);
-    println!("Updated:     {}", s.updated_at);
+    println!("Sent to:     {}", binding_text(s.allowed_hosts.as_deref()));
+    println!("Created:     {}", rfc3339(s.created_at));
+    println!("Updated:     {}", rfc3339(s.updated_at));
+}
+
+fn binding_text(hosts: Option<&[String]>) -> String {
+    match hosts {
+        Some(h) if !h.is_empty() => h.join(", "),
+        _ => "the providers' public endpoints".to_owned(),
+    }
 }
 
 fn confirm(yes: bool, what: &str) -> Result<()> {
@@ -234,6 +297,7 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
             name,
             description,
             source,
+            allowed_hosts,
             json,
         } => {
             let value = read_value(&source)?;
@@ -245,6 +309,7 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
                         name,
                         value,
                         description,
+                        allowed_hosts: (!allowed_hosts.is_empty()).then_some(allowed_hosts),
                     },
                 )
                 .map_err(api_error)?;
@@ -260,17 +325,36 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
         SecretCommand::Update {
             secret_id,
             source,
+            allowed_hosts,
+            public_endpoints_only,
             json,
         } => {
-            let value = read_value(&source)?;
+            let value = source.source().map(|s| read_value(&s)).transpose()?;
+            let allowed_hosts = if public_endpoints_only {
+                Some(Vec::new())
+            } else {
+                (!allowed_hosts.is_empty()).then_some(allowed_hosts)
+            };
+            if value.is_none() && allowed_hosts.is_none() {
+                return Err(CliError::new(Exit::Invalid, "nothing to update")
+                    .hint("give a new value (--env-var, --keychain or --stdin), --allowed-host or --public-endpoints-only")
+                    .into());
+            }
             let s: SecretInfo = client
                 .send(
                     "PUT",
                     &format!("/v1/secrets/{}", encode_segment(&secret_id)),
-                    &UpdateSecret { value },
+                    &UpdateSecret { value, allowed_hosts },
                 )
                 .map_err(api_error)?;
-            show(json, &s, |s| println!("Updated secret {} ({}).", s.name, s.id))?;
+            show(json, &s, |s| {
+                println!(
+                    "Updated secret {} ({}); it may be sent to {}.",
+                    s.name,
+                    s.id,
+                    binding_text(s.allowed_hosts.as_deref())
+                );
+            })?;
         }
         SecretCommand::Delete { secret_id, .. } => {
             let _: Value = client

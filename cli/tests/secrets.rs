@@ -221,7 +221,41 @@ fn secrets_are_write_only_encrypted_and_scoped() {
         r.json()["data"][0]["value"].is_null(),
         "withheld from non-gateway tokens"
     );
-    let gateway = mint(&server, &session, &["config_vars:resolve"], "gateway");
+    // A gateway-type token minted through /v1/tokens belongs to no gateway: values are
+    // withheld from it like from any other token.
+    let unbound = mint(&server, &session, &["config_vars:resolve", "control_plane"], "gateway");
+    let r = api(
+        &server,
+        "POST",
+        "/v1/config-variables/resolve",
+        &unbound,
+        Some(json!({"names": ["openai-key"]})),
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(
+        r.json()["data"][0]["value"].is_null(),
+        "unbound gateway token: {}",
+        r.text()
+    );
+
+    // Creating a gateway hands its token config_vars:resolve: a caller without it cannot.
+    let gw_writer = mint(&server, &session, &["gateways:write"], "access");
+    let r = api(
+        &server,
+        "POST",
+        "/v1/gateways",
+        &gw_writer,
+        Some(json!({"name": "sneaky"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["details"]["required_scope"], "config_vars:resolve");
+
+    // A gateway's own token resolves exactly the names its rolled-out configuration uses.
+    let gateway = gateway_using(
+        &cli,
+        tmp.path(),
+        &["openai-key", "anthropic-key", "legacy-key", "missing-one"],
+    );
     let r = api(
         &server,
         "POST",
@@ -229,7 +263,7 @@ fn secrets_are_write_only_encrypted_and_scoped() {
         &gateway,
         Some(json!({"names": ["openai-key", "anthropic-key"]})),
     );
-    assert_eq!(r.json()["data"][0]["value"], SECRET);
+    assert_eq!(r.json()["data"][0]["value"], SECRET, "{}", r.text());
     assert_eq!(
         r.json()["data"][1]["value"],
         format!("{SECRET}-2"),
@@ -244,6 +278,20 @@ fn secrets_are_write_only_encrypted_and_scoped() {
     );
     assert_eq!(r.status, 404);
     assert!(r.text().contains("'missing-one'") && !r.text().contains(SECRET));
+    cli.ok(
+        &["secret", "create", "--name", "unused-key", "--stdin"],
+        &[],
+        Some("sk-unused-value"),
+    );
+    let r = api(
+        &server,
+        "POST",
+        "/v1/config-variables/resolve",
+        &gateway,
+        Some(json!({"names": ["unused-key"]})),
+    );
+    assert_eq!(r.status, 403, "a secret its configuration does not use: {}", r.text());
+    assert!(!r.text().contains("sk-unused-value"));
     let out = cli.ok(
         &["config-var", "resolve", "--name", "openai-key"],
         &[("KEEPTRUSTS_API_TOKEN", gateway.as_str())],
@@ -353,6 +401,39 @@ fn secrets_are_write_only_encrypted_and_scoped() {
     }
 }
 
+/// A gateway whose rolled-out configuration sends each of `names` (as
+/// `secret_key_ref.store`) to OpenAI's public endpoint; returns its token.
+fn gateway_using(cli: &Cli, tmp: &Path, names: &[&str]) -> String {
+    let gw: Value =
+        serde_json::from_str(&cli.ok(&["gateway", "create", "--name", "resolver", "--json"], &[], None)).expect("json");
+    let gid = gw["gateway"]["id"].as_str().expect("id");
+    let targets: String = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| format!("    - {{id: t{i}, provider: openai, model: m, secret_key_ref: {{store: {n}}}}}\n"))
+        .collect();
+    let file = tmp.join("resolver.yaml");
+    std::fs::write(
+        &file,
+        format!("pack: {{name: r, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\nproviders:\n  targets:\n{targets}"),
+    )
+    .expect("write");
+    let path = file.to_str().expect("path");
+    cli.ok(&["policy", "push", "--file", path, "--gateway-id", gid], &[], None);
+    cli.ok(&["policy", "deploy", "--gateway-id", gid, "--no-wait"], &[], None);
+    gw["token"].as_str().expect("token").to_owned()
+}
+
+fn secret_id_of(cli: &Cli, name: &str) -> String {
+    let list: Value = serde_json::from_str(&cli.ok(&["secret", "list", "--json"], &[], None)).expect("json");
+    list["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|s| s["name"] == name))
+        .and_then(|s| s["id"].as_str())
+        .expect("listed")
+        .to_owned()
+}
+
 fn server_org(server: &ServerProcess, session: &str) -> String {
     api(server, "GET", "/v1/whoami", session, None).json()["org"]["id"]
         .as_str()
@@ -363,7 +444,7 @@ fn server_org(server: &ServerProcess, session: &str) -> String {
 #[test]
 fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
     let tmp = tempfile::tempdir().expect("tmp");
-    let (server, cli, _session) = setup(tmp.path(), None);
+    let (server, cli, session) = setup(tmp.path(), None);
     let provider = MockProvider::start(openai_echo(""));
     cli.ok(
         &["secret", "create", "--name", "openai-key", "--env-var", "KT_SECRET_SRC"],
@@ -384,18 +465,72 @@ fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
     };
     let file = tmp.path().join("p.yaml");
     std::fs::write(&file, yaml("openai-key")).expect("write");
+    let push = |cli: &Cli, env: &[(&str, &str)]| {
+        cli.run(
+            &[
+                "policy",
+                "push",
+                "--file",
+                file.to_str().expect("path"),
+                "--gateway-id",
+                &gid,
+            ],
+            env,
+            None,
+        )
+    };
+    // The secret was stored for the providers' public endpoints: a configuration sending it
+    // to another host is refused at push, by secret, target and host.
+    let o = push(&cli, &[]);
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_ne!(o.status.code(), Some(0), "{said}");
+    assert!(
+        said.contains("openai-key") && said.contains("127.0.0.1") && said.contains("may only be sent"),
+        "{said}"
+    );
+    // A token that may write configurations and secrets, but not bind them, cannot move it.
+    let writer = mint(
+        &server,
+        &session,
+        &["configurations:write", "secrets:write", "secrets:read"],
+        "access",
+    );
+    let secret_id = secret_id_of(&cli, "openai-key");
+    let r = api(
+        &server,
+        "PUT",
+        &format!("/v1/secrets/{secret_id}"),
+        &writer,
+        Some(json!({"allowed_hosts": ["127.0.0.1"]})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["details"]["required_scope"], "secrets:bind");
+    let o = push(&cli, &[("KEEPTRUSTS_API_TOKEN", writer.as_str())]);
+    assert_ne!(o.status.code(), Some(0), "the narrow token is refused as well");
+    // An administrator binds it to the provider's host; then the push goes through.
     cli.ok(
         &[
-            "policy",
-            "push",
-            "--file",
-            file.to_str().expect("path"),
-            "--gateway-id",
-            &gid,
+            "secret",
+            "update",
+            "--secret-id",
+            &secret_id,
+            "--allowed-host",
+            "127.0.0.1",
         ],
         &[],
         None,
     );
+    let shown = cli.ok(&["secret", "get", "--secret-id", &secret_id], &[], None);
+    assert!(
+        shown.contains("Sent to:     127.0.0.1") && shown.contains("Updated:     20"),
+        "{shown}"
+    );
+    let o = push(&cli, &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
     cli.ok(&["policy", "deploy", "--gateway-id", &gid, "--no-wait"], &[], None);
 
     let state = tmp.path().join("state");
@@ -417,6 +552,30 @@ fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
         Some(format!("Bearer {SECRET}").as_str()),
         "the stored secret is the provider key"
     );
+
+    // A rotated secret reaches the gateway with a reload, though the policy is unchanged.
+    cli.ok(
+        &["secret", "update", "--secret-id", &secret_id, "--stdin"],
+        &[],
+        Some("sk-rotated-value-2"),
+    );
+    cli.ok(&["gateway", "reload", "--id", &gid], &[], None);
+    let mut sent_key = String::new();
+    for _ in 0..50 {
+        let r = http_with(&g.addr, "POST", "/v1/chat/completions", Some(body.as_bytes()), &[]).expect("answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+        sent_key = provider
+            .received()
+            .last()
+            .and_then(|q| q.header("authorization"))
+            .unwrap_or_default()
+            .to_owned();
+        if sent_key == "Bearer sk-rotated-value-2" {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(sent_key, "Bearer sk-rotated-value-2", "the reload took the new key");
 
     // A version naming a secret that does not exist is refused, by name, and the gateway
     // keeps serving.

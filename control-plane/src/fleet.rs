@@ -14,6 +14,7 @@ use kt_api::{
 };
 use kt_policy::CompiledPolicy;
 use kt_policy::config::{Source, load_sources};
+use kt_policy::secret_binding::{self, StoreUse};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -208,6 +209,18 @@ async fn create_gateway(
     Body(req): Body<CreateGateway>,
 ) -> ApiResult<(StatusCode, Json<CreatedGateway>)> {
     p.require("gateways:write")?;
+    // The gateway's token may resolve secrets: no one hands out what they do not hold.
+    for scope in auth::split_scopes(GATEWAY_TOKEN_SCOPES) {
+        if !p.has(&scope) {
+            return Err(ApiError::Forbidden {
+                message: format!(
+                    "creating a gateway issues a token with '{scope}', which the calling token does not hold; \
+                     use a token that holds {GATEWAY_TOKEN_SCOPES} as well as gateways:write"
+                ),
+                scope: Some(scope),
+            });
+        }
+    }
     validate_name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     if description.chars().count() > 1000 {
@@ -276,6 +289,8 @@ struct Checked {
     name: String,
     pack_version: String,
     digest: String,
+    /// Where the configuration sends `secret_key_ref.store` values.
+    uses: Vec<StoreUse>,
 }
 
 fn check_yaml(yaml: &str) -> ApiResult<Checked> {
@@ -295,13 +310,78 @@ fn check_yaml(yaml: &str) -> ApiResult<Checked> {
     };
     let name = config.pack.name.clone();
     let pack_version = config.pack.version.clone();
+    let uses = secret_binding::store_uses(&config);
     let compiled =
         CompiledPolicy::compile(config).map_err(|e| invalid(vec![json!({"message": e.to_string()})], e.to_string()))?;
     Ok(Checked {
         name,
         pack_version,
         digest: compiled.digest().to_owned(),
+        uses,
     })
+}
+
+/// [`check_yaml`], then the secret bindings: a configuration that would send a stored
+/// secret to a host its binding does not allow is refused (403) when it is pushed.
+async fn check_push(st: &AppState, org_id: &str, yaml: &str) -> ApiResult<Checked> {
+    let checked = check_yaml(yaml)?;
+    let names: Vec<String> = checked.uses.iter().map(|u| u.name.clone()).collect();
+    let bound = crate::secrets::bindings(st, org_id, &names).await?;
+    match secret_binding::violation(&checked.uses, |n| bound.get(n).cloned()) {
+        Some(message) => Err(ApiError::Forbidden { message, scope: None }),
+        None => Ok(checked),
+    }
+}
+
+/// Where a configuration text sends `secret_key_ref.store` values (none when it does not
+/// load).
+pub(crate) fn store_uses_of(yaml: &str) -> Vec<StoreUse> {
+    load_sources(&[Source {
+        name: "policy-config.yaml".into(),
+        text: yaml.to_owned(),
+    }])
+    .config
+    .map(|c| secret_binding::store_uses(&c))
+    .unwrap_or_default()
+}
+
+/// The configuration text rolled out to a gateway, if any.
+pub(crate) async fn desired_yaml(st: &AppState, org_id: &str, gid: &str) -> ApiResult<Option<String>> {
+    let g = load_gateway(st, org_id, gid).await?;
+    match g.info.desired {
+        Some(d) => Ok(find_version(st, org_id, &d.configuration_id, Some(d.version))
+            .await?
+            .yaml),
+        None => Ok(None),
+    }
+}
+
+/// A version as shown to people: literal `api_key` values replaced by `[REDACTED]`. Only a
+/// managed gateway's own configuration request sees the text as stored.
+fn redacted(mut v: ConfigVersion) -> ConfigVersion {
+    v.yaml = v.yaml.map(|y| redact_api_keys(&y));
+    v
+}
+
+fn redact_api_keys(yaml: &str) -> String {
+    static KEY: std::sync::LazyLock<regex::Regex> = std::sync::LazyLock::new(|| {
+        regex::Regex::new(r#"(?m)(\bapi_key\s*:[ \t]*)("(?:[^"\\\n]|\\.)*"|'[^'\n]*'|[^\s,}\]#][^\n,}\]#]*)"#)
+            .expect("valid pattern")
+    });
+    let mut text = KEY.replace_all(yaml, "${1}\"[REDACTED]\"").into_owned();
+    // Literal keys written in forms the pattern does not see (block scalars, anchors).
+    let literal: Vec<String> = load_sources(&[Source {
+        name: "policy-config.yaml".into(),
+        text: yaml.to_owned(),
+    }])
+    .config
+    .and_then(|c| c.providers)
+    .map(|p| p.targets.into_iter().filter_map(|t| t.api_key).collect())
+    .unwrap_or_default();
+    for k in literal.iter().map(|k| k.trim()).filter(|k| k.len() >= 8) {
+        text = text.replace(k, "[REDACTED]");
+    }
+    text
 }
 
 const VERSION_COLUMNS: &str = "v.configuration_id, c.name, v.version, v.pack_version, v.digest, v.change_detail, \
@@ -371,7 +451,7 @@ async fn append_version(
     configuration_id: &str,
     req: &PushConfig,
 ) -> ApiResult<ConfigVersion> {
-    let checked = check_yaml(&req.yaml)?;
+    let checked = check_push(st, &p.org_id, &req.yaml).await?;
     let source = check_source(req.source.as_deref())?;
     let detail = req.change_detail.clone().unwrap_or_default();
     if detail.chars().count() > 2000 {
@@ -442,7 +522,7 @@ async fn create_configuration(
     Body(req): Body<PushConfig>,
 ) -> ApiResult<(StatusCode, Json<ConfigVersion>)> {
     p.require("configurations:write")?;
-    let checked = check_yaml(&req.yaml)?;
+    let checked = check_push(&st, &p.org_id, &req.yaml).await?;
     let gateway = match &req.gateway_id {
         Some(g) => Some(load_gateway(&st, &p.org_id, g).await?),
         None => None,
@@ -491,7 +571,7 @@ async fn latest_version(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConfigVersion>> {
     p.require("configurations:read")?;
-    Ok(Json(find_version(&st, &p.org_id, &id, None).await?))
+    Ok(Json(redacted(find_version(&st, &p.org_id, &id, None).await?)))
 }
 
 async fn one_version(
@@ -500,7 +580,7 @@ async fn one_version(
     Path((id, version)): Path<(String, i64)>,
 ) -> ApiResult<Json<ConfigVersion>> {
     p.require("configurations:read")?;
-    Ok(Json(find_version(&st, &p.org_id, &id, Some(version)).await?))
+    Ok(Json(redacted(find_version(&st, &p.org_id, &id, Some(version)).await?)))
 }
 
 async fn list_versions(
@@ -762,9 +842,9 @@ async fn gateway_config(
             "gateway '{id}' has no configuration rolled out yet"
         )));
     };
-    Ok(Json(
+    Ok(Json(redacted(
         find_version(&st, &p.org_id, &d.configuration_id, Some(d.version)).await?,
-    ))
+    )))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -975,5 +1055,16 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn literal_keys_are_redacted_in_every_form() {
+        let yaml = "pack: {name: p, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nproviders:\n  targets:\n    - id: a\n      provider: openai\n      api_key: sk-block-0123456789\n    - {id: b, provider: openai, api_key: \"sk-flow-0123456789\"}\n    - {id: c, provider: openai, api_key: 'sk-single-0123456789'}\n    - id: d\n      provider: openai\n      api_key: >-\n        sk-folded-0123456789\n";
+        let out = redact_api_keys(yaml);
+        for k in ["sk-block", "sk-flow", "sk-single", "sk-folded"] {
+            assert!(!out.contains(k), "{k} shown: {out}");
+        }
+        assert!(out.contains("id: b") && out.contains("provider: openai"), "{out}");
+        assert!(out.matches("[REDACTED]").count() >= 4, "{out}");
     }
 }

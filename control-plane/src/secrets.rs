@@ -19,6 +19,7 @@ use kt_api::{
     ConfigVar, ConfigVarList, CreateSecret, ResolveRequest, ResolveResponse, Resolved, SecretInfo, SecretList,
     UpdateSecret, WriteConfigVar,
 };
+use kt_policy::secret_binding;
 use rand::RngCore;
 use serde_json::{Value, json};
 use sqlx::Row;
@@ -211,18 +212,77 @@ fn validate_description(d: &str) -> ApiResult<()> {
 // ---------------------------------------------------------------------------------------
 // Secrets
 
+/// A secret's binding as stored: `None` for the providers' public endpoints.
+fn binding_of(r: &AnyRow) -> ApiResult<Option<Vec<String>>> {
+    let hosts: Option<String> = r.try_get("allowed_hosts")?;
+    Ok(hosts
+        .filter(|h| !h.is_empty())
+        .map(|h| h.split(',').map(str::to_owned).collect()))
+}
+
+/// Checks and normalises a requested binding; an empty list is no binding.
+fn binding_column(hosts: &[String]) -> ApiResult<Option<String>> {
+    if hosts.len() > secret_binding::MAX_HOSTS {
+        return Err(ApiError::validation(format!(
+            "at most {} allowed hosts per secret",
+            secret_binding::MAX_HOSTS
+        )));
+    }
+    let mut v = hosts
+        .iter()
+        .map(|h| secret_binding::normalize_entry(h).map_err(ApiError::validation))
+        .collect::<ApiResult<Vec<_>>>()?;
+    v.sort();
+    v.dedup();
+    Ok((!v.is_empty()).then(|| v.join(",")))
+}
+
+/// The bindings of the org's secrets among `names`: name → allowed hosts (`None`: the
+/// providers' public endpoints). A sensitive config variable has no binding of its own
+/// and goes only to the public endpoints; other config variables are not bound (anyone
+/// with `config_vars:read` can read them).
+pub(crate) async fn bindings(
+    st: &AppState,
+    org_id: &str,
+    names: &[String],
+) -> ApiResult<std::collections::HashMap<String, Option<Vec<String>>>> {
+    let mut out = std::collections::HashMap::new();
+    for name in names {
+        let row = sqlx::query("SELECT allowed_hosts FROM secrets WHERE org_id = $1 AND name = $2")
+            .bind(org_id)
+            .bind(name)
+            .fetch_optional(&st.db)
+            .await?;
+        if let Some(r) = row {
+            out.insert(name.clone(), binding_of(&r)?);
+            continue;
+        }
+        let sensitive =
+            sqlx::query("SELECT 1 FROM config_variables WHERE org_id = $1 AND name = $2 AND sensitive <> 0")
+                .bind(org_id)
+                .bind(name)
+                .fetch_optional(&st.db)
+                .await?;
+        if sensitive.is_some() {
+            out.insert(name.clone(), None);
+        }
+    }
+    Ok(out)
+}
+
 fn secret_info(r: &AnyRow) -> ApiResult<SecretInfo> {
     Ok(SecretInfo {
         id: r.try_get("id")?,
         name: r.try_get("name")?,
         description: r.try_get("description")?,
         encryption: r.try_get("encryption")?,
+        allowed_hosts: binding_of(r)?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })
 }
 
-const SECRET_COLUMNS: &str = "id, name, description, encryption, created_at, updated_at";
+const SECRET_COLUMNS: &str = "id, name, description, encryption, allowed_hosts, created_at, updated_at";
 
 async fn list_secrets(State(st): State<AppState>, p: Principal) -> ApiResult<Json<SecretList>> {
     p.require("secrets:read")?;
@@ -266,18 +326,20 @@ async fn create_secret(
     validate_value(&req.value)?;
     let description = req.description.unwrap_or_default();
     validate_description(&description)?;
+    let hosts = binding_column(req.allowed_hosts.as_deref().unwrap_or_default())?;
     let id = auth::new_id("secret");
     let sealed = st.key.seal(&p.org_id, "secret", &req.name, &req.value)?;
     let t = now();
     sqlx::query(
-        "INSERT INTO secrets (id, org_id, name, description, value, encryption, created_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, 'aes-gcm-siv', $6, $6)",
+        "INSERT INTO secrets (id, org_id, name, description, value, encryption, allowed_hosts, created_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, 'aes-gcm-siv', $6, $7, $7)",
     )
     .bind(&id)
     .bind(&p.org_id)
     .bind(&req.name)
     .bind(&description)
     .bind(&sealed)
+    .bind(&hosts)
     .bind(t)
     .execute(&st.db)
     .await
@@ -291,7 +353,8 @@ async fn create_secret(
     ))
 }
 
-/// Replaces the value; a legacy plaintext row becomes encrypted.
+/// Replaces the value (a legacy plaintext row becomes encrypted), the binding, or both.
+/// Changing where a secret may be sent needs `secrets:bind` besides `secrets:write`.
 async fn update_secret(
     State(st): State<AppState>,
     p: Principal,
@@ -299,19 +362,46 @@ async fn update_secret(
     Body(req): Body<UpdateSecret>,
 ) -> ApiResult<Json<SecretInfo>> {
     p.require("secrets:write")?;
-    validate_value(&req.value)?;
+    if req.value.is_none() && req.allowed_hosts.is_none() {
+        return Err(ApiError::validation(
+            "nothing to update: give a new value, allowed hosts, or both",
+        ));
+    }
+    if let Some(v) = &req.value {
+        validate_value(v)?;
+    }
+    let hosts = match &req.allowed_hosts {
+        Some(h) => {
+            p.require("secrets:bind")?;
+            Some(binding_column(h)?)
+        }
+        None => None,
+    };
     let row = find_secret(&st, &p.org_id, &id).await?;
     let name: String = row.try_get("name")?;
-    let sealed = st.key.seal(&p.org_id, "secret", &name, &req.value)?;
-    sqlx::query(
-        "UPDATE secrets SET value = $1, encryption = 'aes-gcm-siv', updated_at = $2 WHERE id = $3 AND org_id = $4",
-    )
-    .bind(&sealed)
-    .bind(now())
-    .bind(&id)
-    .bind(&p.org_id)
-    .execute(&st.db)
-    .await?;
+    let mut tx = st.db.begin().await?;
+    if let Some(v) = &req.value {
+        let sealed = st.key.seal(&p.org_id, "secret", &name, v)?;
+        sqlx::query(
+            "UPDATE secrets SET value = $1, encryption = 'aes-gcm-siv', updated_at = $2 WHERE id = $3 AND org_id = $4",
+        )
+        .bind(&sealed)
+        .bind(now())
+        .bind(&id)
+        .bind(&p.org_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    if let Some(h) = &hosts {
+        sqlx::query("UPDATE secrets SET allowed_hosts = $1, updated_at = $2 WHERE id = $3 AND org_id = $4")
+            .bind(h)
+            .bind(now())
+            .bind(&id)
+            .bind(&p.org_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
     Ok(Json(secret_info(&find_secret(&st, &p.org_id, &id).await?)?))
 }
 
@@ -492,9 +582,11 @@ async fn delete_var(
 }
 
 /// The machine endpoint behind `secret_key_ref.store`: each name from the secrets, else
-/// the config variables. Only gateway tokens receive secret and sensitive values; other
-/// callers with `config_vars:resolve` see where a name resolves, with those values
-/// withheld. A name that resolves nowhere is `not_found`, naming every missing one.
+/// the config variables. Values of secrets and sensitive variables go only to a gateway
+/// token bound to a gateway, only for names its rolled-out configuration uses, and only
+/// when every target that configuration sends a secret to is one the secret's binding
+/// allows. Other callers with `config_vars:resolve` see where a name resolves, with those
+/// values withheld. A name that resolves nowhere is `not_found`, naming every missing one.
 async fn resolve(
     State(st): State<AppState>,
     p: Principal,
@@ -504,52 +596,21 @@ async fn resolve(
     if req.names.len() > 100 {
         return Err(ApiError::validation("at most 100 names per request"));
     }
-    let machine = p.token_type == "gateway";
+    for name in &req.names {
+        validate_store_name(name)?;
+    }
+    let machine = match &p.gateway_id {
+        Some(gid) if p.token_type == "gateway" => {
+            gateway_may_resolve(&st, &p.org_id, gid, &req.names).await?;
+            true
+        }
+        _ => false,
+    };
     let mut data = Vec::with_capacity(req.names.len());
     let mut missing = Vec::new();
     for name in &req.names {
-        validate_store_name(name)?;
-        let secret = sqlx::query("SELECT name, value, encryption FROM secrets WHERE org_id = $1 AND name = $2")
-            .bind(&p.org_id)
-            .bind(name)
-            .fetch_optional(&st.db)
-            .await?;
-        if let Some(r) = secret {
-            let value = if machine {
-                Some(stored_value(&st, &p.org_id, "secret", &r)?)
-            } else {
-                None
-            };
-            data.push(Resolved {
-                name: name.clone(),
-                source: "secret".into(),
-                sensitive: true,
-                value,
-            });
-            continue;
-        }
-        let var = sqlx::query(&format!(
-            "SELECT {VAR_COLUMNS} FROM config_variables WHERE org_id = $1 AND name = $2"
-        ))
-        .bind(&p.org_id)
-        .bind(name)
-        .fetch_optional(&st.db)
-        .await?;
-        match var {
-            Some(r) => {
-                let sensitive = r.try_get::<i64, _>("sensitive")? != 0;
-                let value = if machine || !sensitive {
-                    Some(stored_value(&st, &p.org_id, "config_variable", &r)?)
-                } else {
-                    None
-                };
-                data.push(Resolved {
-                    name: name.clone(),
-                    source: "config_variable".into(),
-                    sensitive,
-                    value,
-                });
-            }
+        match resolve_one(&st, &p.org_id, name, machine).await? {
+            Some(r) => data.push(r),
             None => missing.push(name.clone()),
         }
     }
@@ -560,6 +621,68 @@ async fn resolve(
         )));
     }
     Ok(Json(ResolveResponse { data }))
+}
+
+/// Refuses unless the gateway's rolled-out configuration uses every name in `names`
+/// and sends no secret where its binding does not allow.
+async fn gateway_may_resolve(st: &AppState, org_id: &str, gid: &str, names: &[String]) -> ApiResult<()> {
+    let yaml = crate::fleet::desired_yaml(st, org_id, gid).await?.unwrap_or_default();
+    let uses = crate::fleet::store_uses_of(&yaml);
+    let forbidden = |message: String| ApiError::Forbidden { message, scope: None };
+    if let Some(n) = names.iter().find(|n| !uses.iter().any(|u| &u.name == *n)) {
+        return Err(forbidden(format!(
+            "the configuration rolled out to gateway '{gid}' does not use '{n}'; a gateway resolves only the names its own configuration references"
+        )));
+    }
+    let bound = bindings(st, org_id, names).await?;
+    match secret_binding::violation(&uses, |n| bound.get(n).cloned()) {
+        Some(v) => Err(forbidden(v)),
+        None => Ok(()),
+    }
+}
+
+async fn resolve_one(st: &AppState, org_id: &str, name: &str, machine: bool) -> ApiResult<Option<Resolved>> {
+    let secret =
+        sqlx::query("SELECT name, value, encryption, allowed_hosts FROM secrets WHERE org_id = $1 AND name = $2")
+            .bind(org_id)
+            .bind(name)
+            .fetch_optional(&st.db)
+            .await?;
+    if let Some(r) = secret {
+        let value = if machine {
+            Some(stored_value(st, org_id, "secret", &r)?)
+        } else {
+            None
+        };
+        return Ok(Some(Resolved {
+            name: name.to_owned(),
+            source: "secret".into(),
+            sensitive: true,
+            value,
+            allowed_hosts: binding_of(&r)?,
+        }));
+    }
+    let var = sqlx::query(&format!(
+        "SELECT {VAR_COLUMNS} FROM config_variables WHERE org_id = $1 AND name = $2"
+    ))
+    .bind(org_id)
+    .bind(name)
+    .fetch_optional(&st.db)
+    .await?;
+    let Some(r) = var else { return Ok(None) };
+    let sensitive = r.try_get::<i64, _>("sensitive")? != 0;
+    let value = if machine || !sensitive {
+        Some(stored_value(st, org_id, "config_variable", &r)?)
+    } else {
+        None
+    };
+    Ok(Some(Resolved {
+        name: name.to_owned(),
+        source: "config_variable".into(),
+        sensitive,
+        value,
+        allowed_hosts: None,
+    }))
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod normalize;
 pub mod policies;
 pub mod provider_catalog;
 pub mod scan;
+pub mod secret_binding;
 pub mod stream;
 pub mod testing;
 pub mod text;

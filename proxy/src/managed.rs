@@ -31,35 +31,42 @@ pub struct ManagedOptions {
     pub store: crate::routing::StoreValues,
 }
 
-/// The `secret_key_ref.store` names a configuration text uses.
-pub fn store_names(yaml: &str) -> Vec<String> {
-    let outcome = kt_policy::config::load_sources(&[kt_policy::config::Source {
+/// Where a configuration text sends `secret_key_ref.store` values.
+pub fn store_names(yaml: &str) -> Vec<kt_policy::secret_binding::StoreUse> {
+    kt_policy::config::load_sources(&[kt_policy::config::Source {
         name: "policy-config.yaml".into(),
         text: yaml.to_owned(),
-    }]);
-    let mut names: Vec<String> = outcome
-        .config
-        .and_then(|c| c.providers)
-        .map(|p| {
-            p.targets
-                .iter()
-                .filter_map(|t| t.secret_key_ref.as_ref().and_then(|r| r.store.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    names.sort();
-    names.dedup();
-    names
+    }])
+    .config
+    .map(|c| kt_policy::secret_binding::store_uses(&c))
+    .unwrap_or_default()
 }
 
-/// Resolves `names` through the control plane (blocking).
-pub fn resolve_store(client: &Client, names: &[String]) -> Result<crate::routing::StoreValues, String> {
+/// Resolves the values `uses` names through the control plane (blocking). A secret whose
+/// binding does not allow a host the configuration sends it to is refused here as well
+/// as by the control plane.
+pub fn resolve_store(
+    client: &Client,
+    uses: &[kt_policy::secret_binding::StoreUse],
+) -> Result<crate::routing::StoreValues, String> {
+    let mut names: Vec<String> = uses.iter().map(|u| u.name.clone()).collect();
+    names.sort();
+    names.dedup();
     if names.is_empty() {
         return Ok(Default::default());
     }
     let r = client
-        .resolve(names)
+        .resolve(&names)
         .map_err(|e| format!("cannot resolve secret_key_ref.store: {e}"))?;
+    let bound = |n: &str| {
+        r.data
+            .iter()
+            .find(|x| x.name == n && (x.source == "secret" || x.sensitive))
+            .map(|x| x.allowed_hosts.clone())
+    };
+    if let Some(v) = kt_policy::secret_binding::violation(uses, bound) {
+        return Err(v);
+    }
     Ok(r.data
         .into_iter()
         .filter_map(|x| x.value.map(|v| (x.name, v)))
@@ -233,8 +240,8 @@ impl BackgroundService for ManagedSync {
                         reachable = true;
                     }
                     etag = Some(cfg.etag.clone());
-                    let (c, names) = (client.clone(), store_names(&cfg.yaml));
-                    let store = tokio::task::spawn_blocking(move || resolve_store(&c, &names))
+                    let (c, uses) = (client.clone(), store_names(&cfg.yaml));
+                    let store = tokio::task::spawn_blocking(move || resolve_store(&c, &uses))
                         .await
                         .unwrap_or_else(|e| Err(e.to_string()));
                     let report = self.apply(&cfg, store, &mut current);

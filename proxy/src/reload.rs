@@ -103,23 +103,25 @@ impl PolicySource {
         };
         match CompiledPolicy::compile(config) {
             Ok(p) => {
-                let changed = p.digest() != self.current.load().policy.digest();
                 let digest = p.digest().to_owned();
-                if changed {
-                    let store = self.store.as_ref().map(ArcSwap::load_full);
-                    match Runtime::new(p, self.override_upstream.as_ref(), &self.registry, store.as_deref()) {
-                        Ok(rt) => {
-                            self.cache.configure(rt.policy.config());
-                            self.current.store(Arc::new(rt));
-                        }
-                        Err(e) => {
-                            return ReloadOutcome::Rejected(vec![Diagnostic::error(
-                                kt_policy::Code::InvalidValue,
-                                "providers",
-                                e,
-                            )]);
-                        }
+                let store = self.store.as_ref().map(ArcSwap::load_full);
+                let rt = match Runtime::new(p, self.override_upstream.as_ref(), &self.registry, store.as_deref()) {
+                    Ok(rt) => rt,
+                    Err(e) => {
+                        return ReloadOutcome::Rejected(vec![Diagnostic::error(
+                            kt_policy::Code::InvalidValue,
+                            "providers",
+                            e,
+                        )]);
                     }
+                };
+                // A rotated credential (a stored secret updated, then a reload) is a change
+                // even when the policy text is not.
+                let current = self.current.load();
+                let changed = digest != current.policy.digest() || !rt.router.same_credentials(&current.router);
+                if changed {
+                    self.cache.configure(rt.policy.config());
+                    self.current.store(Arc::new(rt));
                 }
                 ReloadOutcome::Applied { digest, changed }
             }

@@ -270,6 +270,17 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
 pub type StoreValues = std::collections::HashMap<String, String>;
 
 impl Router {
+    /// Whether `other` sends every target the same credential (a reload whose policy is
+    /// unchanged still takes a rotated key).
+    pub fn same_credentials(&self, other: &Router) -> bool {
+        self.targets.len() == other.targets.len()
+            && self
+                .targets
+                .iter()
+                .zip(&other.targets)
+                .all(|(a, b)| a.id == b.id && a.secret == b.secret)
+    }
+
     /// The router for `config`. With `override_upstream`, every request goes to that one
     /// upstream (the debug `--upstream` flag) and the client's model passes through.
     #[cfg(test)]

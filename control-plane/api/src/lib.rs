@@ -20,6 +20,7 @@ pub const SCOPES: &[&str] = &[
     "tokens:write",
     "secrets:read",
     "secrets:write",
+    "secrets:bind",
     "config_vars:read",
     "config_vars:write",
     "config_vars:resolve",
@@ -299,12 +300,22 @@ pub struct CreateSecret {
     pub value: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// Hosts the secret may be sent to (`host`, `host:port`, `*.domain`); none: only the
+    /// providers' public endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// `PUT /v1/secrets/{id}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UpdateSecret {
-    pub value: String,
+    /// A new value; none: the value stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    /// A new binding (needs `secrets:bind`); an empty list goes back to the providers'
+    /// public endpoints. None: the binding stays.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 /// A secret's metadata (never its value).
@@ -315,6 +326,9 @@ pub struct SecretInfo {
     pub description: String,
     /// `aes-gcm-siv`, or `plaintext` for a legacy row not yet re-encrypted.
     pub encryption: String,
+    /// Hosts the secret may be sent to; none: only the providers' public endpoints.
+    #[serde(default)]
+    pub allowed_hosts: Option<Vec<String>>,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -370,6 +384,9 @@ pub struct Resolved {
     /// The value for gateway tokens; for anyone else `None` when it is a secret or
     /// sensitive.
     pub value: Option<String>,
+    /// For a secret: the hosts it may be sent to (none: the providers' public endpoints).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
