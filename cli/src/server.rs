@@ -31,6 +31,22 @@ pub struct ServerArgs {
     /// Password of the first-run owner (prefer the environment variable)
     #[arg(long, env = "KT_BOOTSTRAP_PASSWORD", value_name = "PASSWORD", hide_env_values = true)]
     pub bootstrap_password: Option<String>,
+    /// Seconds a client has to send a request head (idle keep-alive connections close after it)
+    #[arg(long, env = "KT_HEADER_TIMEOUT_SECS", default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a client has to send a request body
+    #[arg(long, env = "KT_BODY_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+    /// Seconds a whole request may take, body and answer included (at least 65: managed gateways wait up to 60 s)
+    #[arg(long, env = "KT_REQUEST_TIMEOUT_SECS", default_value_t = 90, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(65..=3600))]
+    pub request_timeout_secs: u64,
+    /// Open connections at most; further ones are closed at once
+    #[arg(long, env = "KT_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: u64,
 }
 
 fn default_data_dir() -> PathBuf {
@@ -63,6 +79,12 @@ pub fn run(args: ServerArgs) -> Result<Exit> {
         database_url: args.database_url,
         bootstrap,
         secrets_key: args.secrets_key,
+        limits: kt_control::serve::Limits {
+            header_timeout: std::time::Duration::from_secs(args.header_timeout_secs),
+            body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
+            request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
+            max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+        },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     match rt.block_on(kt_control::run(opts)) {

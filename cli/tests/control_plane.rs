@@ -4,7 +4,6 @@
 
 use std::path::Path;
 use std::process::{Command, Output};
-use std::time::{Duration, Instant};
 
 use kt_testkit::db::PgDb;
 use kt_testkit::{Answer, ServerProcess, http_with};
@@ -216,13 +215,13 @@ fn first_run_bootstraps_and_the_cli_logs_in_and_out() {
 }
 
 #[test]
-fn wrong_passwords_are_refused_and_slowed_down() {
+fn wrong_passwords_are_refused_without_revealing_accounts() {
+    // Throttling itself (429 after ten failures, alike for unknown accounts) is in
+    // hostile_control_plane.rs.
     for backend in backends() {
         let tmp = tempfile::tempdir().expect("tmp");
         let server = start(&backend, &tmp.path().join("data"));
-        let mut last = Duration::ZERO;
-        for attempt in 0..3 {
-            let t = Instant::now();
+        for _ in 0..3 {
             let r = call(
                 &server.addr,
                 "POST",
@@ -230,18 +229,9 @@ fn wrong_passwords_are_refused_and_slowed_down() {
                 None,
                 Some(json!({"email": OWNER, "password": "not the password"})),
             );
-            last = t.elapsed();
             assert_error(&r, 401, "auth.unauthenticated");
             assert!(!r.text().contains("not the password"));
-            assert!(
-                last >= Duration::from_millis(250 << attempt),
-                "attempt {attempt} took {last:?}"
-            );
         }
-        assert!(
-            last >= Duration::from_millis(1000),
-            "the third failure waits ≥ 1 s: {last:?}"
-        );
         let r = call(
             &server.addr,
             "POST",

@@ -620,4 +620,15 @@ fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
     seen.push_str(&server.output());
     assert!(!seen.is_empty());
     assert!(!seen.contains(SECRET), "a secret value leaked: {seen}");
+
+    // The state directory and what it holds are the owner's only.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&state), 0o700, "state directory");
+        for f in [&events, &state.join("policy-config.yaml"), &state.join("applied.json")] {
+            assert_eq!(mode(f), 0o600, "{}", f.display());
+        }
+    }
 }

@@ -25,6 +25,12 @@ pub enum ApiError {
     Conflict(String),
     #[error("{0}")]
     PayloadTooLarge(String),
+    /// The request (or its body) did not arrive within its deadline.
+    #[error("{0}")]
+    Timeout(String),
+    /// Too many attempts: try again after `retry_after` seconds.
+    #[error("{message}")]
+    Throttled { message: String, retry_after: u64 },
     /// Storage or another internal failure; the message is logged, the client sees a
     /// generic one.
     #[error("internal error: {0}")]
@@ -63,6 +69,12 @@ impl ApiError {
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", json!({})),
             ApiError::Conflict(_) => (StatusCode::CONFLICT, "conflict", json!({})),
             ApiError::PayloadTooLarge(_) => (StatusCode::PAYLOAD_TOO_LARGE, "validation.too_large", json!({})),
+            ApiError::Timeout(_) => (StatusCode::REQUEST_TIMEOUT, "request.timeout", json!({})),
+            ApiError::Throttled { retry_after, .. } => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "auth.throttled",
+                json!({"retry_after_secs": retry_after}),
+            ),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", json!({})),
         }
     }
@@ -90,7 +102,12 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         let body = json!({"error": {"code": code, "message": message, "details": details}});
-        (status, Json(body)).into_response()
+        let mut r = (status, Json(body)).into_response();
+        if let ApiError::Throttled { retry_after, .. } = &self {
+            r.headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from(*retry_after));
+        }
+        r
     }
 }
 

@@ -11,6 +11,8 @@ use crate::error::{ApiError, ApiResult};
 
 /// Request bodies larger than this answer 413.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// A request body must arrive within this (408 otherwise) unless the listener says.
+const BODY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// A JSON request body whose rejections use the error envelope.
 pub struct Body<T>(pub T);
@@ -19,9 +21,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(rejection) => Err(body_error(&rejection)),
+        let limit = req
+            .extensions()
+            .get::<crate::serve::BodyTimeout>()
+            .map_or(BODY_TIMEOUT, |t| t.0);
+        match tokio::time::timeout(limit, Json::<T>::from_request(req, state)).await {
+            Ok(Ok(Json(v))) => Ok(Body(v)),
+            Ok(Err(rejection)) => Err(body_error(&rejection)),
+            Err(_) => Err(ApiError::Timeout(format!(
+                "the request body did not arrive within {} s",
+                limit.as_secs()
+            ))),
         }
     }
 }

@@ -10,6 +10,8 @@ mod fleet;
 pub mod mfa;
 mod routes;
 pub mod secrets;
+pub mod serve;
+pub mod throttle;
 mod tokens;
 
 use std::net::SocketAddr;
@@ -31,6 +33,8 @@ pub struct ServerOptions {
     pub bootstrap: Option<Bootstrap>,
     /// The secrets master key (`KT_SECRETS_KEY`); none: `<data_dir>/secrets.key`.
     pub secrets_key: Option<String>,
+    /// Connection and request limits of the listener.
+    pub limits: serve::Limits,
 }
 
 /// The organisation and owner created on first run.
@@ -50,6 +54,10 @@ pub struct AppState {
     pub fleet: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Encrypts secrets and config variables at rest.
     pub key: secrets::MasterKey,
+    /// Failed-login counters per account and client address.
+    pub logins: std::sync::Arc<throttle::Throttle>,
+    /// Password hashes computed at once at most (each takes 19 MiB and a core).
+    pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -89,9 +97,18 @@ pub fn database_url(opts: &ServerOptions) -> String {
 /// Opens storage, applies migrations, bootstraps the first organisation when asked, and
 /// serves until the process is stopped.
 pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
+    // Listen first: a busy port fails before anything is created or printed.
+    let listener = tokio::net::TcpListener::bind(opts.listen)
+        .await
+        .map_err(|e| ServerError::Listen(opts.listen, e.to_string()))?;
+    let addr = listener.local_addr().unwrap_or(opts.listen);
     let url = database_url(&opts);
     if db::kind(&url) == "sqlite" || opts.secrets_key.is_none() {
-        std::fs::create_dir_all(&opts.data_dir)
+        private_dir(&opts.data_dir)
+            .map_err(|e| ServerError::DataDir(opts.data_dir.display().to_string(), e.to_string()))?;
+    }
+    if db::kind(&url) == "sqlite" {
+        db::private_sqlite_file(&url)
             .map_err(|e| ServerError::DataDir(opts.data_dir.display().to_string(), e.to_string()))?;
     }
     let (key, key_source) = secrets::MasterKey::load(opts.secrets_key.as_deref(), &opts.data_dir)?;
@@ -102,19 +119,34 @@ pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
         db: pool,
         fleet: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         key,
+        logins: std::sync::Arc::new(throttle::Throttle::new(throttle::Policy::default())),
+        hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(hashing_slots())),
     };
     bootstrap(&state, opts.bootstrap.as_ref()).await?;
-    let listener = tokio::net::TcpListener::bind(opts.listen)
-        .await
-        .map_err(|e| ServerError::Listen(opts.listen, e.to_string()))?;
-    let addr = listener.local_addr().unwrap_or(opts.listen);
+    // Unknown accounts are checked against this hash: compute it before the first login.
+    let _ = tokio::task::spawn_blocking(auth::dummy_hash).await;
     println!("kt server listening on http://{addr}");
-    axum::serve(listener, routes::router(state))
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
-        })
-        .await
-        .map_err(|e| ServerError::Listen(addr, e.to_string()))
+    serve::serve(listener, routes::router(state), opts.limits, async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
+    .await
+    .map_err(|e| ServerError::Listen(addr, e.to_string()))
+}
+
+/// Password hashes at once: one per core, at least 2, at most 8 (19 MiB each).
+fn hashing_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
+}
+
+/// Creates `dir` (and its parents) and makes it readable by its owner only.
+fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Creates the organisation and its owner when the database has none.

@@ -3,7 +3,10 @@
 
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -105,15 +108,45 @@ fn role_scopes(role: &str) -> String {
     }
 }
 
-/// Delay after a failed login, doubling with each consecutive failure of the account.
-fn failure_delay(failures: i64) -> Duration {
-    Duration::from_millis(250u64 << failures.clamp(0, 5) as u64).min(Duration::from_secs(8))
+/// How long a login waits for a free password-hashing slot before answering 429.
+const HASH_WAIT: Duration = Duration::from_secs(10);
+
+/// Checks a password against `hash` on the blocking pool, at most `st.hashing` at once.
+async fn verify(st: &AppState, password: String, hash: String) -> ApiResult<bool> {
+    let slot = tokio::time::timeout(HASH_WAIT, Arc::clone(&st.hashing).acquire_owned())
+        .await
+        .map_err(|_| ApiError::Throttled {
+            message: "the server is busy checking other logins; try again shortly".into(),
+            retry_after: 2,
+        })?
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let ok = tokio::task::spawn_blocking(move || {
+        let _slot = slot;
+        auth::verify_password(&password, &hash)
+    })
+    .await
+    .unwrap_or(false);
+    Ok(ok)
 }
 
-async fn login(State(st): State<AppState>, Body(req): Body<LoginRequest>) -> ApiResult<Json<LoginResponse>> {
+async fn login(
+    State(st): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Body(req): Body<LoginRequest>,
+) -> ApiResult<Json<LoginResponse>> {
     let email = req.email.trim().to_ascii_lowercase();
+    if email.len() > 254 || req.password.len() > 1024 {
+        return Err(ApiError::Unauthenticated("wrong email or password".into()));
+    }
+    // Counted before the password is checked, for known and unknown accounts alike.
+    st.logins
+        .attempt(&email, &peer.ip().to_string())
+        .map_err(|retry_after| ApiError::Throttled {
+            message: format!("too many failed logins; try again in {retry_after} s"),
+            retry_after,
+        })?;
     let row = sqlx::query(
-        "SELECT u.id, u.email, u.password_hash, u.role, u.failed_logins, o.id AS org_id, o.name AS org_name \
+        "SELECT u.id, u.email, u.password_hash, u.role, o.id AS org_id, o.name AS org_name \
          FROM users u JOIN orgs o ON o.id = u.org_id WHERE u.email = $1",
     )
     .bind(&email)
@@ -123,27 +156,17 @@ async fn login(State(st): State<AppState>, Body(req): Body<LoginRequest>) -> Api
         Some(r) => r.try_get::<String, _>("password_hash")?,
         None => auth::dummy_hash().to_owned(),
     };
-    let password = req.password.clone();
-    let ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &hash))
-        .await
-        .unwrap_or(false);
+    let ok = verify(&st, req.password.clone(), hash).await?;
     let Some(row) = row.filter(|_| ok) else {
-        // Unknown email or wrong password: the same answer, after a delay that doubles with
-        // each consecutive failure of the account.
-        let failures = match sqlx::query(
-            "UPDATE users SET failed_logins = failed_logins + 1, last_failed_at = $1 WHERE email = $2 RETURNING failed_logins",
-        )
-        .bind(now())
-        .bind(&email)
-        .fetch_optional(&st.db)
-        .await?
-        {
-            Some(r) => r.try_get::<i64, _>(0)?,
-            None => 0,
-        };
-        tokio::time::sleep(failure_delay(failures)).await;
+        // Unknown email or wrong password: the same answer, in the same time.
+        sqlx::query("UPDATE users SET failed_logins = failed_logins + 1, last_failed_at = $1 WHERE email = $2")
+            .bind(now())
+            .bind(&email)
+            .execute(&st.db)
+            .await?;
         return Err(ApiError::Unauthenticated("wrong email or password".into()));
     };
+    st.logins.succeeded(&email, &peer.ip().to_string());
     let user_id: String = row.try_get("id")?;
     let role: String = row.try_get("role")?;
     sqlx::query("UPDATE users SET failed_logins = 0 WHERE id = $1")
@@ -493,14 +516,6 @@ mod tests {
         }
         assert!(validate_password("short").is_err());
         assert!(validate_password("long enough").is_ok());
-    }
-
-    #[test]
-    fn failed_logins_slow_down_and_cap() {
-        assert_eq!(failure_delay(0), Duration::from_millis(250));
-        assert_eq!(failure_delay(1), Duration::from_millis(500));
-        assert!(failure_delay(3) > failure_delay(2));
-        assert_eq!(failure_delay(50), Duration::from_secs(8));
     }
 
     #[test]

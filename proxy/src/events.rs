@@ -89,11 +89,24 @@ pub fn channel(target: EventTarget) -> (EventSink, EventWriter) {
     )
 }
 
+/// Opens the events file for appending; a new one is readable by the owner only, and an
+/// existing one is narrowed to that.
+fn private_append(p: &std::path::Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let f = options.open(p)?;
+    #[cfg(unix)]
+    f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))?;
+    Ok(f)
+}
+
 impl EventWriter {
     fn open(&self) -> Box<dyn Write + Send> {
         match &self.target {
             EventTarget::Stdout => Box::new(std::io::stdout()),
-            EventTarget::File(p) => match std::fs::OpenOptions::new().create(true).append(true).open(p) {
+            EventTarget::File(p) => match private_append(p) {
                 Ok(f) => Box::new(std::io::BufWriter::new(f)),
                 Err(e) => {
                     tracing::warn!(

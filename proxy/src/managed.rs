@@ -114,15 +114,31 @@ pub fn load_applied(state_dir: &Path) -> Option<Applied> {
     serde_json::from_str(&text).ok()
 }
 
+/// Writes `bytes` to `path` through a temporary file, readable by the owner only (a
+/// configuration may hold literal keys).
 fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
     let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes)?;
+    let _ = std::fs::remove_file(&tmp);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(&tmp)?.write_all(bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Creates the state directory, readable by the owner only.
+pub(crate) fn private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    #[cfg(unix)]
+    std::fs::set_permissions(dir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+    Ok(())
 }
 
 /// Persists a configuration that now serves.
 pub fn persist(state_dir: &Path, yaml: &str, applied: &Applied) -> std::io::Result<()> {
-    std::fs::create_dir_all(state_dir)?;
+    private_dir(state_dir)?;
     write_atomic(&config_path(state_dir), yaml.as_bytes())?;
     let meta = serde_json::to_vec_pretty(applied).map_err(std::io::Error::other)?;
     write_atomic(&state_dir.join("applied.json"), &meta)
@@ -162,7 +178,7 @@ impl ManagedSync {
         }
         let dir = &self.opts.state_dir;
         let candidate = dir.join("candidate.yaml");
-        let outcome = match std::fs::create_dir_all(dir).and_then(|()| write_atomic(&candidate, cfg.yaml.as_bytes())) {
+        let outcome = match private_dir(dir).and_then(|()| write_atomic(&candidate, cfg.yaml.as_bytes())) {
             Ok(()) => self.source.reload_files(std::slice::from_ref(&candidate)),
             Err(e) => {
                 return self.report(current, Some(format!("cannot write {}: {e}", candidate.display())));

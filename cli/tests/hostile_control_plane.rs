@@ -1,0 +1,189 @@
+//! `kt server` under hostile traffic: half-sent heads and idle sockets are closed, the
+//! connection cap holds, slow bodies time out, parallel password guesses are throttled
+//! with 429 whether the account exists or not, a busy port fails before anything is
+//! created, and the data directory is private.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::time::Duration;
+
+use kt_testkit::{ServerProcess, http_with};
+use serde_json::json;
+
+const KT: &str = env!("CARGO_BIN_EXE_kt");
+const OWNER: &str = "owner@example.com";
+const PASSWORD: &str = "correct horse battery";
+
+fn start(dir: &Path, extra: &[&str]) -> ServerProcess {
+    ServerProcess::start(
+        KT,
+        dir,
+        extra,
+        &[("KT_BOOTSTRAP_EMAIL", OWNER), ("KT_BOOTSTRAP_PASSWORD", PASSWORD)],
+    )
+}
+
+/// Whether the server closed `s` within `within` (EOF or reset; an answer counts too).
+fn closed_within(s: &mut TcpStream, within: Duration) -> bool {
+    s.set_read_timeout(Some(within)).expect("timeout");
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+                return false;
+            }
+            Err(_) => return true,
+        }
+    }
+}
+
+fn login(addr: &str, email: &str, password: &str) -> kt_testkit::Answer {
+    let body = json!({"email": email, "password": password}).to_string();
+    http_with(addr, "POST", "/v1/auth/login", Some(body.as_bytes()), &[]).expect("answer")
+}
+
+#[test]
+fn idle_and_half_sent_connections_are_closed_and_the_cap_holds() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(
+        tmp.path(),
+        &[
+            "--header-timeout-secs",
+            "1",
+            "--body-timeout-secs",
+            "1",
+            "--max-connections",
+            "4",
+        ],
+    );
+    // A head that never ends, and a connection that never sends one.
+    let mut half = TcpStream::connect(&server.addr).expect("connect");
+    half.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("write");
+    let mut idle = TcpStream::connect(&server.addr).expect("connect");
+    assert!(
+        closed_within(&mut half, Duration::from_secs(5)),
+        "half-sent head kept open"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(5)),
+        "idle connection kept open"
+    );
+
+    // A body that stops arriving: 408.
+    let mut slow = TcpStream::connect(&server.addr).expect("connect");
+    slow.write_all(
+        b"POST /v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"email\":",
+    )
+    .expect("write");
+    slow.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut head = [0u8; 12];
+    slow.read_exact(&mut head).expect("an answer");
+    assert_eq!(&head, b"HTTP/1.1 408", "{}", String::from_utf8_lossy(&head));
+
+    // Four open connections fill the cap: a fifth is closed at once, and once they go,
+    // clients are served again.
+    let held: Vec<TcpStream> = (0..4)
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n").expect("write");
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fifth = TcpStream::connect(&server.addr).expect("connect");
+    let _ = fifth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = String::new();
+    fifth.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let _ = fifth.read_to_string(&mut answer);
+    assert!(!answer.contains("200 OK"), "served beyond the cap: {answer}");
+    drop(held);
+    let mut served = false;
+    for _ in 0..50 {
+        if http_with(&server.addr, "GET", "/healthz", None, &[]).is_some_and(|r| r.status == 200) {
+            served = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(served, "a new client is served once the cap frees");
+}
+
+#[test]
+fn parallel_guesses_are_throttled_alike_for_known_and_unknown_accounts() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(tmp.path(), &[]);
+    for email in [OWNER, "nobody@example.com"] {
+        let answers: Vec<kt_testkit::Answer> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..20)
+                .map(|i| {
+                    let addr = server.addr.clone();
+                    s.spawn(move || login(&addr, email, &format!("wrong guess {i}")))
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().expect("thread")).collect()
+        });
+        let refused = answers.iter().filter(|a| a.status == 401).count();
+        let throttled: Vec<&kt_testkit::Answer> = answers.iter().filter(|a| a.status == 429).collect();
+        assert_eq!(refused + throttled.len(), 20, "{email}: only 401 or 429");
+        assert_eq!(refused, 10, "{email}: ten guesses per account and window are checked");
+        let t = throttled[0];
+        assert_eq!(t.json()["error"]["code"], "auth.throttled");
+        assert!(
+            t.header("retry-after")
+                .and_then(|v| v.parse::<u64>().ok())
+                .is_some_and(|s| s >= 1),
+            "{email}: Retry-After"
+        );
+    }
+    // The right password is throttled too while the window lasts: no oracle.
+    assert_eq!(login(&server.addr, OWNER, PASSWORD).status, 429);
+}
+
+#[test]
+fn a_busy_port_fails_before_bootstrap_and_the_data_directory_is_private() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let busy = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = busy.local_addr().expect("addr").to_string();
+    let data = tmp.path().join("busy");
+    let out = std::process::Command::new(KT)
+        .args(["server", "--listen", &addr, "--data-dir"])
+        .arg(&data)
+        .env("KT_BOOTSTRAP_EMAIL", OWNER)
+        .env("KT_BOOTSTRAP_PASSWORD", PASSWORD)
+        .env_remove("KT_DATABASE_URL")
+        .output()
+        .expect("kt runs");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("cannot listen"), "{said}");
+    assert!(
+        !said.contains("Created organisation") && !said.contains("Log in with"),
+        "{said}"
+    );
+    assert!(!data.join("kt.db").exists(), "nothing created on a busy port");
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tmp.path().join("data");
+        let server = start(&dir, &[]);
+        assert_eq!(login(&server.addr, OWNER, PASSWORD).status, 200);
+        let mode = |p: &Path| std::fs::metadata(p).expect("exists").permissions().mode() & 0o777;
+        assert_eq!(mode(&dir), 0o700, "data directory");
+        for f in ["kt.db", "kt.db-wal", "kt.db-shm", "secrets.key"] {
+            let p = dir.join(f);
+            if p.exists() {
+                assert_eq!(mode(&p), 0o600, "{f}");
+            } else {
+                assert_ne!(f, "kt.db", "the database exists");
+            }
+        }
+    }
+}
