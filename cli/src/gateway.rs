@@ -2,6 +2,7 @@
 //! start on any lint error), pick the upstream target, and serve.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::{Args, Subcommand, ValueEnum};
@@ -82,6 +83,26 @@ pub struct RuntimeArgs {
     /// Write one decision event per chat request as a JSON line: a file path, or `-` for stdout
     #[arg(long, env = "KEEPTRUSTS_EVENTS", value_name = "FILE|-")]
     pub events: Option<String>,
+    /// Seconds a kept-alive client connection may idle before its next request
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_IDLE_TIMEOUT_SECS", default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub idle_timeout_secs: u64,
+    /// Seconds a new connection has to send a complete request head
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_HEADER_TIMEOUT_SECS", default_value_t = 10, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may take to arrive (408 after)
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_BODY_TIMEOUT_SECS", default_value_t = 60, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub body_timeout_secs: u64,
+    /// Seconds a write to a client may stall before the connection is dropped
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_WRITE_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout_secs: u64,
+    /// Client connections served at once (default: 10000, or less under a low open-file limit)
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_MAX_CONNECTIONS", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections: Option<u64>,
 }
 
 /// What is left to choose once the runtime flags are known.
@@ -117,6 +138,17 @@ impl RuntimeArgs {
                 }
             }),
             managed: what.managed,
+            conn: kt_gateway::conn::ConnLimits {
+                idle_timeout: Duration::from_secs(self.idle_timeout_secs),
+                header_timeout: Duration::from_secs(self.header_timeout_secs),
+                body_timeout: Duration::from_secs(self.body_timeout_secs),
+                write_timeout: Duration::from_secs(self.write_timeout_secs),
+                max_connections: self
+                    .max_connections
+                    .map_or_else(kt_gateway::conn::default_max_connections, |n| {
+                        usize::try_from(n).unwrap_or(usize::MAX)
+                    }),
+            },
         };
         kt_gateway::run(options).map_err(|e| match e {
             kt_gateway::GatewayError::Config(msg) => CliError::new(Exit::Invalid, msg),

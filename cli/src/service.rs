@@ -153,6 +153,7 @@ pub fn systemd_unit(name: &str, description: &str, argv: &[String], env_file: &P
          KillSignal=SIGTERM\n\
          TimeoutStopSec=15\n\
          NoNewPrivileges=true\n\
+         LimitNOFILE=65536\n\
          \n\
          [Install]\n\
          WantedBy=default.target\n",
@@ -450,6 +451,10 @@ mod tests {
         );
         assert!(unit.contains("EnvironmentFile=-/home/u/.config/keeptrusts/kt-gateway.env"));
         assert!(unit.contains("WantedBy=default.target"));
+        assert!(
+            unit.contains("\nLimitNOFILE=65536\n"),
+            "room for client connections: {unit}"
+        );
         assert_eq!(systemd_quote("50%"), "\"50%%\"");
         let env = env_file_text(&[("KEEPTRUSTS_GATEWAY_TOKEN".into(), "kt_gk_x".into())]);
         assert!(env.contains("KEEPTRUSTS_GATEWAY_TOKEN=kt_gk_x\n"));

@@ -129,11 +129,14 @@ impl HttpServerApp for Gateway {
         mut session: Session,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        let read = tokio::select! {
-            // A request already buffered is served before a stop is noticed.
-            biased;
-            read = session.read_request() => read,
-            () = self.stop_requested() => return None,
+        // A kept-alive connection carries the marker its previous request left.
+        let reused = session
+            .take_connection_user_context()
+            .is_some_and(|c| c.is::<KeptAlive>());
+        let _open = self.connections.admit(self.conn.max_connections, reused).await?;
+        let read = match self.read_head(&mut session, reused).await {
+            Some(read) => read,
+            None => return None,
         };
         match read {
             Ok(true) => {}
@@ -155,6 +158,12 @@ impl HttpServerApp for Gateway {
                 return None;
             }
         }
+        // The next request on this connection may idle this long; a stalled write ends it.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(self.conn.idle_timeout.as_secs().max(1)));
+        }
+        session.set_write_timeout(Some(self.conn.write_timeout));
+        session.set_read_timeout(Some(self.conn.body_timeout));
         if *shutdown.borrow() || self.stopping.load(Ordering::Acquire) {
             session.set_keepalive(None);
         }
@@ -164,7 +173,8 @@ impl HttpServerApp for Gateway {
             failed(&mut session, e).await;
         }
         self.logging(&session, &mut ctx);
-        let settings = HttpPersistentSettings::for_session(&session);
+        let mut settings = HttpPersistentSettings::for_session(&session);
+        settings.set_user_context(Box::new(KeptAlive));
         session
             .finish()
             .await
@@ -178,6 +188,9 @@ impl HttpServerApp for Gateway {
         self.stopped.notify_waiters();
     }
 }
+
+/// Left on a connection kept alive for its next request: it is already counted.
+struct KeptAlive;
 
 /// A request that ended in an error: the connection is not reused, and a client that has
 /// no answer yet gets one in the error envelope (none when the connection itself broke).
@@ -199,6 +212,25 @@ async fn failed(session: &mut Session, e: &Error) {
 }
 
 impl Gateway {
+    /// Waits for a request head: within `--header-timeout` on a new connection, within the
+    /// idle and head timeouts together on a kept-alive one. `None`: close the connection
+    /// (a timeout, the service stopping, or room needed for a new connection).
+    async fn read_head(&self, session: &mut Session, reused: bool) -> Option<Result<bool>> {
+        let deadline = if reused {
+            self.conn.idle_timeout + self.conn.header_timeout
+        } else {
+            self.conn.header_timeout
+        };
+        let waiting = self.connections.waiting();
+        tokio::select! {
+            // A request already buffered is served before a stop is noticed.
+            biased;
+            read = pingora::time::timeout(deadline, session.read_request()) => read.ok(),
+            () = self.stop_requested() => None,
+            () = self.connections.shed(&waiting) => None,
+        }
+    }
+
     fn new_ctx(&self) -> Ctx {
         Ctx {
             rt: self.source.current.load_full(),

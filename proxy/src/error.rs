@@ -23,6 +23,10 @@ pub enum RequestError {
         limit: u64,
     },
     UnsupportedMediaType(String),
+    /// The body did not arrive within `--body-timeout` (seconds; 0: a read stalled).
+    BodyTimeout(u64),
+    /// The body's HTTP framing is broken (a malformed chunk size, …).
+    BadFraming(String),
     /// The body is not a request of this API (`code`: invalid_json, duplicate_key, …).
     InvalidBody {
         code: &'static str,
@@ -74,6 +78,8 @@ impl RequestError {
             RateLimited { .. } => 429,
             TooLarge { .. } => 413,
             UnsupportedMediaType(_) => 415,
+            BodyTimeout(_) => 408,
+            BadFraming(_) => 400,
             InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) => 422,
             Policy(d) => d.http_status(),
             ModelNotAllowed(_) => 403,
@@ -94,6 +100,8 @@ impl RequestError {
             RateLimited { .. } => "rate_limited",
             TooLarge { .. } => "request_too_large",
             UnsupportedMediaType(_) => "unsupported_media_type",
+            BodyTimeout(_) => "request_timeout",
+            BadFraming(_) => "bad_request",
             InvalidBody { code, .. } => code,
             Policy(_) => "policy",
             ModelNotAllowed(_) => "model_not_allowed",
@@ -117,6 +125,7 @@ impl RequestError {
             RateLimited { .. } => "rate_limit",
             ModelNotAllowed(_) | NoCompliantTarget | Policy(_) => "policy_violation",
             TooLarge { .. } | UnsupportedMediaType(_) | InvalidBody { .. } | ModelNotFound { .. } => "validation_error",
+            BodyTimeout(_) | BadFraming(_) => "validation_error",
             NoTargetFor(_) | UnsupportedForTarget(_) => "validation_error",
             _ => "upstream_error",
         }
@@ -133,6 +142,9 @@ impl RequestError {
             } => format!("rate limit exceeded ({scope}: {limit} {unit} per window); retry in {reset} s"),
             TooLarge { limit } => format!("request body exceeds size_limits.max_body_bytes ({limit} bytes)"),
             UnsupportedMediaType(ct) => format!("content-type must be application/json, got '{ct}'"),
+            BodyTimeout(0) => "the request body stalled; the connection is closed".into(),
+            BodyTimeout(s) => format!("the request body did not arrive within {s} s"),
+            BadFraming(m) => m.clone(),
             InvalidBody { message, .. } => message.clone(),
             ModelNotAllowed(m) => format!("model '{m}' is not in unified_access.allowed_models"),
             ModelNotFound { model, known } => {
@@ -172,7 +184,10 @@ impl RequestError {
 
     /// Whether the connection is closed after the answer (the rest of the body is unread).
     pub fn closes_connection(&self) -> bool {
-        matches!(self, RequestError::TooLarge { .. })
+        matches!(
+            self,
+            RequestError::TooLarge { .. } | RequestError::BodyTimeout(_) | RequestError::BadFraming(_)
+        )
     }
 
     pub fn loudness(&self) -> Loudness {

@@ -12,6 +12,7 @@ use serde_json::Value;
 use tokio::sync::{Notify, Semaphore};
 
 use crate::cache::ResponseCache;
+use crate::conn::{ConnLimits, Connections};
 use crate::events::EventSink;
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -36,6 +37,9 @@ pub struct Gateway {
     /// Set when the service stops: idle keep-alive connections are let go.
     pub(crate) stopping: AtomicBool,
     pub(crate) stopped: Notify,
+    /// Client connection limits and the connections open.
+    pub(crate) conn: ConnLimits,
+    pub(crate) connections: Connections,
 }
 
 /// The API a client speaks.
@@ -124,6 +128,8 @@ impl Gateway {
             admin_token: None,
             stopping: AtomicBool::new(false),
             stopped: Notify::new(),
+            conn: ConnLimits::default(),
+            connections: Connections::default(),
         }
     }
 

@@ -12,6 +12,7 @@
 
 mod app;
 mod cache;
+pub mod conn;
 mod demo;
 mod error;
 mod events;
@@ -59,6 +60,8 @@ pub struct RunOptions {
     pub events: Option<EventTarget>,
     /// Managed mode: follow the control plane's configuration for this gateway.
     pub managed: Option<ManagedOptions>,
+    /// Client connection timeouts and cap.
+    pub conn: conn::ConnLimits,
 }
 
 pub use routing::StoreValues;
@@ -157,6 +160,15 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     };
     let mut gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
     gw.admin_token = opts.api_token.filter(|t| !t.is_empty());
+    gw.conn = opts.conn;
+    tracing::info!(
+        "Client connections: at most {}, idle {} s, head {} s, body {} s, write {} s",
+        opts.conn.max_connections,
+        opts.conn.idle_timeout.as_secs(),
+        opts.conn.header_timeout.as_secs(),
+        opts.conn.body_timeout.as_secs(),
+        opts.conn.write_timeout.as_secs()
+    );
     let mut service = pingora::services::listening::Service::new("kt gateway".to_owned(), gw);
     service.add_tcp(&opts.listen);
     server.add_service(service);

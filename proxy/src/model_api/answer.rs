@@ -67,6 +67,8 @@ pub(crate) async fn whole(
     let t1 = Instant::now();
     let answer = Box::pin(exchange.body(limits.max_response_bytes)).await;
     p.upstream_time += t1.elapsed();
+    // The upstream part is done: the slot goes back before the client is written to.
+    drop(p.slot.take());
     let answer = answer.map_err(|e| match e {
         UpstreamError::TooLarge(_) => RequestError::UpstreamTooLarge(e.to_string()),
         e => RequestError::UpstreamUnavailable(e.to_string()),

@@ -2,6 +2,8 @@
 //! answered), parsed once and strictly (a repeated key anywhere is refused: the policies
 //! and the provider could read different copies), and checked against the API's shape.
 
+use std::time::Duration;
+
 use bytes::Bytes;
 use kt_policy::config::SizeLimits;
 use pingora::protocols::http::ServerSession as Session;
@@ -26,7 +28,7 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a str> {
 }
 
 /// The whole body, refused early when its declared length or its content type is wrong.
-pub(crate) async fn read(session: &mut Session, limits: &SizeLimits) -> Result<Bytes, Stop> {
+pub(crate) async fn read(session: &mut Session, limits: &SizeLimits, deadline: Duration) -> Result<Bytes, Stop> {
     if header(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue")) {
         session.write_continue_response().await?;
     }
@@ -41,13 +43,33 @@ pub(crate) async fn read(session: &mut Session, limits: &SizeLimits) -> Result<B
         return Err(RequestError::UnsupportedMediaType(ct.to_owned()).into());
     }
     let mut body = Vec::with_capacity(declared.unwrap_or(0).min(max) as usize);
-    while let Some(chunk) = session.read_request_body().await? {
-        body.extend_from_slice(&chunk);
-        if body.len() as u64 > max {
-            return Err(RequestError::TooLarge { limit: max }.into());
+    let whole = async {
+        while let Some(chunk) = session.read_request_body().await.map_err(body_error)? {
+            body.extend_from_slice(&chunk);
+            if body.len() as u64 > max {
+                return Err(RequestError::TooLarge { limit: max }.into());
+            }
         }
+        Ok::<(), Stop>(())
+    };
+    match pingora::time::timeout(deadline, whole).await {
+        Ok(r) => r?,
+        Err(_) => return Err(RequestError::BodyTimeout(deadline.as_secs()).into()),
     }
     Ok(Bytes::from(body))
+}
+
+/// A body read that failed: the client's framing (400, e.g. a malformed chunk size) or its
+/// connection (nothing to answer).
+fn body_error(e: Box<pingora::Error>) -> Stop {
+    use pingora::ErrorType::*;
+    match e.etype() {
+        ConnectionClosed | ReadError | WriteError => Stop::Io(e),
+        ReadTimedout => Stop::Answer(RequestError::BodyTimeout(0)),
+        _ => Stop::Answer(RequestError::BadFraming(
+            "the request body is not valid HTTP/1.1 framing (chunk sizes or lengths)".into(),
+        )),
+    }
 }
 
 fn invalid(code: &'static str, message: impl Into<String>) -> RequestError {

@@ -45,6 +45,10 @@ pub(crate) struct Progress<'a> {
     pub attempts: usize,
     /// Time spent waiting on upstreams (excluded from the reported overhead).
     pub upstream_time: Duration,
+    /// The upstream slot (`--max-concurrency`), held until the upstream part is done: a
+    /// whole answer gives it back before it is written to the client, so a client that
+    /// does not read never holds one.
+    pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 /// Why `run` stopped early: an error answer to write, or a broken connection.
@@ -74,6 +78,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         target: None,
         attempts: 0,
         upstream_time: Duration::ZERO,
+        slot: None,
     };
     match run(gw, session, ctx, &mut progress).await {
         Ok(()) => Ok(()),
@@ -86,7 +91,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     let rt = Arc::clone(&ctx.rt);
     let admitted = admit::admit(gw, session, ctx, &rt)?;
     let limits = &rt.sizes;
-    let bytes = body::read(session, limits).await?;
+    let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
     let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers)?;
     let candidates = select::candidates(&rt, &req, p.client, &decision)?;
@@ -96,7 +101,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     };
     let allowed = decision.verdict == Verdict::Allow;
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes);
-    let _slot = attempts::slot(gw).await?;
+    p.slot = Some(attempts::slot(gw).await?);
     let client_auth = session
         .req_header()
         .headers

@@ -1,0 +1,169 @@
+//! The gateway under hostile traffic on loopback: a flood of idle and slow connections
+//! under a low open-file limit never keeps a new client out; clients that never read a
+//! large answer or stream do not hold the upstream slots; a malformed chunked body is a
+//! 400; a body that stops arriving is a 408.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use kt_testkit::handlers::{chat_chunks, chat_completion};
+use kt_testkit::{MockProvider, Reply, free_addr, http_with};
+use serde_json::json;
+
+const KT: &str = env!("CARGO_BIN_EXE_kt");
+
+struct Gateway {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `kt gateway run` under `ulimit -n <nofile>`, with `extra` flags, in front of `provider`.
+fn gateway(dir: &Path, provider: &MockProvider, nofile: u32, extra: &[&str]) -> Gateway {
+    std::fs::write(
+        dir.join("policy-config.yaml"),
+        format!(
+            "pack: {{name: h, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"{}\"}}\n",
+            provider.url
+        ),
+    )
+    .expect("write config");
+    let addr = free_addr();
+    let script = format!("ulimit -n {nofile} && exec \"$0\" gateway run --listen {addr} \"$@\"");
+    let child = Command::new("sh")
+        .args(["-c", &script, KT])
+        .args(extra)
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("gateway starts");
+    let gw = Gateway { child, addr };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if http_with(&gw.addr, "GET", "/healthz", None, &[]).is_some_and(|r| r.status == 200) {
+            return gw;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("gateway did not start on {}", gw.addr);
+}
+
+fn chat(addr: &str, stream: bool) -> kt_testkit::Answer {
+    let body = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    http_with(addr, "POST", "/v1/chat/completions", Some(body.as_bytes()), &[]).expect("an answer")
+}
+
+#[test]
+fn idle_and_slow_connections_never_lock_a_new_client_out() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(|_| Reply::json(200, chat_completion("fine", "m")));
+    let gw = gateway(tmp.path(), &provider, 256, &["--header-timeout-secs", "30"]);
+    // More idle sockets than the gateway has descriptors, and slow senders trickling heads.
+    let mut idle: Vec<TcpStream> = Vec::new();
+    let mut slow: Vec<TcpStream> = Vec::new();
+    for i in 0..400 {
+        let Ok(mut s) = TcpStream::connect(&gw.addr) else { break };
+        if i % 4 == 0 {
+            let _ = s.write_all(b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n");
+            slow.push(s);
+        } else {
+            idle.push(s);
+        }
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    for round in 0..5 {
+        for s in &mut slow {
+            let _ = s.write_all(b"X-Slow: 1\r\n");
+        }
+        let r = chat(&gw.addr, false);
+        assert_eq!(r.status, 200, "round {round}: {}", r.text());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    drop((idle, slow));
+}
+
+#[test]
+fn clients_that_never_read_do_not_hold_upstream_slots() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let big = "x".repeat(8 * 1024 * 1024);
+    let provider = MockProvider::start(move |req| {
+        if req.wants_stream() {
+            Reply::sse_data(chat_chunks(&big, 64 * 1024, false), 0)
+        } else {
+            Reply::json(200, chat_completion(&big, "m"))
+        }
+    });
+    let gw = gateway(
+        tmp.path(),
+        &provider,
+        4096,
+        &["--max-concurrency", "4", "--write-timeout-secs", "2"],
+    );
+    for stream in [false, true] {
+        // Four clients ask for 8 MiB and never read a byte of it.
+        let body = json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let stalled: Vec<TcpStream> = (0..4)
+            .map(|_| {
+                let mut s = TcpStream::connect(&gw.addr).expect("connect");
+                write!(
+                    s,
+                    "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .expect("write");
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        // A fifth client is served: the slots were given back (whole answers: once read
+        // from upstream; streams: once the stalled writes timed out).
+        let r = chat(&gw.addr, stream);
+        assert_eq!(
+            r.status,
+            200,
+            "stream={stream}: {}",
+            &r.text()[..r.text().len().min(300)]
+        );
+        assert!(r.text().len() > 8 * 1024 * 1024, "stream={stream}: the whole answer");
+        drop(stalled);
+    }
+}
+
+#[test]
+fn broken_bodies_get_400_and_408_not_500() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(|_| Reply::json(200, chat_completion("fine", "m")));
+    let gw = gateway(tmp.path(), &provider, 4096, &["--body-timeout-secs", "1"]);
+    let answer = |raw: &[u8]| {
+        let mut s = TcpStream::connect(&gw.addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+        s.write_all(raw).expect("write");
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        String::from_utf8_lossy(&out).into_owned()
+    };
+    let bad_chunk = answer(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\nZZZ\r\n{}\r\n0\r\n\r\n",
+    );
+    assert!(bad_chunk.starts_with("HTTP/1.1 400"), "{bad_chunk}");
+    assert!(
+        bad_chunk.contains("\"bad_request\"") && !bad_chunk.to_lowercase().contains("pingora"),
+        "{bad_chunk}"
+    );
+    let stalled = answer(
+        b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"model\":",
+    );
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(stalled.contains("request_timeout"), "{stalled}");
+    assert_eq!(provider.hits(), 0, "nothing reached the provider");
+}
