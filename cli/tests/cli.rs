@@ -777,8 +777,8 @@ mod gateway {
         assert!(head.to_ascii_lowercase().contains("content-type: text/plain"), "{head}");
         let text = String::from_utf8_lossy(&body);
         for needle in [
-            "keeptrusts_gateway_requests_total{provider=\"upstream-override\",model=\"gpt-4o-mini\",status=\"200\"} 1",
-            "keeptrusts_gateway_requests_total{provider=\"none\",model=\"gpt-4o-mini\",status=\"409\"} 1",
+            "keeptrusts_gateway_requests_total{model=\"gpt-4o-mini\",provider=\"upstream-override\",status=\"200\"} 1",
+            "keeptrusts_gateway_requests_total{model=\"gpt-4o-mini\",provider=\"none\",status=\"409\"} 1",
             "keeptrusts_gateway_policy_evaluations_total{policy=\"pii-detector\",result=\"redact\"}",
             "keeptrusts_gateway_policy_evaluations_total{policy=\"prompt-injection\",result=\"block\"} 1",
             "keeptrusts_gateway_tokens_total{direction=\"input\",model=\"gpt-4o-mini\"} 3",

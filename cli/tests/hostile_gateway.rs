@@ -167,3 +167,28 @@ fn broken_bodies_get_400_and_408_not_500() {
     assert!(stalled.contains("request_timeout"), "{stalled}");
     assert_eq!(provider.hits(), 0, "nothing reached the provider");
 }
+
+#[test]
+fn client_model_names_never_become_metric_series() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(|_| Reply::json(200, chat_completion("fine", "m")));
+    let gw = gateway(tmp.path(), &provider, 4096, &[]);
+    for i in 0..40 {
+        let model = format!("zz{i}{}", "q".repeat(100 * 1024));
+        let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+        let r = http_with(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes()), &[]).expect("answer");
+        assert!(r.status < 500, "{}", r.status);
+    }
+    let metrics = http_with(&gw.addr, "GET", "/metrics", None, &[])
+        .expect("metrics")
+        .text();
+    assert!(metrics.len() < 64 * 1024, "/metrics grew to {} bytes", metrics.len());
+    assert!(
+        !metrics.contains("qqqq") && !metrics.contains("zz1"),
+        "a client's model became a label"
+    );
+    assert!(
+        metrics.contains("keeptrusts_gateway_requests_total{model=\"other\",provider=\"mock\",status=\"200\"} 40"),
+        "{metrics}"
+    );
+}

@@ -384,7 +384,7 @@ impl Gateway {
         let provider = ev.target.as_deref().unwrap_or("none");
         self.metrics.record(&RequestRecord {
             provider,
-            model: ev.model.as_deref().unwrap_or(""),
+            model: ctx.rt.model_label(ev.model.as_deref()),
             status,
             seconds: elapsed,
             overhead_seconds: ctx.overhead.unwrap_or(elapsed),

@@ -1,26 +1,28 @@
-//! Prometheus metrics, `keeptrusts_gateway_*`, recorded once per request from the logging
-//! hook and rendered in the text exposition format on `GET /metrics`.
+//! Prometheus metrics, `keeptrusts_gateway_*`, through the `prometheus` crate: recorded
+//! once per request from the logging hook and rendered in the text exposition format on
+//! `GET /metrics`. Every label value comes from a bounded set: configured target ids,
+//! configured model names and aliases (anything else is `other`), HTTP status codes,
+//! policy kinds and verdicts. What a client sends never becomes a series of its own.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
 
 use crate::cache::ResponseCache;
 use crate::routing::Router;
 
-/// Upper bounds (seconds) of the request-duration histogram.
+/// Upper bounds (seconds) of the request-duration histograms.
 const BUCKETS: [f64; 12] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
 
-#[derive(Debug, Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+/// The label of a model that is not one of the configuration's names or aliases.
+pub const OTHER: &str = "other";
 
-/// What one finished request contributes.
+/// What one finished request contributes. `provider` is a configured target id (or
+/// `none`) and `model` a configured model name (or [`OTHER`]).
 #[derive(Debug)]
 pub struct RequestRecord<'a> {
     pub provider: &'a str,
@@ -38,60 +40,149 @@ pub struct RequestRecord<'a> {
 #[derive(Debug)]
 pub struct Metrics {
     started: Instant,
-    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
-    durations: Mutex<BTreeMap<String, Histogram>>,
-    overhead: Mutex<Histogram>,
-    evaluations: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    tokens: Mutex<BTreeMap<(&'static str, String), u64>>,
-    rate_limited: AtomicU64,
-    fallbacks: Mutex<BTreeMap<String, u64>>,
+    registry: Registry,
+    requests: IntCounterVec,
+    durations: HistogramVec,
+    overhead: Histogram,
+    evaluations: IntCounterVec,
+    tokens: IntCounterVec,
+    rate_limited: IntCounter,
+    fallbacks: IntCounterVec,
+    circuit: IntGaugeVec,
+    upstream: IntCounterVec,
+    cache_hits: IntCounter,
+    cache_misses: IntCounter,
+    cache_entries: IntGauge,
+    events_written: IntCounter,
+    events_dropped: IntCounter,
+    uptime: IntGauge,
     pub processed: AtomicU64,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    let v = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(v.clone()));
+    v
 }
 
-fn observe(h: &mut Histogram, v: f64) {
-    for (i, b) in BUCKETS.iter().enumerate() {
-        if v <= *b {
-            h.counts[i] += 1;
-        }
+fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let v = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(v.clone()));
+    v
+}
+
+fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
+    let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn int_gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
+    let g = IntGauge::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+/// Brings a counter up to a total kept elsewhere (counters only go up).
+fn catch_up(c: &IntCounter, total: u64) {
+    let now = c.get();
+    if total > now {
+        c.inc_by(total - now);
     }
-    h.count += 1;
-    h.sum += v;
 }
 
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
-}
-
-fn histogram(out: &mut String, name: &str, labels: &str, h: &Histogram) {
-    let sep = if labels.is_empty() { "" } else { "," };
-    for (i, b) in BUCKETS.iter().enumerate() {
-        let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{b}\"}} {}", h.counts[i]);
-    }
-    let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}", h.count);
-    let braces = if labels.is_empty() {
-        String::new()
-    } else {
-        format!("{{{labels}}}")
-    };
-    let _ = writeln!(out, "{name}_sum{braces} {}", h.sum);
-    let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+fn histogram_opts(name: &str, help: &str) -> HistogramOpts {
+    HistogramOpts::new(name, help).buckets(BUCKETS.to_vec())
 }
 
 impl Default for Metrics {
     fn default() -> Self {
+        let r = Registry::new();
+        let durations = HistogramVec::new(
+            histogram_opts(
+                "keeptrusts_gateway_request_duration_seconds",
+                "Time from request to last byte, by provider.",
+            ),
+            &["provider"],
+        )
+        .unwrap_or_else(|e| unreachable!("duration histogram: {e}"));
+        let _ = r.register(Box::new(durations.clone()));
+        let overhead = Histogram::with_opts(histogram_opts(
+            "keeptrusts_gateway_overhead_seconds",
+            "Time spent in the gateway itself, upstream time excluded.",
+        ))
+        .unwrap_or_else(|e| unreachable!("overhead histogram: {e}"));
+        let _ = r.register(Box::new(overhead.clone()));
+        let rate_limited = counter(
+            &r,
+            "keeptrusts_gateway_rate_limited_total",
+            "Requests refused by a rate limit.",
+        );
+        let uptime = int_gauge(&r, "keeptrusts_gateway_uptime_seconds", "Seconds since start.");
         Metrics {
             started: Instant::now(),
-            requests: Mutex::default(),
-            durations: Mutex::default(),
-            overhead: Mutex::default(),
-            evaluations: Mutex::default(),
-            tokens: Mutex::default(),
-            rate_limited: AtomicU64::new(0),
-            fallbacks: Mutex::default(),
+            requests: counter_vec(
+                &r,
+                "keeptrusts_gateway_requests_total",
+                "Requests answered, by provider target, model and status.",
+                &["provider", "model", "status"],
+            ),
+            durations,
+            overhead,
+            evaluations: counter_vec(
+                &r,
+                "keeptrusts_gateway_policy_evaluations_total",
+                "Policy evaluations by policy kind and verdict.",
+                &["policy", "result"],
+            ),
+            tokens: counter_vec(
+                &r,
+                "keeptrusts_gateway_tokens_total",
+                "Tokens by direction and model.",
+                &["direction", "model"],
+            ),
+            rate_limited,
+            fallbacks: counter_vec(
+                &r,
+                "keeptrusts_gateway_fallbacks_total",
+                "Attempts that failed over from a target to the next.",
+                &["target"],
+            ),
+            circuit: gauge_vec(
+                &r,
+                "keeptrusts_gateway_circuit_state",
+                "Circuit state per target: 0 closed, 1 open, 2 half-open.",
+                &["target"],
+            ),
+            upstream: counter_vec(
+                &r,
+                "keeptrusts_gateway_upstream_requests_total",
+                "Upstream attempts per target, and failures.",
+                &["target", "outcome"],
+            ),
+            cache_hits: counter(
+                &r,
+                "keeptrusts_gateway_cache_hits_total",
+                "Answers served from the response cache.",
+            ),
+            cache_misses: counter(
+                &r,
+                "keeptrusts_gateway_cache_misses_total",
+                "Cacheable requests not found in the cache.",
+            ),
+            cache_entries: int_gauge(&r, "keeptrusts_gateway_cache_entries", "Entries in the response cache."),
+            events_written: counter(
+                &r,
+                "keeptrusts_gateway_events_written_total",
+                "Decision events written.",
+            ),
+            events_dropped: counter(
+                &r,
+                "keeptrusts_gateway_events_dropped_total",
+                "Decision events dropped because the queue was full.",
+            ),
+            uptime,
+            registry: r,
             processed: AtomicU64::new(0),
         }
     }
@@ -104,147 +195,76 @@ impl Metrics {
 
     pub fn record(&self, r: &RequestRecord<'_>) {
         self.processed.fetch_add(1, Ordering::Relaxed);
-        {
-            let mut requests = lock(&self.requests);
-            let hit = requests
-                .iter_mut()
-                .find(|((p, m, st), _)| p == r.provider && m == r.model && *st == r.status);
-            match hit {
-                Some((_, n)) => *n += 1,
-                None => {
-                    requests.insert((r.provider.to_owned(), r.model.to_owned(), r.status), 1);
-                }
-            }
+        self.requests
+            .with_label_values(&[r.provider, r.model, &status_label(r.status)])
+            .inc();
+        self.durations.with_label_values(&[r.provider]).observe(r.seconds);
+        self.overhead.observe(r.overhead_seconds);
+        for (policy, verdict) in &r.policies {
+            self.evaluations.with_label_values(&[policy, verdict]).inc();
         }
-        {
-            let mut durations = lock(&self.durations);
-            match durations.get_mut(r.provider) {
-                Some(h) => observe(h, r.seconds),
-                None => observe(durations.entry(r.provider.to_owned()).or_default(), r.seconds),
-            }
-        }
-        observe(&mut lock(&self.overhead), r.overhead_seconds);
-        let mut ev = lock(&self.evaluations);
-        for p in &r.policies {
-            *ev.entry(*p).or_default() += 1;
-        }
-        drop(ev);
-        let mut t = lock(&self.tokens);
         for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
-            if n == 0 {
-                continue;
-            }
-            match t.iter_mut().find(|((d, m), _)| *d == direction && m == r.model) {
-                Some((_, total)) => *total += n,
-                None => {
-                    t.insert((direction, r.model.to_owned()), n);
-                }
+            if n > 0 {
+                self.tokens.with_label_values(&[direction, r.model]).inc_by(n);
             }
         }
-        drop(t);
         if r.rate_limited {
-            self.rate_limited.fetch_add(1, Ordering::Relaxed);
+            self.rate_limited.inc();
         }
     }
 
-    /// A request moved on from `target` to the next candidate.
+    /// A request moved on from `target` (a configured target id) to the next candidate.
     pub fn fallback(&self, target: &str) {
-        *lock(&self.fallbacks).entry(target.to_owned()).or_default() += 1;
+        self.fallbacks.with_label_values(&[target]).inc();
     }
 
     /// The text exposition of every metric.
     pub fn render(&self, events_written: u64, events_dropped: u64, router: &Router, cache: &ResponseCache) -> String {
-        let mut out = String::new();
-        self.render_core(&mut out, events_written, events_dropped);
-        out.push_str("# HELP keeptrusts_gateway_fallbacks_total Attempts that failed over from a target to the next.\n# TYPE keeptrusts_gateway_fallbacks_total counter\n");
-        for (t, n) in lock(&self.fallbacks).iter() {
-            let _ = writeln!(
-                out,
-                "keeptrusts_gateway_fallbacks_total{{target=\"{}\"}} {n}",
-                escape(t)
-            );
-        }
-        out.push_str("# HELP keeptrusts_gateway_circuit_state Circuit state per target: 0 closed, 1 open, 2 half-open.\n# TYPE keeptrusts_gateway_circuit_state gauge\n");
+        // Circuit states describe the running configuration's targets only.
+        self.circuit.reset();
         for t in &router.targets {
-            let _ = writeln!(
-                out,
-                "keeptrusts_gateway_circuit_state{{target=\"{}\"}} {}",
-                escape(&t.id),
-                t.health.circuit_code()
+            self.circuit
+                .with_label_values(&[t.id.as_str()])
+                .set(i64::from(t.health.circuit_code()));
+            let requests = t.health.requests.load(Ordering::Relaxed);
+            let failures = t.health.failures.load(Ordering::Relaxed);
+            catch_up(
+                &self.upstream.with_label_values(&[t.id.as_str(), "ok"]),
+                requests.saturating_sub(failures),
             );
-        }
-        out.push_str("# HELP keeptrusts_gateway_upstream_requests_total Upstream attempts per target, and failures.\n# TYPE keeptrusts_gateway_upstream_requests_total counter\n");
-        for t in &router.targets {
-            let _ = writeln!(
-                out,
-                "keeptrusts_gateway_upstream_requests_total{{target=\"{}\",outcome=\"ok\"}} {}\nkeeptrusts_gateway_upstream_requests_total{{target=\"{}\",outcome=\"error\"}} {}",
-                escape(&t.id),
-                t.health
-                    .requests
-                    .load(Ordering::Relaxed)
-                    .saturating_sub(t.health.failures.load(Ordering::Relaxed)),
-                escape(&t.id),
-                t.health.failures.load(Ordering::Relaxed)
-            );
+            catch_up(&self.upstream.with_label_values(&[t.id.as_str(), "error"]), failures);
         }
         let (hits, misses, entries) = cache.counters();
-        let _ = writeln!(
-            out,
-            "# HELP keeptrusts_gateway_cache_hits_total Answers served from the response cache.\n# TYPE keeptrusts_gateway_cache_hits_total counter\nkeeptrusts_gateway_cache_hits_total {hits}\n# HELP keeptrusts_gateway_cache_misses_total Cacheable requests not found in the cache.\n# TYPE keeptrusts_gateway_cache_misses_total counter\nkeeptrusts_gateway_cache_misses_total {misses}\n# HELP keeptrusts_gateway_cache_entries Entries in the response cache.\n# TYPE keeptrusts_gateway_cache_entries gauge\nkeeptrusts_gateway_cache_entries {entries}"
-        );
-        out
+        catch_up(&self.cache_hits, hits);
+        catch_up(&self.cache_misses, misses);
+        self.cache_entries.set(gauge(entries));
+        catch_up(&self.events_written, events_written);
+        catch_up(&self.events_dropped, events_dropped);
+        self.uptime.set(gauge(self.uptime_seconds()));
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            tracing::warn!("metrics: cannot encode: {e}");
+        }
+        String::from_utf8(out).unwrap_or_default()
     }
+}
 
-    fn render_core(&self, out: &mut String, events_written: u64, events_dropped: u64) {
-        out.push_str("# HELP keeptrusts_gateway_requests_total Requests answered, by provider, model and status.\n# TYPE keeptrusts_gateway_requests_total counter\n");
-        for ((p, m, s), n) in lock(&self.requests).iter() {
-            let _ = writeln!(
-                out,
-                "keeptrusts_gateway_requests_total{{provider=\"{}\",model=\"{}\",status=\"{s}\"}} {n}",
-                escape(p),
-                escape(m)
-            );
-        }
-        out.push_str("# HELP keeptrusts_gateway_request_duration_seconds Time from request to last byte, by provider.\n# TYPE keeptrusts_gateway_request_duration_seconds histogram\n");
-        for (p, h) in lock(&self.durations).iter() {
-            histogram(
-                out,
-                "keeptrusts_gateway_request_duration_seconds",
-                &format!("provider=\"{}\"", escape(p)),
-                h,
-            );
-        }
-        out.push_str("# HELP keeptrusts_gateway_overhead_seconds Time spent in the gateway itself, upstream time excluded.\n# TYPE keeptrusts_gateway_overhead_seconds histogram\n");
-        histogram(out, "keeptrusts_gateway_overhead_seconds", "", &lock(&self.overhead));
-        out.push_str("# HELP keeptrusts_gateway_policy_evaluations_total Policy evaluations by policy kind and verdict.\n# TYPE keeptrusts_gateway_policy_evaluations_total counter\n");
-        for ((p, v), n) in lock(&self.evaluations).iter() {
-            let _ = writeln!(
-                out,
-                "keeptrusts_gateway_policy_evaluations_total{{policy=\"{p}\",result=\"{v}\"}} {n}"
-            );
-        }
-        out.push_str("# HELP keeptrusts_gateway_tokens_total Tokens by direction and model.\n# TYPE keeptrusts_gateway_tokens_total counter\n");
-        for ((d, m), n) in lock(&self.tokens).iter() {
-            let _ = writeln!(
-                out,
-                "keeptrusts_gateway_tokens_total{{direction=\"{d}\",model=\"{}\"}} {n}",
-                escape(m)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP keeptrusts_gateway_rate_limited_total Requests refused by a rate limit.\n# TYPE keeptrusts_gateway_rate_limited_total counter\nkeeptrusts_gateway_rate_limited_total {}",
-            self.rate_limited.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keeptrusts_gateway_events_dropped_total Decision events dropped because the queue was full.\n# TYPE keeptrusts_gateway_events_dropped_total counter\nkeeptrusts_gateway_events_dropped_total {events_dropped}\n# HELP keeptrusts_gateway_events_written_total Decision events written.\n# TYPE keeptrusts_gateway_events_written_total counter\nkeeptrusts_gateway_events_written_total {events_written}"
-        );
-        let _ = writeln!(
-            out,
-            "# HELP keeptrusts_gateway_uptime_seconds Seconds since start.\n# TYPE keeptrusts_gateway_uptime_seconds gauge\nkeeptrusts_gateway_uptime_seconds {}",
-            self.uptime_seconds()
-        );
+fn gauge(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// A status code as a label (the common ones without an allocation).
+fn status_label(s: u16) -> std::borrow::Cow<'static, str> {
+    match s {
+        200 => "200".into(),
+        400 => "400".into(),
+        403 => "403".into(),
+        404 => "404".into(),
+        422 => "422".into(),
+        429 => "429".into(),
+        502 => "502".into(),
+        503 => "503".into(),
+        _ => s.to_string().into(),
     }
 }
 
@@ -252,12 +272,10 @@ impl Metrics {
 mod tests {
     use super::*;
 
-    #[test]
-    fn renders_counters_and_histograms() {
-        let m = Metrics::default();
+    fn record(m: &Metrics, model: &str) {
         m.record(&RequestRecord {
             provider: "openai",
-            model: "gpt\"x",
+            model,
             status: 200,
             seconds: 0.2,
             overhead_seconds: 0.001,
@@ -266,10 +284,19 @@ mod tests {
             output_tokens: 4,
             rate_limited: false,
         });
-        let mut text = String::new();
-        m.render_core(&mut text, 1, 0);
+    }
+
+    #[test]
+    fn renders_counters_and_histograms() {
+        let m = Metrics::default();
+        record(&m, "gpt\"x");
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&m.registry.gather(), &mut out)
+            .expect("encode");
+        let text = String::from_utf8(out).expect("utf-8");
         assert!(
-            text.contains("keeptrusts_gateway_requests_total{provider=\"openai\",model=\"gpt\\\"x\",status=\"200\"} 1"),
+            text.contains("keeptrusts_gateway_requests_total{model=\"gpt\\\"x\",provider=\"openai\",status=\"200\"} 1"),
             "{text}"
         );
         assert!(text.contains("keeptrusts_gateway_request_duration_seconds_bucket{provider=\"openai\",le=\"0.25\"} 1"));

@@ -28,6 +28,8 @@ pub struct Runtime {
     pub limits_key: String,
     /// `size_limits` with its defaults, resolved once per configuration.
     pub sizes: SizeLimits,
+    /// The model names and aliases a client may ask for: the only model label values.
+    pub model_labels: Vec<String>,
 }
 
 impl Runtime {
@@ -42,12 +44,25 @@ impl Runtime {
         let router = Router::build_with(policy.config(), override_upstream, registry, &env, store)?;
         let limits_key = crate::limits::Limits::key_of(policy.config());
         let sizes = policy.config().size_limits.clone().unwrap_or_default();
+        let model_labels = crate::routing::model_ids(policy.config())
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
         Ok(Runtime {
             policy,
             router,
             limits_key,
             sizes,
+            model_labels,
         })
+    }
+
+    /// The metrics label of a requested model: the configured name it equals, else
+    /// `other` (a client's model string never becomes a series of its own).
+    pub fn model_label(&self, model: Option<&str>) -> &str {
+        model
+            .and_then(|m| self.model_labels.iter().find(|l| l.as_str() == m))
+            .map_or(crate::metrics::OTHER, String::as_str)
     }
 }
 
