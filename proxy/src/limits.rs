@@ -13,13 +13,38 @@ use kt_policy::Headers;
 use kt_policy::config::PolicyConfig;
 use kt_policy::config::TokenScope;
 
+/// Keys one limit keeps at most.
+pub const MAX_KEYS: usize = 100_000;
+/// The shared count of new keys when a window's map is full.
+const OVERFLOW: &str = "~overflow";
+/// Keys longer than this are kept as a hash (a header value may be kilobytes long).
+const MAX_KEY_BYTES: usize = 64;
+
+/// A bounded key for a client-chosen value.
+fn bounded_key(prefix: &str, value: &str) -> String {
+    if value.len() <= MAX_KEY_BYTES {
+        return format!("{prefix}{value}");
+    }
+    use std::hash::BuildHasher;
+    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
+    let h = SEED.get_or_init(Default::default).hash_one(value);
+    format!("{prefix}#{h:016x}{:x}", value.len())
+}
+
 /// One fixed-window quota and its counters.
 #[derive(Debug)]
 pub struct FixedWindow {
     pub max: u64,
     pub window: u64,
-    /// key → (window index, requests counted in it)
-    counts: Mutex<HashMap<String, (u64, u64)>>,
+    counts: Mutex<Counts>,
+}
+
+/// key → (window index, requests counted in it), and the window whose older keys were
+/// last dropped (at most once per window, so a full map costs no sweep per request).
+#[derive(Debug, Default)]
+struct Counts {
+    map: HashMap<String, (u64, u64)>,
+    pruned: Option<u64>,
 }
 
 /// The answer to "may this request go on?".
@@ -39,17 +64,22 @@ impl FixedWindow {
         FixedWindow {
             max,
             window: window.max(1),
-            counts: Mutex::new(HashMap::new()),
+            counts: Mutex::new(Counts::default()),
         }
     }
 
-    /// The count of `key` in window `idx`, starting it at zero in a new window. Old windows'
-    /// keys are dropped once the map grows large.
-    fn slot<'m>(counts: &'m mut HashMap<String, (u64, u64)>, key: &str, idx: u64) -> &'m mut u64 {
-        if counts.len() > 100_000 {
-            counts.retain(|_, (w, _)| *w == idx);
+    /// The count of `key` in window `idx`, starting it at zero in a new window. Keys of
+    /// past windows are dropped once the map reaches [`MAX_KEYS`]; when the current window
+    /// alone fills it, new keys share one overflow count (limited together, never
+    /// unlimited), so the map stays bounded whatever keys clients send.
+    fn slot<'m>(counts: &'m mut Counts, key: &str, idx: u64) -> &'m mut u64 {
+        let full = |c: &Counts| c.map.len() >= MAX_KEYS && !c.map.contains_key(key);
+        if full(counts) && counts.pruned != Some(idx) {
+            counts.map.retain(|_, (w, _)| *w == idx);
+            counts.pruned = Some(idx);
         }
-        let entry = counts.entry(key.to_owned()).or_insert((idx, 0));
+        let key = if full(counts) { OVERFLOW } else { key };
+        let entry = counts.map.entry(key.to_owned()).or_insert((idx, 0));
         if entry.0 != idx {
             *entry = (idx, 0);
         }
@@ -82,7 +112,7 @@ impl FixedWindow {
     pub fn peek(&self, key: &str, now: u64, scope: &'static str) -> Verdict {
         let idx = now / self.window;
         let counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
-        let used = counts.get(key).filter(|(w, _)| *w == idx).map_or(0, |(_, n)| *n);
+        let used = counts.map.get(key).filter(|(w, _)| *w == idx).map_or(0, |(_, n)| *n);
         self.verdict(used < self.max, used, now, scope)
     }
 
@@ -176,13 +206,8 @@ impl Limits {
         let t = self.tokens.as_ref()?;
         let key = match t.scope {
             TokenScope::Global | TokenScope::ConsumerGroup => "*".to_owned(),
-            TokenScope::Ip => client_ip(peer, headers.get("x-forwarded-for"), t.depth),
-            TokenScope::User => t
-                .user_headers
-                .iter()
-                .find_map(|n| headers.get(n))
-                .unwrap_or("anonymous")
-                .to_owned(),
+            TokenScope::Ip => bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), t.depth)),
+            TokenScope::User => user_key(&t.user_headers, peer, headers, t.depth),
         };
         let v = t.window.peek(&key, now, "token_rate_limit");
         Some((key, v))
@@ -214,18 +239,29 @@ impl Limits {
             return Some(refused);
         }
         if let Some((w, depth)) = &self.ip {
-            let ip = client_ip(peer, headers.get("x-forwarded-for"), *depth);
+            let ip = bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), *depth));
             if let Some(refused) = consider(w.hit(&ip, now, "ip_rate_limit")) {
                 return Some(refused);
             }
         }
-        if let Some((w, names)) = &self.user
-            && let Some(user) = names.iter().find_map(|n| headers.get(n))
-            && let Some(refused) = consider(w.hit(user, now, "user_rate_limit"))
-        {
-            return Some(refused);
+        if let Some((w, names)) = &self.user {
+            let depth = self.ip.as_ref().map_or(0, |(_, d)| *d);
+            let user = user_key(names, peer, headers, depth);
+            if let Some(refused) = consider(w.hit(&user, now, "user_rate_limit")) {
+                return Some(refused);
+            }
         }
         tightest
+    }
+}
+
+/// The `user_rate_limit` key of a request: the first identifying header present, else
+/// the client address (a request without the header is limited per address, never
+/// unlimited).
+fn user_key(names: &[String], peer: Option<IpAddr>, headers: &Headers, depth: u32) -> String {
+    match names.iter().find_map(|n| headers.get(n)) {
+        Some(user) => bounded_key("u:", user),
+        None => bounded_key("ip:", &client_ip(peer, headers.get("x-forwarded-for"), depth)),
     }
 }
 
@@ -288,6 +324,51 @@ mod tests {
             client_ip(peer, Some("1.1.1.1"), 3),
             "10.0.0.9",
             "fewer hops than trusted: the peer"
+        );
+    }
+
+    #[test]
+    fn key_maps_stay_bounded_and_new_keys_share_an_overflow_count() {
+        let w = FixedWindow::new(3, 60);
+        for i in 0..MAX_KEYS + 500 {
+            w.hit(&format!("k{i}"), 0, "u");
+        }
+        let n = w.counts.lock().expect("lock").map.len();
+        assert!(n <= MAX_KEYS + 1, "{n} keys kept");
+        // The newest keys are limited together: three more requests, then refusals.
+        let refused = (0..10).filter(|i| !w.hit(&format!("late{i}"), 1, "u").allowed).count();
+        assert!(refused >= 7, "overflow keys are limited together: {refused}");
+        // A new window makes room again.
+        assert!(w.hit("fresh", 61, "u").allowed);
+        assert!(w.counts.lock().expect("lock").map.contains_key("fresh"));
+    }
+
+    #[test]
+    fn long_keys_are_hashed_and_missing_users_fall_back_to_the_address() {
+        let long = "x".repeat(10_000);
+        let k = bounded_key("u:", &long);
+        assert!(k.len() < 40 && k.starts_with("u:#"), "{k}");
+        assert_eq!(k, bounded_key("u:", &long), "stable");
+        assert_ne!(k, bounded_key("u:", &"y".repeat(10_000)));
+        let yaml = "pack: {name: l, version: 1.0.0, enabled: true}\npolicies: {chain: []}\nuser_rate_limit: {max_requests: 2, window_seconds: 60, header_names: [x-user-id]}\n";
+        let c = kt_policy::config::load_sources(&[kt_policy::config::Source {
+            name: "l.yaml".into(),
+            text: yaml.into(),
+        }])
+        .config
+        .expect("valid");
+        let limits = Limits::new(&c);
+        let none = Headers::default();
+        let a = Some(IpAddr::from([10, 0, 0, 1]));
+        let b = Some(IpAddr::from([10, 0, 0, 2]));
+        assert!(limits.check(a, &none, 0).is_none_or(|v| v.allowed));
+        assert!(limits.check(a, &none, 0).is_none_or(|v| v.allowed));
+        let third = limits.check(a, &none, 0).expect("limited");
+        assert!(!third.allowed, "no header: limited per address, not unlimited");
+        assert_eq!(third.scope, "user_rate_limit");
+        assert!(
+            limits.check(b, &none, 0).is_none_or(|v| v.allowed),
+            "another address has its own count"
         );
     }
 }
