@@ -29,6 +29,10 @@ impl Drop for Gateway {
 
 /// `kt gateway run` under `ulimit -n <nofile>`, with `extra` flags, in front of `provider`.
 fn gateway(dir: &Path, provider: &MockProvider, nofile: u32, extra: &[&str]) -> Gateway {
+    gateway_on(dir, provider, nofile, &free_addr(), extra)
+}
+
+fn gateway_on(dir: &Path, provider: &MockProvider, nofile: u32, listen: &str, extra: &[&str]) -> Gateway {
     std::fs::write(
         dir.join("policy-config.yaml"),
         format!(
@@ -37,8 +41,8 @@ fn gateway(dir: &Path, provider: &MockProvider, nofile: u32, extra: &[&str]) -> 
         ),
     )
     .expect("write config");
-    let addr = free_addr();
-    let script = format!("ulimit -n {nofile} && exec \"$0\" gateway run --listen {addr} \"$@\"");
+    let script = format!("ulimit -n {nofile} && exec \"$0\" gateway run --listen {listen} \"$@\"");
+    let addr = listen.replace("0.0.0.0", "127.0.0.1");
     let child = Command::new("sh")
         .args(["-c", &script, KT])
         .args(extra)
@@ -190,5 +194,42 @@ fn client_model_names_never_become_metric_series() {
     assert!(
         metrics.contains("keeptrusts_gateway_requests_total{model=\"other\",provider=\"mock\",status=\"200\"} 40"),
         "{metrics}"
+    );
+}
+
+/// A non-loopback address of this machine, if it has one (no packet is sent).
+fn lan_ip() -> Option<std::net::IpAddr> {
+    let s = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    s.connect("192.0.2.1:9").ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+#[test]
+fn admin_routes_without_a_token_answer_only_on_loopback() {
+    let Some(ip) = lan_ip() else {
+        eprintln!("skipped: this machine has no non-loopback address to call the gateway from");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(|_| Reply::json(200, chat_completion("fine", "m")));
+    let port = free_addr().rsplit(':').next().expect("port").to_owned();
+    let gw = gateway_on(tmp.path(), &provider, 4096, &format!("0.0.0.0:{port}"), &[]);
+    let remote = format!("{ip}:{port}");
+    for (method, path) in [
+        ("GET", "/keeptrusts/config"),
+        ("POST", "/keeptrusts/config/reload"),
+        ("GET", "/keeptrusts/providers/metrics"),
+    ] {
+        let r = http_with(&remote, method, path, None, &[]).expect("answer");
+        assert_eq!(r.status, 403, "{method} {path} from {ip}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], "admin_loopback_only");
+        let local = http_with(&gw.addr, method, path, None, &[]).expect("answer");
+        assert_eq!(local.status, 200, "{method} {path} on loopback: {}", local.text());
+    }
+    assert_eq!(
+        http_with(&remote, "GET", "/healthz", None, &[]).expect("answer").status,
+        200,
+        "other routes stay open"
     );
 }

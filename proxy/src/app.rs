@@ -277,7 +277,8 @@ impl Gateway {
     }
 
     /// Requests refused on their head alone: headers over `size_limits.max_header_bytes`
-    /// (431), admin routes without the `--api-token` (401), `CONNECT` (405). A refusal that
+    /// (431), admin routes without the `--api-token` (401) or, with no token set, from
+    /// anywhere but loopback (403), `CONNECT` (405). A refusal that
     /// leaves unread bytes behind closes the connection.
     fn refusal(&self, session: &mut Session, ctx: &Ctx, method: &str, path: &str) -> Option<Answer> {
         let max_header = ctx.rt.sizes.max_header_bytes;
@@ -294,6 +295,21 @@ impl Gateway {
                 "request headers total {header_bytes} bytes, more than size_limits.max_header_bytes ({max_header})"
             );
             return Some(Answer::error(431, "request_headers_too_large", msg));
+        }
+        if path.starts_with("/keeptrusts/") && self.admin_token.is_none() {
+            // Without a token, the admin routes answer only on the gateway's own machine.
+            let local = session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .is_some_and(|a| a.ip().is_loopback());
+            if !local {
+                let body = error(
+                    "permission_error",
+                    "admin_loopback_only",
+                    "admin routes answer only from this machine (loopback) unless the gateway runs with --api-token; then send `Authorization: Bearer <token>`",
+                );
+                return Some(Answer::Json(403, body));
+            }
         }
         if path.starts_with("/keeptrusts/")
             && let Some(token) = &self.admin_token

@@ -161,6 +161,11 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     let mut gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
     gw.admin_token = opts.api_token.filter(|t| !t.is_empty());
     gw.conn = opts.conn;
+    if gw.admin_token.is_none() {
+        tracing::warn!(
+            "admin routes (/keeptrusts/config, /keeptrusts/config/reload, /keeptrusts/providers/metrics) answer without a token to clients on this machine (loopback) only; set --api-token (KEEPTRUSTS_GATEWAY_TOKEN) to require a token and use them from elsewhere"
+        );
+    }
     tracing::info!(
         "Client connections: at most {}, idle {} s, head {} s, body {} s, write {} s",
         opts.conn.max_connections,
