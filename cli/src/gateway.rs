@@ -99,6 +99,10 @@ pub struct RuntimeArgs {
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_WRITE_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub write_timeout_secs: u64,
+    /// Seconds a whole upstream answer (head, body or stream) may take before it is cut off
+    #[arg(long, env = "KEEPTRUSTS_GATEWAY_UPSTREAM_DEADLINE_SECS", default_value_t = 900, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub upstream_deadline_secs: u64,
     /// Client connections served at once (default: 10000, or less under a low open-file limit)
     #[arg(long, env = "KEEPTRUSTS_GATEWAY_MAX_CONNECTIONS", value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -138,6 +142,7 @@ impl RuntimeArgs {
                 }
             }),
             managed: what.managed,
+            upstream_deadline: Duration::from_secs(self.upstream_deadline_secs),
             conn: kt_gateway::conn::ConnLimits {
                 idle_timeout: Duration::from_secs(self.idle_timeout_secs),
                 header_timeout: Duration::from_secs(self.header_timeout_secs),

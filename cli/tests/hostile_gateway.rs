@@ -233,3 +233,31 @@ fn admin_routes_without_a_token_answer_only_on_loopback() {
         "other routes stay open"
     );
 }
+
+#[test]
+fn an_upstream_that_never_finishes_is_cut_off_at_the_deadline() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    // Thirty events, 200 ms apart: six seconds in all, each read well within the target's
+    // own timeout.
+    let provider = MockProvider::start(|_| Reply::Sse {
+        events: chat_chunks(&"slow ".repeat(30), 5, false)
+            .into_iter()
+            .map(|d| (None, d))
+            .collect(),
+        split: 0,
+        pace: Duration::from_millis(200),
+    });
+    let gw = gateway(tmp.path(), &provider, 4096, &["--upstream-deadline-secs", "1"]);
+    let whole = chat(&gw.addr, false);
+    assert_eq!(whole.status, 504, "{}", whole.text());
+    assert_eq!(whole.json()["error"]["code"], "upstream_timeout");
+    assert!(whole.text().contains("--upstream-deadline-secs"), "{}", whole.text());
+    let streamed = chat(&gw.addr, true);
+    assert_eq!(streamed.status, 200, "the stream had begun");
+    let text = streamed.text();
+    assert!(text.matches("slow").count() < 30, "the stream was cut off: {text}");
+    assert!(
+        text.contains("upstream_stream_failed") && text.contains("--upstream-deadline-secs"),
+        "and ended with the stream error event: {text}"
+    );
+}

@@ -93,9 +93,10 @@ impl Drop for Waiting<'_> {
 
 /// How long a connection must have waited for a head before a new one may close it.
 const SHED_AFTER: Duration = Duration::from_millis(250);
-/// A connection over the cap waits up to `ROOM_CHECKS × ROOM_WAIT` for shed ones to close.
-const ROOM_CHECKS: u32 = 5;
-const ROOM_WAIT: Duration = Duration::from_millis(5);
+/// A connection over the cap waits up to `ROOM_CHECKS × ROOM_WAIT` (a little more than
+/// `SHED_AFTER`) for shed ones to close.
+const ROOM_CHECKS: u32 = 30;
+const ROOM_WAIT: Duration = Duration::from_millis(10);
 
 impl Connections {
     /// Admits a connection: `None` when the cap is reached and nothing could be closed to
@@ -107,11 +108,13 @@ impl Connections {
         if n <= max || reused {
             return Some(guard);
         }
-        if self.waiting.load(Ordering::Acquire) == 0 {
-            return None;
-        }
-        self.shed.notify_waiters();
+        // Ask the connections waiting for a head to give way, again as they come of age:
+        // within `SHED_AFTER` and a little, any that was waiting when this one came can go.
         for _ in 0..ROOM_CHECKS {
+            if self.waiting.load(Ordering::Acquire) == 0 {
+                return None;
+            }
+            self.shed.notify_waiters();
             tokio::time::sleep(ROOM_WAIT).await;
             if self.open() <= max {
                 return Some(guard);

@@ -38,7 +38,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 pub use demo::run_demo_provider;
 pub use events::EventTarget;
 pub use managed::{Applied, ManagedOptions, config_path, load_applied, persist, resolve_store, store_names};
-pub use upstream::{Upstream, UpstreamError, WireFormat};
+pub use upstream::{ANSWER_DEADLINE, Upstream, UpstreamError, WireFormat};
 
 /// Everything `kt gateway run` needs.
 #[derive(Debug)]
@@ -62,6 +62,8 @@ pub struct RunOptions {
     pub managed: Option<ManagedOptions>,
     /// Client connection timeouts and cap.
     pub conn: conn::ConnLimits,
+    /// The longest a whole upstream answer may take (`--upstream-deadline-secs`).
+    pub upstream_deadline: std::time::Duration,
 }
 
 pub use routing::StoreValues;
@@ -161,6 +163,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     let mut gw = gateway::Gateway::new(source, opts.fail_mode, sink, opts.max_concurrency);
     gw.admin_token = opts.api_token.filter(|t| !t.is_empty());
     gw.conn = opts.conn;
+    gw.upstreams.answer_deadline = opts.upstream_deadline;
     if gw.admin_token.is_none() {
         tracing::warn!(
             "admin routes (/keeptrusts/config, /keeptrusts/config/reload, /keeptrusts/providers/metrics) answer without a token to clients on this machine (loopback) only; set --api-token (KEEPTRUSTS_GATEWAY_TOKEN) to require a token and use them from elsewhere"

@@ -64,7 +64,12 @@ pub struct UpstreamPool {
     transport: TransportConnector,
     /// (pool key, idle connections, most recently returned last).
     idle: std::sync::Mutex<Vec<(u64, IdleConns)>>,
+    /// The longest a whole upstream answer (head, body or stream) may take.
+    pub(crate) answer_deadline: Duration,
 }
+
+/// The default of `--upstream-deadline-secs`.
+pub const ANSWER_DEADLINE: Duration = Duration::from_secs(900);
 
 /// Idle connections to one peer and when each was returned, oldest first.
 type IdleConns = Vec<(Stream, Instant)>;
@@ -74,6 +79,7 @@ impl Default for UpstreamPool {
         UpstreamPool {
             transport: TransportConnector::new(None),
             idle: std::sync::Mutex::new(Vec::new()),
+            answer_deadline: ANSWER_DEADLINE,
         }
     }
 }
@@ -169,6 +175,8 @@ pub enum UpstreamError {
     TooLarge(u64),
     #[error("upstream {0} did not answer within {1} ms")]
     Timeout(String, u64),
+    #[error("upstream {0} did not finish its answer within {1} s (--upstream-deadline-secs)")]
+    Deadline(String, u64),
 }
 
 impl Upstream {
@@ -361,6 +369,7 @@ impl Upstream {
         client_auth: Option<&str>,
         timeout: Duration,
     ) -> Result<Exchange<'c>, UpstreamError> {
+        let started = Instant::now();
         let io = |e: Box<pingora::Error>| {
             if matches!(
                 e.etype(),
@@ -409,6 +418,7 @@ impl Upstream {
             key,
             id: self.id.clone(),
             timeout,
+            deadline: started + pool.answer_deadline,
         })
     }
 }
@@ -447,6 +457,8 @@ pub struct Exchange<'c> {
     id: String,
     /// Bound on each body read.
     timeout: Duration,
+    /// The whole answer must be read by then (`--upstream-deadline-secs`).
+    deadline: Instant,
 }
 
 impl Exchange<'_> {
@@ -466,10 +478,25 @@ impl Exchange<'_> {
     pub async fn chunk(&mut self) -> Result<Option<Bytes>, UpstreamError> {
         let read = match poll_once(self.answer.next(&mut self.stream)) {
             Some(read) => read,
-            None => match fast_timeout(self.timeout, self.answer.next(&mut self.stream)).await {
-                Ok(read) => read,
-                Err(_) => return Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
-            },
+            None => {
+                let left = self.deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
+                    return Err(UpstreamError::Deadline(
+                        self.id.clone(),
+                        self.pool.answer_deadline.as_secs(),
+                    ));
+                }
+                match fast_timeout(self.timeout.min(left), self.answer.next(&mut self.stream)).await {
+                    Ok(read) => read,
+                    Err(_) if left <= self.timeout => {
+                        return Err(UpstreamError::Deadline(
+                            self.id.clone(),
+                            self.pool.answer_deadline.as_secs(),
+                        ));
+                    }
+                    Err(_) => return Err(UpstreamError::Timeout(self.id.clone(), self.timeout.as_millis() as u64)),
+                }
+            }
         };
         read.map_err(|e| UpstreamError::Io(self.id.clone(), e))
     }

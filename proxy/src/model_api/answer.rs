@@ -71,6 +71,7 @@ pub(crate) async fn whole(
     drop(p.slot.take());
     let answer = answer.map_err(|e| match e {
         UpstreamError::TooLarge(_) => RequestError::UpstreamTooLarge(e.to_string()),
+        UpstreamError::Deadline(..) | UpstreamError::Timeout(..) => RequestError::UpstreamTimeout(e.to_string()),
         e => RequestError::UpstreamUnavailable(e.to_string()),
     })?;
     let input = std::mem::take(&mut a.decision);
