@@ -171,13 +171,42 @@ pub fn client(g: &GlobalArgs) -> Result<Client> {
         return Ok(Client::new(&url, Some(t)));
     }
     match creds.profiles.get(&g.profile) {
-        Some(p) => Ok(Client::new(&url, Some(p.token.clone()))),
+        // A stored session goes only to the API that issued it: another --api-url /
+        // KEEPTRUSTS_API_URL never receives it.
+        Some(p) if same_api(&p.api_url, &url) => Ok(Client::new(&url, Some(p.token.clone()))),
+        Some(p) => Err(CliError::new(
+            Exit::Auth,
+            format!(
+                "the stored session of profile '{}' belongs to {}, not {url}; it is not sent elsewhere",
+                g.profile, p.api_url
+            ),
+        )
+        .hint(format!(
+            "log in to {url} with `kt auth login --api-url {url} …` (or use another --profile), or set KEEPTRUSTS_API_TOKEN"
+        ))
+        .into()),
         None => Err(
             CliError::new(Exit::Auth, format!("not logged in (profile '{}')", g.profile))
                 .hint("run `kt auth login --email <e> --password <p>` or set KEEPTRUSTS_API_TOKEN")
                 .into(),
         ),
     }
+}
+
+/// Whether two API base URLs name the same server (a trailing slash and the case of the
+/// scheme and host do not count).
+fn same_api(a: &str, b: &str) -> bool {
+    let norm = |u: &str| {
+        let u = u.trim().trim_end_matches('/');
+        match u.split_once("://") {
+            Some((scheme, rest)) => {
+                let (host, path) = rest.split_once('/').map_or((rest, ""), |(h, p)| (h, p));
+                format!("{}://{}/{path}", scheme.to_ascii_lowercase(), host.to_ascii_lowercase())
+            }
+            None => u.to_owned(),
+        }
+    };
+    norm(a) == norm(b)
 }
 
 /// A CLI error for a failed API call, with the documented exit code.
@@ -199,4 +228,21 @@ pub fn api_error(e: ClientError) -> anyhow::Error {
         err = err.hint(h);
     }
     err.into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_stay_with_the_api_that_issued_them() {
+        assert!(same_api("http://127.0.0.1:41001", "http://127.0.0.1:41001/"));
+        assert!(same_api("HTTP://Kt.Example.com/api", "http://kt.example.com/api/"));
+        assert!(!same_api("http://127.0.0.1:41001", "http://127.0.0.1:41002"));
+        assert!(!same_api("https://kt.example.com", "http://kt.example.com"));
+        assert!(!same_api(
+            "https://kt.example.com",
+            "https://kt.example.com.evil.example"
+        ));
+    }
 }

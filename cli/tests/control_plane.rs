@@ -794,3 +794,29 @@ fn config_show_names_sources_and_doctor_checks_the_setup() {
         "{v}"
     );
 }
+
+#[test]
+fn a_stored_session_is_sent_only_to_the_api_that_issued_it() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(&Backend::Sqlite, &tmp.path().join("data"));
+    let cfg = tmp.path().join("cfg");
+    let o = kt(
+        &cfg,
+        &server.addr,
+        &["auth", "login", "--email", OWNER, "--password", PASSWORD],
+        &[],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    // Another API URL (a listener that records what reaches it) never sees the session.
+    let elsewhere = kt_testkit::MockProvider::start(|_| kt_testkit::Reply::json(200, json!({})));
+    let o = kt(&cfg, &elsewhere.addr, &["auth", "whoami"], &[]);
+    assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("belongs to"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(elsewhere.hits(), 0, "nothing was sent to the other URL");
+    let o = kt(&cfg, &server.addr, &["auth", "whoami"], &[]);
+    assert_eq!(o.status.code(), Some(0), "the issuing API still works");
+}
