@@ -19,10 +19,14 @@ use crate::session::{self, GlobalArgs, api_error};
 pub enum GatewayAdmin {
     /// Register a gateway; prints its id and a gateway token (shown once)
     Create {
+        /// A name unique in the organisation; every command that takes --id accepts it too
         #[arg(long)]
         name: String,
         #[arg(long)]
         description: Option<String>,
+        /// An id of your choosing (1 to 64 letters, digits, '-', '_', '.'); default: a generated gw_…
+        #[arg(long)]
+        id: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -161,10 +165,11 @@ pub fn gateway(cmd: GatewayAdmin, g: &GlobalArgs) -> Result<Exit> {
         GatewayAdmin::Create {
             name,
             description,
+            id,
             json,
         } => {
             let created: CreatedGateway = client
-                .send("POST", "/v1/gateways", &CreateGateway { name, description })
+                .send("POST", "/v1/gateways", &CreateGateway { name, description, id })
                 .map_err(api_error)?;
             if json {
                 print_json(&created)?;

@@ -615,3 +615,52 @@ fn every_control_plane_endpoint_checks_its_scope_and_gateway_tokens_are_bound() 
     );
     assert!(listed["data"].as_array().is_some_and(|d| d.len() == 3));
 }
+
+#[test]
+fn gateways_answer_to_their_names_and_chosen_ids() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start_server(&tmp.path().join("data"), None);
+    let op = Operator::login(tmp.path().join("cfg"), &server);
+    let v = op.json(&[
+        "gateway",
+        "create",
+        "--name",
+        "local-gateway",
+        "--id",
+        "production",
+        "--json",
+    ]);
+    assert_eq!(v["gateway"]["id"], "production");
+    for id in ["production", "local-gateway"] {
+        assert_eq!(
+            op.json(&["gateway", "inspect", "--id", id, "--json"])["id"],
+            "production"
+        );
+    }
+    let file = tmp.path().join("p.yaml");
+    std::fs::write(&file, pack("1.0.0", false, "127.0.0.1:9", "")).expect("write");
+    let path = file.to_str().expect("path");
+    op.json(&[
+        "policy",
+        "push",
+        "--file",
+        path,
+        "--gateway-id",
+        "local-gateway",
+        "--json",
+    ]);
+    op.json(&[
+        "policy",
+        "deploy",
+        "--gateway-id",
+        "local-gateway",
+        "--no-wait",
+        "--json",
+    ]);
+    let g = op.json(&["gateway", "inspect", "--id", "production", "--json"]);
+    assert_eq!(g["desired"]["version"], 1, "{g}");
+    let o = op.kt(&["gateway", "create", "--name", "other", "--id", "production"]);
+    assert_eq!(o.status.code(), Some(1), "a taken id is a conflict");
+    let o = op.kt(&["gateway", "create", "--name", "other", "--id", "no spaces"]);
+    assert_eq!(o.status.code(), Some(2), "an invalid id is refused");
+}

@@ -165,14 +165,24 @@ fn sync_state(
     }
 }
 
+/// A gateway by its id or, failing that, its name (names are unique in an organisation;
+/// an id always wins over a name that happens to equal it).
 async fn load_gateway(st: &AppState, org_id: &str, id: &str) -> ApiResult<GatewayRow> {
-    let row = sqlx::query(&gateway_query("g.id = $1 AND g.org_id = $2"))
-        .bind(id)
-        .bind(org_id)
-        .fetch_optional(&st.db)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no gateway '{id}' in this organisation")))?;
+    let row = sqlx::query(&format!(
+        "{} ORDER BY CASE WHEN g.id = $1 THEN 0 ELSE 1 END LIMIT 1",
+        gateway_query("(g.id = $1 OR g.name = $1) AND g.org_id = $2")
+    ))
+    .bind(id)
+    .bind(org_id)
+    .fetch_optional(&st.db)
+    .await?
+    .ok_or_else(|| ApiError::NotFound(format!("no gateway '{id}' (id or name) in this organisation")))?;
     gateway_row(&row)
+}
+
+/// The id of the gateway `id_or_name` names.
+async fn gateway_id(st: &AppState, org_id: &str, id_or_name: &str) -> ApiResult<String> {
+    Ok(load_gateway(st, org_id, id_or_name).await?.info.id)
 }
 
 /// Every gateway of an organisation, oldest first.
@@ -200,6 +210,7 @@ async fn inspect_gateway(
     Path(id): Path<String>,
 ) -> ApiResult<Json<GatewayInfo>> {
     p.require("gateways:read")?;
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     Ok(Json(load_gateway(&st, &p.org_id, &id).await?.info))
 }
 
@@ -226,7 +237,13 @@ async fn create_gateway(
     if description.chars().count() > 1000 {
         return Err(ApiError::validation("`description` is limited to 1000 characters"));
     }
-    let id = auth::new_id("gw");
+    let id = match req.id.as_deref().map(str::trim) {
+        Some(id) => {
+            validate_gateway_id(id)?;
+            id.to_owned()
+        }
+        None => auth::new_id("gw"),
+    };
     let token_id = auth::new_id("tok");
     let secret = auth::new_secret("kt_gk_");
     let created_at = now();
@@ -242,9 +259,10 @@ async fn create_gateway(
             .await;
     if let Err(e) = inserted {
         return Err(match ApiError::from(e) {
-            ApiError::Conflict(_) => {
-                ApiError::Conflict(format!("a gateway named '{}' already exists", req.name.trim()))
-            }
+            ApiError::Conflict(_) => ApiError::Conflict(format!(
+                "a gateway named '{}' or with the id '{id}' already exists",
+                req.name.trim()
+            )),
             other => other,
         });
     }
@@ -278,6 +296,22 @@ async fn create_gateway(
             token_id,
         }),
     ))
+}
+
+/// A gateway id chosen at creation: 1 to 64 letters, digits, '-', '_' or '.'.
+fn validate_gateway_id(id: &str) -> ApiResult<()> {
+    let ok = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::validation(format!(
+            "'{id}' is not a valid gateway id: use 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -745,7 +779,7 @@ async fn rollout(
         };
         let version = resolve_version(&st, &p.org_id, &configuration_id, &req.version).await?;
         targets.push(RolloutTarget {
-            gateway_id: gid.clone(),
+            gateway_id: g.info.id.clone(),
             desired_version: version,
             configuration_id,
         });
@@ -763,7 +797,7 @@ async fn rollout(
     .bind(&p.org_id)
     .bind(&first.configuration_id)
     .bind(first.desired_version)
-    .bind(req.gateway_ids.join(","))
+    .bind(targets.iter().map(|t| t.gateway_id.as_str()).collect::<Vec<_>>().join(","))
     .bind(p.user_id.as_deref().unwrap_or(&p.token_id))
     .bind(now())
     .execute(&mut *tx)
@@ -785,6 +819,7 @@ async fn revert_gateway(
     Body(req): Body<RevertRequest>,
 ) -> ApiResult<Json<GatewayInfo>> {
     p.require("configurations:write")?;
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     let g = load_gateway(&st, &p.org_id, &id).await?;
     let Some(desired) = g.info.desired else {
         return Err(ApiError::validation(format!(
@@ -803,6 +838,7 @@ async fn reload_gateway(
     Path(id): Path<String>,
 ) -> ApiResult<Json<GatewayInfo>> {
     p.require("gateways:write")?;
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     load_gateway(&st, &p.org_id, &id).await?;
     sqlx::query("UPDATE gateways SET reload_generation = reload_generation + 1 WHERE id = $1")
         .bind(&id)
@@ -815,6 +851,7 @@ async fn reload_gateway(
 /// Re-asserts the desired version: a gateway out of sync is asked to apply it again.
 async fn reconcile_gateway(State(st): State<AppState>, p: Principal, Path(id): Path<String>) -> ApiResult<Json<Value>> {
     p.require("gateways:write")?;
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     let g = load_gateway(&st, &p.org_id, &id).await?;
     let action = if g.info.sync == "in_sync" || g.info.sync == "unassigned" {
         "none"
@@ -836,6 +873,7 @@ async fn gateway_config(
     Path(id): Path<String>,
 ) -> ApiResult<Json<ConfigVersion>> {
     p.require("configurations:read")?;
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     let g = load_gateway(&st, &p.org_id, &id).await?;
     let Some(d) = g.info.desired else {
         return Err(ApiError::NotFound(format!(
@@ -870,6 +908,7 @@ async fn get_runtime_state(
     Path(id): Path<String>,
 ) -> ApiResult<Json<RuntimeState>> {
     p.require("gateways:read")?;
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     Ok(Json(runtime_state(&load_gateway(&st, &p.org_id, &id).await?)))
 }
 
@@ -895,6 +934,7 @@ async fn put_runtime_state(
     Path(id): Path<String>,
     Body(report): Body<RuntimeReport>,
 ) -> ApiResult<Json<RuntimeState>> {
+    let id = gateway_id(&st, &p.org_id, &id).await?;
     let gid = bound_gateway(&p, Some(&id))?;
     let error = report.error.map(|e| e.chars().take(4000).collect::<String>());
     let runtime_version = report.runtime_version.map(|v| v.chars().take(100).collect::<String>());

@@ -139,6 +139,9 @@ pub struct CreateGateway {
     pub name: String,
     #[serde(default)]
     pub description: Option<String>,
+    /// An id of the caller's choosing (default: a generated `gw_…`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
 }
 
 /// A configuration version reference.
