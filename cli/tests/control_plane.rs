@@ -608,6 +608,8 @@ fn token_rotation_needs_mfa_on(backend: &Backend) {
     assert_eq!(o.status.code(), Some(0));
     let owner = login(&server.addr);
     let (id, _) = create_token(&server.addr, &owner, "ci", &["tokens:read"]);
+    let (early_target, _) = create_token(&server.addr, &owner, "early-target", &["tokens:read"]);
+    let (_, early_writer) = create_token(&server.addr, &owner, "early-writer", &["tokens:write", "tokens:read"]);
 
     let o = kt(&cfg, &server.addr, &["auth", "mfa", "enroll", "--json"], &[]);
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
@@ -662,9 +664,35 @@ fn token_rotation_needs_mfa_on(backend: &Backend) {
         &[],
     );
     assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
-    // API tokens carry no MFA session and are not asked for one.
-    let (other, _) = create_token(&server.addr, &owner, "ci-2", &["tokens:read"]);
-    let (_, writer) = create_token(&server.addr, &owner, "rotator", &["tokens:write", "tokens:read"]);
+    // A password-only session of an MFA user cannot mint tokens or gateways; a token it
+    // minted before MFA was on cannot rotate tokens; tokens minted by the MFA session can.
+    let r = call(
+        &server.addr,
+        "POST",
+        "/v1/tokens",
+        Some(&owner),
+        Some(json!({"name": "sneaky", "scopes": ["tokens:write"]})),
+    );
+    assert_error(&r, 403, "auth.mfa_required");
+    let r = call(
+        &server.addr,
+        "POST",
+        "/v1/gateways",
+        Some(&owner),
+        Some(json!({"name": "g"})),
+    );
+    assert_error(&r, 403, "auth.mfa_required");
+    let r = call(
+        &server.addr,
+        "POST",
+        &format!("/v1/tokens/{early_target}/rotate"),
+        Some(&early_writer),
+        None,
+    );
+    assert_error(&r, 403, "auth.mfa_required");
+    let mfa_session = profile_token(&cfg);
+    let (other, _) = create_token(&server.addr, &mfa_session, "ci-2", &["tokens:read"]);
+    let (_, writer) = create_token(&server.addr, &mfa_session, "rotator", &["tokens:write", "tokens:read"]);
     let r = call(
         &server.addr,
         "POST",
@@ -673,6 +701,48 @@ fn token_rotation_needs_mfa_on(backend: &Backend) {
         None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
+
+    // Seeds are sealed at rest.
+    if let Backend::Sqlite = backend {
+        let db = std::fs::read(tmp.path().join("data/kt.db")).expect("db");
+        let wal = std::fs::read(tmp.path().join("data/kt.db-wal")).unwrap_or_default();
+        for bytes in [db, wal] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the TOTP seed is stored in the clear"
+            );
+        }
+    }
+
+    // Wrong codes are counted: after five, the factor locks (429), the right code included.
+    for _ in 0..5 {
+        let o = kt(
+            &cfg,
+            &server.addr,
+            &["auth", "mfa", "challenge", "--code", "000000"],
+            &[],
+        );
+        assert_eq!(o.status.code(), Some(3), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let r = call(
+        &server.addr,
+        "POST",
+        "/v1/auth/mfa/challenge",
+        Some(&mfa_session),
+        Some(json!({"code": kt_control::mfa::totp(&secret, now() + 60).expect("code")})),
+    );
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "auth.throttled");
+    assert!(r.header("retry-after").is_some());
+}
+
+fn profile_token(cfg: &Path) -> String {
+    let creds: Value =
+        serde_json::from_str(&std::fs::read_to_string(cfg.join("credentials.json")).expect("creds")).expect("json");
+    creds["profiles"]["default"]["token"]
+        .as_str()
+        .expect("token")
+        .to_owned()
 }
 
 #[test]

@@ -71,6 +71,8 @@ pub struct Principal {
     pub role: String,
     pub scopes: Vec<String>,
     pub mfa_authenticated: bool,
+    /// Minted by an MFA-authenticated session (an API token that may do what needs MFA).
+    pub minted_mfa: bool,
     /// The gateway a gateway token is bound to.
     pub gateway_id: Option<String>,
 }
@@ -111,7 +113,7 @@ impl FromRequestParts<AppState> for Principal {
             ));
         };
         let row = sqlx::query(
-            "SELECT t.id, t.token_type, t.org_id, t.user_id, t.scopes, t.mfa_authenticated, t.expires_at, \
+            "SELECT t.id, t.token_type, t.org_id, t.user_id, t.scopes, t.mfa_authenticated, t.minted_mfa, t.expires_at, \
              t.revoked_at, t.gateway_id, u.role FROM tokens t LEFT JOIN users u ON u.id = t.user_id WHERE t.secret_hash = $1",
         )
         .bind(hash_secret(secret))
@@ -141,6 +143,7 @@ impl FromRequestParts<AppState> for Principal {
             user_id: row.try_get("user_id")?,
             scopes: split_scopes(&scopes),
             mfa_authenticated: row.try_get::<i64, _>("mfa_authenticated")? != 0,
+            minted_mfa: row.try_get::<i64, _>("minted_mfa")? != 0,
             gateway_id: row.try_get("gateway_id")?,
         })
     }
@@ -187,6 +190,7 @@ mod tests {
             role: "access".into(),
             scopes: split_scopes("gateways:read, tokens:read"),
             mfa_authenticated: false,
+            minted_mfa: false,
             gateway_id: None,
         };
         assert!(p.has("tokens:read"));

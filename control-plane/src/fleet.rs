@@ -232,6 +232,7 @@ async fn create_gateway(
             });
         }
     }
+    crate::mfa::require_mfa(&st, &p, "creating a gateway (which issues its token)").await?;
     validate_name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
     if description.chars().count() > 1000 {
@@ -278,6 +279,7 @@ async fn create_gateway(
             scopes: GATEWAY_TOKEN_SCOPES,
             created_at,
             expires_at: None,
+            minted_mfa: false,
         },
     )
     .await?;

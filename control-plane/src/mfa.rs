@@ -4,7 +4,8 @@
 //! A user enrols (`POST /v1/auth/mfa/enroll`, then `/verify` with a first code); once
 //! enrolled, sensitive operations (token rotation, MFA removal) answer `auth.mfa_required`
 //! to that user's sessions until `POST /v1/auth/mfa/challenge` trades a code for an
-//! MFA-authenticated session.
+//! MFA-authenticated session. Seeds are sealed with the secrets key; wrong codes are
+//! counted and lock the factor after five (15 minutes, 429).
 
 use axum::extract::State;
 use axum::routing::post;
@@ -23,6 +24,9 @@ use crate::{AppState, now};
 
 /// How long an MFA-authenticated session lasts.
 const MFA_SESSION_TTL_SECS: i64 = 3600;
+/// Codes tried per lock period; the next attempt locks the factor for `MFA_LOCK_SECS`.
+const MFA_MAX_TRIES: i64 = 5;
+const MFA_LOCK_SECS: i64 = 15 * 60;
 const STEP: i64 = 30;
 
 const BASE32: &[u8; 32] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
@@ -100,6 +104,62 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/mfa/disable", post(disable))
 }
 
+/// TOTP seeds are stored sealed with the secrets key, bound to the organisation and user.
+fn seal_seed(st: &AppState, org_id: &str, user: &str, seed: &str) -> ApiResult<String> {
+    Ok(format!("sealed:{}", st.key.seal(org_id, "mfa", user, seed)?))
+}
+
+/// A stored seed in the clear (rows from before sealing are plaintext).
+fn open_seed(st: &AppState, org_id: &str, user: &str, stored: &str) -> ApiResult<String> {
+    match stored.strip_prefix("sealed:") {
+        Some(sealed) => st.key.open(org_id, "mfa", user, sealed),
+        None => Ok(stored.to_owned()),
+    }
+}
+
+/// Counts one code attempt before it is checked, so parallel guesses cannot pass the
+/// limit: past `MFA_MAX_TRIES` the factor locks for `MFA_LOCK_SECS` (429 with
+/// Retry-After), the right code included. A right code clears the count.
+async fn count_attempt(st: &AppState, user: &str) -> ApiResult<()> {
+    let t = now();
+    let row = sqlx::query(
+        "UPDATE users SET mfa_failures = CASE WHEN mfa_locked_until > 0 AND mfa_locked_until <= $1 THEN 1 ELSE mfa_failures + 1 END, \
+         mfa_locked_until = CASE WHEN mfa_locked_until > 0 AND mfa_locked_until <= $1 THEN 0 ELSE mfa_locked_until END \
+         WHERE id = $2 RETURNING mfa_failures, mfa_locked_until",
+    )
+    .bind(t)
+    .bind(user)
+    .fetch_one(&st.db)
+    .await?;
+    let failures: i64 = row.try_get(0)?;
+    let mut locked: i64 = row.try_get(1)?;
+    if locked <= t && failures > MFA_MAX_TRIES {
+        locked = t + MFA_LOCK_SECS;
+        sqlx::query("UPDATE users SET mfa_locked_until = $1 WHERE id = $2 AND mfa_locked_until <= $3")
+            .bind(locked)
+            .bind(user)
+            .bind(t)
+            .execute(&st.db)
+            .await?;
+    }
+    if locked > t {
+        let retry_after = u64::try_from(locked - t).unwrap_or(1).max(1);
+        return Err(ApiError::Throttled {
+            message: format!("too many wrong MFA codes; the factor is locked for {retry_after} s"),
+            retry_after,
+        });
+    }
+    Ok(())
+}
+
+async fn clear_attempts(st: &AppState, user: &str) -> ApiResult<()> {
+    sqlx::query("UPDATE users SET mfa_failures = 0, mfa_locked_until = 0 WHERE id = $1")
+        .bind(user)
+        .execute(&st.db)
+        .await?;
+    Ok(())
+}
+
 fn user_of(p: &Principal) -> ApiResult<&str> {
     match (&p.user_id, p.token_type.as_str()) {
         (Some(u), "session") => Ok(u),
@@ -109,13 +169,14 @@ fn user_of(p: &Principal) -> ApiResult<&str> {
     }
 }
 
-/// Refuses with `auth.mfa_required` when the caller is a session of a user with MFA and
-/// the session has not passed a challenge.
+/// Refuses with `auth.mfa_required` when the caller acts for a user with MFA without
+/// having passed it: a session that has not passed a challenge, or an API token minted by
+/// such a session.
 pub async fn require_mfa(st: &AppState, p: &Principal, operation: &str) -> ApiResult<()> {
-    let (Some(user), "session") = (&p.user_id, p.token_type.as_str()) else {
+    let Some(user) = &p.user_id else {
         return Ok(());
     };
-    if p.mfa_authenticated {
+    if p.mfa_authenticated || p.minted_mfa || p.token_type == "gateway" {
         return Ok(());
     }
     let enrolled = sqlx::query("SELECT mfa_secret FROM users WHERE id = $1")
@@ -126,12 +187,16 @@ pub async fn require_mfa(st: &AppState, p: &Principal, operation: &str) -> ApiRe
         .transpose()?
         .flatten()
         .is_some();
-    if enrolled {
-        return Err(ApiError::MfaRequired(format!(
-            "{operation} needs an MFA-authenticated session: run `kt auth mfa challenge --code <code>`"
-        )));
+    if !enrolled {
+        return Ok(());
     }
-    Ok(())
+    Err(ApiError::MfaRequired(if p.token_type == "session" {
+        format!("{operation} needs an MFA-authenticated session: run `kt auth mfa challenge --code <code>`")
+    } else {
+        format!(
+            "{operation} needs MFA: this token was minted by a password-only session; mint one from an MFA-authenticated session"
+        )
+    }))
 }
 
 async fn enroll(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Value>> {
@@ -150,7 +215,7 @@ async fn enroll(State(st): State<AppState>, p: Principal) -> ApiResult<Json<Valu
     rand::thread_rng().fill_bytes(&mut raw);
     let secret = base32(&raw);
     sqlx::query("UPDATE users SET mfa_pending_secret = $1 WHERE id = $2")
-        .bind(&secret)
+        .bind(seal_seed(&st, &p.org_id, user, &secret)?)
         .bind(user)
         .execute(&st.db)
         .await?;
@@ -174,17 +239,20 @@ async fn verify(State(st): State<AppState>, p: Principal, Body(req): Body<CodeRe
         .bind(user)
         .fetch_one(&st.db)
         .await?;
-    let Some(secret) = row.try_get::<Option<String>, _>("mfa_pending_secret")? else {
+    let Some(stored) = row.try_get::<Option<String>, _>("mfa_pending_secret")? else {
         return Err(ApiError::validation(
             "no MFA enrolment in progress: run `kt auth mfa enroll` first",
         ));
     };
+    let secret = open_seed(&st, &p.org_id, user, &stored)?;
     let last: i64 = row.try_get("mfa_last_step")?;
+    count_attempt(&st, user).await?;
     let Some(step) = matching_step(&secret, &req.code, now(), last) else {
         return Err(ApiError::Unauthenticated("wrong or expired MFA code".into()));
     };
+    clear_attempts(&st, user).await?;
     sqlx::query("UPDATE users SET mfa_secret = $1, mfa_pending_secret = NULL, mfa_last_step = $2 WHERE id = $3")
-        .bind(&secret)
+        .bind(seal_seed(&st, &p.org_id, user, &secret)?)
         .bind(step)
         .bind(user)
         .execute(&st.db)
@@ -199,16 +267,25 @@ async fn challenge(State(st): State<AppState>, p: Principal, Body(req): Body<Cod
         .bind(&user)
         .fetch_one(&st.db)
         .await?;
-    let Some(secret) = row.try_get::<Option<String>, _>("mfa_secret")? else {
+    let Some(stored) = row.try_get::<Option<String>, _>("mfa_secret")? else {
         return Err(ApiError::validation(
             "MFA is not enabled for this user: run `kt auth mfa enroll`",
         ));
     };
+    let secret = open_seed(&st, &p.org_id, &user, &stored)?;
     let last: i64 = row.try_get("mfa_last_step")?;
+    count_attempt(&st, &user).await?;
     let Some(step) = matching_step(&secret, &req.code, now(), last) else {
-        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
         return Err(ApiError::Unauthenticated("wrong or expired MFA code".into()));
     };
+    clear_attempts(&st, &user).await?;
+    if !stored.starts_with("sealed:") {
+        sqlx::query("UPDATE users SET mfa_secret = $1 WHERE id = $2")
+            .bind(seal_seed(&st, &p.org_id, &user, &secret)?)
+            .bind(&user)
+            .execute(&st.db)
+            .await?;
+    }
     // The step is consumed atomically: a code is good once, even under concurrency.
     let done = sqlx::query("UPDATE users SET mfa_last_step = $1 WHERE id = $2 AND mfa_last_step < $1")
         .bind(step)
@@ -235,6 +312,7 @@ async fn challenge(State(st): State<AppState>, p: Principal, Body(req): Body<Cod
             scopes: &scopes,
             created_at: now(),
             expires_at: Some(expires_at),
+            minted_mfa: true,
         },
     )
     .await?;

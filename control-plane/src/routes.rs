@@ -193,6 +193,7 @@ async fn login(
             scopes: &scopes,
             created_at: now(),
             expires_at: Some(expires_at),
+            minted_mfa: false,
         },
     )
     .await?;
@@ -365,6 +366,7 @@ async fn create_token(
     Body(req): Body<CreateToken>,
 ) -> ApiResult<(StatusCode, Json<CreatedToken>)> {
     p.require("tokens:write")?;
+    crate::mfa::require_mfa(&st, &p, "creating a token").await?;
     validate_name("name", &req.name)?;
     let token_type = req.token_type.clone().unwrap_or_else(|| "access".into());
     check_token_type(&token_type)?;
@@ -391,6 +393,7 @@ async fn create_token(
             scopes: &scopes,
             created_at,
             expires_at,
+            minted_mfa: p.mfa_authenticated,
         },
     )
     .await?;
@@ -480,6 +483,7 @@ async fn rotate_token(
             scopes: &scopes,
             created_at: now,
             expires_at,
+            minted_mfa: p.mfa_authenticated || p.minted_mfa,
         },
     )
     .await?;

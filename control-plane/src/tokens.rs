@@ -20,6 +20,8 @@ pub(crate) struct NewToken<'a> {
     pub(crate) scopes: &'a str,
     pub(crate) created_at: i64,
     pub(crate) expires_at: Option<i64>,
+    /// Minted by an MFA-authenticated session.
+    pub(crate) minted_mfa: bool,
 }
 
 pub(crate) async fn insert_token<'e>(
@@ -27,8 +29,8 @@ pub(crate) async fn insert_token<'e>(
     t: NewToken<'_>,
 ) -> ApiResult<()> {
     sqlx::query(
-        "INSERT INTO tokens (id, org_id, user_id, name, token_type, prefix, secret_hash, scopes, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        "INSERT INTO tokens (id, org_id, user_id, name, token_type, prefix, secret_hash, scopes, created_at, expires_at, minted_mfa) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
     )
     .bind(t.id)
     .bind(t.org_id)
@@ -40,6 +42,7 @@ pub(crate) async fn insert_token<'e>(
     .bind(t.scopes)
     .bind(t.created_at)
     .bind(t.expires_at)
+    .bind(i64::from(t.minted_mfa))
     .execute(db)
     .await?;
     Ok(())
