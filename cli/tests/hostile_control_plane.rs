@@ -113,8 +113,23 @@ fn idle_and_half_sent_connections_are_closed_and_the_cap_holds() {
 
 #[test]
 fn parallel_guesses_are_throttled_alike_for_known_and_unknown_accounts() {
-    let tmp = tempfile::tempdir().expect("tmp");
-    let server = start(tmp.path(), &[]);
+    let pg = kt_testkit::db::PgDb::create();
+    let mut urls = vec![None];
+    if let Some(db) = &pg {
+        urls.push(Some(db.url()));
+    }
+    for url in urls {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let mut env = vec![("KT_BOOTSTRAP_EMAIL", OWNER), ("KT_BOOTSTRAP_PASSWORD", PASSWORD)];
+        if let Some(u) = url.as_deref() {
+            env.push(("KT_DATABASE_URL", u));
+        }
+        let server = ServerProcess::start(KT, tmp.path(), &[], &env);
+        guesses_are_throttled(&server);
+    }
+}
+
+fn guesses_are_throttled(server: &ServerProcess) {
     for email in [OWNER, "nobody@example.com"] {
         let answers: Vec<kt_testkit::Answer> = std::thread::scope(|s| {
             let handles: Vec<_> = (0..20)

@@ -18,6 +18,7 @@ pub mod config;
 pub mod decision;
 pub mod diagnostics;
 pub mod exchange;
+pub mod fuzzing;
 pub mod json;
 pub mod kinds;
 pub mod normalize;

@@ -16,6 +16,7 @@ pub mod conn;
 mod demo;
 mod error;
 mod events;
+pub mod fuzzing;
 mod gateway;
 mod h1;
 mod ids;

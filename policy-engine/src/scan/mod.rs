@@ -19,7 +19,7 @@ use regex_automata::util::syntax;
 use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
-mod automaton;
+pub mod automaton;
 
 use automaton::LiteralDfa;
 
