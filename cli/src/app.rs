@@ -133,6 +133,35 @@ mod tests {
         );
     }
 
+    /// Every command and flag of `kt`, as (path, what lacks help).
+    fn missing_help(cmd: &clap::Command, path: &str, out: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let builtin = matches!(arg.get_id().as_str(), "help" | "version");
+            if !builtin && !arg.is_hide_set() && arg.get_help().is_none() && arg.get_long_help().is_none() {
+                out.push(format!("{path} --{}", arg.get_id()));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_name() != "help" && !sub.is_hide_set() && sub.get_about().is_none() {
+                out.push(format!("{sub_path} (no description)"));
+            }
+            missing_help(sub, &sub_path, out);
+        }
+    }
+
+    #[test]
+    fn config_var_and_secret_commands_explain_every_flag() {
+        use clap::CommandFactory;
+        let cli = Cli::command();
+        let mut missing = Vec::new();
+        for name in ["config-var", "secret"] {
+            let cmd = cli.find_subcommand(name).expect("command exists");
+            missing_help(cmd, &format!("kt {name}"), &mut missing);
+        }
+        assert!(missing.is_empty(), "without a help text: {missing:#?}");
+    }
+
     #[test]
     fn command_definitions_are_consistent() {
         use clap::CommandFactory;

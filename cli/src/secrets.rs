@@ -57,20 +57,25 @@ impl NewValue {
 pub enum SecretCommand {
     /// Secrets of the organisation (metadata only)
     List {
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// One secret's metadata (values are write-only)
     Get {
+        /// The secret's id (secret_…)
         #[arg(long, value_name = "ID")]
         secret_id: String,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Store a secret, encrypted; reference it as secret_key_ref: {store: <name>}
     Create {
+        /// 1 to 128 letters, digits, '_', '-' or '.'; what secret_key_ref.store names
         #[arg(long)]
         name: String,
+        /// What the secret is for
         #[arg(long)]
         description: Option<String>,
         #[command(flatten)]
@@ -79,11 +84,13 @@ pub enum SecretCommand {
         /// none: only the providers' public endpoints (api.openai.com, …)
         #[arg(long = "allowed-host", value_name = "HOST")]
         allowed_hosts: Vec<String>,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Replace a secret's value, where it may be sent, or both
     Update {
+        /// The secret's id (secret_…)
         #[arg(long, value_name = "ID")]
         secret_id: String,
         #[command(flatten)]
@@ -94,11 +101,13 @@ pub enum SecretCommand {
         /// Allow only the providers' public endpoints again (needs secrets:bind)
         #[arg(long)]
         public_endpoints_only: bool,
+        /// Print JSON instead of text
         #[arg(long)]
         json: bool,
     },
     /// Delete a secret (gateways that reference it fail to load new configurations)
     Delete {
+        /// The secret's id (secret_…)
         #[arg(long, value_name = "ID")]
         secret_id: String,
         /// Confirm the deletion

@@ -843,3 +843,26 @@ mod gateway {
         );
     }
 }
+
+#[test]
+fn a_reader_that_goes_away_ends_kt_quietly() {
+    use std::process::Stdio;
+    let dir = tempfile::tempdir().expect("tmp");
+    // `kt policy schema | head -0`: the reader is gone before kt writes a byte.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kt"))
+        .args(["policy", "schema"])
+        .current_dir(dir.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kt runs");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("kt ends");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(141),
+        "ends as a program stopped by SIGPIPE does"
+    );
+}

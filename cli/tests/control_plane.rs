@@ -701,6 +701,15 @@ fn token_rotation_needs_mfa_on(backend: &Backend) {
         None,
     );
     assert_eq!(r.status, 200, "{}", r.text());
+    // In text, the new secret is the first line: nothing stands between it and the reader.
+    let (third, _) = create_token(&server.addr, &mfa_session, "ci-3", &["tokens:read"]);
+    let o = kt(&cfg, &server.addr, &["auth", "token", "rotate", "--id", &third], &[]);
+    assert_eq!(o.status.code(), Some(0), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        stdout(&o).lines().next().is_some_and(|l| l.starts_with("kt_live_")),
+        "{}",
+        stdout(&o)
+    );
 
     // Seeds are sealed at rest.
     if let Backend::Sqlite = backend {
