@@ -41,6 +41,14 @@ impl Operator {
         op
     }
 
+    /// The stored session token.
+    fn token(&self) -> String {
+        let creds: Value =
+            serde_json::from_str(&std::fs::read_to_string(self.cfg.join("credentials.json")).expect("creds"))
+                .expect("json");
+        creds["profiles"]["default"]["token"].as_str().expect("token").to_owned()
+    }
+
     fn kt(&self, args: &[&str]) -> Output {
         Command::new(KT)
             .args(args)
@@ -638,7 +646,11 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
         );
     }
     let file = tmp.path().join("p.yaml");
-    std::fs::write(&file, pack("1.0.0", false, "127.0.0.1:9", "")).expect("write");
+    std::fs::write(
+        &file,
+        pack("1.0.0", false, "127.0.0.1:9", ", api_key: sk-literal-0123456789abcdef"),
+    )
+    .expect("write");
     let path = file.to_str().expect("path");
     op.json(&[
         "policy",
@@ -659,6 +671,20 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
     ]);
     let g = op.json(&["gateway", "inspect", "--id", "production", "--json"]);
     assert_eq!(g["desired"]["version"], 1, "{g}");
+    // A literal key is redacted in every read of the stored configuration.
+    let shown = op.json(&["gateway", "config", "--id", "local-gateway", "--json"]);
+    let yaml = shown["yaml"].as_str().expect("yaml");
+    assert!(!yaml.contains("sk-literal") && yaml.contains("[REDACTED]"), "{yaml}");
+    let cid = shown["configuration_id"].as_str().expect("configuration id");
+    let r = http_with(
+        &server.addr,
+        "GET",
+        &format!("/v1/admin/configurations/{cid}/versions/1"),
+        None,
+        &[("authorization", &format!("Bearer {}", op.token()))],
+    )
+    .expect("answer");
+    assert!(!r.text().contains("sk-literal"), "{}", r.text());
     let o = op.kt(&["gateway", "create", "--name", "other", "--id", "production"]);
     assert_eq!(o.status.code(), Some(1), "a taken id is a conflict");
     let o = op.kt(&["gateway", "create", "--name", "other", "--id", "no spaces"]);
