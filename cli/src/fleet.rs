@@ -167,47 +167,8 @@ pub fn gateway(cmd: GatewayAdmin, g: &GlobalArgs) -> Result<Exit> {
             description,
             id,
             json,
-        } => {
-            let created: CreatedGateway = client
-                .send("POST", "/v1/gateways", &CreateGateway { name, description, id })
-                .map_err(api_error)?;
-            if json {
-                print_json(&created)?;
-            } else {
-                println!("Created gateway {} ({})", created.gateway.name, created.gateway.id);
-                println!("Gateway token (shown once): {}", created.token);
-                eprintln!(
-                    "Run it with: KEEPTRUSTS_GATEWAY_ID={} KEEPTRUSTS_GATEWAY_TOKEN=<token> kt run --managed",
-                    created.gateway.id
-                );
-            }
-        }
-        GatewayAdmin::List { json } => {
-            let list: GatewayList = client.get("/v1/gateways").map_err(api_error)?;
-            if json {
-                print_json(&list)?;
-            } else if list.data.is_empty() {
-                println!("No gateways. Register one with `kt gateway create --name <name>`.");
-            } else {
-                println!(
-                    "{:<22} {:<20} {:<9} {:<10} {:>7} {:>7}",
-                    "ID", "NAME", "STATUS", "SYNC", "DESIRED", "APPLIED"
-                );
-                for gw in &list.data {
-                    let v =
-                        |r: &Option<kt_api::VersionRef>| r.as_ref().map_or("-".to_owned(), |r| r.version.to_string());
-                    println!(
-                        "{:<22} {:<20} {:<9} {:<10} {:>7} {:>7}",
-                        gw.id,
-                        gw.name,
-                        gw.status,
-                        gw.sync,
-                        v(&gw.desired),
-                        v(&gw.applied)
-                    );
-                }
-            }
-        }
+        } => create(&client, CreateGateway { name, description, id }, json)?,
+        GatewayAdmin::List { json } => list(&client, json)?,
         GatewayAdmin::Inspect { id, json } => {
             let gw: GatewayInfo = client
                 .get(&format!("/v1/gateways/{}", path_id(&id)))
@@ -278,6 +239,50 @@ pub fn gateway(cmd: GatewayAdmin, g: &GlobalArgs) -> Result<Exit> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// `kt gateway create`: registers the gateway and shows its token once.
+fn create(client: &kt_api::Client, req: CreateGateway, json: bool) -> Result<()> {
+    let created: CreatedGateway = client.send("POST", "/v1/gateways", &req).map_err(api_error)?;
+    if json {
+        return print_json(&created);
+    }
+    println!("Created gateway {} ({})", created.gateway.name, created.gateway.id);
+    println!("Gateway token (shown once): {}", created.token);
+    eprintln!(
+        "Run it with: KEEPTRUSTS_GATEWAY_ID={} KEEPTRUSTS_GATEWAY_TOKEN=<token> kt run --managed",
+        created.gateway.id
+    );
+    Ok(())
+}
+
+/// `kt gateway list`.
+fn list(client: &kt_api::Client, json: bool) -> Result<()> {
+    let list: GatewayList = client.get("/v1/gateways").map_err(api_error)?;
+    if json {
+        return print_json(&list);
+    }
+    if list.data.is_empty() {
+        println!("No gateways. Register one with `kt gateway create --name <name>`.");
+        return Ok(());
+    }
+    println!(
+        "{:<22} {:<20} {:<9} {:<10} {:>7} {:>7}",
+        "ID", "NAME", "STATUS", "SYNC", "DESIRED", "APPLIED"
+    );
+    let v = |r: &Option<kt_api::VersionRef>| r.as_ref().map_or("-".to_owned(), |r| r.version.to_string());
+    for gw in &list.data {
+        println!(
+            "{:<22} {:<20} {:<9} {:<10} {:>7} {:>7}",
+            gw.id,
+            gw.name,
+            gw.status,
+            gw.sync,
+            v(&gw.desired),
+            v(&gw.applied)
+        );
+    }
+    Ok(())
 }
 
 /// The configuration document of a YAML text as JSON (for the semantic diff).

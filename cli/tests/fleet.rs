@@ -46,7 +46,10 @@ impl Operator {
         let creds: Value =
             serde_json::from_str(&std::fs::read_to_string(self.cfg.join("credentials.json")).expect("creds"))
                 .expect("json");
-        creds["profiles"]["default"]["token"].as_str().expect("token").to_owned()
+        creds["profiles"]["default"]["token"]
+            .as_str()
+            .expect("token")
+            .to_owned()
     }
 
     fn kt(&self, args: &[&str]) -> Output {

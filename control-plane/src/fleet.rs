@@ -214,24 +214,27 @@ async fn inspect_gateway(
     Ok(Json(load_gateway(&st, &p.org_id, &id).await?.info))
 }
 
+/// The gateway's token may resolve secrets: no one hands out what they do not hold.
+fn may_issue_gateway_token(p: &Principal) -> ApiResult<()> {
+    match auth::split_scopes(GATEWAY_TOKEN_SCOPES).into_iter().find(|s| !p.has(s)) {
+        None => Ok(()),
+        Some(scope) => Err(ApiError::Forbidden {
+            message: format!(
+                "creating a gateway issues a token with '{scope}', which the calling token does not hold; \
+                 use a token that holds {GATEWAY_TOKEN_SCOPES} as well as gateways:write"
+            ),
+            scope: Some(scope),
+        }),
+    }
+}
+
 async fn create_gateway(
     State(st): State<AppState>,
     p: Principal,
     Body(req): Body<CreateGateway>,
 ) -> ApiResult<(StatusCode, Json<CreatedGateway>)> {
     p.require("gateways:write")?;
-    // The gateway's token may resolve secrets: no one hands out what they do not hold.
-    for scope in auth::split_scopes(GATEWAY_TOKEN_SCOPES) {
-        if !p.has(&scope) {
-            return Err(ApiError::Forbidden {
-                message: format!(
-                    "creating a gateway issues a token with '{scope}', which the calling token does not hold; \
-                     use a token that holds {GATEWAY_TOKEN_SCOPES} as well as gateways:write"
-                ),
-                scope: Some(scope),
-            });
-        }
-    }
+    may_issue_gateway_token(&p)?;
     crate::mfa::require_mfa(&st, &p, "creating a gateway (which issues its token)").await?;
     validate_name("name", &req.name)?;
     let description = req.description.unwrap_or_default();
