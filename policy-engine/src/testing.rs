@@ -73,11 +73,23 @@ pub struct TestReport {
 pub fn load_golden(path: &Path) -> Result<Vec<LoadedCase>, String> {
     let source = path.display().to_string();
     let src = crate::config::read_source(path).map_err(|d| d.message)?;
-    let (doc, dups) = yaml::parse(&src.text).map_err(|d| d.iter().map(describe).collect::<Vec<_>>().join("; "))?;
-    if let Some(d) = dups.first() {
-        return Err(describe(d));
-    }
-    let items = match doc.value {
+    let value = if src.text.trim_start().starts_with(['{', '[']) {
+        // JSON (as `json.dump` writes it) is read as JSON, so every JSON escape holds,
+        // surrogate pairs such as "\ud83d\ude00" included; repeated keys are refused.
+        crate::json::parse_strict(src.text.as_bytes()).map_err(|e| match e {
+            crate::json::BodyError::Syntax(why) => format!("invalid JSON: {why}"),
+            crate::json::BodyError::DuplicateKey(k) => {
+                format!("invalid JSON: the key \"{k}\" appears twice in one object")
+            }
+        })?
+    } else {
+        let (doc, dups) = yaml::parse(&src.text).map_err(|d| d.iter().map(describe).collect::<Vec<_>>().join("; "))?;
+        if let Some(d) = dups.first() {
+            return Err(describe(d));
+        }
+        doc.value
+    };
+    let items = match value {
         Value::Array(a) => a,
         other => vec![other],
     };
@@ -333,5 +345,44 @@ pub fn run(policy: &CompiledPolicy, cases: &[LoadedCase]) -> TestReport {
         passed,
         failed,
         results,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_test_files_take_every_json_escape() {
+        let dir = tempfile::tempdir().expect("tmp");
+        // What Python's json.dump writes for an emoji and an accented letter.
+        let path = dir.path().join("emoji.json");
+        std::fs::write(
+            &path,
+            r#"{"name": "emoji", "input": {"messages": [{"role": "user", "content": "smile \ud83d\ude00 caf\u00e9"}]}, "expected": {"verdict": "allow"}}"#,
+        )
+        .expect("write");
+        let cases = load_golden(&path).expect("loads");
+        assert_eq!(cases[0].case.input.messages[0]["content"], "smile 😀 café");
+        // A lone surrogate is not text: a clear error naming the problem.
+        std::fs::write(
+            &path,
+            r#"{"name": "x", "input": {"messages": [{"role": "user", "content": "\ud83d"}]}}"#,
+        )
+        .expect("write");
+        let err = load_golden(&path).expect_err("refused");
+        assert!(err.starts_with("invalid JSON") && err.contains("escape"), "{err}");
+        // Repeated keys are refused in JSON as in YAML.
+        std::fs::write(&path, r#"{"name": "a", "name": "b", "input": {"messages": []}}"#).expect("write");
+        let err = load_golden(&path).expect_err("refused");
+        assert!(err.contains("\"name\" appears twice"), "{err}");
+        // YAML files still load as YAML.
+        let yaml = dir.path().join("case.yaml");
+        std::fs::write(
+            &yaml,
+            "name: y\ninput: {messages: [{role: user, content: hi}]}\nexpected: {verdict: allow}\n",
+        )
+        .expect("write");
+        assert_eq!(load_golden(&yaml).expect("loads")[0].case.name, "y");
     }
 }
