@@ -899,3 +899,44 @@ fn a_stored_session_is_sent_only_to_the_api_that_issued_it() {
     let o = kt(&cfg, &server.addr, &["auth", "whoami"], &[]);
     assert_eq!(o.status.code(), Some(0), "the issuing API still works");
 }
+
+#[test]
+fn rotation_never_widens_a_token_and_keeps_a_gateway_token_bound() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(&Backend::Sqlite, &tmp.path().join("data"));
+    let owner = login(&server.addr);
+    let (broad, _) = create_token(&server.addr, &owner, "broad", &["secrets:read", "tokens:read"]);
+    let (_, narrow) = create_token(&server.addr, &owner, "narrow", &["tokens:write"]);
+    let r = call(
+        &server.addr,
+        "POST",
+        &format!("/v1/tokens/{broad}/rotate"),
+        Some(&narrow),
+        None,
+    );
+    assert_error(&r, 403, "auth.forbidden");
+    assert_eq!(r.json()["error"]["details"]["required_scope"], "secrets:read");
+    assert!(!r.text().contains("kt_live_"), "no new secret handed out");
+
+    let g = call(
+        &server.addr,
+        "POST",
+        "/v1/gateways",
+        Some(&owner),
+        Some(json!({"name": "edge"})),
+    );
+    assert_eq!(g.status, 201, "{}", g.text());
+    let token_id = g.json()["token_id"].as_str().expect("token id").to_owned();
+    let r = call(
+        &server.addr,
+        "POST",
+        &format!("/v1/tokens/{token_id}/rotate"),
+        Some(&owner),
+        None,
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    let rotated = r.json()["created"]["token"].as_str().expect("secret").to_owned();
+    // The successor still acts for its gateway (404: nothing rolled out yet, not 403).
+    let r = call(&server.addr, "GET", "/v1/gateway/config", Some(&rotated), None);
+    assert_eq!(r.status, 404, "{}", r.text());
+}

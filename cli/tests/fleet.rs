@@ -690,6 +690,10 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
     assert!(!r.text().contains("sk-literal"), "{}", r.text());
     let o = op.kt(&["gateway", "create", "--name", "other", "--id", "production"]);
     assert_eq!(o.status.code(), Some(1), "a taken id is a conflict");
+    let o = op.kt(&["gateway", "create", "--name", "shadow", "--id", "local-gateway"]);
+    assert_eq!(o.status.code(), Some(1), "an id may not shadow another gateway's name");
+    let o = op.kt(&["gateway", "create", "--name", "production"]);
+    assert_eq!(o.status.code(), Some(1), "a name may not shadow another gateway's id");
     let o = op.kt(&["gateway", "create", "--name", "other", "--id", "no spaces"]);
     assert_eq!(o.status.code(), Some(2), "an invalid id is refused");
 }

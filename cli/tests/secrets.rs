@@ -249,6 +249,28 @@ fn secrets_are_write_only_encrypted_and_scoped() {
     );
     assert_eq!(r.status, 403, "{}", r.text());
     assert_eq!(r.json()["error"]["details"]["required_scope"], "config_vars:resolve");
+    // Holding what the gateway token gets is not enough: its token receives secret values,
+    // so creating one decides where secrets go (secrets:bind).
+    let almost = mint(
+        &server,
+        &session,
+        &[
+            "gateways:write",
+            "config_vars:resolve",
+            "control_plane",
+            "configurations:write",
+        ],
+        "access",
+    );
+    let r = api(
+        &server,
+        "POST",
+        "/v1/gateways",
+        &almost,
+        Some(json!({"name": "sneaky"})),
+    );
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["details"]["required_scope"], "secrets:bind");
 
     // A gateway's own token resolves exactly the names its rolled-out configuration uses.
     let gateway = gateway_using(
@@ -319,6 +341,14 @@ fn secrets_are_write_only_encrypted_and_scoped() {
         &[],
         None,
     );
+    // A sensitive variable cannot be made plain: that would reveal its value.
+    let o = cli.run(
+        &["config-var", "update", "--name", "token-x", "--sensitive", "false"],
+        &[],
+        None,
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!String::from_utf8_lossy(&o.stdout).contains(SECRET));
     let listed = cli.ok(&["config-var", "list"], &[], None);
     assert!(
         listed.contains("region = eu-west-1") && listed.contains("token-x = (sensitive)"),

@@ -30,6 +30,10 @@ use crate::{AppState, now};
 const MAX_WAIT_SECS: u64 = 60;
 /// Scopes of the token issued with a new gateway.
 const GATEWAY_TOKEN_SCOPES: &str = "config_vars:resolve,control_plane";
+/// What creating a gateway needs besides `gateways:write`: the scopes its token gets, and
+/// `secrets:bind`, since a gateway's token receives the secret values its configuration
+/// uses (whoever creates a gateway decides where secrets go).
+const GATEWAY_CREATION_SCOPES: &str = "config_vars:resolve,control_plane,secrets:bind";
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -216,12 +220,15 @@ async fn inspect_gateway(
 
 /// The gateway's token may resolve secrets: no one hands out what they do not hold.
 fn may_issue_gateway_token(p: &Principal) -> ApiResult<()> {
-    match auth::split_scopes(GATEWAY_TOKEN_SCOPES).into_iter().find(|s| !p.has(s)) {
+    match auth::split_scopes(GATEWAY_CREATION_SCOPES)
+        .into_iter()
+        .find(|s| !p.has(s))
+    {
         None => Ok(()),
         Some(scope) => Err(ApiError::Forbidden {
             message: format!(
-                "creating a gateway issues a token with '{scope}', which the calling token does not hold; \
-                 use a token that holds {GATEWAY_TOKEN_SCOPES} as well as gateways:write"
+                "creating a gateway issues a token that receives secret values; it needs '{scope}', which the calling token does not hold \
+                 (needed: gateways:write and {GATEWAY_CREATION_SCOPES})"
             ),
             scope: Some(scope),
         }),
@@ -248,6 +255,19 @@ async fn create_gateway(
         }
         None => auth::new_id("gw"),
     };
+    // Ids and names answer alike: neither may equal another gateway's other one.
+    let clash = sqlx::query("SELECT 1 FROM gateways WHERE org_id = $1 AND (name = $2 OR id = $3)")
+        .bind(&p.org_id)
+        .bind(&id)
+        .bind(req.name.trim())
+        .fetch_optional(&st.db)
+        .await?;
+    if clash.is_some() {
+        return Err(ApiError::Conflict(format!(
+            "the id '{id}' or the name '{}' is already another gateway's name or id",
+            req.name.trim()
+        )));
+    }
     let token_id = auth::new_id("tok");
     let secret = auth::new_secret("kt_gk_");
     let created_at = now();

@@ -176,7 +176,8 @@ pub async fn require_mfa(st: &AppState, p: &Principal, operation: &str) -> ApiRe
     let Some(user) = &p.user_id else {
         return Ok(());
     };
-    if p.mfa_authenticated || p.minted_mfa || p.token_type == "gateway" {
+    // A gateway's own token acts for the gateway, not for a person.
+    if p.mfa_authenticated || p.minted_mfa || p.gateway_id.is_some() {
         return Ok(());
     }
     let enrolled = sqlx::query("SELECT mfa_secret FROM users WHERE id = $1")

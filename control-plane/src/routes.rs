@@ -447,6 +447,14 @@ async fn rotate_token(
     p.require("tokens:write")?;
     crate::mfa::require_mfa(&st, &p, "token rotation").await?;
     let old = token_info(&find_token(&st, &p, &id).await?)?;
+    // The successor carries the old token's scopes: only someone who could grant them may
+    // rotate it (a narrow token must not obtain a broad one's new secret).
+    if let Some(missing) = old.scopes.iter().find(|s| !p.has(s)) {
+        return Err(ApiError::Forbidden {
+            message: format!("cannot rotate token '{id}': it holds '{missing}', which the calling token does not hold"),
+            scope: Some(missing.clone()),
+        });
+    }
     if old.state != "active" {
         return Err(ApiError::Conflict(format!(
             "token '{id}' is {}; only active tokens rotate",
@@ -487,6 +495,12 @@ async fn rotate_token(
         },
     )
     .await?;
+    // A gateway's token stays bound to its gateway.
+    sqlx::query("UPDATE tokens SET gateway_id = (SELECT gateway_id FROM tokens WHERE id = $1) WHERE id = $2")
+        .bind(&id)
+        .bind(&new_id)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     let revoked = TokenInfo {
         state: "revoked".into(),

@@ -373,6 +373,7 @@ async fn update_secret(
     let hosts = match &req.allowed_hosts {
         Some(h) => {
             p.require("secrets:bind")?;
+            crate::mfa::require_mfa(&st, &p, "changing where a secret may be sent").await?;
             Some(binding_column(h)?)
         }
         None => None,
@@ -548,7 +549,14 @@ async fn update_var(
         }
         None => row.try_get("description")?,
     };
-    let sensitive = req.sensitive.unwrap_or(row.try_get::<i64, _>("sensitive")? != 0);
+    let was_sensitive = row.try_get::<i64, _>("sensitive")? != 0;
+    if was_sensitive && req.sensitive == Some(false) {
+        // Turning it off would hand the stored value to anyone with config_vars:read.
+        return Err(ApiError::validation(
+            "a sensitive config variable stays sensitive; delete it and create it again to store a plain value",
+        ));
+    }
+    let sensitive = req.sensitive.unwrap_or(was_sensitive);
     let sealed = st.key.seal(&p.org_id, "config_variable", &name, &value)?;
     sqlx::query(
         "UPDATE config_variables SET value = $1, description = $2, sensitive = $3, encryption = 'aes-gcm-siv', updated_at = $4 \
