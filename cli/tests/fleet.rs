@@ -294,7 +294,7 @@ fn push_deploy_revert_across_two_managed_gateways() {
                 "3.0.0",
                 true,
                 &provider.addr,
-                ", secret_key_ref: {env: KT_MISSING_PROVIDER_KEY}",
+                ", secret_key_ref: {env: MISSING_PROVIDER_KEY_FOR_TEST}",
             ),
         )
         .expect("write");
@@ -310,7 +310,10 @@ fn push_deploy_revert_across_two_managed_gateways() {
         let o = op.kt(&["policy", "deploy", "--gateway-id", &g1, "--timeout", "10"]);
         assert_eq!(o.status.code(), Some(1), "a refused version fails the deploy");
         let out = String::from_utf8_lossy(&o.stdout);
-        assert!(out.contains("✗") && out.contains("KT_MISSING_PROVIDER_KEY"), "{out}");
+        assert!(
+            out.contains("✗") && out.contains("MISSING_PROVIDER_KEY_FOR_TEST"),
+            "{out}"
+        );
         let state = op.json(&["gateway", "inspect", "--id", &g1, "--json"]);
         assert_eq!(state["sync"], "failed", "{state}");
         assert_eq!(state["status"], "degraded");

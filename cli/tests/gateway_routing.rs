@@ -263,12 +263,12 @@ fn round_robin_spreads_requests_and_weighted_respects_weights() {
 fn azure_targets_get_the_deployment_path_api_version_and_key_header() {
     let az = MockProvider::start(openai_echo(""));
     let yaml = format!(
-        "{}providers:\n  targets:\n    - {{id: az, provider: azure, model: gpt-4o, azure_deployment: prod-4o, azure_api_version: 2024-06-01, base_url: \"http://{}\", secret_key_ref: {{env: KT_TEST_AZURE_KEY}}}}\n",
+        "{}providers:\n  targets:\n    - {{id: az, provider: azure, model: gpt-4o, azure_deployment: prod-4o, azure_api_version: 2024-06-01, base_url: \"http://{}\", secret_key_ref: {{env: TEST_AZURE_KEY}}}}\n",
         head(""),
         az.addr
     );
     let dir = config_dir(&yaml);
-    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("KT_TEST_AZURE_KEY", "az-secret")]);
+    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("TEST_AZURE_KEY", "az-secret")]);
     let r = chat(&gw.addr, "gpt-4o", "hi");
     assert_eq!(r.status, 200, "{}", r.text());
     let body = json!({"model": "gpt-4o", "input": ["a", "b"]}).to_string();
@@ -817,7 +817,7 @@ fn a_missing_credential_stops_startup_and_is_refused_on_reload() {
         )
     };
     // Start-up: exit 2 naming the target and the variable.
-    let dir = config_dir(&with_env("KT_TEST_UNSET_KEY_1"));
+    let dir = config_dir(&with_env("TEST_UNSET_PROVIDER_KEY_1"));
     let out = std::process::Command::new(KT)
         .args(["gateway", "run", "--listen", &kt_testkit::free_addr()])
         .current_dir(dir.path())
@@ -826,18 +826,22 @@ fn a_missing_credential_stops_startup_and_is_refused_on_reload() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
-        stderr.contains("target 'p'") && stderr.contains("KT_TEST_UNSET_KEY_1"),
+        stderr.contains("target 'p'") && stderr.contains("TEST_UNSET_PROVIDER_KEY_1"),
         "{stderr}"
     );
     // Reload: rejected with the reason, the running configuration keeps serving.
-    let dir = config_dir(&with_env("KT_TEST_SET_KEY"));
-    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("KT_TEST_SET_KEY", "sk-1")]);
+    let dir = config_dir(&with_env("TEST_SET_PROVIDER_KEY"));
+    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("TEST_SET_PROVIDER_KEY", "sk-1")]);
     assert_eq!(chat(&gw.addr, "m", "hi").status, 200);
     assert_eq!(p.received()[0].header("authorization"), Some("Bearer sk-1"));
-    std::fs::write(dir.path().join("policy-config.yaml"), with_env("KT_TEST_UNSET_KEY_2")).expect("write");
+    std::fs::write(
+        dir.path().join("policy-config.yaml"),
+        with_env("TEST_UNSET_PROVIDER_KEY_2"),
+    )
+    .expect("write");
     let r = http(&gw.addr, "POST", "/keeptrusts/config/reload", None).expect("reload");
     assert_eq!(r.status, 422, "{}", r.text());
-    assert!(r.text().contains("KT_TEST_UNSET_KEY_2"), "{}", r.text());
+    assert!(r.text().contains("TEST_UNSET_PROVIDER_KEY_2"), "{}", r.text());
     assert_eq!(chat(&gw.addr, "m", "still").status, 200);
 }
 

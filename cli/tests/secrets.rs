@@ -541,7 +541,10 @@ fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
     assert_eq!(r.json()["error"]["details"]["required_scope"], "secrets:bind");
     let o = push(&cli, &[("KEEPTRUSTS_API_TOKEN", writer.as_str())]);
     assert_ne!(o.status.code(), Some(0), "the narrow token is refused as well");
-    // An administrator binds it to the provider's host; then the push goes through.
+    // An administrator binds it to the provider's host; then the push goes through. The
+    // refusal named the entry to allow; a bare host would mean https on 443 only.
+    let entry = format!("http://{}", provider.addr);
+    assert!(said.contains(&format!("--allowed-host {entry}")), "{said}");
     cli.ok(
         &[
             "secret",
@@ -554,9 +557,16 @@ fn a_managed_gateway_resolves_stored_secrets_without_revealing_them() {
         &[],
         None,
     );
+    let o = push(&cli, &[]);
+    assert_ne!(o.status.code(), Some(0), "127.0.0.1 alone means https on port 443");
+    cli.ok(
+        &["secret", "update", "--secret-id", &secret_id, "--allowed-host", &entry],
+        &[],
+        None,
+    );
     let shown = cli.ok(&["secret", "get", "--secret-id", &secret_id], &[], None);
     assert!(
-        shown.contains("Sent to:     127.0.0.1") && shown.contains("Updated:     20"),
+        shown.contains(&format!("Sent to:     {entry}")) && shown.contains("Updated:     20"),
         "{shown}"
     );
     let o = push(&cli, &[]);

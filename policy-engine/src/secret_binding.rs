@@ -16,12 +16,31 @@ pub const MAX_HOSTS: usize = 32;
 /// `None` for anything else, including URLs with user information (`user@host`), whose
 /// host readers disagree on.
 pub fn url_host(url: &str) -> Option<(String, Option<u16>)> {
-    let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"))?;
+    url_parts(url).map(|(_, h, p)| (h, p))
+}
+
+/// Whether the URL is https, its host and its explicit port.
+fn url_parts(url: &str) -> Option<(bool, String, Option<u16>)> {
+    let (https, rest) = match url.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("http://")?),
+    };
     let authority = rest.split(['/', '?', '#']).next()?;
     if authority.contains('@') || authority.is_empty() {
         return None;
     }
-    split_host_port(authority)
+    split_host_port(authority).map(|(h, p)| (https, h, p))
+}
+
+/// The allowed-host entry that admits exactly `url`'s scheme, host and port.
+pub fn entry_for(url: &str) -> Option<String> {
+    let (https, host, port) = url_parts(url)?;
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Some(match (https, port) {
+        (true, None | Some(443)) => host,
+        (true, Some(p)) => format!("{host}:{p}"),
+        (false, p) => format!("http://{host}:{}", p.unwrap_or(80)),
+    })
 }
 
 fn split_host_port(authority: &str) -> Option<(String, Option<u16>)> {
@@ -63,49 +82,84 @@ pub fn official_hosts() -> Vec<String> {
     hosts
 }
 
-/// Checks and normalises one allowed-host entry: `host`, `host:port`, `[v6]:port` or
-/// `*.domain` (any subdomain of `domain`, not `domain` itself).
+/// Checks and normalises one allowed-host entry: `host` or `host:port` (https; without a
+/// port, 443), `http://host[:port]` (plain http, spelled out; without a port, 80), or
+/// `*.domain` (https on 443 to any subdomain of `domain`, not `domain` itself).
 pub fn normalize_entry(entry: &str) -> Result<String, String> {
     let e = entry.trim();
-    let bad = || format!("'{entry}' is not a host: use host, host:port or *.domain (no scheme, path or user)");
-    if e.is_empty() || e.len() > MAX_HOST_LEN || e.contains("://") {
+    let bad =
+        || format!("'{entry}' is not a host: use host, host:port, http://host:port or *.domain (no path or user)");
+    if e.is_empty() || e.len() > MAX_HOST_LEN {
         return Err(bad());
     }
+    let (http, e) = match (e.strip_prefix("http://"), e.strip_prefix("https://")) {
+        (Some(rest), _) => (true, rest),
+        (None, Some(rest)) => (false, rest),
+        (None, None) if e.contains("://") => return Err(bad()),
+        (None, None) => (false, e),
+    };
+    let e = e.strip_suffix('/').unwrap_or(e);
     let (wild, rest) = match e.strip_prefix("*.") {
         Some(r) => (true, r),
         None => (false, e),
     };
     let (host, port) = split_host_port(rest).ok_or_else(bad)?;
-    if wild && (port.is_some() || !host.contains('.') || host.contains('*')) {
+    if wild && (http || port.is_some() || !host.contains('.') || host.contains('*')) {
         return Err(bad());
     }
     let host = if host.contains(':') { format!("[{host}]") } else { host };
-    Ok(match (wild, port) {
-        (true, _) => format!("*.{host}"),
-        (false, Some(p)) => format!("{host}:{p}"),
-        (false, None) => host,
+    Ok(match (wild, http, port) {
+        (true, ..) => format!("*.{host}"),
+        (false, true, p) => format!("http://{host}:{}", p.unwrap_or(80)),
+        (false, false, None | Some(443)) => host,
+        (false, false, Some(p)) => format!("{host}:{p}"),
     })
 }
 
-/// Whether `entry` (normalised) admits `host` and `port`.
-fn admits(entry: &str, host: &str, port: Option<u16>) -> bool {
+/// Whether `entry` (normalised) admits a URL's scheme, host and port.
+fn admits(entry: &str, https: bool, host: &str, port: Option<u16>) -> bool {
+    if let Some(rest) = entry.strip_prefix("http://") {
+        return !https && split_host_port(rest).is_some_and(|(eh, ep)| eh == host && ep == Some(port.unwrap_or(80)));
+    }
+    if !https || port.unwrap_or(443) != 443 && entry.starts_with("*.") {
+        return false;
+    }
     if let Some(domain) = entry.strip_prefix("*.") {
         return host.len() > domain.len() + 1
             && host.ends_with(domain)
             && host.as_bytes()[host.len() - domain.len() - 1] == b'.';
     }
-    split_host_port(entry).is_some_and(|(eh, ep)| eh == host && (ep.is_none() || ep == port))
+    split_host_port(entry).is_some_and(|(eh, ep)| eh == host && ep.unwrap_or(443) == port.unwrap_or(443))
 }
 
 /// Whether a secret bound to `allowed` (none: the official hosts) may be sent to `url`.
 pub fn allows(allowed: Option<&[String]>, url: &str) -> bool {
-    let Some((host, port)) = url_host(url) else {
+    let Some((https, host, port)) = url_parts(url) else {
         return false;
     };
     match allowed {
-        Some(list) if !list.is_empty() => list.iter().any(|e| admits(e, &host, port)),
-        _ => url.starts_with("https://") && port.is_none_or(|p| p == 443) && official_hosts().contains(&host),
+        Some(list) if !list.is_empty() => list.iter().any(|e| admits(e, https, &host, port)),
+        _ => https && port.is_none_or(|p| p == 443) && official_hosts().contains(&host),
     }
+}
+
+/// Whether an environment variable name is one of kt's own settings (`KEEPTRUSTS_*`,
+/// `KT_*`): a configuration may never send one as a provider key (a gateway's own
+/// control-plane token is among them).
+pub fn is_own_setting(name: &str) -> bool {
+    let upper = name.to_ascii_uppercase();
+    upper.starts_with("KEEPTRUSTS_") || upper.starts_with("KT_")
+}
+
+/// Whether `path_template` is a plain path on the target's host: it cannot name another
+/// host, leave the base path with `..`, or carry a query or fragment.
+pub fn is_plain_path(tpl: &str) -> bool {
+    tpl.starts_with('/')
+        && !tpl.starts_with("//")
+        && !tpl.contains("://")
+        && !tpl.contains(['?', '#', '\\', '@'])
+        && !tpl.split('/').any(|seg| seg == ".." || seg == ".")
+        && !tpl.chars().any(|c| c.is_whitespace() || c.is_control())
 }
 
 /// One place a configuration sends a stored value: `secret_key_ref.store` of a target.
@@ -148,13 +202,14 @@ pub fn violation(uses: &[StoreUse], binding: impl Fn(&str) -> Option<Option<Vec<
             return None;
         }
         let host = url_host(url).map_or_else(|| url.to_owned(), |(h, _)| h);
+        let entry = entry_for(url).unwrap_or_else(|| host.clone());
         let bound = match &allowed {
             Some(list) if !list.is_empty() => list.join(", "),
             _ => "the providers' public endpoints".to_owned(),
         };
         Some(format!(
             "target '{}' would send stored secret '{}' to '{host}', but that secret may only be sent to {bound}; \
-             an administrator with the secrets:bind scope can allow the host (kt secret update --secret-id … --allowed-host {host})",
+             an administrator with the secrets:bind scope can allow the host (kt secret update --secret-id … --allowed-host {entry})",
             u.target, u.name
         ))
     })
@@ -203,30 +258,54 @@ mod tests {
     }
 
     #[test]
-    fn bindings_admit_exact_hosts_ports_and_subdomains() {
-        let list: Vec<String> = ["10.0.0.5", "llm.internal:8000", "*.openai.azure.com", "[::1]:9"]
-            .iter()
-            .map(|e| normalize_entry(e).expect("valid"))
-            .collect();
+    fn bindings_admit_exact_schemes_hosts_ports_and_subdomains() {
+        let list: Vec<String> = [
+            "llm.internal",
+            "gpu.internal:8443",
+            "http://10.0.0.5:8000",
+            "*.openai.azure.com",
+            "[::1]:9",
+        ]
+        .iter()
+        .map(|e| normalize_entry(e).expect("valid"))
+        .collect();
         let ok = |u: &str| allows(Some(&list), u);
-        assert!(ok("http://10.0.0.5:1234/v1"), "a host without a port admits any port");
-        assert!(ok("http://LLM.internal:8000/v1"));
-        assert!(!ok("http://llm.internal:8001/v1"));
+        assert!(ok("https://LLM.internal/v1"));
+        assert!(ok("https://llm.internal:443/v1"));
+        assert!(!ok("https://llm.internal:31337/v1"), "a bare host means port 443");
+        assert!(!ok("http://llm.internal/v1"), "a bare host means https");
+        assert!(ok("https://gpu.internal:8443/v1"));
+        assert!(ok("http://10.0.0.5:8000/v1"), "plain http only where spelled out");
+        assert!(!ok("http://10.0.0.5:8001/v1"));
+        assert!(!ok("https://10.0.0.5:8000/v1"));
         assert!(ok("https://res.openai.azure.com"));
+        assert!(!ok("http://res.openai.azure.com"));
+        assert!(!ok("https://res.openai.azure.com:8443"));
         assert!(!ok("https://openai.azure.com"), "a wildcard needs a subdomain");
         assert!(!ok("https://evilopenai.azure.com"));
         assert!(!ok("https://res.openai.azure.com.evil.example"));
-        assert!(ok("http://[::1]:9/v1"));
+        assert!(ok("https://[::1]:9/v1"));
         assert!(!ok("https://api.openai.com/v1"), "a binding replaces the defaults");
+        assert_eq!(
+            entry_for("http://127.0.0.1:5000/v1").as_deref(),
+            Some("http://127.0.0.1:5000")
+        );
+        assert_eq!(entry_for("https://x.example/v1").as_deref(), Some("x.example"));
     }
 
     #[test]
     fn entries_are_checked() {
         assert_eq!(normalize_entry(" API.Example.com ").as_deref(), Ok("api.example.com"));
         assert_eq!(normalize_entry("[::1]:80").as_deref(), Ok("[::1]:80"));
+        assert_eq!(normalize_entry("https://x.example:443").as_deref(), Ok("x.example"));
+        assert_eq!(
+            normalize_entry("http://x.example").as_deref(),
+            Ok("http://x.example:80")
+        );
         for bad in [
             "",
-            "https://x.example",
+            "ftp://x.example",
+            "http://*.x.example",
             "x.example/v1",
             "u@x.example",
             "*.com:443",
@@ -259,7 +338,44 @@ mod tests {
             "{msg}"
         );
         assert_eq!(violation(&uses, |_| None), None, "config variables are not bound");
-        let bound = Some(vec!["attacker.example".to_owned(), "api.openai.com".to_owned()]);
+        let bound = Some(vec![
+            "http://attacker.example:9".to_owned(),
+            "api.openai.com".to_owned(),
+        ]);
         assert_eq!(violation(&uses, |_| Some(bound.clone())), None);
+    }
+
+    #[test]
+    fn lint_refuses_own_settings_as_keys_and_paths_that_leave_the_host() {
+        assert!(is_own_setting("KEEPTRUSTS_GATEWAY_TOKEN") && is_own_setting("kt_secrets_key"));
+        assert!(!is_own_setting("OPENAI_API_KEY"));
+        assert!(is_plain_path("/deployments/{model}/chat/completions"));
+        for bad in [
+            "https://evil.example/x",
+            "//evil.example/x",
+            "x/y",
+            "/a/../b",
+            "/a?b=1",
+            "/a#f",
+            "/a@b",
+            "/a b",
+        ] {
+            assert!(!is_plain_path(bad), "{bad}");
+        }
+        let lint = |target: &str| {
+            let text = format!(
+                "pack: {{name: p, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\nproviders:\n  targets:\n    - {{id: a, provider: openai, model: m, {target}}}\n"
+            );
+            crate::config::load_sources(&[crate::config::Source {
+                name: "p.yaml".into(),
+                text,
+            }])
+            .errors()
+            .map(|d| d.to_string())
+            .collect::<String>()
+        };
+        assert!(lint("secret_key_ref: {env: KEEPTRUSTS_GATEWAY_TOKEN}").contains("own settings"));
+        assert!(lint("path_template: \"https://evil.example/v1/chat\"").contains("path_template"));
+        assert!(lint("path_template: /v1/chat/completions").is_empty());
     }
 }

@@ -553,6 +553,20 @@ fn strategy_name(s: RoutingStrategy) -> &'static str {
     }
 }
 
+/// A managed gateway's configuration comes from the control plane, where whoever may push
+/// configurations could name any host: there a key from the gateway's environment goes
+/// only to the providers' public https endpoints (keys for other hosts are stored secrets
+/// with a binding). A local configuration is the operator's own file and is trusted.
+fn env_key_bound(t: &ProviderTarget, url: &str, var: &str, managed: bool) -> Result<(), String> {
+    if !managed || kt_policy::secret_binding::allows(None, url) {
+        return Ok(());
+    }
+    Err(format!(
+        "target '{}' would send the key in ${var} to {url}; a managed gateway sends keys from its environment only to the providers' public endpoints — store the key as a secret bound to that host (kt secret create --allowed-host …) and use secret_key_ref.store",
+        t.id
+    ))
+}
+
 fn target(
     t: &ProviderTarget,
     registry: &HealthRegistry,
@@ -564,8 +578,16 @@ fn target(
     let azure = serving.wire == Wire::Azure;
     let url = serving.base_url;
     let key = match (&t.secret_key_ref, &t.api_key) {
+        (Some(r), _) if r.env.as_deref().is_some_and(kt_policy::secret_binding::is_own_setting) => {
+            return Err(format!(
+                "target '{}' names ${}, one of kt's own settings, as its key; kt never sends those upstream",
+                t.id,
+                r.env.as_deref().unwrap_or_default()
+            ));
+        }
         (Some(r), _) if r.env.is_some() => {
             let name = r.env.clone().unwrap_or_default();
+            env_key_bound(t, &url, &name, store.is_some())?;
             Some(env(&name).ok_or_else(|| {
                 format!(
                     "target '{}' reads its key from ${name}, which is not set (export {name}=… before starting the gateway)",
@@ -591,7 +613,13 @@ fn target(
             }
         }
         (_, Some(k)) => Some(k.clone()),
-        _ => serving.key_env.iter().find_map(|name| env(name)),
+        _ => match serving.key_env.iter().find(|name| env(name).is_some()) {
+            Some(name) => {
+                env_key_bound(t, &url, name, store.is_some())?;
+                env(name)
+            }
+            None => None,
+        },
     };
     let (header, prefix) = (serving.auth_header, serving.auth_prefix);
     let secret = key.as_deref().map(Box::from);
@@ -809,11 +837,11 @@ mod tests {
     #[test]
     fn credentials_come_from_the_named_variable() {
         let c = config(
-            "providers:\n  targets:\n    - {id: a, provider: openai, model: m, secret_key_ref: {env: KT_TEST_KEY_A}}\n",
+            "providers:\n  targets:\n    - {id: a, provider: openai, model: m, secret_key_ref: {env: TEST_PROVIDER_KEY_A}}\n",
         );
         let err = Router::build(&c, None, &HealthRegistry::default(), &no_env).err();
-        assert!(err.is_some_and(|e| e.contains("KT_TEST_KEY_A")));
-        let env = |n: &str| (n == "KT_TEST_KEY_A").then(|| "sk-1".to_owned());
+        assert!(err.is_some_and(|e| e.contains("TEST_PROVIDER_KEY_A")));
+        let env = |n: &str| (n == "TEST_PROVIDER_KEY_A").then(|| "sk-1".to_owned());
         let r = Router::build(&c, None, &HealthRegistry::default(), &env).expect("key set");
         assert_eq!(
             r.targets[0].upstream.auth,
@@ -904,5 +932,38 @@ mod tests {
         .config
         .expect("valid");
         assert_eq!(models(&c)["data"].as_array().map(Vec::len), Some(1));
+    }
+
+    #[test]
+    fn environment_keys_of_a_managed_gateway_go_only_to_public_endpoints() {
+        let env = |n: &str| (n == "OPENAI_API_KEY" || n == "KEEPTRUSTS_GATEWAY_TOKEN").then(|| "sk-x".to_owned());
+        let reg = HealthRegistry::default();
+        let store = StoreValues::new();
+        let evil = config(
+            "providers:\n  targets:\n    - {id: a, provider: openai, model: m, base_url: \"http://127.0.0.1:9/v1\"}\n",
+        );
+        let err = Router::build_with(&evil, None, &reg, &env, Some(&store)).expect_err("refused when managed");
+        assert!(
+            err.contains("$OPENAI_API_KEY") && err.contains("secret_key_ref.store"),
+            "{err}"
+        );
+        assert!(
+            Router::build_with(&evil, None, &reg, &env, None).is_ok(),
+            "a local file is the operator's own"
+        );
+        let public = config("providers:\n  targets:\n    - {id: a, provider: openai, model: m}\n");
+        assert!(Router::build_with(&public, None, &reg, &env, Some(&store)).is_ok());
+        // Lint refuses this name; the gateway refuses it too, should a config get past.
+        let mut own = public.clone();
+        if let Some(p) = own.providers.as_mut() {
+            p.targets[0].secret_key_ref = Some(kt_policy::config::SecretKeyRef {
+                env: Some("KEEPTRUSTS_GATEWAY_TOKEN".into()),
+                store: None,
+            });
+        }
+        for managed in [None, Some(&store)] {
+            let err = Router::build_with(&own, None, &reg, &env, managed).expect_err("never");
+            assert!(err.contains("own settings"), "{err}");
+        }
     }
 }

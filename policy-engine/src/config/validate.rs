@@ -260,6 +260,32 @@ fn check_target(t: &Value, base: &str, out: &mut Vec<Diagnostic>) {
             .with_help("secret names use ASCII letters, digits, '_', '-' and '.' only"),
         );
     }
+    if let Some(name) = t.pointer("/secret_key_ref/env").and_then(Value::as_str)
+        && crate::secret_binding::is_own_setting(name)
+    {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                &format!("{base}.secret_key_ref.env"),
+                format!("`{name}` is one of kt's own settings, never a provider key"),
+            )
+            .with_help("name the variable that holds the provider's key, e.g. OPENAI_API_KEY"),
+        );
+    }
+    if let Some(tpl) = t.get("path_template").and_then(Value::as_str)
+        && !crate::secret_binding::is_plain_path(tpl)
+    {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                &format!("{base}.path_template"),
+                format!("path_template '{tpl}' is not a path on the target's base_url"),
+            )
+            .with_help(
+                "start it with '/', without a scheme, host, '//', '..', '?' or '#', e.g. /deployments/{model}/chat",
+            ),
+        );
+    }
     exactly_one(t, "escalation_routing", ["team_id", "user_id"], base, out);
     for (a, b) in [
         ("cloudflare_account_id_env", "accountIdEnvar"),
