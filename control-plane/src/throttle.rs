@@ -1,7 +1,10 @@
-//! Login throttling: counters of failed attempts per account and per client address in
-//! fixed windows. An attempt is counted before its password is checked, so parallel
-//! guesses cannot slip past the limit, and a throttled attempt is refused at once (429
-//! with Retry-After) without hashing anything: known and unknown accounts behave alike.
+//! Login throttling: counters of attempts in fixed windows, per account from one client
+//! address (so a stranger's guesses do not lock the owner out from elsewhere), per
+//! account from everywhere (a higher bound on distributed guessing), and per address (an
+//! IPv6 address counts by its /64). An attempt is counted before its password is checked,
+//! so parallel guesses cannot slip past the limit, and a throttled attempt is refused at
+//! once (429 with Retry-After) without hashing anything: known and unknown accounts behave
+//! alike.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -10,11 +13,14 @@ use std::time::{Duration, Instant};
 /// Failed attempts allowed per window.
 #[derive(Debug, Clone, Copy)]
 pub struct Policy {
+    /// One account from one address.
     pub per_account: u32,
+    /// One account from all addresses together.
+    pub per_account_total: u32,
     pub per_address: u32,
     pub window: Duration,
-    /// Keys tracked at most; beyond it expired ones are dropped, and when none are, new
-    /// keys are throttled (the table never grows without bound).
+    /// Keys tracked at most; beyond it expired ones are dropped, then the oldest windows
+    /// (the table never grows without bound, and a full one refuses nobody).
     pub max_keys: usize,
 }
 
@@ -22,6 +28,7 @@ impl Default for Policy {
     fn default() -> Self {
         Policy {
             per_account: 10,
+            per_account_total: 100,
             per_address: 50,
             window: Duration::from_secs(15 * 60),
             max_keys: 100_000,
@@ -49,20 +56,25 @@ impl Throttle {
         }
     }
 
-    /// Counts one attempt for the account and the address; `Err(seconds)` when either is
-    /// over its limit (nothing is counted then).
+    /// Counts one attempt for the account and the address; `Err(seconds)` when a limit is
+    /// reached (nothing is counted then).
     pub fn attempt(&self, account: &str, address: &str) -> Result<(), u64> {
         let now = Instant::now();
         let p = self.policy;
-        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let address = address_key(address);
         let keys = [
-            (format!("a:{account}"), p.per_account),
+            (format!("a:{account}|{address}"), p.per_account),
+            (format!("t:{account}"), p.per_account_total),
             (format!("i:{address}"), p.per_address),
         ];
-        if counts.len() + 2 > p.max_keys {
+        let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if counts.len() + keys.len() > p.max_keys {
             counts.retain(|_, c| now.duration_since(c.started) < p.window);
-            if counts.len() + 2 > p.max_keys {
-                return Err(p.window.as_secs().max(1));
+            while counts.len() + keys.len() > p.max_keys {
+                let Some(oldest) = counts.iter().min_by_key(|(_, c)| c.started).map(|(k, _)| k.clone()) else {
+                    break;
+                };
+                counts.remove(&oldest);
             }
         }
         let mut wait = 0;
@@ -87,14 +99,32 @@ impl Throttle {
         Ok(())
     }
 
-    /// A successful login clears the account's count and takes its own attempt back
-    /// from the address's (only failures count there).
+    /// A successful login clears the account's count from this address and takes its own
+    /// attempt back from the others (only failures count there).
     pub fn succeeded(&self, account: &str, address: &str) {
+        let address = address_key(address);
         let mut counts = self.counts.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        counts.remove(&format!("a:{account}"));
-        if let Some(c) = counts.get_mut(&format!("i:{address}")) {
-            c.n = c.n.saturating_sub(1);
+        counts.remove(&format!("a:{account}|{address}"));
+        for key in [format!("t:{account}"), format!("i:{address}")] {
+            if let Some(c) = counts.get_mut(&key) {
+                c.n = c.n.saturating_sub(1);
+            }
         }
+    }
+}
+
+/// The address an attempt counts against: an IPv4 address, or an IPv6 address's /64 (one
+/// host usually holds a whole /64).
+fn address_key(address: &str) -> String {
+    match address.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(v6)) if v6.to_ipv4_mapped().is_none() => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6
+            .to_ipv4_mapped()
+            .map_or_else(|| address.to_owned(), |v4| v4.to_string()),
+        _ => address.to_owned(),
     }
 }
 
@@ -105,43 +135,56 @@ mod tests {
     fn policy() -> Policy {
         Policy {
             per_account: 3,
+            per_account_total: 5,
             per_address: 5,
             window: Duration::from_secs(60),
-            max_keys: 8,
+            max_keys: 12,
         }
     }
 
     #[test]
-    fn accounts_and_addresses_are_limited_separately() {
+    fn a_strangers_guesses_do_not_lock_the_owner_out_from_elsewhere() {
         let t = Throttle::new(policy());
         for _ in 0..3 {
-            assert!(t.attempt("a@x", "1.1.1.1").is_ok());
+            assert!(t.attempt("owner@x", "6.6.6.6").is_ok());
         }
-        let wait = t.attempt("a@x", "2.2.2.2").expect_err("account over its limit");
+        let wait = t.attempt("owner@x", "6.6.6.6").expect_err("this address is done");
         assert!((1..=60).contains(&wait), "{wait}");
-        assert!(t.attempt("b@x", "1.1.1.1").is_ok());
-        assert!(t.attempt("c@x", "1.1.1.1").is_ok());
-        assert!(t.attempt("d@x", "1.1.1.1").is_err(), "address over its limit");
-        t.succeeded("a@x", "1.1.1.1");
-        assert!(t.attempt("a@x", "3.3.3.3").is_ok(), "success clears the account");
         assert!(
-            t.attempt("e@x", "1.1.1.1").is_ok(),
-            "and gives the address its attempt back"
+            t.attempt("owner@x", "1.1.1.1").is_ok(),
+            "the owner's own address still works"
         );
-        assert!(t.attempt("f@x", "1.1.1.1").is_err());
+        // Guesses from many addresses together meet the account's total.
+        assert!(t.attempt("owner@x", "2.2.2.2").is_ok());
+        assert!(t.attempt("owner@x", "3.3.3.3").is_err(), "five for the account in all");
+        t.succeeded("owner@x", "1.1.1.1");
+        assert!(t.attempt("owner@x", "1.1.1.1").is_ok());
     }
 
     #[test]
-    fn the_table_stays_bounded() {
-        let t = Throttle::new(policy());
-        let mut refused = 0;
-        for i in 0..20 {
-            if t.attempt(&format!("u{i}@x"), &format!("10.0.0.{i}")).is_err() {
-                refused += 1;
-            }
+    fn addresses_are_limited_and_ipv6_counts_by_its_64() {
+        let t = Throttle::new(Policy {
+            max_keys: 64,
+            ..policy()
+        });
+        for i in 0..5 {
+            assert!(t.attempt(&format!("u{i}@x"), &format!("2001:db8:1:2::{i}")).is_ok());
         }
-        assert!(refused > 0);
-        assert!(t.counts.lock().expect("lock").len() <= 8);
+        assert!(
+            t.attempt("u9@x", "2001:db8:1:2:ffff::1").is_err(),
+            "one /64 is one address"
+        );
+        assert!(t.attempt("u9@x", "2001:db8:1:3::1").is_ok(), "another /64 is another");
+        assert_eq!(address_key("::ffff:10.0.0.1"), "10.0.0.1");
+    }
+
+    #[test]
+    fn the_table_stays_bounded_and_refuses_nobody_when_full() {
+        let t = Throttle::new(policy());
+        for i in 0..50 {
+            assert!(t.attempt(&format!("u{i}@x"), &format!("10.0.0.{i}")).is_ok(), "{i}");
+        }
+        assert!(t.counts.lock().expect("lock").len() <= 12);
     }
 
     #[test]
@@ -156,6 +199,6 @@ mod tests {
             .into_iter()
             .map(|h| usize::from(h.join().expect("thread")))
             .sum();
-        assert_eq!(ok, 3);
+        assert_eq!(ok, 5, "three per address, five for the account in all");
     }
 }
