@@ -43,6 +43,14 @@ pub struct ServerArgs {
     #[arg(long, env = "KT_REQUEST_TIMEOUT_SECS", default_value_t = 90, value_name = "SECS",
           value_parser = clap::value_parser!(u64).range(65..=3600))]
     pub request_timeout_secs: u64,
+    /// Open connections from one client address at most; further ones are closed at once
+    #[arg(long, env = "KT_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 128, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_connections_per_client: u64,
+    /// Seconds a write to a client may make no progress before the connection is closed
+    #[arg(long, env = "KT_WRITE_TIMEOUT_SECS", default_value_t = 30, value_name = "SECS",
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub write_timeout_secs: u64,
     /// Open connections at most; further ones are closed at once
     #[arg(long, env = "KT_MAX_CONNECTIONS", default_value_t = 1024, value_name = "N",
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
@@ -84,6 +92,8 @@ pub fn run(args: ServerArgs) -> Result<Exit> {
             body_timeout: std::time::Duration::from_secs(args.body_timeout_secs),
             request_timeout: std::time::Duration::from_secs(args.request_timeout_secs),
             max_connections: usize::try_from(args.max_connections).unwrap_or(usize::MAX),
+            max_connections_per_client: usize::try_from(args.max_connections_per_client).unwrap_or(usize::MAX),
+            write_timeout: std::time::Duration::from_secs(args.write_timeout_secs),
         },
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -202,3 +202,65 @@ fn a_busy_port_fails_before_bootstrap_and_the_data_directory_is_private() {
         }
     }
 }
+
+#[test]
+fn one_client_cannot_hold_every_connection_or_a_stalled_write() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(
+        tmp.path(),
+        &[
+            "--max-connections-per-client",
+            "3",
+            "--write-timeout-secs",
+            "1",
+            "--header-timeout-secs",
+            "30",
+        ],
+    );
+    let held: Vec<TcpStream> = (0..3)
+        .map(|_| TcpStream::connect(&server.addr).expect("connect"))
+        .collect();
+    std::thread::sleep(Duration::from_millis(200));
+    let mut fourth = TcpStream::connect(&server.addr).expect("connect");
+    let _ = fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
+    let mut answer = String::new();
+    fourth.set_read_timeout(Some(Duration::from_secs(2))).expect("timeout");
+    let _ = fourth.read_to_string(&mut answer);
+    assert!(
+        !answer.contains("200 OK"),
+        "served a fourth connection from one client: {answer}"
+    );
+    drop(held);
+
+    // A client that pipelines requests and never reads its answers is cut off.
+    let mut greedy = TcpStream::connect(&server.addr).expect("connect");
+    greedy.set_write_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let one = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut sent = 0;
+    while sent < 1_000_000 {
+        if greedy.write_all(one).is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    greedy.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let mut buf = [0u8; 65536];
+    let mut got = 0usize;
+    let ended = loop {
+        match greedy.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(n) => got += n,
+            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => break false,
+            Err(_) => break true,
+        }
+    };
+    assert!(ended, "the stalled connection was closed (read {got} bytes of answers)");
+    assert_eq!(
+        http_with(&server.addr, "GET", "/healthz", None, &[])
+            .expect("answer")
+            .status,
+        200,
+        "others are served"
+    );
+}
