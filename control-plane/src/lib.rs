@@ -138,15 +138,32 @@ fn hashing_slots() -> usize {
     std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8))
 }
 
-/// Creates `dir` (and its parents) and makes it readable by its owner only.
+/// Creates `dir` (and its parents) readable by its owner only. A directory that already
+/// exists keeps its mode (it may be one the user chose for more than kt, such as a home
+/// directory); if others can read it, the server says so.
 fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
-    std::fs::create_dir_all(dir)?;
     #[cfg(unix)]
     {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+        use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+        if let Ok(meta) = std::fs::metadata(dir) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                tracing::warn!(
+                    "the data directory {} can be read by other users; kt's files in it are 0600, but consider `chmod 700 {}`",
+                    dir.display(),
+                    dir.display()
+                );
+            }
+            return Ok(());
+        }
+        if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::DirBuilder::new().mode(0o700).create(dir)
     }
-    Ok(())
+    #[cfg(not(unix))]
+    {
+        std::fs::create_dir_all(dir)
+    }
 }
 
 /// Creates the organisation and its owner when the database has none.
