@@ -264,3 +264,39 @@ fn one_client_cannot_hold_every_connection_or_a_stalled_write() {
         "others are served"
     );
 }
+
+/// The peak resident memory of a process, in MiB (Linux: VmHWM).
+fn peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib / 1024)
+}
+
+#[test]
+fn parallel_logins_hash_a_few_at_a_time() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let server = start(tmp.path(), &[]);
+    let Some(before) = peak_rss_mib(server.child.id()) else {
+        eprintln!("skipped: /proc/<pid>/status is not readable here");
+        return;
+    };
+    // Forty-eight logins at once, each for an unknown account (each password hash takes
+    // 19 MiB while it runs): they queue for a few hashing slots instead of all at once.
+    let answers: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..48)
+            .map(|i| {
+                let addr = server.addr.clone();
+                s.spawn(move || login(&addr, &format!("nobody{i}@example.com"), "wrong password").status)
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("thread")).collect()
+    });
+    assert!(answers.iter().all(|s| *s == 401), "{answers:?}");
+    let after = peak_rss_mib(server.child.id()).expect("readable");
+    assert!(
+        after.saturating_sub(before) < 300,
+        "peak memory grew by {} MiB for 48 parallel logins",
+        after.saturating_sub(before)
+    );
+}
