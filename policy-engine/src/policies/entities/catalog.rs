@@ -35,6 +35,10 @@ fn digits_of(s: &str) -> Vec<u8> {
     s.bytes().filter(u8::is_ascii_digit).collect()
 }
 
+/// A payment card number: 13 to 19 digits, a Luhn check digit, and an issuer range in
+/// use — UATP (1…, 15 digits), Mir (2200–2204), Mastercard (2221–2720, 51–55), American
+/// Express (34, 37), Diners (300–305, 36, 38), JCB (35), Visa (4), Maestro and Dankort
+/// (50, 56–59, 6…), Discover, UnionPay, RuPay and other 6… ranges, UnionPay and RuPay 8…
 fn valid_card(s: &str) -> bool {
     let d = digits_of(s);
     if !(13..=19).contains(&d.len()) || d.iter().all(|x| *x == d[0]) {
@@ -42,17 +46,15 @@ fn valid_card(s: &str) -> bool {
     }
     let p2 = (d[0] - b'0') * 10 + (d[1] - b'0');
     let p4: u32 = d[..4].iter().fold(0, |a, x| a * 10 + u32::from(x - b'0'));
-    let brand = d[0] == b'4'
-        || (51..=55).contains(&p2)
-        || (2221..=2720).contains(&p4)
-        || p2 == 34
-        || p2 == 37
-        || p4 == 6011
-        || p2 == 65
-        || p2 == 35
-        || p2 == 36
-        || p2 == 38
-        || (300..=305).contains(&(p4 / 10));
+    let brand = match d[0] {
+        b'1' => d.len() == 15,
+        b'2' => (2200..=2204).contains(&p4) || (2221..=2720).contains(&p4),
+        b'3' => (34..=38).contains(&p2) || (300..=305).contains(&(p4 / 10)),
+        b'4' | b'6' => true,
+        b'5' => p2 == 50 || (51..=59).contains(&p2),
+        b'8' => matches!(p2, 81 | 82),
+        _ => false,
+    };
     brand && luhn(&d)
 }
 
@@ -76,7 +78,18 @@ fn valid_phone(s: &str) -> bool {
     d.len() == 10 && d[0] >= b'2' && d[3] >= b'2'
 }
 
+/// An address, or a network in CIDR notation (`10.0.0.0/8`): the prefix length fits.
+fn split_prefix(s: &str, max: u8) -> Option<&str> {
+    match s.split_once('/') {
+        Some((addr, len)) => len.parse::<u8>().ok().filter(|l| *l <= max).map(|_| addr),
+        None => Some(s),
+    }
+}
+
 fn valid_ipv4(s: &str) -> bool {
+    let Some(s) = split_prefix(s, 32) else {
+        return false;
+    };
     let parts: Vec<&str> = s.split('.').collect();
     parts.len() == 4
         && parts
@@ -114,8 +127,16 @@ fn after_version_word(before: &str) -> bool {
         .any(|w| b.ends_with(w))
 }
 
+/// An IPv6 address in any of its forms (full, compressed, `::1`), or a network in CIDR
+/// notation (`2001:db8::/32`); clock times and malformed text are not addresses.
 fn valid_ipv6(s: &str) -> bool {
-    s.matches(':').count() >= 2 && s.len() >= 6 && s.parse::<std::net::Ipv6Addr>().is_ok() && has_digit(s)
+    let Some(s) = split_prefix(s, 128) else {
+        return false;
+    };
+    s.matches(':').count() >= 2
+        && (s.len() >= 6 || s.starts_with("::"))
+        && s.parse::<std::net::Ipv6Addr>().is_ok()
+        && has_digit(s)
 }
 
 fn iban_length(country: &str) -> Option<usize> {
@@ -294,7 +315,7 @@ fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Str
     }
     v.push(Detector::new(
         "SSN",
-        r"(?-u:\b)\d{3}([- ])\d{2}[- ]\d{4}(?-u:\b)",
+        r"(?-u:\b)\d{3}[- .]\d{2}[- .]\d{4}(?-u:\b)",
         0,
         valid_ssn,
         Number,
@@ -309,7 +330,7 @@ fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Str
     v.push(
         Detector::new(
             "IP_ADDRESS",
-            r"(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?-u:\b)",
+            r"(?-u:\b)\d{1,3}\.\d{1,3}\.\d{1,3}\.\d{1,3}(?:/\d{1,2})?(?-u:\b)",
             0,
             valid_ipv4,
             Number,
@@ -318,7 +339,7 @@ fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Str
     );
     v.push(Detector::new(
         "IP_ADDRESS",
-        r"(?i)(?:[0-9a-f]{1,4}:){1,7}(?::|(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4})",
+        r"(?i)(?:(?:[0-9a-f]{1,4}:){1,7}(?:(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4}|:)|::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?)(?:/\d{1,3})?",
         0,
         valid_ipv6,
         Colon,

@@ -97,7 +97,10 @@ impl Detector {
                     continue;
                 }
                 let r = window.start + m.start()..window.start + m.end();
-                if boundary_ok(text, &r) && (self.validate)(m.as_str()) && !self.rejected_by_context(text, r.start) {
+                if boundary_ok(text, &r, self.entity == "IP_ADDRESS")
+                    && (self.validate)(m.as_str())
+                    && !self.rejected_by_context(text, r.start)
+                {
                     out.push(Finding {
                         entity: self.entity,
                         segment,
@@ -121,9 +124,18 @@ impl Detector {
     }
 }
 
-/// Digits glued to a number-shaped match mean it is part of a longer number.
-fn boundary_ok(text: &str, r: &Range<usize>) -> bool {
+/// Digits glued to a number-shaped match mean it is part of a longer number; letters,
+/// digits or colons glued to an IPv6-shaped match mean it is part of malformed text
+/// (`2001::db8::1`, `fe80::1text`).
+fn boundary_ok(text: &str, r: &Range<usize>, address: bool) -> bool {
     let b = text.as_bytes();
+    if address && text[r.clone()].contains(':') {
+        let before = r.start.checked_sub(1).and_then(|i| b.get(i)).copied();
+        let after = b.get(r.end).copied();
+        let glued = |c: Option<u8>| c.is_some_and(|c| c.is_ascii_alphanumeric() || c == b':');
+        let dotted_tail = after == Some(b'.') && b.get(r.end + 1).is_some_and(u8::is_ascii_digit);
+        return !(glued(before) || glued(after) || dotted_tail);
+    }
     let starts_digit = b.get(r.start).is_some_and(u8::is_ascii_digit);
     let ends_digit = r.end > 0 && b.get(r.end - 1).is_some_and(u8::is_ascii_digit);
     let before = r.start.checked_sub(1).and_then(|i| b.get(i)).copied();
@@ -315,7 +327,8 @@ fn number_windows(text: &str) -> Vec<Range<usize>> {
         }
         let plus = start > 0 && bytes[start - 1] == b'+';
         let ssn_shape = n_groups == 3 && groups[..3] == [3, 2, 4];
-        let quad = dots == 3 && n_groups == 4 && groups.iter().all(|g| (1..=3).contains(g));
+        // Four dotted groups: an IPv4 address, or with a fifth its CIDR prefix length.
+        let quad = dots == 3 && (n_groups == 4 || n_groups == 5) && groups.iter().all(|g| (1..=3).contains(g));
         if digits >= 10 || ssn_shape || quad || (plus && digits >= 8) {
             push_merged(&mut out, widen(text, start..j, NUMBER_PAD));
         }
@@ -416,6 +429,43 @@ mod tests {
             "the range 1000-2000 and 3000",
         ] {
             assert!(find(&set, text).is_empty(), "{text}: {:?}", find(&set, text));
+        }
+    }
+
+    #[test]
+    fn finds_cards_addresses_and_ssns_in_their_other_forms() {
+        let set = set(pii_detectors(true, false).expect("builds"));
+        for (text, entity, value) in [
+            ("UATP card 122000000000003 on file", "CREDIT_CARD", "122000000000003"),
+            ("Dankort 5019717010103742 please", "CREDIT_CARD", "5019717010103742"),
+            ("Maestro 6759649826438453 ok", "CREDIT_CARD", "6759649826438453"),
+            ("Mir 2200 0000 0000 0004 ok", "CREDIT_CARD", "2200 0000 0000 0004"),
+            ("ping ::1 now", "IP_ADDRESS", "::1"),
+            ("link-local fe80::1 here", "IP_ADDRESS", "fe80::1"),
+            ("net 2001:db8::/32 routed", "IP_ADDRESS", "2001:db8::/32"),
+            ("allow 10.0.0.0/8 only", "IP_ADDRESS", "10.0.0.0/8"),
+            ("SSN 078.05.1123 dotted", "SSN", "078.05.1123"),
+            ("SSN 078 05 1123 spaced", "SSN", "078 05 1123"),
+        ] {
+            let got = find(&set, text);
+            assert!(
+                got.iter().any(|(e, v)| *e == entity && v == value),
+                "{text}: expected {entity} {value}, got {got:?}"
+            );
+        }
+        for text in [
+            "bad 2001::db8::1 address",
+            "bad fe80::1text address",
+            "at 12:30:45 today",
+            "use std::vector here",
+            "card 1234567812345678 (no brand)",
+            "net 10.0.0.0/64 is no prefix",
+        ] {
+            let got = find(&set, text);
+            assert!(
+                got.iter().all(|(e, _)| *e != "IP_ADDRESS" && *e != "CREDIT_CARD"),
+                "{text}: {got:?}"
+            );
         }
     }
 }
