@@ -7,26 +7,9 @@ use kt_policy::CompiledPolicy;
 use kt_policy::config::{Source, load_sources};
 use serde_json::{Value, json};
 
-/// Small deterministic PRNG (xorshift64*), so every run measures the same bytes.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-
-    pub fn below(&mut self, n: usize) -> usize {
-        (self.next_u64() % n as u64) as usize
-    }
-}
+/// Small deterministic PRNG (xorshift64*), so every run measures the same bytes: the one
+/// the fuzz drivers use.
+pub use kt_policy::fuzzing::Rng;
 
 const WORDS: &[&str] = &[
     "the",

@@ -149,7 +149,8 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dfa_differential", dfa_differential),
 ];
 
-/// A small, dependency-free generator for the stable driver (xorshift64*).
+/// A small, dependency-free generator (xorshift64*) for the stable fuzz drivers and the
+/// benchmarks' deterministic workloads.
 #[derive(Debug, Clone)]
 pub struct Rng(u64);
 
@@ -163,6 +164,11 @@ impl Rng {
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (`n` > 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next_u64() % n.max(1) as u64) as usize
     }
 
     /// An input: random bytes, or a seed input with random bytes changed, cut or
