@@ -13,9 +13,10 @@ use serde_json::Value;
 use crate::output::{CliError, Exit, print_json, rfc3339, show};
 use crate::session::{self, GlobalArgs, api_error};
 
-/// Where a secret's value comes from: never a plain flag.
+/// Where a secret's value comes from: never a plain flag. At most one source; `create`
+/// needs one, `update` may leave the value as it is.
 #[derive(Debug, Args)]
-#[group(required = true, multiple = false)]
+#[group(required = false, multiple = false)]
 pub struct ValueSource {
     /// Read the value from this environment variable
     #[arg(long, value_name = "VAR")]
@@ -28,28 +29,9 @@ pub struct ValueSource {
     pub stdin: bool,
 }
 
-/// A new value for `kt secret update`: optional, from one source.
-#[derive(Debug, Args)]
-#[group(required = false, multiple = false)]
-pub struct NewValue {
-    /// Read the new value from this environment variable
-    #[arg(long, value_name = "VAR")]
-    pub env_var: Option<String>,
-    /// Read the new value from the OS keychain, as "service:account"
-    #[arg(long, value_name = "SERVICE:ACCOUNT")]
-    pub keychain: Option<String>,
-    /// Read the new value from standard input (a trailing newline is dropped)
-    #[arg(long)]
-    pub stdin: bool,
-}
-
-impl NewValue {
-    fn source(&self) -> Option<ValueSource> {
-        (self.env_var.is_some() || self.keychain.is_some() || self.stdin).then(|| ValueSource {
-            env_var: self.env_var.clone(),
-            keychain: self.keychain.clone(),
-            stdin: self.stdin,
-        })
+impl ValueSource {
+    fn given(&self) -> bool {
+        self.env_var.is_some() || self.keychain.is_some() || self.stdin
     }
 }
 
@@ -94,7 +76,7 @@ pub enum SecretCommand {
         #[arg(long, value_name = "ID")]
         secret_id: String,
         #[command(flatten)]
-        source: NewValue,
+        source: ValueSource,
         /// Replace the hosts the secret may be sent to (repeatable; needs secrets:bind)
         #[arg(long = "allowed-host", value_name = "HOST", conflicts_with = "public_endpoints_only")]
         allowed_hosts: Vec<String>,
@@ -281,6 +263,13 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
     if let SecretCommand::Delete { yes, secret_id } = &cmd {
         confirm(*yes, &format!("secret {secret_id}"))?;
     }
+    if let SecretCommand::Create { source, .. } = &cmd
+        && !source.given()
+    {
+        return Err(CliError::new(Exit::Invalid, "a secret needs a value source")
+            .hint("give one of --env-var VAR, --keychain SERVICE:ACCOUNT or --stdin")
+            .into());
+    }
     let client = session::client(g)?;
     match cmd {
         SecretCommand::List { json } => {
@@ -338,7 +327,11 @@ pub fn secret(cmd: SecretCommand, g: &GlobalArgs) -> Result<Exit> {
             public_endpoints_only,
             json,
         } => {
-            let value = source.source().map(|s| read_value(&s)).transpose()?;
+            let value = if source.given() {
+                Some(read_value(&source)?)
+            } else {
+                None
+            };
             let allowed_hosts = if public_endpoints_only {
                 Some(Vec::new())
             } else {

@@ -149,6 +149,34 @@ pub const TARGETS: &[(&str, Target)] = &[
     ("dfa_differential", dfa_differential),
 ];
 
+/// Runs `target` on every input saved in `corpus_dir` (the seeds, regressions included),
+/// then on seeded random and mutated inputs: `KT_FUZZ_ITERATIONS` of them (default 3000),
+/// from `KT_FUZZ_SEED` (default `seed`). A failing input is reported in hex, to be saved in
+/// `corpus_dir` as a regression case. What the stable drivers of every crate call.
+pub fn drive(name: &str, target: Target, corpus_dir: &std::path::Path, seed: u64) {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let cases = env("KT_FUZZ_ITERATIONS").unwrap_or(3000);
+    let seed = env("KT_FUZZ_SEED").unwrap_or(seed) ^ name.len() as u64;
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(corpus_dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    files.sort();
+    let saved: Vec<Vec<u8>> = files.iter().filter_map(|f| std::fs::read(f).ok()).collect();
+    assert!(!saved.is_empty(), "{} holds no seed inputs", corpus_dir.display());
+    let seeds: Vec<&[u8]> = saved.iter().map(Vec::as_slice).collect();
+    let mut rng = Rng::new(seed);
+    let generated = (0..cases).map(|_| rng.input(&seeds, 4096));
+    for input in saved.iter().cloned().chain(generated) {
+        if std::panic::catch_unwind(|| target(&input)).is_err() {
+            let hex: String = input.iter().map(|x| format!("{x:02x}")).collect();
+            panic!(
+                "fuzz target {name} failed on this input; save it in {} to keep it:\n{hex}",
+                corpus_dir.display()
+            );
+        }
+    }
+}
+
 /// A small, dependency-free generator (xorshift64*) for the stable fuzz drivers and the
 /// benchmarks' deterministic workloads.
 #[derive(Debug, Clone)]
