@@ -47,6 +47,13 @@ pub struct TestArgs {
     /// Config file(s) to test instead of <pack-dir>/policy-config.yaml; repeat to layer
     #[arg(long = "policy-config", value_name = "FILE")]
     pub policy_config: Vec<PathBuf>,
+    /// Score labelled corpus files (or every corpus file under a directory) instead:
+    /// precision and recall per file, family and source, checked against each file's floors
+    #[arg(long, value_name = "PATH")]
+    pub corpus: Vec<PathBuf>,
+    /// With --corpus: also print each sample a detector got wrong
+    #[arg(long, requires = "corpus")]
+    pub show_misses: bool,
 }
 
 pub fn run(cmd: PolicyCommand, g: &crate::session::GlobalArgs) -> Result<Exit> {
@@ -117,6 +124,9 @@ fn lint_json(names: &[String], outcome: &LoadOutcome) -> serde_json::Value {
 }
 
 fn test(args: TestArgs) -> Result<Exit> {
+    if !args.corpus.is_empty() {
+        return test_corpus(&args);
+    }
     let files = default_files(args.policy_config, &args.pack_dir)?;
     let names = display_names(&files);
     let outcome = load_files(&files);
@@ -219,4 +229,83 @@ fn print_test_table(report: &TestReport) {
             String::new()
         }
     );
+}
+
+/// `kt policy test --corpus`: every corpus file scored with the kind and settings it names.
+fn test_corpus(args: &TestArgs) -> Result<Exit> {
+    use kt_policy::corpus;
+    let mut paths = Vec::new();
+    for p in &args.corpus {
+        let found = corpus::files(p).map_err(|e| CliError::new(Exit::Invalid, e))?;
+        if found.is_empty() {
+            return Err(CliError::new(
+                Exit::Invalid,
+                format!("no corpus files (*.json, *.yaml) in {}", p.display()),
+            )
+            .hint("a corpus file names `kind`, `phase`, `min_precision`, `min_recall` and `samples`")
+            .into());
+        }
+        paths.extend(found);
+    }
+    let mut scores = Vec::new();
+    for (i, path) in paths.iter().enumerate() {
+        if !args.json {
+            eprintln!("[{}/{}] scoring {}", i + 1, paths.len(), path.display());
+        }
+        let file = corpus::load(path).map_err(|e| CliError::new(Exit::Invalid, e))?;
+        let score = corpus::score(&path.display().to_string(), &file)
+            .map_err(|e| CliError::new(Exit::Invalid, format!("{}: {e}", path.display())))?;
+        scores.push(score);
+    }
+    let ok = scores.iter().all(|s| s.passed);
+    if args.json {
+        print_json(&json!({"ok": ok, "corpora": scores}))?;
+    } else {
+        print_corpus_table(&scores, args.show_misses);
+    }
+    Ok(if ok { Exit::Ok } else { Exit::Error })
+}
+
+fn print_corpus_table(scores: &[kt_policy::corpus::CorpusScore], show_misses: bool) {
+    let row = |name: &str, c: &kt_policy::corpus::Counts| {
+        println!(
+            "  {name:<34}{:>6}{:>6}{:>6}{:>6}{:>11.3}{:>8.3}",
+            c.tp,
+            c.fp,
+            c.fn_,
+            c.tn,
+            c.precision(),
+            c.recall()
+        );
+    };
+    for s in scores {
+        let status = if s.passed { "PASS" } else { "FAIL" };
+        println!(
+            "{status}  {} ({}, {} samples): precision {:.3} (floor {}), recall {:.3} (floor {}), median {:.1} µs",
+            s.file, s.kind, s.samples, s.precision, s.min_precision, s.recall, s.min_recall, s.median_us
+        );
+        println!(
+            "  {:<34}{:>6}{:>6}{:>6}{:>6}{:>11}{:>8}",
+            "FAMILY", "TP", "FP", "FN", "TN", "PRECISION", "RECALL"
+        );
+        for (name, c) in &s.by_family {
+            row(name, c);
+        }
+        println!("  {:<34}", "SOURCE");
+        for (name, c) in &s.by_source {
+            row(name, c);
+        }
+        if show_misses {
+            for m in &s.misses {
+                let text: String = m.text.chars().take(200).collect();
+                println!(
+                    "    {} [{}] {}",
+                    m.error,
+                    m.family.as_deref().unwrap_or("-"),
+                    text.replace('\n', " ")
+                );
+            }
+        }
+        println!();
+    }
 }

@@ -317,6 +317,59 @@ fn policy_test_documented_json_shape() {
 }
 
 #[test]
+fn policy_test_scores_a_corpus_against_its_floors() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let corpus = |floor: f64| {
+        serde_json::json!({
+            "kind": "pii-detector", "phase": "input", "config": {"action": "redact"},
+            "min_precision": floor, "min_recall": floor,
+            "samples": [
+                {"label": "positive", "entity": "EMAIL", "text": "mail jane@example.com", "family": "email", "source": "t"},
+                {"label": "positive", "entity": "PHONE", "text": "Tokyo: 090-1234-5678", "country": "JP", "source": "t"},
+                {"label": "positive", "entity": "EMAIL", "text": "no address at all", "source": "u"},
+                {"label": "negative", "text": "version 1.2.3.4 shipped", "source": "u"},
+            ],
+        })
+        .to_string()
+    };
+    std::fs::create_dir(tmp.path().join("c")).expect("dir");
+    std::fs::write(tmp.path().join("c/pii.json"), corpus(0.5)).expect("write");
+    let o = kt(tmp.path(), &["policy", "test", "--corpus", "c", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_slice(&o.stdout).expect("json");
+    let s = &v["corpora"][0];
+    assert_eq!(
+        (s["tp"].as_u64(), s["fn"].as_u64(), s["tn"].as_u64()),
+        (Some(2), Some(1), Some(1))
+    );
+    assert_eq!(s["by_family"]["email"]["tp"], 1);
+    assert_eq!(s["by_source"]["u"]["fn"], 1);
+    assert_eq!(s["misses"][0]["error"], "missed");
+    // Below the floor: exit 1 and a FAIL line naming the file.
+    std::fs::write(tmp.path().join("c/pii.json"), corpus(0.9)).expect("write");
+    let o = kt(
+        tmp.path(),
+        &["policy", "test", "--corpus", "c/pii.json", "--show-misses"],
+    );
+    assert_eq!(code(&o), 1);
+    assert!(stdout(&o).contains("FAIL  c/pii.json"), "{}", stdout(&o));
+    assert!(
+        stdout(&o).contains("missed [EMAIL] no address at all"),
+        "{}",
+        stdout(&o)
+    );
+    // A broken file: exit 2 with the reason.
+    std::fs::write(
+        tmp.path().join("c/pii.json"),
+        r#"{"kind": "pii-detector", "kind": "x"}"#,
+    )
+    .expect("write");
+    let o = kt(tmp.path(), &["policy", "test", "--corpus", "c"]);
+    assert_eq!(code(&o), 2);
+    assert!(stderr(&o).contains("appears twice"), "{}", stderr(&o));
+}
+
+#[test]
 fn schema_is_printed_for_editors() {
     let tmp = tempfile::tempdir().expect("tmp");
     let o = kt(tmp.path(), &["policy", "schema"]);

@@ -15,6 +15,7 @@ pub mod builtins;
 pub mod chain;
 pub mod compile;
 pub mod config;
+pub mod corpus;
 pub mod decision;
 pub mod diagnostics;
 pub mod exchange;

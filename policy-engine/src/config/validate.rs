@@ -84,6 +84,23 @@ pub fn check_raw(doc: &Value, out: &mut Vec<Diagnostic>) {
     }
     check_targets(doc, out);
     check_regexes(doc, out);
+    check_phone_regions(doc, out);
+}
+
+/// `policy.pii-detector.phone_regions`: region codes with a numbering plan.
+fn check_phone_regions(doc: &Value, out: &mut Vec<Diagnostic>) {
+    for (i, code) in strs(get(doc, &["policy", "pii-detector", "phone_regions"])) {
+        if let Err(why) = crate::policies::PhoneRegions::parse(&[code]) {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    &format!("policy.pii-detector.phone_regions[{i}]"),
+                    format!("policy.pii-detector.phone_regions[{i}]: {why}"),
+                )
+                .with_help("use ISO 3166-1 alpha-2 codes such as US, GB, DE, JP"),
+            );
+        }
+    }
 }
 
 fn check_semver(doc: &Value, out: &mut Vec<Diagnostic>) {
@@ -537,6 +554,31 @@ pub fn check(config: &PolicyConfig, out: &mut Vec<Diagnostic>) {
                 "no provider target satisfies data-routing-policy, so every request would be blocked",
             )
             .with_help("mark a compliant target's data_policy (zero_data_retention, training_opt_out, retention_days) or relax the policy"),
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_phone_regions_are_named() {
+        let doc = json!({
+            "pack": {"name": "p", "version": "1.0.0", "enabled": true},
+            "policies": {"chain": ["pii-detector"]},
+            "policy": {"pii-detector": {"phone_regions": ["US", "gb", "XX"]}},
+        });
+        let mut out = Vec::new();
+        check_raw(&doc, &mut out);
+        let phone: Vec<&Diagnostic> = out.iter().filter(|d| d.message.contains("phone_regions")).collect();
+        assert_eq!(phone.len(), 1, "{out:?}");
+        assert_eq!(phone[0].code.as_str(), "E015");
+        assert!(
+            phone[0].message.contains("[2]") && phone[0].message.contains("'XX'"),
+            "{:?}",
+            phone[0]
         );
     }
 }

@@ -9,6 +9,7 @@ pub mod code_sanitizer;
 pub mod data_routing;
 pub mod dlp;
 pub mod entities;
+pub use entities::{DEFAULT_PHONE_REGIONS, PhoneRegions};
 pub mod entity_list;
 pub mod hipaa;
 pub mod human_oversight;

@@ -2,7 +2,7 @@
 //! addresses and dates of birth, plus medical identifiers in `healthcare_mode`; redacts or
 //! blocks, on requests and on buffered responses.
 
-use super::entities::{Detector, EntitySet, pii_detectors};
+use super::entities::{Detector, EntitySet, PhoneRegions, pii_detectors};
 use super::redaction::{self, Finding};
 use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::config::PolicyConfig;
@@ -21,7 +21,11 @@ pub struct PiiDetector {
 
 impl PiiDetector {
     pub fn new(s: &Settings, plan: &mut ScanPlan) -> Result<Self, String> {
-        let mut detectors = pii_detectors(s.pci_mode, s.healthcare_mode)?;
+        let regions = PhoneRegions::parse(&s.phone_regions)?;
+        let mut detectors: Vec<Detector> = pii_detectors(s.pci_mode, s.healthcare_mode)?
+            .into_iter()
+            .map(|d| d.with_phone_regions(&regions))
+            .collect();
         for p in &s.detect_patterns {
             detectors.push(Detector::custom("CUSTOM", p)?);
         }

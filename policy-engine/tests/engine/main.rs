@@ -3,6 +3,7 @@
 //! fixtures/corpus/ must meet per-detector precision and recall floors.
 
 mod corpus;
+mod reference;
 mod robustness;
 
 use std::path::{Path, PathBuf};

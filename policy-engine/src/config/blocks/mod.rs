@@ -224,8 +224,19 @@ pub struct PiiDetector {
     /// Extra regexes; matches are reported as entity `CUSTOM`.
     #[serde(default)]
     pub detect_patterns: Vec<String>,
+    /// Regions (ISO 3166-1 alpha-2) whose national phone formats are recognised;
+    /// `+` international numbers are recognised for every country.
+    #[serde(default = "default_phone_regions")]
+    pub phone_regions: Vec<String>,
     #[serde(default)]
     pub redaction: Redaction,
+}
+
+fn default_phone_regions() -> Vec<String> {
+    crate::policies::DEFAULT_PHONE_REGIONS
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect()
 }
 
 impl Default for PiiDetector {
@@ -236,6 +247,7 @@ impl Default for PiiDetector {
             healthcare_mode: false,
             pci_mode: true,
             detect_patterns: Vec::new(),
+            phone_regions: default_phone_regions(),
             redaction: Redaction::default(),
         }
     }

@@ -3,7 +3,7 @@
 
 use std::sync::OnceLock;
 
-use super::{Detector, Trigger};
+use super::{Detector, PhoneRegions, Trigger};
 use crate::builtins::builtin;
 
 fn any(_: &str) -> bool {
@@ -63,19 +63,55 @@ fn valid_ssn(s: &str) -> bool {
     if d.len() != 9 {
         return false;
     }
+    // One separator throughout (`078-05-1123`, not `693-09.4444`).
+    let mut seps = s.bytes().filter(|b| !b.is_ascii_digit());
+    if let Some(first) = seps.next()
+        && seps.any(|b| b != first)
+    {
+        return false;
+    }
+    // Numbers the SSA voided after they were published (wallet inserts, advertising).
+    if matches!(&d[..], b"078051120" | b"219099999" | b"457555462") {
+        return false;
+    }
     let area = &d[..3];
     let group = &d[3..5];
     let serial = &d[5..];
     area != b"000" && area != b"666" && area[0] != b'9' && group != b"00" && serial != b"0000"
 }
 
-fn valid_phone(s: &str) -> bool {
+/// A North American number written in its own format: ten digits (after an optional
+/// leading 1) whose area code and exchange do not start with 0 or 1.
+fn valid_nanp(s: &str) -> bool {
     let d = digits_of(s);
-    if s.starts_with('+') {
-        return (8..=15).contains(&d.len());
-    }
     let d = if d.len() == 11 && d[0] == b'1' { &d[1..] } else { &d[..] };
     d.len() == 10 && d[0] >= b'2' && d[3] >= b'2'
+}
+
+/// Text ending in the start of an IBAN (`DE89 `, `NL91 ABNA `): the digits that follow
+/// belong to an account number that failed its checksum, not to a card or phone.
+pub(super) fn after_iban_head(before: &str) -> bool {
+    let b = before.trim_end().as_bytes();
+    // Walk back over up to seven 4-character groups to the country code and check digits.
+    let mut end = b.len();
+    for _ in 0..8 {
+        if end >= 4 {
+            let g = &b[end - 4..end];
+            let head = g[..2].iter().all(u8::is_ascii_uppercase) && g[2..].iter().all(u8::is_ascii_digit);
+            if head && (end == 4 || !b[end - 5].is_ascii_alphanumeric()) {
+                return true;
+            }
+            if !g.iter().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+                return false;
+            }
+        }
+        let start = end.saturating_sub(4);
+        if start == 0 || b[start - 1] != b' ' {
+            return false;
+        }
+        end = start - 1;
+    }
+    false
 }
 
 /// An address, or a network in CIDR notation (`10.0.0.0/8`): the prefix length fits.
@@ -130,67 +166,126 @@ fn after_version_word(before: &str) -> bool {
 /// An IPv6 address in any of its forms (full, compressed, `::1`), or a network in CIDR
 /// notation (`2001:db8::/32`); clock times and malformed text are not addresses.
 fn valid_ipv6(s: &str) -> bool {
-    let Some(s) = split_prefix(s, 128) else {
+    let Some(addr) = split_prefix(s, 128) else {
         return false;
     };
-    s.matches(':').count() >= 2
-        && (s.len() >= 6 || s.starts_with("::"))
-        && s.parse::<std::net::Ipv6Addr>().is_ok()
+    addr.matches(':').count() >= 2
+        && (addr.len() >= 6 || addr.starts_with("::"))
+        && addr.parse::<std::net::Ipv6Addr>().is_ok()
         && has_digit(s)
 }
 
+/// IBAN lengths of the countries in the SWIFT IBAN registry.
 fn iban_length(country: &str) -> Option<usize> {
     Some(match country {
         "AD" => 24,
         "AE" => 23,
+        "AL" => 28,
         "AT" => 20,
+        "AZ" => 28,
+        "BA" => 20,
         "BE" => 16,
         "BG" => 22,
         "BH" => 22,
+        "BI" => 27,
         "BR" => 29,
+        "BY" => 28,
         "CH" => 21,
+        "CR" => 22,
         "CY" => 28,
         "CZ" => 24,
         "DE" => 22,
+        "DJ" => 27,
         "DK" => 18,
+        "DO" => 28,
         "EE" => 20,
+        "EG" => 29,
         "ES" => 24,
         "FI" => 18,
+        "FK" => 18,
+        "FO" => 18,
         "FR" => 27,
         "GB" => 22,
+        "GE" => 22,
+        "GI" => 23,
+        "GL" => 18,
         "GR" => 27,
+        "GT" => 28,
+        "HN" => 28,
         "HR" => 21,
         "HU" => 28,
         "IE" => 22,
         "IL" => 23,
+        "IQ" => 23,
         "IS" => 26,
         "IT" => 27,
+        "JO" => 30,
         "KW" => 30,
+        "KZ" => 20,
+        "LB" => 28,
+        "LC" => 32,
         "LI" => 21,
         "LT" => 20,
         "LU" => 20,
         "LV" => 21,
+        "LY" => 25,
         "MC" => 27,
+        "MD" => 24,
+        "ME" => 22,
+        "MK" => 19,
+        "MN" => 20,
+        "MR" => 27,
         "MT" => 31,
+        "MU" => 30,
+        "NI" => 28,
         "NL" => 18,
         "NO" => 15,
+        "OM" => 23,
+        "PK" => 24,
         "PL" => 28,
+        "PS" => 29,
         "PT" => 25,
         "QA" => 29,
         "RO" => 24,
+        "RS" => 22,
+        "RU" => 33,
         "SA" => 24,
+        "SC" => 31,
+        "SD" => 18,
         "SE" => 24,
         "SI" => 19,
         "SK" => 24,
         "SM" => 27,
+        "SO" => 23,
+        "ST" => 25,
+        "SV" => 28,
+        "TL" => 23,
+        "TN" => 24,
         "TR" => 26,
         "UA" => 29,
+        "VA" => 22,
+        "VG" => 24,
+        "XK" => 20,
+        "YE" => 30,
         _ => return None,
     })
 }
 
+/// An IBAN (country length and mod-97); a short group the pattern took from the text
+/// after it (`… 8901 X in`, `… 8741 ALL CAPS`) is not part of it.
+fn valid_iban_in_text(s: &str) -> bool {
+    valid_iban(s)
+        || s.rfind([' ', '-'])
+            .is_some_and(|i| s.len() - i <= 4 && valid_iban(&s[..i]))
+        || {
+            // Glued letters: `…8741ALL`.
+            let tail = s.len() - s.bytes().rev().take_while(u8::is_ascii_uppercase).count();
+            tail < s.len() && s.len() - tail <= 4 && valid_iban(&s[..tail])
+        }
+}
+
 pub fn valid_iban(s: &str) -> bool {
-    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    let compact: Vec<u8> = s.bytes().filter(|b| !b.is_ascii_whitespace() && *b != b'-').collect();
     let Ok(text) = std::str::from_utf8(&compact) else {
         return false;
     };
@@ -263,7 +358,7 @@ fn valid_vin(s: &str) -> bool {
 
 // ---------------------------------------------------------------- catalogues
 
-const DATE: &str = r"(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}[/.-]\d{1,2}[/.-]\d{1,2}|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?\s+\d{1,2}(?:st|nd|rd|th)?,?\s+\d{4}|\d{1,2}(?:st|nd|rd|th)?\s+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?,?\s+\d{4})";
+const DATE: &str = r"(?:\d{1,2}[/.-]\d{1,2}[/.-](?:\d{4}|\d{2})|\d{4}[/.-]\d{1,2}[/.-]\d{1,2}|(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?[\s-]+\d{1,2}(?:st|nd|rd|th)?,?[\s-]+\d{4}|\d{1,2}(?:st|nd|rd|th)?[\s-]+(?:jan|feb|mar|apr|may|jun|jul|aug|sep|sept|oct|nov|dec)[a-z]*\.?,?[\s-]+\d{4})";
 
 /// Detectors of the PII catalogue, highest priority first.
 pub fn pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, String> {
@@ -292,26 +387,29 @@ fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Str
         Context(&["ssn", "social security"]),
     )?);
     if pci {
-        v.push(Detector::new("CVV", r"(?i)(?:cvv2?|cvc2?|csc|security code|card verification(?: value| code)?)\s*(?:is|:|#)?\s*(\d{3,4})(?-u:\b)", 1, any, Context(&["cvv", "cvc", "csc", "security code", "card verification"]))?);
+        v.push(Detector::new("CVV", r"(?i)(?:cvv2?|cvc2?|csc|security code|card verification(?: value| code)?)(?:\s*(?:is|was|:|#|-)|\s+(?:on|at|of|in|the|back|front|card|reverse|side|printed|number|code)){0,6}\s*(\d{3,4})(?-u:\b)", 1, any, Context(&["cvv", "cvc", "csc", "security code", "card verification"]))?);
     }
     if healthcare {
         v.extend(healthcare_detectors()?);
     }
     v.push(Detector::new(
         "IBAN",
-        r"(?-u:\b)[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?-u:\b)",
+        r"(?-u:\b)[A-Z]{2}\d{2}(?:[ -]?[A-Z0-9]{4}){2,7}(?:[ -]?[A-Z0-9]{1,4})?(?-u:\b)",
         0,
-        valid_iban,
+        valid_iban_in_text,
         Number,
     )?);
     if pci {
-        v.push(Detector::new(
-            "CREDIT_CARD",
-            r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
-            0,
-            valid_card,
-            Number,
-        )?);
+        v.push(
+            Detector::new(
+                "CREDIT_CARD",
+                r"(?-u:\b)\d(?:[ -]?\d){12,18}(?-u:\b)",
+                0,
+                valid_card,
+                Number,
+            )?
+            .rejecting_after(after_iban_head),
+        );
     }
     v.push(Detector::new(
         "SSN",
@@ -322,9 +420,16 @@ fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Str
     )?);
     v.push(Detector::new(
         "PHONE",
-        r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|(?-u:\b)\d{3}[ .-])\d{3}[ .-]\d{4}(?-u:\b)|\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){1,4}\d{2,4}(?-u:\b)",
+        r"\+\d{1,3}[ .-]?(?:\(?\d{1,4}\)?[ .-]?){1,4}\d{2,4}(?-u:\b)",
         0,
-        valid_phone,
+        super::phone::valid_international,
+        Number,
+    )?);
+    v.push(Detector::new(
+        "PHONE",
+        r"(?:\+1[ .-]?)?(?:\(\d{3}\)[ .-]?|(?-u:\b)\d{3}[ .-])\d{3}[ .-]\d{4}(?-u:\b)",
+        0,
+        valid_nanp,
         Number,
     )?);
     v.push(
@@ -339,12 +444,16 @@ fn build_pii_detectors(pci: bool, healthcare: bool) -> Result<Vec<Detector>, Str
     );
     v.push(Detector::new(
         "IP_ADDRESS",
-        r"(?i)(?:(?:[0-9a-f]{1,4}:){1,7}(?:(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4}|:)|::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?)(?:/\d{1,3})?",
+        r"(?i)(?:(?:[0-9a-f]{1,4}:){1,6}:?(?:[0-9a-f]{1,4}:){0,5}\d{1,3}(?:\.\d{1,3}){3}|::(?:[0-9a-f]{1,4}:){0,5}\d{1,3}(?:\.\d{1,3}){3}|(?:[0-9a-f]{1,4}:){1,7}(?:(?::[0-9a-f]{1,4}){1,7}|[0-9a-f]{1,4}|:)|::(?:[0-9a-f]{1,4}(?::[0-9a-f]{1,4}){0,6})?)(?:/\d{1,3})?",
         0,
         valid_ipv6,
         Colon,
     )?);
     v.push(Detector::new("EMAIL", r"(?-u:\b)[A-Za-z0-9][A-Za-z0-9._%+-]{0,63}@[A-Za-z0-9](?:[A-Za-z0-9.-]{0,253}[A-Za-z0-9])?\.[A-Za-z]{2,24}(?-u:\b)", 0, valid_email, At)?);
+    v.push(Detector::national_phone(
+        r"(?:\(\d{1,5}\)|(?-u:\b)\d{1,5})(?:[ .-]{0,2}(?:\(\d{1,5}\)|\d{1,5})){0,5}(?-u:\b)",
+        PhoneRegions::default_regions(),
+    )?);
     Ok(v)
 }
 

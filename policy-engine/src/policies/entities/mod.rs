@@ -6,8 +6,10 @@
 use std::ops::Range;
 
 mod catalog;
+mod phone;
 
 pub use catalog::{luhn, phi_detectors, pii_detectors, valid_iban};
+pub use phone::{DEFAULT_REGIONS as DEFAULT_PHONE_REGIONS, PhoneRegions};
 
 use regex::Regex;
 
@@ -41,7 +43,7 @@ pub struct Detector {
     re: Regex,
     /// Capture group holding the entity (0 = whole match); context words stay unredacted.
     group: usize,
-    validate: fn(&str) -> bool,
+    validate: Validate,
     trigger: Trigger,
     /// Rejects a match from the text just before it (e.g. "version 1.2.3.4").
     reject_after: Option<fn(&str) -> bool>,
@@ -49,6 +51,16 @@ pub struct Detector {
 
 fn any(_: &str) -> bool {
     true
+}
+
+/// How a match is confirmed.
+#[derive(Debug, Clone)]
+enum Validate {
+    /// A check of the matched text alone (checksum, ranges).
+    Text(fn(&str) -> bool),
+    /// A national phone number: valid in one of the regions, and digits alone only after
+    /// a phone context word.
+    NationalPhone(PhoneRegions),
 }
 
 impl Detector {
@@ -67,7 +79,7 @@ impl Detector {
             entity,
             re,
             group,
-            validate,
+            validate: Validate::Text(validate),
             trigger,
             reject_after: None,
         })
@@ -76,6 +88,30 @@ impl Detector {
     fn rejecting_after(mut self, f: fn(&str) -> bool) -> Self {
         self.reject_after = Some(f);
         self
+    }
+
+    /// National phone numbers of `regions` (see [`PhoneRegions`]).
+    fn national_phone(pattern: &str, regions: PhoneRegions) -> Result<Self, String> {
+        let mut d = Detector::new("PHONE", pattern, 0, any, Trigger::Number)?;
+        d.validate = Validate::NationalPhone(regions);
+        Ok(d)
+    }
+
+    /// Points a national phone detector at other regions; other detectors are unchanged.
+    pub fn with_phone_regions(mut self, regions: &PhoneRegions) -> Self {
+        if let Validate::NationalPhone(r) = &mut self.validate {
+            *r = regions.clone();
+        }
+        self
+    }
+
+    fn valid(&self, text: &str, r: &Range<usize>, budget: &mut u32) -> bool {
+        match &self.validate {
+            Validate::Text(f) => f(&text[r.clone()]),
+            Validate::NationalPhone(regions) => {
+                phone::valid_national(&text[r.clone()], &text[..r.start], regions, budget)
+            }
+        }
     }
 
     /// A user-supplied regex reported as `entity`.
@@ -89,7 +125,7 @@ impl Detector {
         f(&text[from..start])
     }
 
-    fn scan(&self, text: &str, window: Range<usize>, segment: usize, out: &mut Vec<Finding>) {
+    fn scan(&self, text: &str, window: Range<usize>, segment: usize, out: &mut Vec<Finding>, budget: &mut u32) {
         let hay = &text[window.clone()];
         if self.group == 0 {
             for m in self.re.find_iter(hay) {
@@ -98,7 +134,7 @@ impl Detector {
                 }
                 let r = window.start + m.start()..window.start + m.end();
                 if boundary_ok(text, &r, self.entity == "IP_ADDRESS")
-                    && (self.validate)(m.as_str())
+                    && self.valid(text, &r, budget)
                     && !self.rejected_by_context(text, r.start)
                 {
                     out.push(Finding {
@@ -112,7 +148,7 @@ impl Detector {
             for caps in self.re.captures_iter(hay) {
                 let Some(m) = caps.get(self.group) else { continue };
                 let r = window.start + m.start()..window.start + m.end();
-                if (self.validate)(m.as_str()) {
+                if self.valid(text, &r, budget) {
                     out.push(Finding {
                         entity: self.entity,
                         segment,
@@ -215,14 +251,16 @@ impl EntitySet {
     /// Findings in `segments` (only those for which `include` is true), overlaps resolved.
     pub fn find(&self, segments: &[TextSegment<'_>], hits: &HitCache<'_>) -> Vec<Finding> {
         let mut out = Vec::new();
+        let mut budget = phone::MAX_REGION_CHECKS;
         for (i, seg) in segments.iter().enumerate() {
-            self.find_in(seg.text, i, hits.get(i, self.owner), &mut out);
+            self.find_in(seg.text, i, hits.get(i, self.owner), &mut out, &mut budget);
         }
         out
     }
 
-    /// Findings in one text; `context_hits` are the scan's hits for this set's owner.
-    pub fn find_in(&self, text: &str, segment: usize, context_hits: &[Hit], out: &mut Vec<Finding>) {
+    /// Findings in one text; `context_hits` are the scan's hits for this set's owner;
+    /// `budget` bounds the phone numbering-plan checks of the whole scan.
+    pub fn find_in(&self, text: &str, segment: usize, context_hits: &[Hit], out: &mut Vec<Finding>, budget: &mut u32) {
         let first = out.len();
         let mut w = Windows::default();
         let full = 0..text.len();
@@ -240,7 +278,7 @@ impl EntitySet {
             };
             let before = out.len();
             for win in wins {
-                d.scan(text, win.clone(), segment, out);
+                d.scan(text, win.clone(), segment, out, budget);
             }
             // Drop new findings that overlap a finding of a higher-priority detector.
             let mut k = before;
@@ -295,7 +333,7 @@ fn next_digit(bytes: &[u8], mut from: usize) -> Option<usize> {
 
 /// Number-shaped clusters (digit runs joined by at most two separators from ` -./()`)
 /// that could hold a card, account, phone, SSN or IP: ten or more digits, the 3-2-4
-/// shape, a dotted quad, or a `+` prefix. Dates, amounts and short numbers are skipped.
+/// shape, a dotted quad, seven or more in groups or after a leading 0, or a `+` prefix. Dates, amounts and short numbers are skipped.
 fn number_windows(text: &str) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut out: Vec<Range<usize>> = Vec::new();
@@ -329,7 +367,9 @@ fn number_windows(text: &str) -> Vec<Range<usize>> {
         let ssn_shape = n_groups == 3 && groups[..3] == [3, 2, 4];
         // Four dotted groups: an IPv4 address, or with a fifth its CIDR prefix length.
         let quad = dots == 3 && (n_groups == 4 || n_groups == 5) && groups.iter().all(|g| (1..=3).contains(g));
-        if digits >= 10 || ssn_shape || quad || (plus && digits >= 8) {
+        // National phone numbers: `09-7625400`, `600 123 456`, `5123 4567`.
+        let national = digits >= 7 && (n_groups >= 2 || bytes[start] == b'0');
+        if digits >= 10 || ssn_shape || quad || national || (plus && digits >= 8) {
             push_merged(&mut out, widen(text, start..j, NUMBER_PAD));
         }
         i = j.max(start + 1);
@@ -389,7 +429,13 @@ mod tests {
             .map(|s| s.scan(text))
             .unwrap_or_default();
         let mut out = Vec::new();
-        set.find_in(text, 0, hits.get(set.owner).map(Vec::as_slice).unwrap_or(&[]), &mut out);
+        set.find_in(
+            text,
+            0,
+            hits.get(set.owner).map(Vec::as_slice).unwrap_or(&[]),
+            &mut out,
+            &mut phone::MAX_REGION_CHECKS.clone(),
+        );
         out.sort_by_key(|f| f.range.start);
         out.into_iter().map(|f| (f.entity, text[f.range].to_owned())).collect()
     }
@@ -466,6 +512,38 @@ mod tests {
                 got.iter().all(|(e, _)| *e != "IP_ADDRESS" && *e != "CREDIT_CARD"),
                 "{text}: {got:?}"
             );
+        }
+    }
+
+    #[test]
+    fn finds_national_and_international_phone_numbers() {
+        let set = set(pii_detectors(true, false).expect("builds"));
+        for (text, value) in [
+            ("My Israeli number is 09-7625400", "09-7625400"),
+            ("Tokyo office: 090-1234-5678.", "090-1234-5678"),
+            ("my mobile is 13812345678", "13812345678"),
+            ("call 020 7946 0958 in London", "020 7946 0958"),
+            ("Berlin: 030 123456", "030 123456"),
+            ("portable 06 12 34 56 78", "06 12 34 56 78"),
+            ("reach me at +81 90-1234-5678", "+81 90-1234-5678"),
+            ("Call (415) 555-0132 after 5", "(415) 555-0132"),
+        ] {
+            let got = find(&set, text);
+            assert!(
+                got.iter().any(|(e, v)| *e == "PHONE" && v == value),
+                "{text}: expected PHONE {value}, got {got:?}"
+            );
+        }
+        for text in [
+            "order 13812345678 shipped",
+            "invoice dated 01.02.2023",
+            "due 03-14-2024 at noon",
+            "ISBN 978-3-16-148410-0",
+            "build 0123456789 of the tool",
+            "+999 1234 5678 is no country",
+        ] {
+            let got = find(&set, text);
+            assert!(got.iter().all(|(e, _)| *e != "PHONE"), "{text}: {got:?}");
         }
     }
 }
