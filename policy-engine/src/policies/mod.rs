@@ -5,6 +5,7 @@
 //! read the registry.
 
 pub mod audit;
+pub mod classifier;
 pub mod code_sanitizer;
 pub mod data_routing;
 pub mod dlp;

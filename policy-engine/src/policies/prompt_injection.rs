@@ -4,8 +4,10 @@
 //! Text is NFKC-normalized and homoglyph-folded (non-ASCII text only), base64-looking runs
 //! are decoded and scanned too. Every pattern starts with one of a few literal words; the
 //! chain's shared scan finds those, and each pattern runs anchored there. A pattern hit
-//! scores 1.0; similarity to known attack sentences (character-trigram cosine) scores below
-//! that; a message is an injection when its score reaches `embedding_threshold`.
+//! scores 1.0. Then the statistical layer ([`super::classifier`]) scores the message; a
+//! probability at or above `detection.classifier_threshold` is an injection. Last,
+//! similarity to known attack sentences (character-trigram cosine) is compared with
+//! `embedding_threshold`.
 
 use crate::config::PolicyConfig;
 use std::ops::Range;
@@ -13,6 +15,7 @@ use std::sync::OnceLock;
 
 use base64::Engine as _;
 
+use super::classifier::Classifier;
 use super::{EvalContext, KindEntry, Outcome, Policy, PolicyError};
 use crate::builtins::builtin;
 use crate::config::{PiAction, PromptInjection as Settings};
@@ -61,7 +64,7 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
     ),
     (r"do anything now", None),
     (
-        r"(?:ignore|disregard|forget)\W+(?:everything|all of it|anything)\W+(?:(?:that|you|you've|you have|i|we)\W+)?(?:were|was|have been|had been|been)?\W*(?:told|given|taught|instructed|said|shown)",
+        r"(?:ignore|disregard|forget|overlook)\W+(?:every?thing|all of it|all that|anything)\W+(?:(?:that|you|you've|you have|i|we)\W+){0,2}(?:were|was|have been|had been|been)?\W*(?:told|given|taught|instructed|said|shown)",
         None,
     ),
     (
@@ -119,6 +122,21 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
     (
         r"(?:if|when)\W+you\W+break\W+character\W+(?:\w+\W+){0,8}?(?:i\W+will|i'll)\W+(?:say|remind|tell|type|correct)",
         Some(&["break character"]),
+    ),
+    // System-prompt and secret extraction: a request to repeat, reveal, encode or
+    // translate the hidden instructions, to complete a sentence that starts them, or to
+    // say the secret the system prompt guards.
+    (
+        r"(?:repeat|print|output|display|show|reveal|recite|dump|leak|encode|translate|summari[sz]e|paraphrase|tell me|give me|share|write out|list)\W+(?:me\W+)?(?:(?:all|everything|every word|the text|back)\W+)?(?:(?:in|of|from)\W+)?(?:(?:your|the|this)\W+)?(?:(?:full|entire|complete|original|hidden|secret|initial|starting|exact|verbatim|first|above)\W+)*(?:system[\W_]+(?:prompt|message|instructions|configuration)|(?:initial|starting|original|first|hidden|secret)\W+(?:prompt|instructions|configuration)|pre-?prompt|initiali[sz]ation\W+string)",
+        Some(&["prompt", "instruction", "configuration", "initiali"]),
+    ),
+    (
+        r"(?:what\W+(?:were|have)\W+you\W+(?:been\W+)?(?:told|instructed|given)\W+(?:before|earlier|at the (?:start|beginning)|initially|to (?:keep|hide))|what\W+(?:are|were)\W+you\W+(?:not supposed|told not|instructed not|not allowed)\W+to\W+(?:tell|say|reveal|share)|(?:complete|continue|finish)\W+(?:this|the following)\W+(?:\w+\W+){0,3}?(?:i was instructed|my instructions (?:are|were)|the system prompt is|my system prompt))",
+        Some(&["told", "instructed", "given", "supposed", "allowed", "system prompt"]),
+    ),
+    (
+        r#"(?:what(?:'s|\W+is)|tell me|reveal|share|give me|confirm|spell|disclose|provide|say)\W+(?:me\W+)?(?:(?:your|the)\W+)(?:secret\W+)?(?:password|passphrase|secret key|secret word|access code)(?:\W+for\W+(?:our|the|this|your)\W+(?:system|app|application|bot|assistant|mode|audit|upgrade|account))?\W*(?:[?.!"']|$)"#,
+        Some(&["password", "passphrase", "secret key", "secret word", "access code"]),
     ),
     (
         r"(?:end|close) of (?:the )?(?:system|previous|original) (?:prompt|instructions|message)",
@@ -216,6 +234,8 @@ pub struct PromptInjection {
     /// The same literals, for folded or decoded text the shared scan did not see.
     own: Scanners,
     references: Vec<Trigrams>,
+    /// The statistical layer and its threshold, when enabled.
+    classifier: Option<(&'static Classifier, f64)>,
 }
 
 impl PromptInjection {
@@ -286,7 +306,33 @@ impl PromptInjection {
             owner,
             own,
             references: REFERENCE_ATTACKS.iter().map(|s| Trigrams::of(s)).collect(),
+            classifier: if s.detection.classifier {
+                let model = Classifier::builtin()?;
+                Some((
+                    model,
+                    s.detection.classifier_threshold.unwrap_or(model.default_threshold),
+                ))
+            } else {
+                None
+            },
         })
+    }
+
+    /// Whether `text` is an injection, and if so its score and the layer that found it:
+    /// rules (1.0), the classifier (its probability), or similarity to known attacks.
+    pub fn detect(&self, text: &str) -> Option<(f64, &'static str)> {
+        self.detect_with(text, None)
+    }
+
+    fn detect_with(&self, text: &str, shared: Option<&[Hit]>) -> Option<(f64, &'static str)> {
+        let (score, signal) = self.score_with(text, shared, 0);
+        if score >= self.threshold {
+            return Some((score, signal));
+        }
+        let (model, threshold) = self.classifier?;
+        let folded = fold(text, self.nfkc, self.homoglyphs);
+        let p = model.score(&folded);
+        (p >= threshold).then_some((p, "classifier"))
     }
 
     /// The injection score of `text` (0–1) and what produced it.
@@ -379,8 +425,7 @@ impl Policy for PromptInjection {
     }
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
         for (i, seg) in cx.texts.iter().enumerate().filter(|(_, s)| s.role.is_untrusted()) {
-            let (score, signal) = self.score_with(seg.text, Some(cx.hits.get(i, self.owner)), 0);
-            if score >= self.threshold {
+            if let Some((score, signal)) = self.detect_with(seg.text, Some(cx.hits.get(i, self.owner))) {
                 let message = self
                     .message
                     .clone()

@@ -76,7 +76,7 @@ impl Default for PromptInjection {
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PiDetection {
     /// Extra attack regexes, added to the built-in set.
@@ -85,6 +85,24 @@ pub struct PiDetection {
     /// Same as the top-level `embedding_threshold` (single-document form).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub embedding_threshold: Option<f64>,
+    /// Run the statistical classifier (the second layer) on each untrusted message.
+    #[serde(default = "yes")]
+    pub classifier: bool,
+    /// Classifier probability at or above which a message is an injection (0–1; default:
+    /// the threshold the shipped model was trained with, 0.73).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub classifier_threshold: Option<f64>,
+}
+
+impl Default for PiDetection {
+    fn default() -> Self {
+        PiDetection {
+            attack_patterns: Vec::new(),
+            embedding_threshold: None,
+            classifier: true,
+            classifier_threshold: None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
