@@ -1,6 +1,7 @@
 //! Policy engine benchmarks: the realistic input chain on chat bodies of 1, 16, 64 and
 //! 256 KiB (evaluation alone, and parse + evaluation), and compiling a configuration with
-//! 10,000 blocked terms. Run with `cargo bench -p kt-benches`.
+//! 10,000 blocked terms, and prompt-injection's classifier layer alone. Run with
+//! `cargo bench -p kt-benches`.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kt_benches::{chat_body, compile, realistic_config};
@@ -53,5 +54,21 @@ fn compile_10k(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, chain, compile_10k);
+/// prompt-injection's classifier layer alone, on the same prose.
+fn classifier(c: &mut Criterion) {
+    let Ok(model) = kt_policy::policies::classifier::Classifier::builtin() else {
+        return;
+    };
+    let mut group = c.benchmark_group("classifier");
+    for &kib in &[1usize, 64] {
+        let text = kt_benches::prose(&mut kt_policy::fuzzing::Rng::new(42), kib * 1024);
+        group.throughput(Throughput::Bytes(text.len() as u64));
+        group.bench_with_input(BenchmarkId::new("score", format!("{kib}KiB")), &kib, |b, _| {
+            b.iter(|| model.score(&text));
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, chain, compile_10k, classifier);
 criterion_main!(benches);

@@ -217,10 +217,18 @@ fn one_client_cannot_hold_every_connection_or_a_stalled_write() {
             "30",
         ],
     );
+    // Each held connection is served once (so the server has surely counted it) and
+    // then stays open, idle, on keep-alive.
     let held: Vec<TcpStream> = (0..3)
-        .map(|_| TcpStream::connect(&server.addr).expect("connect"))
+        .map(|_| {
+            let mut s = TcpStream::connect(&server.addr).expect("connect");
+            s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+            s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+            let head = read_head(&mut s);
+            assert!(head.contains("200 OK"), "{head}");
+            s
+        })
         .collect();
-    std::thread::sleep(Duration::from_millis(200));
     let mut fourth = TcpStream::connect(&server.addr).expect("connect");
     let _ = fourth.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n");
     let mut answer = String::new();
@@ -299,4 +307,29 @@ fn parallel_logins_hash_a_few_at_a_time() {
         "peak memory grew by {} MiB for 48 parallel logins",
         after.saturating_sub(before)
     );
+}
+
+/// Reads one answer's head and its `Content-Length` body from a keep-alive connection.
+fn read_head(s: &mut TcpStream) -> String {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        match s.read(&mut byte) {
+            Ok(1) => buf.push(byte[0]),
+            _ => break,
+        }
+    }
+    let head = String::from_utf8_lossy(&buf).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_owned())
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    let _ = s.read_exact(&mut body);
+    head
 }

@@ -1,7 +1,7 @@
 //! prompt-injection's statistical layer: logistic regression over hashed word unigrams and
 //! bigrams, trained offline by `scripts/train-injection-classifier` on public data
 //! (`datasets/prompt-injection/`) and embedded in the binary
-//! (`policy-engine/models/prompt-injection.ktm`, about 256 KiB).
+//! (`policy-engine/models/prompt-injection.ktm`, 64 KiB).
 //!
 //! A text is split into lower-cased runs of letters and digits (after NFKC); each word and
 //! each pair of adjacent words adds its weight; the sum over a window of words (48 in the
@@ -11,7 +11,7 @@
 //! diluted. The
 //! training script computes the same features; its parity vectors are checked below.
 //!
-//! File format (little-endian): `KTPI`, u16 version (1), u8 log2 of the bucket count,
+//! File format (little-endian): `KTPI`, u16 version (2), u8 log2 of the bucket count,
 //! u8 reserved, u16 window, u16 stride, f32 weight scale, f32 bias, f32 default
 //! threshold, then one i8 weight per bucket.
 
@@ -23,13 +23,14 @@ use unicode_normalization::UnicodeNormalization;
 const MAX_TOKEN: usize = 40;
 const HEADER: usize = 4 + 2 + 1 + 1 + 2 + 2 + 4 + 4 + 4;
 
-const FNV_OFFSET: u32 = 0x811C_9DC5;
-const FNV_PRIME: u32 = 0x0100_0193;
+const K_WORD: u64 = 0x9E37_79B9_7F4A_7C15;
+const K_PAIR: u64 = 0xD6E8_FEB8_6659_FD93;
 
 #[derive(Debug)]
 pub struct Classifier {
     weights: Box<[i8]>,
-    mask: u32,
+    /// 64 minus log2 of the bucket count: a hash's top bits pick its bucket.
+    shift: u32,
     window: usize,
     stride: usize,
     scale: f32,
@@ -39,12 +40,79 @@ pub struct Classifier {
     pub default_threshold: f64,
 }
 
-fn fnv(mut h: u32, bytes: &[u8]) -> u32 {
-    for b in bytes {
-        h ^= u32::from(*b);
-        h = h.wrapping_mul(FNV_PRIME);
+fn mix(h: u64, k: u64) -> u64 {
+    let h = h.wrapping_mul(k);
+    h ^ (h >> 32)
+}
+
+/// A word's hash, built from its UTF-8 bytes eight at a time (see the module docs of
+/// `scripts/train-injection-classifier`, which computes the same).
+#[derive(Default)]
+struct WordHash {
+    h: u64,
+    chunk: u64,
+    in_chunk: u32,
+    bytes: u64,
+}
+
+impl WordHash {
+    #[inline]
+    fn push(&mut self, b: u8) {
+        self.chunk |= u64::from(b) << (8 * self.in_chunk);
+        self.in_chunk += 1;
+        self.bytes += 1;
+        if self.in_chunk == 8 {
+            self.h = mix(self.h ^ self.chunk, K_WORD);
+            self.chunk = 0;
+            self.in_chunk = 0;
+        }
     }
-    h
+
+    #[inline]
+    fn finish(&mut self) -> u64 {
+        if self.in_chunk > 0 {
+            self.h = mix(self.h ^ self.chunk, K_WORD);
+        }
+        let out = mix(self.h ^ self.bytes, K_WORD);
+        *self = WordHash::default();
+        out
+    }
+}
+
+/// ASCII letters and digits, by byte.
+static ALNUM: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        t[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    t
+};
+
+/// [`WordHash`] of an ASCII word, eight bytes at a time. For ASCII letters and digits,
+/// setting bit 0x20 is lower-casing (digits already have it).
+#[inline]
+fn ascii_word_hash(w: &[u8]) -> u64 {
+    let mut h = 0u64;
+    let mut chunks = w.chunks_exact(8);
+    for c in &mut chunks {
+        let mut buf = [0u8; 8];
+        buf.copy_from_slice(c);
+        h = mix(h ^ (u64::from_le_bytes(buf) | 0x2020_2020_2020_2020), K_WORD);
+    }
+    let rest = chunks.remainder();
+    if !rest.is_empty() {
+        let mut buf = [0u8; 8];
+        buf[..rest.len()].copy_from_slice(rest);
+        let lower = 0x2020_2020_2020_2020u64 >> (8 * (8 - rest.len()));
+        h = mix(h ^ (u64::from_le_bytes(buf) | lower), K_WORD);
+    }
+    mix(h ^ w.len() as u64, K_WORD)
+}
+
+fn pair_hash(a: u64, b: u64) -> u64 {
+    mix(a.rotate_left(23) ^ b, K_PAIR)
 }
 
 impl Classifier {
@@ -65,7 +133,7 @@ impl Classifier {
         }
         let u16_at = |i: usize| u16::from_le_bytes([header[i], header[i + 1]]);
         let f32_at = |i: usize| f32::from_le_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        if u16_at(4) != 1 {
+        if u16_at(4) != 2 {
             return Err(format!("classifier model: version {} is not supported", u16_at(4)));
         }
         let log2 = header[6];
@@ -87,7 +155,7 @@ impl Classifier {
         }
         Ok(Classifier {
             weights: body.iter().map(|b| i8::from_le_bytes([*b])).collect(),
-            mask: (1u32 << log2) - 1,
+            shift: 64 - u32::from(log2),
             window,
             stride,
             scale,
@@ -102,11 +170,13 @@ impl Classifier {
         // weight alone (a window starting at this word does not hold the pair).
         let mut own: Vec<i32> = Vec::with_capacity(text.len() / 5 + 1);
         let mut pair: Vec<i32> = Vec::with_capacity(text.len() / 5 + 1);
-        tokens(text, &mut |uni: u32, bi: Option<u32>| {
-            let w = |h: u32| i32::from(self.weights[(h & self.mask) as usize]);
-            let b = bi.map_or(0, w);
-            own.push(w(uni) + b);
+        let mut prev: Option<u64> = None;
+        let w = |h: u64| i32::from(self.weights[(h >> self.shift) as usize]);
+        tokens(text, &mut |h: u64| {
+            let b = prev.map_or(0, |p| w(pair_hash(p, h)));
+            own.push(w(h) + b);
             pair.push(b);
+            prev = Some(h);
         });
         self.max_window(&own, &pair)
     }
@@ -140,62 +210,43 @@ impl Classifier {
 }
 
 /// Calls `word` with the hash of each lower-cased run of letters and digits (after
-/// NFKC, cut to [`MAX_TOKEN`] characters) and the hash of the pair it ends: the previous
-/// word's bytes, 0x01, this word's bytes.
-fn tokens(text: &str, word: &mut impl FnMut(u32, Option<u32>)) {
-    struct State {
-        uni: u32,
-        bi: Option<u32>,
-        len: usize,
-        /// The previous word's hash, continued with the 0x01 separator.
-        prev: Option<u32>,
+/// NFKC), cut to [`MAX_TOKEN`] characters.
+fn tokens(text: &str, word: &mut impl FnMut(u64)) {
+    if text.is_ascii() {
+        let bytes = text.as_bytes();
+        let mut i = 0;
+        while i < bytes.len() {
+            if !ALNUM[usize::from(bytes[i])] {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < bytes.len() && ALNUM[usize::from(bytes[i])] {
+                i += 1;
+            }
+            word(ascii_word_hash(&bytes[start..i.min(start + MAX_TOKEN)]));
+        }
+        return;
     }
-    let mut st = State {
-        uni: FNV_OFFSET,
-        bi: None,
-        len: 0,
-        prev: None,
-    };
-    let push = |st: &mut State, c: char| {
-        if st.len == 0 {
-            st.bi = st.prev;
-        }
-        if st.len < MAX_TOKEN {
-            let mut buf = [0u8; 4];
-            let bytes = c.encode_utf8(&mut buf).as_bytes();
-            st.uni = fnv(st.uni, bytes);
-            st.bi = st.bi.map(|h| fnv(h, bytes));
-            st.len += 1;
-        }
-    };
-    let mut end = |st: &mut State| {
-        if st.len > 0 {
-            word(st.uni, st.bi);
-            st.prev = Some(fnv(st.uni, &[1]));
-            st.uni = FNV_OFFSET;
-            st.bi = None;
-            st.len = 0;
-        }
-    };
-    let mut each = |c: char| {
+    let mut h = WordHash::default();
+    let mut chars = 0usize;
+    for c in text.nfkc() {
         if c.is_alphanumeric() {
-            if c.is_ascii() {
-                push(&mut st, c.to_ascii_lowercase());
-            } else {
-                for l in c.to_lowercase() {
-                    push(&mut st, l);
+            for l in c.to_lowercase() {
+                if chars < MAX_TOKEN {
+                    let mut buf = [0u8; 4];
+                    l.encode_utf8(&mut buf).bytes().for_each(|b| h.push(b));
+                    chars += 1;
                 }
             }
-        } else {
-            end(&mut st);
+        } else if chars > 0 {
+            word(h.finish());
+            chars = 0;
         }
-    };
-    if text.is_ascii() {
-        text.chars().for_each(&mut each);
-    } else {
-        text.nfkc().for_each(&mut each);
     }
-    end(&mut st);
+    if chars > 0 {
+        word(h.finish());
+    }
 }
 
 #[cfg(test)]
@@ -269,7 +320,7 @@ mod tests {
         bad[0] = b'X';
         assert!(Classifier::parse(&bad).is_err());
         let mut bad = good.to_vec();
-        bad[4] = 9;
+        bad[4] = 1;
         assert!(Classifier::parse(&bad).expect_err("version").contains("version"));
     }
 

@@ -89,7 +89,7 @@ pub struct PiDetection {
     #[serde(default = "yes")]
     pub classifier: bool,
     /// Classifier probability at or above which a message is an injection (0–1; default:
-    /// the threshold the shipped model was trained with, 0.73).
+    /// the threshold the shipped model was trained with, 0.72).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub classifier_threshold: Option<f64>,
 }

@@ -368,7 +368,9 @@ fn number_windows(text: &str) -> Vec<Range<usize>> {
         // Four dotted groups: an IPv4 address, or with a fifth its CIDR prefix length.
         let quad = dots == 3 && (n_groups == 4 || n_groups == 5) && groups.iter().all(|g| (1..=3).contains(g));
         // National phone numbers: `09-7625400`, `600 123 456`, `5123 4567`.
-        let national = digits >= 7 && (n_groups >= 2 || bytes[start] == b'0');
+        // Dates (`2024-03-14`, `14.03.2024`) are never phones: no window for them.
+        let date = n_groups == 3 && matches!(groups[..3], [4, 1 | 2, 1 | 2] | [1 | 2, 1 | 2, 2 | 4]);
+        let national = digits >= 7 && (n_groups >= 2 || bytes[start] == b'0') && !date;
         if digits >= 10 || ssn_shape || quad || national || (plus && digits >= 8) {
             push_merged(&mut out, widen(text, start..j, NUMBER_PAD));
         }
