@@ -17,6 +17,9 @@ use crate::config::{Source, load_sources};
 use crate::decision::Verdict;
 use crate::exchange::Headers;
 
+/// The first byte of a JSON corpus file.
+const OPEN_BRACE: u8 = 0x7B;
+
 /// Largest corpus file read (a corpus is test data, not a document store).
 pub const MAX_CORPUS_BYTES: u64 = 64 << 20;
 
@@ -142,7 +145,7 @@ pub fn load(path: &Path) -> Result<CorpusFile, String> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let value = if text.trim_start().starts_with('{') {
+    let value = if text.trim_start().as_bytes().first() == Some(&OPEN_BRACE) {
         crate::json::parse_strict(text.as_bytes()).map_err(|e| match e {
             crate::json::BodyError::Syntax(why) => format!("{}: invalid JSON: {why}", path.display()),
             crate::json::BodyError::DuplicateKey(k) => {

@@ -343,12 +343,12 @@ impl PromptInjection {
     }
 
     fn detect_with(&self, text: &str, shared: Option<&[Hit]>) -> Option<(f64, &'static str)> {
-        let (score, signal) = self.score_with(text, shared, 0);
+        let folded = fold(text, self.nfkc, self.homoglyphs);
+        let (score, signal) = self.score_folded(text, &folded, shared, 0);
         if score >= self.threshold {
             return Some((score, signal));
         }
         let (model, threshold) = self.classifier?;
-        let folded = fold(text, self.nfkc, self.homoglyphs);
         let p = model.score(&folded);
         (p >= threshold).then_some((p, "classifier"))
     }
@@ -361,7 +361,11 @@ impl PromptInjection {
     /// Scores `text`; `shared` are the chain's scan hits for it, when it was scanned.
     fn score_with(&self, text: &str, shared: Option<&[Hit]>, depth: u8) -> (f64, &'static str) {
         let folded = fold(text, self.nfkc, self.homoglyphs);
-        let t: &str = &folded;
+        self.score_folded(text, &folded, shared, depth)
+    }
+
+    /// Scores `text` whose folded form is `t`.
+    fn score_folded(&self, text: &str, t: &str, shared: Option<&[Hit]>, depth: u8) -> (f64, &'static str) {
         let scanned;
         let hits: &[Hit] = match shared {
             Some(h) if std::ptr::eq(t, text) => h,
