@@ -17,9 +17,6 @@ use crate::config::{Source, load_sources};
 use crate::decision::Verdict;
 use crate::exchange::Headers;
 
-/// The first byte of a JSON corpus file.
-const OPEN_BRACE: u8 = 0x7B;
-
 /// Largest corpus file read (a corpus is test data, not a document store).
 pub const MAX_CORPUS_BYTES: u64 = 64 << 20;
 
@@ -132,8 +129,7 @@ pub struct CorpusScore {
     pub misses: Vec<Miss>,
 }
 
-/// Reads a corpus file: JSON when it starts with `{` (strict: a repeated key is an
-/// error), YAML otherwise.
+/// Reads a corpus file (JSON or YAML, see [`crate::testing::parse_document`]).
 pub fn load(path: &Path) -> Result<CorpusFile, String> {
     let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if meta.len() > MAX_CORPUS_BYTES {
@@ -145,26 +141,7 @@ pub fn load(path: &Path) -> Result<CorpusFile, String> {
         ));
     }
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let value = if text.trim_start().as_bytes().first() == Some(&OPEN_BRACE) {
-        crate::json::parse_strict(text.as_bytes()).map_err(|e| match e {
-            crate::json::BodyError::Syntax(why) => format!("{}: invalid JSON: {why}", path.display()),
-            crate::json::BodyError::DuplicateKey(k) => {
-                format!(
-                    "{}: invalid JSON: the key \"{k}\" appears twice in one object",
-                    path.display()
-                )
-            }
-        })?
-    } else {
-        let (doc, dups) = crate::yaml::parse(&text).map_err(|d| {
-            let why: Vec<String> = d.iter().map(|d| d.message.clone()).collect();
-            format!("{}: {}", path.display(), why.join("; "))
-        })?;
-        if let Some(d) = dups.first() {
-            return Err(format!("{}: {}", path.display(), d.message));
-        }
-        doc.value
-    };
+    let value = crate::testing::parse_document(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let file: CorpusFile = serde_json::from_value(value).map_err(|e| format!("{}: {e}", path.display()))?;
     if !matches!(file.phase.as_str(), "input" | "output") {
         return Err(format!(

@@ -73,22 +73,7 @@ pub struct TestReport {
 pub fn load_golden(path: &Path) -> Result<Vec<LoadedCase>, String> {
     let source = path.display().to_string();
     let src = crate::config::read_source(path).map_err(|d| d.message)?;
-    let value = if src.text.trim_start().starts_with(['{', '[']) {
-        // JSON (as `json.dump` writes it) is read as JSON, so every JSON escape holds,
-        // surrogate pairs such as "\ud83d\ude00" included; repeated keys are refused.
-        crate::json::parse_strict(src.text.as_bytes()).map_err(|e| match e {
-            crate::json::BodyError::Syntax(why) => format!("invalid JSON: {why}"),
-            crate::json::BodyError::DuplicateKey(k) => {
-                format!("invalid JSON: the key \"{k}\" appears twice in one object")
-            }
-        })?
-    } else {
-        let (doc, dups) = yaml::parse(&src.text).map_err(|d| d.iter().map(describe).collect::<Vec<_>>().join("; "))?;
-        if let Some(d) = dups.first() {
-            return Err(describe(d));
-        }
-        doc.value
-    };
+    let value = parse_document(&src.text)?;
     let items = match value {
         Value::Array(a) => a,
         other => vec![other],
@@ -106,6 +91,25 @@ pub fn load_golden(path: &Path) -> Result<Vec<LoadedCase>, String> {
                 .map_err(|e| format!("case {i}: {e}"))
         })
         .collect()
+}
+
+/// A test or corpus document: JSON when it starts with `{` or `[` (as `json.dump` writes
+/// it, so every JSON escape holds, surrogate pairs such as "\ud83d\ude00" included), YAML
+/// otherwise; a repeated key is an error in both.
+pub fn parse_document(text: &str) -> Result<Value, String> {
+    if text.trim_start().starts_with(['{', '[']) {
+        return crate::json::parse_strict(text.as_bytes()).map_err(|e| match e {
+            crate::json::BodyError::Syntax(why) => format!("invalid JSON: {why}"),
+            crate::json::BodyError::DuplicateKey(k) => {
+                format!("invalid JSON: the key \"{k}\" appears twice in one object")
+            }
+        });
+    }
+    let (doc, dups) = yaml::parse(text).map_err(|d| d.iter().map(describe).collect::<Vec<_>>().join("; "))?;
+    match dups.first() {
+        Some(d) => Err(describe(d)),
+        None => Ok(doc.value),
+    }
 }
 
 fn describe(d: &crate::Diagnostic) -> String {

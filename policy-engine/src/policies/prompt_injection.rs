@@ -814,4 +814,48 @@ mod tests {
             assert!(p.detect(benign).is_none(), "{benign}: {:?}", p.detect(benign));
         }
     }
+
+    #[test]
+    fn the_classifier_sees_through_zero_width_and_look_alike_letters() {
+        let p = pi();
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../fixtures/corpus/public/prompt-injection.json"
+        );
+        let doc: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(path).expect("corpus")).expect("json");
+        // An attack that only the classifier catches.
+        let text = doc["samples"]
+            .as_array()
+            .expect("samples")
+            .iter()
+            .filter(|s| s["label"] == "positive")
+            .filter_map(|s| s["text"].as_str())
+            .find(|t| t.is_ascii() && p.detect(t).is_some_and(|(_, signal)| signal == "classifier"))
+            .expect("an attack caught by the classifier alone");
+        // Zero-width spaces inside every word, and Cyrillic 'а' and 'о' for Latin ones.
+        let disguised: String = text
+            .split(' ')
+            .map(|w| {
+                let mut out = String::new();
+                for (i, c) in w.chars().enumerate() {
+                    if i == 1 {
+                        out.push('\u{200B}');
+                    }
+                    out.push(match c {
+                        'a' => '\u{0430}',
+                        'o' => '\u{043E}',
+                        c => c,
+                    });
+                }
+                out
+            })
+            .collect::<Vec<_>>()
+            .join(" ");
+        let (plain, _) = p.detect(text).expect("plain");
+        let (score, _) = p
+            .detect(&disguised)
+            .unwrap_or_else(|| panic!("disguised attack passed: {disguised}"));
+        assert!(score + 0.05 >= plain, "disguised {score}, plain {plain}");
+    }
 }
