@@ -31,6 +31,8 @@ pub struct CompiledPolicy {
     digest: String,
     /// Whether an enabled policy of the chain reads the request headers.
     reads_headers: bool,
+    /// prompt-injection's external classifier, when one is configured.
+    external: Option<crate::external::ExternalClassifier>,
 }
 
 fn phase_index(chain: &[Box<dyn Policy>]) -> [Vec<usize>; 3] {
@@ -49,6 +51,12 @@ impl CompiledPolicy {
         self.reads_headers
     }
 
+    /// prompt-injection's external classifier (`detection.external`), which the gateway
+    /// asks after the input phase allowed a request.
+    pub fn external_classifier(&self) -> Option<&crate::external::ExternalClassifier> {
+        self.external.as_ref()
+    }
+
     /// Compiles a configuration that passed validation.
     pub fn compile(config: PolicyConfig) -> Result<Self, CompileError> {
         crate::normalize::prepare();
@@ -65,6 +73,10 @@ impl CompiledPolicy {
             kind: "chain".into(),
             message,
         })?;
+        let external = crate::external::ExternalClassifier::of(&config).map_err(|message| CompileError::Policy {
+            kind: "prompt-injection".into(),
+            message,
+        })?;
         let canonical = serde_json::to_vec(&config).unwrap_or_default();
         let digest = Sha256::digest(&canonical).iter().map(|b| format!("{b:02x}")).collect();
         Ok(CompiledPolicy {
@@ -74,6 +86,7 @@ impl CompiledPolicy {
             chain,
             scanners,
             digest,
+            external,
         })
     }
 
@@ -100,6 +113,7 @@ impl CompiledPolicy {
             chain,
             scanners: Scanners::default(),
             digest: String::new(),
+            external: None,
         }
     }
 

@@ -19,6 +19,7 @@ pub mod corpus;
 pub mod decision;
 pub mod diagnostics;
 pub mod exchange;
+pub mod external;
 pub mod fuzzing;
 pub mod json;
 pub mod kinds;

@@ -173,8 +173,20 @@ pub struct StoreUse {
 
 /// Every `secret_key_ref.store` a configuration uses, with where it is sent.
 pub fn store_uses(config: &PolicyConfig) -> Vec<StoreUse> {
+    let external = config
+        .policy
+        .prompt_injection
+        .as_ref()
+        .and_then(|pi| pi.detection.external.as_ref())
+        .and_then(|x| {
+            Some(StoreUse {
+                name: x.secret_key_ref.as_ref()?.store.clone()?,
+                target: "prompt-injection.detection.external".to_owned(),
+                base_url: Some(x.url.clone()),
+            })
+        });
     let Some(providers) = &config.providers else {
-        return Vec::new();
+        return external.into_iter().collect();
     };
     providers
         .targets
@@ -188,6 +200,7 @@ pub fn store_uses(config: &PolicyConfig) -> Vec<StoreUse> {
                 base_url,
             })
         })
+        .chain(external)
         .collect()
 }
 

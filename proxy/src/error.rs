@@ -60,6 +60,9 @@ pub enum RequestError {
     InvalidUpstreamResponse(String),
     /// The chosen target cannot serve this request (an API its wire format lacks).
     UnsupportedForTarget(String),
+    /// The external injection classifier could not judge the request and its
+    /// `fail_mode` is `closed` (the cause is logged where it happened, not sent).
+    ClassifierUnavailable,
 }
 
 /// How loudly a failure is logged.
@@ -85,7 +88,7 @@ impl RequestError {
             ModelNotAllowed(_) => 403,
             ModelNotFound { .. } => 404,
             NoCompliantTarget => 409,
-            Overloaded { .. } | CircuitOpen | NoTarget => 503,
+            Overloaded { .. } | CircuitOpen | NoTarget | ClassifierUnavailable => 503,
             ProviderStatus { status, .. } if *status >= 500 => 502,
             ProviderStatus { status, .. } => *status,
             UpstreamTimeout(_) => 504,
@@ -111,6 +114,7 @@ impl RequestError {
             Overloaded { .. } => "overloaded",
             CircuitOpen => "circuit_open",
             NoTarget => "no_target",
+            ClassifierUnavailable => "classifier_unavailable",
             ProviderStatus { .. } => "provider_error",
             UpstreamTimeout(_) => "upstream_timeout",
             UpstreamUnavailable(_) => "upstream_unavailable",
@@ -157,6 +161,10 @@ impl RequestError {
             }
             CircuitOpen => "every provider target for this request has an open circuit; retry later".into(),
             NoTarget => "no provider target could be tried".into(),
+            ClassifierUnavailable => {
+                "the prompt-injection classifier could not judge this request (policy fail_mode: closed); retry shortly"
+                    .into()
+            }
             UpstreamTimeout(m) | UpstreamUnavailable(m) | UpstreamTooLarge(m) | InvalidUpstreamResponse(m) => m.clone(),
             UnsupportedForTarget(m) => m.clone(),
             Policy(_) | ProviderStatus { .. } => String::new(),
@@ -176,7 +184,9 @@ impl RequestError {
     pub fn retry_after(&self) -> Option<String> {
         match self {
             RequestError::RateLimited { reset, .. } => Some(reset.max(&1).to_string()),
-            RequestError::Overloaded { .. } | RequestError::CircuitOpen => Some("1".into()),
+            RequestError::Overloaded { .. } | RequestError::CircuitOpen | RequestError::ClassifierUnavailable => {
+                Some("1".into())
+            }
             RequestError::ProviderStatus { retry_after, .. } => retry_after.clone(),
             _ => None,
         }
@@ -196,6 +206,7 @@ impl RequestError {
             Overloaded { .. }
             | CircuitOpen
             | NoTarget
+            | ClassifierUnavailable
             | UpstreamTimeout(_)
             | UpstreamUnavailable(_)
             | UpstreamTooLarge(_)

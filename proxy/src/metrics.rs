@@ -50,6 +50,7 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     circuit: IntGaugeVec,
     upstream: IntCounterVec,
+    external: HistogramVec,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_entries: IntGauge,
@@ -118,6 +119,15 @@ impl Default for Metrics {
             "keeptrusts_gateway_rate_limited_total",
             "Requests refused by a rate limit.",
         );
+        let external = HistogramVec::new(
+            histogram_opts(
+                "keeptrusts_gateway_external_classifier_seconds",
+                "External injection classifier calls by outcome (passed, flagged, error).",
+            ),
+            &["outcome"],
+        )
+        .unwrap_or_else(|e| unreachable!("external classifier histogram: {e}"));
+        let _ = r.register(Box::new(external.clone()));
         let uptime = int_gauge(&r, "keeptrusts_gateway_uptime_seconds", "Seconds since start.");
         Metrics {
             started: Instant::now(),
@@ -160,6 +170,7 @@ impl Default for Metrics {
                 "Upstream attempts per target, and failures.",
                 &["target", "outcome"],
             ),
+            external,
             cache_hits: counter(
                 &r,
                 "keeptrusts_gateway_cache_hits_total",
@@ -216,6 +227,12 @@ impl Metrics {
     /// A request moved on from `target` (a configured target id) to the next candidate.
     pub fn fallback(&self, target: &str) {
         self.fallbacks.with_label_values(&[target]).inc();
+    }
+
+    /// One call of the external injection classifier; `outcome` is `passed`, `flagged` or
+    /// `error`.
+    pub fn external_classifier(&self, outcome: &'static str, took: std::time::Duration) {
+        self.external.with_label_values(&[outcome]).observe(took.as_secs_f64());
     }
 
     /// The text exposition of every metric.

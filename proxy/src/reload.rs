@@ -30,6 +30,8 @@ pub struct Runtime {
     pub sizes: SizeLimits,
     /// The model names and aliases a client may ask for: the only model label values.
     pub model_labels: Vec<String>,
+    /// prompt-injection's external classifier endpoint, when configured.
+    pub external: Option<crate::model_api::ExternalBackend>,
 }
 
 impl Runtime {
@@ -44,6 +46,10 @@ impl Runtime {
         let router = Router::build_with(policy.config(), override_upstream, registry, &env, store)?;
         let limits_key = crate::limits::Limits::key_of(policy.config());
         let sizes = policy.config().size_limits.clone().unwrap_or_default();
+        let external = match policy.external_classifier() {
+            Some(spec) => Some(crate::model_api::ExternalBackend::new(spec, &env, store)?),
+            None => None,
+        };
         let model_labels = crate::routing::model_ids(policy.config())
             .into_iter()
             .map(|(id, _)| id)
@@ -54,6 +60,7 @@ impl Runtime {
             limits_key,
             sizes,
             model_labels,
+            external,
         })
     }
 

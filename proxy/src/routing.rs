@@ -557,14 +557,48 @@ fn strategy_name(s: RoutingStrategy) -> &'static str {
 /// configurations could name any host: there a key from the gateway's environment goes
 /// only to the providers' public https endpoints (keys for other hosts are stored secrets
 /// with a binding). A local configuration is the operator's own file and is trusted.
-fn env_key_bound(t: &ProviderTarget, url: &str, var: &str, managed: bool) -> Result<(), String> {
+fn env_key_bound(owner: &str, url: &str, var: &str, managed: bool) -> Result<(), String> {
     if !managed || kt_policy::secret_binding::allows(None, url) {
         return Ok(());
     }
     Err(format!(
-        "target '{}' would send the key in ${var} to {url}; a managed gateway sends keys from its environment only to the providers' public endpoints — store the key as a secret bound to that host (kt secret create --allowed-host …) and use secret_key_ref.store",
-        t.id
+        "{owner} would send the key in ${var} to {url}; a managed gateway sends keys from its environment only to the providers' public endpoints — store the key as a secret bound to that host (kt secret create --allowed-host …) and use secret_key_ref.store"
     ))
+}
+
+/// The value `r` names, for `owner` (named in errors) to send to `url`: an environment
+/// variable, or a stored secret on a managed gateway (`store` given).
+pub(crate) fn secret_value(
+    owner: &str,
+    r: &kt_policy::config::SecretKeyRef,
+    url: &str,
+    env: EnvLookup<'_>,
+    store: Option<&StoreValues>,
+) -> Result<String, String> {
+    if let Some(name) = r.env.as_deref() {
+        if kt_policy::secret_binding::is_own_setting(name) {
+            return Err(format!(
+                "{owner} names ${name}, one of kt's own settings, as its key; kt never sends those upstream"
+            ));
+        }
+        env_key_bound(owner, url, name, store.is_some())?;
+        return env(name).ok_or_else(|| {
+            format!(
+                "{owner} reads its key from ${name}, which is not set (export {name}=… before starting the gateway)"
+            )
+        });
+    }
+    let name = r.store.as_deref().unwrap_or_default();
+    match store {
+        Some(values) => values.get(name).cloned().ok_or_else(|| {
+            format!(
+                "{owner} reads its key from stored secret '{name}', which the control plane does not have (kt secret create --name {name} …)"
+            )
+        }),
+        None => Err(format!(
+            "{owner} uses secret_key_ref.store, which needs a managed gateway (kt run --managed)"
+        )),
+    }
 }
 
 fn target(
@@ -577,45 +611,13 @@ fn target(
     let anthropic = serving.wire == Wire::Anthropic;
     let azure = serving.wire == Wire::Azure;
     let url = serving.base_url;
+    let owner = format!("target '{}'", t.id);
     let key = match (&t.secret_key_ref, &t.api_key) {
-        (Some(r), _) if r.env.as_deref().is_some_and(kt_policy::secret_binding::is_own_setting) => {
-            return Err(format!(
-                "target '{}' names ${}, one of kt's own settings, as its key; kt never sends those upstream",
-                t.id,
-                r.env.as_deref().unwrap_or_default()
-            ));
-        }
-        (Some(r), _) if r.env.is_some() => {
-            let name = r.env.clone().unwrap_or_default();
-            env_key_bound(t, &url, &name, store.is_some())?;
-            Some(env(&name).ok_or_else(|| {
-                format!(
-                    "target '{}' reads its key from ${name}, which is not set (export {name}=… before starting the gateway)",
-                    t.id
-                )
-            })?)
-        }
-        (Some(r), _) if r.store.is_some() => {
-            let name = r.store.clone().unwrap_or_default();
-            match store {
-                Some(values) => Some(values.get(&name).cloned().ok_or_else(|| {
-                    format!(
-                        "target '{}' reads its key from stored secret '{name}', which the control plane does not have (kt secret create --name {name} …)",
-                        t.id
-                    )
-                })?),
-                None => {
-                    return Err(format!(
-                        "target '{}' uses secret_key_ref.store, which needs a managed gateway (kt run --managed)",
-                        t.id
-                    ));
-                }
-            }
-        }
+        (Some(r), _) if r.env.is_some() || r.store.is_some() => Some(secret_value(&owner, r, &url, env, store)?),
         (_, Some(k)) => Some(k.clone()),
         _ => match serving.key_env.iter().find(|name| env(name).is_some()) {
             Some(name) => {
-                env_key_bound(t, &url, name, store.is_some())?;
+                env_key_bound(&owner, &url, name, store.is_some())?;
                 env(name)
             }
             None => None,

@@ -85,6 +85,26 @@ pub fn check_raw(doc: &Value, out: &mut Vec<Diagnostic>) {
     check_targets(doc, out);
     check_regexes(doc, out);
     check_phone_regions(doc, out);
+    check_external(doc, out);
+}
+
+/// `policy.prompt-injection.detection.external`: what the schema cannot say (the URL's
+/// form, the key reference), checked as compilation checks it.
+fn check_external(doc: &Value, out: &mut Vec<Diagnostic>) {
+    const PATH: &str = "policy.prompt-injection.detection.external";
+    let Some(v) = get(doc, &["policy", "prompt-injection", "detection", "external"]) else {
+        return;
+    };
+    // A block of the wrong shape is the schema's finding.
+    let Ok(x) = serde_json::from_value::<super::PiExternal>(v.clone()) else {
+        return;
+    };
+    if let Err(why) = crate::external::ExternalClassifier::check(&x) {
+        out.push(
+            Diagnostic::error(Code::InvalidValue, PATH, format!("policy.prompt-injection.{why}"))
+                .with_help("url: http(s)://host[:port]/path; secret_key_ref: {env: NAME} or {store: NAME}"),
+        );
+    }
 }
 
 /// `policy.pii-detector.phone_regions`: region codes with a numbering plan.

@@ -448,26 +448,31 @@ impl Policy for PromptInjection {
     fn evaluate(&self, cx: &EvalContext<'_>) -> Result<Outcome, PolicyError> {
         for (i, seg) in cx.texts.iter().enumerate().filter(|(_, s)| s.role.is_untrusted()) {
             if let Some((score, signal)) = self.detect_with(seg.text, Some(cx.hits.get(i, self.owner))) {
-                let message = self
-                    .message
-                    .clone()
-                    .unwrap_or_else(|| "Request blocked: prompt injection detected".to_owned());
-                let mut out = match self.action {
-                    PiAction::Block => Outcome::block("detected", message),
-                    PiAction::Escalate => Outcome::escalate("detected", message),
-                    PiAction::Log => Outcome {
-                        reason: Some("detected"),
-                        ..Outcome::allow()
-                    },
-                };
-                out.entities = vec![signal.to_owned()];
-                out.matches = 1;
-                out.note = Some(format!("score {score:.2}"));
-                return Ok(out);
+                return Ok(outcome(self.action, self.message.as_deref(), signal, score));
             }
         }
         Ok(Outcome::allow())
     }
+}
+
+/// The outcome of a detection by layer `signal` with `score` under `action`; the
+/// external classifier's detections take the same form.
+pub(crate) fn outcome(action: PiAction, message: Option<&str>, signal: &str, score: f64) -> Outcome {
+    let message = message
+        .unwrap_or("Request blocked: prompt injection detected")
+        .to_owned();
+    let mut out = match action {
+        PiAction::Block => Outcome::block("detected", message),
+        PiAction::Escalate => Outcome::escalate("detected", message),
+        PiAction::Log => Outcome {
+            reason: Some("detected"),
+            ..Outcome::allow()
+        },
+    };
+    out.entities = vec![signal.to_owned()];
+    out.matches = 1;
+    out.note = Some(format!("score {score:.2}"));
+    out
 }
 
 /// Runs of 24+ base64-alphabet characters that contain both letters and digits or

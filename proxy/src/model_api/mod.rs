@@ -16,6 +16,7 @@ mod admit;
 mod answer;
 mod attempts;
 mod body;
+mod classify;
 mod select;
 pub(crate) mod stream;
 
@@ -32,7 +33,9 @@ use crate::error::{Loudness, RequestError};
 use crate::gateway::{ClientApi, Ctx, Gateway};
 use crate::ids::now_secs;
 use crate::reload::Runtime;
+
 use crate::respond;
+pub use classify::ExternalBackend;
 
 /// What the answer headers report, gathered as the request goes.
 pub(crate) struct Progress<'a> {
@@ -93,7 +96,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
-    let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers)?;
+    let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers).await?;
     let candidates = select::candidates(&rt, &req, p.client, &decision)?;
     let fill = match select::cache(gw, session, ctx, p, &rt, &req, &decision).await? {
         select::Cache::Answered => return Ok(()),
@@ -133,9 +136,9 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     Ok(())
 }
 
-/// The input and tool phases, before any upstream contact; a block or escalation ends the
-/// request.
-fn input(
+/// The input and tool phases, then the external classifier when one is configured, before
+/// any upstream contact; a block or escalation ends the request.
+async fn input(
     gw: &Gateway,
     ctx: &mut Ctx,
     p: &mut Progress<'_>,
@@ -143,7 +146,14 @@ fn input(
     req: &mut body::Parsed,
     headers: &Headers,
 ) -> Result<Decision, RequestError> {
-    let decision = rt.policy.evaluate_request(&mut req.request, headers, gw.opts());
+    let mut decision = rt.policy.evaluate_request(&mut req.request, headers, gw.opts());
+    let mut unavailable = None;
+    if let (Some(spec), Some(backend)) = (rt.policy.external_classifier(), rt.external.as_ref())
+        && !decision.verdict.is_terminal()
+        && let Err(e) = classify::check(gw, spec, backend, &req.request, &mut decision).await
+    {
+        unavailable = Some(e);
+    }
     req.model = req.request.get("model").and_then(Value::as_str).map(str::to_owned);
     if let Some(ev) = ctx.event.as_mut() {
         ev.model = req.model.clone();
@@ -151,6 +161,9 @@ fn input(
     }
     note_decision(gw, ctx, &decision);
     p.verdict = Some(decision.verdict);
+    if let Some(e) = unavailable {
+        return Err(e);
+    }
     if decision.verdict.is_terminal() {
         return Err(RequestError::Policy(Box::new(decision)));
     }

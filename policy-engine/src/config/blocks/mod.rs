@@ -92,6 +92,42 @@ pub struct PiDetection {
     /// the threshold the shipped model was trained with, 0.72).
     #[schemars(range(min = 0.0, max = 1.0))]
     pub classifier_threshold: Option<f64>,
+    /// An external classifier the gateway asks after the built-in layers found nothing
+    /// (off unless set).
+    pub external: Option<PiExternal>,
+}
+
+/// `prompt-injection.detection.external`: an HTTP classifier endpoint. The gateway POSTs
+/// `{"texts": [...]}` (the untrusted texts of the request) and reads `{"scores": [...]}`
+/// (one probability per text, 0–1).
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PiExternal {
+    /// `http://` or `https://` URL of the classifier.
+    pub url: String,
+    /// The longest the gateway waits for the whole answer, in milliseconds (default 500,
+    /// 1–10000).
+    #[schemars(range(min = 1, max = 10000))]
+    pub timeout_ms: Option<u64>,
+    /// Score at or above which a text is an injection (0–1; default 0.5).
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub threshold: Option<f64>,
+    /// What happens when the classifier cannot answer in time or answers nonsense:
+    /// `closed` (default) refuses the request with 503 `classifier_unavailable`; `open`
+    /// lets it through, marked degraded.
+    #[serde(default)]
+    pub fail_mode: ExternalFailMode,
+    /// The key sent as `Authorization: Bearer <key>`: `env` (read at startup) or `store`
+    /// (a control-plane secret, managed gateways).
+    pub secret_key_ref: Option<super::SecretKeyRef>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ExternalFailMode {
+    #[default]
+    Closed,
+    Open,
 }
 
 impl Default for PiDetection {
@@ -101,6 +137,7 @@ impl Default for PiDetection {
             embedding_threshold: None,
             classifier: true,
             classifier_threshold: None,
+            external: None,
         }
     }
 }
