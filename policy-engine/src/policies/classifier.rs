@@ -79,36 +79,38 @@ impl WordHash {
     }
 }
 
-/// ASCII letters and digits, by byte.
-static ALNUM: [bool; 256] = {
-    let mut t = [false; 256];
-    let mut b = 0;
-    while b < 256 {
-        t[b] = (b as u8).is_ascii_alphanumeric();
-        b += 1;
-    }
-    t
-};
-
-/// [`WordHash`] of an ASCII word, eight bytes at a time. For ASCII letters and digits,
-/// setting bit 0x20 is lower-casing (digits already have it).
+/// Eight bytes of `bytes` from `at`, zero-padded past its end.
 #[inline]
-fn ascii_word_hash(w: &[u8]) -> u64 {
+fn load8(bytes: &[u8], at: usize) -> u64 {
+    let mut buf = [0u8; 8];
+    match bytes.get(at..at + 8) {
+        Some(c) => buf.copy_from_slice(c),
+        None => {
+            let rest = bytes.get(at..).unwrap_or_default();
+            buf[..rest.len()].copy_from_slice(rest);
+        }
+    }
+    u64::from_le_bytes(buf)
+}
+
+/// [`WordHash`] of the ASCII word `bytes[start..end]`, eight bytes at a time. For ASCII
+/// letters and digits, setting bit 0x20 is lower-casing (digits already have it).
+#[inline]
+fn ascii_word_hash(bytes: &[u8], start: usize, end: usize) -> u64 {
+    const LOWER: u64 = 0x2020_2020_2020_2020;
     let mut h = 0u64;
-    let mut chunks = w.chunks_exact(8);
-    for c in &mut chunks {
-        let mut buf = [0u8; 8];
-        buf.copy_from_slice(c);
-        h = mix(h ^ (u64::from_le_bytes(buf) | 0x2020_2020_2020_2020), K_WORD);
+    let mut at = start;
+    while end - at >= 8 {
+        h = mix(h ^ (load8(bytes, at) | LOWER), K_WORD);
+        at += 8;
     }
-    let rest = chunks.remainder();
-    if !rest.is_empty() {
-        let mut buf = [0u8; 8];
-        buf[..rest.len()].copy_from_slice(rest);
-        let lower = 0x2020_2020_2020_2020u64 >> (8 * (8 - rest.len()));
-        h = mix(h ^ (u64::from_le_bytes(buf) | lower), K_WORD);
+    let rest = end - at;
+    if rest > 0 {
+        // The bytes past the word are masked off.
+        let keep = u64::MAX >> (8 * (8 - rest));
+        h = mix(h ^ ((load8(bytes, at) & keep) | (LOWER & keep)), K_WORD);
     }
-    mix(h ^ w.len() as u64, K_WORD)
+    mix(h ^ (end - start) as u64, K_WORD)
 }
 
 fn pair_hash(a: u64, b: u64) -> u64 {
@@ -166,68 +168,216 @@ impl Classifier {
 
     /// Probability (0–1) that `text` is a prompt injection: the highest of its windows.
     pub fn score(&self, text: &str) -> f64 {
-        // Per word: its own weight plus the weight of the pair it ends, and that pair's
-        // weight alone (a window starting at this word does not hold the pair).
-        let mut own: Vec<i32> = Vec::with_capacity(text.len() / 5 + 1);
-        let mut pair: Vec<i32> = Vec::with_capacity(text.len() / 5 + 1);
-        let mut prev: Option<u64> = None;
-        let w = |h: u64| i32::from(self.weights[(h >> self.shift) as usize]);
-        tokens(text, &mut |h: u64| {
-            let b = prev.map_or(0, |p| w(pair_hash(p, h)));
-            own.push(w(h) + b);
-            pair.push(b);
-            prev = Some(h);
-        });
-        self.max_window(&own, &pair)
+        let mut scorer = Scorer {
+            windows: Windows::new(self),
+            prev: 0,
+            first: true,
+        };
+        tokens(text, &mut scorer);
+        let best = scorer.windows.finish();
+        1.0 / (1.0 + f64::from(-best).exp())
     }
 
-    fn max_window(&self, own: &[i32], pair: &[i32]) -> f64 {
-        let n = own.len();
-        let logit = |s: usize, e: usize| {
-            let sum: i32 = own[s..e].iter().sum::<i32>() - pair[s];
-            let features = (2 * (e - s) - 1) as f32;
-            self.bias + sum as f32 * self.scale / features.sqrt()
-        };
-        let best = if n == 0 {
-            self.bias
-        } else if n <= self.window {
-            logit(0, n)
-        } else {
-            let mut best = f32::MIN;
-            let mut s = 0;
-            loop {
-                let e = (s + self.window).min(n);
-                best = best.max(logit(s, e));
-                if e == n {
-                    break;
-                }
-                s += self.stride;
-            }
-            best
-        };
-        1.0 / (1.0 + f64::from(-best).exp())
+    #[inline(always)]
+    fn weight(&self, h: u64) -> i32 {
+        i32::from(self.weights[(h >> self.shift) as usize])
+    }
+
+    fn logit(&self, sum: i32, words: usize) -> f32 {
+        let features = (2 * words - 1) as f32;
+        self.bias + sum as f32 * self.scale / features.sqrt()
     }
 }
 
-/// Calls `word` with the hash of each lower-cased run of letters and digits (after
-/// NFKC), cut to [`MAX_TOKEN`] characters.
-fn tokens(text: &str, word: &mut impl FnMut(u64)) {
-    if text.is_ascii() {
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while i < bytes.len() {
-            if !ALNUM[usize::from(bytes[i])] {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while i < bytes.len() && ALNUM[usize::from(bytes[i])] {
-                i += 1;
-            }
-            word(ascii_word_hash(&bytes[start..i.min(start + MAX_TOKEN)]));
-        }
-        return;
+/// Where the word hashes of a text go.
+trait WordSink {
+    fn word(&mut self, h: u64);
+}
+
+/// Word and pair weights into the windows.
+struct Scorer<'m> {
+    windows: Windows<'m>,
+    /// The previous word's hash, unless this is the first word.
+    prev: u64,
+    first: bool,
+}
+
+impl WordSink for Scorer<'_> {
+    #[inline(always)]
+    fn word(&mut self, h: u64) {
+        let m = self.windows.model;
+        // The word's own weight, and the weight of the pair it ends.
+        // Branch-free: the first word's pair weight is looked up and zeroed.
+        let pair = m.weight(pair_hash(self.prev, h)) * i32::from(!self.first);
+        self.windows.word(m.weight(h), pair);
+        self.prev = h;
+        self.first = false;
     }
+}
+
+/// The windows of a text, scored as its words arrive: a window of `window` words starts
+/// every `stride` words, and the last one ends at the last word. A window's sum is the
+/// running total at its end minus the total at its start, less the pair weight of its
+/// first word (that pair's other word is outside the window).
+struct Windows<'m> {
+    model: &'m Classifier,
+    /// Words seen.
+    n: usize,
+    /// Running total of word and pair weights (wrapping: a window's difference is exact
+    /// even when a huge text's total is not).
+    total: i32,
+    /// Words until the next window starts, and until the oldest open one is full.
+    to_start: usize,
+    to_close: usize,
+    /// Open windows, oldest at `oldest`, in a ring: (total before the first word, the first
+    /// word's pair weight).
+    ring: Vec<(i32, i32)>,
+    oldest: usize,
+    open: usize,
+    best: f32,
+    /// Whether the last window closed ended at the last word seen.
+    closed_at_end: bool,
+}
+
+impl<'m> Windows<'m> {
+    fn new(model: &'m Classifier) -> Self {
+        Windows {
+            model,
+            n: 0,
+            total: 0,
+            to_start: 0,
+            to_close: model.window,
+            ring: vec![(0, 0); model.window.div_ceil(model.stride) + 1],
+            oldest: 0,
+            open: 0,
+            best: f32::MIN,
+            closed_at_end: false,
+        }
+    }
+
+    #[inline(always)]
+    fn word(&mut self, own: i32, pair: i32) {
+        if self.to_start == 0 {
+            let mut slot = self.oldest + self.open;
+            if slot >= self.ring.len() {
+                slot -= self.ring.len();
+            }
+            self.ring[slot] = (self.total, pair);
+            self.open += 1;
+            self.to_start = self.model.stride;
+        }
+        self.to_start -= 1;
+        self.total = self.total.wrapping_add(own + pair);
+        self.n += 1;
+        self.to_close -= 1;
+        self.closed_at_end = self.to_close == 0;
+        if self.closed_at_end {
+            let (before, first_pair) = self.ring[self.oldest];
+            let sum = self.total.wrapping_sub(before) - first_pair;
+            self.best = self.best.max(self.model.logit(sum, self.model.window));
+            self.oldest += 1;
+            if self.oldest == self.ring.len() {
+                self.oldest = 0;
+            }
+            self.open -= 1;
+            self.to_close = self.model.stride;
+        }
+    }
+
+    /// The highest window logit: the windows closed, and the oldest still open, which
+    /// ends at the last word (unless a window just ended there).
+    fn finish(self) -> f32 {
+        if self.n == 0 {
+            return self.model.bias;
+        }
+        if self.closed_at_end || self.open == 0 {
+            return self.best;
+        }
+        let (before, first_pair) = self.ring.get(self.oldest).copied().unwrap_or_default();
+        let sum = self.total.wrapping_sub(before) - first_pair;
+        // The oldest open window started `window - to_close` words ago.
+        let words = self.model.window - self.to_close;
+        self.best.max(self.model.logit(sum, words))
+    }
+}
+
+/// Bit `i` set when byte `i` of `chunk` (eight ASCII bytes, little-endian) is a letter or
+/// a digit: each byte's range check runs in its own lane of the word (no byte of ASCII
+/// text carries into the next).
+#[inline]
+fn alnum_bits(chunk: u64) -> u64 {
+    const LANES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // High bit of a lane set when the byte is in lo..=hi (bytes below 0x80).
+    let in_range = |x: u64, lo: u64, hi: u64| (x + (0x80 - lo) * LANES) & !(x + (0x7f - hi) * LANES) & HIGH;
+    let digits = in_range(chunk, b'0' as u64, b'9' as u64);
+    let letters = in_range(chunk | (0x20 * LANES), b'a' as u64, b'z' as u64);
+    // Gather the eight high bits into the low byte.
+    ((digits | letters) >> 7).wrapping_mul(0x0102_0408_1020_4080) >> 56
+}
+
+/// [`tokens`] for ASCII text: letters and digits are found 64 bytes at a time as a bit
+/// mask, and each word is hashed from its bytes directly.
+fn ascii_tokens(bytes: &[u8], sink: &mut impl WordSink) {
+    let n = bytes.len();
+    // Start of the word running into the current block, if any.
+    let mut open: Option<usize> = None;
+    // 1 when the last byte of the previous block is a letter or digit.
+    let mut carry = 0u64;
+    let mut base = 0;
+    let mut emit = |start: usize, end: usize| sink.word(ascii_word_hash(bytes, start, end.min(start + MAX_TOKEN)));
+    while base < n {
+        let mut block = [0u8; 64];
+        let len = (n - base).min(64);
+        block[..len].copy_from_slice(&bytes[base..base + len]);
+        let mut mask = 0u64;
+        for (i, c) in block.chunks_exact(8).enumerate() {
+            let mut b8 = [0u8; 8];
+            b8.copy_from_slice(c);
+            mask |= alnum_bits(u64::from_le_bytes(b8)) << (8 * i);
+        }
+        // Bit i of `starts`: a word starts at byte i; of `ends`: byte i is the first after
+        // a word.
+        let shifted = (mask << 1) | carry;
+        let mut starts = mask & !shifted;
+        let mut ends = !mask & shifted;
+        if ends != 0
+            && let Some(start) = open.take()
+        {
+            emit(start, base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
+        while starts != 0 {
+            let s = base + starts.trailing_zeros() as usize;
+            starts &= starts - 1;
+            if ends == 0 {
+                // The word runs past this block.
+                open = Some(s);
+                break;
+            }
+            emit(s, base + ends.trailing_zeros() as usize);
+            ends &= ends - 1;
+        }
+        carry = mask >> 63;
+        base += 64;
+    }
+    if let Some(start) = open {
+        emit(start, n);
+    }
+}
+
+/// Gives `sink` the hash of each lower-cased run of letters and digits (after
+/// NFKC), cut to [`MAX_TOKEN`] characters.
+fn tokens(text: &str, sink: &mut impl WordSink) {
+    if text.is_ascii() {
+        ascii_tokens(text.as_bytes(), sink);
+    } else {
+        unicode_tokens(text, sink);
+    }
+}
+
+/// [`tokens`] for any text, a character at a time.
+fn unicode_tokens(text: &str, sink: &mut impl WordSink) {
     let mut h = WordHash::default();
     let mut chars = 0usize;
     for c in text.nfkc() {
@@ -240,12 +390,12 @@ fn tokens(text: &str, word: &mut impl FnMut(u64)) {
                 }
             }
         } else if chars > 0 {
-            word(h.finish());
+            sink.word(h.finish());
             chars = 0;
         }
     }
     if chars > 0 {
-        word(h.finish());
+        sink.word(h.finish());
     }
 }
 
@@ -304,6 +454,94 @@ mod tests {
             m.score(attack)
         );
         assert!(m.score(&filler) < m.default_threshold);
+    }
+
+    impl WordSink for Vec<u64> {
+        fn word(&mut self, h: u64) {
+            self.push(h);
+        }
+    }
+
+    /// The windows as first defined: every window summed from scratch.
+    fn windows_by_definition(m: &Classifier, words: &[(i32, i32)]) -> f32 {
+        let n = words.len();
+        let logit = |s: usize, e: usize| {
+            let sum: i32 = words[s..e].iter().map(|(own, pair)| own + pair).sum::<i32>() - words[s].1;
+            m.logit(sum, e - s)
+        };
+        if n == 0 {
+            return m.bias;
+        }
+        if n <= m.window {
+            return logit(0, n);
+        }
+        let (mut best, mut s) = (f32::MIN, 0);
+        loop {
+            let e = (s + m.window).min(n);
+            best = best.max(logit(s, e));
+            if e == n {
+                return best;
+            }
+            s += m.stride;
+        }
+    }
+
+    #[test]
+    fn windows_scored_as_words_arrive_match_their_definition() {
+        let m = Classifier::builtin().expect("model loads");
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            (seed % 255) as i32 - 127
+        };
+        // Every length around the window and stride edges, and a long text.
+        for n in (0..=4 * m.window + 1).chain([1000, 1001]) {
+            let words: Vec<(i32, i32)> = (0..n).map(|i| (next(), if i == 0 { 0 } else { next() })).collect();
+            let mut w = Windows::new(m);
+            for (own, pair) in &words {
+                w.word(*own, *pair);
+            }
+            let (got, want) = (w.finish(), windows_by_definition(m, &words));
+            assert!((got - want).abs() < 1e-4, "{n} words: {got} vs {want}");
+        }
+    }
+
+    #[test]
+    fn the_ascii_splitter_finds_the_words_the_general_one_does() {
+        let fast = |t: &str| {
+            let mut v = Vec::new();
+            ascii_tokens(t.as_bytes(), &mut v);
+            v
+        };
+        let general = |t: &str| {
+            let mut v = Vec::new();
+            unicode_tokens(t, &mut v);
+            v
+        };
+        let long = "x".repeat(100);
+        let edge = format!("{}word{}", "a".repeat(60), " b".repeat(40));
+        for text in [
+            "",
+            " ",
+            "a",
+            "Ignore ALL previous-instructions, now!!",
+            "trailing word",
+            "  leading and   inner\tspace\nnewline ",
+            "digits 12345 mixed a1b2c3 under_score dots.in.words",
+            long.as_str(),
+            edge.as_str(),
+            "~!@#$%^&*()_+{}|:<>?[];',./`",
+        ] {
+            assert_eq!(fast(text), general(text), "{text:?}");
+        }
+        // Every cut of a text across the 64-byte blocks.
+        let text = "The quick brown fox jumps over the lazy dog; 42 times, a1! ".repeat(4);
+        for cut in 0..text.len() {
+            let t = &text[cut..];
+            assert_eq!(fast(t), general(t), "cut at {cut}");
+        }
     }
 
     #[test]
