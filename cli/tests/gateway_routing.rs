@@ -1269,3 +1269,143 @@ fn an_external_classifier_that_cannot_answer_follows_its_fail_mode() {
         "{metrics}"
     );
 }
+
+const TEAM_A: &str = "team-a-0123456789abcdef";
+const TEAM_B: &str = "team-b-fedcba9876543210";
+
+fn keyed_gateway(provider: &MockProvider) -> (tempfile::TempDir, GatewayProcess) {
+    let yaml = format!(
+        "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}, allowed_models: [small]}}\nproviders:\n  targets:\n{}",
+        head("pii-detector"),
+        target("p", &provider.url, None, ", secret_key_ref: {env: TEST_PROVIDER_KEY}"),
+    );
+    let dir = config_dir(&yaml);
+    let gw = GatewayProcess::start_env(
+        KT,
+        dir.path(),
+        &[],
+        &[
+            ("TEST_TEAM_A_KEY", TEAM_A),
+            ("TEST_TEAM_B_KEY", TEAM_B),
+            ("TEST_PROVIDER_KEY", "sk-provider"),
+        ],
+    );
+    (dir, gw)
+}
+
+fn keyed_chat(addr: &str, model: &str, headers: &[(&str, &str)]) -> kt_testkit::Answer {
+    http_with(
+        addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(&chat_body(model, "hello")),
+        headers,
+    )
+    .expect("answer")
+}
+
+#[test]
+fn caller_keys_admit_their_holders_and_nobody_else() {
+    let provider = MockProvider::start(openai_echo(""));
+    let (_dir, gw) = keyed_gateway(&provider);
+
+    // No key, a wrong key, an empty bearer, two different keys: 401 before the body is read.
+    let bearer_a = format!("Bearer {TEAM_A}");
+    let bearer_b = format!("Bearer {TEAM_B}");
+    for (headers, code) in [
+        (vec![], "missing_api_key"),
+        (
+            vec![("authorization", "Bearer team-a-0123456789abcdeX")],
+            "invalid_api_key",
+        ),
+        (vec![("authorization", "Bearer ")], "invalid_api_key"),
+        (vec![("authorization", TEAM_A)], "invalid_api_key"),
+        (
+            vec![("authorization", bearer_a.as_str()), ("x-api-key", TEAM_B)],
+            "conflicting_api_keys",
+        ),
+    ] {
+        let r = keyed_chat(&gw.addr, "m", &headers);
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.text());
+        assert_eq!(r.json()["error"]["code"], code, "{headers:?}: {}", r.text());
+        assert_eq!(r.json()["error"]["type"], "authentication_error");
+        assert!(
+            r.header("www-authenticate")
+                .is_some_and(|v| v.eq_ignore_ascii_case("bearer"))
+        );
+    }
+    let anthropic = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/messages", Some(anthropic.as_bytes())).expect("answer");
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(
+        (r.json()["type"].as_str(), r.json()["error"]["type"].as_str()),
+        (Some("error"), Some("authentication_error")),
+        "{}",
+        r.text()
+    );
+    assert_eq!(http(&gw.addr, "GET", "/v1/models", None).expect("models").status, 401);
+    assert_eq!(provider.hits(), 0);
+
+    // The right key, as a bearer token or x-api-key (the same value in both is one key).
+    for headers in [
+        vec![("authorization", bearer_a.as_str())],
+        vec![("authorization", "bearer team-a-0123456789abcdef")],
+        vec![("x-api-key", TEAM_A)],
+        vec![("authorization", bearer_a.as_str()), ("x-api-key", TEAM_A)],
+    ] {
+        let r = keyed_chat(&gw.addr, "m", &headers);
+        assert_eq!(r.status, 200, "{headers:?}: {}", r.text());
+    }
+    let models = http_with(&gw.addr, "GET", "/v1/models", None, &[("x-api-key", TEAM_A)]).expect("models");
+    assert_eq!(models.status, 200, "{}", models.text());
+    // The provider sees the gateway's own key, never the caller's.
+    for req in provider.received() {
+        assert_eq!(req.header("authorization"), Some("Bearer sk-provider"));
+        assert!(!String::from_utf8_lossy(&req.body).contains(TEAM_A));
+    }
+
+    // A key with an allowlist reaches only its models.
+    let r = keyed_chat(&gw.addr, "m", &[("authorization", bearer_b.as_str())]);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_allowed");
+    assert_eq!(
+        keyed_chat(&gw.addr, "small", &[("authorization", bearer_b.as_str())]).status,
+        200
+    );
+
+    let metrics = http(&gw.addr, "GET", "/metrics", None).expect("metrics").text();
+    for line in [
+        "keeptrusts_gateway_caller_requests_total{key=\"team-a\",status=\"200\"} 4",
+        "keeptrusts_gateway_caller_requests_total{key=\"team-b\",status=\"403\"} 1",
+        "keeptrusts_gateway_caller_requests_total{key=\"team-b\",status=\"200\"} 1",
+        "keeptrusts_gateway_caller_requests_total{key=\"none\",status=\"401\"} 6",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}
+
+#[test]
+fn a_gateway_refuses_to_start_on_caller_keys_it_cannot_read() {
+    let provider = MockProvider::start(openai_echo(""));
+    for (env, says) in [
+        (vec![], "TEST_TEAM_A_KEY, which is not set"),
+        (vec![("TEST_TEAM_A_KEY", "short")], "at least 16"),
+    ] {
+        let yaml = format!(
+            "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\nproviders:\n  targets:\n{}",
+            head(""),
+            target("p", &provider.url, None, ""),
+        );
+        let dir = config_dir(&yaml);
+        let out = std::process::Command::new(KT)
+            .args(["gateway", "run", "--listen", "127.0.0.1:0", "--policy-config"])
+            .arg(dir.path().join("policy-config.yaml"))
+            .env_remove("TEST_TEAM_A_KEY")
+            .envs(env.iter().copied())
+            .output()
+            .expect("kt runs");
+        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+        assert!(!out.status.success(), "{text}");
+        assert!(text.contains(says), "{says}: {text}");
+    }
+}

@@ -260,6 +260,13 @@ impl Gateway {
                     }));
                     return Box::pin(crate::model_api::serve(self, session, ctx, &id, api)).await;
                 }
+                (_, Some((_, m, Route::Models))) if method == *m => {
+                    // The model list is behind the caller keys too.
+                    match ctx.rt.callers.as_ref().map(|c| c.authenticate(session)) {
+                        Some(Err(e)) => Answer::Json(e.status(), e.body(ClientApi::OpenAiChat)),
+                        _ => self.own_route(ctx, Route::Models).await,
+                    }
+                }
                 (_, Some((_, m, route))) if method == *m => self.own_route(ctx, *route).await,
                 (Some(_), _) | (_, Some(_)) => Answer::error(
                     405,
@@ -408,6 +415,7 @@ impl Gateway {
             input_tokens: usage.map_or(0, |u| u.prompt),
             output_tokens: usage.map_or(0, |u| u.completion),
             rate_limited: ctx.rate_limited,
+            caller: ctx.rt.callers.as_ref().map(|_| ev.caller.as_deref().unwrap_or("none")),
         });
         if !self.events.enabled() {
             return;
@@ -427,6 +435,7 @@ impl Gateway {
             "degraded": d.degraded,
             "model": ev.model,
             "provider": ev.target,
+            "caller_key_id": ev.caller,
             "attempts": ev.attempts,
             "cache": ev.cache,
             "stream": ev.stream,

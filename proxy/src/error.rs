@@ -35,6 +35,14 @@ pub enum RequestError {
     /// The policy chain blocked or escalated the request.
     Policy(Box<Decision>),
     ModelNotAllowed(String),
+    /// The caller's key may not use this model (`caller_auth.keys[].allowed_models`).
+    ModelNotAllowedForKey {
+        model: String,
+        key: String,
+    },
+    /// `caller_auth` refused the request (`missing_api_key`, `invalid_api_key`,
+    /// `conflicting_api_keys`).
+    Unauthorized(&'static str),
     ModelNotFound {
         model: String,
         known: String,
@@ -85,7 +93,8 @@ impl RequestError {
             BadFraming(_) => 400,
             InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) => 422,
             Policy(d) => d.http_status(),
-            ModelNotAllowed(_) => 403,
+            ModelNotAllowed(_) | ModelNotAllowedForKey { .. } => 403,
+            Unauthorized(_) => 401,
             ModelNotFound { .. } => 404,
             NoCompliantTarget => 409,
             Overloaded { .. } | CircuitOpen | NoTarget | ClassifierUnavailable => 503,
@@ -107,7 +116,8 @@ impl RequestError {
             BadFraming(_) => "bad_request",
             InvalidBody { code, .. } => code,
             Policy(_) => "policy",
-            ModelNotAllowed(_) => "model_not_allowed",
+            ModelNotAllowed(_) | ModelNotAllowedForKey { .. } => "model_not_allowed",
+            Unauthorized(code) => code,
             ModelNotFound { .. } => "model_not_found",
             NoTargetFor(_) | UnsupportedForTarget(_) => "unsupported_for_target",
             NoCompliantTarget => "no_compliant_target",
@@ -127,7 +137,8 @@ impl RequestError {
         use RequestError::*;
         match self {
             RateLimited { .. } => "rate_limit",
-            ModelNotAllowed(_) | NoCompliantTarget | Policy(_) => "policy_violation",
+            ModelNotAllowed(_) | ModelNotAllowedForKey { .. } | NoCompliantTarget | Policy(_) => "policy_violation",
+            Unauthorized(_) => "authentication_error",
             TooLarge { .. } | UnsupportedMediaType(_) | InvalidBody { .. } | ModelNotFound { .. } => "validation_error",
             BodyTimeout(_) | BadFraming(_) => "validation_error",
             NoTargetFor(_) | UnsupportedForTarget(_) => "validation_error",
@@ -151,6 +162,17 @@ impl RequestError {
             BadFraming(m) => m.clone(),
             InvalidBody { message, .. } => message.clone(),
             ModelNotAllowed(m) => format!("model '{m}' is not in unified_access.allowed_models"),
+            ModelNotAllowedForKey { model, key } => {
+                format!("model '{model}' is not in the allowed_models of caller key '{key}'")
+            }
+            Unauthorized("missing_api_key") => {
+                "this gateway needs a caller key: send Authorization: Bearer <key> or x-api-key: <key>".into()
+            }
+            Unauthorized("conflicting_api_keys") => {
+                "the request carries two different keys (Authorization and x-api-key, or a repeated header); send one"
+                    .into()
+            }
+            Unauthorized(_) => "the caller key is not valid for this gateway".into(),
             ModelNotFound { model, known } => {
                 format!("no provider target serves model '{model}'; available: {known}")
             }
@@ -196,7 +218,10 @@ impl RequestError {
     pub fn closes_connection(&self) -> bool {
         matches!(
             self,
-            RequestError::TooLarge { .. } | RequestError::BodyTimeout(_) | RequestError::BadFraming(_)
+            RequestError::TooLarge { .. }
+                | RequestError::BodyTimeout(_)
+                | RequestError::BadFraming(_)
+                | RequestError::Unauthorized(_)
         )
     }
 

@@ -105,6 +105,8 @@ pub(crate) struct EventData {
     pub usage: Option<kt_policy::usage::Usage>,
     /// The target that answered.
     pub target: Option<String>,
+    /// The caller key's id (`caller_auth`), once authenticated.
+    pub caller: Option<String>,
     /// Every upstream attempt: `{target, outcome}`.
     pub attempts: Vec<Value>,
     /// `hit`, `miss` or absent when the cache is off or does not apply.

@@ -124,6 +124,12 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         );
     }
     tracing::info!("Gateway listening on http://{}", opts.listen);
+    if runtime.callers.is_none() && !is_loopback(&opts.listen) {
+        tracing::warn!(
+            "caller_auth.mode is none and {} is not a loopback address: anyone who reaches it can spend the provider keys (set caller_auth.mode: keys)",
+            opts.listen
+        );
+    }
     let mut server = server(opts.threads, 1)?;
     let cache = Arc::new(cache::ResponseCache::new(runtime.policy.config()));
     let source = Arc::new(reload::PolicySource {
@@ -182,4 +188,25 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     service.add_tcp(&opts.listen);
     server.add_service(service);
     server.run_forever()
+}
+
+/// Whether a listen address (`host:port`) is on the loopback interface only.
+fn is_loopback(listen: &str) -> bool {
+    match listen.parse::<std::net::SocketAddr>() {
+        Ok(addr) => addr.ip().is_loopback(),
+        Err(_) => listen.starts_with("localhost:"),
+    }
+}
+
+#[cfg(test)]
+mod listen_tests {
+    #[test]
+    fn only_loopback_addresses_count_as_local() {
+        for local in ["127.0.0.1:41002", "[::1]:8080", "localhost:9000"] {
+            assert!(super::is_loopback(local), "{local}");
+        }
+        for open in ["0.0.0.0:41002", "[::]:8080", "10.0.0.5:80", "gateway.internal:80"] {
+            assert!(!super::is_loopback(open), "{open}");
+        }
+    }
 }

@@ -35,6 +35,9 @@ pub struct RequestRecord<'a> {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub rate_limited: bool,
+    /// With `caller_auth`: the caller key's id, or `none` for a request without a valid
+    /// key; `None` when callers are not authenticated.
+    pub caller: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -51,6 +54,8 @@ pub struct Metrics {
     circuit: IntGaugeVec,
     upstream: IntCounterVec,
     external: HistogramVec,
+    caller_requests: IntCounterVec,
+    caller_tokens: IntCounterVec,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_entries: IntGauge,
@@ -171,6 +176,18 @@ impl Default for Metrics {
                 &["target", "outcome"],
             ),
             external,
+            caller_requests: counter_vec(
+                &r,
+                "keeptrusts_gateway_caller_requests_total",
+                "Model requests by caller key id (caller_auth; `none`: no valid key) and status.",
+                &["key", "status"],
+            ),
+            caller_tokens: counter_vec(
+                &r,
+                "keeptrusts_gateway_caller_tokens_total",
+                "Tokens by caller key id and direction.",
+                &["key", "direction"],
+            ),
             cache_hits: counter(
                 &r,
                 "keeptrusts_gateway_cache_hits_total",
@@ -221,6 +238,16 @@ impl Metrics {
         }
         if r.rate_limited {
             self.rate_limited.inc();
+        }
+        if let Some(key) = r.caller {
+            self.caller_requests
+                .with_label_values(&[key, &status_label(r.status)])
+                .inc();
+            for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
+                if n > 0 {
+                    self.caller_tokens.with_label_values(&[key, direction]).inc_by(n);
+                }
+            }
         }
     }
 
@@ -300,6 +327,7 @@ mod tests {
             input_tokens: 3,
             output_tokens: 4,
             rate_limited: false,
+            caller: None,
         });
     }
 

@@ -32,6 +32,8 @@ pub struct Runtime {
     pub model_labels: Vec<String>,
     /// prompt-injection's external classifier endpoint, when configured.
     pub external: Option<crate::model_api::ExternalBackend>,
+    /// The caller keys, when `caller_auth.mode` is `keys`.
+    pub callers: Option<crate::model_api::Callers>,
 }
 
 impl Runtime {
@@ -50,6 +52,7 @@ impl Runtime {
             Some(spec) => Some(crate::model_api::ExternalBackend::new(spec, &env, store)?),
             None => None,
         };
+        let callers = crate::model_api::Callers::of(policy.config(), &env)?;
         let model_labels = crate::routing::model_ids(policy.config())
             .into_iter()
             .map(|(id, _)| id)
@@ -61,6 +64,7 @@ impl Runtime {
             sizes,
             model_labels,
             external,
+            callers,
         })
     }
 

@@ -50,6 +50,8 @@ pub struct PolicyConfig {
     pub consumer_groups: Option<Vec<ConsumerGroupRule>>,
     /// Catalog-level model allowlist.
     pub unified_access: Option<UnifiedAccess>,
+    /// Who may call the model routes (default: anyone, for local development).
+    pub caller_auth: Option<CallerAuth>,
     pub global_rate_limit: Option<RequestRateLimit>,
     pub ip_rate_limit: Option<IpRateLimit>,
     pub user_rate_limit: Option<UserRateLimit>,

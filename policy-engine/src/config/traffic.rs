@@ -4,7 +4,43 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::providers::{Fallback, HeaderMatch};
+use super::providers::{Fallback, HeaderMatch, SecretKeyRef};
+
+/// `caller_auth`: who may call the gateway's model routes.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallerAuth {
+    /// `none`: anyone who reaches the port may call (local development only); `keys`: a
+    /// model call must carry one of `keys` as `Authorization: Bearer <key>` or
+    /// `x-api-key: <key>`.
+    #[serde(default)]
+    pub mode: CallerAuthMode,
+    /// The caller keys of an unmanaged gateway, each read from a secret.
+    #[serde(default)]
+    pub keys: Vec<CallerKey>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum CallerAuthMode {
+    #[default]
+    None,
+    Keys,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CallerKey {
+    /// The key's name in metrics, events and `consumer_groups[].match.gateway_key_ids`
+    /// (letters, digits, `-`, `_`, `.`; at most 64).
+    #[schemars(length(min = 1, max = 64))]
+    pub id: String,
+    /// Where the key's value is: `env` (read at startup) or `store` (a control-plane
+    /// secret, managed gateways). At least 16 characters.
+    pub secret_key_ref: SecretKeyRef,
+    /// Models this key may ask for (names or aliases); absent: every model.
+    pub allowed_models: Option<Vec<String>>,
+}
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -86,6 +86,74 @@ pub fn check_raw(doc: &Value, out: &mut Vec<Diagnostic>) {
     check_regexes(doc, out);
     check_phone_regions(doc, out);
     check_external(doc, out);
+    check_caller_auth(doc, out);
+}
+
+/// `caller_auth`: keys only with `mode: keys`, at least one key then, unique well-formed
+/// ids, one secret source per key.
+fn check_caller_auth(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let Some(auth) = doc.get("caller_auth") else {
+        return;
+    };
+    let keys = auth
+        .get("keys")
+        .and_then(Value::as_array)
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let mode = auth.get("mode").and_then(Value::as_str).unwrap_or("none");
+    let err = |path: &str, msg: String, help: &str| Diagnostic::error(Code::InvalidValue, path, msg).with_help(help);
+    match (mode, keys.is_empty()) {
+        ("keys", true) => out.push(err(
+            "caller_auth.keys",
+            "caller_auth.mode is keys but caller_auth.keys is empty: no caller could get in".into(),
+            "add a key: {id: team-a, secret_key_ref: {env: TEAM_A_KEY}}",
+        )),
+        ("none", false) => out.push(err(
+            "caller_auth.mode",
+            "caller_auth.keys are set but caller_auth.mode is none, so they are not checked".into(),
+            "set caller_auth.mode: keys",
+        )),
+        _ => {}
+    }
+    let mut seen = HashSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        let id = k.get("id").and_then(Value::as_str).unwrap_or_default();
+        if !id.is_empty() && !id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            out.push(err(
+                &format!("caller_auth.keys[{i}].id"),
+                format!("caller_auth.keys[{i}].id '{id}' may hold only letters, digits, '-', '_' and '.'"),
+                "ids name keys in metrics and events",
+            ));
+        }
+        if id == "none" {
+            out.push(err(
+                &format!("caller_auth.keys[{i}].id"),
+                format!("caller_auth.keys[{i}].id 'none' is reserved (it labels requests without a valid key)"),
+                "pick another id",
+            ));
+        }
+        if !id.is_empty() && !seen.insert(id) {
+            out.push(err(
+                &format!("caller_auth.keys[{i}].id"),
+                format!("caller_auth.keys[{i}].id '{id}' is used by an earlier key"),
+                "give each key its own id",
+            ));
+        }
+        exactly_one(
+            k,
+            "secret_key_ref",
+            ["env", "store"],
+            &format!("caller_auth.keys[{i}]"),
+            out,
+        );
+        if k.pointer("/secret_key_ref/store").is_some_and(|v| !v.is_null()) {
+            out.push(err(
+                &format!("caller_auth.keys[{i}].secret_key_ref.store"),
+                format!("caller_auth.keys[{i}] reads its value from the environment only (secret_key_ref.env)"),
+                "export the key in the gateway's environment and name it with secret_key_ref.env",
+            ));
+        }
+    }
 }
 
 /// `policy.prompt-injection.detection.external`: what the schema cannot say (the URL's
@@ -600,5 +668,43 @@ mod tests {
             "{:?}",
             phone[0]
         );
+    }
+
+    #[test]
+    fn caller_auth_mistakes_are_named() {
+        let lint = |auth: serde_json::Value| {
+            let doc = json!({
+                "pack": {"name": "p", "version": "1.0.0", "enabled": true},
+                "policies": {"chain": []},
+                "caller_auth": auth,
+            });
+            let mut out = Vec::new();
+            check_raw(&doc, &mut out);
+            out.into_iter().map(|d| d.message).collect::<Vec<_>>().join("\n")
+        };
+        let key = |id: &str| json!({"id": id, "secret_key_ref": {"env": "K"}});
+        assert_eq!(lint(json!({"mode": "keys", "keys": [key("team-a"), key("b.2")]})), "");
+        assert_eq!(lint(json!({"mode": "none"})), "");
+        for (auth, says) in [
+            (json!({"mode": "keys"}), "keys is empty"),
+            (json!({"keys": [key("a")]}), "mode is none"),
+            (json!({"mode": "keys", "keys": [key("a b")]}), "may hold only"),
+            (
+                json!({"mode": "keys", "keys": [key("a"), key("a")]}),
+                "used by an earlier key",
+            ),
+            (json!({"mode": "keys", "keys": [key("none")]}), "reserved"),
+            (
+                json!({"mode": "keys", "keys": [{"id": "a", "secret_key_ref": {"store": "s"}}]}),
+                "environment only",
+            ),
+            (
+                json!({"mode": "keys", "keys": [{"id": "a", "secret_key_ref": {}}]}),
+                "exactly one",
+            ),
+        ] {
+            let found = lint(auth.clone());
+            assert!(found.contains(says), "{auth}: {found}");
+        }
     }
 }

@@ -16,6 +16,7 @@ mod admit;
 mod answer;
 mod attempts;
 mod body;
+mod caller;
 mod classify;
 mod select;
 pub(crate) mod stream;
@@ -35,6 +36,7 @@ use crate::ids::now_secs;
 use crate::reload::Runtime;
 
 use crate::respond;
+pub use caller::Callers;
 pub use classify::ExternalBackend;
 
 /// What the answer headers report, gathered as the request goes.
@@ -92,10 +94,20 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
 
 async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progress<'_>) -> Result<(), Stop> {
     let rt = Arc::clone(&ctx.rt);
+    let caller = match &rt.callers {
+        Some(callers) => Some(callers.authenticate(session)?),
+        None => None,
+    };
+    if let (Some(ev), Some(c)) = (ctx.event.as_mut(), caller) {
+        ev.caller = Some(c.id.clone());
+    }
     let admitted = admit::admit(gw, session, ctx, &rt)?;
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
+    if let Some(c) = caller {
+        c.allows(req.request.get("model").and_then(Value::as_str))?;
+    }
     let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers).await?;
     let candidates = select::candidates(&rt, &req, p.client, &decision)?;
     let fill = match select::cache(gw, session, ctx, p, &rt, &req, &decision).await? {
@@ -105,10 +117,12 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     let allowed = decision.verdict == Verdict::Allow;
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes);
     p.slot = Some(attempts::slot(gw).await?);
+    // A caller key authenticates to the gateway only; it never goes upstream.
     let client_auth = session
         .req_header()
         .headers
         .get("authorization")
+        .filter(|_| caller.is_none())
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let (target, exchange) = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth.as_deref()).await?;
@@ -197,6 +211,9 @@ async fn answer_error(session: &mut Session, ctx: &mut Ctx, p: &Progress<'_>, e:
     };
     if let Some(r) = e.retry_after() {
         h.push(("retry-after", r));
+    }
+    if let RequestError::Unauthorized(_) = e {
+        h.push(("www-authenticate", "Bearer".to_owned()));
     }
     respond::json(session, e.status(), &e.body(p.client), &h).await
 }
