@@ -410,7 +410,7 @@ fn tokens_are_shown_once_scoped_revoked_and_rotated() {
             Some(&owner),
             Some(json!({"name": "gw-1", "scopes": ["control_plane"], "token_type": "gateway"})),
         );
-        assert!(r.json()["token"].as_str().is_some_and(|t| t.starts_with("kt_gk_")));
+        assert!(r.json()["token"].as_str().is_some_and(|t| t.starts_with("kt_rt_")));
         let gws = call(&server.addr, "GET", "/v1/tokens?type=gateway", Some(&owner), None).json();
         assert_eq!(gws["data"].as_array().map(Vec::len), Some(1), "{gws}");
         let r = call(&server.addr, "GET", "/v1/tokens?type=bogus", Some(&owner), None);

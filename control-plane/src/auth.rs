@@ -39,6 +39,13 @@ pub fn dummy_hash() -> &'static str {
     DUMMY.get_or_init(|| hash_password("kt-dummy-password").unwrap_or_default())
 }
 
+/// Prefix of access tokens (people, scripts, CI).
+pub const ACCESS_TOKEN_PREFIX: &str = "kt_live_";
+/// Prefix of a gateway's own runtime token (`KEEPTRUSTS_GATEWAY_TOKEN`). Tokens issued
+/// before this prefix carry `kt_gk_` and keep working: a token is found by its digest,
+/// not its prefix.
+pub const RUNTIME_TOKEN_PREFIX: &str = "kt_rt_";
+
 /// `<prefix><48 hex chars>`: 192 random bits.
 pub fn new_secret(prefix: &str) -> String {
     let mut bytes = [0u8; 24];

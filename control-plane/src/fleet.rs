@@ -269,7 +269,7 @@ async fn create_gateway(
         )));
     }
     let token_id = auth::new_id("tok");
-    let secret = auth::new_secret("kt_gk_");
+    let secret = auth::new_secret(auth::RUNTIME_TOKEN_PREFIX);
     let created_at = now();
     let mut tx = st.db.begin().await?;
     let inserted =

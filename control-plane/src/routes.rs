@@ -357,7 +357,11 @@ fn validate_scopes(p: &Principal, scopes: &[String]) -> ApiResult<String> {
 }
 
 fn secret_prefix(token_type: &str) -> &'static str {
-    if token_type == "gateway" { "kt_gk_" } else { "kt_live_" }
+    if token_type == "gateway" {
+        auth::RUNTIME_TOKEN_PREFIX
+    } else {
+        auth::ACCESS_TOKEN_PREFIX
+    }
 }
 
 async fn create_token(
