@@ -1200,6 +1200,7 @@ fn an_external_classifier_judges_what_the_built_in_layers_let_through() {
         json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "EVIL"}]}).to_string();
     let r = http(&gw.addr, "POST", "/v1/messages", Some(anthropic.as_bytes())).expect("answer");
     assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(r.json()["type"], "error", "{}", r.text());
     assert_eq!(
         r.json()["error"]["reason_code"],
         "prompt_injection.detected",
@@ -1275,7 +1276,7 @@ const TEAM_B: &str = "team-b-fedcba9876543210";
 
 fn keyed_gateway(provider: &MockProvider) -> (tempfile::TempDir, GatewayProcess) {
     let yaml = format!(
-        "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}, allowed_models: [small]}}\nproviders:\n  targets:\n{}",
+        "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}, allowed_models: [small]}}\nmodel_groups:\n  - {{name: small, targets: [p]}}\n  - {{name: big, targets: [p]}}\nproviders:\n  targets:\n{}",
         head("pii-detector"),
         target("p", &provider.url, None, ", secret_key_ref: {env: TEST_PROVIDER_KEY}"),
     );
@@ -1372,6 +1373,15 @@ fn caller_keys_admit_their_holders_and_nobody_else() {
         keyed_chat(&gw.addr, "small", &[("authorization", bearer_b.as_str())]).status,
         200
     );
+    let listed = |key: &str| -> Vec<String> {
+        let r = http_with(&gw.addr, "GET", "/v1/models", None, &[("x-api-key", key)]).expect("models");
+        r.json()["data"]
+            .as_array()
+            .map(|d| d.iter().filter_map(|m| m["id"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default()
+    };
+    assert_eq!(listed(TEAM_A), ["small", "big"]);
+    assert_eq!(listed(TEAM_B), ["small"], "a key sees only the models it may use");
 
     let metrics = http(&gw.addr, "GET", "/metrics", None).expect("metrics").text();
     for line in [

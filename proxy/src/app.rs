@@ -264,7 +264,15 @@ impl Gateway {
                     // The model list is behind the caller keys too.
                     match ctx.rt.callers.as_ref().map(|c| c.authenticate(session)) {
                         Some(Err(e)) => Answer::Json(e.status(), e.body(ClientApi::OpenAiChat)),
-                        _ => self.own_route(ctx, Route::Models).await,
+                        // A key with an allowlist sees only its models.
+                        Some(Ok(key)) => {
+                            let mut list = crate::routing::models(ctx.rt.policy.config());
+                            if let Some(Value::Array(data)) = list.get_mut("data") {
+                                data.retain(|m| key.allows(m["id"].as_str()).is_ok());
+                            }
+                            Answer::Json(200, list)
+                        }
+                        None => self.own_route(ctx, Route::Models).await,
                     }
                 }
                 (_, Some((_, m, route))) if method == *m => self.own_route(ctx, *route).await,

@@ -196,7 +196,14 @@ impl RequestError {
     /// The answer's body, in the client's API shape.
     pub fn body(&self, client: ClientApi) -> Value {
         match self {
-            RequestError::Policy(d) => d.error_body(),
+            RequestError::Policy(d) => {
+                let mut body = d.error_body();
+                // Anthropic clients read `{"type": "error", "error": {...}}`.
+                if client == ClientApi::AnthropicMessages {
+                    body["type"] = json!("error");
+                }
+                body
+            }
             RequestError::ProviderStatus { body, .. } => body.clone(),
             _ => envelope(client, self.kind(), self.code(), self.message()),
         }
@@ -282,5 +289,23 @@ mod tests {
         assert_eq!((r.status(), r.retry_after().as_deref()), (429, Some("1")));
         assert_eq!(RequestError::UpstreamTimeout("slow".into()).loudness(), Loudness::Warn);
         assert_eq!(RequestError::NoCompliantTarget.status(), 409);
+    }
+
+    #[test]
+    fn policy_blocks_take_the_clients_shape() {
+        let d = Decision {
+            verdict: kt_policy::Verdict::Block,
+            policy: Some("dlp-filter"),
+            reason_code: Some("dlp_filter.blocked_term".into()),
+            ..Decision::default()
+        };
+        let e = RequestError::Policy(Box::new(d));
+        let openai = e.body(ClientApi::OpenAiChat);
+        assert_eq!(openai.get("type"), None);
+        assert_eq!(openai["error"]["reason_code"], "dlp_filter.blocked_term");
+        let anthropic = e.body(ClientApi::AnthropicMessages);
+        assert_eq!(anthropic["type"], "error");
+        assert_eq!(anthropic["error"]["type"], "policy_violation");
+        assert_eq!(anthropic["error"]["reason_code"], "dlp_filter.blocked_term");
     }
 }
