@@ -77,6 +77,30 @@ fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeV
     v
 }
 
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> HistogramVec {
+    let v =
+        HistogramVec::new(histogram_opts(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(v.clone()));
+    v
+}
+
+/// The per-caller-key request and token counters (`caller_auth`).
+fn caller_metrics(r: &Registry) -> (IntCounterVec, IntCounterVec) {
+    let requests = counter_vec(
+        r,
+        "keeptrusts_gateway_caller_requests_total",
+        "Model requests by caller key id (caller_auth; `none`: no valid key) and status.",
+        &["key", "status"],
+    );
+    let tokens = counter_vec(
+        r,
+        "keeptrusts_gateway_caller_tokens_total",
+        "Tokens by caller key id and direction.",
+        &["key", "direction"],
+    );
+    (requests, tokens)
+}
+
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
     let _ = r.register(Box::new(c.clone()));
@@ -104,15 +128,12 @@ fn histogram_opts(name: &str, help: &str) -> HistogramOpts {
 impl Default for Metrics {
     fn default() -> Self {
         let r = Registry::new();
-        let durations = HistogramVec::new(
-            histogram_opts(
-                "keeptrusts_gateway_request_duration_seconds",
-                "Time from request to last byte, by provider.",
-            ),
+        let durations = histogram_vec(
+            &r,
+            "keeptrusts_gateway_request_duration_seconds",
+            "Time from request to last byte, by provider.",
             &["provider"],
-        )
-        .unwrap_or_else(|e| unreachable!("duration histogram: {e}"));
-        let _ = r.register(Box::new(durations.clone()));
+        );
         let overhead = Histogram::with_opts(histogram_opts(
             "keeptrusts_gateway_overhead_seconds",
             "Time spent in the gateway itself, upstream time excluded.",
@@ -124,15 +145,13 @@ impl Default for Metrics {
             "keeptrusts_gateway_rate_limited_total",
             "Requests refused by a rate limit.",
         );
-        let external = HistogramVec::new(
-            histogram_opts(
-                "keeptrusts_gateway_external_classifier_seconds",
-                "External injection classifier calls by outcome (passed, flagged, error).",
-            ),
+        let external = histogram_vec(
+            &r,
+            "keeptrusts_gateway_external_classifier_seconds",
+            "External injection classifier calls by outcome (passed, flagged, error).",
             &["outcome"],
-        )
-        .unwrap_or_else(|e| unreachable!("external classifier histogram: {e}"));
-        let _ = r.register(Box::new(external.clone()));
+        );
+        let (caller_requests, caller_tokens) = caller_metrics(&r);
         let uptime = int_gauge(&r, "keeptrusts_gateway_uptime_seconds", "Seconds since start.");
         Metrics {
             started: Instant::now(),
@@ -176,18 +195,8 @@ impl Default for Metrics {
                 &["target", "outcome"],
             ),
             external,
-            caller_requests: counter_vec(
-                &r,
-                "keeptrusts_gateway_caller_requests_total",
-                "Model requests by caller key id (caller_auth; `none`: no valid key) and status.",
-                &["key", "status"],
-            ),
-            caller_tokens: counter_vec(
-                &r,
-                "keeptrusts_gateway_caller_tokens_total",
-                "Tokens by caller key id and direction.",
-                &["key", "direction"],
-            ),
+            caller_requests,
+            caller_tokens,
             cache_hits: counter(
                 &r,
                 "keeptrusts_gateway_cache_hits_total",
