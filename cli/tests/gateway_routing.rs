@@ -1273,10 +1273,11 @@ fn an_external_classifier_that_cannot_answer_follows_its_fail_mode() {
 
 const TEAM_A: &str = "team-a-0123456789abcdef";
 const TEAM_B: &str = "team-b-fedcba9876543210";
+const TEAM_C: &str = "team-c-00112233445566778899";
 
 fn keyed_gateway(provider: &MockProvider) -> (tempfile::TempDir, GatewayProcess) {
     let yaml = format!(
-        "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}, allowed_models: [small]}}\nmodel_groups:\n  - {{name: small, targets: [p]}}\n  - {{name: big, targets: [p]}}\nproviders:\n  targets:\n{}",
+        "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}, allowed_models: [small]}}\n    - {{id: team-c, secret_key_ref: {{env: TEST_TEAM_C_KEY}}, rate_limit: {{max_requests: 2, window_seconds: 3600}}}}\nmodel_groups:\n  - {{name: small, targets: [p]}}\n  - {{name: big, targets: [p]}}\nproviders:\n  targets:\n{}",
         head("pii-detector"),
         target("p", &provider.url, None, ", secret_key_ref: {env: TEST_PROVIDER_KEY}"),
     );
@@ -1288,6 +1289,7 @@ fn keyed_gateway(provider: &MockProvider) -> (tempfile::TempDir, GatewayProcess)
         &[
             ("TEST_TEAM_A_KEY", TEAM_A),
             ("TEST_TEAM_B_KEY", TEAM_B),
+            ("TEST_TEAM_C_KEY", TEAM_C),
             ("TEST_PROVIDER_KEY", "sk-provider"),
         ],
     );
@@ -1383,8 +1385,22 @@ fn caller_keys_admit_their_holders_and_nobody_else() {
     assert_eq!(listed(TEAM_A), ["small", "big"]);
     assert_eq!(listed(TEAM_B), ["small"], "a key sees only the models it may use");
 
+    // A key with its own rate limit: the third request in the window is refused, and the
+    // other keys are not affected.
+    for i in 0..2 {
+        let r = keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_C)]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(r.header("x-ratelimit-remaining"), Some((1 - i).to_string()));
+    }
+    let r = keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_C)]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-limit").as_deref(), Some("2"));
+    assert!(r.header("retry-after").is_some());
+    assert!(r.text().contains("caller_key_rate_limit"), "{}", r.text());
+
     let metrics = http(&gw.addr, "GET", "/metrics", None).expect("metrics").text();
     for line in [
+        "keeptrusts_gateway_caller_requests_total{key=\"team-c\",status=\"429\"} 1",
         "keeptrusts_gateway_caller_requests_total{key=\"team-a\",status=\"200\"} 4",
         "keeptrusts_gateway_caller_requests_total{key=\"team-b\",status=\"403\"} 1",
         "keeptrusts_gateway_caller_requests_total{key=\"team-b\",status=\"200\"} 1",

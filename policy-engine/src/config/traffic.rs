@@ -40,6 +40,8 @@ pub struct CallerKey {
     pub secret_key_ref: SecretKeyRef,
     /// Models this key may ask for (names or aliases); absent: every model.
     pub allowed_models: Option<Vec<String>>,
+    /// Requests this key may make per epoch-aligned window, beside the other limits.
+    pub rate_limit: Option<RequestRateLimit>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

@@ -7,6 +7,7 @@ use pingora::protocols::http::ServerSession as Session;
 use crate::error::RequestError;
 use crate::gateway::{Ctx, Gateway};
 use crate::ids::now_secs;
+use crate::model_api::caller::CallerKey;
 use crate::reload::Runtime;
 
 /// What admission found out about the caller.
@@ -17,8 +18,15 @@ pub(crate) struct Admitted {
     pub token_key: Option<String>,
 }
 
-/// Checks the limits; sets the `X-RateLimit-*` headers of every answer to this request.
-pub(crate) fn admit(gw: &Gateway, session: &Session, ctx: &mut Ctx, rt: &Runtime) -> Result<Admitted, RequestError> {
+/// Checks the limits, the caller key's own among them; sets the `X-RateLimit-*` headers of
+/// every answer to this request from the most restrictive.
+pub(crate) fn admit(
+    gw: &Gateway,
+    session: &Session,
+    ctx: &mut Ctx,
+    rt: &Runtime,
+    caller: Option<&CallerKey>,
+) -> Result<Admitted, RequestError> {
     let rate = gw.rate_limits_for(rt);
     // The headers are collected only for the limits and policies that read them.
     let headers = if rt.policy.reads_headers() || !rate.is_empty() {
@@ -27,14 +35,26 @@ pub(crate) fn admit(gw: &Gateway, session: &Session, ctx: &mut Ctx, rt: &Runtime
         Headers::new()
     };
     let mut token_key = None;
-    if rate.is_empty() {
+    let key_verdict = caller.and_then(|c| c.hit(now_secs()));
+    if rate.is_empty() && key_verdict.is_none() {
         return Ok(Admitted { headers, token_key });
     }
     let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let now = now_secs();
-    let mut verdict = rate.check(peer, &headers, now);
-    if let Some((key, v)) = rate.check_tokens(peer, &headers, now) {
-        token_key = Some(key);
+    let mut verdict = if rate.is_empty() {
+        None
+    } else {
+        rate.check(peer, &headers, now)
+    };
+    let tokens = if rate.is_empty() {
+        None
+    } else {
+        rate.check_tokens(peer, &headers, now)
+    };
+    if let Some((key, _)) = &tokens {
+        token_key = Some(key.clone());
+    }
+    for v in tokens.map(|(_, v)| v).into_iter().chain(key_verdict) {
         if !v.allowed || verdict.as_ref().is_none_or(|r| r.allowed && v.remaining < r.remaining) {
             verdict = Some(v);
         }

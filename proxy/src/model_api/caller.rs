@@ -11,6 +11,7 @@ use pingora::protocols::http::ServerSession as Session;
 use sha2::{Digest, Sha256};
 
 use crate::error::RequestError;
+use crate::limits::{FixedWindow, Verdict};
 use crate::routing::EnvLookup;
 
 /// The shortest caller key accepted, in bytes.
@@ -22,6 +23,8 @@ pub struct CallerKey {
     pub id: String,
     /// Models this key may ask for; `None`: every model.
     pub allowed_models: Option<Vec<String>>,
+    /// The key's own request limit. Its counts restart when a configuration is applied.
+    limit: Option<FixedWindow>,
 }
 
 /// The caller keys of one configuration, resolved once.
@@ -61,6 +64,10 @@ impl Callers {
             callers.keys.push(CallerKey {
                 id: k.id.clone(),
                 allowed_models: k.allowed_models.clone(),
+                limit: k
+                    .rate_limit
+                    .as_ref()
+                    .map(|l| FixedWindow::new(l.max_requests, l.window_seconds)),
             });
         }
         Ok(Some(callers))
@@ -101,6 +108,13 @@ impl Callers {
 }
 
 impl CallerKey {
+    /// Counts one request against the key's own limit at Unix time `now`.
+    pub(crate) fn hit(&self, now: u64) -> Option<Verdict> {
+        self.limit
+            .as_ref()
+            .map(|w| w.hit(&self.id, now, "caller_key_rate_limit"))
+    }
+
     /// Refuses a model this key may not use (`model` as the client sent it).
     pub(crate) fn allows(&self, model: Option<&str>) -> Result<(), RequestError> {
         let Some(list) = &self.allowed_models else {

@@ -101,7 +101,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     if let (Some(ev), Some(c)) = (ctx.event.as_mut(), caller) {
         ev.caller = Some(c.id.clone());
     }
-    let admitted = admit::admit(gw, session, ctx, &rt)?;
+    let admitted = admit::admit(gw, session, ctx, &rt, caller)?;
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
