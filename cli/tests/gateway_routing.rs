@@ -1435,3 +1435,31 @@ fn a_gateway_refuses_to_start_on_caller_keys_it_cannot_read() {
         assert!(text.contains(says), "{says}: {text}");
     }
 }
+
+#[test]
+fn token_rate_limit_per_caller_key_keeps_each_keys_tokens_apart() {
+    let provider = MockProvider::start(openai_echo(""));
+    let yaml = format!(
+        "{}caller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}}}\ntoken_rate_limit: {{max_tokens: 10, window_seconds: 3600, scope: caller_key}}\nproviders:\n  targets:\n{}",
+        head(""),
+        target("p", &provider.url, None, ""),
+    );
+    let dir = config_dir(&yaml);
+    let gw = GatewayProcess::start_env(
+        KT,
+        dir.path(),
+        &[],
+        &[("TEST_TEAM_A_KEY", TEAM_A), ("TEST_TEAM_B_KEY", TEAM_B)],
+    );
+    // Each answer uses 7 tokens: team-a's second request still fits, its third does not.
+    assert_eq!(keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_A)]).status, 200);
+    assert_eq!(keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_A)]).status, 200);
+    let r = keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_A)]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("token_rate_limit"), "{}", r.text());
+    // team-b has a window of its own.
+    let r = keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_B)]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-remaining").as_deref(), Some("10"));
+    assert_eq!(provider.hits(), 3);
+}

@@ -202,9 +202,17 @@ impl Limits {
 
     /// The token-limit key of a request, and whether its window still has tokens left.
     /// `None` when no token limit is configured.
-    pub fn check_tokens(&self, peer: Option<IpAddr>, headers: &Headers, now: u64) -> Option<(String, Verdict)> {
+    /// `caller` is the caller key's id, when callers are authenticated.
+    pub fn check_tokens(
+        &self,
+        peer: Option<IpAddr>,
+        headers: &Headers,
+        now: u64,
+        caller: Option<&str>,
+    ) -> Option<(String, Verdict)> {
         let t = self.tokens.as_ref()?;
         let key = match t.scope {
+            TokenScope::CallerKey => bounded_key("key:", caller.unwrap_or("none")),
             TokenScope::Global | TokenScope::ConsumerGroup => "*".to_owned(),
             TokenScope::Ip => bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), t.depth)),
             TokenScope::User => user_key(&t.user_headers, peer, headers, t.depth),

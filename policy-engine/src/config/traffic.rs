@@ -182,6 +182,8 @@ pub enum TokenScope {
     User,
     Ip,
     ConsumerGroup,
+    /// One window per caller key (`caller_auth.mode: keys`).
+    CallerKey,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]

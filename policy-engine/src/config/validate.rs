@@ -92,6 +92,17 @@ pub fn check_raw(doc: &Value, out: &mut Vec<Diagnostic>) {
 /// `caller_auth`: keys only with `mode: keys`, at least one key then, unique well-formed
 /// ids, one secret source per key.
 fn check_caller_auth(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let keyed = get(doc, &["caller_auth", "mode"]).and_then(Value::as_str) == Some("keys");
+    if get(doc, &["token_rate_limit", "scope"]).and_then(Value::as_str) == Some("caller_key") && !keyed {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                "token_rate_limit.scope",
+                "token_rate_limit.scope is caller_key but caller_auth.mode is not keys: no request has a caller key",
+            )
+            .with_help("set caller_auth.mode: keys with its keys, or pick another scope"),
+        );
+    }
     let Some(auth) = doc.get("caller_auth") else {
         return;
     };
@@ -685,6 +696,19 @@ mod tests {
         let key = |id: &str| json!({"id": id, "secret_key_ref": {"env": "K"}});
         assert_eq!(lint(json!({"mode": "keys", "keys": [key("team-a"), key("b.2")]})), "");
         assert_eq!(lint(json!({"mode": "none"})), "");
+        let scoped = |auth: serde_json::Value| {
+            let doc = json!({
+                "pack": {"name": "p", "version": "1.0.0", "enabled": true},
+                "policies": {"chain": []},
+                "caller_auth": auth,
+                "token_rate_limit": {"max_tokens": 10, "window_seconds": 60, "scope": "caller_key"},
+            });
+            let mut out = Vec::new();
+            check_raw(&doc, &mut out);
+            out.into_iter().map(|d| d.message).collect::<Vec<_>>().join("\n")
+        };
+        assert!(scoped(json!({"mode": "none"})).contains("scope is caller_key"));
+        assert_eq!(scoped(json!({"mode": "keys", "keys": [key("a")]})), "");
         for (auth, says) in [
             (json!({"mode": "keys"}), "keys is empty"),
             (json!({"keys": [key("a")]}), "mode is none"),

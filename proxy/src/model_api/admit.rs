@@ -49,7 +49,7 @@ pub(crate) fn admit(
     let tokens = if rate.is_empty() {
         None
     } else {
-        rate.check_tokens(peer, &headers, now)
+        rate.check_tokens(peer, &headers, now, caller.map(|c| c.id.as_str()))
     };
     if let Some((key, _)) = &tokens {
         token_key = Some(key.clone());
