@@ -32,8 +32,13 @@ fn chat(addr: &str, model: &str, text: &str) -> kt_testkit::Answer {
 }
 
 fn start(yaml: &str) -> (tempfile::TempDir, GatewayProcess) {
+    start_with_env(yaml, &[])
+}
+
+/// A gateway on `yaml` with extra environment variables (keys it reads at start-up).
+fn start_with_env(yaml: &str, env: &[(&str, &str)]) -> (tempfile::TempDir, GatewayProcess) {
     let dir = config_dir(yaml);
-    let gw = GatewayProcess::start(KT, dir.path(), &[]);
+    let gw = GatewayProcess::start_env(KT, dir.path(), &[], env);
     (dir, gw)
 }
 
@@ -1169,9 +1174,7 @@ fn external_config(classifier: &str, provider: &str, extra: &str) -> String {
 }
 
 fn start_external(yaml: &str) -> (tempfile::TempDir, GatewayProcess) {
-    let dir = config_dir(yaml);
-    let gw = GatewayProcess::start_env(KT, dir.path(), &[], &[("TEST_CLASSIFIER_KEY", "classifier-key")]);
-    (dir, gw)
+    start_with_env(yaml, &[("TEST_CLASSIFIER_KEY", "classifier-key")])
 }
 
 #[test]
@@ -1250,6 +1253,10 @@ fn an_external_classifier_that_cannot_answer_follows_its_fail_mode() {
     let nonsense = MockProvider::start(|_| Reply::json(200, json!({"label": "INJECTION"})));
     let (_dir, gw) = start_external(&external_config(&nonsense.url, &provider.url, ""));
     assert_eq!(chat(&gw.addr, "m", "hello").status, 503);
+    // An endless answer is cut at 64 KiB: a failure, not a score.
+    let huge = MockProvider::start(|_| Reply::json(200, json!({"scores": [0.1], "pad": "x".repeat(200_000)})));
+    let (_dir, gw) = start_external(&external_config(&huge.url, &provider.url, ""));
+    assert_eq!(chat(&gw.addr, "m", "hello").status, 503);
     let dir = config_dir(&external_config(
         &classifier_endpoint(Duration::ZERO).url,
         &provider.url,
@@ -1274,6 +1281,13 @@ fn an_external_classifier_that_cannot_answer_follows_its_fail_mode() {
 const TEAM_A: &str = "team-a-0123456789abcdef";
 const TEAM_B: &str = "team-b-fedcba9876543210";
 const TEAM_C: &str = "team-c-00112233445566778899";
+/// The caller keys' variables, and the provider key of the keyed gateways.
+const TEAM_ENV: [(&str, &str); 4] = [
+    ("TEST_TEAM_A_KEY", TEAM_A),
+    ("TEST_TEAM_B_KEY", TEAM_B),
+    ("TEST_TEAM_C_KEY", TEAM_C),
+    ("TEST_PROVIDER_KEY", "sk-provider"),
+];
 
 fn keyed_gateway(provider: &MockProvider) -> (tempfile::TempDir, GatewayProcess) {
     let yaml = format!(
@@ -1281,19 +1295,7 @@ fn keyed_gateway(provider: &MockProvider) -> (tempfile::TempDir, GatewayProcess)
         head("pii-detector"),
         target("p", &provider.url, None, ", secret_key_ref: {env: TEST_PROVIDER_KEY}"),
     );
-    let dir = config_dir(&yaml);
-    let gw = GatewayProcess::start_env(
-        KT,
-        dir.path(),
-        &[],
-        &[
-            ("TEST_TEAM_A_KEY", TEAM_A),
-            ("TEST_TEAM_B_KEY", TEAM_B),
-            ("TEST_TEAM_C_KEY", TEAM_C),
-            ("TEST_PROVIDER_KEY", "sk-provider"),
-        ],
-    );
-    (dir, gw)
+    start_with_env(&yaml, &TEAM_ENV)
 }
 
 fn keyed_chat(addr: &str, model: &str, headers: &[(&str, &str)]) -> kt_testkit::Answer {
@@ -1444,13 +1446,7 @@ fn token_rate_limit_per_caller_key_keeps_each_keys_tokens_apart() {
         head(""),
         target("p", &provider.url, None, ""),
     );
-    let dir = config_dir(&yaml);
-    let gw = GatewayProcess::start_env(
-        KT,
-        dir.path(),
-        &[],
-        &[("TEST_TEAM_A_KEY", TEAM_A), ("TEST_TEAM_B_KEY", TEAM_B)],
-    );
+    let (_dir, gw) = start_with_env(&yaml, &TEAM_ENV);
     // Each answer uses 7 tokens: team-a's second request still fits, its third does not.
     assert_eq!(keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_A)]).status, 200);
     assert_eq!(keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_A)]).status, 200);

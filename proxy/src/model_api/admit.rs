@@ -34,26 +34,19 @@ pub(crate) fn admit(
     } else {
         Headers::new()
     };
-    let mut token_key = None;
-    let key_verdict = caller.and_then(|c| c.hit(now_secs()));
-    if rate.is_empty() && key_verdict.is_none() {
-        return Ok(Admitted { headers, token_key });
+    if rate.is_empty() && caller.is_none_or(|c| !c.limited()) {
+        return Ok(Admitted {
+            headers,
+            token_key: None,
+        });
     }
     let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let now = now_secs();
-    let mut verdict = if rate.is_empty() {
-        None
-    } else {
-        rate.check(peer, &headers, now)
-    };
-    let tokens = if rate.is_empty() {
-        None
-    } else {
-        rate.check_tokens(peer, &headers, now, caller.map(|c| c.id.as_str()))
-    };
-    if let Some((key, _)) = &tokens {
-        token_key = Some(key.clone());
-    }
+    // An empty set of limits answers nothing.
+    let mut verdict = rate.check(peer, &headers, now);
+    let tokens = rate.check_tokens(peer, &headers, now, caller.map(|c| c.id.as_str()));
+    let key_verdict = caller.and_then(|c| c.hit(now));
+    let token_key = tokens.as_ref().map(|(key, _)| key.clone());
     for v in tokens.map(|(_, v)| v).into_iter().chain(key_verdict) {
         if !v.allowed || verdict.as_ref().is_none_or(|r| r.allowed && v.remaining < r.remaining) {
             verdict = Some(v);

@@ -108,6 +108,11 @@ impl Callers {
 }
 
 impl CallerKey {
+    /// Whether the key has a request limit of its own.
+    pub(crate) fn limited(&self) -> bool {
+        self.limit.is_some()
+    }
+
     /// Counts one request against the key's own limit at Unix time `now`.
     pub(crate) fn hit(&self, now: u64) -> Option<Verdict> {
         self.limit
