@@ -197,12 +197,8 @@ pub fn upstream_override(args: &RunArgs) -> Result<Option<Upstream>> {
 fn unenforced_sections(c: &PolicyConfig) -> Vec<&'static str> {
     let mut out = Vec::new();
     let p = c.providers.as_ref();
-    let checks: [(&'static str, bool); 6] = [
+    let checks: [(&'static str, bool); 5] = [
         ("routes", c.routes.as_ref().is_some_and(|r| !r.is_empty())),
-        (
-            "consumer_groups",
-            c.consumer_groups.as_ref().is_some_and(|r| !r.is_empty()),
-        ),
         ("agents", c.agents.as_ref().is_some_and(|r| !r.is_empty())),
         (
             "providers.routing.budget_policy",
@@ -249,11 +245,6 @@ pub fn compile_files(files: &[PathBuf]) -> Result<Option<CompiledPolicy>> {
         eprintln!("error: the gateway does not start on an invalid configuration");
         return Ok(None);
     };
-    if c_token_scope_is_group(&config) {
-        eprintln!(
-            "warning: token_rate_limit scope consumer_group counts all traffic together (consumer groups are not enforced by this version)"
-        );
-    }
     for section in unenforced_sections(&config) {
         eprintln!("warning: {section} is configured but not enforced by this version of the gateway");
     }
@@ -266,10 +257,4 @@ pub fn compile_files(files: &[PathBuf]) -> Result<Option<CompiledPolicy>> {
         &policy.digest()[..12]
     );
     Ok(Some(policy))
-}
-
-fn c_token_scope_is_group(c: &PolicyConfig) -> bool {
-    c.token_rate_limit
-        .as_ref()
-        .is_some_and(|t| t.scope == kt_policy::config::TokenScope::ConsumerGroup)
 }

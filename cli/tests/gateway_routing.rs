@@ -1459,3 +1459,100 @@ fn token_rate_limit_per_caller_key_keeps_each_keys_tokens_apart() {
     assert_eq!(r.header("x-ratelimit-remaining").as_deref(), Some("10"));
     assert_eq!(provider.hits(), 3);
 }
+
+/// Waits out the last seconds of an epoch minute, so a test's per-minute counts all fall
+/// in one window.
+fn early_in_a_minute() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+    };
+    while now() % 60 > 50 {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn consumer_groups_give_each_team_its_chain_providers_models_and_limits() {
+    let p1 = MockProvider::start(openai_echo(""));
+    let p2 = MockProvider::start(openai_echo(""));
+    let yaml = format!(
+        "{}policy:\n  dlp-filter: {{action: block, blocked_terms: [classified]}}\ncaller_auth:\n  mode: keys\n  keys:\n    - {{id: team-a, secret_key_ref: {{env: TEST_TEAM_A_KEY}}}}\n    - {{id: team-b, secret_key_ref: {{env: TEST_TEAM_B_KEY}}}}\n    - {{id: team-c, secret_key_ref: {{env: TEST_TEAM_C_KEY}}}}\nconsumer_groups:\n  - {{name: secure, match: {{gateway_key_ids: [team-a]}}, chain: [dlp-filter]}}\n  - {{name: eu, match: {{gateway_key_ids: [team-b], headers: {{x-region: eu}}}}, providers: [p2], allowed_models: [small], rate_limits: {{requests_per_minute: 2}}}}\n  - {{name: default, rate_limits: {{tokens_per_minute: 10}}}}\nmodel_groups:\n  - {{name: small, targets: [p1, p2]}}\n  - {{name: big, targets: [p1, p2]}}\nproviders:\n  targets:\n{}{}",
+        head(""),
+        target("p1", &p1.url, None, ""),
+        target("p2", &p2.url, None, ""),
+    );
+    let (_dir, gw) = start_with_env(&yaml, &TEAM_ENV);
+    early_in_a_minute();
+    let send = |key: &str, model: &str, text: &str, extra: &[(&str, &str)]| {
+        let mut headers = vec![("x-api-key", key)];
+        headers.extend_from_slice(extra);
+        http_with(
+            &gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(&chat_body(model, text)),
+            &headers,
+        )
+        .expect("answer")
+    };
+
+    // The secure group runs its own chain; the default group runs the (empty) main one.
+    let r = send(TEAM_A, "small", "the classified plans", &[]);
+    assert_eq!(r.status, 409, "{}", r.text());
+    assert_eq!(p1.hits() + p2.hits(), 0);
+    assert_eq!(send(TEAM_A, "small", "hello", &[]).status, 200);
+
+    // eu: only p2, only `small`, two requests a minute (the refused model counts: limits
+    // are checked before the body is read).
+    let eu = [("x-region", "eu")];
+    let r = send(TEAM_B, "small", "hello", &eu);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-keeptrusts-target").as_deref(), Some("p2"));
+    assert_eq!(r.header("x-ratelimit-remaining").as_deref(), Some("1"));
+    let r = send(TEAM_B, "big", "hello", &eu);
+    assert_eq!(r.status, 403, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_allowed");
+    assert!(r.text().contains("consumer group 'eu'"), "{}", r.text());
+    let r = send(TEAM_B, "small", "hello", &eu);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("consumer_group_rate_limit"), "{}", r.text());
+    assert!(r.header("retry-after").is_some());
+    let models = http_with(
+        &gw.addr,
+        "GET",
+        "/v1/models",
+        None,
+        &[("x-api-key", TEAM_B), ("x-region", "eu")],
+    )
+    .expect("models");
+    let listed = models.json();
+    let ids: Vec<&str> = listed["data"]
+        .as_array()
+        .map(|d| d.iter().filter_map(|m| m["id"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(ids, ["small"], "{}", models.text());
+
+    // team-b without the header, and team-c, fall to the default group: the classified
+    // text passes, `big` is allowed, and the group's 10 tokens a minute are shared by both
+    // (each answer uses 7).
+    let r = send(TEAM_B, "big", "the classified plans", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(TEAM_C, "big", "hello", &[]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = send(TEAM_C, "big", "hello", &[]);
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("consumer_group_tokens_per_minute"), "{}", r.text());
+    assert!(r.text().contains("tokens per window"), "{}", r.text());
+
+    let metrics = http(&gw.addr, "GET", "/metrics", None).expect("metrics").text();
+    for line in [
+        "keeptrusts_gateway_consumer_group_requests_total{group=\"secure\",status=\"409\"} 1",
+        "keeptrusts_gateway_consumer_group_requests_total{group=\"eu\",status=\"429\"} 1",
+        "keeptrusts_gateway_consumer_group_requests_total{group=\"default\",status=\"200\"} 2",
+        "keeptrusts_gateway_consumer_group_tokens_total{direction=\"output\",group=\"default\"} 8",
+    ] {
+        assert!(metrics.contains(line), "{line} missing:\n{metrics}");
+    }
+}

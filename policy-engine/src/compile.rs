@@ -90,6 +90,14 @@ impl CompiledPolicy {
         })
     }
 
+    /// The same configuration running `chain` instead of `policies.chain` (a consumer
+    /// group's or route's own chain; the lint checks its kinds like the main chain's).
+    pub fn for_chain(&self, chain: &[String]) -> Result<Self, CompileError> {
+        let mut config = PolicyConfig::clone(&self.config);
+        config.policies.chain = chain.to_vec();
+        Self::compile(config)
+    }
+
     /// Parses, validates and compiles configuration texts (layered in order).
     pub fn from_sources(sources: &[Source]) -> Result<(Self, Vec<Diagnostic>), CompileError> {
         let LoadOutcome {

@@ -34,6 +34,7 @@ pub enum Code {
     InvalidValue,
     UnreferencedPolicyBlock,
     PackDisabled,
+    ClientChosenGroup,
 }
 
 impl Code {
@@ -56,12 +57,13 @@ impl Code {
             Code::InvalidValue => "E015",
             Code::UnreferencedPolicyBlock => "W001",
             Code::PackDisabled => "W002",
+            Code::ClientChosenGroup => "W003",
         }
     }
 
     pub fn severity(self) -> Severity {
         match self {
-            Code::UnreferencedPolicyBlock | Code::PackDisabled => Severity::Warning,
+            Code::UnreferencedPolicyBlock | Code::PackDisabled | Code::ClientChosenGroup => Severity::Warning,
             _ => Severity::Error,
         }
     }

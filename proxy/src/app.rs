@@ -260,21 +260,7 @@ impl Gateway {
                     }));
                     return Box::pin(crate::model_api::serve(self, session, ctx, &id, api)).await;
                 }
-                (_, Some((_, m, Route::Models))) if method == *m => {
-                    // The model list is behind the caller keys too.
-                    match ctx.rt.callers.as_ref().map(|c| c.authenticate(session)) {
-                        Some(Err(e)) => Answer::Json(e.status(), e.body(ClientApi::OpenAiChat)),
-                        // A key with an allowlist sees only its models.
-                        Some(Ok(key)) => {
-                            let mut list = crate::routing::models(ctx.rt.policy.config());
-                            if let Some(Value::Array(data)) = list.get_mut("data") {
-                                data.retain(|m| key.allows(m["id"].as_str()).is_ok());
-                            }
-                            Answer::Json(200, list)
-                        }
-                        None => self.own_route(ctx, Route::Models).await,
-                    }
-                }
+                (_, Some((_, m, Route::Models))) if method == *m => models_for(session, ctx),
                 (_, Some((_, m, route))) if method == *m => self.own_route(ctx, *route).await,
                 (Some(_), _) | (_, Some(_)) => Answer::error(
                     405,
@@ -424,6 +410,7 @@ impl Gateway {
             output_tokens: usage.map_or(0, |u| u.completion),
             rate_limited: ctx.rate_limited,
             caller: ctx.rt.callers.as_ref().map(|_| ev.caller.as_deref().unwrap_or("none")),
+            group: ctx.rt.groups.as_ref().map(|_| ev.group.as_deref().unwrap_or("none")),
         });
         if !self.events.enabled() {
             return;
@@ -444,6 +431,7 @@ impl Gateway {
             "model": ev.model,
             "provider": ev.target,
             "caller_key_id": ev.caller,
+            "consumer_group": ev.group,
             "attempts": ev.attempts,
             "cache": ev.cache,
             "stream": ev.stream,
@@ -455,6 +443,29 @@ impl Gateway {
             "policy_results": d.policy_results,
         }));
     }
+}
+
+/// `GET /v1/models`, behind the caller keys like the model routes: a caller sees only the
+/// models its key and consumer group allow.
+fn models_for(session: &Session, ctx: &Ctx) -> Answer {
+    let rt = &ctx.rt;
+    let caller = match rt.callers.as_ref().map(|c| c.authenticate(session)) {
+        Some(Err(e)) => return Answer::Json(e.status(), e.body(ClientApi::OpenAiChat)),
+        Some(Ok(key)) => Some(key),
+        None => None,
+    };
+    let group = rt
+        .groups
+        .as_ref()
+        .and_then(|g| g.resolve(session.req_header(), caller.map(|c| c.id.as_str())));
+    let mut list = crate::routing::models(rt.policy.config());
+    if let Some(Value::Array(data)) = list.get_mut("data") {
+        data.retain(|m| {
+            let id = m["id"].as_str();
+            caller.is_none_or(|k| k.allows(id).is_ok()) && group.is_none_or(|g| g.allows(id).is_ok())
+        });
+    }
+    Answer::Json(200, list)
 }
 
 /// Literal `api_key` values never leave the gateway.

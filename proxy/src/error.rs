@@ -35,11 +35,9 @@ pub enum RequestError {
     /// The policy chain blocked or escalated the request.
     Policy(Box<Decision>),
     ModelNotAllowed(String),
-    /// The caller's key may not use this model (`caller_auth.keys[].allowed_models`).
-    ModelNotAllowedForKey {
-        model: String,
-        key: String,
-    },
+    /// The caller's key or consumer group may not use this model (their
+    /// `allowed_models` or `providers`); the message says which.
+    ModelNotAllowedFor(String),
     /// `caller_auth` refused the request (`missing_api_key`, `invalid_api_key`,
     /// `conflicting_api_keys`).
     Unauthorized(&'static str),
@@ -93,7 +91,7 @@ impl RequestError {
             BadFraming(_) => 400,
             InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) => 422,
             Policy(d) => d.http_status(),
-            ModelNotAllowed(_) | ModelNotAllowedForKey { .. } => 403,
+            ModelNotAllowed(_) | ModelNotAllowedFor(_) => 403,
             Unauthorized(_) => 401,
             ModelNotFound { .. } => 404,
             NoCompliantTarget => 409,
@@ -116,7 +114,7 @@ impl RequestError {
             BadFraming(_) => "bad_request",
             InvalidBody { code, .. } => code,
             Policy(_) => "policy",
-            ModelNotAllowed(_) | ModelNotAllowedForKey { .. } => "model_not_allowed",
+            ModelNotAllowed(_) | ModelNotAllowedFor(_) => "model_not_allowed",
             Unauthorized(code) => code,
             ModelNotFound { .. } => "model_not_found",
             NoTargetFor(_) | UnsupportedForTarget(_) => "unsupported_for_target",
@@ -137,7 +135,7 @@ impl RequestError {
         use RequestError::*;
         match self {
             RateLimited { .. } => "rate_limit",
-            ModelNotAllowed(_) | ModelNotAllowedForKey { .. } | NoCompliantTarget | Policy(_) => "policy_violation",
+            ModelNotAllowed(_) | ModelNotAllowedFor(_) | NoCompliantTarget | Policy(_) => "policy_violation",
             Unauthorized(_) => "authentication_error",
             TooLarge { .. } | UnsupportedMediaType(_) | InvalidBody { .. } | ModelNotFound { .. } => "validation_error",
             BodyTimeout(_) | BadFraming(_) => "validation_error",
@@ -162,9 +160,7 @@ impl RequestError {
             BadFraming(m) => m.clone(),
             InvalidBody { message, .. } => message.clone(),
             ModelNotAllowed(m) => format!("model '{m}' is not in unified_access.allowed_models"),
-            ModelNotAllowedForKey { model, key } => {
-                format!("model '{model}' is not in the allowed_models of caller key '{key}'")
-            }
+            ModelNotAllowedFor(m) => m.clone(),
             Unauthorized("missing_api_key") => {
                 "this gateway needs a caller key: send Authorization: Bearer <key> or x-api-key: <key>".into()
             }

@@ -107,6 +107,8 @@ pub(crate) struct EventData {
     pub target: Option<String>,
     /// The caller key's id (`caller_auth`), once authenticated.
     pub caller: Option<String>,
+    /// The consumer group's name, when the request belongs to one.
+    pub group: Option<String>,
     /// Every upstream attempt: `{target, outcome}`.
     pub attempts: Vec<Value>,
     /// `hit`, `miss` or absent when the cache is off or does not apply.

@@ -124,6 +124,15 @@ impl FixedWindow {
     }
 }
 
+/// The configured identities of a request, for the token limit's `scope`.
+#[derive(Debug, Default)]
+pub struct Ids<'a> {
+    /// The caller key's id, when callers are authenticated.
+    pub caller: Option<&'a str>,
+    /// The consumer group's name, when the request belongs to one.
+    pub group: Option<&'a str>,
+}
+
 /// The limits of one configuration.
 #[derive(Debug, Default)]
 pub struct Limits {
@@ -202,18 +211,18 @@ impl Limits {
 
     /// The token-limit key of a request, and whether its window still has tokens left.
     /// `None` when no token limit is configured.
-    /// `caller` is the caller key's id, when callers are authenticated.
     pub fn check_tokens(
         &self,
         peer: Option<IpAddr>,
         headers: &Headers,
         now: u64,
-        caller: Option<&str>,
+        ids: &Ids<'_>,
     ) -> Option<(String, Verdict)> {
         let t = self.tokens.as_ref()?;
         let key = match t.scope {
-            TokenScope::CallerKey => bounded_key("key:", caller.unwrap_or("none")),
-            TokenScope::Global | TokenScope::ConsumerGroup => "*".to_owned(),
+            TokenScope::CallerKey => bounded_key("key:", ids.caller.unwrap_or("none")),
+            TokenScope::ConsumerGroup => bounded_key("group:", ids.group.unwrap_or("none")),
+            TokenScope::Global => "*".to_owned(),
             TokenScope::Ip => bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), t.depth)),
             TokenScope::User => user_key(&t.user_headers, peer, headers, t.depth),
         };
@@ -320,6 +329,44 @@ mod tests {
         assert!(!v.allowed && v.remaining == 0 && v.reset == 56);
         assert!(w.peek("other", 4, "t").allowed);
         assert!(w.peek("u", 60, "t").allowed, "new window");
+    }
+
+    #[test]
+    fn token_scopes_key_by_caller_and_by_group() {
+        let limits = |scope: &str| {
+            let yaml = format!(
+                "pack: {{name: t, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\ntoken_rate_limit: {{max_tokens: 10, window_seconds: 60, scope: {scope}}}\n\
+                 caller_auth: {{mode: keys, keys: [{{id: a, secret_key_ref: {{env: A}}}}]}}\n"
+            );
+            let outcome = kt_policy::config::load_sources(&[kt_policy::config::Source {
+                name: "t.yaml".into(),
+                text: yaml,
+            }]);
+            Limits::new(&outcome.config.expect("valid config"))
+        };
+        let h = Headers::new();
+        let ids = |caller, group| Ids { caller, group };
+        let key = |l: &Limits, i: &Ids<'_>| l.check_tokens(None, &h, 0, i).map(|(k, _)| k);
+        let by_group = limits("consumer_group");
+        assert_eq!(key(&by_group, &ids(Some("a"), Some("eu"))).as_deref(), Some("group:eu"));
+        assert_eq!(key(&by_group, &ids(Some("b"), None)).as_deref(), Some("group:none"));
+        by_group.add_tokens("group:eu", 10, 0);
+        assert!(
+            !by_group
+                .check_tokens(None, &h, 0, &ids(None, Some("eu")))
+                .expect("limit")
+                .1
+                .allowed
+        );
+        assert!(
+            by_group
+                .check_tokens(None, &h, 0, &ids(None, Some("us")))
+                .expect("limit")
+                .1
+                .allowed
+        );
+        let by_key = limits("caller_key");
+        assert_eq!(key(&by_key, &ids(Some("a"), Some("eu"))).as_deref(), Some("key:a"));
     }
 
     #[test]

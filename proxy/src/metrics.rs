@@ -38,6 +38,8 @@ pub struct RequestRecord<'a> {
     /// With `caller_auth`: the caller key's id, or `none` for a request without a valid
     /// key; `None` when callers are not authenticated.
     pub caller: Option<&'a str>,
+    /// With `consumer_groups`: the request's group, or `none`.
+    pub group: Option<&'a str>,
 }
 
 #[derive(Debug)]
@@ -54,8 +56,8 @@ pub struct Metrics {
     circuit: IntGaugeVec,
     upstream: IntCounterVec,
     external: HistogramVec,
-    caller_requests: IntCounterVec,
-    caller_tokens: IntCounterVec,
+    callers: PerTenant,
+    groups: PerTenant,
     cache_hits: IntCounter,
     cache_misses: IntCounter,
     cache_entries: IntGauge,
@@ -84,21 +86,41 @@ fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histo
     v
 }
 
-/// The per-caller-key request and token counters (`caller_auth`).
-fn caller_metrics(r: &Registry) -> (IntCounterVec, IntCounterVec) {
-    let requests = counter_vec(
-        r,
-        "keeptrusts_gateway_caller_requests_total",
-        "Model requests by caller key id (caller_auth; `none`: no valid key) and status.",
-        &["key", "status"],
-    );
-    let tokens = counter_vec(
-        r,
-        "keeptrusts_gateway_caller_tokens_total",
-        "Tokens by caller key id and direction.",
-        &["key", "direction"],
-    );
-    (requests, tokens)
+/// Request and token counters per caller key or per consumer group.
+#[derive(Debug)]
+struct PerTenant {
+    requests: IntCounterVec,
+    tokens: IntCounterVec,
+}
+
+impl PerTenant {
+    /// `keeptrusts_gateway_{what}_requests_total{label,status}` and
+    /// `keeptrusts_gateway_{what}_tokens_total{label,direction}`.
+    fn new(r: &Registry, what: &str, label: &str, help: &str) -> Self {
+        PerTenant {
+            requests: counter_vec(
+                r,
+                &format!("keeptrusts_gateway_{what}_requests_total"),
+                &format!("Model requests by {help} and status."),
+                &[label, "status"],
+            ),
+            tokens: counter_vec(
+                r,
+                &format!("keeptrusts_gateway_{what}_tokens_total"),
+                &format!("Tokens by {help} and direction."),
+                &[label, "direction"],
+            ),
+        }
+    }
+
+    fn record(&self, who: &str, status: &str, input: u64, output: u64) {
+        self.requests.with_label_values(&[who, status]).inc();
+        for (direction, n) in [("input", input), ("output", output)] {
+            if n > 0 {
+                self.tokens.with_label_values(&[who, direction]).inc_by(n);
+            }
+        }
+    }
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -151,7 +173,8 @@ impl Default for Metrics {
             "External injection classifier calls by outcome (passed, flagged, error).",
             &["outcome"],
         );
-        let (caller_requests, caller_tokens) = caller_metrics(&r);
+        let callers = PerTenant::new(&r, "caller", "key", "caller key id (caller_auth; `none`: no valid key)");
+        let groups = PerTenant::new(&r, "consumer_group", "group", "consumer group (`none`: no group)");
         let uptime = int_gauge(&r, "keeptrusts_gateway_uptime_seconds", "Seconds since start.");
         Metrics {
             started: Instant::now(),
@@ -195,8 +218,8 @@ impl Default for Metrics {
                 &["target", "outcome"],
             ),
             external,
-            caller_requests,
-            caller_tokens,
+            callers,
+            groups,
             cache_hits: counter(
                 &r,
                 "keeptrusts_gateway_cache_hits_total",
@@ -248,15 +271,12 @@ impl Metrics {
         if r.rate_limited {
             self.rate_limited.inc();
         }
+        let status = status_label(r.status);
         if let Some(key) = r.caller {
-            self.caller_requests
-                .with_label_values(&[key, &status_label(r.status)])
-                .inc();
-            for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
-                if n > 0 {
-                    self.caller_tokens.with_label_values(&[key, direction]).inc_by(n);
-                }
-            }
+            self.callers.record(key, &status, r.input_tokens, r.output_tokens);
+        }
+        if let Some(group) = r.group {
+            self.groups.record(group, &status, r.input_tokens, r.output_tokens);
         }
     }
 
@@ -337,6 +357,7 @@ mod tests {
             output_tokens: 4,
             rate_limited: false,
             caller: None,
+            group: None,
         });
     }
 

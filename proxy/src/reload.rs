@@ -34,6 +34,9 @@ pub struct Runtime {
     pub external: Option<crate::model_api::ExternalBackend>,
     /// The caller keys, when `caller_auth.mode` is `keys`.
     pub callers: Option<crate::model_api::Callers>,
+    /// The consumer groups, when `consumer_groups` declares any. Their own limits count
+    /// afresh when a configuration is applied.
+    pub groups: Option<crate::model_api::Groups>,
 }
 
 impl Runtime {
@@ -48,11 +51,20 @@ impl Runtime {
         let router = Router::build_with(policy.config(), override_upstream, registry, &env, store)?;
         let limits_key = crate::limits::Limits::key_of(policy.config());
         let sizes = policy.config().size_limits.clone().unwrap_or_default();
-        let external = match policy.external_classifier() {
+        let callers = crate::model_api::Callers::of(policy.config(), &env)?;
+        let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
+        // A group's chain may be the one that runs prompt-injection: every chain shares the
+        // one `detection.external` block, so one backend serves them all.
+        let spec = policy.external_classifier().or_else(|| {
+            groups
+                .iter()
+                .flat_map(|g| g.iter())
+                .find_map(|g| g.policy.as_ref()?.external_classifier())
+        });
+        let external = match spec {
             Some(spec) => Some(crate::model_api::ExternalBackend::new(spec, &env, store)?),
             None => None,
         };
-        let callers = crate::model_api::Callers::of(policy.config(), &env)?;
         let model_labels = crate::routing::model_ids(policy.config())
             .into_iter()
             .map(|(id, _)| id)
@@ -65,6 +77,7 @@ impl Runtime {
             model_labels,
             external,
             callers,
+            groups,
         })
     }
 

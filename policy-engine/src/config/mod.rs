@@ -4,6 +4,7 @@
 //! that produces every diagnostic of `kt policy lint` in one run.
 
 mod blocks;
+mod groups;
 mod layer;
 mod load;
 mod providers;

@@ -87,6 +87,7 @@ pub fn check_raw(doc: &Value, out: &mut Vec<Diagnostic>) {
     check_phone_regions(doc, out);
     check_external(doc, out);
     check_caller_auth(doc, out);
+    super::groups::check(doc, out);
 }
 
 /// `caller_auth`: keys only with `mode: keys`, at least one key then, unique well-formed

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use kt_policy::config::SizeLimits;
 use kt_policy::usage::{AnswerUsage, Usage};
-use kt_policy::{Decision, Headers, Verdict};
+use kt_policy::{CompiledPolicy, Decision, Headers, Verdict};
 use pingora::protocols::http::ServerSession as Session;
 use serde_json::Value;
 
@@ -18,14 +18,14 @@ use crate::cache::{Cached, Fill};
 use crate::error::RequestError;
 use crate::gateway::{ClientApi, Ctx, Gateway};
 use crate::ids::now_secs;
-use crate::reload::Runtime;
 use crate::respond;
 use crate::routing::Target;
 use crate::upstream::{Exchange, UpstreamError, WireFormat};
 
 /// A request that a target accepted: what the answer stages read.
 pub(crate) struct Answered<'a> {
-    pub rt: &'a Arc<Runtime>,
+    /// The chain this request runs (its consumer group's, or the configuration's).
+    pub policy: &'a CompiledPolicy,
     pub req: &'a Parsed,
     pub headers: &'a Headers,
     /// The input decision (taken by the answer stage, which folds the output phase in).
@@ -111,7 +111,7 @@ fn check(
     mut decision: Decision,
     answer: Bytes,
 ) -> Result<(Decision, Option<Usage>, Bytes), RequestError> {
-    let policy = &a.rt.policy;
+    let policy = a.policy;
     let invalid = || RequestError::InvalidUpstreamResponse("the upstream answered with a body that is not JSON".into());
     let translated = a.translated(client);
     let inspects = client != ClientApi::Embeddings

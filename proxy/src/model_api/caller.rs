@@ -127,10 +127,11 @@ impl CallerKey {
         };
         match model {
             Some(m) if list.iter().any(|a| a == m) => Ok(()),
-            _ => Err(RequestError::ModelNotAllowedForKey {
-                model: model.unwrap_or("(none)").to_owned(),
-                key: self.id.clone(),
-            }),
+            _ => Err(RequestError::ModelNotAllowedFor(format!(
+                "model '{}' is not in the allowed_models of caller key '{}'",
+                model.unwrap_or("(none)"),
+                self.id
+            ))),
         }
     }
 }

@@ -18,6 +18,7 @@ mod attempts;
 mod body;
 mod caller;
 mod classify;
+mod groups;
 mod select;
 pub(crate) mod stream;
 
@@ -25,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kt_policy::usage::Usage;
-use kt_policy::{Decision, Headers, Verdict};
+use kt_policy::{CompiledPolicy, Decision, Headers, Verdict};
 use pingora::Result;
 use pingora::protocols::http::ServerSession as Session;
 use serde_json::Value;
@@ -38,6 +39,7 @@ use crate::reload::Runtime;
 use crate::respond;
 pub use caller::Callers;
 pub use classify::ExternalBackend;
+pub use groups::Groups;
 
 /// What the answer headers report, gathered as the request goes.
 pub(crate) struct Progress<'a> {
@@ -98,19 +100,30 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         Some(callers) => Some(callers.authenticate(session)?),
         None => None,
     };
-    if let (Some(ev), Some(c)) = (ctx.event.as_mut(), caller) {
-        ev.caller = Some(c.id.clone());
+    let group = rt
+        .groups
+        .as_ref()
+        .and_then(|g| g.resolve(session.req_header(), caller.map(|c| c.id.as_str())));
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.caller = caller.map(|c| c.id.clone());
+        ev.group = group.map(|g| g.name.clone());
     }
-    let admitted = admit::admit(gw, session, ctx, &rt, caller)?;
+    let policy = group.and_then(|g| g.policy.as_ref()).unwrap_or(&rt.policy);
+    let who = admit::Who { caller, group };
+    let admitted = admit::admit(gw, session, ctx, &rt, policy, &who)?;
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
+    let model = req.request.get("model").and_then(Value::as_str);
     if let Some(c) = caller {
-        c.allows(req.request.get("model").and_then(Value::as_str))?;
+        c.allows(model)?;
     }
-    let decision = input(gw, ctx, p, &rt, &mut req, &admitted.headers).await?;
-    let candidates = select::candidates(&rt, &req, p.client, &decision)?;
-    let fill = match select::cache(gw, session, ctx, p, &rt, &req, &decision).await? {
+    if let Some(g) = group {
+        g.allows(model)?;
+    }
+    let decision = input(gw, ctx, p, &rt, policy, &mut req, &admitted.headers).await?;
+    let candidates = select::candidates(&rt, &req, p.client, &decision, group)?;
+    let fill = match select::cache(gw, session, ctx, p, policy, &req, &decision, group).await? {
         select::Cache::Answered => return Ok(()),
         select::Cache::Miss(fill) => fill,
     };
@@ -131,7 +144,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         ev.target = Some(target.id.clone());
     }
     let answered = answer::Answered {
-        rt: &rt,
+        policy,
         req: &req,
         headers: &admitted.headers,
         decision,
@@ -143,7 +156,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     } else {
         answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?
     };
-    count_tokens(gw, &rt, admitted.token_key.as_deref(), usage);
+    count_tokens(gw, &rt, &admitted, group, usage);
     if let Some(ev) = ctx.event.as_mut() {
         ev.usage = usage;
     }
@@ -157,12 +170,13 @@ async fn input(
     ctx: &mut Ctx,
     p: &mut Progress<'_>,
     rt: &Runtime,
+    policy: &CompiledPolicy,
     req: &mut body::Parsed,
     headers: &Headers,
 ) -> Result<Decision, RequestError> {
-    let mut decision = rt.policy.evaluate_request(&mut req.request, headers, gw.opts());
+    let mut decision = policy.evaluate_request(&mut req.request, headers, gw.opts());
     let mut unavailable = None;
-    if let (Some(spec), Some(backend)) = (rt.policy.external_classifier(), rt.external.as_ref())
+    if let (Some(spec), Some(backend)) = (policy.external_classifier(), rt.external.as_ref())
         && !decision.verdict.is_terminal()
         && let Err(e) = classify::check(gw, spec, backend, &req.request, &mut decision).await
     {
@@ -265,11 +279,23 @@ pub(crate) fn note_decision(gw: &Gateway, ctx: &mut Ctx, decision: &Decision) {
     }
 }
 
-fn count_tokens(gw: &Gateway, rt: &Runtime, key: Option<&str>, usage: Option<Usage>) {
-    if let (Some(key), Some(u)) = (key, usage) {
-        let n = u.total();
-        if n > 0 {
-            gw.rate_limits_for(rt).add_tokens(key, n, now_secs());
-        }
+/// Counts a finished request's tokens against the token limits it was admitted under.
+fn count_tokens(
+    gw: &Gateway,
+    rt: &Runtime,
+    admitted: &admit::Admitted,
+    group: Option<&groups::Group>,
+    usage: Option<Usage>,
+) {
+    let n = usage.map_or(0, |u| u.total());
+    if n == 0 {
+        return;
+    }
+    let now = now_secs();
+    if let Some(key) = admitted.token_key.as_deref() {
+        gw.rate_limits_for(rt).add_tokens(key, n, now);
+    }
+    if let Some(g) = group {
+        g.add_tokens(n, now);
     }
 }

@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
-use kt_policy::{Decision, Verdict};
+use kt_policy::{CompiledPolicy, Decision, Verdict};
 use pingora::protocols::http::ServerSession as Session;
 
 use super::body::Parsed;
+use super::groups::Group;
 use super::{Progress, Stop, answer_headers};
 use crate::cache::{self, Lookup};
 use crate::error::RequestError;
@@ -15,12 +16,14 @@ use crate::reload::Runtime;
 use crate::respond;
 use crate::routing::{Family, RouteError, Target};
 
-/// The targets that may serve the request, best first.
+/// The targets that may serve the request, best first: those of its model, narrowed by the
+/// consumer group's `providers` and data routing.
 pub(crate) fn candidates(
     rt: &Runtime,
     req: &Parsed,
     client: ClientApi,
     decision: &Decision,
+    group: Option<&Group>,
 ) -> Result<Vec<Arc<Target>>, RequestError> {
     let family = match client {
         ClientApi::OpenAiChat | ClientApi::AnthropicMessages => Family::Chat,
@@ -44,6 +47,16 @@ pub(crate) fn candidates(
             }
             RouteError::NoTargetFor(api) => RequestError::NoTargetFor(api),
         })?;
+    if let Some(g) = group {
+        candidates.retain(|t| g.uses_target(&t.id));
+        if candidates.is_empty() {
+            return Err(RequestError::ModelNotAllowedFor(format!(
+                "no target in the providers of consumer group '{}' serves model '{}'",
+                g.name,
+                req.model.as_deref().unwrap_or("(none)")
+            )));
+        }
+    }
     if let Some(allowed) = &decision.allowed_targets {
         candidates.retain(|t| allowed.contains(&t.id));
         if candidates.is_empty() {
@@ -62,21 +75,23 @@ pub(crate) enum Cache {
 }
 
 /// Answers from the cache when an equal request's answer is stored (answers the policies
-/// passed unchanged only).
+/// passed unchanged only). Entries are kept apart per chain, consumer group and caller.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn cache(
     gw: &Gateway,
     session: &mut Session,
     ctx: &mut Ctx,
     p: &mut Progress<'_>,
-    rt: &Runtime,
+    policy: &CompiledPolicy,
     req: &Parsed,
     decision: &Decision,
+    group: Option<&Group>,
 ) -> Result<Cache, Stop> {
     let cacheable = decision.verdict == Verdict::Allow && !decision.degraded;
     if !gw.cache.enabled() || !cacheable || (req.stream && p.client != ClientApi::OpenAiChat) {
         return Ok(Cache::Miss(None));
     }
-    let key = cache::key(p.client.name(), rt.policy.digest(), &scope(session), &req.request);
+    let key = cache::key(p.client.name(), policy.digest(), &scope(session, group), &req.request);
     let fill = match gw.cache.lookup(key).await {
         Lookup::Hit(hit) => {
             if let Some(ev) = ctx.event.as_mut() {
@@ -105,8 +120,10 @@ pub(crate) async fn cache(
 }
 
 /// The caller scope of cache entries: who is asking, as far as the gateway can tell.
-fn scope(session: &Session) -> String {
+fn scope(session: &Session, group: Option<&Group>) -> String {
     let mut scope = String::new();
+    scope.push_str(group.map_or("", |g| g.name.as_str()));
+    scope.push('\u{1f}');
     for name in ["authorization", "x-api-key", "x-user-id", "x-keeptrusts-agent-id"] {
         let value = session.req_header().headers.get(name).and_then(|v| v.to_str().ok());
         scope.push_str(value.unwrap_or(""));

@@ -39,7 +39,7 @@ pub(crate) async fn relay_for(
 ) -> Result<Option<kt_policy::usage::Usage>> {
     use crate::gateway::ClientApi;
     let anthropic = a.target.upstream.format == crate::upstream::WireFormat::Anthropic;
-    let (policy, request, headers, opts) = (&a.rt.policy, &a.req.request, a.headers, gw.opts());
+    let (policy, request, headers, opts) = (a.policy, &a.req.request, a.headers, gw.opts());
     let usage = match client {
         ClientApi::OpenAiChat => {
             let translator = anthropic.then(|| AnthropicToOpenAiStream::new(crate::ids::now_secs()));

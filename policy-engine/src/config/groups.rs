@@ -1,0 +1,196 @@
+//! `consumer_groups` checks the schema cannot make: unique, well-formed names; a `default`
+//! group without conditions and every other group with some; key ids that name configured
+//! caller keys; a warning (W003) for groups any caller can choose by sending a header.
+
+use std::collections::HashSet;
+
+use serde_json::Value;
+
+use crate::diagnostics::{Code, Diagnostic, did_you_mean};
+
+/// The group that catches unmatched requests.
+const DEFAULT: &str = "default";
+
+pub(super) fn check(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let Some(groups) = doc.get("consumer_groups").and_then(Value::as_array) else {
+        return;
+    };
+    let auth = doc.get("caller_auth");
+    let keyed = auth.and_then(|a| a.get("mode")).and_then(Value::as_str) == Some("keys");
+    let key_ids: Vec<&str> = auth
+        .and_then(|a| a.get("keys"))
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|k| k.get("id").and_then(Value::as_str))
+        .collect();
+    let err = |path: String, msg: String, help: &str| Diagnostic::error(Code::InvalidValue, &path, msg).with_help(help);
+    let mut seen = HashSet::new();
+    for (i, g) in groups.iter().enumerate() {
+        let at = format!("consumer_groups[{i}]");
+        let name = g.get("name").and_then(Value::as_str).unwrap_or_default();
+        if !name.is_empty() && !well_formed(name) {
+            out.push(err(
+                format!("{at}.name"),
+                format!("{at}.name '{name}' may hold only letters, digits, '-', '_' and '.' (at most 64)"),
+                "group names label metrics and events",
+            ));
+        }
+        if name == "none" {
+            out.push(err(
+                format!("{at}.name"),
+                format!("{at}.name 'none' is reserved (it labels requests of no group)"),
+                "pick another name",
+            ));
+        }
+        if !name.is_empty() && !seen.insert(name) {
+            out.push(err(
+                format!("{at}.name"),
+                format!("{at}.name '{name}' is used by an earlier group"),
+                "give each group its own name",
+            ));
+        }
+        let matcher = g.get("match");
+        let ids = matcher.and_then(|m| m.get("gateway_key_ids")).and_then(Value::as_array);
+        let headers = matcher.and_then(|m| m.get("headers")).and_then(Value::as_object);
+        let conditions = ids.is_some_and(|a| !a.is_empty()) || headers.is_some_and(|h| !h.is_empty());
+        match (name == DEFAULT, conditions) {
+            (true, true) => out.push(err(
+                format!("{at}.match"),
+                format!("{at} is the default group, which takes every unmatched request; it has no match"),
+                "remove its match, or rename the group",
+            )),
+            (false, false) => out.push(err(
+                format!("{at}.match"),
+                format!("{at} ('{name}') has no match conditions, so no request ever belongs to it"),
+                "add match.gateway_key_ids or match.headers, or name it default",
+            )),
+            _ => {}
+        }
+        if ids.is_some_and(|a| a.is_empty()) {
+            out.push(err(
+                format!("{at}.match.gateway_key_ids"),
+                format!("{at}.match.gateway_key_ids is empty, so it matches no caller"),
+                "list caller key ids, or remove the field",
+            ));
+        }
+        for (j, id) in ids.into_iter().flatten().enumerate() {
+            let Some(id) = id.as_str() else { continue };
+            let path = format!("{at}.match.gateway_key_ids[{j}]");
+            if !keyed {
+                out.push(err(
+                    path,
+                    format!(
+                        "{at} matches caller key '{id}' but caller_auth.mode is not keys: no request has a caller key"
+                    ),
+                    "set caller_auth.mode: keys with its keys, or match by headers",
+                ));
+            } else if !key_ids.contains(&id) {
+                let mut d = err(
+                    path,
+                    format!("{at} matches caller key '{id}', which caller_auth.keys does not declare"),
+                    "use the id of a key under caller_auth.keys",
+                );
+                if let Some(s) = did_you_mean(id, key_ids.iter().copied()) {
+                    d = d.with_help(format!("Did you mean '{s}'?"));
+                }
+                out.push(d);
+            }
+        }
+        if name != DEFAULT && headers.is_some_and(|h| !h.is_empty()) && ids.is_none_or(|a| a.is_empty()) {
+            out.push(
+                Diagnostic::error(
+                    Code::ClientChosenGroup,
+                    &format!("{at}.match.headers"),
+                    format!(
+                        "{at} ('{name}') is chosen by request headers alone: any caller that sends them gets the group's chain, providers, models and limits"
+                    ),
+                )
+                .with_help("add match.gateway_key_ids too, or set the headers only at a proxy you trust"),
+            );
+        }
+    }
+}
+
+fn well_formed(name: &str) -> bool {
+    name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Source, load_sources};
+
+    /// (code, path) of each diagnostic of a configuration with `extra` appended.
+    fn findings(extra: &str) -> Vec<(String, String)> {
+        let base = "pack: {name: g, version: 1.0.0, enabled: true}\npolicies: {chain: []}\n";
+        let outcome = load_sources(&[Source {
+            name: "t.yaml".into(),
+            text: format!("{base}{extra}"),
+        }]);
+        outcome
+            .diagnostics
+            .iter()
+            .map(|d| (d.code.as_str().to_owned(), d.path.clone()))
+            .collect()
+    }
+
+    const KEYS: &str = "caller_auth: {mode: keys, keys: [{id: key-a, secret_key_ref: {env: A}}, {id: key-b, secret_key_ref: {env: B}}]}\n";
+
+    #[test]
+    fn a_sound_layout_passes() {
+        let yaml = format!(
+            "{KEYS}consumer_groups:\n  - {{name: team-a, match: {{gateway_key_ids: [key-a]}}}}\n  - {{name: eu, match: {{gateway_key_ids: [key-b], headers: {{x-region: eu}}}}}}\n  - {{name: default}}\n"
+        );
+        assert_eq!(findings(&yaml), Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn each_mistake_is_named() {
+        let yaml = format!(
+            "{KEYS}consumer_groups:
+  - {{name: 'a b', match: {{gateway_key_ids: [key-a]}}}}
+  - {{name: none, match: {{gateway_key_ids: [key-a]}}}}
+  - {{name: t, match: {{gateway_key_ids: [key-c]}}}}
+  - {{name: t, match: {{gateway_key_ids: []}}}}
+  - {{name: idle}}
+  - {{name: default, match: {{gateway_key_ids: [key-a]}}}}
+"
+        );
+        let got = findings(&yaml);
+        for (code, path) in [
+            ("E015", "consumer_groups[0].name"),
+            ("E015", "consumer_groups[1].name"),
+            ("E015", "consumer_groups[2].match.gateway_key_ids[0]"),
+            ("E015", "consumer_groups[3].name"),
+            ("E015", "consumer_groups[3].match.gateway_key_ids"),
+            ("E015", "consumer_groups[4].match"),
+            ("E015", "consumer_groups[5].match"),
+        ] {
+            assert!(
+                got.contains(&(code.to_owned(), path.to_owned())),
+                "{code} at {path} missing from {got:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn key_ids_need_caller_keys() {
+        let got = findings("consumer_groups: [{name: a, match: {gateway_key_ids: [k]}}]\n");
+        assert_eq!(
+            got,
+            [(
+                "E015".to_owned(),
+                "consumer_groups[0].match.gateway_key_ids[0]".to_owned()
+            )]
+        );
+    }
+
+    #[test]
+    fn header_only_groups_are_warned_about() {
+        let got = findings("consumer_groups: [{name: clinic, match: {headers: {x-tenant: healthcare}}}]\n");
+        assert_eq!(
+            got,
+            [("W003".to_owned(), "consumer_groups[0].match.headers".to_owned())]
+        );
+    }
+}
