@@ -197,8 +197,7 @@ pub fn upstream_override(args: &RunArgs) -> Result<Option<Upstream>> {
 fn unenforced_sections(c: &PolicyConfig) -> Vec<&'static str> {
     let mut out = Vec::new();
     let p = c.providers.as_ref();
-    let checks: [(&'static str, bool); 5] = [
-        ("routes", c.routes.as_ref().is_some_and(|r| !r.is_empty())),
+    let checks: [(&'static str, bool); 4] = [
         ("agents", c.agents.as_ref().is_some_and(|r| !r.is_empty())),
         (
             "providers.routing.budget_policy",

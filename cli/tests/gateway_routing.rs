@@ -1556,3 +1556,81 @@ fn consumer_groups_give_each_team_its_chain_providers_models_and_limits() {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
 }
+
+#[test]
+fn routes_give_matching_requests_their_chain_targets_and_fallback() {
+    let bad = MockProvider::start(|_| Reply::json(500, json!({"error": {"message": "boom"}})));
+    let good = MockProvider::start(openai_echo(""));
+    let yaml = format!(
+        "{}policy:\n  dlp-filter: {{action: block, blocked_terms: [classified]}}\nroutes:\n  - {{name: strict, match: {{path_prefix: /v1/chat/, methods: [POST], headers: {{x-lane: strict}}}}, chain: [dlp-filter], fallback: {{enabled: false}}}}\n  - {{name: pinned, match: {{headers: {{x-lane: pinned}}}}, providers: [good]}}\nproviders:\n  targets:\n{}{}",
+        head(""),
+        target("bad", &bad.url, None, ""),
+        target("good", &good.url, None, ""),
+    );
+    let dir = config_dir(&yaml);
+    let events = dir.path().join("events.jsonl");
+    let gw = GatewayProcess::start(KT, dir.path(), &["--events", events.to_str().expect("path")]);
+    let send = |text: &str, lane: Option<&str>| {
+        let headers: Vec<(&str, &str)> = lane.map(|l| ("x-lane", l)).into_iter().collect();
+        http_with(
+            &gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(&chat_body("m", text)),
+            &headers,
+        )
+        .expect("answer")
+    };
+
+    // No route: the main (empty) chain, and fallback from `bad` to `good`.
+    let r = send("the classified plans", None);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-keeptrusts-attempts").as_deref(), Some("2"));
+
+    // strict: its chain blocks, and its fallback is off, so `bad`'s failure is the answer.
+    let r = send("the classified plans", Some("strict"));
+    assert_eq!(r.status, 409, "{}", r.text());
+    let r = send("hello", Some("strict"));
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(r.header("x-keeptrusts-attempts").as_deref(), Some("1"));
+
+    // pinned: only `good`, at the first attempt; a lane value that differs is no route.
+    let r = send("hello", Some("pinned"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (
+            r.header("x-keeptrusts-target").as_deref(),
+            r.header("x-keeptrusts-attempts").as_deref()
+        ),
+        (Some("good"), Some("1"))
+    );
+    let r = send("hello", Some("Pinned"));
+    assert_eq!(r.header("x-keeptrusts-attempts").as_deref(), Some("2"));
+
+    let routes: Vec<Value> = events_in(&events, 5).iter().map(|e| e["route"].clone()).collect();
+    assert_eq!(
+        routes,
+        [
+            json!(null),
+            json!("strict"),
+            json!("strict"),
+            json!("pinned"),
+            json!(null)
+        ]
+    );
+}
+
+/// The decision events in `path` once there are `n` (the writer is a background task),
+/// waiting up to 10 s.
+fn events_in(path: &std::path::Path, n: usize) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<Value> = text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect();
+        if lines.len() >= n || std::time::Instant::now() > deadline {
+            assert_eq!(lines.len(), n, "{text}");
+            return lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

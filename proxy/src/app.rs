@@ -432,6 +432,7 @@ impl Gateway {
             "provider": ev.target,
             "caller_key_id": ev.caller,
             "consumer_group": ev.group,
+            "route": ev.route,
             "attempts": ev.attempts,
             "cache": ev.cache,
             "stream": ev.stream,

@@ -109,6 +109,8 @@ pub(crate) struct EventData {
     pub caller: Option<String>,
     /// The consumer group's name, when the request belongs to one.
     pub group: Option<String>,
+    /// The route rule's name, when one matched.
+    pub route: Option<String>,
     /// Every upstream attempt: `{target, outcome}`.
     pub attempts: Vec<Value>,
     /// `hit`, `miss` or absent when the cache is off or does not apply.

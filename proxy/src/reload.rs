@@ -37,6 +37,8 @@ pub struct Runtime {
     /// The consumer groups, when `consumer_groups` declares any. Their own limits count
     /// afresh when a configuration is applied.
     pub groups: Option<crate::model_api::Groups>,
+    /// The route rules, when `routes` declares any.
+    pub routes: Option<crate::model_api::Routes>,
 }
 
 impl Runtime {
@@ -53,13 +55,15 @@ impl Runtime {
         let sizes = policy.config().size_limits.clone().unwrap_or_default();
         let callers = crate::model_api::Callers::of(policy.config(), &env)?;
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
+        let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
         // A group's chain may be the one that runs prompt-injection: every chain shares the
         // one `detection.external` block, so one backend serves them all.
         let spec = policy.external_classifier().or_else(|| {
-            groups
-                .iter()
-                .flat_map(|g| g.iter())
-                .find_map(|g| g.policy.as_ref()?.external_classifier())
+            let group_chains = groups.iter().flat_map(|g| g.iter()).filter_map(|g| g.policy.as_ref());
+            let route_chains = routes.iter().flat_map(|r| r.iter()).filter_map(|r| r.policy.as_ref());
+            group_chains
+                .chain(route_chains)
+                .find_map(CompiledPolicy::external_classifier)
         });
         let external = match spec {
             Some(spec) => Some(crate::model_api::ExternalBackend::new(spec, &env, store)?),
@@ -78,6 +82,7 @@ impl Runtime {
             external,
             callers,
             groups,
+            routes,
         })
     }
 

@@ -237,6 +237,30 @@ pub struct FallbackPlan {
     order: Vec<String>,
 }
 
+impl FallbackPlan {
+    /// The plan of a `fallback` section over `targets` targets (fallback is on by default
+    /// when there is more than one).
+    pub fn of(fb: &kt_policy::config::Fallback, targets: usize) -> Self {
+        FallbackPlan {
+            enabled: fb.enabled.unwrap_or(targets > 1),
+            triggers: fb.triggers.clone(),
+            max_attempts: fb.max_fallback_attempts,
+            on_content_policy: fb.on_content_policy,
+            on_context_window: fb.on_context_window,
+            order: fb.order.clone().unwrap_or_default(),
+        }
+    }
+
+    /// The most targets one request tries.
+    pub fn attempt_budget(&self) -> usize {
+        if self.enabled {
+            1 + self.max_attempts as usize
+        } else {
+            1
+        }
+    }
+}
+
 /// Why no candidate list could be made for a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RouteError {
@@ -341,15 +365,7 @@ impl Router {
             }
         }
         let routing = providers.routing.clone().unwrap_or_default();
-        let fb = providers.fallback.clone().unwrap_or_default();
-        let fallback = FallbackPlan {
-            enabled: fb.enabled.unwrap_or(targets.len() > 1),
-            triggers: fb.triggers.clone(),
-            max_attempts: fb.max_fallback_attempts,
-            on_content_policy: fb.on_content_policy,
-            on_context_window: fb.on_context_window,
-            order: fb.order.clone().unwrap_or_default(),
-        };
+        let fallback = FallbackPlan::of(&providers.fallback.clone().unwrap_or_default(), targets.len());
         Ok(Router {
             targets,
             groups,
@@ -374,7 +390,7 @@ impl Router {
     }
 
     /// The targets to try for `model`, best first. The caller tries at most
-    /// `attempt_budget()` of them and skips circuit-open ones without using up an attempt.
+    /// `FallbackPlan::attempt_budget()` of them and skips circuit-open ones without using up an attempt.
     pub fn candidates(&self, model: Option<&str>, family: Family) -> Result<Vec<Arc<Target>>, RouteError> {
         if let Some(m) = model
             && !self.allowed_models.is_empty()
@@ -440,15 +456,6 @@ impl Router {
         }
         primary.append(&mut tail);
         Ok(primary.into_iter().map(|i| Arc::clone(&self.targets[i])).collect())
-    }
-
-    /// Attempts allowed for one request.
-    pub fn attempt_budget(&self) -> usize {
-        if self.fallback.enabled {
-            1 + self.fallback.max_attempts as usize
-        } else {
-            1
-        }
     }
 
     fn group(&self, name: &str) -> Option<&Group> {

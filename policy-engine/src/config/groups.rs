@@ -1,6 +1,7 @@
-//! `consumer_groups` checks the schema cannot make: unique, well-formed names; a `default`
-//! group without conditions and every other group with some; key ids that name configured
-//! caller keys; a warning (W003) for groups any caller can choose by sending a header.
+//! `consumer_groups` and `routes` checks the schema cannot make: unique, well-formed
+//! names; a `default` group without conditions and every other group with some; key ids
+//! that name configured caller keys; route paths, methods and fallbacks the gateway can
+//! apply; a warning (W003) for groups and routes any caller can choose by sending a header.
 
 use std::collections::HashSet;
 
@@ -12,6 +13,82 @@ use crate::diagnostics::{Code, Diagnostic, did_you_mean};
 const DEFAULT: &str = "default";
 
 pub(super) fn check(doc: &Value, out: &mut Vec<Diagnostic>) {
+    check_routes(doc, out);
+    check_groups(doc, out);
+}
+
+/// HTTP methods a route may name.
+const METHODS: [&str; 7] = ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"];
+
+fn check_routes(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let Some(routes) = doc.get("routes").and_then(Value::as_array) else {
+        return;
+    };
+    let err = |path: String, msg: String, help: &str| Diagnostic::error(Code::InvalidValue, &path, msg).with_help(help);
+    let mut seen = HashSet::new();
+    for (i, r) in routes.iter().enumerate() {
+        let at = format!("routes[{i}]");
+        if let Some(name) = r.get("name").and_then(Value::as_str)
+            && !seen.insert(name)
+        {
+            out.push(err(
+                format!("{at}.name"),
+                format!("{at}.name '{name}' is used by an earlier route"),
+                "give each route its own name (decision events carry it)",
+            ));
+        }
+        let m = r.get("match");
+        if let Some(prefix) = m.and_then(|m| m.get("path_prefix")).and_then(Value::as_str)
+            && !prefix.starts_with('/')
+        {
+            out.push(err(
+                format!("{at}.match.path_prefix"),
+                format!("{at}.match.path_prefix '{prefix}' does not start with '/', so no request path matches it"),
+                "e.g. path_prefix: /v1/chat/",
+            ));
+        }
+        for (j, method) in m
+            .and_then(|m| m.get("methods"))
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .enumerate()
+        {
+            let Some(method) = method.as_str() else { continue };
+            if !METHODS.contains(&method.to_ascii_uppercase().as_str()) {
+                out.push(err(
+                    format!("{at}.match.methods[{j}]"),
+                    format!("{at}.match.methods[{j}] '{method}' is not an HTTP method"),
+                    "model requests are POST",
+                ));
+            }
+        }
+        if r.pointer("/fallback/order").is_some_and(|o| !o.is_null()) {
+            out.push(err(
+                format!("{at}.fallback.order"),
+                format!("{at}.fallback.order is not applied per route: the order of targets is the model's"),
+                "narrow the targets with the route's providers, or set providers.fallback.order",
+            ));
+        }
+        if m.and_then(|m| m.get("headers"))
+            .and_then(Value::as_object)
+            .is_some_and(|h| !h.is_empty())
+        {
+            out.push(
+                Diagnostic::error(
+                    Code::ClientChosenGroup,
+                    &format!("{at}.match.headers"),
+                    format!(
+                        "{at} is chosen by request headers: any caller that sends them gets the route's chain, providers and fallback"
+                    ),
+                )
+                .with_help("match the route by path instead, or set the headers only at a proxy you trust"),
+            );
+        }
+    }
+}
+
+fn check_groups(doc: &Value, out: &mut Vec<Diagnostic>) {
     let Some(groups) = doc.get("consumer_groups").and_then(Value::as_array) else {
         return;
     };
@@ -183,6 +260,28 @@ mod tests {
                 "consumer_groups[0].match.gateway_key_ids[0]".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn routes_the_gateway_cannot_apply_are_refused() {
+        let got = findings(
+            "routes:\n  - {name: r, match: {path_prefix: v1/chat, methods: [POST, FETCH]}, fallback: {order: [a]}}\n  - {name: r, match: {headers: {x-tenant: t}}}\n",
+        );
+        for (code, path) in [
+            ("E015", "routes[0].match.path_prefix"),
+            ("E015", "routes[0].match.methods[1]"),
+            ("E015", "routes[0].fallback.order"),
+            ("E015", "routes[1].name"),
+            ("W003", "routes[1].match.headers"),
+        ] {
+            assert!(
+                got.contains(&(code.to_owned(), path.to_owned())),
+                "{code} at {path} missing from {got:?}"
+            );
+        }
+        assert_eq!(got.len(), 5, "{got:?}");
+        let sound = findings("routes: [{name: chat, match: {path_prefix: /v1/chat/, methods: [post]}}]\n");
+        assert_eq!(sound, Vec::<(String, String)>::new());
     }
 
     #[test]

@@ -18,25 +18,34 @@ use super::body::Parsed;
 use crate::error::RequestError;
 use crate::gateway::{ClientApi, Ctx, Gateway};
 use crate::reload::Runtime;
-use crate::routing::Target;
+use crate::routing::{FallbackPlan, Target};
 use crate::upstream::{Exchange, UpstreamError, WireFormat};
 
 /// How long a request waits for an upstream slot under `--max-concurrency`.
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// The request as it goes upstream.
-pub(crate) struct Plan {
+pub(crate) struct Plan<'a> {
     /// The client's bytes, sent as they are when nothing rewrote the request.
     bytes: Bytes,
     unchanged: bool,
     /// `size_limits.max_response_bytes`: the most of an error answer that is read.
     max_response: u64,
+    /// The fallback rules: the matching route's, else `providers.fallback`.
+    pub fallback: &'a FallbackPlan,
 }
 
-impl Plan {
+impl<'a> Plan<'a> {
     /// `allowed`: the input phase passed the request unchanged. A chat stream always asks
     /// the upstream for usage (the gateway counts tokens), which changes the request.
-    pub(crate) fn new(req: &mut Parsed, bytes: Bytes, allowed: bool, client: ClientApi, max_response: u64) -> Plan {
+    pub(crate) fn new(
+        req: &mut Parsed,
+        bytes: Bytes,
+        allowed: bool,
+        client: ClientApi,
+        max_response: u64,
+        fallback: &'a FallbackPlan,
+    ) -> Plan<'a> {
         let mut unchanged = allowed;
         if req.stream && client == ClientApi::OpenAiChat && !req.include_usage {
             req.request["stream_options"] = json!({"include_usage": true});
@@ -46,6 +55,7 @@ impl Plan {
             bytes,
             unchanged,
             max_response,
+            fallback,
         }
     }
 }
@@ -86,16 +96,16 @@ pub(crate) async fn run<'g>(
     rt: &Runtime,
     candidates: Vec<Arc<Target>>,
     req: &Parsed,
-    plan: &Plan,
+    plan: &Plan<'_>,
     client_auth: Option<&str>,
 ) -> Result<(Arc<Target>, Exchange<'g>), RequestError> {
     let router = &rt.router;
-    let fallback = &router.fallback;
+    let fallback = plan.fallback;
     let cb = router.circuit_breaker.as_ref();
     let mut last: Option<(Arc<Target>, Failure)> = None;
     let mut skipped_open = 0usize;
     for target in candidates {
-        if p.attempts >= router.attempt_budget() {
+        if p.attempts >= fallback.attempt_budget() {
             break;
         }
         if !target.health.admit(cb) {
@@ -137,8 +147,8 @@ pub(crate) async fn run<'g>(
                 );
                 return Ok((target, x));
             }
-            Ok(x) => Box::pin(status_failure(gw, ctx, p, rt, &target, x, plan.max_response)).await,
-            Err(e) => transport_failure(gw, ctx, rt, &target, e),
+            Ok(x) => Box::pin(status_failure(gw, ctx, p, rt, &target, x, plan)).await,
+            Err(e) => transport_failure(gw, ctx, rt, &target, e, fallback),
         };
         let stop = !(fallback.enabled && fall);
         last = Some((target, failure));
@@ -158,9 +168,9 @@ async fn status_failure(
     rt: &Runtime,
     target: &Target,
     x: Exchange<'_>,
-    max_response: u64,
+    plan: &Plan<'_>,
 ) -> (Failure, bool) {
-    let fallback = &rt.router.fallback;
+    let (fallback, max_response) = (plan.fallback, plan.max_response);
     let status = x.status();
     let retry_after = x.header("retry-after");
     let t1 = Instant::now();
@@ -194,7 +204,14 @@ async fn status_failure(
 }
 
 /// A target that could not be reached or timed out; whether the request falls over.
-fn transport_failure(gw: &Gateway, ctx: &mut Ctx, rt: &Runtime, target: &Target, e: UpstreamError) -> (Failure, bool) {
+fn transport_failure(
+    gw: &Gateway,
+    ctx: &mut Ctx,
+    rt: &Runtime,
+    target: &Target,
+    e: UpstreamError,
+    fallback: &FallbackPlan,
+) -> (Failure, bool) {
     target
         .health
         .failure(rt.router.circuit_breaker.as_ref(), true, &e.to_string());
@@ -207,7 +224,7 @@ fn transport_failure(gw: &Gateway, ctx: &mut Ctx, rt: &Runtime, target: &Target,
         ),
     };
     note_attempt(gw, ctx, || json!({"target": target.id, "outcome": outcome}));
-    (failure, rt.router.fallback.triggers.contains(&trigger))
+    (failure, fallback.triggers.contains(&trigger))
 }
 
 /// The client's error for the last failure.

@@ -105,13 +105,7 @@ impl Group {
         Ok(Group {
             name: rule.name.clone(),
             key_ids: rule.matcher.gateway_key_ids.clone(),
-            headers: rule
-                .matcher
-                .headers
-                .iter()
-                .flatten()
-                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
-                .collect(),
+            headers: header_pairs(rule.matcher.headers.as_ref()),
             policy: compiled,
             providers: rule.providers.clone(),
             allowed_models: rule.allowed_models.clone(),
@@ -131,14 +125,7 @@ impl Group {
             .key_ids
             .as_ref()
             .is_none_or(|ids| caller.is_some_and(|c| ids.iter().any(|i| i == c)));
-        key_ok
-            && self.headers.iter().all(|(name, want)| {
-                let mut values = head.headers.get_all(name.as_str()).into_iter();
-                match (values.next(), values.next()) {
-                    (Some(v), None) => v.as_bytes() == want.as_bytes(),
-                    _ => false,
-                }
-            })
+        key_ok && headers_match(head, &self.headers)
     }
 
     /// Whether the group has request or token limits of its own.
@@ -184,6 +171,26 @@ impl Group {
     pub(crate) fn uses_target(&self, id: &str) -> bool {
         self.providers.as_ref().is_none_or(|p| p.iter().any(|t| t == id))
     }
+}
+
+/// Whether each (lower-cased name, value) header is present exactly once with exactly
+/// that value: no trimming or folding, and a repeated header never matches.
+pub(crate) fn headers_match(head: &RequestHeader, wanted: &[(String, String)]) -> bool {
+    wanted.iter().all(|(name, want)| {
+        let mut values = head.headers.get_all(name.as_str()).into_iter();
+        match (values.next(), values.next()) {
+            (Some(v), None) => v.as_bytes() == want.as_bytes(),
+            _ => false,
+        }
+    })
+}
+
+/// `match.headers` as (lower-cased name, value) pairs.
+pub(crate) fn header_pairs(h: Option<&kt_policy::config::HeaderMatch>) -> Vec<(String, String)> {
+    h.into_iter()
+        .flatten()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect()
 }
 
 #[cfg(test)]

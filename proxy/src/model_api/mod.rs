@@ -19,6 +19,7 @@ mod body;
 mod caller;
 mod classify;
 mod groups;
+mod routes;
 mod select;
 pub(crate) mod stream;
 
@@ -40,6 +41,7 @@ use crate::respond;
 pub use caller::Callers;
 pub use classify::ExternalBackend;
 pub use groups::Groups;
+pub use routes::Routes;
 
 /// What the answer headers report, gathered as the request goes.
 pub(crate) struct Progress<'a> {
@@ -100,15 +102,22 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         Some(callers) => Some(callers.authenticate(session)?),
         None => None,
     };
+    let head = session.req_header();
+    let route = rt.routes.as_ref().and_then(|r| r.resolve(head));
     let group = rt
         .groups
         .as_ref()
-        .and_then(|g| g.resolve(session.req_header(), caller.map(|c| c.id.as_str())));
+        .and_then(|g| g.resolve(head, caller.map(|c| c.id.as_str())));
     if let Some(ev) = ctx.event.as_mut() {
         ev.caller = caller.map(|c| c.id.clone());
         ev.group = group.map(|g| g.name.clone());
+        ev.route = route.map(|r| r.name.clone());
     }
-    let policy = group.and_then(|g| g.policy.as_ref()).unwrap_or(&rt.policy);
+    // The group's chain, else the route's, else the configuration's.
+    let policy = group
+        .and_then(|g| g.policy.as_ref())
+        .or_else(|| route.and_then(|r| r.policy.as_ref()))
+        .unwrap_or(&rt.policy);
     let who = admit::Who { caller, group };
     let admitted = admit::admit(gw, session, ctx, &rt, policy, &who)?;
     let limits = &rt.sizes;
@@ -122,13 +131,14 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         g.allows(model)?;
     }
     let decision = input(gw, ctx, p, &rt, policy, &mut req, &admitted.headers).await?;
-    let candidates = select::candidates(&rt, &req, p.client, &decision, group)?;
+    let candidates = select::candidates(&rt, &req, p.client, &decision, group, route)?;
     let fill = match select::cache(gw, session, ctx, p, policy, &req, &decision, group).await? {
         select::Cache::Answered => return Ok(()),
         select::Cache::Miss(fill) => fill,
     };
     let allowed = decision.verdict == Verdict::Allow;
-    let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes);
+    let fallback = route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
+    let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes, fallback);
     p.slot = Some(attempts::slot(gw).await?);
     // A caller key authenticates to the gateway only; it never goes upstream.
     let client_auth = session

@@ -8,6 +8,7 @@ use pingora::protocols::http::ServerSession as Session;
 
 use super::body::Parsed;
 use super::groups::Group;
+use super::routes::Route;
 use super::{Progress, Stop, answer_headers};
 use crate::cache::{self, Lookup};
 use crate::error::RequestError;
@@ -17,13 +18,14 @@ use crate::respond;
 use crate::routing::{Family, RouteError, Target};
 
 /// The targets that may serve the request, best first: those of its model, narrowed by the
-/// consumer group's `providers` and data routing.
+/// route's and the consumer group's `providers` and by data routing.
 pub(crate) fn candidates(
     rt: &Runtime,
     req: &Parsed,
     client: ClientApi,
     decision: &Decision,
     group: Option<&Group>,
+    route: Option<&Route>,
 ) -> Result<Vec<Arc<Target>>, RequestError> {
     let family = match client {
         ClientApi::OpenAiChat | ClientApi::AnthropicMessages => Family::Chat,
@@ -47,15 +49,11 @@ pub(crate) fn candidates(
             }
             RouteError::NoTargetFor(api) => RequestError::NoTargetFor(api),
         })?;
+    if let Some(r) = route {
+        narrow(&mut candidates, |id| r.uses_target(id), "route", &r.name, req)?;
+    }
     if let Some(g) = group {
-        candidates.retain(|t| g.uses_target(&t.id));
-        if candidates.is_empty() {
-            return Err(RequestError::ModelNotAllowedFor(format!(
-                "no target in the providers of consumer group '{}' serves model '{}'",
-                g.name,
-                req.model.as_deref().unwrap_or("(none)")
-            )));
-        }
+        narrow(&mut candidates, |id| g.uses_target(id), "consumer group", &g.name, req)?;
     }
     if let Some(allowed) = &decision.allowed_targets {
         candidates.retain(|t| allowed.contains(&t.id));
@@ -64,6 +62,24 @@ pub(crate) fn candidates(
         }
     }
     Ok(candidates)
+}
+
+/// Keeps the candidates a route or group (`what` `name`) may use; 403 when none is left.
+fn narrow(
+    candidates: &mut Vec<Arc<Target>>,
+    uses: impl Fn(&str) -> bool,
+    what: &str,
+    name: &str,
+    req: &Parsed,
+) -> Result<(), RequestError> {
+    candidates.retain(|t| uses(&t.id));
+    if candidates.is_empty() {
+        return Err(RequestError::ModelNotAllowedFor(format!(
+            "no target in the providers of {what} '{name}' serves model '{}'",
+            req.model.as_deref().unwrap_or("(none)")
+        )));
+    }
+    Ok(())
 }
 
 /// What the cache did with a request.
