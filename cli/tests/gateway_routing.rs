@@ -1634,3 +1634,71 @@ fn events_in(path: &std::path::Path, n: usize) -> Vec<Value> {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// `KT_TEST_REDIS_URL`, or `None` after saying the test is skipped.
+fn test_redis() -> Option<String> {
+    let url = std::env::var("KT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    if url.is_none() {
+        println!("SKIP redis run: KT_TEST_REDIS_URL is not set");
+    }
+    url
+}
+
+#[test]
+fn replicas_on_one_redis_enforce_one_rate_limit() {
+    let Some(redis) = test_redis() else { return };
+    let provider = MockProvider::start(openai_echo(""));
+    let prefix = format!(
+        "kt-e2e-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let yaml = format!(
+        "{}global_rate_limit: {{max_requests: 5, window_seconds: 86400}}\nshared_state: {{redis_url: '{redis}', key_prefix: '{prefix}'}}\nproviders:\n  targets:\n{}",
+        head(""),
+        target("p", &provider.url, None, ""),
+    );
+    let (_d1, a) = start(&yaml);
+    let (_d2, b) = start(&yaml);
+    let mut statuses = Vec::new();
+    for i in 0..10 {
+        let gw = if i % 2 == 0 { &a } else { &b };
+        let r = chat(&gw.addr, "m", "hello");
+        if r.status == 429 {
+            assert!(r.text().contains("global_rate_limit"), "{}", r.text());
+        }
+        statuses.push(r.status);
+    }
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 5, "{statuses:?}");
+    assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 5, "{statuses:?}");
+    assert_eq!(provider.hits(), 5);
+}
+
+#[test]
+fn an_unreachable_redis_applies_each_limits_fail_mode() {
+    let provider = MockProvider::start(openai_echo(""));
+    let yaml = |modes: &str| {
+        format!(
+            "{}global_rate_limit: {{max_requests: 1, window_seconds: 86400}}\nshared_state: {{redis_url: 'redis://127.0.0.1:1', timeout_ms: 200{modes}}}\nproviders:\n  targets:\n{}",
+            head(""),
+            target("p", &provider.url, None, ""),
+        )
+    };
+    // closed: refused while the store is away, with a retry hint.
+    let (_d, gw) = start(&yaml(", fail_mode: closed"));
+    let r = chat(&gw.addr, "m", "hello");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "limits_unavailable");
+    assert_eq!(r.header("retry-after").as_deref(), Some("1"));
+    // local (the default): this process counts alone, so its one request a day holds.
+    let (_d, gw) = start(&yaml(""));
+    assert_eq!(chat(&gw.addr, "m", "hello").status, 200);
+    assert_eq!(chat(&gw.addr, "m", "hello").status, 429);
+    // open for this limit: not applied while the store is away.
+    let (_d, gw) = start(&yaml(", fail_mode: closed, fail_modes: {global_rate_limit: open}"));
+    for _ in 0..3 {
+        assert_eq!(chat(&gw.addr, "m", "hello").status, 200);
+    }
+}

@@ -469,13 +469,39 @@ fn models_for(session: &Session, ctx: &Ctx) -> Answer {
     Answer::Json(200, list)
 }
 
-/// Literal `api_key` values never leave the gateway.
+/// Literal `api_key` values and the Redis URL's credentials never leave the gateway.
 fn redact_literal_keys(config: &mut Value) {
+    if let Some(url) = config.pointer_mut("/shared_state/redis_url")
+        && let Some((scheme_and_user, host)) = url.as_str().and_then(|u| u.rsplit_once('@'))
+    {
+        let scheme = scheme_and_user.split_once("://").map_or("redis", |(s, _)| s);
+        *url = json!(format!("{scheme}://***@{host}"));
+    }
     if let Some(targets) = config.pointer_mut("/providers/targets").and_then(Value::as_array_mut) {
         for t in targets {
             if let Some(k) = t.get_mut("api_key").filter(|k| k.is_string()) {
                 *k = json!("***");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shown_configurations_hide_keys_and_redis_credentials() {
+        let mut c = json!({
+            "providers": {"targets": [{"id": "a", "api_key": "sk-live"}, {"id": "b", "secret_key_ref": {"env": "K"}}]},
+            "shared_state": {"redis_url": "rediss://user:p@ss@redis.internal:6380/0"}
+        });
+        redact_literal_keys(&mut c);
+        assert_eq!(c["providers"]["targets"][0]["api_key"], "***");
+        assert_eq!(c["providers"]["targets"][1]["secret_key_ref"]["env"], "K");
+        assert_eq!(c["shared_state"]["redis_url"], "rediss://***@redis.internal:6380/0");
+        let mut plain = json!({"shared_state": {"redis_url": "redis://127.0.0.1:6379"}});
+        redact_literal_keys(&mut plain);
+        assert_eq!(plain["shared_state"]["redis_url"], "redis://127.0.0.1:6379");
     }
 }

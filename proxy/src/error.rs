@@ -69,6 +69,8 @@ pub enum RequestError {
     /// The external injection classifier could not judge the request and its
     /// `fail_mode` is `closed` (the cause is logged where it happened, not sent).
     ClassifierUnavailable,
+    /// `shared_state`'s Redis could not answer and a limit's fail mode is `closed`.
+    LimitsUnavailable,
 }
 
 /// How loudly a failure is logged.
@@ -95,7 +97,7 @@ impl RequestError {
             Unauthorized(_) => 401,
             ModelNotFound { .. } => 404,
             NoCompliantTarget => 409,
-            Overloaded { .. } | CircuitOpen | NoTarget | ClassifierUnavailable => 503,
+            Overloaded { .. } | CircuitOpen | NoTarget | ClassifierUnavailable | LimitsUnavailable => 503,
             ProviderStatus { status, .. } if *status >= 500 => 502,
             ProviderStatus { status, .. } => *status,
             UpstreamTimeout(_) => 504,
@@ -123,6 +125,7 @@ impl RequestError {
             CircuitOpen => "circuit_open",
             NoTarget => "no_target",
             ClassifierUnavailable => "classifier_unavailable",
+            LimitsUnavailable => "limits_unavailable",
             ProviderStatus { .. } => "provider_error",
             UpstreamTimeout(_) => "upstream_timeout",
             UpstreamUnavailable(_) => "upstream_unavailable",
@@ -183,6 +186,10 @@ impl RequestError {
                 "the prompt-injection classifier could not judge this request (policy fail_mode: closed); retry shortly"
                     .into()
             }
+            LimitsUnavailable => {
+                "the shared limit store cannot be reached and this limit's shared_state fail mode is closed; retry shortly"
+                    .into()
+            }
             UpstreamTimeout(m) | UpstreamUnavailable(m) | UpstreamTooLarge(m) | InvalidUpstreamResponse(m) => m.clone(),
             UnsupportedForTarget(m) => m.clone(),
             Policy(_) | ProviderStatus { .. } => String::new(),
@@ -209,9 +216,10 @@ impl RequestError {
     pub fn retry_after(&self) -> Option<String> {
         match self {
             RequestError::RateLimited { reset, .. } => Some(reset.max(&1).to_string()),
-            RequestError::Overloaded { .. } | RequestError::CircuitOpen | RequestError::ClassifierUnavailable => {
-                Some("1".into())
-            }
+            RequestError::Overloaded { .. }
+            | RequestError::CircuitOpen
+            | RequestError::ClassifierUnavailable
+            | RequestError::LimitsUnavailable => Some("1".into()),
             RequestError::ProviderStatus { retry_after, .. } => retry_after.clone(),
             _ => None,
         }
@@ -235,6 +243,7 @@ impl RequestError {
             | CircuitOpen
             | NoTarget
             | ClassifierUnavailable
+            | LimitsUnavailable
             | UpstreamTimeout(_)
             | UpstreamUnavailable(_)
             | UpstreamTooLarge(_)

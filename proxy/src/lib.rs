@@ -27,6 +27,7 @@ mod model_api;
 mod reload;
 mod respond;
 mod routing;
+mod shared;
 mod upstream;
 
 use std::sync::Arc;

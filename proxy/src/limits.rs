@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use kt_policy::Headers;
 use kt_policy::config::PolicyConfig;
@@ -87,7 +87,7 @@ impl FixedWindow {
     }
 
     /// The answer for a window with `used` counted at Unix time `now`.
-    fn verdict(&self, allowed: bool, used: u64, now: u64, scope: &'static str) -> Verdict {
+    pub fn verdict(&self, allowed: bool, used: u64, now: u64, scope: &'static str) -> Verdict {
         Verdict {
             allowed,
             limit: self.max,
@@ -138,17 +138,76 @@ pub struct Ids<'a> {
 pub struct Limits {
     /// The quotas these were built from: equal quotas keep the counters across reloads.
     pub key: String,
-    global: Option<FixedWindow>,
-    ip: Option<(FixedWindow, u32)>,
-    user: Option<(FixedWindow, Vec<String>)>,
+    global: Option<Arc<FixedWindow>>,
+    ip: Option<(Arc<FixedWindow>, u32)>,
+    user: Option<(Arc<FixedWindow>, Vec<String>)>,
     tokens: Option<TokenLimit>,
+}
+
+/// One window a request is checked against.
+#[derive(Debug, Clone)]
+pub struct Check {
+    /// The limit's name in refusals, headers and `shared_state.fail_modes`.
+    pub scope: &'static str,
+    /// The request's counter in the window (an address, a user, a key id, a group…).
+    pub key: String,
+    pub window: Arc<FixedWindow>,
+    /// A token window: read before the request, charged with its usage after the answer.
+    pub tokens: bool,
+}
+
+impl Check {
+    pub fn new(scope: &'static str, key: impl Into<String>, window: &Arc<FixedWindow>, tokens: bool) -> Self {
+        Check {
+            scope,
+            key: key.into(),
+            window: Arc::clone(window),
+            tokens,
+        }
+    }
+
+    /// The answer of this process's own counters: a request window counts the request, a
+    /// token window is only read.
+    pub fn local(&self, now: u64) -> Verdict {
+        if self.tokens {
+            self.window.peek(&self.key, now, self.scope)
+        } else {
+            self.window.hit(&self.key, now, self.scope)
+        }
+    }
+
+    /// The verdict for `used` units counted before this request (`counted`: this request
+    /// was added to a request window).
+    pub fn verdict_for(&self, used: u64, counted: bool, now: u64) -> Verdict {
+        let allowed = used < self.window.max;
+        let after = if allowed && counted && !self.tokens {
+            used + 1
+        } else {
+            used
+        };
+        self.window.verdict(allowed, after, now, self.scope)
+    }
+}
+
+/// The first refusal among `verdicts`, else the one with the least headroom.
+pub fn decisive(verdicts: impl IntoIterator<Item = Verdict>) -> Option<Verdict> {
+    let mut tightest: Option<Verdict> = None;
+    for v in verdicts {
+        if !v.allowed {
+            return Some(v);
+        }
+        if tightest.as_ref().is_none_or(|t| v.remaining < t.remaining) {
+            tightest = Some(v);
+        }
+    }
+    tightest
 }
 
 /// `token_rate_limit`: prompt plus completion tokens per window, counted after each answer
 /// and checked before the next request.
 #[derive(Debug)]
 struct TokenLimit {
-    window: FixedWindow,
+    window: Arc<FixedWindow>,
     scope: TokenScope,
     user_headers: Vec<String>,
     depth: u32,
@@ -177,14 +236,16 @@ impl Limits {
             global: c
                 .global_rate_limit
                 .as_ref()
-                .map(|g| FixedWindow::new(g.max_requests, g.window_seconds)),
-            ip: c
-                .ip_rate_limit
-                .as_ref()
-                .map(|g| (FixedWindow::new(g.max_requests, g.window_seconds), g.trust_proxy_depth)),
+                .map(|g| Arc::new(FixedWindow::new(g.max_requests, g.window_seconds))),
+            ip: c.ip_rate_limit.as_ref().map(|g| {
+                (
+                    Arc::new(FixedWindow::new(g.max_requests, g.window_seconds)),
+                    g.trust_proxy_depth,
+                )
+            }),
             user: c.user_rate_limit.as_ref().map(|g| {
                 (
-                    FixedWindow::new(g.max_requests, g.window_seconds),
+                    Arc::new(FixedWindow::new(g.max_requests, g.window_seconds)),
                     g.header_names.clone(),
                 )
             }),
@@ -196,7 +257,7 @@ impl Limits {
                     .unwrap_or_else(|| vec!["x-user-id".to_owned()]);
                 let depth = c.ip_rate_limit.as_ref().map_or(0, |i| i.trust_proxy_depth);
                 TokenLimit {
-                    window: FixedWindow::new(t.max_tokens, t.window_seconds),
+                    window: Arc::new(FixedWindow::new(t.max_tokens, t.window_seconds)),
                     scope: t.scope,
                     user_headers,
                     depth,
@@ -209,66 +270,35 @@ impl Limits {
         self.global.is_none() && self.ip.is_none() && self.user.is_none() && self.tokens.is_none()
     }
 
-    /// The token-limit key of a request, and whether its window still has tokens left.
-    /// `None` when no token limit is configured.
-    pub fn check_tokens(
-        &self,
-        peer: Option<IpAddr>,
-        headers: &Headers,
-        now: u64,
-        ids: &Ids<'_>,
-    ) -> Option<(String, Verdict)> {
-        let t = self.tokens.as_ref()?;
-        let key = match t.scope {
-            TokenScope::CallerKey => bounded_key("key:", ids.caller.unwrap_or("none")),
-            TokenScope::ConsumerGroup => bounded_key("group:", ids.group.unwrap_or("none")),
-            TokenScope::Global => "*".to_owned(),
-            TokenScope::Ip => bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), t.depth)),
-            TokenScope::User => user_key(&t.user_headers, peer, headers, t.depth),
-        };
-        let v = t.window.peek(&key, now, "token_rate_limit");
-        Some((key, v))
-    }
-
-    /// Counts `tokens` used by a finished request against `key`'s window.
-    pub fn add_tokens(&self, key: &str, tokens: u64, now: u64) {
-        if let Some(t) = &self.tokens {
-            t.window.add(key, tokens, now);
+    /// The windows of this request, in the order they are checked: the global, address and
+    /// user request limits, then the token limit.
+    pub fn checks(&self, peer: Option<IpAddr>, headers: &Headers, ids: &Ids<'_>, out: &mut Vec<Check>) {
+        if let Some(g) = &self.global {
+            out.push(Check::new("global_rate_limit", "*", g, false));
         }
-    }
-
-    /// Checks every configured limit; the first refusal wins, else the tightest headroom is
-    /// reported.
-    pub fn check(&self, peer: Option<IpAddr>, headers: &Headers, now: u64) -> Option<Verdict> {
-        let mut tightest: Option<Verdict> = None;
-        let mut consider = |v: Verdict| -> Option<Verdict> {
-            if !v.allowed {
-                return Some(v);
-            }
-            if tightest.as_ref().is_none_or(|t| v.remaining < t.remaining) {
-                tightest = Some(v);
-            }
-            None
-        };
-        if let Some(g) = &self.global
-            && let Some(refused) = consider(g.hit("*", now, "global_rate_limit"))
-        {
-            return Some(refused);
-        }
+        let depth = self.ip.as_ref().map_or(0, |(_, d)| *d);
         if let Some((w, depth)) = &self.ip {
             let ip = bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), *depth));
-            if let Some(refused) = consider(w.hit(&ip, now, "ip_rate_limit")) {
-                return Some(refused);
-            }
+            out.push(Check::new("ip_rate_limit", ip, w, false));
         }
         if let Some((w, names)) = &self.user {
-            let depth = self.ip.as_ref().map_or(0, |(_, d)| *d);
-            let user = user_key(names, peer, headers, depth);
-            if let Some(refused) = consider(w.hit(&user, now, "user_rate_limit")) {
-                return Some(refused);
-            }
+            out.push(Check::new(
+                "user_rate_limit",
+                user_key(names, peer, headers, depth),
+                w,
+                false,
+            ));
         }
-        tightest
+        if let Some(t) = &self.tokens {
+            let key = match t.scope {
+                TokenScope::CallerKey => bounded_key("key:", ids.caller.unwrap_or("none")),
+                TokenScope::ConsumerGroup => bounded_key("group:", ids.group.unwrap_or("none")),
+                TokenScope::Global => "*".to_owned(),
+                TokenScope::Ip => bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), t.depth)),
+                TokenScope::User => user_key(&t.user_headers, peer, headers, t.depth),
+            };
+            out.push(Check::new("token_rate_limit", key, &t.window, true));
+        }
     }
 }
 
@@ -346,27 +376,21 @@ mod tests {
         };
         let h = Headers::new();
         let ids = |caller, group| Ids { caller, group };
-        let key = |l: &Limits, i: &Ids<'_>| l.check_tokens(None, &h, 0, i).map(|(k, _)| k);
+        let token_check = |l: &Limits, i: &Ids<'_>| {
+            let mut out = Vec::new();
+            l.checks(None, &h, i, &mut out);
+            out.pop().filter(|c| c.tokens).expect("a token check")
+        };
+        let key = |l: &Limits, i: &Ids<'_>| token_check(l, i).key;
         let by_group = limits("consumer_group");
-        assert_eq!(key(&by_group, &ids(Some("a"), Some("eu"))).as_deref(), Some("group:eu"));
-        assert_eq!(key(&by_group, &ids(Some("b"), None)).as_deref(), Some("group:none"));
-        by_group.add_tokens("group:eu", 10, 0);
-        assert!(
-            !by_group
-                .check_tokens(None, &h, 0, &ids(None, Some("eu")))
-                .expect("limit")
-                .1
-                .allowed
-        );
-        assert!(
-            by_group
-                .check_tokens(None, &h, 0, &ids(None, Some("us")))
-                .expect("limit")
-                .1
-                .allowed
-        );
+        assert_eq!(key(&by_group, &ids(Some("a"), Some("eu"))), "group:eu");
+        assert_eq!(key(&by_group, &ids(Some("b"), None)), "group:none");
+        let eu = token_check(&by_group, &ids(None, Some("eu")));
+        eu.window.add(&eu.key, 10, 0);
+        assert!(!eu.local(0).allowed);
+        assert!(token_check(&by_group, &ids(None, Some("us"))).local(0).allowed);
         let by_key = limits("caller_key");
-        assert_eq!(key(&by_key, &ids(Some("a"), Some("eu"))).as_deref(), Some("key:a"));
+        assert_eq!(key(&by_key, &ids(Some("a"), Some("eu"))), "key:a");
     }
 
     #[test]
@@ -414,15 +438,20 @@ mod tests {
         .expect("valid");
         let limits = Limits::new(&c);
         let none = Headers::default();
+        let check = |peer: Option<IpAddr>, h: &Headers| {
+            let mut out = Vec::new();
+            limits.checks(peer, h, &Ids::default(), &mut out);
+            decisive(out.iter().map(|c| c.local(0)))
+        };
         let a = Some(IpAddr::from([10, 0, 0, 1]));
         let b = Some(IpAddr::from([10, 0, 0, 2]));
-        assert!(limits.check(a, &none, 0).is_none_or(|v| v.allowed));
-        assert!(limits.check(a, &none, 0).is_none_or(|v| v.allowed));
-        let third = limits.check(a, &none, 0).expect("limited");
+        assert!(check(a, &none).is_none_or(|v| v.allowed));
+        assert!(check(a, &none).is_none_or(|v| v.allowed));
+        let third = check(a, &none).expect("limited");
         assert!(!third.allowed, "no header: limited per address, not unlimited");
         assert_eq!(third.scope, "user_rate_limit");
         assert!(
-            limits.check(b, &none, 0).is_none_or(|v| v.allowed),
+            check(b, &none).is_none_or(|v| v.allowed),
             "another address has its own count"
         );
     }

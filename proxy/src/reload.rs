@@ -39,6 +39,8 @@ pub struct Runtime {
     pub groups: Option<crate::model_api::Groups>,
     /// The route rules, when `routes` declares any.
     pub routes: Option<crate::model_api::Routes>,
+    /// The Redis of `shared_state`, when limits are shared.
+    pub shared: Option<Arc<crate::shared::Shared>>,
 }
 
 impl Runtime {
@@ -56,6 +58,10 @@ impl Runtime {
         let callers = crate::model_api::Callers::of(policy.config(), &env)?;
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
         let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
+        let shared = match &policy.config().shared_state {
+            Some(s) => Some(Arc::new(crate::shared::Shared::of(s, &env)?)),
+            None => None,
+        };
         // A group's chain may be the one that runs prompt-injection: every chain shares the
         // one `detection.external` block, so one backend serves them all.
         let spec = policy.external_classifier().or_else(|| {
@@ -83,6 +89,7 @@ impl Runtime {
             callers,
             groups,
             routes,
+            shared,
         })
     }
 

@@ -15,6 +15,45 @@ const DEFAULT: &str = "default";
 pub(super) fn check(doc: &Value, out: &mut Vec<Diagnostic>) {
     check_routes(doc, out);
     check_groups(doc, out);
+    check_shared_state(doc, out);
+}
+
+/// `shared_state`: a Redis URL, and fail modes of known limits.
+fn check_shared_state(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let Some(shared) = doc.get("shared_state") else {
+        return;
+    };
+    if let Some(url) = shared.get("redis_url").and_then(Value::as_str)
+        && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+    {
+        out.push(
+            Diagnostic::error(
+                Code::InvalidValue,
+                "shared_state.redis_url",
+                "shared_state.redis_url must start with redis:// or rediss://".to_owned(),
+            )
+            .with_help("e.g. redis://127.0.0.1:6379, or leave it out and set KEEPTRUSTS_REDIS_URL"),
+        );
+    }
+    for scope in shared
+        .get("fail_modes")
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|m| m.keys())
+    {
+        if !super::LIMIT_SCOPES.contains(&scope.as_str()) {
+            let mut d = Diagnostic::error(
+                Code::InvalidValue,
+                &format!("shared_state.fail_modes.{scope}"),
+                format!("shared_state.fail_modes names '{scope}', which is not a limit"),
+            )
+            .with_help(format!("limits: {}", super::LIMIT_SCOPES.join(", ")));
+            if let Some(s) = did_you_mean(scope, super::LIMIT_SCOPES) {
+                d = d.with_help(format!("Did you mean '{s}'?"));
+            }
+            out.push(d);
+        }
+    }
 }
 
 /// HTTP methods a route may name.
@@ -281,6 +320,21 @@ mod tests {
         }
         assert_eq!(got.len(), 5, "{got:?}");
         let sound = findings("routes: [{name: chat, match: {path_prefix: /v1/chat/, methods: [post]}}]\n");
+        assert_eq!(sound, Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn shared_state_needs_a_redis_url_and_known_limits() {
+        let got = findings("shared_state: {redis_url: 'http://r:6379', fail_modes: {global_rate_limt: closed}}\n");
+        assert_eq!(
+            got,
+            [
+                ("E015".to_owned(), "shared_state.redis_url".to_owned()),
+                ("E015".to_owned(), "shared_state.fail_modes.global_rate_limt".to_owned()),
+            ]
+        );
+        let sound =
+            findings("shared_state: {redis_url: 'redis://127.0.0.1:6379', fail_modes: {token_rate_limit: closed}}\n");
         assert_eq!(sound, Vec::<(String, String)>::new());
     }
 

@@ -60,6 +60,8 @@ pub struct PolicyConfig {
     pub size_limits: Option<SizeLimits>,
     /// Exact response cache of the gateway.
     pub cache: Option<CacheConfig>,
+    /// Where limit counters several gateway replicas share are kept (Redis).
+    pub shared_state: Option<SharedState>,
     /// Per-agent usage constraints.
     pub agents: Option<Vec<AgentRule>>,
     /// Inline test suites run by `kt policy test`.

@@ -281,3 +281,59 @@ pub enum CacheMode {
     Exact,
     Semantic,
 }
+
+/// `shared_state`: rate, token, caller-key and consumer-group limits counted in Redis (or
+/// Valkey), so every gateway replica pointed at it enforces one count.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SharedState {
+    /// `redis://[user:password@]host[:port][/db]` or `rediss://…`; absent: the
+    /// `KEEPTRUSTS_REDIS_URL` environment variable.
+    pub redis_url: Option<String>,
+    /// Prefix of every key the gateway writes (default `kt`).
+    #[serde(default = "default_shared_prefix")]
+    #[schemars(length(min = 1, max = 64))]
+    pub key_prefix: String,
+    /// How long one round trip may take before the limit's fail mode applies (default 100).
+    #[serde(default = "default_shared_timeout")]
+    #[schemars(range(min = 1, max = 5000))]
+    pub timeout_ms: u64,
+    /// What a limit does while Redis cannot be reached: `local` (default) counts in this
+    /// process alone, `open` lets requests through, `closed` refuses them with 503.
+    #[serde(default)]
+    pub fail_mode: SharedFailMode,
+    /// `fail_mode` per limit scope (`global_rate_limit`, `ip_rate_limit`,
+    /// `user_rate_limit`, `token_rate_limit`, `caller_key_rate_limit`,
+    /// `consumer_group_rate_limit`, `consumer_group_tokens_per_minute`,
+    /// `consumer_group_tokens_per_day`).
+    #[serde(default)]
+    pub fail_modes: std::collections::BTreeMap<String, SharedFailMode>,
+}
+
+/// The limit scopes `shared_state.fail_modes` may name.
+pub const LIMIT_SCOPES: [&str; 8] = [
+    "global_rate_limit",
+    "ip_rate_limit",
+    "user_rate_limit",
+    "token_rate_limit",
+    "caller_key_rate_limit",
+    "consumer_group_rate_limit",
+    "consumer_group_tokens_per_minute",
+    "consumer_group_tokens_per_day",
+];
+
+fn default_shared_prefix() -> String {
+    "kt".to_owned()
+}
+fn default_shared_timeout() -> u64 {
+    100
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SharedFailMode {
+    #[default]
+    Local,
+    Open,
+    Closed,
+}

@@ -7,16 +7,20 @@ use pingora::protocols::http::ServerSession as Session;
 use crate::error::RequestError;
 use crate::gateway::{Ctx, Gateway};
 use crate::ids::now_secs;
+use kt_policy::config::SharedFailMode;
+
+use crate::limits::{Check, Ids, Verdict, decisive};
 use crate::model_api::caller::CallerKey;
 use crate::model_api::groups::Group;
 use crate::reload::Runtime;
+use crate::shared::{Outcome, Shared};
 
 /// What admission found out about the caller.
 pub(crate) struct Admitted {
     /// Lower-cased request headers (empty when no limit or policy reads them).
     pub headers: Headers,
-    /// The token-limit key this request's usage counts against.
-    pub token_key: Option<String>,
+    /// The token windows this request's usage is charged to after its answer.
+    pub charges: Vec<Check>,
 }
 
 /// Who is calling: the caller key and the consumer group, when the gateway knows them.
@@ -25,10 +29,10 @@ pub(crate) struct Who<'a> {
     pub group: Option<&'a Group>,
 }
 
-/// Checks the limits, the caller key's and consumer group's own among them; sets the
-/// `X-RateLimit-*` headers of every answer to this request from the most restrictive.
-/// `policy` is the chain the request runs.
-pub(crate) fn admit(
+/// Checks the limits, the caller key's and consumer group's own among them, in memory or
+/// in `shared_state`'s Redis; sets the `X-RateLimit-*` headers of every answer to this
+/// request from the most restrictive. `policy` is the chain the request runs.
+pub(crate) async fn admit(
     gw: &Gateway,
     session: &Session,
     ctx: &mut Ctx,
@@ -43,35 +47,30 @@ pub(crate) fn admit(
     } else {
         Headers::new()
     };
-    let (caller, group) = (who.caller, who.group);
-    if rate.is_empty() && caller.is_none_or(|c| !c.limited()) && group.is_none_or(|g| !g.limited()) {
+    let mut checks = Vec::new();
+    if !rate.is_empty() {
+        let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let ids = Ids {
+            caller: who.caller.map(|c| c.id.as_str()),
+            group: who.group.map(|g| g.name.as_str()),
+        };
+        rate.checks(peer, &headers, &ids, &mut checks);
+    }
+    checks.extend(who.caller.and_then(CallerKey::check));
+    if let Some(g) = who.group {
+        g.checks(&mut checks);
+    }
+    if checks.is_empty() {
         return Ok(Admitted {
             headers,
-            token_key: None,
+            charges: checks,
         });
     }
-    let peer = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let now = now_secs();
-    // An empty set of limits answers nothing.
-    let mut verdict = rate.check(peer, &headers, now);
-    let ids = crate::limits::Ids {
-        caller: caller.map(|c| c.id.as_str()),
-        group: group.map(|g| g.name.as_str()),
+    let verdict = match rt.shared.as_deref() {
+        Some(shared) => shared_verdict(shared, &checks, now).await?,
+        None => decisive(checks.iter().map(|c| c.local(now))),
     };
-    let tokens = rate.check_tokens(peer, &headers, now, &ids);
-    let key_verdict = caller.and_then(|c| c.hit(now));
-    let group_verdicts = group.into_iter().flat_map(|g| g.hit(now));
-    let token_key = tokens.as_ref().map(|(key, _)| key.clone());
-    for v in tokens
-        .map(|(_, v)| v)
-        .into_iter()
-        .chain(key_verdict)
-        .chain(group_verdicts)
-    {
-        if !v.allowed || verdict.as_ref().is_none_or(|r| r.allowed && v.remaining < r.remaining) {
-            verdict = Some(v);
-        }
-    }
     if let Some(v) = verdict {
         ctx.rate_headers = vec![
             ("x-ratelimit-limit", v.limit.to_string()),
@@ -91,7 +90,55 @@ pub(crate) fn admit(
             });
         }
     }
-    Ok(Admitted { headers, token_key })
+    checks.retain(|c| c.tokens);
+    Ok(Admitted {
+        headers,
+        charges: checks,
+    })
+}
+
+/// The shared counters' verdict; while Redis is away, each limit's fail mode.
+async fn shared_verdict(shared: &Shared, checks: &[Check], now: u64) -> Result<Option<Verdict>, RequestError> {
+    match shared.check(checks, now).await {
+        Outcome::Counted(verdicts) => Ok(decisive(verdicts)),
+        Outcome::Unavailable => {
+            let mut verdicts = Vec::with_capacity(checks.len());
+            for c in checks {
+                match shared.fail_mode(c.scope) {
+                    SharedFailMode::Local => verdicts.push(c.local(now)),
+                    SharedFailMode::Open => {}
+                    SharedFailMode::Closed => return Err(RequestError::LimitsUnavailable),
+                }
+            }
+            Ok(decisive(verdicts))
+        }
+    }
+}
+
+/// Charges a finished request's tokens to the windows it was admitted under: in memory,
+/// or in Redis off the request's path (in memory too when Redis cannot take them and the
+/// limit's fail mode is `local`).
+pub(crate) fn charge(rt: &Runtime, charges: Vec<Check>, tokens: u64) {
+    if tokens == 0 || charges.is_empty() {
+        return;
+    }
+    let now = now_secs();
+    let Some(shared) = rt.shared.clone() else {
+        for c in &charges {
+            c.window.add(&c.key, tokens, now);
+        }
+        return;
+    };
+    tokio::spawn(async move {
+        if !shared.charge(&charges, tokens, now).await {
+            for c in charges
+                .iter()
+                .filter(|c| shared.fail_mode(c.scope) == SharedFailMode::Local)
+            {
+                c.window.add(&c.key, tokens, now);
+            }
+        }
+    });
 }
 
 fn headers_of(session: &Session) -> Headers {

@@ -5,13 +5,14 @@
 //! never forwarded upstream.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use kt_policy::config::{CallerAuthMode, PolicyConfig};
 use pingora::protocols::http::ServerSession as Session;
 use sha2::{Digest, Sha256};
 
 use crate::error::RequestError;
-use crate::limits::{FixedWindow, Verdict};
+use crate::limits::{Check, FixedWindow};
 use crate::routing::EnvLookup;
 
 /// The shortest caller key accepted, in bytes.
@@ -24,7 +25,7 @@ pub struct CallerKey {
     /// Models this key may ask for; `None`: every model.
     pub allowed_models: Option<Vec<String>>,
     /// The key's own request limit. Its counts restart when a configuration is applied.
-    limit: Option<FixedWindow>,
+    limit: Option<Arc<FixedWindow>>,
 }
 
 /// The caller keys of one configuration, resolved once.
@@ -67,7 +68,7 @@ impl Callers {
                 limit: k
                     .rate_limit
                     .as_ref()
-                    .map(|l| FixedWindow::new(l.max_requests, l.window_seconds)),
+                    .map(|l| Arc::new(FixedWindow::new(l.max_requests, l.window_seconds))),
             });
         }
         Ok(Some(callers))
@@ -108,16 +109,11 @@ impl Callers {
 }
 
 impl CallerKey {
-    /// Whether the key has a request limit of its own.
-    pub(crate) fn limited(&self) -> bool {
-        self.limit.is_some()
-    }
-
-    /// Counts one request against the key's own limit at Unix time `now`.
-    pub(crate) fn hit(&self, now: u64) -> Option<Verdict> {
+    /// The key's own request limit, as a window to check.
+    pub(crate) fn check(&self) -> Option<Check> {
         self.limit
             .as_ref()
-            .map(|w| w.hit(&self.id, now, "caller_key_rate_limit"))
+            .map(|w| Check::new("caller_key_rate_limit", self.id.as_str(), w, false))
     }
 
     /// Refuses a model this key may not use (`model` as the client sent it).

@@ -6,12 +6,14 @@
 //! request and token limits, shared by every request of the group and checked beside the
 //! gateway's other limits.
 
+use std::sync::Arc;
+
 use kt_policy::CompiledPolicy;
 use kt_policy::config::{ConsumerGroupRule, PolicyConfig};
 use pingora::http::RequestHeader;
 
 use crate::error::RequestError;
-use crate::limits::{FixedWindow, Verdict};
+use crate::limits::{Check, FixedWindow};
 
 /// The name of the group that catches unmatched requests.
 pub const DEFAULT_GROUP: &str = "default";
@@ -29,9 +31,9 @@ pub struct Group {
     providers: Option<Vec<String>>,
     /// Models (as the client names them) the group may use; `None`: every model.
     allowed_models: Option<Vec<String>>,
-    requests: Option<FixedWindow>,
+    requests: Option<Arc<FixedWindow>>,
     /// Tokens per minute and per day, counted from the usage providers report.
-    tokens: Vec<(FixedWindow, &'static str)>,
+    tokens: Vec<(Arc<FixedWindow>, &'static str)>,
 }
 
 /// The consumer groups of one configuration.
@@ -88,7 +90,7 @@ impl Group {
             None => None,
         };
         let limits = rule.rate_limits.as_ref();
-        let window = |n: Option<u64>, seconds: u64| n.map(|n| FixedWindow::new(n, seconds));
+        let window = |n: Option<u64>, seconds: u64| n.map(|n| Arc::new(FixedWindow::new(n, seconds)));
         let tokens = [
             (
                 window(limits.and_then(|l| l.tokens_per_minute), 60),
@@ -128,27 +130,14 @@ impl Group {
         key_ok && headers_match(head, &self.headers)
     }
 
-    /// Whether the group has request or token limits of its own.
-    pub(crate) fn limited(&self) -> bool {
-        self.requests.is_some() || !self.tokens.is_empty()
-    }
-
-    /// Counts one request against the group's request limit and checks its token
-    /// windows at Unix time `now`; each verdict in turn.
-    pub(crate) fn hit(&self, now: u64) -> impl Iterator<Item = Verdict> + '_ {
-        let requests = self
-            .requests
-            .as_ref()
-            .map(|w| w.hit("*", now, "consumer_group_rate_limit"));
-        requests
-            .into_iter()
-            .chain(self.tokens.iter().map(move |(w, scope)| w.peek("*", now, scope)))
-    }
-
-    /// Counts `n` tokens a finished request used.
-    pub(crate) fn add_tokens(&self, n: u64, now: u64) {
-        for (w, _) in &self.tokens {
-            w.add("*", n, now);
+    /// The group's own windows, shared by all its requests: its request limit, then its
+    /// token limits.
+    pub(crate) fn checks(&self, out: &mut Vec<Check>) {
+        if let Some(w) = &self.requests {
+            out.push(Check::new("consumer_group_rate_limit", self.name.as_str(), w, false));
+        }
+        for (w, scope) in &self.tokens {
+            out.push(Check::new(scope, self.name.as_str(), w, true));
         }
     }
 
@@ -196,6 +185,7 @@ pub(crate) fn header_pairs(h: Option<&kt_policy::config::HeaderMatch>) -> Vec<(S
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::limits::Verdict;
     use kt_policy::config::{Source, load_sources};
 
     fn groups(yaml: &str) -> Groups {
@@ -282,16 +272,23 @@ mod tests {
         );
         let a = g.iter().next().expect("a");
         let now = 6_000;
-        let all_allowed = |a: &Group| a.hit(now).all(|v| v.allowed);
-        assert!(all_allowed(a));
-        a.add_tokens(100, now);
-        let refused: Vec<Verdict> = a.hit(now).filter(|v| !v.allowed).collect();
-        assert_eq!(refused.len(), 1);
-        assert_eq!(refused[0].scope, "consumer_group_tokens_per_minute");
-        // The request count ran out too: two hits were counted.
-        assert!(a.hit(now).any(|v| !v.allowed && v.scope == "consumer_group_rate_limit"));
+        let mut checks = Vec::new();
+        a.checks(&mut checks);
+        let scopes: Vec<&str> = checks.iter().map(|c| c.scope).collect();
+        assert_eq!(
+            scopes,
+            ["consumer_group_rate_limit", "consumer_group_tokens_per_minute"]
+        );
+        let run = |now| checks.iter().map(|c| c.local(now)).collect::<Vec<_>>();
+        assert!(run(now).iter().all(|v| v.allowed));
+        checks[1].window.add(&checks[1].key, 100, now);
+        let refused: Vec<Verdict> = run(now).into_iter().filter(|v| !v.allowed).collect();
+        let refused: Vec<&str> = refused.iter().map(|v| v.scope).collect();
+        assert_eq!(refused, ["consumer_group_tokens_per_minute"]);
+        // Two requests were counted: the third is refused too.
+        assert!(!run(now)[0].allowed);
         // A new minute starts afresh.
-        assert!(a.hit(now + 60).all(|v| v.allowed));
+        assert!(run(now + 60).iter().all(|v| v.allowed));
     }
 
     #[test]

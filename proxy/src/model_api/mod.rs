@@ -26,7 +26,6 @@ pub(crate) mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kt_policy::usage::Usage;
 use kt_policy::{CompiledPolicy, Decision, Headers, Verdict};
 use pingora::Result;
 use pingora::protocols::http::ServerSession as Session;
@@ -34,7 +33,6 @@ use serde_json::Value;
 
 use crate::error::{Loudness, RequestError};
 use crate::gateway::{ClientApi, Ctx, Gateway};
-use crate::ids::now_secs;
 use crate::reload::Runtime;
 
 use crate::respond;
@@ -119,7 +117,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         .or_else(|| route.and_then(|r| r.policy.as_ref()))
         .unwrap_or(&rt.policy);
     let who = admit::Who { caller, group };
-    let admitted = admit::admit(gw, session, ctx, &rt, policy, &who)?;
+    let admitted = admit::admit(gw, session, ctx, &rt, policy, &who).await?;
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
@@ -166,7 +164,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     } else {
         answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?
     };
-    count_tokens(gw, &rt, &admitted, group, usage);
+    admit::charge(&rt, admitted.charges, usage.map_or(0, |u| u.total()));
     if let Some(ev) = ctx.event.as_mut() {
         ev.usage = usage;
     }
@@ -286,26 +284,5 @@ pub(crate) fn note_decision(gw: &Gateway, ctx: &mut Ctx, decision: &Decision) {
     );
     if gw.events.enabled() {
         ev.decision = Some(decision.clone());
-    }
-}
-
-/// Counts a finished request's tokens against the token limits it was admitted under.
-fn count_tokens(
-    gw: &Gateway,
-    rt: &Runtime,
-    admitted: &admit::Admitted,
-    group: Option<&groups::Group>,
-    usage: Option<Usage>,
-) {
-    let n = usage.map_or(0, |u| u.total());
-    if n == 0 {
-        return;
-    }
-    let now = now_secs();
-    if let Some(key) = admitted.token_key.as_deref() {
-        gw.rate_limits_for(rt).add_tokens(key, n, now);
-    }
-    if let Some(g) = group {
-        g.add_tokens(n, now);
     }
 }

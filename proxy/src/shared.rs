@@ -1,0 +1,370 @@
+//! `shared_state`: limit windows counted in Redis, so every gateway replica pointed at the
+//! same Redis enforces one count. A request's windows are checked and counted in one round
+//! trip by one script, atomically: either every request window has room and each counts
+//! the request, or none counts it. Token usage is charged after the answer, off the
+//! request's path. Window boundaries are epoch-aligned, as in memory, so replicas with
+//! synchronised clocks agree on them.
+//!
+//! When Redis cannot be reached (or answers later than `timeout_ms`), each limit follows its
+//! fail mode: `local` counts in this process, `open` lets the request through, `closed`
+//! refuses it with 503. After a failure Redis is left alone for a second, then tried again.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use kt_policy::config::{SharedFailMode, SharedState};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+
+use crate::limits::{Check, Verdict};
+use crate::routing::EnvLookup;
+
+/// How long Redis is left alone after a failed round trip.
+const BACKOFF: Duration = Duration::from_secs(1);
+
+/// KEYS: one counter per window. ARGV: per key, its limit and, for a request window, the
+/// window's length in seconds (0 for a token window, which is read and not counted).
+/// Returns 1 or 0 (all windows had room), then each window's count before this request.
+const CHECK: &str = r"
+local used = {}
+local ok = 1
+for i = 1, #KEYS do
+  used[i] = tonumber(redis.call('GET', KEYS[i]) or '0')
+  if used[i] >= tonumber(ARGV[2 * i - 1]) then ok = 0 end
+end
+if ok == 1 then
+  for i = 1, #KEYS do
+    local ttl = tonumber(ARGV[2 * i])
+    if ttl > 0 and redis.call('INCR', KEYS[i]) == 1 then
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
+  end
+end
+table.insert(used, 1, ok)
+return used
+";
+
+/// KEYS: token windows. ARGV[1]: tokens; ARGV[1 + i]: window i's length in seconds.
+const CHARGE: &str = r"
+for i = 1, #KEYS do
+  if redis.call('INCRBY', KEYS[i], ARGV[1]) == tonumber(ARGV[1]) then
+    redis.call('EXPIRE', KEYS[i], ARGV[1 + i])
+  end
+end
+return 1
+";
+
+/// The Redis behind `shared_state`, connected on first use.
+pub struct Shared {
+    client: redis::Client,
+    conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// Whether Redis is away (the request path reads only this while it is not).
+    down: AtomicBool,
+    /// Until when no round trip is tried, while `down`.
+    retry_at: Mutex<Option<Instant>>,
+    prefix: String,
+    timeout: Duration,
+    fail_mode: SharedFailMode,
+    fail_modes: HashMap<String, SharedFailMode>,
+    check: redis::Script,
+    charge: redis::Script,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the shared counters said about a request's windows.
+pub enum Outcome {
+    /// Each window's verdict, in order.
+    Counted(Vec<Verdict>),
+    /// Redis could not answer: each limit's fail mode applies.
+    Unavailable,
+}
+
+impl Shared {
+    /// The backend `config` asks for; nothing is connected yet.
+    pub fn of(config: &SharedState, env: EnvLookup<'_>) -> Result<Shared, String> {
+        let url = match &config.redis_url {
+            Some(u) => u.clone(),
+            None => env("KEEPTRUSTS_REDIS_URL").ok_or_else(|| {
+                "shared_state has no redis_url and KEEPTRUSTS_REDIS_URL is not set (export KEEPTRUSTS_REDIS_URL=redis://host:6379)"
+                    .to_owned()
+            })?,
+        };
+        let client = redis::Client::open(url.as_str()).map_err(|e| format!("shared_state redis URL: {e}"))?;
+        Ok(Shared {
+            client,
+            conn: tokio::sync::OnceCell::new(),
+            down: AtomicBool::new(false),
+            retry_at: Mutex::new(None),
+            prefix: config.key_prefix.clone(),
+            timeout: Duration::from_millis(config.timeout_ms),
+            fail_mode: config.fail_mode,
+            fail_modes: config.fail_modes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            check: redis::Script::new(CHECK),
+            charge: redis::Script::new(CHARGE),
+        })
+    }
+
+    /// The fail mode of the limit named `scope`.
+    pub fn fail_mode(&self, scope: &str) -> SharedFailMode {
+        self.fail_modes.get(scope).copied().unwrap_or(self.fail_mode)
+    }
+
+    /// The Redis key of `check`'s counter in the window of Unix time `now`.
+    fn key(&self, check: &Check, now: u64) -> String {
+        let w = check.window.window;
+        format!("{}:{}:{}:{}:{}", self.prefix, check.scope, w, now / w, check.key)
+    }
+
+    /// Checks and counts `checks` in one round trip.
+    pub async fn check(&self, checks: &[Check], now: u64) -> Outcome {
+        let mut call = self.check.prepare_invoke();
+        for c in checks {
+            call.key(self.key(c, now));
+            call.arg(c.window.max);
+            call.arg(if c.tokens { 0 } else { c.window.window });
+        }
+        let Some(mut conn) = self.connection().await else {
+            return Outcome::Unavailable;
+        };
+        let answer: Option<Vec<u64>> = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
+            Ok(Ok(v)) => {
+                self.recovered();
+                Some(v)
+            }
+            Ok(Err(e)) => self.failed(&e.to_string()),
+            Err(_) => self.failed("no answer within shared_state.timeout_ms"),
+        };
+        match answer {
+            Some(v) if v.len() == checks.len() + 1 => {
+                let counted = v[0] == 1;
+                Outcome::Counted(
+                    checks
+                        .iter()
+                        .zip(&v[1..])
+                        .map(|(c, used)| c.verdict_for(*used, counted, now))
+                        .collect(),
+                )
+            }
+            Some(_) => {
+                self.failed::<()>("the limit script answered with the wrong number of counts");
+                Outcome::Unavailable
+            }
+            None => Outcome::Unavailable,
+        }
+    }
+
+    /// Adds `tokens` to each token window of `checks`; false when Redis could not take them.
+    pub async fn charge(&self, checks: &[Check], tokens: u64, now: u64) -> bool {
+        let mut call = self.charge.prepare_invoke();
+        call.arg(tokens);
+        for c in checks {
+            call.key(self.key(c, now));
+            call.arg(c.window.window);
+        }
+        let Some(mut conn) = self.connection().await else {
+            return false;
+        };
+        match tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut conn)).await {
+            Ok(Ok(_)) => {
+                self.recovered();
+                true
+            }
+            Ok(Err(e)) => self.failed(&e.to_string()).unwrap_or(false),
+            Err(_) => self.failed("no answer within shared_state.timeout_ms").unwrap_or(false),
+        }
+    }
+
+    /// The connection, opened on first use; `None` while Redis is away.
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let backing_off = self.down.load(Ordering::Acquire)
+            && self
+                .retry_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| Instant::now() < at);
+        if backing_off {
+            return None;
+        }
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.timeout))
+            .set_response_timeout(Some(self.timeout))
+            .set_number_of_retries(1);
+        let opened = self
+            .conn
+            .get_or_try_init(|| async {
+                match tokio::time::timeout(self.timeout, self.client.get_connection_manager_with_config(config)).await {
+                    Ok(Ok(c)) => Ok(c),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err("no connection within shared_state.timeout_ms".to_owned()),
+                }
+            })
+            .await;
+        match opened {
+            Ok(c) => Some(c.clone()),
+            Err(e) => self.failed(&e),
+        }
+    }
+
+    /// Notes a failure: Redis is left alone for [`BACKOFF`]; said once per outage.
+    fn failed<T>(&self, why: &str) -> Option<T> {
+        if !self.down.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                "shared_state: Redis is unavailable ({why}); limits follow their fail_mode until it returns"
+            );
+        }
+        *self.retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BACKOFF);
+        None
+    }
+
+    /// Notes a successful round trip (said once when it ends an outage).
+    fn recovered(&self) {
+        if self.down.load(Ordering::Acquire) && self.down.swap(false, Ordering::AcqRel) {
+            tracing::info!("shared_state: Redis is back; limits are counted there again");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::limits::FixedWindow;
+
+    /// `KT_TEST_REDIS_URL`, or `None` after saying the test is skipped.
+    fn redis_url() -> Option<String> {
+        let url = std::env::var("KT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+        if url.is_none() {
+            println!("SKIP redis test: KT_TEST_REDIS_URL is not set");
+        }
+        url
+    }
+
+    /// A key prefix no other run shares.
+    fn fresh_prefix() -> String {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        format!("kt-test-{}-{nanos}", std::process::id())
+    }
+
+    fn shared(url: &str, prefix: &str, yaml_extra: &str) -> Shared {
+        let yaml = format!("{{redis_url: '{url}', key_prefix: '{prefix}', timeout_ms: 500{yaml_extra}}}");
+        let config: SharedState = serde_json::from_value(yaml_value(&yaml)).expect("shared_state");
+        Shared::of(&config, &|_| None).expect("backend")
+    }
+
+    fn yaml_value(flow: &str) -> serde_json::Value {
+        let text = format!(
+            "pack: {{name: s, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\nshared_state: {flow}\n"
+        );
+        let outcome = kt_policy::config::load_sources(&[kt_policy::config::Source {
+            name: "s.yaml".into(),
+            text,
+        }]);
+        let config = outcome.config.unwrap_or_else(|| panic!("{:?}", outcome.diagnostics));
+        serde_json::to_value(config.shared_state).expect("json")
+    }
+
+    fn counted(o: Outcome) -> Vec<Verdict> {
+        match o {
+            Outcome::Counted(v) => v,
+            Outcome::Unavailable => panic!("redis unavailable"),
+        }
+    }
+
+    #[tokio::test]
+    async fn replicas_share_one_count_and_a_refused_request_counts_nowhere() {
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        // Two replicas, each with its own in-memory windows: only Redis joins them.
+        let (a, b) = (shared(&url, &prefix, ""), shared(&url, &prefix, ""));
+        let global = |max| Arc::new(FixedWindow::new(max, 3600));
+        let (ga, gb) = (global(3), global(3));
+        let (ua, ub) = (global(100), global(100));
+        let now = 7_200;
+        let checks = |g: &Arc<FixedWindow>, u: &Arc<FixedWindow>, user: &str| {
+            vec![
+                Check::new("user_rate_limit", user, u, false),
+                Check::new("global_rate_limit", "*", g, false),
+            ]
+        };
+        let mut admitted = 0;
+        for i in 0..6 {
+            let (s, g, u) = if i % 2 == 0 { (&a, &ga, &ua) } else { (&b, &gb, &ub) };
+            let v = counted(s.check(&checks(g, u, "alice"), now).await);
+            if v.iter().all(|v| v.allowed) {
+                admitted += 1;
+            } else {
+                assert_eq!(crate::limits::decisive(v).map(|v| v.scope), Some("global_rate_limit"));
+            }
+        }
+        assert_eq!(admitted, 3, "three admitted across both replicas");
+        // The refused requests counted nowhere: alice's own window holds the three.
+        let v = counted(
+            a.check(&[Check::new("user_rate_limit", "alice", &ua, false)], now)
+                .await,
+        );
+        assert_eq!((v[0].allowed, v[0].remaining), (true, 96));
+        // A new window starts afresh.
+        let v = counted(b.check(&checks(&gb, &ub, "bob"), now + 3600).await);
+        assert!(v.iter().all(|v| v.allowed));
+    }
+
+    #[tokio::test]
+    async fn tokens_charged_by_one_replica_are_seen_by_the_other() {
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let (a, b) = (shared(&url, &prefix, ""), shared(&url, &prefix, ""));
+        let w = Arc::new(FixedWindow::new(100, 60));
+        let tokens = [Check::new("token_rate_limit", "*", &w, true)];
+        let now = 600;
+        assert!(counted(a.check(&tokens, now).await)[0].allowed);
+        assert!(a.charge(&tokens, 60, now).await);
+        let v = counted(b.check(&tokens, now).await);
+        assert_eq!((v[0].allowed, v[0].remaining), (true, 40), "reading does not count");
+        assert!(b.charge(&tokens, 45, now).await);
+        assert!(!counted(a.check(&tokens, now).await)[0].allowed);
+        // Nothing was kept in memory.
+        assert!(w.peek("*", now, "t").allowed && w.peek("*", now, "t").remaining == 100);
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_redis_is_reported_quickly_and_fail_modes_are_per_limit() {
+        // Port 1 on loopback: nothing listens, the connection is refused at once.
+        let s = shared(
+            "redis://127.0.0.1:1",
+            "p",
+            ", fail_mode: closed, fail_modes: {token_rate_limit: open}",
+        );
+        let w = Arc::new(FixedWindow::new(1, 60));
+        let started = Instant::now();
+        assert!(matches!(
+            s.check(&[Check::new("global_rate_limit", "*", &w, false)], 0).await,
+            Outcome::Unavailable
+        ));
+        assert!(!s.charge(&[Check::new("token_rate_limit", "*", &w, true)], 5, 0).await);
+        assert!(started.elapsed() < Duration::from_secs(2));
+        assert_eq!(s.fail_mode("global_rate_limit"), SharedFailMode::Closed);
+        assert_eq!(s.fail_mode("token_rate_limit"), SharedFailMode::Open);
+    }
+
+    #[test]
+    fn a_missing_url_names_the_variable() {
+        let config: SharedState = serde_json::from_value(yaml_value("{}")).expect("shared_state");
+        let e = Shared::of(&config, &|_| None).expect_err("no URL");
+        assert!(e.contains("KEEPTRUSTS_REDIS_URL"), "{e}");
+        let ok = Shared::of(&config, &|n| {
+            (n == "KEEPTRUSTS_REDIS_URL").then(|| "redis://127.0.0.1:6379".into())
+        });
+        assert!(ok.is_ok());
+    }
+}
