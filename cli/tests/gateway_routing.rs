@@ -1702,3 +1702,32 @@ fn an_unreachable_redis_applies_each_limits_fail_mode() {
         assert_eq!(chat(&gw.addr, "m", "hello").status, 200);
     }
 }
+
+#[test]
+fn decision_events_and_metrics_carry_each_answers_cost() {
+    let provider = MockProvider::start(openai_echo(""));
+    let yaml = format!(
+        "{}pricing:\n  models:\n    m-priced: {{input_cost_per_1k_tokens: 1.0, output_cost_per_1k_tokens: 2.0}}\ncache: {{enabled: true}}\nmodel_groups:\n  - {{name: priced, targets: [a]}}\n  - {{name: free, targets: [b]}}\nproviders:\n  targets:\n{}{}",
+        head(""),
+        target("a", &provider.url, Some("m-priced"), ""),
+        target("b", &provider.url, Some("m-unknown"), ""),
+    );
+    let dir = config_dir(&yaml);
+    let events = dir.path().join("events.jsonl");
+    let gw = GatewayProcess::start(KT, dir.path(), &["--events", events.to_str().expect("path")]);
+    // The echo answers use 3 prompt and 4 completion tokens: 3 × $0.001 + 4 × $0.002.
+    assert_eq!(chat(&gw.addr, "priced", "hello").status, 200);
+    let hit = chat(&gw.addr, "priced", "hello");
+    assert_eq!(hit.header("x-keeptrusts-cache").as_deref(), Some("hit"));
+    assert_eq!(chat(&gw.addr, "free", "hello there").status, 200);
+    let costs: Vec<Value> = events_in(&events, 3).iter().map(|e| e["cost_usd"].clone()).collect();
+    assert_eq!(costs.len(), 3);
+    assert!((costs[0].as_f64().unwrap_or(0.0) - 0.011).abs() < 1e-9, "{costs:?}");
+    assert_eq!(costs[1], json!(0.0), "a cached answer costs nothing");
+    assert_eq!(costs[2], json!(null), "an unpriced model has no cost");
+    let metrics = http(&gw.addr, "GET", "/metrics", None).expect("metrics").text();
+    assert!(
+        metrics.contains("keeptrusts_gateway_cost_usd_total{model=\"priced\"} 0.011"),
+        "{metrics}"
+    );
+}

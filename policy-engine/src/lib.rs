@@ -25,6 +25,7 @@ pub mod json;
 pub mod kinds;
 pub mod normalize;
 pub mod policies;
+pub mod pricing;
 pub mod provider_catalog;
 pub mod scan;
 pub mod secret_binding;

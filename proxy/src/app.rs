@@ -411,6 +411,7 @@ impl Gateway {
             rate_limited: ctx.rate_limited,
             caller: ctx.rt.callers.as_ref().map(|_| ev.caller.as_deref().unwrap_or("none")),
             group: ctx.rt.groups.as_ref().map(|_| ev.group.as_deref().unwrap_or("none")),
+            cost_usd: ev.cost.unwrap_or(0.0),
         });
         if !self.events.enabled() {
             return;
@@ -439,6 +440,9 @@ impl Gateway {
             "rate_limited": ctx.rate_limited,
             "input_tokens": usage.map(|u| u.prompt),
             "output_tokens": usage.map(|u| u.completion),
+            "cached_input_tokens": usage.map(|u| u.cached),
+            "reasoning_tokens": usage.map(|u| u.reasoning),
+            "cost_usd": ev.cost,
             "latency_ms": ctx.started.elapsed().as_secs_f64() * 1e3,
             "config": {"name": config.pack.name, "version": config.pack.version, "digest": ctx.rt.policy.digest()},
             "policy_results": d.policy_results,

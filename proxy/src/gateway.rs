@@ -111,6 +111,8 @@ pub(crate) struct EventData {
     pub group: Option<String>,
     /// The route rule's name, when one matched.
     pub route: Option<String>,
+    /// What the answer cost in US dollars, when its model has a price.
+    pub cost: Option<f64>,
     /// Every upstream attempt: `{target, outcome}`.
     pub attempts: Vec<Value>,
     /// `hit`, `miss` or absent when the cache is off or does not apply.

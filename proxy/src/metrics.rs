@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    CounterVec, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::cache::ResponseCache;
@@ -40,6 +40,8 @@ pub struct RequestRecord<'a> {
     pub caller: Option<&'a str>,
     /// With `consumer_groups`: the request's group, or `none`.
     pub group: Option<&'a str>,
+    /// What the answer cost in US dollars (0 when unpriced).
+    pub cost_usd: f64,
 }
 
 #[derive(Debug)]
@@ -51,6 +53,7 @@ pub struct Metrics {
     overhead: Histogram,
     evaluations: IntCounterVec,
     tokens: IntCounterVec,
+    cost: CounterVec,
     rate_limited: IntCounter,
     fallbacks: IntCounterVec,
     circuit: IntGaugeVec,
@@ -91,6 +94,13 @@ fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> Histo
 struct PerTenant {
     requests: IntCounterVec,
     tokens: IntCounterVec,
+    cost: CounterVec,
+}
+
+fn cost_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> CounterVec {
+    let v = CounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| unreachable!("metric {name}: {e}"));
+    let _ = r.register(Box::new(v.clone()));
+    v
 }
 
 impl PerTenant {
@@ -110,15 +120,24 @@ impl PerTenant {
                 &format!("Tokens by {help} and direction."),
                 &[label, "direction"],
             ),
+            cost: cost_vec(
+                r,
+                &format!("keeptrusts_gateway_{what}_cost_usd_total"),
+                &format!("Cost of answers in US dollars (pricing table) by {help}."),
+                &[label],
+            ),
         }
     }
 
-    fn record(&self, who: &str, status: &str, input: u64, output: u64) {
+    fn record(&self, who: &str, status: &str, r: &RequestRecord<'_>) {
         self.requests.with_label_values(&[who, status]).inc();
-        for (direction, n) in [("input", input), ("output", output)] {
+        for (direction, n) in [("input", r.input_tokens), ("output", r.output_tokens)] {
             if n > 0 {
                 self.tokens.with_label_values(&[who, direction]).inc_by(n);
             }
+        }
+        if r.cost_usd > 0.0 {
+            self.cost.with_label_values(&[who]).inc_by(r.cost_usd);
         }
     }
 }
@@ -198,6 +217,12 @@ impl Default for Metrics {
                 "Tokens by direction and model.",
                 &["direction", "model"],
             ),
+            cost: cost_vec(
+                &r,
+                "keeptrusts_gateway_cost_usd_total",
+                "Cost of answers in US dollars (pricing table) by model.",
+                &["model"],
+            ),
             rate_limited,
             fallbacks: counter_vec(
                 &r,
@@ -272,11 +297,14 @@ impl Metrics {
             self.rate_limited.inc();
         }
         let status = status_label(r.status);
+        if r.cost_usd > 0.0 {
+            self.cost.with_label_values(&[r.model]).inc_by(r.cost_usd);
+        }
         if let Some(key) = r.caller {
-            self.callers.record(key, &status, r.input_tokens, r.output_tokens);
+            self.callers.record(key, &status, r);
         }
         if let Some(group) = r.group {
-            self.groups.record(group, &status, r.input_tokens, r.output_tokens);
+            self.groups.record(group, &status, r);
         }
     }
 
@@ -358,6 +386,7 @@ mod tests {
             rate_limited: false,
             caller: None,
             group: None,
+            cost_usd: 0.0,
         });
     }
 

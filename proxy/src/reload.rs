@@ -41,6 +41,8 @@ pub struct Runtime {
     pub routes: Option<crate::model_api::Routes>,
     /// The Redis of `shared_state`, when limits are shared.
     pub shared: Option<Arc<crate::shared::Shared>>,
+    /// Token prices, for the cost of each answer.
+    pub prices: kt_policy::pricing::PriceTable,
 }
 
 impl Runtime {
@@ -58,6 +60,7 @@ impl Runtime {
         let callers = crate::model_api::Callers::of(policy.config(), &env)?;
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
         let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
+        let prices = kt_policy::pricing::PriceTable::of(policy.config());
         let shared = match &policy.config().shared_state {
             Some(s) => Some(Arc::new(crate::shared::Shared::of(s, &env)?)),
             None => None,
@@ -90,6 +93,7 @@ impl Runtime {
             groups,
             routes,
             shared,
+            prices,
         })
     }
 

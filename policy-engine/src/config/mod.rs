@@ -62,6 +62,8 @@ pub struct PolicyConfig {
     pub cache: Option<CacheConfig>,
     /// Where limit counters several gateway replicas share are kept (Redis).
     pub shared_state: Option<SharedState>,
+    /// Token prices per model, for the cost on decision events.
+    pub pricing: Option<Pricing>,
     /// Per-agent usage constraints.
     pub agents: Option<Vec<AgentRule>>,
     /// Inline test suites run by `kt policy test`.

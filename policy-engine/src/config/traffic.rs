@@ -337,3 +337,31 @@ pub enum SharedFailMode {
     Open,
     Closed,
 }
+
+/// `pricing`: what tokens cost per model, in US dollars per 1,000 tokens, over (or instead
+/// of) the prices kt ships for common models.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Pricing {
+    /// Whether the shipped prices apply to models `models` does not list (default true).
+    #[serde(default = "super::yes")]
+    pub defaults: bool,
+    /// Model name (as the provider is asked for it) → its prices.
+    #[serde(default)]
+    pub models: std::collections::BTreeMap<String, ModelPrice>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ModelPrice {
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub input_cost_per_1k_tokens: f64,
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub output_cost_per_1k_tokens: f64,
+    /// Input tokens read from the provider's prompt cache (default: the input price).
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub cached_input_cost_per_1k_tokens: Option<f64>,
+    /// Output tokens spent reasoning (default: the output price).
+    #[schemars(range(min = 0.0, max = 1000.0))]
+    pub reasoning_cost_per_1k_tokens: Option<f64>,
+}

@@ -167,6 +167,9 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     admit::charge(&rt, admitted.charges, usage.map_or(0, |u| u.total()));
     if let Some(ev) = ctx.event.as_mut() {
         ev.usage = usage;
+        // Priced by the model the provider was asked for.
+        let model = target.model.as_deref().or(req.model.as_deref());
+        ev.cost = usage.zip(model).and_then(|(u, m)| rt.prices.cost(m, &u));
     }
     Ok(())
 }

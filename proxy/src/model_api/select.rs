@@ -114,6 +114,8 @@ pub(crate) async fn cache(
                 ev.cache = Some("hit");
                 ev.target = Some(hit.target.clone());
                 ev.usage = hit.usage;
+                // An answer from the cache costs nothing.
+                ev.cost = Some(0.0);
             }
             ctx.overhead = Some(ctx.started.elapsed().as_secs_f64());
             p.target = Some(hit.target.clone());
