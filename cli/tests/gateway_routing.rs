@@ -1731,3 +1731,106 @@ fn decision_events_and_metrics_carry_each_answers_cost() {
         "{metrics}"
     );
 }
+
+/// A priced model and a budget; `extra` adds sections.
+fn budget_yaml(provider: &MockProvider, budget: &str, extra: &str) -> String {
+    format!(
+        "{}pricing:\n  models:\n    m-priced: {{input_cost_per_1k_tokens: 1.0, output_cost_per_1k_tokens: 2.0}}\nbudgets:\n  reserve_output_tokens: 10\n  limits:\n    - {budget}\n{extra}model_groups:\n  - {{name: priced, targets: [a]}}\n  - {{name: unpriced, targets: [b]}}\nproviders:\n  targets:\n{}{}",
+        head(""),
+        target("a", &provider.url, Some("m-priced"), ""),
+        target("b", &provider.url, Some("m-unknown"), ""),
+    )
+}
+
+/// How many requests of `body_len` bytes a budget of `limit` dollars admits, each
+/// reserving its most possible cost (the body as input tokens at $1/1k plus 10 output
+/// tokens at $2/1k) and settling at $0.011 (3 prompt and 4 completion tokens).
+fn admitted_by_budget(limit: f64, body_len: usize) -> usize {
+    let reserve = (body_len as f64 + 20.0) / 1000.0;
+    ((limit - reserve) / 0.011).floor() as usize + 1
+}
+
+/// Sends `n` requests (alternating between `gateways`), pausing so each settles before
+/// the next reserves; the statuses.
+fn spend(gateways: &[&GatewayProcess], n: usize) -> Vec<u16> {
+    (0..n)
+        .map(|i| {
+            let r = chat(&gateways[i % gateways.len()].addr, "priced", "hello");
+            if r.status == 429 {
+                assert_eq!(r.json()["error"]["code"], "budget_exceeded", "{}", r.text());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            r.status
+        })
+        .collect()
+}
+
+#[test]
+fn a_hard_budget_is_reserved_before_dispatch_and_never_overspent() {
+    let provider = MockProvider::start(openai_echo(""));
+    let yaml = budget_yaml(&provider, "{name: daily, limit_usd: 0.2, period: day}", "");
+    let (_d, gw) = start(&yaml);
+    let statuses = spend(&[&gw], 20);
+    let want = admitted_by_budget(0.2, chat_body("priced", "hello").len());
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), want, "{statuses:?}");
+    assert_eq!(provider.hits(), want, "refused requests never reach the provider");
+    // The provider was held to the reserved output maximum.
+    let sent: Value = serde_json::from_slice(&provider.received()[0].body).expect("json");
+    assert_eq!(sent["max_tokens"], 10);
+    // A request whose own maximum could overspend is refused whole; an unpriced model
+    // cannot be held to a hard budget.
+    let big = json!({"model": "priced", "max_tokens": 1_000_000, "messages": [{"role": "user", "content": "hi"}]});
+    let r = http(
+        &gw.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(big.to_string().as_bytes()),
+    )
+    .expect("answer");
+    assert_eq!(r.status, 429, "{}", r.text());
+    let r = chat(&gw.addr, "unpriced", "hello");
+    assert_eq!(r.status, 422, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "model_not_priced");
+}
+
+#[test]
+fn replicas_on_one_redis_hold_one_budget() {
+    let Some(redis) = test_redis() else { return };
+    let provider = MockProvider::start(openai_echo(""));
+    let prefix = format!(
+        "kt-budget-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    );
+    let shared = format!("shared_state: {{redis_url: '{redis}', key_prefix: '{prefix}'}}\n");
+    let yaml = budget_yaml(&provider, "{name: fleet, limit_usd: 0.2, period: day}", &shared);
+    let (_d1, a) = start(&yaml);
+    let (_d2, b) = start(&yaml);
+    let statuses = spend(&[&a, &b], 20);
+    let want = admitted_by_budget(0.2, chat_body("priced", "hello").len());
+    assert_eq!(statuses.iter().filter(|s| **s == 200).count(), want, "{statuses:?}");
+    assert_eq!(provider.hits(), want);
+}
+
+#[test]
+fn tokens_of_an_answer_the_output_phase_blocks_still_count() {
+    let provider = MockProvider::start(|_| Reply::json(200, chat_completion("the classified plan", "m")));
+    let yaml = format!(
+        "{}policy:\n  dlp-filter: {{action: block, blocked_terms: [classified]}}\ntoken_rate_limit: {{max_tokens: 10, window_seconds: 86400}}\nproviders:\n  targets:\n{}",
+        head("dlp-filter"),
+        target("p", &provider.url, None, ""),
+    );
+    let (_d, gw) = start(&yaml);
+    // Each answer is blocked on its way out, but the provider produced (and billed) it.
+    for _ in 0..2 {
+        let r = chat(&gw.addr, "m", "hello");
+        assert_ne!(r.status, 200, "{}", r.text());
+        assert_ne!(r.status, 429, "{}", r.text());
+    }
+    let r = chat(&gw.addr, "m", "hello");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("token_rate_limit"), "{}", r.text());
+    assert_eq!(provider.hits(), 2);
+}

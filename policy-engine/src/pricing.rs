@@ -54,6 +54,8 @@ pub const DEFAULT_PRICES: &[(&str, f64, f64, f64)] = &[
     ("gpt-4.1-nano", 0.10, 0.025, 0.40),
     ("gpt-4o", 2.50, 1.25, 10.0),
     ("gpt-4o-mini", 0.15, 0.075, 0.60),
+    // The first gpt-4o snapshot kept its launch price.
+    ("gpt-4o-2024-05-13", 5.0, 5.0, 15.0),
     ("o1", 15.0, 7.50, 60.0),
     ("o3", 2.0, 0.50, 8.0),
     ("o4-mini", 1.10, 0.275, 4.40),

@@ -443,6 +443,7 @@ impl Gateway {
             "cached_input_tokens": usage.map(|u| u.cached),
             "reasoning_tokens": usage.map(|u| u.reasoning),
             "cost_usd": ev.cost,
+            "budget_warnings": ev.budget_warnings,
             "latency_ms": ctx.started.elapsed().as_secs_f64() * 1e3,
             "config": {"name": config.pack.name, "version": config.pack.version, "digest": ctx.rt.policy.digest()},
             "policy_results": d.policy_results,

@@ -71,6 +71,10 @@ pub enum RequestError {
     ClassifierUnavailable,
     /// `shared_state`'s Redis could not answer and a limit's fail mode is `closed`.
     LimitsUnavailable,
+    /// A hard budget (its name) has no room for the request's most possible cost.
+    BudgetExceeded(String),
+    /// A hard budget applies but the model (its name) has no price.
+    ModelNotPriced(String),
 }
 
 /// How loudly a failure is logged.
@@ -86,12 +90,12 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         use RequestError::*;
         match self {
-            RateLimited { .. } => 429,
+            RateLimited { .. } | BudgetExceeded(_) => 429,
             TooLarge { .. } => 413,
             UnsupportedMediaType(_) => 415,
             BodyTimeout(_) => 408,
             BadFraming(_) => 400,
-            InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) => 422,
+            InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) | ModelNotPriced(_) => 422,
             Policy(d) => d.http_status(),
             ModelNotAllowed(_) | ModelNotAllowedFor(_) => 403,
             Unauthorized(_) => 401,
@@ -126,6 +130,8 @@ impl RequestError {
             NoTarget => "no_target",
             ClassifierUnavailable => "classifier_unavailable",
             LimitsUnavailable => "limits_unavailable",
+            BudgetExceeded(_) => "budget_exceeded",
+            ModelNotPriced(_) => "model_not_priced",
             ProviderStatus { .. } => "provider_error",
             UpstreamTimeout(_) => "upstream_timeout",
             UpstreamUnavailable(_) => "upstream_unavailable",
@@ -137,12 +143,12 @@ impl RequestError {
     fn kind(&self) -> &'static str {
         use RequestError::*;
         match self {
-            RateLimited { .. } => "rate_limit",
+            RateLimited { .. } | BudgetExceeded(_) => "rate_limit",
             ModelNotAllowed(_) | ModelNotAllowedFor(_) | NoCompliantTarget | Policy(_) => "policy_violation",
             Unauthorized(_) => "authentication_error",
             TooLarge { .. } | UnsupportedMediaType(_) | InvalidBody { .. } | ModelNotFound { .. } => "validation_error",
             BodyTimeout(_) | BadFraming(_) => "validation_error",
-            NoTargetFor(_) | UnsupportedForTarget(_) => "validation_error",
+            NoTargetFor(_) | UnsupportedForTarget(_) | ModelNotPriced(_) => "validation_error",
             _ => "upstream_error",
         }
     }
@@ -190,6 +196,12 @@ impl RequestError {
                 "the shared limit store cannot be reached and this limit's shared_state fail mode is closed; retry shortly"
                     .into()
             }
+            BudgetExceeded(name) => format!(
+                "budget '{name}' has no room for this request's most possible cost (its input plus its output maximum); lower max_tokens or wait for the next period"
+            ),
+            ModelNotPriced(model) => format!(
+                "model '{model}' has no price, so a hard budget cannot be held; add it under pricing.models"
+            ),
             UpstreamTimeout(m) | UpstreamUnavailable(m) | UpstreamTooLarge(m) | InvalidUpstreamResponse(m) => m.clone(),
             UnsupportedForTarget(m) => m.clone(),
             Policy(_) | ProviderStatus { .. } => String::new(),

@@ -113,6 +113,8 @@ pub(crate) struct EventData {
     pub route: Option<String>,
     /// What the answer cost in US dollars, when its model has a price.
     pub cost: Option<f64>,
+    /// Soft budgets this request went over.
+    pub budget_warnings: Vec<String>,
     /// Every upstream attempt: `{target, outcome}`.
     pub attempts: Vec<Value>,
     /// `hit`, `miss` or absent when the cache is off or does not apply.

@@ -20,15 +20,16 @@ const OVERFLOW: &str = "~overflow";
 /// Keys longer than this are kept as a hash (a header value may be kilobytes long).
 const MAX_KEY_BYTES: usize = 64;
 
-/// A bounded key for a client-chosen value.
+/// A bounded key for a client-chosen value: long values are kept as a SHA-256 prefix,
+/// the same in every process (replicas sharing counters in Redis agree on it).
 fn bounded_key(prefix: &str, value: &str) -> String {
     if value.len() <= MAX_KEY_BYTES {
         return format!("{prefix}{value}");
     }
-    use std::hash::BuildHasher;
-    static SEED: std::sync::OnceLock<std::collections::hash_map::RandomState> = std::sync::OnceLock::new();
-    let h = SEED.get_or_init(Default::default).hash_one(value);
-    format!("{prefix}#{h:016x}{:x}", value.len())
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(value.as_bytes());
+    let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{prefix}#{hex}{:x}", value.len())
 }
 
 /// One fixed-window quota and its counters.
@@ -187,6 +188,20 @@ impl Check {
         };
         self.window.verdict(allowed, after, now, self.scope)
     }
+}
+
+/// The verdict of this process's own counters for `checks`: every window is looked at
+/// first, and the request counted only when all have room, so a refused request uses up
+/// no other limit.
+pub fn local_verdict(checks: &[Check], now: u64) -> Option<Verdict> {
+    if let Some(refused) = checks
+        .iter()
+        .map(|c| c.window.peek(&c.key, now, c.scope))
+        .find(|v| !v.allowed)
+    {
+        return Some(refused);
+    }
+    decisive(checks.iter().map(|c| c.local(now)))
 }
 
 /// The first refusal among `verdicts`, else the one with the least headroom.
@@ -391,6 +406,25 @@ mod tests {
         assert!(token_check(&by_group, &ids(None, Some("us"))).local(0).allowed);
         let by_key = limits("caller_key");
         assert_eq!(key(&by_key, &ids(Some("a"), Some("eu"))), "key:a");
+    }
+
+    #[test]
+    fn a_request_refused_by_one_limit_uses_up_no_other() {
+        let global = Arc::new(FixedWindow::new(100, 60));
+        let key = Arc::new(FixedWindow::new(1, 60));
+        let checks = [
+            Check::new("global_rate_limit", "*", &global, false),
+            Check::new("caller_key_rate_limit", "k", &key, false),
+        ];
+        assert!(local_verdict(&checks, 0).is_some_and(|v| v.allowed));
+        for _ in 0..5 {
+            let v = local_verdict(&checks, 0).expect("verdict");
+            assert_eq!((v.allowed, v.scope), (false, "caller_key_rate_limit"));
+        }
+        // Only the admitted request was counted globally.
+        assert_eq!(global.peek("*", 0, "g").remaining, 99);
+        // Long values are hashed the same way in every process (replicas share keys).
+        assert_eq!(bounded_key("u:", &"x".repeat(100)), "u:#09ecb6ebc8bcefc733f6f2ec64");
     }
 
     #[test]

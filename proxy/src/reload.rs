@@ -43,6 +43,9 @@ pub struct Runtime {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// Token prices, for the cost of each answer.
     pub prices: kt_policy::pricing::PriceTable,
+    /// The spending ceilings, when `budgets` sets any. Without `shared_state` their counts
+    /// restart when a configuration is applied.
+    pub budgets: Option<crate::model_api::budget::Budgets>,
 }
 
 impl Runtime {
@@ -61,6 +64,7 @@ impl Runtime {
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
         let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
         let prices = kt_policy::pricing::PriceTable::of(policy.config());
+        let budgets = crate::model_api::budget::Budgets::of(policy.config());
         let shared = match &policy.config().shared_state {
             Some(s) => Some(Arc::new(crate::shared::Shared::of(s, &env)?)),
             None => None,
@@ -94,6 +98,7 @@ impl Runtime {
             routes,
             shared,
             prices,
+            budgets,
         })
     }
 

@@ -55,6 +55,44 @@ end
 return 1
 ";
 
+/// KEYS: budget counters. ARGV[1]: nano-dollars to reserve; per key, its limit, 1 for a
+/// hard budget, and the seconds its period has left. Returns 1 or 0 (reserved or refused
+/// by a hard budget), then per key 1 when the reservation goes over its limit.
+const RESERVE: &str = r"
+local amount = tonumber(ARGV[1])
+local out = {1}
+for i = 1, #KEYS do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local over = 0
+  if used + amount > tonumber(ARGV[3 * i - 1]) then
+    over = 1
+    if ARGV[3 * i] == '1' then out[1] = 0 end
+  end
+  out[i + 1] = over
+end
+if out[1] == 1 then
+  for i = 1, #KEYS do
+    if redis.call('INCRBY', KEYS[i], amount) == amount then
+      redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 1])
+    end
+  end
+end
+return out
+";
+
+/// KEYS: budget counters. ARGV[1]: nano-dollars to add (negative: give back); a counter
+/// never goes below 0 and one whose period ended is left alone.
+const ADJUST: &str = r"
+for i = 1, #KEYS do
+  if redis.call('EXISTS', KEYS[i]) == 1 then
+    if redis.call('INCRBY', KEYS[i], ARGV[1]) < 0 then
+      redis.call('SET', KEYS[i], 0, 'KEEPTTL')
+    end
+  end
+end
+return 1
+";
+
 /// The Redis behind `shared_state`, connected on first use.
 pub struct Shared {
     client: redis::Client,
@@ -69,6 +107,8 @@ pub struct Shared {
     fail_modes: HashMap<String, SharedFailMode>,
     check: redis::Script,
     charge: redis::Script,
+    reserve: redis::Script,
+    adjust: redis::Script,
 }
 
 impl std::fmt::Debug for Shared {
@@ -109,6 +149,8 @@ impl Shared {
             fail_modes: config.fail_modes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             check: redis::Script::new(CHECK),
             charge: redis::Script::new(CHARGE),
+            reserve: redis::Script::new(RESERVE),
+            adjust: redis::Script::new(ADJUST),
         })
     }
 
@@ -131,34 +173,21 @@ impl Shared {
             call.arg(c.window.max);
             call.arg(if c.tokens { 0 } else { c.window.window });
         }
-        let Some(mut conn) = self.connection().await else {
+        let Some(v) = self.run::<Vec<u64>>(call).await else {
             return Outcome::Unavailable;
         };
-        let answer: Option<Vec<u64>> = match tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await {
-            Ok(Ok(v)) => {
-                self.recovered();
-                Some(v)
-            }
-            Ok(Err(e)) => self.failed(&e.to_string()),
-            Err(_) => self.failed("no answer within shared_state.timeout_ms"),
-        };
-        match answer {
-            Some(v) if v.len() == checks.len() + 1 => {
-                let counted = v[0] == 1;
-                Outcome::Counted(
-                    checks
-                        .iter()
-                        .zip(&v[1..])
-                        .map(|(c, used)| c.verdict_for(*used, counted, now))
-                        .collect(),
-                )
-            }
-            Some(_) => {
-                self.failed::<()>("the limit script answered with the wrong number of counts");
-                Outcome::Unavailable
-            }
-            None => Outcome::Unavailable,
+        if v.len() != checks.len() + 1 {
+            self.failed::<()>("the limit script answered with the wrong number of counts");
+            return Outcome::Unavailable;
         }
+        let counted = v[0] == 1;
+        Outcome::Counted(
+            checks
+                .iter()
+                .zip(&v[1..])
+                .map(|(c, used)| c.verdict_for(*used, counted, now))
+                .collect(),
+        )
     }
 
     /// Adds `tokens` to each token window of `checks`; false when Redis could not take them.
@@ -169,28 +198,69 @@ impl Shared {
             call.key(self.key(c, now));
             call.arg(c.window.window);
         }
-        let Some(mut conn) = self.connection().await else {
-            return false;
+        self.run::<i64>(call).await.is_some()
+    }
+
+    /// Reserves `amount` nano-dollars on every budget slot in one round trip: the soft
+    /// budgets it goes over, or the hard one that refused; `None` while Redis is away.
+    pub async fn reserve_budgets(
+        &self,
+        slots: &[crate::model_api::budget::Slot],
+        amount: u64,
+    ) -> Option<Result<Vec<String>, String>> {
+        let mut call = self.reserve.prepare_invoke();
+        call.arg(amount);
+        for s in slots {
+            call.key(s.redis_key(&self.prefix));
+            call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
+        }
+        let v: Vec<u64> = self.run(call).await?;
+        if v.len() != slots.len() + 1 {
+            return self.failed("the budget script answered with the wrong number of flags");
+        }
+        let over = slots.iter().zip(&v[1..]).filter(|(_, o)| **o == 1).map(|(s, _)| s);
+        if v[0] == 1 {
+            Some(Ok(over.map(|s| s.name.clone()).collect()))
+        } else {
+            let hard = over.filter(|s| s.hard()).map(|s| s.name.clone()).next();
+            Some(Err(hard.unwrap_or_default()))
+        }
+    }
+
+    /// Adds `delta` nano-dollars to every budget slot (negative: gives back).
+    pub async fn adjust_budgets(&self, slots: &[crate::model_api::budget::Slot], delta: i64) {
+        let mut call = self.adjust.prepare_invoke();
+        call.arg(delta);
+        for s in slots {
+            call.key(s.redis_key(&self.prefix));
+        }
+        let _: Option<i64> = self.run(call).await;
+    }
+
+    /// One script call, connection included, within one `timeout_ms`; `None` (and Redis
+    /// marked away) on failure.
+    async fn run<T: redis::FromRedisValue>(&self, call: redis::ScriptInvocation<'_>) -> Option<T> {
+        let attempt = async {
+            let Some(mut conn) = self.connection().await else {
+                return Err(None);
+            };
+            call.invoke_async(&mut conn).await.map_err(|e| Some(e.to_string()))
         };
-        match tokio::time::timeout(self.timeout, call.invoke_async::<i64>(&mut conn)).await {
-            Ok(Ok(_)) => {
+        match tokio::time::timeout(self.timeout, attempt).await {
+            Ok(Ok(v)) => {
                 self.recovered();
-                true
+                Some(v)
             }
-            Ok(Err(e)) => self.failed(&e.to_string()).unwrap_or(false),
-            Err(_) => self.failed("no answer within shared_state.timeout_ms").unwrap_or(false),
+            // The connection's failure is already noted.
+            Ok(Err(None)) => None,
+            Ok(Err(Some(e))) => self.failed(&e),
+            Err(_) => self.failed("no answer within shared_state.timeout_ms"),
         }
     }
 
     /// The connection, opened on first use; `None` while Redis is away.
     async fn connection(&self) -> Option<ConnectionManager> {
-        let backing_off = self.down.load(Ordering::Acquire)
-            && self
-                .retry_at
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some_and(|at| Instant::now() < at);
-        if backing_off {
+        if self.backing_off() {
             return None;
         }
         let config = ConnectionManagerConfig::new()
@@ -200,6 +270,10 @@ impl Shared {
         let opened = self
             .conn
             .get_or_try_init(|| async {
+                // A request that waited behind a failed attempt does not try again at once.
+                if self.backing_off() {
+                    return Err("backing off after a failed attempt".to_owned());
+                }
                 match tokio::time::timeout(self.timeout, self.client.get_connection_manager_with_config(config)).await {
                     Ok(Ok(c)) => Ok(c),
                     Ok(Err(e)) => Err(e.to_string()),
@@ -209,8 +283,19 @@ impl Shared {
             .await;
         match opened {
             Ok(c) => Some(c.clone()),
+            Err(_) if self.backing_off() => None,
             Err(e) => self.failed(&e),
         }
+    }
+
+    /// Whether Redis is away and its retry time has not come.
+    fn backing_off(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+            && self
+                .retry_at
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_some_and(|at| Instant::now() < at)
     }
 
     /// Notes a failure: Redis is left alone for [`BACKOFF`]; said once per outage.

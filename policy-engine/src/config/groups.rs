@@ -16,6 +16,71 @@ pub(super) fn check(doc: &Value, out: &mut Vec<Diagnostic>) {
     check_routes(doc, out);
     check_groups(doc, out);
     check_shared_state(doc, out);
+    check_budgets(doc, out);
+}
+
+/// `budgets.limits`: unique names, and an `id` that names something of its scope.
+fn check_budgets(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let Some(limits) = doc.pointer("/budgets/limits").and_then(Value::as_array) else {
+        return;
+    };
+    let names = |pointer: &str, field: &str| -> Vec<&str> {
+        doc.pointer(pointer)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.get(field).and_then(Value::as_str))
+            .collect()
+    };
+    let keys = names("/caller_auth/keys", "id");
+    let groups = names("/consumer_groups", "name");
+    let keyed = doc.pointer("/caller_auth/mode").and_then(Value::as_str) == Some("keys");
+    let mut seen = HashSet::new();
+    for (i, b) in limits.iter().enumerate() {
+        let at = format!("budgets.limits[{i}]");
+        let err = |field: &str, msg: String, help: &str| {
+            Diagnostic::error(Code::InvalidValue, &format!("{at}.{field}"), msg).with_help(help)
+        };
+        if let Some(name) = b.get("name").and_then(Value::as_str)
+            && !seen.insert(name)
+        {
+            out.push(err(
+                "name",
+                format!("{at}.name '{name}' is used by an earlier budget"),
+                "give each budget its own name",
+            ));
+        }
+        let scope = b.get("scope").and_then(Value::as_str).unwrap_or("organisation");
+        let id = b.get("id").and_then(Value::as_str);
+        match (scope, id) {
+            ("organisation", Some(_)) => out.push(err(
+                "id",
+                format!("{at} is the organisation's budget; it takes no id"),
+                "remove id, or set scope: caller_key or consumer_group",
+            )),
+            ("caller_key", _) if !keyed => out.push(err(
+                "scope",
+                format!("{at} is per caller key but caller_auth.mode is not keys: no request has a caller key"),
+                "set caller_auth.mode: keys with its keys",
+            )),
+            ("caller_key", Some(id)) if !keys.contains(&id) => out.push(err(
+                "id",
+                format!("{at}.id '{id}' is not a caller key id"),
+                "use the id of a key under caller_auth.keys",
+            )),
+            ("consumer_group", Some(id)) if !groups.contains(&id) => out.push(err(
+                "id",
+                format!("{at}.id '{id}' is not a consumer group"),
+                "use the name of a group under consumer_groups",
+            )),
+            ("consumer_group", None) if groups.is_empty() => out.push(err(
+                "scope",
+                format!("{at} is per consumer group but no consumer_groups are declared"),
+                "declare consumer_groups, or use scope: organisation",
+            )),
+            _ => {}
+        }
+    }
 }
 
 /// `shared_state`: a Redis URL, and fail modes of known limits.
@@ -336,6 +401,24 @@ mod tests {
         let sound =
             findings("shared_state: {redis_url: 'redis://127.0.0.1:6379', fail_modes: {token_rate_limit: closed}}\n");
         assert_eq!(sound, Vec::<(String, String)>::new());
+    }
+
+    #[test]
+    fn budgets_name_what_their_scope_holds() {
+        let got = findings(&format!(
+            "{KEYS}consumer_groups: [{{name: eu, match: {{gateway_key_ids: [key-a]}}}}]\nbudgets:\n  limits:\n    - {{name: a, id: x, limit_usd: 1}}\n    - {{name: a, scope: caller_key, id: key-z, limit_usd: 1}}\n    - {{name: c, scope: consumer_group, id: us, limit_usd: 1}}\n    - {{name: d, scope: caller_key, limit_usd: 1}}\n    - {{name: e, scope: consumer_group, id: eu, limit_usd: 1, period: hour, mode: soft}}\n"
+        ));
+        assert_eq!(
+            got,
+            [
+                ("E015".to_owned(), "budgets.limits[0].id".to_owned()),
+                ("E015".to_owned(), "budgets.limits[1].name".to_owned()),
+                ("E015".to_owned(), "budgets.limits[1].id".to_owned()),
+                ("E015".to_owned(), "budgets.limits[2].id".to_owned()),
+            ]
+        );
+        let unkeyed = findings("budgets: {limits: [{name: k, scope: caller_key, limit_usd: 1}]}\n");
+        assert_eq!(unkeyed, [("E015".to_owned(), "budgets.limits[0].scope".to_owned())]);
     }
 
     #[test]

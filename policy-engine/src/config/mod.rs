@@ -64,6 +64,8 @@ pub struct PolicyConfig {
     pub shared_state: Option<SharedState>,
     /// Token prices per model, for the cost on decision events.
     pub pricing: Option<Pricing>,
+    /// Spending ceilings, reserved before dispatch and settled from usage.
+    pub budgets: Option<Budgets>,
     /// Per-agent usage constraints.
     pub agents: Option<Vec<AgentRule>>,
     /// Inline test suites run by `kt policy test`.

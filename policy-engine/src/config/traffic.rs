@@ -305,13 +305,13 @@ pub struct SharedState {
     /// `fail_mode` per limit scope (`global_rate_limit`, `ip_rate_limit`,
     /// `user_rate_limit`, `token_rate_limit`, `caller_key_rate_limit`,
     /// `consumer_group_rate_limit`, `consumer_group_tokens_per_minute`,
-    /// `consumer_group_tokens_per_day`).
+    /// `consumer_group_tokens_per_day`, `budgets`).
     #[serde(default)]
     pub fail_modes: std::collections::BTreeMap<String, SharedFailMode>,
 }
 
 /// The limit scopes `shared_state.fail_modes` may name.
-pub const LIMIT_SCOPES: [&str; 8] = [
+pub const LIMIT_SCOPES: [&str; 9] = [
     "global_rate_limit",
     "ip_rate_limit",
     "user_rate_limit",
@@ -320,6 +320,7 @@ pub const LIMIT_SCOPES: [&str; 8] = [
     "consumer_group_rate_limit",
     "consumer_group_tokens_per_minute",
     "consumer_group_tokens_per_day",
+    "budgets",
 ];
 
 fn default_shared_prefix() -> String {
@@ -364,4 +365,70 @@ pub struct ModelPrice {
     /// Output tokens spent reasoning (default: the output price).
     #[schemars(range(min = 0.0, max = 1000.0))]
     pub reasoning_cost_per_1k_tokens: Option<f64>,
+}
+
+/// `budgets`: spending ceilings in US dollars, reserved before a request goes upstream and
+/// settled from the provider's usage after it, so a hard budget is never overspent.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Budgets {
+    /// Output tokens reserved for a request that names no maximum; it is also sent to the
+    /// provider as the request's maximum (default 4096).
+    #[serde(default = "default_reserve_output")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub reserve_output_tokens: u64,
+    pub limits: Vec<BudgetRule>,
+}
+
+fn default_reserve_output() -> u64 {
+    4096
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetRule {
+    /// The budget's name in refusals, events and metrics.
+    #[schemars(length(min = 1, max = 64))]
+    pub name: String,
+    /// Whose spending counts: all traffic, one caller key's, or one consumer group's.
+    #[serde(default)]
+    pub scope: BudgetScope,
+    /// The caller key id or group name; absent with `caller_key` or `consumer_group`: every
+    /// key or group has a budget of this size of its own.
+    pub id: Option<String>,
+    #[schemars(range(min = 0.0, max = 1000000000.0))]
+    pub limit_usd: f64,
+    #[serde(default)]
+    pub period: BudgetPeriod,
+    #[serde(default)]
+    pub mode: BudgetMode,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScope {
+    #[default]
+    Organisation,
+    CallerKey,
+    ConsumerGroup,
+}
+
+/// Budget periods, in UTC: the clock hour, the day, the calendar month.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriod {
+    Hour,
+    Day,
+    #[default]
+    Month,
+}
+
+/// `hard` refuses what would overspend (429 `budget_exceeded`); `soft` lets it through and
+/// marks the decision event.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetMode {
+    #[default]
+    Hard,
+    Soft,
 }

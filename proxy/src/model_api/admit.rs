@@ -9,7 +9,7 @@ use crate::gateway::{Ctx, Gateway};
 use crate::ids::now_secs;
 use kt_policy::config::SharedFailMode;
 
-use crate::limits::{Check, Ids, Verdict, decisive};
+use crate::limits::{Check, Ids, Verdict, decisive, local_verdict};
 use crate::model_api::caller::CallerKey;
 use crate::model_api::groups::Group;
 use crate::reload::Runtime;
@@ -69,7 +69,7 @@ pub(crate) async fn admit(
     let now = now_secs();
     let verdict = match rt.shared.as_deref() {
         Some(shared) => shared_verdict(shared, &checks, now).await?,
-        None => decisive(checks.iter().map(|c| c.local(now))),
+        None => local_verdict(&checks, now),
     };
     if let Some(v) = verdict {
         ctx.rate_headers = vec![
@@ -102,15 +102,15 @@ async fn shared_verdict(shared: &Shared, checks: &[Check], now: u64) -> Result<O
     match shared.check(checks, now).await {
         Outcome::Counted(verdicts) => Ok(decisive(verdicts)),
         Outcome::Unavailable => {
-            let mut verdicts = Vec::with_capacity(checks.len());
+            let mut local = Vec::with_capacity(checks.len());
             for c in checks {
                 match shared.fail_mode(c.scope) {
-                    SharedFailMode::Local => verdicts.push(c.local(now)),
+                    SharedFailMode::Local => local.push(c.clone()),
                     SharedFailMode::Open => {}
                     SharedFailMode::Closed => return Err(RequestError::LimitsUnavailable),
                 }
             }
-            Ok(decisive(verdicts))
+            Ok(local_verdict(&local, now))
         }
     }
 }

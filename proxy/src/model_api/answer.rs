@@ -52,7 +52,8 @@ struct UsageOnly {
     usage: AnswerUsage,
 }
 
-/// Reads, checks and sends a whole answer; its usage.
+/// Reads, checks and sends a whole answer; its usage goes to `p.usage` as soon as it is
+/// read, so it is counted even when the answer is blocked or cannot be delivered.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn whole(
     gw: &Gateway,
@@ -63,7 +64,7 @@ pub(crate) async fn whole(
     exchange: Exchange<'_>,
     limits: &SizeLimits,
     fill: Option<Fill>,
-) -> Result<Option<Usage>, Stop> {
+) -> Result<(), Stop> {
     let t1 = Instant::now();
     let answer = Box::pin(exchange.body(limits.max_response_bytes)).await;
     p.upstream_time += t1.elapsed();
@@ -76,12 +77,10 @@ pub(crate) async fn whole(
     })?;
     let input = std::mem::take(&mut a.decision);
     let (decision, usage, bytes) = check(gw, ctx, p.client, &a, input, answer)?;
+    p.usage = usage;
     let overhead = ctx.started.elapsed().saturating_sub(p.upstream_time);
     ctx.overhead = Some(overhead.as_secs_f64());
     if decision.verdict.is_terminal() {
-        if let Some(ev) = ctx.event.as_mut() {
-            ev.usage = usage;
-        }
         p.verdict = Some(decision.verdict);
         return Err(RequestError::Policy(Box::new(decision)).into());
     }
@@ -99,7 +98,7 @@ pub(crate) async fn whole(
     }
     drop(fill);
     respond::raw_json(session, 200, bytes, h).await?;
-    Ok(usage)
+    Ok(())
 }
 
 /// The decision over the answer, its usage and the bytes the client gets.

@@ -16,6 +16,7 @@ mod admit;
 mod answer;
 mod attempts;
 mod body;
+pub(crate) mod budget;
 mod caller;
 mod classify;
 mod groups;
@@ -26,6 +27,7 @@ pub(crate) mod stream;
 use std::sync::Arc;
 use std::time::Duration;
 
+use kt_policy::usage::Usage;
 use kt_policy::{CompiledPolicy, Decision, Headers, Verdict};
 use pingora::Result;
 use pingora::protocols::http::ServerSession as Session;
@@ -56,6 +58,19 @@ pub(crate) struct Progress<'a> {
     /// whole answer gives it back before it is written to the client, so a client that
     /// does not read never holds one.
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
+    /// The usage the provider reported, once seen (whatever the request's outcome).
+    pub usage: Option<Usage>,
+    /// What the answer is charged to once the request ends, set once a provider accepted it.
+    pub accounts: Option<Accounts>,
+}
+
+/// The token windows, budget reservation and priced model a request's usage is charged to.
+pub(crate) struct Accounts {
+    rt: Arc<Runtime>,
+    charges: Vec<crate::limits::Check>,
+    reservation: Option<budget::Reservation>,
+    /// The model the provider was asked for.
+    model: Option<String>,
 }
 
 /// Why `run` stopped early: an error answer to write, or a broken connection.
@@ -86,8 +101,12 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         attempts: 0,
         upstream_time: Duration::ZERO,
         slot: None,
+        usage: None,
+        accounts: None,
     };
-    match run(gw, session, ctx, &mut progress).await {
+    let result = run(gw, session, ctx, &mut progress).await;
+    settle(ctx, &mut progress);
+    match result {
         Ok(()) => Ok(()),
         Err(Stop::Io(e)) => Err(e),
         Err(Stop::Answer(e)) => answer_error(session, ctx, &progress, e).await,
@@ -134,7 +153,23 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         select::Cache::Answered => return Ok(()),
         select::Cache::Miss(fill) => fill,
     };
-    let allowed = decision.verdict == Verdict::Allow;
+    let caller_id = caller.map(|c| c.id.as_str());
+    let reserved = budget::reserve(
+        &rt,
+        &mut req.request,
+        bytes.len(),
+        p.client,
+        &candidates,
+        caller_id,
+        group,
+    )
+    .await?;
+    let changed = reserved.as_ref().is_some_and(|(_, changed)| *changed);
+    let mut reservation = reserved.map(|(r, _)| r);
+    if let (Some(ev), Some(r)) = (ctx.event.as_mut(), reservation.as_ref()) {
+        ev.budget_warnings = r.over_soft.clone();
+    }
+    let allowed = decision.verdict == Verdict::Allow && !changed;
     let fallback = route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes, fallback);
     p.slot = Some(attempts::slot(gw).await?);
@@ -151,6 +186,17 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     if let Some(ev) = ctx.event.as_mut() {
         ev.target = Some(target.id.clone());
     }
+    // The provider accepted the request: from here on it may bill for it, and whatever
+    // usage it reports is charged, however the request ends.
+    if let Some(r) = reservation.as_mut() {
+        r.dispatched = true;
+    }
+    p.accounts = Some(Accounts {
+        rt: Arc::clone(&rt),
+        charges: admitted.charges,
+        reservation,
+        model: target.model.clone().or_else(|| req.model.clone()),
+    });
     let answered = answer::Answered {
         policy,
         req: &req,
@@ -158,20 +204,30 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         decision,
         target: &target,
     };
-    let usage = if req.stream {
+    if req.stream {
         let h = answer_headers(ctx, p, &answered.decision);
-        stream::relay_for(gw, session, &answered, p.client, exchange, h).await?
+        let client = p.client;
+        stream::relay_for(gw, session, &answered, client, exchange, h, &mut p.usage).await?;
     } else {
-        answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?
-    };
-    admit::charge(&rt, admitted.charges, usage.map_or(0, |u| u.total()));
-    if let Some(ev) = ctx.event.as_mut() {
-        ev.usage = usage;
-        // Priced by the model the provider was asked for.
-        let model = target.model.as_deref().or(req.model.as_deref());
-        ev.cost = usage.zip(model).and_then(|(u, m)| rt.prices.cost(m, &u));
+        answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?;
     }
     Ok(())
+}
+
+/// Charges the usage of a request a provider accepted, however it ended: its token
+/// windows, its budget reservation (settled to the cost) and the cost on its event.
+fn settle(ctx: &mut Ctx, p: &mut Progress<'_>) {
+    let Some(a) = p.accounts.take() else { return };
+    let usage = p.usage;
+    admit::charge(&a.rt, a.charges, usage.map_or(0, |u| u.total()));
+    let cost = usage.zip(a.model.as_deref()).and_then(|(u, m)| a.rt.prices.cost(m, &u));
+    if let Some(r) = a.reservation {
+        r.settle(usage.map(|_| cost.unwrap_or(0.0)));
+    }
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.usage = usage;
+        ev.cost = cost;
+    }
 }
 
 /// The input and tool phases, then the external classifier when one is configured, before

@@ -28,7 +28,9 @@ use crate::upstream::{Exchange, UpstreamError};
 const NOT_JSON: &str =
     "the upstream sent a stream event whose data is not JSON; the stream ends here rather than pass it on unchecked";
 
-/// Relays a streamed answer in the client's API; the usage the stream reported.
+/// Relays a streamed answer in the client's API. `seen` gets the usage the stream
+/// reported, also when the relay ends early (the client left, the upstream failed, a
+/// policy blocked): tokens the provider produced are counted whatever the outcome.
 pub(crate) async fn relay_for(
     gw: &crate::gateway::Gateway,
     session: &mut Session,
@@ -36,15 +38,17 @@ pub(crate) async fn relay_for(
     client: crate::gateway::ClientApi,
     exchange: Exchange<'_>,
     h: respond::Headers,
-) -> Result<Option<kt_policy::usage::Usage>> {
+    seen: &mut Option<kt_policy::usage::Usage>,
+) -> Result<()> {
     use crate::gateway::ClientApi;
     let anthropic = a.target.upstream.format == crate::upstream::WireFormat::Anthropic;
     let (policy, request, headers, opts) = (a.policy, &a.req.request, a.headers, gw.opts());
-    let usage = match client {
+    match client {
         ClientApi::OpenAiChat => {
             let translator = anthropic.then(|| AnthropicToOpenAiStream::new(crate::ids::now_secs()));
             let include_usage = a.req.include_usage;
-            Box::pin(relay(
+            let mut usage = None;
+            let done = Box::pin(relay(
                 session,
                 exchange,
                 policy,
@@ -54,27 +58,29 @@ pub(crate) async fn relay_for(
                 include_usage,
                 translator,
                 h,
+                &mut usage,
             ))
-            .await?
+            .await;
+            *seen = usage.as_ref().and_then(kt_policy::usage::Usage::from_value);
+            done
         }
-        ClientApi::AnthropicMessages => {
-            let translator = (!anthropic).then(OpenAiToAnthropicStream::new);
-            let format = StreamFormat::Anthropic;
-            Box::pin(relay_native(
-                session, exchange, format, policy, request, headers, opts, translator, h,
+        ClientApi::AnthropicMessages | ClientApi::Responses => {
+            let (format, translator) = match client {
+                ClientApi::AnthropicMessages => {
+                    (StreamFormat::Anthropic, (!anthropic).then(OpenAiToAnthropicStream::new))
+                }
+                _ => (StreamFormat::Responses, None),
+            };
+            let mut usage = json!({});
+            let done = Box::pin(relay_native(
+                session, exchange, format, policy, request, headers, opts, translator, h, &mut usage,
             ))
-            .await?
+            .await;
+            *seen = kt_policy::usage::Usage::from_value(&usage);
+            done
         }
-        ClientApi::Responses => {
-            let format = StreamFormat::Responses;
-            Box::pin(relay_native(
-                session, exchange, format, policy, request, headers, opts, None, h,
-            ))
-            .await?
-        }
-        ClientApi::Embeddings => None,
-    };
-    Ok(usage.as_ref().and_then(kt_policy::usage::Usage::from_value))
+        ClientApi::Embeddings => Ok(()),
+    }
 }
 
 /// Where a relayed stream goes: the client's session (or a buffer, in tests).
@@ -158,12 +164,11 @@ async fn flush(session: &mut impl StreamSink, out: &mut Vec<u8>) -> Result<()> {
 }
 
 /// Ends the stream: what was cleared so far, an error event and `[DONE]`.
-async fn fail(session: &mut impl StreamSink, out: &mut Vec<u8>, body: Value) -> Result<Option<Value>> {
+async fn fail(session: &mut impl StreamSink, out: &mut Vec<u8>, body: Value) -> Result<()> {
     push_json(out, &body);
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
-    session.body(Bytes::new(), true).await?;
-    Ok(None)
+    session.body(Bytes::new(), true).await
 }
 
 async fn stream_header(session: &mut impl StreamSink, extra: &respond::Headers) -> Result<()> {
@@ -212,7 +217,8 @@ struct ChatRelay<'p> {
     /// The first chunk, the shape of the chunks the relay makes itself.
     template: Option<Value>,
     calls: Vec<HeldCall>,
-    usage: Option<Value>,
+    /// The usage seen, kept by the caller (read even when the relay ends in an error).
+    usage: &'p mut Option<Value>,
     done: bool,
 }
 
@@ -227,7 +233,8 @@ pub async fn relay(
     include_usage: bool,
     mut translator: Option<AnthropicToOpenAiStream>,
     extra: respond::Headers,
-) -> Result<Option<Value>> {
+    usage: &mut Option<Value>,
+) -> Result<()> {
     stream_header(session, &extra).await?;
     // Without output policies or translation, events pass through as they are; only a
     // usage chunk is looked at (captured, and dropped unless the client asked for it).
@@ -244,7 +251,7 @@ pub async fn relay(
         guards: BTreeMap::new(),
         template: None,
         calls: Vec::new(),
-        usage: None,
+        usage,
         done: false,
     };
     let mut parser = SseParser::new(MAX_EVENT);
@@ -297,8 +304,7 @@ pub async fn relay(
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.body(Bytes::new(), true).await?;
-    Ok(st.usage)
+    session.body(Bytes::new(), true).await
 }
 
 impl ChatRelay<'_> {
@@ -314,7 +320,7 @@ impl ChatRelay<'_> {
             && let Ok(v) = serde_json::from_str::<Value>(&event.data)
             && v.get("usage").is_some_and(Value::is_object)
         {
-            self.usage = v.get("usage").cloned();
+            *self.usage = v.get("usage").cloned();
             let only_usage = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
             if only_usage && !self.include_usage {
                 return;
@@ -340,7 +346,7 @@ impl ChatRelay<'_> {
         };
         let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(Vec::is_empty);
         if no_choices && v.get("usage").is_some_and(Value::is_object) {
-            self.usage = v.get("usage").cloned();
+            *self.usage = v.get("usage").cloned();
             if self.include_usage {
                 push_json(out, &v);
             }
@@ -709,7 +715,7 @@ async fn fail_native(
     code: &str,
     message: String,
     policy: Option<&str>,
-) -> Result<Option<Value>> {
+) -> Result<()> {
     let event = match format {
         StreamFormat::Responses => SseEvent {
             event: Some("error".into()),
@@ -723,8 +729,7 @@ async fn fail_native(
     out.extend_from_slice(&event.to_bytes());
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
-    session.body(Bytes::new(), true).await?;
-    Ok(None)
+    session.body(Bytes::new(), true).await
 }
 
 async fn blocked_native(
@@ -732,7 +737,7 @@ async fn blocked_native(
     out: &mut Vec<u8>,
     format: StreamFormat,
     d: &kt_policy::Decision,
-) -> Result<Option<Value>> {
+) -> Result<()> {
     let body = output_blocked(d);
     let message = body["error"]["message"]
         .as_str()
@@ -896,7 +901,8 @@ struct NativeRelay<'p> {
     sent: BTreeMap<u64, String>,
     /// Anthropic: the delta field of each block (text, thinking, a tool call's JSON).
     fields: BTreeMap<u64, &'static str>,
-    usage: Value,
+    /// The usage seen, kept by the caller (read even when the relay ends in an error).
+    usage: &'p mut Value,
     done: bool,
 }
 
@@ -915,7 +921,8 @@ pub async fn relay_native(
     opts: EvalOptions,
     mut translator: Option<OpenAiToAnthropicStream>,
     extra: respond::Headers,
-) -> Result<Option<Value>> {
+    usage: &mut Value,
+) -> Result<()> {
     stream_header(session, &extra).await?;
     let mut st = NativeRelay {
         format,
@@ -926,7 +933,7 @@ pub async fn relay_native(
         guards: BTreeMap::new(),
         sent: BTreeMap::new(),
         fields: BTreeMap::new(),
-        usage: json!({}),
+        usage,
         done: false,
     };
     let mut parser = SseParser::new(MAX_EVENT);
@@ -960,8 +967,7 @@ pub async fn relay_native(
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.body(Bytes::new(), true).await?;
-    Ok(Some(st.usage))
+    session.body(Bytes::new(), true).await
 }
 
 /// Chat chunks → Anthropic Messages events (a `[DONE]` finishes the message).
@@ -1051,7 +1057,7 @@ impl NativeRelay<'_> {
             }
             "response.completed" | "response.incomplete" => {
                 if let Some(u) = v.pointer("/response/usage") {
-                    self.usage = u.clone();
+                    *self.usage = u.clone();
                 }
             }
             _ => {}
@@ -1304,6 +1310,7 @@ mod tests {
                         false,
                         None,
                         Vec::new(),
+                        &mut None,
                     )
                     .await
                 }
@@ -1318,6 +1325,7 @@ mod tests {
                         opts,
                         None,
                         Vec::new(),
+                        &mut json!({}),
                     )
                     .await
                 }
