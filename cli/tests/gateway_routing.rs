@@ -1834,3 +1834,33 @@ fn tokens_of_an_answer_the_output_phase_blocks_still_count() {
     assert!(r.text().contains("token_rate_limit"), "{}", r.text());
     assert_eq!(provider.hits(), 2);
 }
+
+#[test]
+fn stream_usage_written_with_spaces_counts() {
+    // Usage as Python's json.dumps writes it (`"usage": {`), then [DONE].
+    let spaced = MockProvider::start(|_| {
+        let mut events: Vec<(Option<String>, String)> =
+            chat_chunks("hi", 2, false).into_iter().map(|d| (None, d)).collect();
+        let usage = r#"{"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [], "usage": {"prompt_tokens": 3, "completion_tokens": 9}}"#;
+        events.insert(events.len() - 1, (None, usage.to_owned()));
+        Reply::Sse {
+            events,
+            split: 0,
+            pace: Duration::ZERO,
+        }
+    });
+    let yaml = format!(
+        "{}token_rate_limit: {{max_tokens: 20, window_seconds: 86400}}\nproviders:\n  targets:\n{}",
+        head(""),
+        target("p", &spaced.url, None, ""),
+    );
+    let (_d, gw) = start(&yaml);
+    let stream = json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "hello"}]}).to_string();
+    // 12 tokens each: the second request still fits, the third does not.
+    for _ in 0..2 {
+        let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(stream.as_bytes())).expect("answer");
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(stream.as_bytes())).expect("answer");
+    assert_eq!(r.status, 429, "{}", r.text());
+}

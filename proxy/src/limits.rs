@@ -293,7 +293,7 @@ impl Limits {
         }
         let depth = self.ip.as_ref().map_or(0, |(_, d)| *d);
         if let Some((w, depth)) = &self.ip {
-            let ip = bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), *depth));
+            let ip = bounded_key("", &client_ip(peer, forwarded_for(headers).as_deref(), *depth));
             out.push(Check::new("ip_rate_limit", ip, w, false));
         }
         if let Some((w, names)) = &self.user {
@@ -309,12 +309,26 @@ impl Limits {
                 TokenScope::CallerKey => bounded_key("key:", ids.caller.unwrap_or("none")),
                 TokenScope::ConsumerGroup => bounded_key("group:", ids.group.unwrap_or("none")),
                 TokenScope::Global => "*".to_owned(),
-                TokenScope::Ip => bounded_key("", &client_ip(peer, headers.get("x-forwarded-for"), t.depth)),
+                TokenScope::Ip => bounded_key("", &client_ip(peer, forwarded_for(headers).as_deref(), t.depth)),
                 TokenScope::User => user_key(&t.user_headers, peer, headers, t.depth),
             };
             out.push(Check::new("token_rate_limit", key, &t.window, true));
         }
     }
+}
+
+/// `X-Forwarded-For`, every line of it in order (a proxy that adds a line of its own after
+/// the client's must not leave the client's first line deciding).
+fn forwarded_for(headers: &Headers) -> Option<std::borrow::Cow<'_, str>> {
+    let mut lines = headers.get_all("x-forwarded-for");
+    let first = lines.next()?;
+    let rest: Vec<&str> = lines.collect();
+    if rest.is_empty() {
+        return Some(std::borrow::Cow::Borrowed(first));
+    }
+    Some(std::borrow::Cow::Owned(
+        std::iter::once(first).chain(rest).collect::<Vec<_>>().join(", "),
+    ))
 }
 
 /// The `user_rate_limit` key of a request: the first identifying header present, else
@@ -323,7 +337,7 @@ impl Limits {
 fn user_key(names: &[String], peer: Option<IpAddr>, headers: &Headers, depth: u32) -> String {
     match names.iter().find_map(|n| headers.get(n)) {
         Some(user) => bounded_key("u:", user),
-        None => bounded_key("ip:", &client_ip(peer, headers.get("x-forwarded-for"), depth)),
+        None => bounded_key("ip:", &client_ip(peer, forwarded_for(headers).as_deref(), depth)),
     }
 }
 
@@ -425,6 +439,18 @@ mod tests {
         assert_eq!(global.peek("*", 0, "g").remaining, 99);
         // Long values are hashed the same way in every process (replicas share keys).
         assert_eq!(bounded_key("u:", &"x".repeat(100)), "u:#09ecb6ebc8bcefc733f6f2ec64");
+    }
+
+    #[test]
+    fn every_forwarded_for_line_counts() {
+        let h: Headers = [("X-Forwarded-For", "6.6.6.6"), ("x-forwarded-for", "1.1.1.1")]
+            .into_iter()
+            .collect();
+        let joined = forwarded_for(&h).expect("present");
+        assert_eq!(joined, "6.6.6.6, 1.1.1.1");
+        // One trusted proxy appended its own line: the address it saw is the client's.
+        assert_eq!(client_ip(None, Some(&joined), 1), "1.1.1.1");
+        assert!(forwarded_for(&Headers::new()).is_none());
     }
 
     #[test]

@@ -193,7 +193,8 @@ impl Shared {
     /// Adds `tokens` to each token window of `checks`; false when Redis could not take them.
     pub async fn charge(&self, checks: &[Check], tokens: u64, now: u64) -> bool {
         let mut call = self.charge.prepare_invoke();
-        call.arg(tokens);
+        // Redis counts in signed 64 bits: an absurd reported count is capped, not an error.
+        call.arg(tokens.min(1 << 48));
         for c in checks {
             call.key(self.key(c, now));
             call.arg(c.window.window);

@@ -105,6 +105,14 @@ impl Headers {
         self.spans.push((start, name_end, self.text.len() as u32));
     }
 
+    /// Every value of `name`, in the order received.
+    pub fn get_all<'s>(&'s self, name: &'s str) -> impl Iterator<Item = &'s str> + 's {
+        self.spans
+            .iter()
+            .filter(move |(a, b, _)| self.text[*a as usize..*b as usize].eq_ignore_ascii_case(name))
+            .map(|(_, b, c)| &self.text[*b as usize..*c as usize])
+    }
+
     pub fn get(&self, name: &str) -> Option<&str> {
         self.spans
             .iter()

@@ -316,7 +316,7 @@ impl ChatRelay<'_> {
         }
         if event.is_done() {
             self.done = true;
-        } else if event.data.contains("\"usage\":{")
+        } else if event.data.contains("\"usage\"")
             && let Ok(v) = serde_json::from_str::<Value>(&event.data)
             && v.get("usage").is_some_and(Value::is_object)
         {
