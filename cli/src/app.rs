@@ -7,7 +7,7 @@ use clap::{Parser, Subcommand};
 
 use crate::output::{CliError, Exit};
 use crate::session::GlobalArgs;
-use crate::{auth, diag, gateway, init, managed, policy, secrets, server};
+use crate::{auth, diag, gateway, init, managed, policy, secrets, server, spend};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +56,11 @@ pub enum Command {
         #[command(subcommand)]
         command: secrets::ConfigVarCommand,
     },
+    /// What tokens cost: the price table decision events and budgets use
+    Spend {
+        #[command(subcommand)]
+        command: spend::SpendCommand,
+    },
     /// The CLI's effective settings
     Config {
         #[command(subcommand)]
@@ -84,6 +89,7 @@ pub fn main() -> ExitCode {
         Command::Auth { command } => auth::run(command, &cli.global),
         Command::Secret { command } => secrets::secret(command, &cli.global),
         Command::Config { command } => diag::config(command, &cli.global),
+        Command::Spend { command } => spend::run(command),
         Command::Doctor(args) => diag::doctor(args, &cli.global),
         Command::ConfigVar { command } => secrets::config_var(command, &cli.global),
         Command::Proxy { command } => {
@@ -193,6 +199,19 @@ mod tests {
             .is_ok()
         );
         assert!(parse(&["proxy", "run"]).is_ok());
+        assert!(
+            parse(&[
+                "spend",
+                "pricing",
+                "list",
+                "--json",
+                "--model",
+                "gpt",
+                "--policy-config",
+                "a.yaml"
+            ])
+            .is_ok()
+        );
         assert!(parse(&["gateway", "run", "--fail-mode", "maybe"]).is_err());
     }
 

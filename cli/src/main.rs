@@ -14,6 +14,7 @@ mod secrets;
 mod server;
 mod service;
 mod session;
+mod spend;
 mod templates;
 
 /// mimalloc: the gateway's request path allocates and frees many small buffers across

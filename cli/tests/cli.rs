@@ -919,3 +919,37 @@ fn a_reader_that_goes_away_ends_kt_quietly() {
         "ends as a program stopped by SIGPIPE does"
     );
 }
+
+#[test]
+fn spend_pricing_list_shows_shipped_and_configured_prices() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let o = kt(
+        dir.path(),
+        &["spend", "pricing", "list", "--model", "gpt-4o-mini", "--json"],
+    );
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: Value = serde_json::from_str(&stdout(&o)).expect("json");
+    assert_eq!(v["models"][0]["model"], "gpt-4o-mini");
+    assert_eq!(v["models"][0]["input"], 0.15);
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        "pack: {name: p, version: 1.0.0, enabled: true}\npolicies: {chain: []}\npricing: {defaults: false, models: {local: {input_cost_per_1k_tokens: 0.001, output_cost_per_1k_tokens: 0.002}}}\n",
+    )
+    .expect("write");
+    let o = kt(dir.path(), &["spend", "pricing", "list", "--policy-config", "p.yaml"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("local") && !text.contains("gpt-4o"), "{text}");
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "pricing: {models: {x: {input_cost_per_1k_tokens: -1}}}\n",
+    )
+    .expect("write");
+    let o = kt(dir.path(), &["spend", "pricing", "list", "--policy-config", "bad.yaml"]);
+    assert_eq!(code(&o), 2);
+    assert!(
+        stderr(&o).contains("E013") || stdout(&o).contains("E013"),
+        "{}",
+        stderr(&o)
+    );
+}
