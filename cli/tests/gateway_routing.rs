@@ -1864,3 +1864,22 @@ fn stream_usage_written_with_spaces_counts() {
     let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(stream.as_bytes())).expect("answer");
     assert_eq!(r.status, 429, "{}", r.text());
 }
+
+#[test]
+fn applying_a_configuration_keeps_what_budgets_and_limits_counted() {
+    let provider = MockProvider::start(openai_echo(""));
+    let yaml = budget_yaml(&provider, "{name: daily, limit_usd: 0.2, period: day}", "");
+    let dir = config_dir(&yaml);
+    let gw = GatewayProcess::start(KT, dir.path(), &[]);
+    let statuses = spend(&[&gw], 20);
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    // A new version of the configuration (same budget) is applied: the spending stays.
+    let path = dir.path().join("policy-config.yaml");
+    std::fs::write(&path, yaml.replace("version: 1.0.0", "version: 1.0.1")).expect("write");
+    let r = http(&gw.addr, "POST", "/keeptrusts/config/reload", None).expect("reload");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["changed"], true, "{}", r.text());
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+}

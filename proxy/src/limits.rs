@@ -98,6 +98,14 @@ impl FixedWindow {
         }
     }
 
+    /// `new`, or `old` when both have the same quota: counters carried across a reload.
+    pub fn carried(new: Arc<FixedWindow>, old: Option<&Arc<FixedWindow>>) -> Arc<FixedWindow> {
+        match old {
+            Some(o) if o.max == new.max && o.window == new.window => Arc::clone(o),
+            _ => new,
+        }
+    }
+
     /// Counts one request for `key` at Unix time `now`.
     pub fn hit(&self, key: &str, now: u64, scope: &'static str) -> Verdict {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());

@@ -34,8 +34,7 @@ pub struct Runtime {
     pub external: Option<crate::model_api::ExternalBackend>,
     /// The caller keys, when `caller_auth.mode` is `keys`.
     pub callers: Option<crate::model_api::Callers>,
-    /// The consumer groups, when `consumer_groups` declares any. Their own limits count
-    /// afresh when a configuration is applied.
+    /// The consumer groups, when `consumer_groups` declares any.
     pub groups: Option<crate::model_api::Groups>,
     /// The route rules, when `routes` declares any.
     pub routes: Option<crate::model_api::Routes>,
@@ -43,8 +42,7 @@ pub struct Runtime {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// Token prices, for the cost of each answer.
     pub prices: kt_policy::pricing::PriceTable,
-    /// The spending ceilings, when `budgets` sets any. Without `shared_state` their counts
-    /// restart when a configuration is applied.
+    /// The spending ceilings, when `budgets` sets any.
     pub budgets: Option<crate::model_api::budget::Budgets>,
 }
 
@@ -100,6 +98,20 @@ impl Runtime {
             prices,
             budgets,
         })
+    }
+
+    /// Takes over `old`'s in-memory counts (caller keys, consumer groups, budgets) where
+    /// the quotas are the same, so applying a configuration does not reset them.
+    pub fn carry_counters(&mut self, old: &Runtime) {
+        if let (Some(new), Some(old)) = (self.callers.as_mut(), old.callers.as_ref()) {
+            new.carry(old);
+        }
+        if let (Some(new), Some(old)) = (self.groups.as_mut(), old.groups.as_ref()) {
+            new.carry(old);
+        }
+        if let (Some(new), Some(old)) = (self.budgets.as_ref(), old.budgets.as_ref()) {
+            new.carry(old);
+        }
     }
 
     /// The metrics label of a requested model: the configured name it equals, else
@@ -165,7 +177,7 @@ impl PolicySource {
             Ok(p) => {
                 let digest = p.digest().to_owned();
                 let store = self.store.as_ref().map(ArcSwap::load_full);
-                let rt = match Runtime::new(p, self.override_upstream.as_ref(), &self.registry, store.as_deref()) {
+                let mut rt = match Runtime::new(p, self.override_upstream.as_ref(), &self.registry, store.as_deref()) {
                     Ok(rt) => rt,
                     Err(e) => {
                         return ReloadOutcome::Rejected(vec![Diagnostic::error(
@@ -180,6 +192,7 @@ impl PolicySource {
                 let current = self.current.load();
                 let changed = digest != current.policy.digest() || !rt.router.same_credentials(&current.router);
                 if changed {
+                    rt.carry_counters(&current);
                     self.cache.configure(rt.policy.config());
                     self.current.store(Arc::new(rt));
                 }

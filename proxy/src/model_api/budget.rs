@@ -58,6 +58,14 @@ impl Budgets {
         })
     }
 
+    /// Keeps what `old` counted (budgets are named, and a count of a budget that is gone
+    /// is never read). Reservations still open on `old` settle there, so they stay
+    /// counted here in full.
+    pub fn carry(&self, old: &Budgets) {
+        let before = old.spent.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        self.spent.lock().unwrap_or_else(|p| p.into_inner()).extend(before);
+    }
+
     /// The budgets a request of this caller key and group counts against at `now`.
     fn slots(&self, caller: Option<&str>, group: Option<&str>, now: u64) -> Vec<Slot> {
         let mut out = Vec::new();

@@ -24,7 +24,7 @@ pub struct CallerKey {
     pub id: String,
     /// Models this key may ask for; `None`: every model.
     pub allowed_models: Option<Vec<String>>,
-    /// The key's own request limit. Its counts restart when a configuration is applied.
+    /// The key's own request limit (its counts carry over a reload with the same limit).
     limit: Option<Arc<FixedWindow>>,
 }
 
@@ -72,6 +72,16 @@ impl Callers {
             });
         }
         Ok(Some(callers))
+    }
+
+    /// Keeps the request counts of keys that `old` had with the same id and limit.
+    pub fn carry(&mut self, old: &Callers) {
+        for k in &mut self.keys {
+            let before = old.keys.iter().find(|o| o.id == k.id).and_then(|o| o.limit.as_ref());
+            if let Some(w) = k.limit.take() {
+                k.limit = Some(FixedWindow::carried(w, before));
+            }
+        }
     }
 
     /// The key `session` presents.

@@ -77,6 +77,22 @@ impl Groups {
     pub fn iter(&self) -> impl Iterator<Item = &Group> {
         self.groups.iter()
     }
+
+    /// Keeps the counts of groups that `old` had with the same name and quotas.
+    pub fn carry(&mut self, old: &Groups) {
+        for g in &mut self.groups {
+            let Some(before) = old.groups.iter().find(|o| o.name == g.name) else {
+                continue;
+            };
+            if let Some(w) = g.requests.take() {
+                g.requests = Some(FixedWindow::carried(w, before.requests.as_ref()));
+            }
+            for (w, scope) in &mut g.tokens {
+                let prior = before.tokens.iter().find(|(_, s)| s == scope).map(|(w, _)| w);
+                *w = FixedWindow::carried(Arc::clone(w), prior);
+            }
+        }
+    }
 }
 
 impl Group {
@@ -289,6 +305,30 @@ mod tests {
         assert!(!run(now)[0].allowed);
         // A new minute starts afresh.
         assert!(run(now + 60).iter().all(|v| v.allowed));
+    }
+
+    #[test]
+    fn counts_carry_over_to_a_group_with_the_same_quota_only() {
+        let yaml = |rpm: u32| {
+            format!(
+                "consumer_groups: [{{name: a, match: {{gateway_key_ids: [k]}}, rate_limits: {{requests_per_minute: {rpm}}}}}]\n"
+            )
+        };
+        let old = groups(&yaml(2));
+        let mut checks = Vec::new();
+        old.iter().next().expect("a").checks(&mut checks);
+        assert!(checks[0].local(60).allowed && checks[0].local(60).allowed);
+        let counted = |g: &Groups| {
+            let mut c = Vec::new();
+            g.iter().next().expect("a").checks(&mut c);
+            c[0].window.peek("a", 60, "t").remaining
+        };
+        let mut same = groups(&yaml(2));
+        same.carry(&old);
+        assert_eq!(counted(&same), 0, "the two requests are still counted");
+        let mut other = groups(&yaml(5));
+        other.carry(&old);
+        assert_eq!(counted(&other), 5, "a new quota starts afresh");
     }
 
     #[test]
