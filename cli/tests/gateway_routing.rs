@@ -1883,3 +1883,69 @@ fn applying_a_configuration_keeps_what_budgets_and_limits_counted() {
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "budget_exceeded");
 }
+
+#[test]
+fn a_reservation_is_kept_when_a_provider_may_have_billed_and_given_back_when_none_could() {
+    let good = MockProvider::start(openai_echo(""));
+    let slow = MockProvider::start(|_| Reply::Delay(Duration::from_secs(3), Box::new(Reply::json(200, json!({})))));
+    // One reservation (about $0.094) fits in $0.15, two do not.
+    let yaml = format!(
+        "{}pricing:\n  models:\n    m-priced: {{input_cost_per_1k_tokens: 1.0, output_cost_per_1k_tokens: 2.0}}\nbudgets:\n  reserve_output_tokens: 10\n  limits:\n    - {{name: small, limit_usd: 0.15, period: day}}\nmodel_groups:\n  - {{name: priced, targets: [a]}}\n  - {{name: slow, targets: [s]}}\n  - {{name: dead, targets: [d]}}\nproviders:\n  targets:\n{}{}{}",
+        head(""),
+        target("a", &good.url, Some("m-priced"), ""),
+        target("s", &slow.url, Some("m-priced"), ", timeout_ms: 200"),
+        target("d", "http://127.0.0.1:1/v1", Some("m-priced"), ""),
+    );
+    // Nothing could connect: the reservation comes back and the next request fits.
+    let (_d1, gw) = start(&yaml);
+    let r = chat(&gw.addr, "dead", "hello");
+    assert_eq!(r.status, 502, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    assert_eq!(chat(&gw.addr, "priced", "hello").status, 200);
+    // The provider went silent: it may be generating (and billing), so the reservation
+    // stays and the next request no longer fits.
+    let (_d2, gw) = start(&yaml);
+    let r = chat(&gw.addr, "slow", "hello");
+    assert_eq!(r.status, 504, "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+}
+
+#[test]
+fn a_stream_cut_short_keeps_its_reservation() {
+    // Text, an early usage report, then the connection drops before the stream ends.
+    let cut = MockProvider::start(|_| {
+        let mut events: Vec<(Option<String>, String)> = chat_chunks("partial", 3, false)
+            .into_iter()
+            .map(|d| (None, d))
+            .collect();
+        events.pop(); // no [DONE]
+        events.pop(); // no finish chunk
+        events.push((
+            None,
+            json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [],
+                   "usage": {"prompt_tokens": 1, "completion_tokens": 1}})
+            .to_string(),
+        ));
+        Reply::SseThenReset { events }
+    });
+    let good = MockProvider::start(openai_echo(""));
+    let yaml = format!(
+        "{}pricing:\n  models:\n    m-priced: {{input_cost_per_1k_tokens: 1.0, output_cost_per_1k_tokens: 2.0}}\nbudgets:\n  reserve_output_tokens: 10\n  limits:\n    - {{name: small, limit_usd: 0.15, period: day}}\nmodel_groups:\n  - {{name: priced, targets: [a]}}\n  - {{name: cut, targets: [c]}}\nproviders:\n  targets:\n{}{}",
+        head(""),
+        target("a", &good.url, Some("m-priced"), ""),
+        target("c", &cut.url, Some("m-priced"), ""),
+    );
+    let (_d, gw) = start(&yaml);
+    let stream =
+        json!({"model": "cut", "stream": true, "messages": [{"role": "user", "content": "hello"}]}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(stream.as_bytes())).expect("answer");
+    assert!(r.text().contains("upstream_stream"), "{}", r.text());
+    std::thread::sleep(Duration::from_millis(100));
+    // The cut stream's reservation (about $0.10) stays: the next one (about $0.09) no
+    // longer fits in $0.15.
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 429, "{}", r.text());
+}

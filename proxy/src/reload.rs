@@ -109,7 +109,7 @@ impl Runtime {
         if let (Some(new), Some(old)) = (self.groups.as_mut(), old.groups.as_ref()) {
             new.carry(old);
         }
-        if let (Some(new), Some(old)) = (self.budgets.as_ref(), old.budgets.as_ref()) {
+        if let (Some(new), Some(old)) = (self.budgets.as_mut(), old.budgets.as_ref()) {
             new.carry(old);
         }
     }

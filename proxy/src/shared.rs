@@ -154,6 +154,11 @@ impl Shared {
         })
     }
 
+    /// The fail mode `fail_modes` sets for `scope`, if any.
+    pub fn fail_mode_set(&self, scope: &str) -> Option<SharedFailMode> {
+        self.fail_modes.get(scope).copied()
+    }
+
     /// The fail mode of the limit named `scope`.
     pub fn fail_mode(&self, scope: &str) -> SharedFailMode {
         self.fail_modes.get(scope).copied().unwrap_or(self.fail_mode)

@@ -78,6 +78,7 @@ pub(crate) async fn whole(
     let input = std::mem::take(&mut a.decision);
     let (decision, usage, bytes) = check(gw, ctx, p.client, &a, input, answer)?;
     p.usage = usage;
+    p.usage_final = true;
     let overhead = ctx.started.elapsed().saturating_sub(p.upstream_time);
     ctx.overhead = Some(overhead.as_secs_f64());
     if decision.verdict.is_terminal() {

@@ -31,9 +31,13 @@ const NANO: f64 = 1e9;
 pub struct Budgets {
     reserve_output: u64,
     rules: Vec<BudgetRule>,
-    /// counter → (period index, nano-dollars spent or reserved)
-    spent: Mutex<HashMap<String, (u64, u64)>>,
+    /// counter → (period index, nano-dollars spent or reserved); shared with the runtime
+    /// a reload replaces, so requests still on it count here too.
+    spent: Arc<Mutex<HashMap<String, (u64, u64)>>>,
 }
+
+/// The largest amount reserved or settled at once (well inside Redis's signed counters).
+const MAX_AMOUNT: u64 = 1 << 60;
 
 /// One budget a request counts against, in the current period.
 #[derive(Debug, Clone)]
@@ -54,16 +58,14 @@ impl Budgets {
         Some(Budgets {
             reserve_output: b.reserve_output_tokens,
             rules: b.limits.clone(),
-            spent: Mutex::new(HashMap::new()),
+            spent: Arc::default(),
         })
     }
 
-    /// Keeps what `old` counted (budgets are named, and a count of a budget that is gone
-    /// is never read). Reservations still open on `old` settle there, so they stay
-    /// counted here in full.
-    pub fn carry(&self, old: &Budgets) {
-        let before = old.spent.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        self.spent.lock().unwrap_or_else(|p| p.into_inner()).extend(before);
+    /// Shares `old`'s counts (budgets are named, and a count of a budget that is gone is
+    /// never read): requests still running on `old` reserve and settle on the same counts.
+    pub fn carry(&mut self, old: &Budgets) {
+        self.spent = Arc::clone(&old.spent);
     }
 
     /// The budgets a request of this caller key and group counts against at `now`.
@@ -174,9 +176,11 @@ pub(crate) struct Reservation {
     rt: Arc<Runtime>,
     slots: Vec<Slot>,
     amount: u64,
-    /// Set once the request is sent upstream.
+    /// Set once a provider may have billed the request.
     pub dispatched: bool,
     settled: bool,
+    /// Whether the reservation was made in Redis (settled there) or in this process.
+    in_redis: bool,
     /// Soft budgets this request went over.
     pub over_soft: Vec<String>,
 }
@@ -186,9 +190,9 @@ impl Reservation {
     pub(crate) fn settle(mut self, cost: Option<f64>) {
         self.settled = true;
         if let Some(cost) = cost {
-            let actual = (cost.max(0.0) * NANO).ceil() as u64;
-            let delta = actual as i64 - self.amount as i64;
-            adjust(&self.rt, self.slots.clone(), delta);
+            let actual = ((cost.max(0.0) * NANO).ceil() as u64).min(MAX_AMOUNT);
+            let delta = signed(actual) - signed(self.amount);
+            adjust(&self.rt, self.slots.clone(), delta, self.in_redis);
         }
     }
 }
@@ -196,17 +200,27 @@ impl Reservation {
 impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.settled && !self.dispatched {
-            adjust(&self.rt, std::mem::take(&mut self.slots), -(self.amount as i64));
+            adjust(
+                &self.rt,
+                std::mem::take(&mut self.slots),
+                -signed(self.amount),
+                self.in_redis,
+            );
         }
     }
 }
 
-/// Adds `delta` to the slots, in memory or in Redis (off the request's path).
-fn adjust(rt: &Arc<Runtime>, slots: Vec<Slot>, delta: i64) {
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Adds `delta` to the slots where the reservation was made: in this process, or in Redis
+/// (off the request's path).
+fn adjust(rt: &Arc<Runtime>, slots: Vec<Slot>, delta: i64, in_redis: bool) {
     let (Some(b), false) = (rt.budgets.as_ref(), delta == 0 || slots.is_empty()) else {
         return;
     };
-    match rt.shared.clone() {
+    match rt.shared.clone().filter(|_| in_redis) {
         None => b.adjust_local(&slots, delta),
         Some(shared) => {
             tokio::spawn(async move { shared.adjust_budgets(&slots, delta).await });
@@ -255,12 +269,18 @@ pub(crate) async fn reserve(
         reasoning: 0.0,
     });
     let cost = (body_bytes as f64 * price.input + output as f64 * price.output) / 1000.0;
-    let amount = (cost * NANO).ceil() as u64;
+    let amount = ((cost * NANO).ceil() as u64).min(MAX_AMOUNT);
+    let mut in_redis = false;
     let reserved = match rt.shared.as_deref() {
         None => budgets.reserve_local(&slots, amount),
         Some(shared) => match shared.reserve_budgets(&slots, amount).await {
-            Some(r) => r,
-            None => match shared.fail_mode("budgets") {
+            Some(r) => {
+                in_redis = true;
+                r
+            }
+            // Budgets are closed while Redis is away unless `fail_modes.budgets` says
+            // otherwise: each replica's own count would let N replicas spend N times.
+            None => match shared.fail_mode_set("budgets").unwrap_or(SharedFailMode::Closed) {
                 SharedFailMode::Local => budgets.reserve_local(&slots, amount),
                 SharedFailMode::Open => Ok(Vec::new()),
                 SharedFailMode::Closed => return Err(RequestError::LimitsUnavailable),
@@ -274,31 +294,50 @@ pub(crate) async fn reserve(
         amount,
         dispatched: false,
         settled: false,
+        in_redis,
         over_soft,
     };
     Ok(Some((reservation, changed)))
 }
 
-/// The request's output-token maximum; when it names none, `default` is set as its
-/// maximum (true: the request changed).
+/// The most output tokens the request can produce, and whether it was changed to hold
+/// to that: every output-maximum field it carries is set to the one reserved (so whichever
+/// the target reads holds, a null, fractional or text one included), the client API's own
+/// field is set when absent (to `default` when the request names no valid maximum), and a
+/// choice count `n` is made a whole number from 1 to 128 and multiplies the maximum.
 fn output_maximum(request: &mut Value, client: ClientApi, default: u64) -> (u64, bool) {
-    let field = match client {
+    const FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
+    let own = match client {
         ClientApi::Embeddings => return (0, false),
         ClientApi::Responses => "max_output_tokens",
         ClientApi::OpenAiChat | ClientApi::AnthropicMessages => "max_tokens",
     };
-    let named = ["max_completion_tokens", "max_tokens", "max_output_tokens"]
+    let max = FIELDS
         .iter()
         .filter_map(|k| request.get(*k).and_then(Value::as_u64))
-        .max();
-    match named {
-        Some(n) => (n, false),
-        None => {
-            request[field] = json!(default);
-            (default, true)
+        .max()
+        .unwrap_or(default)
+        .min(MAX_OUTPUT);
+    let mut changed = false;
+    for field in FIELDS {
+        if (field == own || request.get(field).is_some()) && request.get(field).and_then(Value::as_u64) != Some(max) {
+            request[field] = json!(max);
+            changed = true;
         }
     }
+    let mut choices = 1;
+    if let Some(n) = request.get("n") {
+        choices = n.as_u64().filter(|n| (1..=128).contains(n)).unwrap_or(1);
+        if n.as_u64() != Some(choices) {
+            request["n"] = json!(choices);
+            changed = true;
+        }
+    }
+    (max * choices, changed)
 }
+
+/// The largest output maximum a budgeted request keeps (larger ones are lowered to it).
+const MAX_OUTPUT: u64 = 10_000_000;
 
 impl Slot {
     /// The Redis key of this slot's counter.
@@ -362,7 +401,7 @@ mod tests {
                     BudgetMode::Soft,
                 ),
             ],
-            spent: Mutex::new(HashMap::new()),
+            spent: Arc::default(),
         };
         let now = 86_400 * 10;
         let a = b.slots(Some("team-a"), None, now);
@@ -394,8 +433,29 @@ mod tests {
         let mut chat = json!({"model": "m", "messages": []});
         assert_eq!(output_maximum(&mut chat, ClientApi::OpenAiChat, 64), (64, true));
         assert_eq!(chat["max_tokens"], 64);
-        let mut named = json!({"max_completion_tokens": 9});
+        let mut named = json!({"max_tokens": 9});
         assert_eq!(output_maximum(&mut named, ClientApi::OpenAiChat, 64), (9, false));
+        // Every maximum field holds the reserved one, whichever the target reads.
+        let mut both = json!({"max_tokens": 1, "max_completion_tokens": null});
+        assert_eq!(output_maximum(&mut both, ClientApi::OpenAiChat, 64), (1, true));
+        assert_eq!(
+            (both["max_tokens"].clone(), both["max_completion_tokens"].clone()),
+            (json!(1), json!(1))
+        );
+        let mut other = json!({"max_output_tokens": 5});
+        assert_eq!(output_maximum(&mut other, ClientApi::AnthropicMessages, 64), (5, true));
+        assert_eq!(
+            (other["max_tokens"].clone(), other["max_output_tokens"].clone()),
+            (json!(5), json!(5))
+        );
+        // n choices multiply the output; an odd n is made whole and bounded.
+        let mut many = json!({"max_tokens": 10, "n": 4});
+        assert_eq!(output_maximum(&mut many, ClientApi::OpenAiChat, 64), (40, false));
+        let mut odd = json!({"max_tokens": 10, "n": 4.0});
+        assert_eq!(output_maximum(&mut odd, ClientApi::OpenAiChat, 64), (10, true));
+        assert_eq!(odd["n"], 1);
+        let mut huge = json!({"max_tokens": 1_000_000_000_000u64});
+        assert_eq!(output_maximum(&mut huge, ClientApi::OpenAiChat, 64).0, MAX_OUTPUT);
         let mut responses = json!({"input": "x"});
         assert_eq!(output_maximum(&mut responses, ClientApi::Responses, 64), (64, true));
         assert_eq!(responses["max_output_tokens"], 64);

@@ -60,6 +60,11 @@ pub(crate) struct Progress<'a> {
     pub slot: Option<tokio::sync::OwnedSemaphorePermit>,
     /// The usage the provider reported, once seen (whatever the request's outcome).
     pub usage: Option<Usage>,
+    /// Whether `usage` is the whole answer's (a stream cut short reports only part).
+    pub usage_final: bool,
+    /// Whether a provider may have billed for this request (an attempt was answered other
+    /// than with a refusal, or timed out).
+    pub billable: bool,
     /// What the answer is charged to once the request ends, set once a provider accepted it.
     pub accounts: Option<Accounts>,
 }
@@ -102,6 +107,8 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         upstream_time: Duration::ZERO,
         slot: None,
         usage: None,
+        usage_final: false,
+        billable: false,
         accounts: None,
     };
     let result = run(gw, session, ctx, &mut progress).await;
@@ -181,16 +188,18 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         .filter(|_| caller.is_none())
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
-    let (target, exchange) = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth.as_deref()).await?;
+    let attempted = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth.as_deref()).await;
+    // A reservation is given back only when no provider can have billed the request.
+    if let Some(r) = reservation.as_mut() {
+        r.dispatched = p.billable;
+    }
+    let (target, exchange) = attempted?;
     p.target = Some(target.id.clone());
     if let Some(ev) = ctx.event.as_mut() {
         ev.target = Some(target.id.clone());
     }
-    // The provider accepted the request: from here on it may bill for it, and whatever
-    // usage it reports is charged, however the request ends.
-    if let Some(r) = reservation.as_mut() {
-        r.dispatched = true;
-    }
+    // The provider accepted the request: whatever usage it reports is charged, however
+    // the request ends.
     p.accounts = Some(Accounts {
         rt: Arc::clone(&rt),
         charges: admitted.charges,
@@ -207,7 +216,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     if req.stream {
         let h = answer_headers(ctx, p, &answered.decision);
         let client = p.client;
-        stream::relay_for(gw, session, &answered, client, exchange, h, &mut p.usage).await?;
+        p.usage_final = stream::relay_for(gw, session, &answered, client, exchange, h, &mut p.usage).await?;
     } else {
         answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?;
     }
@@ -221,8 +230,10 @@ fn settle(ctx: &mut Ctx, p: &mut Progress<'_>) {
     let usage = p.usage;
     admit::charge(&a.rt, a.charges, usage.map_or(0, |u| u.total()));
     let cost = usage.zip(a.model.as_deref()).and_then(|(u, m)| a.rt.prices.cost(m, &u));
+    // A budget settles only to a whole answer's usage: a stream cut short keeps its
+    // reservation (the provider may go on generating, and billing, after it).
     if let Some(r) = a.reservation {
-        r.settle(usage.map(|_| cost.unwrap_or(0.0)));
+        r.settle(usage.filter(|_| p.usage_final).map(|_| cost.unwrap_or(0.0)));
     }
     if let Some(ev) = ctx.event.as_mut() {
         ev.usage = usage;

@@ -28,9 +28,10 @@ use crate::upstream::{Exchange, UpstreamError};
 const NOT_JSON: &str =
     "the upstream sent a stream event whose data is not JSON; the stream ends here rather than pass it on unchecked";
 
-/// Relays a streamed answer in the client's API. `seen` gets the usage the stream
-/// reported, also when the relay ends early (the client left, the upstream failed, a
-/// policy blocked): tokens the provider produced are counted whatever the outcome.
+/// Relays a streamed answer in the client's API; whether the stream ran to its end.
+/// `seen` gets the usage the stream reported, also when the relay ends early (the client
+/// left, the upstream failed, a policy blocked): tokens the provider produced are counted
+/// whatever the outcome.
 pub(crate) async fn relay_for(
     gw: &crate::gateway::Gateway,
     session: &mut Session,
@@ -39,7 +40,7 @@ pub(crate) async fn relay_for(
     exchange: Exchange<'_>,
     h: respond::Headers,
     seen: &mut Option<kt_policy::usage::Usage>,
-) -> Result<()> {
+) -> Result<bool> {
     use crate::gateway::ClientApi;
     let anthropic = a.target.upstream.format == crate::upstream::WireFormat::Anthropic;
     let (policy, request, headers, opts) = (a.policy, &a.req.request, a.headers, gw.opts());
@@ -79,7 +80,7 @@ pub(crate) async fn relay_for(
             *seen = kt_policy::usage::Usage::from_value(&usage);
             done
         }
-        ClientApi::Embeddings => Ok(()),
+        ClientApi::Embeddings => Ok(true),
     }
 }
 
@@ -234,7 +235,7 @@ pub async fn relay(
     mut translator: Option<AnthropicToOpenAiStream>,
     extra: respond::Headers,
     usage: &mut Option<Value>,
-) -> Result<()> {
+) -> Result<bool> {
     stream_header(session, &extra).await?;
     // Without output policies or translation, events pass through as they are; only a
     // usage chunk is looked at (captured, and dropped unless the client asked for it).
@@ -262,14 +263,14 @@ pub async fn relay(
             Ok(None) => break,
             Err(e) => {
                 let body = respond::error("upstream_error", "upstream_stream_failed", e.to_string());
-                return fail(session, &mut out, body).await;
+                return fail(session, &mut out, body).await.map(|()| false);
             }
         };
         let events = match parser.push(&chunk) {
             Ok(ev) => ev,
             Err(e) => {
                 let body = respond::error("upstream_error", "invalid_upstream_stream", e.to_string());
-                return fail(session, &mut out, body).await;
+                return fail(session, &mut out, body).await.map(|()| false);
             }
         };
         let events = match translator.as_mut() {
@@ -278,7 +279,7 @@ pub async fn relay(
                 Ok(ev) => ev,
                 Err(msg) => {
                     let body = respond::error("upstream_error", "upstream_stream_failed", msg);
-                    return fail(session, &mut out, body).await;
+                    return fail(session, &mut out, body).await.map(|()| false);
                 }
             },
         };
@@ -290,7 +291,7 @@ pub async fn relay(
                 st.event(event, &mut out)
             };
             if let Err(body) = step {
-                return fail(session, &mut out, body).await;
+                return fail(session, &mut out, body).await.map(|()| false);
             }
         }
     }
@@ -300,11 +301,11 @@ pub async fn relay(
             "upstream_stream_ended",
             "the upstream ended the stream early",
         );
-        return fail(session, &mut out, body).await;
+        return fail(session, &mut out, body).await.map(|()| false);
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.body(Bytes::new(), true).await
+    session.body(Bytes::new(), true).await.map(|()| true)
 }
 
 impl ChatRelay<'_> {
@@ -922,7 +923,7 @@ pub async fn relay_native(
     mut translator: Option<OpenAiToAnthropicStream>,
     extra: respond::Headers,
     usage: &mut Value,
-) -> Result<()> {
+) -> Result<bool> {
     stream_header(session, &extra).await?;
     let mut st = NativeRelay {
         format,
@@ -956,18 +957,22 @@ pub async fn relay_native(
         match step {
             Ok(()) => {}
             Err(NativeStop::Upstream(code, msg)) => {
-                return fail_native(session, &mut out, format, code, msg, None).await;
+                return fail_native(session, &mut out, format, code, msg, None)
+                    .await
+                    .map(|()| false);
             }
-            Err(NativeStop::Blocked(d)) => return blocked_native(session, &mut out, format, &d).await,
+            Err(NativeStop::Blocked(d)) => return blocked_native(session, &mut out, format, &d).await.map(|()| false),
         }
     }
     if !st.done {
         let msg = "the upstream ended the stream early".to_owned();
-        return fail_native(session, &mut out, format, "upstream_stream_ended", msg, None).await;
+        return fail_native(session, &mut out, format, "upstream_stream_ended", msg, None)
+            .await
+            .map(|()| false);
     }
     flush(session, &mut out).await?;
     exchange.release();
-    session.body(Bytes::new(), true).await
+    session.body(Bytes::new(), true).await.map(|()| true)
 }
 
 /// Chat chunks → Anthropic Messages events (a `[DONE]` finishes the message).
