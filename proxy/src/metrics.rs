@@ -166,6 +166,45 @@ fn histogram_opts(name: &str, help: &str) -> HistogramOpts {
     HistogramOpts::new(name, help).buckets(BUCKETS.to_vec())
 }
 
+/// Per-target fallbacks, circuit states and upstream attempts.
+fn target_metrics(r: &Registry) -> (IntCounterVec, IntGaugeVec, IntCounterVec) {
+    let fallbacks = counter_vec(
+        r,
+        "keeptrusts_gateway_fallbacks_total",
+        "Attempts that failed over from a target to the next.",
+        &["target"],
+    );
+    let circuit = gauge_vec(
+        r,
+        "keeptrusts_gateway_circuit_state",
+        "Circuit state per target: 0 closed, 1 open, 2 half-open.",
+        &["target"],
+    );
+    let upstream = counter_vec(
+        r,
+        "keeptrusts_gateway_upstream_requests_total",
+        "Upstream attempts per target, and failures.",
+        &["target", "outcome"],
+    );
+    (fallbacks, circuit, upstream)
+}
+
+/// The response cache's hits, misses and entries.
+fn cache_metrics(r: &Registry) -> (IntCounter, IntCounter, IntGauge) {
+    let hits = counter(
+        r,
+        "keeptrusts_gateway_cache_hits_total",
+        "Answers served from the response cache.",
+    );
+    let misses = counter(
+        r,
+        "keeptrusts_gateway_cache_misses_total",
+        "Cacheable requests not found in the cache.",
+    );
+    let entries = int_gauge(r, "keeptrusts_gateway_cache_entries", "Entries in the response cache.");
+    (hits, misses, entries)
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let r = Registry::new();
@@ -195,6 +234,18 @@ impl Default for Metrics {
         let callers = PerTenant::new(&r, "caller", "key", "caller key id (caller_auth; `none`: no valid key)");
         let groups = PerTenant::new(&r, "consumer_group", "group", "consumer group (`none`: no group)");
         let uptime = int_gauge(&r, "keeptrusts_gateway_uptime_seconds", "Seconds since start.");
+        let (fallbacks, circuit, upstream) = target_metrics(&r);
+        let (cache_hits, cache_misses, cache_entries) = cache_metrics(&r);
+        let events_written = counter(
+            &r,
+            "keeptrusts_gateway_events_written_total",
+            "Decision events written.",
+        );
+        let events_dropped = counter(
+            &r,
+            "keeptrusts_gateway_events_dropped_total",
+            "Decision events dropped because the queue was full.",
+        );
         Metrics {
             started: Instant::now(),
             requests: counter_vec(
@@ -224,48 +275,17 @@ impl Default for Metrics {
                 &["model"],
             ),
             rate_limited,
-            fallbacks: counter_vec(
-                &r,
-                "keeptrusts_gateway_fallbacks_total",
-                "Attempts that failed over from a target to the next.",
-                &["target"],
-            ),
-            circuit: gauge_vec(
-                &r,
-                "keeptrusts_gateway_circuit_state",
-                "Circuit state per target: 0 closed, 1 open, 2 half-open.",
-                &["target"],
-            ),
-            upstream: counter_vec(
-                &r,
-                "keeptrusts_gateway_upstream_requests_total",
-                "Upstream attempts per target, and failures.",
-                &["target", "outcome"],
-            ),
+            fallbacks,
+            circuit,
+            upstream,
             external,
             callers,
             groups,
-            cache_hits: counter(
-                &r,
-                "keeptrusts_gateway_cache_hits_total",
-                "Answers served from the response cache.",
-            ),
-            cache_misses: counter(
-                &r,
-                "keeptrusts_gateway_cache_misses_total",
-                "Cacheable requests not found in the cache.",
-            ),
-            cache_entries: int_gauge(&r, "keeptrusts_gateway_cache_entries", "Entries in the response cache."),
-            events_written: counter(
-                &r,
-                "keeptrusts_gateway_events_written_total",
-                "Decision events written.",
-            ),
-            events_dropped: counter(
-                &r,
-                "keeptrusts_gateway_events_dropped_total",
-                "Decision events dropped because the queue was full.",
-            ),
+            cache_hits,
+            cache_misses,
+            cache_entries,
+            events_written,
+            events_dropped,
             uptime,
             registry: r,
             processed: AtomicU64::new(0),

@@ -128,16 +128,28 @@ impl CallerKey {
 
     /// Refuses a model this key may not use (`model` as the client sent it).
     pub(crate) fn allows(&self, model: Option<&str>) -> Result<(), RequestError> {
-        let Some(list) = &self.allowed_models else {
-            return Ok(());
-        };
-        match model {
-            Some(m) if list.iter().any(|a| a == m) => Ok(()),
-            _ => Err(RequestError::ModelNotAllowedFor(format!(
-                "model '{}' is not in the allowed_models of caller key '{}'",
-                model.unwrap_or("(none)"),
-                self.id
-            ))),
-        }
+        allowlist(self.allowed_models.as_deref(), model, || {
+            format!("caller key '{}'", self.id)
+        })
+    }
+}
+
+/// Refuses a model missing from `list` (`None`: every model is allowed); `whose` names the
+/// list's owner in the refusal.
+pub(crate) fn allowlist(
+    list: Option<&[String]>,
+    model: Option<&str>,
+    whose: impl Fn() -> String,
+) -> Result<(), RequestError> {
+    let Some(list) = list else {
+        return Ok(());
+    };
+    match model {
+        Some(m) if list.iter().any(|a| a == m) => Ok(()),
+        _ => Err(RequestError::ModelNotAllowedFor(format!(
+            "model '{}' is not in the allowed_models of {}",
+            model.unwrap_or("(none)"),
+            whose()
+        ))),
     }
 }

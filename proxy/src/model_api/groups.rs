@@ -159,17 +159,9 @@ impl Group {
 
     /// Refuses a model the group may not use (`model` as the client sent it).
     pub(crate) fn allows(&self, model: Option<&str>) -> Result<(), RequestError> {
-        let Some(list) = &self.allowed_models else {
-            return Ok(());
-        };
-        match model {
-            Some(m) if list.iter().any(|a| a == m) => Ok(()),
-            _ => Err(RequestError::ModelNotAllowedFor(format!(
-                "model '{}' is not in the allowed_models of consumer group '{}'",
-                model.unwrap_or("(none)"),
-                self.name
-            ))),
-        }
+        super::caller::allowlist(self.allowed_models.as_deref(), model, || {
+            format!("consumer group '{}'", self.name)
+        })
     }
 
     /// Whether the group may send requests to target `id`.

@@ -122,62 +122,26 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
 
 async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progress<'_>) -> Result<(), Stop> {
     let rt = Arc::clone(&ctx.rt);
-    let caller = match &rt.callers {
-        Some(callers) => Some(callers.authenticate(session)?),
-        None => None,
+    let t = identify(&rt, session, ctx)?;
+    let policy = t.policy;
+    let who = admit::Who {
+        caller: t.caller,
+        group: t.group,
     };
-    let head = session.req_header();
-    let route = rt.routes.as_ref().and_then(|r| r.resolve(head));
-    let group = rt
-        .groups
-        .as_ref()
-        .and_then(|g| g.resolve(head, caller.map(|c| c.id.as_str())));
-    if let Some(ev) = ctx.event.as_mut() {
-        ev.caller = caller.map(|c| c.id.clone());
-        ev.group = group.map(|g| g.name.clone());
-        ev.route = route.map(|r| r.name.clone());
-    }
-    // The group's chain, else the route's, else the configuration's.
-    let policy = group
-        .and_then(|g| g.policy.as_ref())
-        .or_else(|| route.and_then(|r| r.policy.as_ref()))
-        .unwrap_or(&rt.policy);
-    let who = admit::Who { caller, group };
     let admitted = admit::admit(gw, session, ctx, &rt, policy, &who).await?;
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
-    let model = req.request.get("model").and_then(Value::as_str);
-    if let Some(c) = caller {
-        c.allows(model)?;
-    }
-    if let Some(g) = group {
-        g.allows(model)?;
-    }
+    t.allows(req.request.get("model").and_then(Value::as_str))?;
     let decision = input(gw, ctx, p, &rt, policy, &mut req, &admitted.headers).await?;
-    let candidates = select::candidates(&rt, &req, p.client, &decision, group, route)?;
-    let fill = match select::cache(gw, session, ctx, p, policy, &req, &decision, group).await? {
+    let candidates = select::candidates(&rt, &req, p.client, &decision, t.group, t.route)?;
+    let fill = match select::cache(gw, session, ctx, p, policy, &req, &decision, t.group).await? {
         select::Cache::Answered => return Ok(()),
         select::Cache::Miss(fill) => fill,
     };
-    let caller_id = caller.map(|c| c.id.as_str());
-    let reserved = budget::reserve(
-        &rt,
-        &mut req.request,
-        bytes.len(),
-        p.client,
-        &candidates,
-        caller_id,
-        group,
-    )
-    .await?;
-    let changed = reserved.as_ref().is_some_and(|(_, changed)| *changed);
-    let mut reservation = reserved.map(|(r, _)| r);
-    if let (Some(ev), Some(r)) = (ctx.event.as_mut(), reservation.as_ref()) {
-        ev.budget_warnings = r.over_soft.clone();
-    }
+    let (mut reservation, changed) = reserve(ctx, &rt, &mut req, bytes.len(), p.client, &candidates, &t).await?;
     let allowed = decision.verdict == Verdict::Allow && !changed;
-    let fallback = route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
+    let fallback = t.route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes, fallback);
     p.slot = Some(attempts::slot(gw).await?);
     // A caller key authenticates to the gateway only; it never goes upstream.
@@ -185,7 +149,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         .req_header()
         .headers
         .get("authorization")
-        .filter(|_| caller.is_none())
+        .filter(|_| t.caller.is_none())
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let attempted = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth.as_deref()).await;
@@ -221,6 +185,77 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?;
     }
     Ok(())
+}
+
+/// Who is calling and which rules apply to the request.
+struct Tenancy<'r> {
+    caller: Option<&'r caller::CallerKey>,
+    group: Option<&'r groups::Group>,
+    route: Option<&'r routes::Route>,
+    /// The chain the request runs: its group's, else its route's, else the configuration's.
+    policy: &'r CompiledPolicy,
+}
+
+impl Tenancy<'_> {
+    /// Refuses a model the caller key or the consumer group may not use.
+    fn allows(&self, model: Option<&str>) -> Result<(), RequestError> {
+        if let Some(c) = self.caller {
+            c.allows(model)?;
+        }
+        self.group.map_or(Ok(()), |g| g.allows(model))
+    }
+}
+
+/// The caller key (authenticated first: nothing else is looked at without one), the
+/// consumer group and the route of a request, noted on its event.
+fn identify<'r>(rt: &'r Runtime, session: &Session, ctx: &mut Ctx) -> Result<Tenancy<'r>, RequestError> {
+    let caller = match &rt.callers {
+        Some(callers) => Some(callers.authenticate(session)?),
+        None => None,
+    };
+    let head = session.req_header();
+    let route = rt.routes.as_ref().and_then(|r| r.resolve(head));
+    let group = rt
+        .groups
+        .as_ref()
+        .and_then(|g| g.resolve(head, caller.map(|c| c.id.as_str())));
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.caller = caller.map(|c| c.id.clone());
+        ev.group = group.map(|g| g.name.clone());
+        ev.route = route.map(|r| r.name.clone());
+    }
+    let policy = group
+        .and_then(|g| g.policy.as_ref())
+        .or_else(|| route.and_then(|r| r.policy.as_ref()))
+        .unwrap_or(&rt.policy);
+    Ok(Tenancy {
+        caller,
+        group,
+        route,
+        policy,
+    })
+}
+
+/// The budget reservation of a request, when budgets apply to it, and whether the
+/// request was changed to hold to it.
+async fn reserve(
+    ctx: &mut Ctx,
+    rt: &Arc<Runtime>,
+    req: &mut body::Parsed,
+    body_len: usize,
+    client: ClientApi,
+    candidates: &[Arc<crate::routing::Target>],
+    t: &Tenancy<'_>,
+) -> Result<(Option<budget::Reservation>, bool), RequestError> {
+    let caller = t.caller.map(|c| c.id.as_str());
+    let reserved = budget::reserve(rt, &mut req.request, body_len, client, candidates, caller, t.group).await?;
+    let Some((reservation, changed)) = reserved else {
+        return Ok((None, false));
+    };
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.budget_warnings = reservation.over_soft.clone();
+    }
+    Ok((Some(reservation), changed))
 }
 
 /// Charges the usage of a request a provider accepted, however it ended: its token
