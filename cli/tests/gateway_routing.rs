@@ -1635,6 +1635,14 @@ fn events_in(path: &std::path::Path, n: usize) -> Vec<Value> {
     }
 }
 
+/// A Redis key prefix no other test run shares.
+fn fresh_prefix(tag: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    format!("{tag}-{}-{nanos}", std::process::id())
+}
+
 /// `KT_TEST_REDIS_URL`, or `None` after saying the test is skipped.
 fn test_redis() -> Option<String> {
     let url = std::env::var("KT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
@@ -1648,13 +1656,7 @@ fn test_redis() -> Option<String> {
 fn replicas_on_one_redis_enforce_one_rate_limit() {
     let Some(redis) = test_redis() else { return };
     let provider = MockProvider::start(openai_echo(""));
-    let prefix = format!(
-        "kt-e2e-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
+    let prefix = fresh_prefix("kt-e2e");
     let yaml = format!(
         "{}global_rate_limit: {{max_requests: 5, window_seconds: 86400}}\nshared_state: {{redis_url: '{redis}', key_prefix: '{prefix}'}}\nproviders:\n  targets:\n{}",
         head(""),
@@ -1797,13 +1799,7 @@ fn a_hard_budget_is_reserved_before_dispatch_and_never_overspent() {
 fn replicas_on_one_redis_hold_one_budget() {
     let Some(redis) = test_redis() else { return };
     let provider = MockProvider::start(openai_echo(""));
-    let prefix = format!(
-        "kt-budget-{}-{}",
-        std::process::id(),
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos())
-    );
+    let prefix = fresh_prefix("kt-budget");
     let shared = format!("shared_state: {{redis_url: '{redis}', key_prefix: '{prefix}'}}\n");
     let yaml = budget_yaml(&provider, "{name: fleet, limit_usd: 0.2, period: day}", &shared);
     let (_d1, a) = start(&yaml);

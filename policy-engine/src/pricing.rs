@@ -109,10 +109,13 @@ impl PriceTable {
     /// The price of `model`: its own entry, else that of its name without a provider
     /// prefix, then without a release-date or `-latest` suffix.
     pub fn price(&self, model: &str) -> Option<Price> {
-        let unprefixed = model.rsplit_once('/').map_or(model, |(_, m)| m);
-        [model, unprefixed, undated(unprefixed)]
-            .into_iter()
-            .find_map(|m| self.prices.get(m).copied())
+        // Priced once per answer: the exact name is tried first and the others only
+        // made when it misses.
+        let get = |m: &str| self.prices.get(m).copied();
+        get(model).or_else(|| {
+            let unprefixed = model.rsplit_once('/').map_or(model, |(_, m)| m);
+            get(unprefixed).or_else(|| get(undated(unprefixed)))
+        })
     }
 
     /// The cost of `usage` on `model`, when the model has a price.
@@ -133,8 +136,8 @@ fn undated(model: &str) -> &str {
     {
         return base;
     }
-    let parts: Vec<&str> = model.rsplitn(4, '-').collect();
-    if let [day, month, year, base] = parts[..]
+    let mut parts = model.rsplitn(4, '-');
+    if let (Some(day), Some(month), Some(year), Some(base)) = (parts.next(), parts.next(), parts.next(), parts.next())
         && (year.len(), month.len(), day.len()) == (4, 2, 2)
         && digits(year)
         && digits(month)
