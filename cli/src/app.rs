@@ -56,7 +56,7 @@ pub enum Command {
         #[command(subcommand)]
         command: secrets::ConfigVarCommand,
     },
-    /// What tokens cost: the price table decision events and budgets use
+    /// What tokens cost and who may spend: prices and gateway keys
     Spend {
         #[command(subcommand)]
         command: spend::SpendCommand,
@@ -89,7 +89,7 @@ pub fn main() -> ExitCode {
         Command::Auth { command } => auth::run(command, &cli.global),
         Command::Secret { command } => secrets::secret(command, &cli.global),
         Command::Config { command } => diag::config(command, &cli.global),
-        Command::Spend { command } => spend::run(command),
+        Command::Spend { command } => spend::run(command, &cli.global),
         Command::Doctor(args) => diag::doctor(args, &cli.global),
         Command::ConfigVar { command } => secrets::config_var(command, &cli.global),
         Command::Proxy { command } => {

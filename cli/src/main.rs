@@ -15,6 +15,7 @@ mod server;
 mod service;
 mod session;
 mod spend;
+mod spend_keys;
 mod templates;
 
 /// mimalloc: the gateway's request path allocates and frees many small buffers across

@@ -114,6 +114,7 @@ pub fn run(args: RunManagedArgs, g: &GlobalArgs) -> Result<Exit> {
     let Some(policy) = compile_files(&files)? else {
         return Ok(Exit::Invalid);
     };
+    let keys = fleet_keys(&client, &state_dir);
     let upstream = match &args.upstream {
         Some(url) => Some(
             Upstream::from_url("upstream-override", url, None)
@@ -135,8 +136,25 @@ pub fn run(args: RunManagedArgs, g: &GlobalArgs) -> Result<Exit> {
             state_dir,
             applied: Some(applied),
             store,
+            keys,
         }),
     })
+}
+
+/// The gateway keys to start with: the control plane's, else the last set kept in the
+/// state directory (none kept: no key is accepted until the control plane is back).
+fn fleet_keys(client: &Client, state_dir: &std::path::Path) -> std::sync::Arc<kt_gateway::FleetKeys> {
+    let keys = kt_gateway::FleetKeys::load(Some(kt_gateway::fleet_keys_path(state_dir)));
+    match client.fleet_keys(None, 0) {
+        Ok(Some(set)) => keys.apply(&set),
+        Ok(None) => {}
+        Err(e) => eprintln!(
+            "warning: cannot fetch the gateway keys ({e}); starting with the {} kept in {}",
+            keys.len(),
+            state_dir.display()
+        ),
+    }
+    std::sync::Arc::new(keys)
 }
 
 /// Starting without the control plane: the persisted configuration, or a clear error.

@@ -17,6 +17,11 @@ pub enum SpendCommand {
         #[command(subcommand)]
         command: PricingCommand,
     },
+    /// Caller keys of managed gateways (caller_auth.mode: control_plane)
+    GatewayKey {
+        #[command(subcommand)]
+        command: crate::spend_keys::GatewayKeyCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,11 +44,12 @@ pub struct PricingListArgs {
     pub json: bool,
 }
 
-pub fn run(command: SpendCommand) -> anyhow::Result<Exit> {
+pub fn run(command: SpendCommand, g: &crate::session::GlobalArgs) -> anyhow::Result<Exit> {
     match command {
         SpendCommand::Pricing {
             command: PricingCommand::List(args),
         } => pricing_list(&args),
+        SpendCommand::GatewayKey { command } => crate::spend_keys::run(command, g),
     }
 }
 

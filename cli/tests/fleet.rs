@@ -508,6 +508,22 @@ fn every_control_plane_endpoint_checks_its_scope_and_gateway_tokens_are_bound() 
             "control_plane",
         ),
         ("GET", "/v1/gateway/config".into(), None, "control_plane"),
+        ("GET", "/v1/gateway/keys".into(), None, "control_plane"),
+        ("GET", "/v1/gateway-keys".into(), None, "gateway_keys:read"),
+        ("GET", "/v1/gateway-keys/gk_0".into(), None, "gateway_keys:read"),
+        (
+            "POST",
+            "/v1/gateway-keys".into(),
+            Some(json!({"name": "web"})),
+            "gateway_keys:write",
+        ),
+        ("DELETE", "/v1/gateway-keys/gk_0".into(), None, "gateway_keys:write"),
+        (
+            "POST",
+            "/v1/gateway-keys/gk_0/rotate".into(),
+            None,
+            "gateway_keys:write",
+        ),
         ("GET", "/v1/secrets".into(), None, "secrets:read"),
         ("GET", "/v1/secrets/secret_0".into(), None, "secrets:read"),
         (
@@ -699,4 +715,167 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
     assert_eq!(o.status.code(), Some(1), "a name may not shadow another gateway's id");
     let o = op.kt(&["gateway", "create", "--name", "other", "--id", "no spaces"]);
     assert_eq!(o.status.code(), Some(2), "an invalid id is refused");
+}
+
+/// A configuration whose callers need the control plane's gateway keys.
+fn keyed_pack(provider: &str) -> String {
+    format!(
+        "pack: {{name: keyed, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\ncaller_auth: {{mode: control_plane}}\nconsumer_groups:\n  - {{name: team-a, allowed_models: [m, n]}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{provider}/v1\"}}\n"
+    )
+}
+
+/// The status and error code of a chat request made with `key`.
+fn keyed(g: &ManagedProcess, key: &str, model: &str) -> (u16, String) {
+    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    let auth = format!("Bearer {key}");
+    let headers = [("authorization", auth.as_str())];
+    let r = http_with(
+        &g.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.as_bytes()),
+        if key.is_empty() { &[] } else { &headers },
+    )
+    .expect("gateway answers");
+    let code = r.json()["error"]["code"].as_str().unwrap_or_default().to_owned();
+    (r.status, code)
+}
+
+/// Waits until every gateway gives `key` the status `want`; returns how long it took.
+fn until_all(gws: &[&ManagedProcess], key: &str, want: u16) -> Duration {
+    let t = Instant::now();
+    wait_for(&format!("every gateway to answer {want}"), || {
+        gws.iter().all(|g| keyed(g, key, "m").0 == want)
+    });
+    t.elapsed()
+}
+
+#[test]
+fn gateway_keys_are_pushed_to_every_gateway_and_outlive_the_control_plane() {
+    let pg = PgDb::create();
+    gateway_keys_on(None);
+    if let Some(db) = &pg {
+        gateway_keys_on(Some(&db.url()));
+    }
+}
+
+fn gateway_keys_on(database_url: Option<&str>) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(openai_echo(""));
+    let server = start_server(&tmp.path().join("data"), database_url);
+    let op = Operator::login(tmp.path().join("cfg"), &server);
+    let (g1, t1) = create_gateway(&op, "edge-1");
+    let (g2, t2) = create_gateway(&op, "edge-2");
+    let v1 = tmp.path().join("keyed.yaml");
+    std::fs::write(&v1, keyed_pack(&provider.addr)).expect("write");
+    for g in [&g1, &g2] {
+        op.json(&[
+            "policy",
+            "push",
+            "--file",
+            v1.to_str().expect("path"),
+            "--gateway-id",
+            g,
+            "--json",
+        ]);
+        op.json(&["policy", "deploy", "--gateway-id", g, "--json"]);
+    }
+    let api = format!("http://{}", server.addr);
+    // A poll interval of 30 s: keys arrive by push, not by polling.
+    let s1 = tmp.path().join("state1");
+    let gw1 = start_managed(&api, &g1, &t1, &s1, "30");
+    let gw2 = start_managed(&api, &g2, &t2, &tmp.path().join("state2"), "30");
+    assert_eq!(keyed(&gw1, "", "m"), (401, "missing_api_key".into()));
+
+    let created = op.json(&[
+        "spend",
+        "gateway-key",
+        "create",
+        "--name",
+        "web-app",
+        "--consumer-group",
+        "team-a",
+        "--allowed-model",
+        "m",
+        "--json",
+    ]);
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    assert!(key.starts_with("kt_gk_"), "{created}");
+    assert_eq!(created["state"], "active");
+    let took = until_all(&[&gw1, &gw2], &key, 200);
+    eprintln!("a new key reached both gateways in {took:?}");
+    // The key's own allowlist holds, and its group's.
+    assert_eq!(keyed(&gw1, &key, "n"), (403, "model_not_allowed".into()));
+    // A key bound to a group the configuration lacks is refused, not let through ungrouped.
+    let ghost = op.json(&[
+        "spend",
+        "gateway-key",
+        "create",
+        "--name",
+        "ghost",
+        "--consumer-group",
+        "ghost",
+        "--json",
+    ]);
+    let ghost_key = ghost["key"].as_str().expect("key").to_owned();
+    until_all(&[&gw1], &ghost_key, 403);
+    assert_eq!(keyed(&gw1, &ghost_key, "m"), (403, "consumer_group_unavailable".into()));
+
+    // Rotation: the old value is refused everywhere, the new one accepted.
+    let rotated = op.json(&["spend", "gateway-key", "rotate", "--id", &id, "--json"]);
+    let new_key = rotated["created"]["key"].as_str().expect("key").to_owned();
+    assert_eq!(rotated["revoked"]["state"], "revoked");
+    assert_eq!(rotated["revoked"]["replaced_by"], rotated["created"]["id"]);
+    assert_eq!(rotated["created"]["consumer_group"], "team-a");
+    let took = until_all(&[&gw1, &gw2], &key, 401);
+    eprintln!("a rotated key was refused by both gateways after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "revocation took {took:?} with a 30 s poll interval"
+    );
+    assert_eq!(keyed(&gw2, &new_key, "m").0, 200);
+    let o = op.kt(&["spend", "gateway-key", "rotate", "--id", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // Revocation needs --yes; a second one is a conflict.
+    let new_id = rotated["created"]["id"].as_str().expect("id").to_owned();
+    let o = op.kt(&["spend", "gateway-key", "revoke", "--id", &new_id]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(keyed(&gw1, &new_key, "m").0, 200, "nothing was revoked");
+    op.json(&["spend", "gateway-key", "delete", "--id", &new_id, "--yes", "--json"]);
+    let took = until_all(&[&gw1, &gw2], &new_key, 401);
+    assert!(took < Duration::from_secs(3), "revocation took {took:?}");
+    let o = op.kt(&["spend", "gateway-key", "delete", "--id", &new_id, "--yes"]);
+    assert!(String::from_utf8_lossy(&o.stderr).contains("already revoked"));
+
+    // Listing shows each key's state, never a value or hash.
+    let list = op.json(&["spend", "gateway-key", "list", "--json"]);
+    let text = list.to_string();
+    assert!(!text.contains(&key) && !text.contains(&new_key), "{text}");
+    let mut states: Vec<&str> = list["data"]
+        .as_array()
+        .expect("data")
+        .iter()
+        .filter_map(|k| k["state"].as_str())
+        .collect();
+    states.sort_unstable();
+    assert_eq!(states, ["active", "revoked", "revoked"], "{list}");
+    let one = op.json(&["spend", "gateway-key", "get", "--id", &id, "--json"]);
+    assert_eq!(one["allowed_models"], json!(["m"]));
+
+    // The control plane goes away: the gateways keep the last key set, also across a
+    // restart (kept in the state directory).
+    let last = op.json(&["spend", "gateway-key", "create", "--name", "batch", "--json"]);
+    let last_key = last["key"].as_str().expect("key").to_owned();
+    until_all(&[&gw1, &gw2], &last_key, 200);
+    drop(server);
+    assert_eq!(keyed(&gw1, &last_key, "m").0, 200);
+    assert_eq!(keyed(&gw1, &new_key, "m").0, 401);
+    drop(gw1);
+    let gw1 = start_managed(&api, &g1, &t1, &s1, "30");
+    assert_eq!(keyed(&gw1, &last_key, "m").0, 200, "persisted key set serves");
+    assert_eq!(keyed(&gw1, &new_key, "m").0, 401, "a revoked key stays refused");
+    assert_eq!(keyed(&gw1, &ghost_key, "m").0, 403);
+    drop(gw2);
 }

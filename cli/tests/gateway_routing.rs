@@ -1323,8 +1323,10 @@ fn caller_keys_admit_their_holders_and_nobody_else() {
             vec![("authorization", "Bearer team-a-0123456789abcdeX")],
             "invalid_api_key",
         ),
-        (vec![("authorization", "Bearer ")], "invalid_api_key"),
-        (vec![("authorization", TEAM_A)], "invalid_api_key"),
+        // An empty key, or another scheme than Bearer, is no key.
+        (vec![("authorization", "Bearer ")], "missing_api_key"),
+        (vec![("authorization", TEAM_A)], "missing_api_key"),
+        (vec![("authorization", "Bearer "), ("x-api-key", "")], "missing_api_key"),
         (
             vec![("authorization", bearer_a.as_str()), ("x-api-key", TEAM_B)],
             "conflicting_api_keys",
@@ -1406,7 +1408,7 @@ fn caller_keys_admit_their_holders_and_nobody_else() {
         "keeptrusts_gateway_caller_requests_total{key=\"team-a\",status=\"200\"} 4",
         "keeptrusts_gateway_caller_requests_total{key=\"team-b\",status=\"403\"} 1",
         "keeptrusts_gateway_caller_requests_total{key=\"team-b\",status=\"200\"} 1",
-        "keeptrusts_gateway_caller_requests_total{key=\"none\",status=\"401\"} 6",
+        "keeptrusts_gateway_caller_requests_total{key=\"none\",status=\"401\"} 7",
     ] {
         assert!(metrics.contains(line), "{line} missing:\n{metrics}");
     }
@@ -1424,18 +1426,30 @@ fn a_gateway_refuses_to_start_on_caller_keys_it_cannot_read() {
             head(""),
             target("p", &provider.url, None, ""),
         );
-        let dir = config_dir(&yaml);
-        let out = std::process::Command::new(KT)
-            .args(["gateway", "run", "--listen", "127.0.0.1:0", "--policy-config"])
-            .arg(dir.path().join("policy-config.yaml"))
-            .env_remove("TEST_TEAM_A_KEY")
-            .envs(env.iter().copied())
-            .output()
-            .expect("kt runs");
-        let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
-        assert!(!out.status.success(), "{text}");
-        assert!(text.contains(says), "{says}: {text}");
+        refused_start(&yaml, &env, says);
     }
+    // The control plane's keys reach managed gateways only: an unmanaged one says so.
+    let yaml = format!(
+        "{}caller_auth: {{mode: control_plane}}\nproviders:\n  targets:\n{}",
+        head(""),
+        target("p", &provider.url, None, ""),
+    );
+    refused_start(&yaml, &[], "needs a managed gateway (kt run --managed)");
+}
+
+/// Checks that `kt gateway run` on `yaml` (with `env`) exits with an error that says `says`.
+fn refused_start(yaml: &str, env: &[(&str, &str)], says: &str) {
+    let dir = config_dir(yaml);
+    let out = std::process::Command::new(KT)
+        .args(["gateway", "run", "--listen", "127.0.0.1:0", "--policy-config"])
+        .arg(dir.path().join("policy-config.yaml"))
+        .env_remove("TEST_TEAM_A_KEY")
+        .envs(env.iter().copied())
+        .output()
+        .expect("kt runs");
+    let text = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains(says), "{says}: {text}");
 }
 
 #[test]

@@ -938,7 +938,7 @@ async fn get_runtime_state(
 }
 
 /// The gateway a gateway token is bound to, which must be `id` when given.
-fn bound_gateway(p: &Principal, id: Option<&str>) -> ApiResult<String> {
+pub(crate) fn bound_gateway(p: &Principal, id: Option<&str>) -> ApiResult<String> {
     p.require("control_plane")?;
     match (&p.gateway_id, id) {
         (Some(g), Some(id)) if g != id => Err(ApiError::Forbidden {

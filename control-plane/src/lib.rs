@@ -7,6 +7,7 @@ pub mod db;
 pub mod error;
 mod extract;
 mod fleet;
+mod gateway_keys;
 pub mod mfa;
 mod routes;
 pub mod secrets;
@@ -52,6 +53,9 @@ pub struct AppState {
     /// Bumped on every change of what a gateway should run; managed gateways' long-polls
     /// wait on it.
     pub fleet: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// Bumped on every change of an organisation's gateway keys; gateways' long-polls on
+    /// `GET /v1/gateway/keys` wait on it.
+    pub keys: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
     /// Encrypts secrets and config variables at rest.
     pub key: secrets::MasterKey,
     /// Failed-login counters per account and client address.
@@ -118,6 +122,7 @@ pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
     let state = AppState {
         db: pool,
         fleet: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        keys: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         key,
         logins: std::sync::Arc::new(throttle::Throttle::new(throttle::Policy::default())),
         hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(hashing_slots())),

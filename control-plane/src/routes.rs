@@ -39,6 +39,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}", delete(revoke_token))
         .route("/v1/tokens/{id}/rotate", post(rotate_token))
         .merge(crate::fleet::routes())
+        .merge(crate::gateway_keys::routes())
         .merge(crate::secrets::routes())
         .merge(crate::mfa::routes())
         .fallback(not_found)
@@ -266,13 +267,7 @@ const TOKEN_COLUMNS: &str = "id, name, token_type, scopes, prefix, created_at, e
 fn token_info(r: &AnyRow) -> ApiResult<TokenInfo> {
     let revoked_at: Option<i64> = r.try_get("revoked_at")?;
     let expires_at: Option<i64> = r.try_get("expires_at")?;
-    let state = if revoked_at.is_some() {
-        "revoked"
-    } else if expires_at.is_some_and(|e| e <= now()) {
-        "expired"
-    } else {
-        "active"
-    };
+    let state = crate::tokens::state_of(revoked_at, expires_at);
     Ok(TokenInfo {
         id: r.try_get("id")?,
         name: r.try_get("name")?,

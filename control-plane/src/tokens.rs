@@ -9,6 +9,17 @@ pub(crate) fn prefix_of(secret: &str) -> String {
     secret.chars().take(cut).collect()
 }
 
+/// `revoked`, `expired` or `active`: the state of a credential with these times.
+pub(crate) fn state_of(revoked_at: Option<i64>, expires_at: Option<i64>) -> &'static str {
+    if revoked_at.is_some() {
+        "revoked"
+    } else if expires_at.is_some_and(|e| e <= crate::now()) {
+        "expired"
+    } else {
+        "active"
+    }
+}
+
 /// A token row to insert (the secret itself is never stored: only its hash and prefix).
 pub(crate) struct NewToken<'a> {
     pub(crate) id: &'a str,

@@ -460,15 +460,15 @@ fn models_for(session: &Session, ctx: &Ctx) -> Answer {
         Some(Ok(key)) => Some(key),
         None => None,
     };
-    let group = rt
-        .groups
-        .as_ref()
-        .and_then(|g| g.resolve(session.req_header(), caller.map(|c| c.id.as_str())));
+    let group = match crate::model_api::group_of(rt, session.req_header(), caller.as_deref()) {
+        Ok(g) => g,
+        Err(e) => return Answer::Json(e.status(), e.body(ClientApi::OpenAiChat)),
+    };
     let mut list = crate::routing::models(rt.policy.config());
     if let Some(Value::Array(data)) = list.get_mut("data") {
         data.retain(|m| {
             let id = m["id"].as_str();
-            caller.is_none_or(|k| k.allows(id).is_ok()) && group.is_none_or(|g| g.allows(id).is_ok())
+            caller.as_ref().is_none_or(|k| k.allows(id).is_ok()) && group.is_none_or(|g| g.allows(id).is_ok())
         });
     }
     Answer::Json(200, list)

@@ -38,6 +38,8 @@ pub enum RequestError {
     /// The caller's key or consumer group may not use this model (their
     /// `allowed_models` or `providers`); the message says which.
     ModelNotAllowedFor(String),
+    /// A gateway key names a consumer group the configuration does not declare (403).
+    GroupUnavailable(String),
     /// `caller_auth` refused the request (`missing_api_key`, `invalid_api_key`,
     /// `conflicting_api_keys`).
     Unauthorized(&'static str),
@@ -97,7 +99,7 @@ impl RequestError {
             BadFraming(_) => 400,
             InvalidBody { .. } | NoTargetFor(_) | UnsupportedForTarget(_) | ModelNotPriced(_) => 422,
             Policy(d) => d.http_status(),
-            ModelNotAllowed(_) | ModelNotAllowedFor(_) => 403,
+            ModelNotAllowed(_) | ModelNotAllowedFor(_) | GroupUnavailable(_) => 403,
             Unauthorized(_) => 401,
             ModelNotFound { .. } => 404,
             NoCompliantTarget => 409,
@@ -121,6 +123,7 @@ impl RequestError {
             InvalidBody { code, .. } => code,
             Policy(_) => "policy",
             ModelNotAllowed(_) | ModelNotAllowedFor(_) => "model_not_allowed",
+            GroupUnavailable(_) => "consumer_group_unavailable",
             Unauthorized(code) => code,
             ModelNotFound { .. } => "model_not_found",
             NoTargetFor(_) | UnsupportedForTarget(_) => "unsupported_for_target",
@@ -144,7 +147,9 @@ impl RequestError {
         use RequestError::*;
         match self {
             RateLimited { .. } | BudgetExceeded(_) => "rate_limit",
-            ModelNotAllowed(_) | ModelNotAllowedFor(_) | NoCompliantTarget | Policy(_) => "policy_violation",
+            ModelNotAllowed(_) | ModelNotAllowedFor(_) | GroupUnavailable(_) | NoCompliantTarget | Policy(_) => {
+                "policy_violation"
+            }
             Unauthorized(_) => "authentication_error",
             TooLarge { .. } | UnsupportedMediaType(_) | InvalidBody { .. } | ModelNotFound { .. } => "validation_error",
             BodyTimeout(_) | BadFraming(_) => "validation_error",
@@ -170,6 +175,9 @@ impl RequestError {
             InvalidBody { message, .. } => message.clone(),
             ModelNotAllowed(m) => format!("model '{m}' is not in unified_access.allowed_models"),
             ModelNotAllowedFor(m) => m.clone(),
+            GroupUnavailable(g) => format!(
+                "the caller key belongs to consumer group '{g}', which this gateway's configuration does not declare"
+            ),
             Unauthorized("missing_api_key") => {
                 "this gateway needs a caller key: send Authorization: Bearer <key> or x-api-key: <key>".into()
             }
@@ -177,6 +185,7 @@ impl RequestError {
                 "the request carries two different keys (Authorization and x-api-key, or a repeated header); send one"
                     .into()
             }
+            Unauthorized("expired_api_key") => "the caller key has expired; ask for a new one".into(),
             Unauthorized(_) => "the caller key is not valid for this gateway".into(),
             ModelNotFound { model, known } => {
                 format!("no provider target serves model '{model}'; available: {known}")

@@ -40,6 +40,7 @@ use pingora::server::configuration::{Opt, ServerConf};
 pub use demo::run_demo_provider;
 pub use events::EventTarget;
 pub use managed::{Applied, ManagedOptions, config_path, load_applied, persist, resolve_store, store_names};
+pub use model_api::{FleetKeys, fleet_keys_path};
 pub use upstream::{ANSWER_DEADLINE, Upstream, UpstreamError, WireFormat};
 
 /// Everything `kt gateway run` needs.
@@ -109,8 +110,15 @@ pub(crate) fn server(threads: usize, grace_seconds: u64) -> Result<Server, Gatew
 pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     let registry = routing::HealthRegistry::default();
     let store = opts.managed.as_ref().map(|m| m.store.clone());
-    let runtime = reload::Runtime::new(opts.policy, opts.upstream_override.as_ref(), &registry, store.as_ref())
-        .map_err(GatewayError::Config)?;
+    let fleet = opts.managed.as_ref().map(|m| Arc::clone(&m.keys));
+    let runtime = reload::Runtime::new(
+        opts.policy,
+        opts.upstream_override.as_ref(),
+        &registry,
+        store.as_ref(),
+        fleet.as_ref(),
+    )
+    .map_err(GatewayError::Config)?;
     for t in &runtime.router.targets {
         let u = &t.upstream;
         tracing::info!(
@@ -140,6 +148,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         registry,
         override_upstream: opts.upstream_override,
         store: store.map(ArcSwap::from_pointee),
+        fleet,
     });
     let watcher = pingora::services::background::background_service(
         "config-reload",
@@ -149,6 +158,14 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     );
     server.add_service(watcher);
     if let Some(m) = opts.managed {
+        server.add_service(pingora::services::background::background_service(
+            "key-sync",
+            managed::KeySync {
+                client: m.client.clone(),
+                keys: Arc::clone(&m.keys),
+                wait: m.poll_interval,
+            },
+        ));
         server.add_service(pingora::services::background::background_service(
             "managed-sync",
             managed::ManagedSync {

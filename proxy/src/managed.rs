@@ -29,6 +29,8 @@ pub struct ManagedOptions {
     pub applied: Option<Applied>,
     /// The `secret_key_ref.store` values of the starting configuration.
     pub store: crate::routing::StoreValues,
+    /// The gateway keys pushed by the control plane (`caller_auth.mode: control_plane`).
+    pub keys: Arc<crate::model_api::FleetKeys>,
 }
 
 /// Where a configuration text sends `secret_key_ref.store` values.
@@ -126,6 +128,15 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
     options.open(&tmp)?.write_all(bytes)?;
     std::fs::rename(&tmp, path)
+}
+
+/// Writes `bytes` to `path` (through a temporary file, mode 0600), creating its directory
+/// readable by the owner only.
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    if let Some(dir) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        private_dir(dir)?;
+    }
+    write_atomic(path, bytes)
 }
 
 /// Creates the state directory readable by the owner only; an existing one keeps its mode
@@ -288,6 +299,57 @@ impl BackgroundService for ManagedSync {
                     tokio::select! {
                         _ = shutdown.changed() => return,
                         () = tokio::time::sleep(Duration::from_secs(wait.min(5))) => {}
+                    }
+                }
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+/// Keeps the gateway keys as the control plane pushes them: a long-poll on
+/// `GET /v1/gateway/keys` that answers as soon as a key is created, rotated or revoked.
+/// While the control plane is away the last set keeps serving (and is kept on disk for a
+/// restart).
+pub(crate) struct KeySync {
+    pub client: Client,
+    pub keys: Arc<crate::model_api::FleetKeys>,
+    pub wait: Duration,
+}
+
+#[async_trait]
+impl BackgroundService for KeySync {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let wait = self.wait.as_secs().clamp(1, 60);
+        let mut reachable = true;
+        loop {
+            let (c, tag) = (self.client.clone(), self.keys.etag());
+            let poll = tokio::task::spawn_blocking(move || c.fleet_keys(tag.as_deref(), wait));
+            let result = tokio::select! {
+                _ = shutdown.changed() => return,
+                r = poll => r,
+            };
+            match result {
+                Ok(Ok(Some(set))) => {
+                    if !reachable {
+                        tracing::info!("managed: control plane reachable again; gateway keys follow it");
+                        reachable = true;
+                    }
+                    self.keys.apply(&set);
+                    tracing::info!("managed: {} gateway keys in use", self.keys.len());
+                }
+                Ok(Ok(None)) => reachable = true,
+                Ok(Err(e)) => {
+                    if reachable {
+                        tracing::warn!(
+                            "managed: cannot fetch the gateway keys ({e}); the last {} keep serving, retrying every second",
+                            self.keys.len()
+                        );
+                        reachable = false;
+                    }
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
                 Err(_) => return,

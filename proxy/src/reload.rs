@@ -32,8 +32,8 @@ pub struct Runtime {
     pub model_labels: Vec<String>,
     /// prompt-injection's external classifier endpoint, when configured.
     pub external: Option<crate::model_api::ExternalBackend>,
-    /// The caller keys, when `caller_auth.mode` is `keys`.
-    pub callers: Option<crate::model_api::Callers>,
+    /// The caller keys, when `caller_auth.mode` is `keys` or `control_plane`.
+    pub callers: Option<crate::model_api::CallerAuth>,
     /// The consumer groups, when `consumer_groups` declares any.
     pub groups: Option<crate::model_api::Groups>,
     /// The route rules, when `routes` declares any.
@@ -53,12 +53,13 @@ impl Runtime {
         override_upstream: Option<&Upstream>,
         registry: &HealthRegistry,
         store: Option<&StoreValues>,
+        fleet: Option<&Arc<crate::model_api::FleetKeys>>,
     ) -> Result<Runtime, String> {
         let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
         let router = Router::build_with(policy.config(), override_upstream, registry, &env, store)?;
         let limits_key = crate::limits::Limits::key_of(policy.config());
         let sizes = policy.config().size_limits.clone().unwrap_or_default();
-        let callers = crate::model_api::Callers::of(policy.config(), &env)?;
+        let callers = crate::model_api::CallerAuth::of(policy.config(), &env, fleet)?;
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
         let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
         let prices = kt_policy::pricing::PriceTable::of(policy.config());
@@ -136,6 +137,8 @@ pub struct PolicySource {
     pub cache: Arc<ResponseCache>,
     /// Managed gateways: the resolved `secret_key_ref.store` values (`None`: not managed).
     pub store: Option<ArcSwap<StoreValues>>,
+    /// Managed gateways: the gateway keys the control plane pushes (`None`: not managed).
+    pub fleet: Option<Arc<crate::model_api::FleetKeys>>,
 }
 
 /// What a reload did.
@@ -177,7 +180,13 @@ impl PolicySource {
             Ok(p) => {
                 let digest = p.digest().to_owned();
                 let store = self.store.as_ref().map(ArcSwap::load_full);
-                let mut rt = match Runtime::new(p, self.override_upstream.as_ref(), &self.registry, store.as_deref()) {
+                let mut rt = match Runtime::new(
+                    p,
+                    self.override_upstream.as_ref(),
+                    &self.registry,
+                    store.as_deref(),
+                    self.fleet.as_ref(),
+                ) {
                     Ok(rt) => rt,
                     Err(e) => {
                         return ReloadOutcome::Rejected(vec![Diagnostic::error(

@@ -26,6 +26,8 @@ pub const SCOPES: &[&str] = &[
     "config_vars:resolve",
     "events:read",
     "events:write",
+    "gateway_keys:read",
+    "gateway_keys:write",
     "control_plane",
 ];
 
@@ -397,6 +399,96 @@ pub struct ResolveResponse {
     pub data: Vec<Resolved>,
 }
 
+// ---------------------------------------------------------------------------------------
+// Gateway keys (caller keys of managed gateways)
+
+/// A caller key's own request limit: `max_requests` per epoch-aligned window.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct KeyRateLimit {
+    pub max_requests: u64,
+    pub window_seconds: u64,
+}
+
+/// `POST /v1/gateway-keys`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct CreateGatewayKey {
+    pub name: String,
+    /// The consumer group every request with this key belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consumer_group: Option<String>,
+    /// Models (names or aliases) the key may ask for; none: every model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit: Option<KeyRateLimit>,
+    /// Days until the key expires; none: it does not expire.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+}
+
+/// A gateway key as listed (never its value).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct GatewayKeyInfo {
+    pub id: String,
+    pub name: String,
+    /// The first characters of the key, to recognise it.
+    pub prefix: String,
+    /// `active`, `revoked` or `expired`.
+    pub state: String,
+    pub consumer_group: Option<String>,
+    pub allowed_models: Option<Vec<String>>,
+    pub rate_limit: Option<KeyRateLimit>,
+    pub created_at: i64,
+    pub expires_at: Option<i64>,
+    pub revoked_at: Option<i64>,
+    /// The key that replaced this one (`rotate`).
+    pub replaced_by: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CreatedGatewayKey {
+    #[serde(flatten)]
+    pub info: GatewayKeyInfo,
+    /// The key, shown once.
+    pub key: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayKeyList {
+    pub data: Vec<GatewayKeyInfo>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RotatedGatewayKey {
+    pub revoked: GatewayKeyInfo,
+    pub created: CreatedGatewayKey,
+}
+
+/// One usable key as a gateway receives it: its SHA-256 hash, never its value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FleetKey {
+    pub id: String,
+    /// Lower-case hex SHA-256 of the key.
+    pub sha256: String,
+    #[serde(default)]
+    pub consumer_group: Option<String>,
+    #[serde(default)]
+    pub allowed_models: Option<Vec<String>>,
+    #[serde(default)]
+    pub rate_limit: Option<KeyRateLimit>,
+    /// Unix seconds; the gateway refuses the key from then on.
+    #[serde(default)]
+    pub expires_at: Option<i64>,
+}
+
+/// `GET /v1/gateway/keys`: every key a gateway of the organisation must accept.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FleetKeySet {
+    pub keys: Vec<FleetKey>,
+    /// Opaque; send back as `If-None-Match` to wait for a change.
+    pub etag: String,
+}
+
 /// What a failed call tells the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -581,6 +673,24 @@ impl Client {
             "/v1/admin/configurations/gateways/{}/runtime-state",
             encode_segment(gateway_id)
         ))
+    }
+}
+
+impl Client {
+    /// The caller keys a managed gateway accepts. With `etag` (from the last answer) the
+    /// server holds the request up to `wait_secs` for a change and answers `None` when
+    /// there was none.
+    pub fn fleet_keys(&self, etag: Option<&str>, wait_secs: u64) -> Result<Option<FleetKeySet>, ClientError> {
+        let mut r = self
+            .request("GET", &format!("/v1/gateway/keys?wait={wait_secs}"))
+            .timeout(std::time::Duration::from_secs(wait_secs + 15));
+        if let Some(e) = etag {
+            r = r.set("if-none-match", e);
+        }
+        match r.call() {
+            Ok(resp) if resp.status() == 304 => Ok(None),
+            other => self.finish::<FleetKeySet>(other).map(Some),
+        }
     }
 }
 

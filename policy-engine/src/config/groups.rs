@@ -34,7 +34,8 @@ fn check_budgets(doc: &Value, out: &mut Vec<Diagnostic>) {
     };
     let keys = names("/caller_auth/keys", "id");
     let groups = names("/consumer_groups", "name");
-    let keyed = doc.pointer("/caller_auth/mode").and_then(Value::as_str) == Some("keys");
+    let mode = super::validate::caller_mode(doc);
+    let keyed = mode != "none";
     let mut seen = HashSet::new();
     for (i, b) in limits.iter().enumerate() {
         let at = format!("budgets.limits[{i}]");
@@ -60,10 +61,10 @@ fn check_budgets(doc: &Value, out: &mut Vec<Diagnostic>) {
             )),
             ("caller_key", _) if !keyed => out.push(err(
                 "scope",
-                format!("{at} is per caller key but caller_auth.mode is not keys: no request has a caller key"),
-                "set caller_auth.mode: keys with its keys",
+                format!("{at} is per caller key but caller_auth.mode is none: no request has a caller key"),
+                "set caller_auth.mode: keys with its keys (or control_plane on a managed gateway)",
             )),
-            ("caller_key", Some(id)) if !keys.contains(&id) => out.push(err(
+            ("caller_key", Some(id)) if mode == "keys" && !keys.contains(&id) => out.push(err(
                 "id",
                 format!("{at}.id '{id}' is not a caller key id"),
                 "use the id of a key under caller_auth.keys",
@@ -197,7 +198,7 @@ fn check_groups(doc: &Value, out: &mut Vec<Diagnostic>) {
         return;
     };
     let auth = doc.get("caller_auth");
-    let keyed = auth.and_then(|a| a.get("mode")).and_then(Value::as_str) == Some("keys");
+    let mode = super::validate::caller_mode(doc);
     let key_ids: Vec<&str> = auth
         .and_then(|a| a.get("keys"))
         .and_then(Value::as_array)
@@ -241,7 +242,8 @@ fn check_groups(doc: &Value, out: &mut Vec<Diagnostic>) {
                 format!("{at} is the default group, which takes every unmatched request; it has no match"),
                 "remove its match, or rename the group",
             )),
-            (false, false) => out.push(err(
+            // Under control_plane, gateway keys created with --consumer-group choose it.
+            (false, false) if mode != "control_plane" => out.push(err(
                 format!("{at}.match"),
                 format!("{at} ('{name}') has no match conditions, so no request ever belongs to it"),
                 "add match.gateway_key_ids or match.headers, or name it default",
@@ -258,15 +260,13 @@ fn check_groups(doc: &Value, out: &mut Vec<Diagnostic>) {
         for (j, id) in ids.into_iter().flatten().enumerate() {
             let Some(id) = id.as_str() else { continue };
             let path = format!("{at}.match.gateway_key_ids[{j}]");
-            if !keyed {
+            if mode == "none" {
                 out.push(err(
                     path,
-                    format!(
-                        "{at} matches caller key '{id}' but caller_auth.mode is not keys: no request has a caller key"
-                    ),
+                    format!("{at} matches caller key '{id}' but caller_auth.mode is none: no request has a caller key"),
                     "set caller_auth.mode: keys with its keys, or match by headers",
                 ));
-            } else if !key_ids.contains(&id) {
+            } else if mode == "keys" && !key_ids.contains(&id) {
                 let mut d = err(
                     path,
                     format!("{at} matches caller key '{id}', which caller_auth.keys does not declare"),
@@ -364,6 +364,21 @@ mod tests {
                 "consumer_groups[0].match.gateway_key_ids[0]".to_owned()
             )]
         );
+    }
+
+    #[test]
+    fn control_plane_keys_choose_groups_and_budgets() {
+        // Gateway keys come from the control plane: ids are not known here, and a group
+        // without conditions is chosen by keys bound to it.
+        let got = findings(
+            "caller_auth: {mode: control_plane}\nconsumer_groups:\n  - {name: team-a}\n  - {name: ops, match: {gateway_key_ids: [gk_0123]}}\nbudgets: {limits: [{name: k, scope: caller_key, limit_usd: 1}, {name: one, scope: caller_key, id: gk_0123, limit_usd: 1}]}\ntoken_rate_limit: {max_tokens: 10, window_seconds: 60, scope: caller_key}\n",
+        );
+        assert_eq!(got, Vec::<(String, String)>::new());
+        // The same group without keys to choose it is still refused.
+        let got = findings(
+            "caller_auth: {mode: keys, keys: [{id: a, secret_key_ref: {env: A}}]}\nconsumer_groups: [{name: team-a}]\n",
+        );
+        assert_eq!(got, [("E015".to_owned(), "consumer_groups[0].match".to_owned())]);
     }
 
     #[test]

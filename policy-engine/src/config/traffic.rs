@@ -12,7 +12,8 @@ use super::providers::{Fallback, HeaderMatch, SecretKeyRef};
 pub struct CallerAuth {
     /// `none`: anyone who reaches the port may call (local development only); `keys`: a
     /// model call must carry one of `keys` as `Authorization: Bearer <key>` or
-    /// `x-api-key: <key>`.
+    /// `x-api-key: <key>`; `control_plane`: the same with the gateway keys the control
+    /// plane pushes to a managed gateway (`kt spend gateway-key`).
     #[serde(default)]
     pub mode: CallerAuthMode,
     /// The caller keys of an unmanaged gateway, each read from a secret.
@@ -26,6 +27,14 @@ pub enum CallerAuthMode {
     #[default]
     None,
     Keys,
+    ControlPlane,
+}
+
+impl CallerAuthMode {
+    /// Whether requests carry a caller key that was checked.
+    pub fn authenticates(self) -> bool {
+        self != CallerAuthMode::None
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize, JsonSchema)]

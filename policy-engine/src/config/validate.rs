@@ -90,18 +90,25 @@ pub fn check_raw(doc: &Value, out: &mut Vec<Diagnostic>) {
     super::groups::check(doc, out);
 }
 
+/// `caller_auth.mode` as written (`none` when absent).
+pub(crate) fn caller_mode(doc: &Value) -> &str {
+    get(doc, &["caller_auth", "mode"])
+        .and_then(Value::as_str)
+        .unwrap_or("none")
+}
+
 /// `caller_auth`: keys only with `mode: keys`, at least one key then, unique well-formed
 /// ids, one secret source per key.
 fn check_caller_auth(doc: &Value, out: &mut Vec<Diagnostic>) {
-    let keyed = get(doc, &["caller_auth", "mode"]).and_then(Value::as_str) == Some("keys");
+    let keyed = caller_mode(doc) != "none";
     if get(doc, &["token_rate_limit", "scope"]).and_then(Value::as_str) == Some("caller_key") && !keyed {
         out.push(
             Diagnostic::error(
                 Code::InvalidValue,
                 "token_rate_limit.scope",
-                "token_rate_limit.scope is caller_key but caller_auth.mode is not keys: no request has a caller key",
+                "token_rate_limit.scope is caller_key but caller_auth.mode is none: no request has a caller key",
             )
-            .with_help("set caller_auth.mode: keys with its keys, or pick another scope"),
+            .with_help("set caller_auth.mode: keys (or control_plane on a managed gateway), or pick another scope"),
         );
     }
     let Some(auth) = doc.get("caller_auth") else {
@@ -124,6 +131,12 @@ fn check_caller_auth(doc: &Value, out: &mut Vec<Diagnostic>) {
             "caller_auth.mode",
             "caller_auth.keys are set but caller_auth.mode is none, so they are not checked".into(),
             "set caller_auth.mode: keys",
+        )),
+        ("control_plane", false) => out.push(err(
+            "caller_auth.keys",
+            "caller_auth.keys are not read under caller_auth.mode control_plane: the control plane's gateway keys are"
+                .into(),
+            "remove caller_auth.keys and create keys with `kt spend gateway-key create`, or set caller_auth.mode: keys",
         )),
         _ => {}
     }
@@ -710,6 +723,10 @@ mod tests {
         };
         assert!(scoped(json!({"mode": "none"})).contains("scope is caller_key"));
         assert_eq!(scoped(json!({"mode": "keys", "keys": [key("a")]})), "");
+        // The control plane's gateway keys: no keys in the file, per-key scopes allowed.
+        assert_eq!(lint(json!({"mode": "control_plane"})), "");
+        assert_eq!(scoped(json!({"mode": "control_plane"})), "");
+        assert!(lint(json!({"mode": "control_plane", "keys": [key("a")]})).contains("not read under"));
         for (auth, says) in [
             (json!({"mode": "keys"}), "keys is empty"),
             (json!({"keys": [key("a")]}), "mode is none"),

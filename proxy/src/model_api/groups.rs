@@ -74,6 +74,11 @@ impl Groups {
             .or_else(|| self.default.and_then(|i| self.groups.get(i)))
     }
 
+    /// The group named `name`.
+    pub fn named(&self, name: &str) -> Option<&Group> {
+        self.groups.iter().find(|g| g.name == name)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Group> {
         self.groups.iter()
     }

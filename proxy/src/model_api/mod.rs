@@ -38,7 +38,7 @@ use crate::gateway::{ClientApi, Ctx, Gateway};
 use crate::reload::Runtime;
 
 use crate::respond;
-pub use caller::Callers;
+pub use caller::{CallerAuth, FleetKeys, fleet_keys_path};
 pub use classify::ExternalBackend;
 pub use groups::Groups;
 pub use routes::Routes;
@@ -125,7 +125,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     let t = identify(&rt, session, ctx)?;
     let policy = t.policy;
     let who = admit::Who {
-        caller: t.caller,
+        caller: t.caller.as_deref(),
         group: t.group,
     };
     let admitted = admit::admit(gw, session, ctx, &rt, policy, &who).await?;
@@ -189,7 +189,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
 
 /// Who is calling and which rules apply to the request.
 struct Tenancy<'r> {
-    caller: Option<&'r caller::CallerKey>,
+    caller: Option<Arc<caller::CallerKey>>,
     group: Option<&'r groups::Group>,
     route: Option<&'r routes::Route>,
     /// The chain the request runs: its group's, else its route's, else the configuration's.
@@ -199,7 +199,7 @@ struct Tenancy<'r> {
 impl Tenancy<'_> {
     /// Refuses a model the caller key or the consumer group may not use.
     fn allows(&self, model: Option<&str>) -> Result<(), RequestError> {
-        if let Some(c) = self.caller {
+        if let Some(c) = &self.caller {
             c.allows(model)?;
         }
         self.group.map_or(Ok(()), |g| g.allows(model))
@@ -215,12 +215,9 @@ fn identify<'r>(rt: &'r Runtime, session: &Session, ctx: &mut Ctx) -> Result<Ten
     };
     let head = session.req_header();
     let route = rt.routes.as_ref().and_then(|r| r.resolve(head));
-    let group = rt
-        .groups
-        .as_ref()
-        .and_then(|g| g.resolve(head, caller.map(|c| c.id.as_str())));
+    let group = group_of(rt, head, caller.as_deref())?;
     if let Some(ev) = ctx.event.as_mut() {
-        ev.caller = caller.map(|c| c.id.clone());
+        ev.caller = caller.as_ref().map(|c| c.id.clone());
         ev.group = group.map(|g| g.name.clone());
         ev.route = route.map(|r| r.name.clone());
     }
@@ -236,6 +233,27 @@ fn identify<'r>(rt: &'r Runtime, session: &Session, ctx: &mut Ctx) -> Result<Ten
     })
 }
 
+/// The consumer group of a request: the one its gateway key names (which the
+/// configuration must declare), else the first whose `match` holds.
+pub(crate) fn group_of<'r>(
+    rt: &'r Runtime,
+    head: &pingora::http::RequestHeader,
+    caller: Option<&caller::CallerKey>,
+) -> Result<Option<&'r groups::Group>, RequestError> {
+    if let Some(name) = caller.and_then(|c| c.group.as_deref()) {
+        return rt
+            .groups
+            .as_ref()
+            .and_then(|g| g.named(name))
+            .map(Some)
+            .ok_or_else(|| RequestError::GroupUnavailable(name.to_owned()));
+    }
+    Ok(rt
+        .groups
+        .as_ref()
+        .and_then(|g| g.resolve(head, caller.map(|c| c.id.as_str()))))
+}
+
 /// The budget reservation of a request, when budgets apply to it, and whether the
 /// request was changed to hold to it.
 async fn reserve(
@@ -247,7 +265,7 @@ async fn reserve(
     candidates: &[Arc<crate::routing::Target>],
     t: &Tenancy<'_>,
 ) -> Result<(Option<budget::Reservation>, bool), RequestError> {
-    let caller = t.caller.map(|c| c.id.as_str());
+    let caller = t.caller.as_ref().map(|c| c.id.as_str());
     let reserved = budget::reserve(rt, &mut req.request, body_len, client, candidates, caller, t.group).await?;
     let Some((reservation, changed)) = reserved else {
         return Ok((None, false));
