@@ -717,10 +717,11 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
     assert_eq!(o.status.code(), Some(2), "an invalid id is refused");
 }
 
-/// A configuration whose callers need the control plane's gateway keys.
-fn keyed_pack(provider: &str) -> String {
+/// A configuration whose callers need the control plane's gateway keys; group `team-a`
+/// may use `models`.
+fn keyed_pack(provider: &str, version: &str, models: &str) -> String {
     format!(
-        "pack: {{name: keyed, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\ncaller_auth: {{mode: control_plane}}\nconsumer_groups:\n  - {{name: team-a, allowed_models: [m, n]}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{provider}/v1\"}}\n"
+        "pack: {{name: keyed, version: {version}, enabled: true}}\npolicies: {{chain: []}}\ncaller_auth: {{mode: control_plane}}\nconsumer_groups:\n  - {{name: team-a, allowed_models: [{models}]}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{provider}/v1\"}}\n"
     )
 }
 
@@ -767,7 +768,7 @@ fn gateway_keys_on(database_url: Option<&str>) {
     let (g1, t1) = create_gateway(&op, "edge-1");
     let (g2, t2) = create_gateway(&op, "edge-2");
     let v1 = tmp.path().join("keyed.yaml");
-    std::fs::write(&v1, keyed_pack(&provider.addr)).expect("write");
+    std::fs::write(&v1, keyed_pack(&provider.addr, "1.0.0", "m, n")).expect("write");
     for g in [&g1, &g2] {
         op.json(&[
             "policy",
@@ -878,4 +879,132 @@ fn gateway_keys_on(database_url: Option<&str>) {
     assert_eq!(keyed(&gw1, &new_key, "m").0, 401, "a revoked key stays refused");
     assert_eq!(keyed(&gw1, &ghost_key, "m").0, 403);
     drop(gw2);
+}
+
+#[test]
+fn two_control_plane_replicas_on_one_postgresql_serve_one_fleet() {
+    let Some(db) = PgDb::create() else {
+        eprintln!("SKIP two replicas: they share a PostgreSQL database (KT_TEST_DATABASE_URL)");
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(openai_echo(""));
+    let url = db.url();
+    let key_hex = "ab".repeat(32);
+    // Started together on an empty database: one organisation between them.
+    let start = |name: &str| {
+        let env = [
+            ("KT_BOOTSTRAP_EMAIL", OWNER),
+            ("KT_BOOTSTRAP_PASSWORD", PASSWORD),
+            ("KT_DATABASE_URL", url.as_str()),
+            ("KT_SECRETS_KEY", key_hex.as_str()),
+        ];
+        ServerProcess::start(KT, &tmp.path().join(name), &[], &env)
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| start("a"));
+        let b = s.spawn(|| start("b"));
+        (a.join().expect("replica a"), b.join().expect("replica b"))
+    });
+    let op_a = Operator::login(tmp.path().join("cfg-a"), &a);
+    let op_b = Operator::login(tmp.path().join("cfg-b"), &b);
+    let org = |op: &Operator| op.json(&["auth", "whoami", "--json"])["org"]["id"].clone();
+    assert_eq!(org(&op_a), org(&op_b), "one organisation");
+
+    let (g1, t1) = create_gateway(&op_a, "edge-1");
+    let (g2, t2) = create_gateway(&op_b, "edge-2");
+    let v1 = tmp.path().join("v1.yaml");
+    std::fs::write(&v1, keyed_pack(&provider.addr, "1.0.0", "m")).expect("write");
+    for g in [&g1, &g2] {
+        op_a.json(&[
+            "policy",
+            "push",
+            "--file",
+            v1.to_str().expect("path"),
+            "--gateway-id",
+            g,
+            "--json",
+        ]);
+        op_a.json(&["policy", "deploy", "--gateway-id", g, "--json"]);
+    }
+    // Each gateway follows a different replica.
+    let gw1 = start_managed(&op_a.api, &g1, &t1, &tmp.path().join("s1"), "30");
+    let gw2 = start_managed(&op_b.api, &g2, &t2, &tmp.path().join("s2"), "30");
+
+    // A key created through one replica reaches the gateway of the other at once.
+    let created = op_a.json(&[
+        "spend",
+        "gateway-key",
+        "create",
+        "--name",
+        "app",
+        "--consumer-group",
+        "team-a",
+        "--json",
+    ]);
+    let key = created["key"].as_str().expect("key").to_owned();
+    let id = created["id"].as_str().expect("id").to_owned();
+    let took = until_all(&[&gw1, &gw2], &key, 200);
+    eprintln!("a key created on replica a reached both gateways in {took:?}");
+    // A revocation through the other replica, likewise.
+    op_b.json(&["spend", "gateway-key", "delete", "--id", &id, "--yes", "--json"]);
+    let took = until_all(&[&gw1, &gw2], &key, 401);
+    eprintln!("a key revoked on replica b was refused by both gateways after {took:?}");
+    assert!(
+        took < Duration::from_secs(3),
+        "revocation across replicas took {took:?}"
+    );
+
+    // A rollout through replica b reaches the gateway that follows replica a.
+    let second = op_b.json(&[
+        "spend",
+        "gateway-key",
+        "create",
+        "--name",
+        "app2",
+        "--consumer-group",
+        "team-a",
+        "--json",
+    ]);
+    let key2 = second["key"].as_str().expect("key").to_owned();
+    until_all(&[&gw1, &gw2], &key2, 200);
+    let v2 = tmp.path().join("v2.yaml");
+    std::fs::write(&v2, keyed_pack(&provider.addr, "2.0.0", "n")).expect("write");
+    op_b.json(&[
+        "policy",
+        "push",
+        "--file",
+        v2.to_str().expect("path"),
+        "--gateway-id",
+        &g1,
+        "--json",
+    ]);
+    let d = op_b.json(&["policy", "deploy", "--gateway-id", &g1, "--timeout", "20", "--json"]);
+    assert_eq!(d["ok"], true, "{d}");
+    wait_for("gateway 1 on version 2", || {
+        keyed(&gw1, &key2, "m") == (403, "model_not_allowed".into())
+    });
+
+    // Replica a goes away: its gateway keeps serving every request on its last state,
+    // and replica b keeps its own gateway current.
+    drop(a);
+    for _ in 0..20 {
+        assert_eq!(keyed(&gw1, &key2, "n").0, 200, "no request lost");
+    }
+    op_b.json(&[
+        "spend",
+        "gateway-key",
+        "delete",
+        "--id",
+        second["id"].as_str().expect("id"),
+        "--yes",
+        "--json",
+    ]);
+    until_all(&[&gw2], &key2, 401);
+    assert_eq!(
+        keyed(&gw1, &key2, "n").0,
+        200,
+        "replica a's gateway keeps its last key set"
+    );
+    drop(b);
 }

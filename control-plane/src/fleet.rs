@@ -777,10 +777,6 @@ async fn set_desired<'e>(
     Ok(())
 }
 
-fn notify(st: &AppState) {
-    st.fleet.send_modify(|g| *g += 1);
-}
-
 async fn rollout(
     State(st): State<AppState>,
     p: Principal,
@@ -828,7 +824,7 @@ async fn rollout(
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Fleet).await;
     Ok((StatusCode::ACCEPTED, Json(RolloutResponse { rollout_id, targets })))
 }
 
@@ -853,7 +849,7 @@ async fn revert_gateway(
     };
     let version = resolve_version(&st, &p.org_id, &desired.configuration_id, &req.version).await?;
     set_desired(&st.db, &id, &desired.configuration_id, version).await?;
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Fleet).await;
     Ok(Json(load_gateway(&st, &p.org_id, &id).await?.info))
 }
 
@@ -869,7 +865,7 @@ async fn reload_gateway(
         .bind(&id)
         .execute(&st.db)
         .await?;
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Fleet).await;
     Ok(Json(load_gateway(&st, &p.org_id, &id).await?.info))
 }
 
@@ -885,7 +881,7 @@ async fn reconcile_gateway(State(st): State<AppState>, p: Principal, Path(id): P
             .bind(&id)
             .execute(&st.db)
             .await?;
-        notify(&st);
+        crate::changes::announce(&st, crate::changes::Change::Fleet).await;
         "reapply_requested"
     };
     let g = load_gateway(&st, &p.org_id, &id).await?.info;
@@ -992,7 +988,7 @@ async fn put_runtime_state(
             .await?;
         }
     }
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Fleet).await;
     Ok(Json(runtime_state(&load_gateway(&st, &p.org_id, &gid).await?)))
 }
 

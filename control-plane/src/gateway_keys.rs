@@ -226,7 +226,7 @@ async fn create_key(
     }
     let expires_at = req.expires_in_days.map(|d| now() + i64::from(d) * 86_400);
     let created = insert_key(&st.db, &p, &req, expires_at).await?;
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Keys).await;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
@@ -247,7 +247,7 @@ async fn revoke_key(
     if done.rows_affected() == 0 {
         return Err(ApiError::Conflict(format!("gateway key '{id}' is already revoked")));
     }
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Keys).await;
     Ok(Json(key_info(&find_key(&st, &p.org_id, &id).await?)?))
 }
 
@@ -290,14 +290,9 @@ async fn rotate_key(
         return Err(ApiError::Conflict(format!("gateway key '{id}' was revoked meanwhile")));
     }
     tx.commit().await?;
-    notify(&st);
+    crate::changes::announce(&st, crate::changes::Change::Keys).await;
     let revoked = key_info(&find_key(&st, &p.org_id, &id).await?)?;
     Ok(Json(RotatedGatewayKey { revoked, created }))
-}
-
-/// Wakes every gateway's long-poll on the key set.
-fn notify(st: &AppState) {
-    st.keys.send_modify(|g| *g = g.wrapping_add(1));
 }
 
 #[derive(Debug, Deserialize)]

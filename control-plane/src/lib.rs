@@ -3,6 +3,7 @@
 //! the database URL says so.
 
 pub mod auth;
+pub mod changes;
 pub mod db;
 pub mod error;
 mod extract;
@@ -62,6 +63,9 @@ pub struct AppState {
     pub logins: std::sync::Arc<throttle::Throttle>,
     /// Password hashes computed at once at most (each takes 19 MiB and a core).
     pub hashing: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The PostgreSQL database replicas share (changes are announced on it); `None` for
+    /// SQLite.
+    pub postgres_url: Option<String>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -126,8 +130,12 @@ pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
         key,
         logins: std::sync::Arc::new(throttle::Throttle::new(throttle::Policy::default())),
         hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(hashing_slots())),
+        postgres_url: (db::kind(&url) == "postgresql").then(|| url.clone()),
     };
     bootstrap(&state, opts.bootstrap.as_ref()).await?;
+    if let Some(pg) = state.postgres_url.clone() {
+        tokio::spawn(changes::listen(state.clone(), pg));
+    }
     // Unknown accounts are checked against this hash: compute it before the first login.
     let _ = tokio::task::spawn_blocking(auth::dummy_hash).await;
     println!("kt server listening on http://{addr}");
@@ -174,8 +182,16 @@ fn private_dir(dir: &std::path::Path) -> std::io::Result<()> {
 /// Creates the organisation and its owner when the database has none.
 async fn bootstrap(state: &AppState, boot: Option<&Bootstrap>) -> Result<(), ServerError> {
     let fail = |e: ApiError| ServerError::Bootstrap(e.to_string());
+    let mut tx = state.db.begin().await.map_err(|e| fail(e.into()))?;
+    // Replicas starting together on one PostgreSQL create one organisation, not one each.
+    if state.postgres_url.is_some() {
+        sqlx::query("SELECT pg_advisory_xact_lock(7301)")
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| fail(e.into()))?;
+    }
     let orgs: i64 = sqlx::query("SELECT COUNT(*) FROM orgs")
-        .fetch_one(&state.db)
+        .fetch_one(&mut *tx)
         .await
         .and_then(|r| r.try_get(0))
         .map_err(|e| fail(e.into()))?;
@@ -192,7 +208,6 @@ async fn bootstrap(state: &AppState, boot: Option<&Bootstrap>) -> Result<(), Ser
             let org_id = auth::new_id("org");
             let user_id = auth::new_id("user");
             let hash = auth::hash_password(&b.password).map_err(fail)?;
-            let mut tx = state.db.begin().await.map_err(|e| fail(e.into()))?;
             sqlx::query("INSERT INTO orgs (id, name, created_at) VALUES ($1, $2, $3)")
                 .bind(&org_id)
                 .bind(&b.org)
