@@ -38,6 +38,9 @@ pub struct RunManagedArgs {
     /// Longest wait, in seconds, before a configuration change is seen (changes usually arrive at once)
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub poll_interval: u64,
+    /// How often, in seconds, the gateway reports its spend to the control plane (kt spend summary)
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub spend_report_interval: u64,
     /// Where the last applied configuration is kept (default: <config dir>/managed/<gateway id>)
     #[arg(long, env = "KEEPTRUSTS_STATE_DIR", value_name = "DIR")]
     pub state_dir: Option<PathBuf>,
@@ -133,6 +136,7 @@ pub fn run(args: RunManagedArgs, g: &GlobalArgs) -> Result<Exit> {
             client,
             gateway_id,
             poll_interval: Duration::from_secs(args.poll_interval),
+            spend_every: Duration::from_secs(args.spend_report_interval),
             state_dir,
             applied: Some(applied),
             store,

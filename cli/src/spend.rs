@@ -17,6 +17,8 @@ pub enum SpendCommand {
         #[command(subcommand)]
         command: PricingCommand,
     },
+    /// What managed gateways spent, summed by caller key, group, model, provider or gateway
+    Summary(SummaryArgs),
     /// Caller keys of managed gateways (caller_auth.mode: control_plane)
     GatewayKey {
         #[command(subcommand)]
@@ -44,8 +46,85 @@ pub struct PricingListArgs {
     pub json: bool,
 }
 
+#[derive(Debug, Args)]
+pub struct SummaryArgs {
+    /// What each line sums: key, group, model, provider or gateway
+    #[arg(long, default_value = "key", value_parser = ["key", "group", "model", "provider", "gateway"])]
+    pub by: String,
+    /// How far back: hours (24h) or days (7d), counted from the start of that hour
+    #[arg(long, default_value = "30d", value_name = "DURATION")]
+    pub since: String,
+    /// Print JSON: {"by", "since", "until", "data": [{"id", "name"?, "requests", "input_tokens", "output_tokens", "cost_usd"}], "total"}
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `24h` or `7d` as seconds (at most 400 days).
+fn duration_secs(text: &str) -> Result<i64, CliError> {
+    let bad = || {
+        CliError::new(Exit::Invalid, format!("--since '{text}' is not a duration"))
+            .hint("give hours or days, e.g. --since 24h or --since 7d")
+    };
+    let cut = text.char_indices().last().map_or(0, |(i, _)| i);
+    let (n, unit) = text.split_at(cut);
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "h" => n.checked_mul(3600),
+        "d" => n.checked_mul(86_400),
+        _ => None,
+    }
+    .filter(|s| (1..=400 * 86_400).contains(s))
+    .ok_or_else(bad)?;
+    Ok(secs)
+}
+
+fn summary(args: &SummaryArgs, g: &crate::session::GlobalArgs) -> anyhow::Result<Exit> {
+    let back = duration_secs(&args.since)?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let client = crate::session::client(g)?;
+    let s: kt_api::SpendSummary = client
+        .get(&format!(
+            "/v1/spend/summary?by={}&since={}&until={}",
+            args.by,
+            now - back,
+            now + 1
+        ))
+        .map_err(crate::session::api_error)?;
+    show(args.json, &s, |s| {
+        let header = match s.by.as_str() {
+            "key" => "CALLER KEY",
+            "group" => "CONSUMER GROUP",
+            "model" => "MODEL",
+            "provider" => "PROVIDER",
+            _ => "GATEWAY",
+        };
+        println!(
+            "{header:<32} {:>10} {:>14} {:>14} {:>14}",
+            "REQUESTS", "INPUT TOKENS", "OUTPUT TOKENS", "COST (USD)"
+        );
+        for l in s.data.iter().chain(std::iter::once(&s.total)) {
+            let who = match &l.name {
+                Some(n) => format!("{} ({n})", l.id),
+                None => l.id.clone(),
+            };
+            println!(
+                "{who:<32} {:>10} {:>14} {:>14} {:>14.6}",
+                l.requests, l.input_tokens, l.output_tokens, l.cost_usd
+            );
+        }
+        println!(
+            "Since {} (reported by managed gateways every few seconds).",
+            kt_api::rfc3339(s.since, None)
+        );
+    })?;
+    Ok(Exit::Ok)
+}
+
 pub fn run(command: SpendCommand, g: &crate::session::GlobalArgs) -> anyhow::Result<Exit> {
     match command {
+        SpendCommand::Summary(args) => summary(&args, g),
         SpendCommand::Pricing {
             command: PricingCommand::List(args),
         } => pricing_list(&args),
@@ -102,4 +181,18 @@ fn pricing_list(args: &PricingListArgs) -> anyhow::Result<Exit> {
         println!("US dollars per million tokens; set prices under pricing.models in the configuration.");
     })?;
     Ok(Exit::Ok)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::duration_secs;
+
+    #[test]
+    fn durations_are_hours_or_days() {
+        assert_eq!(duration_secs("24h").ok(), Some(86_400));
+        assert_eq!(duration_secs("7d").ok(), Some(604_800));
+        for bad in ["", "d", "7", "7w", "-1d", "0h", "401d", "99999999999999999d", "1é"] {
+            assert!(duration_secs(bad).is_err(), "{bad}");
+        }
+    }
 }

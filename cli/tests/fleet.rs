@@ -76,7 +76,14 @@ impl Operator {
 }
 
 fn start_managed(api: &str, id: &str, token: &str, state: &Path, poll: &str) -> ManagedProcess {
-    ManagedProcess::start(KT, api, id, token, state, &["--poll-interval", poll])
+    ManagedProcess::start(
+        KT,
+        api,
+        id,
+        token,
+        state,
+        &["--poll-interval", poll, "--spend-report-interval", "1"],
+    )
 }
 
 /// The answer text to a chat request carrying an email address.
@@ -721,7 +728,7 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
 /// may use `models`.
 fn keyed_pack(provider: &str, version: &str, models: &str) -> String {
     format!(
-        "pack: {{name: keyed, version: {version}, enabled: true}}\npolicies: {{chain: []}}\ncaller_auth: {{mode: control_plane}}\nconsumer_groups:\n  - {{name: team-a, allowed_models: [{models}]}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{provider}/v1\"}}\n"
+        "pack: {{name: keyed, version: {version}, enabled: true}}\npolicies: {{chain: []}}\ncaller_auth: {{mode: control_plane}}\nconsumer_groups:\n  - {{name: team-a, allowed_models: [{models}]}}\npricing: {{models: {{m: {{input_cost_per_1k_tokens: 1, output_cost_per_1k_tokens: 2}}}}}}\nproviders:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{provider}/v1\"}}\n"
     )
 }
 
@@ -864,6 +871,86 @@ fn gateway_keys_on(database_url: Option<&str>) {
     assert_eq!(states, ["active", "revoked", "revoked"], "{list}");
     let one = op.json(&["spend", "gateway-key", "get", "--id", &id, "--json"]);
     assert_eq!(one["allowed_models"], json!(["m"]));
+
+    // Spend per key: three answers through one gateway, reported to the control plane.
+    let spender = op.json(&[
+        "spend",
+        "gateway-key",
+        "create",
+        "--name",
+        "spender",
+        "--consumer-group",
+        "team-a",
+        "--json",
+    ]);
+    let (spend_key, spend_id) = (
+        spender["key"].as_str().expect("key"),
+        spender["id"].as_str().expect("id"),
+    );
+    wait_for("the new key on gateway 1", || keyed(&gw1, spend_key, "m").0 == 200);
+    assert_eq!(keyed(&gw1, spend_key, "m").0, 200);
+    assert_eq!(keyed(&gw1, spend_key, "m").0, 200);
+    let mut line = Value::Null;
+    wait_for("three answers in kt spend summary", || {
+        let s = op.json(&["spend", "summary", "--by", "key", "--since", "1h", "--json"]);
+        line = s["data"]
+            .as_array()
+            .and_then(|d| d.iter().find(|l| l["id"] == spend_id).cloned())
+            .unwrap_or_default();
+        line["requests"] == 3
+    });
+    assert_eq!(line["name"], "spender", "{line}");
+    let tokens = line["input_tokens"].as_f64().unwrap_or(0.0) + 2.0 * line["output_tokens"].as_f64().unwrap_or(0.0);
+    assert!(tokens > 0.0, "{line}");
+    let cost = line["cost_usd"].as_f64().unwrap_or(0.0);
+    assert!((cost - tokens / 1000.0).abs() < 1e-9, "priced at 1 and 2 $/1k: {line}");
+    let by_gateway = op.json(&["spend", "summary", "--by", "gateway", "--json"]);
+    assert!(
+        by_gateway["data"]
+            .as_array()
+            .is_some_and(|d| d.iter().any(|l| l["id"] == g1.as_str() && l["name"] == "edge-1")),
+        "{by_gateway}"
+    );
+    // A report retried under its batch id counts once.
+    let hour = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+        / 3600
+        * 3600;
+    let report =
+        json!({"batch_id": "ub_retry", "rows": [{"hour": hour, "caller_key": "gk_retry", "consumer_group": "none",
+        "model": "m", "provider": "mock", "requests": 4, "input_tokens": 1, "output_tokens": 1, "cost_nanos": 5}]})
+        .to_string();
+    let auth = format!("Bearer {t1}");
+    for applied in [true, false] {
+        let r = http_with(
+            &server.addr,
+            "POST",
+            "/v1/gateway/usage",
+            Some(report.as_bytes()),
+            &[("authorization", auth.as_str())],
+        )
+        .expect("answer");
+        assert_eq!(
+            (r.status, r.json()["applied"].as_bool()),
+            (200, Some(applied)),
+            "{}",
+            r.text()
+        );
+    }
+    let s = op.json(&["spend", "summary", "--since", "400d", "--json"]);
+    let retried = s["data"]
+        .as_array()
+        .and_then(|d| d.iter().find(|l| l["id"] == "gk_retry").cloned());
+    assert_eq!(retried.map(|l| l["requests"].clone()), Some(json!(4)), "{s}");
+    let o = op.kt(&["spend", "summary", "--since", "3 days"]);
+    assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
+    let text = op.kt(&["spend", "summary", "--by", "group"]);
+    assert!(
+        String::from_utf8_lossy(&text.stdout).contains("team-a"),
+        "{}",
+        String::from_utf8_lossy(&text.stdout)
+    );
 
     // The control plane goes away: the gateways keep the last key set, also across a
     // restart (kept in the state directory).

@@ -13,6 +13,7 @@ pub mod mfa;
 mod routes;
 pub mod secrets;
 pub mod serve;
+mod spend;
 pub mod throttle;
 mod tokens;
 

@@ -40,6 +40,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/tokens/{id}/rotate", post(rotate_token))
         .merge(crate::fleet::routes())
         .merge(crate::gateway_keys::routes())
+        .merge(crate::spend::routes())
         .merge(crate::secrets::routes())
         .merge(crate::mfa::routes())
         .fallback(not_found)

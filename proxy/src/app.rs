@@ -399,7 +399,7 @@ impl Gateway {
         let elapsed = ctx.started.elapsed().as_secs_f64();
         let usage = ev.usage;
         let provider = ev.target.as_deref().unwrap_or("none");
-        self.metrics.record(&RequestRecord {
+        let record = RequestRecord {
             provider,
             model: ctx.rt.model_label(ev.model.as_deref()),
             status,
@@ -412,7 +412,11 @@ impl Gateway {
             caller: ctx.rt.callers.as_ref().map(|_| ev.caller.as_deref().unwrap_or("none")),
             group: ctx.rt.groups.as_ref().map(|_| ev.group.as_deref().unwrap_or("none")),
             cost_usd: ev.cost.unwrap_or(0.0),
-        });
+        };
+        self.metrics.record(&record);
+        if let Some(ledger) = &self.spend {
+            ledger.record(&record, crate::ids::now_secs());
+        }
         if !self.events.enabled() {
             return;
         }

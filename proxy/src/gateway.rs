@@ -40,6 +40,8 @@ pub struct Gateway {
     /// Client connection limits and the connections open.
     pub(crate) conn: ConnLimits,
     pub(crate) connections: Connections,
+    /// Managed gateways: spend not yet reported to the control plane.
+    pub(crate) spend: Option<Arc<crate::spend::Ledger>>,
 }
 
 /// The API a client speaks.
@@ -140,6 +142,7 @@ impl Gateway {
             stopped: Notify::new(),
             conn: ConnLimits::default(),
             connections: Connections::default(),
+            spend: None,
         }
     }
 

@@ -28,6 +28,7 @@ mod reload;
 mod respond;
 mod routing;
 mod shared;
+mod spend;
 mod upstream;
 
 use std::sync::Arc;
@@ -157,7 +158,18 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         },
     );
     server.add_service(watcher);
+    let ledger = opts.managed.as_ref().map(|_| Arc::new(spend::Ledger::default()));
     if let Some(m) = opts.managed {
+        if let Some(ledger) = &ledger {
+            server.add_service(pingora::services::background::background_service(
+                "spend-sync",
+                spend::SpendSync {
+                    client: m.client.clone(),
+                    ledger: Arc::clone(ledger),
+                    every: m.spend_every,
+                },
+            ));
+        }
         server.add_service(pingora::services::background::background_service(
             "key-sync",
             managed::KeySync {
@@ -189,6 +201,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     gw.admin_token = opts.api_token.filter(|t| !t.is_empty());
     gw.conn = opts.conn;
     gw.upstreams.answer_deadline = opts.upstream_deadline;
+    gw.spend = ledger;
     if gw.admin_token.is_none() {
         tracing::warn!(
             "admin routes (/keeptrusts/config, /keeptrusts/config/reload, /keeptrusts/providers/metrics) answer without a token to clients on this machine (loopback) only; set --api-token (KEEPTRUSTS_GATEWAY_TOKEN) to require a token and use them from elsewhere"

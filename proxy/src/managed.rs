@@ -23,6 +23,8 @@ pub struct ManagedOptions {
     pub client: Client,
     pub gateway_id: String,
     pub poll_interval: Duration,
+    /// How often spend is reported (`POST /v1/gateway/usage`).
+    pub spend_every: Duration,
     /// Holds `policy-config.yaml` (the last good configuration) and `applied.json`.
     pub state_dir: PathBuf,
     /// What the gateway starts on (from the control plane or the persisted state).

@@ -28,6 +28,7 @@ pub const SCOPES: &[&str] = &[
     "events:write",
     "gateway_keys:read",
     "gateway_keys:write",
+    "spend:read",
     "control_plane",
 ];
 
@@ -489,6 +490,63 @@ pub struct FleetKeySet {
     pub etag: String,
 }
 
+// ---------------------------------------------------------------------------------------
+// Spend
+
+/// One hour of one gateway's spend for one caller key, group, model and provider.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct UsageRow {
+    /// Unix seconds of the hour's start.
+    pub hour: i64,
+    /// The caller key's id; `none` without caller authentication.
+    pub caller_key: String,
+    /// The consumer group; `none` for requests of no group.
+    pub consumer_group: String,
+    /// The model as the gateway's metrics name it (`other` for unlisted names).
+    pub model: String,
+    /// The target that answered.
+    pub provider: String,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    /// Cost in nano-dollars (pricing table of the gateway's configuration).
+    pub cost_nanos: u64,
+}
+
+/// `POST /v1/gateway/usage`: a managed gateway's spend since its last report. A batch
+/// id that was applied before is acknowledged without counting again.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UsageReport {
+    pub batch_id: String,
+    pub rows: Vec<UsageRow>,
+}
+
+/// One line of `GET /v1/spend/summary`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SpendLine {
+    /// The key id, group, model, provider or gateway id the line sums.
+    pub id: String,
+    /// The gateway key's or gateway's name, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub requests: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub cost_usd: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpendSummary {
+    /// `key`, `group`, `model`, `provider` or `gateway`.
+    pub by: String,
+    /// Unix seconds; hours starting in [since, until) are summed.
+    pub since: i64,
+    pub until: i64,
+    /// Dearest first.
+    pub data: Vec<SpendLine>,
+    pub total: SpendLine,
+}
+
 /// What a failed call tells the caller.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -695,6 +753,11 @@ impl Client {
 }
 
 impl Client {
+    /// Reports a managed gateway's spend (`POST /v1/gateway/usage`).
+    pub fn report_usage(&self, report: &UsageReport) -> Result<(), ClientError> {
+        self.send::<_, Value>("POST", "/v1/gateway/usage", report).map(|_| ())
+    }
+
     /// Resolves `secret_key_ref.store` names (secrets first, then config variables).
     pub fn resolve(&self, names: &[String]) -> Result<ResolveResponse, ClientError> {
         self.send(
