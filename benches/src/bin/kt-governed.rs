@@ -212,7 +212,9 @@ async fn probe(addr: &str, key: &str) -> u16 {
         return 0;
     };
     let mut buf = Vec::new();
-    exchange(&mut s, &stream_request(addr, key), &mut buf).await.unwrap_or(0)
+    exchange(&mut s, &stream_request(addr, key), &mut buf)
+        .await
+        .unwrap_or(0)
 }
 
 fn new_key(api_addr: &str, session: &str, name: &str, group: &str, rate: Option<u64>) -> Res<(String, String)> {
@@ -255,7 +257,8 @@ struct Fleet {
 
 fn start_fleet(kt: &str, kt_load: &str, dir: &Path, budget_usd: f64) -> Res<Fleet> {
     let db = PgDb::create().ok_or("KT_TEST_DATABASE_URL is not set: the replicas need PostgreSQL")?;
-    let redis = std::env::var("KT_TEST_REDIS_URL").map_err(|_| "KT_TEST_REDIS_URL is not set: the limits need Redis")?;
+    let redis =
+        std::env::var("KT_TEST_REDIS_URL").map_err(|_| "KT_TEST_REDIS_URL is not set: the limits need Redis")?;
     let mock_addr = free_port()?;
     let mock = Mock(
         Command::new(kt_load)
@@ -289,7 +292,13 @@ fn start_fleet(kt: &str, kt_load: &str, dir: &Path, budget_usd: f64) -> Res<Flee
     let yaml = config(&mock_addr, &redis, &prefix, budget_usd);
     let mut ids = Vec::new();
     for i in 1..=3 {
-        let g = api(&a.addr, "POST", "/v1/gateways", &session, Some(json!({"name": format!("edge-{i}")})))?;
+        let g = api(
+            &a.addr,
+            "POST",
+            "/v1/gateways",
+            &session,
+            Some(json!({"name": format!("edge-{i}")})),
+        )?;
         ids.push((
             g["gateway"]["id"].as_str().unwrap_or_default().to_owned(),
             g["token"].as_str().unwrap_or_default().to_owned(),
@@ -342,7 +351,10 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
     // Rate limit: every client until refused.
     let (_, limited) = new_key(&a_addr, &f.session, "limited", "limited", Some(rate_limit))?;
     until_status(&f.addrs, &limited, 200).await?;
-    let hour = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs() / 3600);
+    let hour = |t: std::time::SystemTime| {
+        t.duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() / 3600)
+    };
     let start_hour = hour(std::time::SystemTime::now());
     let tally = Arc::new(Tally::default());
     let t = Instant::now();
@@ -356,7 +368,11 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
     println!(
         "              admitted {admitted} = limit {:+.2} %{}",
         (admitted as f64 - rate_limit as f64) / rate_limit as f64 * 100.0,
-        if same_window { "" } else { " (the run crossed an hour: two windows)" }
+        if same_window {
+            ""
+        } else {
+            " (the run crossed an hour: two windows)"
+        }
     );
 
     // Budget: every client until refused.
@@ -386,9 +402,17 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
     tokio::time::sleep(Duration::from_secs(1)).await;
     let (b_addr, session) = (f.b.addr.clone(), f.session.clone());
     let t = Instant::now();
-    tokio::task::spawn_blocking(move || api(&b_addr, "DELETE", &format!("/v1/gateway-keys/{steady_id}"), &session, None))
-        .await
-        .map_err(|e| e.to_string())??;
+    tokio::task::spawn_blocking(move || {
+        api(
+            &b_addr,
+            "DELETE",
+            &format!("/v1/gateway-keys/{steady_id}"),
+            &session,
+            None,
+        )
+    })
+    .await
+    .map_err(|e| e.to_string())??;
     let api_took = t.elapsed();
     // Gateways are probed one after the other: each time is an upper bound.
     let mut slowest = Duration::ZERO;
@@ -398,7 +422,9 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
     }
     let _ = load.await;
     println!("revocation  : through replica B while {clients} clients stream");
-    println!("              refused by all 3 gateways within {slowest:.1?} of the revoke call (API answered in {api_took:.1?})");
+    println!(
+        "              refused by all 3 gateways within {slowest:.1?} of the revoke call (API answered in {api_took:.1?})"
+    );
 
     // Replica loss under load.
     let (_, survivor) = new_key(&f.b.addr, &f.session, "survivor", "steady", None)?;

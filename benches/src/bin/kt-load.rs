@@ -6,6 +6,9 @@
 //! - (c) `pingora`: a bare Pingora passthrough with default settings (`proxy/examples`),
 //! - (d) `kt-none`: `kt gateway run` with an empty policy chain,
 //! - (e) `kt-chain`: `kt gateway run` with the realistic input chain of the benchmarks,
+//! - (f) `kt-governed`: `kt-chain` plus governance: every request carries a caller key and
+//!   counts against the key's and its consumer group's rate limits and an organisation
+//!   budget, all held in Redis (`KT_TEST_REDIS_URL`, default `redis://127.0.0.1:6379`),
 //!
 //! interleaving the targets within each round and repeating rounds, and prints ratios from
 //! the same run plus the CPU time each target process spent per request. The proxies run
@@ -212,9 +215,15 @@ impl Stats {
     }
 }
 
-fn request_bytes(addr: &str, body: &[u8], extra: &str) -> Vec<u8> {
+/// A chat request; `auth` (header lines) replaces the default `authorization: Bearer load`.
+fn request_bytes(addr: &str, body: &[u8], auth: &str) -> Vec<u8> {
+    let auth = if auth.is_empty() {
+        "authorization: Bearer load\r\n"
+    } else {
+        auth
+    };
     let mut r = format!(
-        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\nauthorization: Bearer load\r\n{extra}content-length: {}\r\n\r\n",
+        "POST /v1/chat/completions HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\n{auth}content-length: {}\r\n\r\n",
         body.len()
     )
     .into_bytes();
@@ -376,6 +385,8 @@ struct Target {
     name: &'static str,
     addr: String,
     child: Option<Child>,
+    /// Header lines every request to this target carries.
+    extra: String,
 }
 
 impl Drop for Target {
@@ -401,11 +412,16 @@ impl Target {
 }
 
 fn spawn_on_cpu0(program: &Path, args: &[&str], dir: &Path) -> Res<Child> {
+    spawn_on_cpu0_env(program, args, dir, &[])
+}
+
+fn spawn_on_cpu0_env(program: &Path, args: &[&str], dir: &Path, env: &[(&str, &str)]) -> Res<Child> {
     Command::new("taskset")
         .arg("-c")
         .arg("0")
         .arg(program)
         .args(args)
+        .envs(env.iter().copied())
         .current_dir(dir)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -434,23 +450,62 @@ fn nginx_target(dir: &Path, mock: &str) -> Res<Target> {
         name: "nginx",
         addr,
         child: Some(child),
+        extra: String::new(),
     })
 }
 
-fn kt_target(name: &'static str, kt: &Path, dir: &Path, mock: &str, chain: bool) -> Res<Target> {
+/// What a kt lane runs.
+#[derive(Clone, Copy, PartialEq)]
+enum Lane {
+    None,
+    Chain,
+    Governed,
+}
+
+/// The caller key of the governed lane.
+const LOAD_KEY: &str = "kt-load-caller-key-0123456789";
+
+/// The governance the governed lane adds to the realistic chain: a caller key with its
+/// own rate limit, a consumer group with one, and an organisation budget, in Redis. The
+/// limits are far above what a run sends, so every request is counted and none refused.
+fn governance(redis: &str) -> String {
+    format!(
+        "caller_auth:
+  mode: keys
+  keys:
+    - {{id: load, secret_key_ref: {{env: KT_LOAD_CALLER_KEY}}, rate_limit: {{max_requests: 1000000000, window_seconds: 3600}}}}
+consumer_groups:
+  - {{name: load, match: {{gateway_key_ids: [load]}}, rate_limits: {{requests_per_minute: 1000000000}}}}
+budgets:
+  limits:
+    - {{name: org, limit_usd: 1000000000, period: day}}
+shared_state: {{redis_url: '{redis}', key_prefix: ktload{}}}
+",
+        std::process::id()
+    )
+}
+
+fn kt_target(name: &'static str, kt: &Path, dir: &Path, mock: &str, lane: Lane) -> Res<Target> {
     let addr = free_port()?;
     let d = dir.join(name);
     std::fs::create_dir_all(&d).map_err(|e| e.to_string())?;
     let providers = format!(
         "providers:\n  targets:\n    - {{id: mock, provider: openai-compatible, base_url: \"http://{mock}/v1\"}}\n"
     );
-    let yaml = if chain {
-        format!("{}{providers}", kt_benches::realistic_config(1000))
-    } else {
-        format!("pack: {{name: none, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\n{providers}")
+    let redis = std::env::var("KT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+    let yaml = match lane {
+        Lane::Chain => format!("{}{providers}", kt_benches::realistic_config(1000)),
+        Lane::Governed => format!(
+            "{}{}{providers}",
+            kt_benches::realistic_config(1000),
+            governance(&redis)
+        ),
+        Lane::None => {
+            format!("pack: {{name: none, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\n{providers}")
+        }
     };
     std::fs::write(d.join("policy-config.yaml"), yaml).map_err(|e| e.to_string())?;
-    let child = spawn_on_cpu0(
+    let child = spawn_on_cpu0_env(
         kt,
         &[
             "gateway",
@@ -463,12 +518,19 @@ fn kt_target(name: &'static str, kt: &Path, dir: &Path, mock: &str, chain: bool)
             "policy-config.yaml",
         ],
         &d,
+        &[("KT_LOAD_CALLER_KEY", LOAD_KEY)],
     )?;
     wait_listening(&addr)?;
+    let extra = if lane == Lane::Governed {
+        format!("authorization: Bearer {LOAD_KEY}\r\n")
+    } else {
+        String::new()
+    };
     Ok(Target {
         name,
         addr,
         child: Some(child),
+        extra,
     })
 }
 
@@ -551,6 +613,7 @@ fn run_main(args: &[String]) -> Res<()> {
         name: "direct",
         addr: mock_addr.clone(),
         child: Some(mock),
+        extra: String::new(),
     };
     wait_listening(&mock_addr)?;
 
@@ -562,12 +625,14 @@ fn run_main(args: &[String]) -> Res<()> {
         name: "pingora",
         addr: bare_addr,
         child: Some(bare_child),
+        extra: String::new(),
     };
-    let kt_none = kt_target("kt-none", &kt, dir.path(), &mock_addr, false)?;
-    let kt_chain = kt_target("kt-chain", &kt, dir.path(), &mock_addr, true)?;
+    let kt_none = kt_target("kt-none", &kt, dir.path(), &mock_addr, Lane::None)?;
+    let kt_chain = kt_target("kt-chain", &kt, dir.path(), &mock_addr, Lane::Chain)?;
+    let kt_governed = kt_target("kt-governed", &kt, dir.path(), &mock_addr, Lane::Governed)?;
     std::thread::sleep(Duration::from_millis(500));
     let idle_rss = kt_chain.rss();
-    let targets = [&mock, &nginx, &pingora, &kt_none, &kt_chain];
+    let targets = [&mock, &nginx, &pingora, &kt_none, &kt_chain, &kt_governed];
 
     let rt = runtime()?;
     let chat = |kib: usize| serde_json::to_vec(&kt_benches::chat_body(kib * 1024, 7)).unwrap_or_default();
@@ -599,7 +664,7 @@ fn run_main(args: &[String]) -> Res<()> {
             // Rotate the order each round so no target always runs first.
             for k in 0..targets.len() {
                 let t = targets[(k + round) % targets.len()];
-                let req = Arc::new(request_bytes(&t.addr, body, ""));
+                let req = Arc::new(request_bytes(&t.addr, body, &t.extra));
                 rt.block_on(closed_loop(&t.addr, Arc::clone(&req), conns, 0.5));
                 let cpu0 = t.cpu();
                 let st = rt.block_on(closed_loop(&t.addr, req, conns, secs));
@@ -629,7 +694,7 @@ fn run_main(args: &[String]) -> Res<()> {
     for round in 0..rounds {
         for k in 0..targets.len() {
             let t = targets[(k + round) % targets.len()];
-            let req = Arc::new(request_bytes(&t.addr, &scenarios[0].1, ""));
+            let req = Arc::new(request_bytes(&t.addr, &scenarios[0].1, &t.extra));
             let st = rt.block_on(closed_loop(&t.addr, req, 1, secs.min(2.0)));
             let e = light.entry(t.name).or_default();
             e.0.push(st.pct(0.5));
@@ -696,14 +761,14 @@ fn run_main(args: &[String]) -> Res<()> {
     let get = |si: usize, name: &'static str| results.get(&(si, name));
     for (si, (sname, _)) in scenarios.iter().enumerate() {
         out.push_str(&format!(
-            "\n{sname} — medians of {rounds} round(s)\n{:<9} {:>10} {:>9} {:>12} {:>9} {:>9} {:>7}\n",
+            "\n{sname} — medians of {rounds} round(s)\n{:<11} {:>10} {:>9} {:>12} {:>9} {:>9} {:>7}\n",
             "target", "req/s", "× pingora", "CPU µs/req", "p50 ms", "p99 ms", "errors"
         ));
         let base = get(si, "pingora").map_or(1.0, |s| median(&s.rps));
         for t in &targets {
             if let Some(s) = get(si, t.name) {
                 out.push_str(&format!(
-                    "{:<9} {:>10.0} {:>9.2} {:>12.1} {:>9.2} {:>9.2} {:>7}\n",
+                    "{:<11} {:>10.0} {:>9.2} {:>12.1} {:>9.2} {:>9.2} {:>7}\n",
                     t.name,
                     median(&s.rps),
                     median(&s.rps) / base,
@@ -721,11 +786,12 @@ fn run_main(args: &[String]) -> Res<()> {
             median(&x.rps) / median(&y.rps).max(1e-9)
         };
         out.push_str(&format!(
-            "ratios: kt-chain/pingora {:.2}, kt-none/pingora {:.2}, kt-chain/nginx {:.2}, pingora/nginx {:.2}\n",
+            "ratios: kt-chain/pingora {:.2}, kt-none/pingora {:.2}, kt-chain/nginx {:.2}, pingora/nginx {:.2}, kt-governed/kt-chain {:.2}\n",
             ratio("kt-chain", "pingora"),
             ratio("kt-none", "pingora"),
             ratio("kt-chain", "nginx"),
             ratio("pingora", "nginx"),
+            ratio("kt-governed", "kt-chain"),
         ));
         // Targets of one round run back to back, so on a machine whose speed drifts the
         // ratio within each round says more than the ratio of the medians.
@@ -738,10 +804,11 @@ fn run_main(args: &[String]) -> Res<()> {
             format!("{:.2} ({})", median(&per), list.join(", "))
         };
         out.push_str(&format!(
-            "paired, median of per-round ratios: kt-chain/pingora {}, kt-none/pingora {}, kt-chain/nginx {}\n",
+            "paired, median of per-round ratios: kt-chain/pingora {}, kt-none/pingora {}, kt-chain/nginx {}, kt-governed/kt-chain {}\n",
             paired("kt-chain", "pingora"),
             paired("kt-none", "pingora"),
             paired("kt-chain", "nginx"),
+            paired("kt-governed", "kt-chain"),
         ));
     }
     out.push_str("\nlight load (1 connection, chat 1 KiB): p50 / p99 ms, added over direct\n");
@@ -749,7 +816,7 @@ fn run_main(args: &[String]) -> Res<()> {
     for t in &targets {
         if let Some((a, b)) = light.get(t.name) {
             out.push_str(&format!(
-                "{:<9} {:>7.3} / {:>7.3}   +{:.3} / +{:.3}\n",
+                "{:<11} {:>7.3} / {:>7.3}   +{:.3} / +{:.3}\n",
                 t.name,
                 median(a),
                 median(b),
