@@ -5,7 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use kt_api::{
-    CreateGatewayKey, CreatedGatewayKey, GatewayKeyInfo, GatewayKeyList, KeyRateLimit, RotatedGatewayKey,
+    CreateGatewayKey, CreatedGatewayKey, GatewayKeyInfo, GatewayKeyList, KeyBudget, KeyRateLimit, RotatedGatewayKey,
     encode_segment,
 };
 
@@ -72,6 +72,13 @@ pub struct CreateArgs {
     /// The window of --max-requests, in seconds (1 to 86400)
     #[arg(long, value_name = "SECONDS", requires = "max_requests")]
     pub window_seconds: Option<u64>,
+    /// A hard budget of the key's own, in US dollars per --budget-period (beside the
+    /// configuration's budgets)
+    #[arg(long, value_name = "USD")]
+    pub budget_usd: Option<f64>,
+    /// The period of --budget-usd: hour, day or month (UTC)
+    #[arg(long, value_name = "PERIOD", default_value = "day", value_parser = ["hour", "day", "month"], requires = "budget_usd")]
+    pub budget_period: String,
     /// Days until the key expires (1 to 3650); none: it does not expire
     #[arg(long, value_name = "DAYS")]
     pub expires_in_days: Option<u32>,
@@ -129,6 +136,10 @@ pub fn run(cmd: GatewayKeyCommand, g: &GlobalArgs) -> Result<Exit> {
                     max_requests: m,
                     window_seconds: w,
                 }),
+                budget: a.budget_usd.map(|limit_usd| KeyBudget {
+                    limit_usd,
+                    period: a.budget_period.clone(),
+                }),
                 expires_in_days: a.expires_in_days,
             };
             let k: CreatedGatewayKey = client.send("POST", "/v1/gateway-keys", &req).map_err(api_error)?;
@@ -181,6 +192,9 @@ fn print_key(k: &GatewayKeyInfo) {
     );
     if let Some(l) = k.rate_limit {
         println!("Rate limit:  {} requests per {} s", l.max_requests, l.window_seconds);
+    }
+    if let Some(b) = &k.budget {
+        println!("Budget:      ${} per {} (hard)", b.limit_usd, b.period);
     }
     println!("Created:     {}", rfc3339(k.created_at));
     println!("Expires:     {}", k.expires_at.map_or("never".into(), rfc3339));

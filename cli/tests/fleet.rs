@@ -734,7 +734,16 @@ fn keyed_pack(provider: &str, version: &str, models: &str) -> String {
 
 /// The status and error code of a chat request made with `key`.
 fn keyed(g: &ManagedProcess, key: &str, model: &str) -> (u16, String) {
-    let body = json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}).to_string();
+    keyed_body(
+        g,
+        key,
+        &json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+}
+
+/// The status and error code of `body` sent with `key`.
+fn keyed_body(g: &ManagedProcess, key: &str, body: &Value) -> (u16, String) {
+    let body = body.to_string();
     let auth = format!("Bearer {key}");
     let headers = [("authorization", auth.as_str())];
     let r = http_with(
@@ -911,6 +920,47 @@ fn gateway_keys_on(database_url: Option<&str>) {
             .is_some_and(|d| d.iter().any(|l| l["id"] == g1.as_str() && l["name"] == "edge-1")),
         "{by_gateway}"
     );
+    // A key's own budget: a hard ceiling beside the configuration's. Each answer here
+    // reserves about $0.1 (body bytes and max_tokens at $1 and $2 per 1k) and settles to
+    // $0.011, so a $0.15 budget admits a handful and then refuses.
+    let capped = op.json(&[
+        "spend",
+        "gateway-key",
+        "create",
+        "--name",
+        "capped",
+        "--consumer-group",
+        "team-a",
+        "--budget-usd",
+        "0.15",
+        "--json",
+    ]);
+    assert_eq!(
+        capped["budget"],
+        json!({"limit_usd": 0.15, "period": "day"}),
+        "{capped}"
+    );
+    let capped_key = capped["key"].as_str().expect("key");
+    let small = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    wait_for("the capped key on gateway 1", || {
+        keyed_body(&gw1, capped_key, &small).0 == 200
+    });
+    let mut answers = 1;
+    loop {
+        match keyed_body(&gw1, capped_key, &small) {
+            (200, _) => answers += 1,
+            (429, code) if code == "budget_exceeded" => break,
+            other => panic!("unexpected answer {other:?}"),
+        }
+        assert!(answers < 20, "the key's budget never refused");
+    }
+    assert!((2..=13).contains(&answers), "{answers} answers within $0.15");
+    assert_eq!(
+        keyed_body(&gw1, spend_key, &small).0,
+        200,
+        "other keys are not held to it"
+    );
+
     // A report retried under its batch id counts once.
     let hour = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kt_api::{
-    CreateGatewayKey, CreatedGatewayKey, FleetKey, FleetKeySet, GatewayKeyInfo, GatewayKeyList, KeyRateLimit,
-    RotatedGatewayKey,
+    CreateGatewayKey, CreatedGatewayKey, FleetKey, FleetKeySet, GatewayKeyInfo, GatewayKeyList, KeyBudget,
+    KeyRateLimit, RotatedGatewayKey,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -44,7 +44,9 @@ pub fn routes() -> Router<AppState> {
 }
 
 const COLUMNS: &str = "id, name, prefix, consumer_group, allowed_models, rate_max_requests, rate_window_seconds, \
-                       created_at, expires_at, revoked_at, replaced_by";
+                       budget_nanos, budget_period, created_at, expires_at, revoked_at, replaced_by";
+/// The largest budget a key may have, in US dollars.
+const MAX_BUDGET_USD: f64 = 1_000_000.0;
 
 fn rate_limit_of(r: &AnyRow) -> ApiResult<Option<KeyRateLimit>> {
     let max: Option<i64> = r.try_get("rate_max_requests")?;
@@ -52,6 +54,15 @@ fn rate_limit_of(r: &AnyRow) -> ApiResult<Option<KeyRateLimit>> {
     Ok(max.zip(window).map(|(m, w)| KeyRateLimit {
         max_requests: m.max(0) as u64,
         window_seconds: w.max(0) as u64,
+    }))
+}
+
+fn budget_of(r: &AnyRow) -> ApiResult<Option<KeyBudget>> {
+    let nanos: Option<i64> = r.try_get("budget_nanos")?;
+    let period: Option<String> = r.try_get("budget_period")?;
+    Ok(nanos.zip(period).map(|(n, period)| KeyBudget {
+        limit_usd: n.max(0) as f64 / 1e9,
+        period,
     }))
 }
 
@@ -73,6 +84,7 @@ fn key_info(r: &AnyRow) -> ApiResult<GatewayKeyInfo> {
         consumer_group: r.try_get("consumer_group")?,
         allowed_models: models_of(r)?,
         rate_limit: rate_limit_of(r)?,
+        budget: budget_of(r)?,
         created_at: r.try_get("created_at")?,
         expires_at,
         revoked_at,
@@ -117,6 +129,16 @@ fn validate(req: &CreateGatewayKey) -> ApiResult<()> {
         return Err(ApiError::validation(
             "rate_limit needs max_requests from 1 to 1000000000 and window_seconds from 1 to 86400",
         ));
+    }
+    if let Some(b) = &req.budget {
+        if !(b.limit_usd.is_finite() && b.limit_usd > 0.0 && b.limit_usd <= MAX_BUDGET_USD) {
+            return Err(ApiError::validation(format!(
+                "budget.limit_usd must be above 0 and at most {MAX_BUDGET_USD}"
+            )));
+        }
+        if !matches!(b.period.as_str(), "hour" | "day" | "month") {
+            return Err(ApiError::validation("budget.period must be hour, day or month"));
+        }
     }
     if let Some(d) = req.expires_in_days
         && !(1..=3650).contains(&d)
@@ -170,8 +192,8 @@ async fn insert_key<'e>(
         .map(|m| serde_json::to_string(m).unwrap_or_default());
     sqlx::query(
         "INSERT INTO gateway_keys (id, org_id, name, prefix, secret_hash, consumer_group, allowed_models, \
-         rate_max_requests, rate_window_seconds, created_by, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+         rate_max_requests, rate_window_seconds, created_by, created_at, expires_at, budget_nanos, budget_period) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&id)
     .bind(&p.org_id)
@@ -185,6 +207,8 @@ async fn insert_key<'e>(
     .bind(p.user_id.as_deref().unwrap_or(&p.token_id))
     .bind(created_at)
     .bind(expires_at)
+    .bind(req.budget.as_ref().map(|b| (b.limit_usd * 1e9).round() as i64))
+    .bind(req.budget.as_ref().map(|b| b.period.clone()))
     .execute(db)
     .await?;
     let info = GatewayKeyInfo {
@@ -195,6 +219,7 @@ async fn insert_key<'e>(
         consumer_group: req.consumer_group.clone(),
         allowed_models: req.allowed_models.clone(),
         rate_limit: req.rate_limit,
+        budget: req.budget.clone(),
         created_at,
         expires_at,
         revoked_at: None,
@@ -272,6 +297,7 @@ async fn rotate_key(
         consumer_group: old.consumer_group.clone(),
         allowed_models: old.allowed_models.clone(),
         rate_limit: old.rate_limit,
+        budget: old.budget.clone(),
         expires_in_days: None,
     };
     let mut tx = st.db.begin().await?;
@@ -304,7 +330,8 @@ struct WaitQuery {
 /// replica gives the same set the same tag).
 async fn key_set(st: &AppState, org_id: &str) -> ApiResult<FleetKeySet> {
     let rows = sqlx::query(
-        "SELECT id, secret_hash, consumer_group, allowed_models, rate_max_requests, rate_window_seconds, expires_at \
+        "SELECT id, secret_hash, consumer_group, allowed_models, rate_max_requests, rate_window_seconds, budget_nanos, \
+         budget_period, expires_at \
          FROM gateway_keys WHERE org_id = $1 AND revoked_at IS NULL AND (expires_at IS NULL OR expires_at > $2) ORDER BY id",
     )
     .bind(org_id)
@@ -319,6 +346,7 @@ async fn key_set(st: &AppState, org_id: &str) -> ApiResult<FleetKeySet> {
             consumer_group: r.try_get("consumer_group")?,
             allowed_models: models_of(r)?,
             rate_limit: rate_limit_of(r)?,
+            budget: budget_of(r)?,
             expires_at: r.try_get("expires_at")?,
         });
     }
@@ -432,6 +460,27 @@ mod tests {
             },
             CreateGatewayKey {
                 expires_in_days: Some(0),
+                ..req()
+            },
+            CreateGatewayKey {
+                budget: Some(KeyBudget {
+                    limit_usd: f64::NAN,
+                    period: "day".into(),
+                }),
+                ..req()
+            },
+            CreateGatewayKey {
+                budget: Some(KeyBudget {
+                    limit_usd: 0.0,
+                    period: "day".into(),
+                }),
+                ..req()
+            },
+            CreateGatewayKey {
+                budget: Some(KeyBudget {
+                    limit_usd: 5.0,
+                    period: "week".into(),
+                }),
                 ..req()
             },
         ];

@@ -63,7 +63,11 @@ impl Runtime {
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
         let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
         let prices = kt_policy::pricing::PriceTable::of(policy.config());
-        let budgets = crate::model_api::budget::Budgets::of(policy.config());
+        // Gateway keys may carry budgets of their own: budgets are kept for them too.
+        let budgets = crate::model_api::budget::Budgets::of(policy.config()).or_else(|| {
+            matches!(callers, Some(crate::model_api::CallerAuth::Fleet(_)))
+                .then(crate::model_api::budget::Budgets::for_keys)
+        });
         let shared = match &policy.config().shared_state {
             Some(s) => Some(Arc::new(crate::shared::Shared::of(s, &env)?)),
             None => None,

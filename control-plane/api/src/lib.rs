@@ -410,6 +410,14 @@ pub struct KeyRateLimit {
     pub window_seconds: u64,
 }
 
+/// A gateway key's own hard budget: at most `limit_usd` per `period` (`hour`, `day` or
+/// `month`, UTC).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct KeyBudget {
+    pub limit_usd: f64,
+    pub period: String,
+}
+
 /// `POST /v1/gateway-keys`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct CreateGatewayKey {
@@ -422,6 +430,8 @@ pub struct CreateGatewayKey {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit: Option<KeyRateLimit>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<KeyBudget>,
     /// Days until the key expires; none: it does not expire.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<u32>,
@@ -439,6 +449,8 @@ pub struct GatewayKeyInfo {
     pub consumer_group: Option<String>,
     pub allowed_models: Option<Vec<String>>,
     pub rate_limit: Option<KeyRateLimit>,
+    #[serde(default)]
+    pub budget: Option<KeyBudget>,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
@@ -477,6 +489,8 @@ pub struct FleetKey {
     pub allowed_models: Option<Vec<String>>,
     #[serde(default)]
     pub rate_limit: Option<KeyRateLimit>,
+    #[serde(default)]
+    pub budget: Option<KeyBudget>,
     /// Unix seconds; the gateway refuses the key from then on.
     #[serde(default)]
     pub expires_at: Option<i64>,

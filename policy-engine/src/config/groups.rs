@@ -42,14 +42,21 @@ fn check_budgets(doc: &Value, out: &mut Vec<Diagnostic>) {
         let err = |field: &str, msg: String, help: &str| {
             Diagnostic::error(Code::InvalidValue, &format!("{at}.{field}"), msg).with_help(help)
         };
-        if let Some(name) = b.get("name").and_then(Value::as_str)
-            && !seen.insert(name)
-        {
-            out.push(err(
-                "name",
-                format!("{at}.name '{name}' is used by an earlier budget"),
-                "give each budget its own name",
-            ));
+        if let Some(name) = b.get("name").and_then(Value::as_str) {
+            if !well_formed(name) {
+                out.push(err(
+                    "name",
+                    format!("{at}.name '{name}' may hold only letters, digits, '-', '_' and '.' (at most 64)"),
+                    "budget names appear in refusals, events and Redis keys",
+                ));
+            }
+            if !seen.insert(name) {
+                out.push(err(
+                    "name",
+                    format!("{at}.name '{name}' is used by an earlier budget"),
+                    "give each budget its own name",
+                ));
+            }
         }
         let scope = b.get("scope").and_then(Value::as_str).unwrap_or("organisation");
         let id = b.get("id").and_then(Value::as_str);
@@ -434,6 +441,18 @@ mod tests {
         );
         let unkeyed = findings("budgets: {limits: [{name: k, scope: caller_key, limit_usd: 1}]}\n");
         assert_eq!(unkeyed, [("E015".to_owned(), "budgets.limits[0].scope".to_owned())]);
+    }
+
+    #[test]
+    fn budget_names_are_well_formed() {
+        let got = findings("budgets: {limits: [{name: 'a:b', limit_usd: 1}, {name: '@key', limit_usd: 1}]}\n");
+        assert_eq!(
+            got,
+            [
+                ("E015".to_owned(), "budgets.limits[0].name".to_owned()),
+                ("E015".to_owned(), "budgets.limits[1].name".to_owned()),
+            ]
+        );
     }
 
     #[test]

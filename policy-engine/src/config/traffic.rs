@@ -393,6 +393,13 @@ fn default_reserve_output() -> u64 {
     4096
 }
 
+impl Budgets {
+    /// `reserve_output_tokens` when the section does not set it.
+    pub fn default_reserve_output() -> u64 {
+        default_reserve_output()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BudgetRule {

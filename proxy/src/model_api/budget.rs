@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use kt_policy::config::{BudgetMode, BudgetPeriod, BudgetRule, BudgetScope, PolicyConfig, SharedFailMode};
 use serde_json::{Value, json};
 
+use super::caller::CallerKey;
 use super::groups::Group;
 use crate::error::RequestError;
 use crate::gateway::ClientApi;
@@ -91,6 +92,31 @@ impl Budgets {
             });
         }
         out
+    }
+
+    /// The gateway key's own hard budget (`kt spend gateway-key create --budget-usd`), as a
+    /// slot. Its counter starts with `@`, which configured budget names cannot.
+    fn key_slot(caller: &CallerKey, now: u64) -> Option<Slot> {
+        let (limit, period) = caller.budget?;
+        let (index, ttl) = period_of(period, now);
+        Some(Slot {
+            name: format!("gateway key {}", caller.id),
+            counter: format!("@key:{}", caller.id),
+            period: index,
+            ttl,
+            limit,
+            hard: true,
+        })
+    }
+
+    /// Budgets for a configuration without a `budgets` section whose callers' gateway keys
+    /// may carry budgets of their own.
+    pub fn for_keys() -> Budgets {
+        Budgets {
+            reserve_output: kt_policy::config::Budgets::default_reserve_output(),
+            rules: Vec::new(),
+            spent: Arc::default(),
+        }
     }
 
     /// Reserves `amount` on every slot, unless a hard one lacks room (its name).
@@ -236,14 +262,15 @@ pub(crate) async fn reserve(
     body_bytes: usize,
     client: ClientApi,
     candidates: &[Arc<Target>],
-    caller: Option<&str>,
+    caller: Option<&CallerKey>,
     group: Option<&Group>,
 ) -> Result<Option<(Reservation, bool)>, RequestError> {
     let Some(budgets) = rt.budgets.as_ref() else {
         return Ok(None);
     };
     let now = now_secs();
-    let slots = budgets.slots(caller, group.map(|g| g.name.as_str()), now);
+    let mut slots = budgets.slots(caller.map(|c| c.id.as_str()), group.map(|g| g.name.as_str()), now);
+    slots.extend(caller.and_then(|c| Budgets::key_slot(c, now)));
     if slots.is_empty() {
         return Ok(None);
     }

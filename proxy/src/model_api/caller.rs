@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use kt_api::FleetKeySet;
-use kt_policy::config::{CallerAuthMode, PolicyConfig};
+use kt_policy::config::{BudgetPeriod, CallerAuthMode, PolicyConfig};
 use pingora::protocols::http::ServerSession as Session;
 use sha2::{Digest, Sha256};
 
@@ -34,6 +34,8 @@ pub struct CallerKey {
     pub group: Option<String>,
     /// Unix seconds from which the key is refused (gateway keys).
     expires_at: Option<u64>,
+    /// The key's own hard budget: nano-dollars per period (gateway keys).
+    pub budget: Option<(u64, BudgetPeriod)>,
 }
 
 /// The caller keys of one configuration, resolved once.
@@ -161,6 +163,21 @@ impl FleetKeys {
                 tracing::warn!("gateway key {} has a malformed hash; it is not accepted", k.id);
                 continue;
             };
+            let budget = match &k.budget {
+                None => None,
+                Some(b) => match period_named(&b.period) {
+                    Some(p) => Some(((b.limit_usd.max(0.0) * 1e9) as u64, p)),
+                    // A budget this gateway cannot apply must not turn into no budget.
+                    None => {
+                        tracing::warn!(
+                            "gateway key {} has a budget period '{}' this gateway does not know; it is not accepted",
+                            k.id,
+                            b.period
+                        );
+                        continue;
+                    }
+                },
+            };
             let limit = k
                 .rate_limit
                 .map(|l| Arc::new(FixedWindow::new(l.max_requests, l.window_seconds)));
@@ -171,12 +188,22 @@ impl FleetKeys {
                 limit: limit.map(|w| FixedWindow::carried(w, prior)),
                 group: k.consumer_group.clone(),
                 expires_at: k.expires_at.map(|e| e.max(0) as u64),
+                budget,
             };
             next.by_digest.insert(digest, next.keys.len());
             next.keys.push(Arc::new(key));
         }
         self.current.store(Arc::new(next));
         self.etag.store(Arc::new(Some(set.etag.clone())));
+    }
+}
+
+fn period_named(name: &str) -> Option<BudgetPeriod> {
+    match name {
+        "hour" => Some(BudgetPeriod::Hour),
+        "day" => Some(BudgetPeriod::Day),
+        "month" => Some(BudgetPeriod::Month),
+        _ => None,
     }
 }
 
@@ -230,6 +257,7 @@ impl Callers {
                     .map(|l| Arc::new(FixedWindow::new(l.max_requests, l.window_seconds))),
                 group: None,
                 expires_at: None,
+                budget: None,
             }));
         }
         Ok(Some(callers))
@@ -351,6 +379,7 @@ mod tests {
                 max_requests: 5,
                 window_seconds: 60,
             }),
+            budget: None,
             expires_at,
         }
     }

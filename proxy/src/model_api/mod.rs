@@ -265,8 +265,16 @@ async fn reserve(
     candidates: &[Arc<crate::routing::Target>],
     t: &Tenancy<'_>,
 ) -> Result<(Option<budget::Reservation>, bool), RequestError> {
-    let caller = t.caller.as_ref().map(|c| c.id.as_str());
-    let reserved = budget::reserve(rt, &mut req.request, body_len, client, candidates, caller, t.group).await?;
+    let reserved = budget::reserve(
+        rt,
+        &mut req.request,
+        body_len,
+        client,
+        candidates,
+        t.caller.as_deref(),
+        t.group,
+    )
+    .await?;
     let Some((reservation, changed)) = reserved else {
         return Ok((None, false));
     };
