@@ -5,8 +5,7 @@
 use anyhow::Result;
 use clap::{Args, Subcommand};
 use kt_api::{
-    CreateGatewayKey, CreatedGatewayKey, GatewayKeyInfo, GatewayKeyList, KeyBudget, KeyRateLimit, RotatedGatewayKey,
-    encode_segment,
+    CreateGatewayKey, CreatedGatewayKey, GatewayKeyInfo, GatewayKeyList, KeyBudget, KeyRateLimit, encode_segment,
 };
 
 use crate::output::{CliError, Exit, print_json, rfc3339, show};
@@ -44,7 +43,7 @@ pub enum GatewayKeyCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Revoke a key and issue its successor (same name, group, models, limit and expiry)
+    /// Give a key a new value: the old one is refused at once; the id and settings stay
     Rotate {
         /// The key's id (gk_…)
         #[arg(long, value_name = "ID")]
@@ -150,14 +149,18 @@ pub fn run(cmd: GatewayKeyCommand, g: &GlobalArgs) -> Result<Exit> {
             show(json, &k, |k| println!("Revoked gateway key {} '{}'.", k.id, k.name))?;
         }
         GatewayKeyCommand::Rotate { id, json } => {
-            let r: RotatedGatewayKey = client
+            let k: CreatedGatewayKey = client
                 .call("POST", &format!("{}/rotate", path(&id)))
                 .map_err(api_error)?;
             if json {
-                print_json(&r)?;
+                print_json(&k)?;
             } else {
-                println!("Revoked gateway key {}.", r.revoked.id);
-                print_created(false, &r.created)?;
+                println!(
+                    "Rotated gateway key {} '{}': its old value is refused from now on",
+                    k.info.id, k.info.name
+                );
+                println!("{}", k.key);
+                eprintln!("This key is shown once: give it to the application in place of the old one.");
             }
         }
     }
@@ -201,7 +204,7 @@ fn print_key(k: &GatewayKeyInfo) {
     if let Some(r) = k.revoked_at {
         println!("Revoked:     {}", rfc3339(r));
     }
-    if let Some(n) = &k.replaced_by {
-        println!("Replaced by: {n}");
+    if let Some(r) = k.rotated_at {
+        println!("Rotated:     {}", rfc3339(r));
     }
 }

@@ -839,12 +839,15 @@ fn gateway_keys_on(database_url: Option<&str>) {
     until_all(&[&gw1], &ghost_key, 403);
     assert_eq!(keyed(&gw1, &ghost_key, "m"), (403, "consumer_group_unavailable".into()));
 
-    // Rotation: the old value is refused everywhere, the new one accepted.
+    // Rotation: the old value is refused everywhere, the new one accepted; the id (what
+    // configurations, budgets and spend name the key by) and its settings stay.
     let rotated = op.json(&["spend", "gateway-key", "rotate", "--id", &id, "--json"]);
-    let new_key = rotated["created"]["key"].as_str().expect("key").to_owned();
-    assert_eq!(rotated["revoked"]["state"], "revoked");
-    assert_eq!(rotated["revoked"]["replaced_by"], rotated["created"]["id"]);
-    assert_eq!(rotated["created"]["consumer_group"], "team-a");
+    let new_key = rotated["key"].as_str().expect("key").to_owned();
+    assert_eq!(rotated["id"], id.as_str(), "{rotated}");
+    assert_eq!(rotated["state"], "active");
+    assert_eq!(rotated["consumer_group"], "team-a");
+    assert!(rotated["rotated_at"].is_i64(), "{rotated}");
+    assert_ne!(new_key, key);
     let took = until_all(&[&gw1, &gw2], &key, 401);
     eprintln!("a rotated key was refused by both gateways after {took:?}");
     assert!(
@@ -852,19 +855,18 @@ fn gateway_keys_on(database_url: Option<&str>) {
         "revocation took {took:?} with a 30 s poll interval"
     );
     assert_eq!(keyed(&gw2, &new_key, "m").0, 200);
-    let o = op.kt(&["spend", "gateway-key", "rotate", "--id", &id]);
-    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
 
-    // Revocation needs --yes; a second one is a conflict.
-    let new_id = rotated["created"]["id"].as_str().expect("id").to_owned();
-    let o = op.kt(&["spend", "gateway-key", "revoke", "--id", &new_id]);
+    // Revocation needs --yes; a second one is a conflict, and so is rotating a revoked key.
+    let o = op.kt(&["spend", "gateway-key", "revoke", "--id", &id]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(keyed(&gw1, &new_key, "m").0, 200, "nothing was revoked");
-    op.json(&["spend", "gateway-key", "delete", "--id", &new_id, "--yes", "--json"]);
+    op.json(&["spend", "gateway-key", "delete", "--id", &id, "--yes", "--json"]);
     let took = until_all(&[&gw1, &gw2], &new_key, 401);
     assert!(took < Duration::from_secs(3), "revocation took {took:?}");
-    let o = op.kt(&["spend", "gateway-key", "delete", "--id", &new_id, "--yes"]);
+    let o = op.kt(&["spend", "gateway-key", "delete", "--id", &id, "--yes"]);
     assert!(String::from_utf8_lossy(&o.stderr).contains("already revoked"));
+    let o = op.kt(&["spend", "gateway-key", "rotate", "--id", &id]);
+    assert_eq!(o.status.code(), Some(1), "{}", String::from_utf8_lossy(&o.stderr));
 
     // Listing shows each key's state, never a value or hash.
     let list = op.json(&["spend", "gateway-key", "list", "--json"]);
@@ -877,7 +879,7 @@ fn gateway_keys_on(database_url: Option<&str>) {
         .filter_map(|k| k["state"].as_str())
         .collect();
     states.sort_unstable();
-    assert_eq!(states, ["active", "revoked", "revoked"], "{list}");
+    assert_eq!(states, ["active", "revoked"], "{list}");
     let one = op.json(&["spend", "gateway-key", "get", "--id", &id, "--json"]);
     assert_eq!(one["allowed_models"], json!(["m"]));
 
@@ -1007,6 +1009,32 @@ fn gateway_keys_on(database_url: Option<&str>) {
     let last = op.json(&["spend", "gateway-key", "create", "--name", "batch", "--json"]);
     let last_key = last["key"].as_str().expect("key").to_owned();
     until_all(&[&gw1, &gw2], &last_key, 200);
+
+    // A gateway whose own token is revoked stops accepting gateway keys.
+    let third = op.json(&["gateway", "create", "--name", "edge-3", "--json"]);
+    let (g3, t3, t3_id) = (
+        third["gateway"]["id"].as_str().expect("id"),
+        third["token"].as_str().expect("token"),
+        third["token_id"].as_str().expect("token id"),
+    );
+    op.json(&[
+        "policy",
+        "push",
+        "--file",
+        v1.to_str().expect("path"),
+        "--gateway-id",
+        g3,
+        "--json",
+    ]);
+    op.json(&["policy", "deploy", "--gateway-id", g3, "--json"]);
+    let gw3 = start_managed(&api, g3, t3, &tmp.path().join("state3"), "30");
+    until_all(&[&gw3], &last_key, 200);
+    op.json(&["auth", "token", "revoke", "--token-id", t3_id, "--json"]);
+    // Any key change wakes the gateway's wait; its next request is refused.
+    op.json(&["spend", "gateway-key", "create", "--name", "wake", "--json"]);
+    until_all(&[&gw3], &last_key, 401);
+    assert_eq!(keyed(&gw3, &last_key, "m"), (401, "invalid_api_key".into()));
+    drop(gw3);
     drop(server);
     assert_eq!(keyed(&gw1, &last_key, "m").0, 200);
     assert_eq!(keyed(&gw1, &new_key, "m").0, 401);

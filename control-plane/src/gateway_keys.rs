@@ -11,8 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use kt_api::{
-    CreateGatewayKey, CreatedGatewayKey, FleetKey, FleetKeySet, GatewayKeyInfo, GatewayKeyList, KeyBudget,
-    KeyRateLimit, RotatedGatewayKey,
+    CreateGatewayKey, CreatedGatewayKey, FleetKey, FleetKeySet, GatewayKeyInfo, GatewayKeyList, KeyBudget, KeyRateLimit,
 };
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
@@ -44,7 +43,7 @@ pub fn routes() -> Router<AppState> {
 }
 
 const COLUMNS: &str = "id, name, prefix, consumer_group, allowed_models, rate_max_requests, rate_window_seconds, \
-                       budget_nanos, budget_period, created_at, expires_at, revoked_at, replaced_by";
+                       budget_nanos, budget_period, created_at, expires_at, revoked_at, rotated_at";
 /// The largest budget a key may have, in US dollars.
 const MAX_BUDGET_USD: f64 = 1_000_000.0;
 
@@ -88,7 +87,7 @@ fn key_info(r: &AnyRow) -> ApiResult<GatewayKeyInfo> {
         created_at: r.try_get("created_at")?,
         expires_at,
         revoked_at,
-        replaced_by: r.try_get("replaced_by")?,
+        rotated_at: r.try_get("rotated_at")?,
     })
 }
 
@@ -223,7 +222,7 @@ async fn insert_key<'e>(
         created_at,
         expires_at,
         revoked_at: None,
-        replaced_by: None,
+        rotated_at: None,
     };
     Ok(CreatedGatewayKey { info, key })
 }
@@ -276,13 +275,14 @@ async fn revoke_key(
     Ok(Json(key_info(&find_key(&st, &p.org_id, &id).await?)?))
 }
 
-/// Revokes a key and issues its successor (same name, group, models, limit and remaining
-/// lifetime) in one transaction: of concurrent rotations of one key exactly one succeeds.
+/// Gives a key a new value: the old value is refused from then on, and the key keeps its
+/// id (what configurations, budgets and spend name it by), group, models, limits and
+/// expiry. Of concurrent rotations of one key exactly one succeeds.
 async fn rotate_key(
     State(st): State<AppState>,
     p: Principal,
     Path(id): Path<String>,
-) -> ApiResult<Json<RotatedGatewayKey>> {
+) -> ApiResult<Json<CreatedGatewayKey>> {
     p.require("gateway_keys:write")?;
     crate::mfa::require_mfa(&st, &p, "rotating a gateway key").await?;
     let old = key_info(&find_key(&st, &p.org_id, &id).await?)?;
@@ -292,33 +292,33 @@ async fn rotate_key(
             old.state
         )));
     }
-    let req = CreateGatewayKey {
-        name: old.name.clone(),
-        consumer_group: old.consumer_group.clone(),
-        allowed_models: old.allowed_models.clone(),
-        rate_limit: old.rate_limit,
-        budget: old.budget.clone(),
-        expires_in_days: None,
-    };
-    let mut tx = st.db.begin().await?;
-    let created = insert_key(&mut *tx, &p, &req, old.expires_at).await?;
+    let old_hash: String = sqlx::query("SELECT secret_hash FROM gateway_keys WHERE id = $1 AND org_id = $2")
+        .bind(&id)
+        .bind(&p.org_id)
+        .fetch_one(&st.db)
+        .await?
+        .try_get(0)?;
+    let key = auth::new_secret(KEY_PREFIX);
     let done = sqlx::query(
-        "UPDATE gateway_keys SET revoked_at = $1, replaced_by = $2 WHERE id = $3 AND org_id = $4 AND revoked_at IS NULL",
+        "UPDATE gateway_keys SET secret_hash = $1, prefix = $2, rotated_at = $3 \
+         WHERE id = $4 AND org_id = $5 AND revoked_at IS NULL AND secret_hash = $6",
     )
+    .bind(auth::hash_secret(&key))
+    .bind(prefix_of(&key))
     .bind(now())
-    .bind(&created.info.id)
     .bind(&id)
     .bind(&p.org_id)
-    .execute(&mut *tx)
+    .bind(&old_hash)
+    .execute(&st.db)
     .await?;
     if done.rows_affected() == 0 {
-        tx.rollback().await?;
-        return Err(ApiError::Conflict(format!("gateway key '{id}' was revoked meanwhile")));
+        return Err(ApiError::Conflict(format!(
+            "gateway key '{id}' was rotated or revoked meanwhile"
+        )));
     }
-    tx.commit().await?;
     crate::changes::announce(&st, crate::changes::Change::Keys).await;
-    let revoked = key_info(&find_key(&st, &p.org_id, &id).await?)?;
-    Ok(Json(RotatedGatewayKey { revoked, created }))
+    let info = key_info(&find_key(&st, &p.org_id, &id).await?)?;
+    Ok(Json(CreatedGatewayKey { info, key }))
 }
 
 #[derive(Debug, Deserialize)]

@@ -21,6 +21,12 @@ use crate::{AppState, now};
 pub const MAX_ROWS: usize = 2_000;
 /// The longest id, model or provider name accepted in a row.
 const MAX_FIELD_BYTES: usize = 256;
+/// The most one row may count of anything (tokens, nano-dollars, requests).
+const MAX_COUNT: u64 = 1_000_000_000_000_000;
+/// Where a stored total stops growing (well inside signed 64 bits).
+const TOTAL_CAP: i64 = 4_000_000_000_000_000_000;
+/// The widest period a summary covers.
+const MAX_SPAN_SECS: i64 = 400 * 86_400;
 /// How long applied batch ids are remembered (a retry later than this would count again).
 const BATCH_MEMORY_SECS: i64 = 7 * 86_400;
 /// The default and the longest period a summary covers.
@@ -59,7 +65,7 @@ fn validate(r: &UsageReport) -> ApiResult<()> {
             )));
         }
         let counts = [row.requests, row.input_tokens, row.output_tokens, row.cost_nanos];
-        if counts.iter().any(|n| *n > i64::MAX as u64 / 2) {
+        if counts.iter().any(|n| *n > MAX_COUNT) {
             return Err(ApiError::validation(format!("rows[{i}] holds a count out of range")));
         }
     }
@@ -93,8 +99,10 @@ async fn report(State(st): State<AppState>, p: Principal, Body(r): Body<UsageRep
             "INSERT INTO spend (org_id, gateway_id, hour, caller_key, consumer_group, model, provider, requests, \
              input_tokens, output_tokens, cost_nanos) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (org_id, gateway_id, hour, caller_key, consumer_group, model, provider) DO UPDATE SET \
-             requests = spend.requests + excluded.requests, input_tokens = spend.input_tokens + excluded.input_tokens, \
-             output_tokens = spend.output_tokens + excluded.output_tokens, cost_nanos = spend.cost_nanos + excluded.cost_nanos",
+             requests = CASE WHEN spend.requests > $12 - excluded.requests THEN $12 ELSE spend.requests + excluded.requests END, \
+             input_tokens = CASE WHEN spend.input_tokens > $12 - excluded.input_tokens THEN $12 ELSE spend.input_tokens + excluded.input_tokens END, \
+             output_tokens = CASE WHEN spend.output_tokens > $12 - excluded.output_tokens THEN $12 ELSE spend.output_tokens + excluded.output_tokens END, \
+             cost_nanos = CASE WHEN spend.cost_nanos > $12 - excluded.cost_nanos THEN $12 ELSE spend.cost_nanos + excluded.cost_nanos END",
         )
         .bind(&p.org_id)
         .bind(&gid)
@@ -107,6 +115,7 @@ async fn report(State(st): State<AppState>, p: Principal, Body(r): Body<UsageRep
         .bind(row.input_tokens as i64)
         .bind(row.output_tokens as i64)
         .bind(row.cost_nanos as i64)
+        .bind(TOTAL_CAP)
         .execute(&mut *tx)
         .await?;
     }
@@ -152,16 +161,20 @@ async fn summary(
     p.require("spend:read")?;
     let by = q.by.unwrap_or_else(|| "key".into());
     let col = column(&by)?;
-    let until = q.until.unwrap_or_else(|| now() + 1);
-    let since = q.since.unwrap_or(until - DEFAULT_SINCE_SECS);
+    // Times beyond year 36812 are not times: clamp before any arithmetic.
+    let clamp = |t: i64| t.clamp(0, 1 << 40);
+    let until = clamp(q.until.unwrap_or_else(|| now() + 1));
+    let since = clamp(q.since.unwrap_or(until - DEFAULT_SINCE_SECS)).max(until - MAX_SPAN_SECS);
     if since >= until {
         return Err(ApiError::validation("since must be before until"));
     }
     // Spend is kept per hour: `since` counts from the start of its hour.
     let first_hour = since.div_euclid(3600) * 3600;
     let rows = sqlx::query(&format!(
-        "SELECT {col} AS id, CAST(SUM(requests) AS BIGINT) AS requests, CAST(SUM(input_tokens) AS BIGINT) AS input_tokens, \
-         CAST(SUM(output_tokens) AS BIGINT) AS output_tokens, CAST(SUM(cost_nanos) AS BIGINT) AS cost_nanos \
+        "SELECT {col} AS id, SUM(CAST(requests AS DOUBLE PRECISION)) AS requests, \
+         SUM(CAST(input_tokens AS DOUBLE PRECISION)) AS input_tokens, \
+         SUM(CAST(output_tokens AS DOUBLE PRECISION)) AS output_tokens, \
+         SUM(CAST(cost_nanos AS DOUBLE PRECISION)) AS cost_nanos \
          FROM spend WHERE org_id = $1 AND hour >= $2 AND hour < $3 GROUP BY {col} ORDER BY cost_nanos DESC, id"
     ))
     .bind(&p.org_id)
@@ -174,16 +187,17 @@ async fn summary(
     let mut data = Vec::with_capacity(rows.len());
     for r in &rows {
         let id: String = r.try_get("id")?;
-        let counts: [i64; 4] = [
+        // Summed as floating point: totals of many rows cannot overflow.
+        let counts: [f64; 4] = [
             r.try_get("requests")?,
             r.try_get("input_tokens")?,
             r.try_get("output_tokens")?,
             r.try_get("cost_nanos")?,
         ];
-        let [requests, input, output, nanos] = counts.map(|n| n.max(0) as u64);
-        total.requests += requests;
-        total.input_tokens += input;
-        total.output_tokens += output;
+        let [requests, input, output, nanos] = counts.map(|n| n.max(0.0) as u64);
+        total.requests = total.requests.saturating_add(requests);
+        total.input_tokens = total.input_tokens.saturating_add(input);
+        total.output_tokens = total.output_tokens.saturating_add(output);
         total.cost_usd += nanos as f64 / 1e9;
         let name = names.get(&id).cloned();
         data.push(line(id, name, requests, input, output, nanos));

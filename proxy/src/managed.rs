@@ -341,6 +341,24 @@ impl BackgroundService for KeySync {
                     tracing::info!("managed: {} gateway keys in use", self.keys.len());
                 }
                 Ok(Ok(None)) => reachable = true,
+                // The control plane no longer knows this gateway (its token was revoked or
+                // the gateway deleted): it accepts no gateway key until it is let back in.
+                Ok(Err(e)) if e.status() == Some(401) => {
+                    if !self.keys.is_empty() {
+                        tracing::error!(
+                            "managed: the control plane refuses this gateway's token ({e}); no gateway key is accepted until it is valid again"
+                        );
+                        self.keys.apply(&kt_api::FleetKeySet {
+                            keys: Vec::new(),
+                            etag: String::new(),
+                        });
+                    }
+                    reachable = false;
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    }
+                }
                 Ok(Err(e)) => {
                     if reachable {
                         tracing::warn!(
@@ -354,7 +372,11 @@ impl BackgroundService for KeySync {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
-                Err(_) => return,
+                // The blocking call panicked: try again rather than stop following keys.
+                Err(e) => {
+                    tracing::error!("managed: the gateway key request failed: {e}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
             }
         }
     }

@@ -16,8 +16,14 @@ use crate::metrics::RequestRecord;
 
 /// Distinct rows held between reports; beyond it new combinations count under `other`.
 const MAX_ROWS: usize = 10_000;
-/// Rows per report (the control plane's limit).
-const ROWS_PER_REPORT: usize = 2_000;
+/// Rows per report: with labels of at most `MAX_LABEL` bytes a report stays well under
+/// the control plane's 1 MiB body limit (and its 2,000-row limit).
+const ROWS_PER_REPORT: usize = 500;
+/// The longest label kept (longer ones are cut at a character boundary).
+const MAX_LABEL: usize = 200;
+/// The most one row counts of anything (tokens, nano-dollars, requests): a provider's
+/// absurd usage figure cannot make a report the control plane refuses.
+const MAX_COUNT: u64 = 1_000_000_000_000_000;
 /// Unacknowledged reports kept while the control plane is away (an hour at 10 s).
 const MAX_PENDING: usize = 360;
 
@@ -39,20 +45,20 @@ impl Ledger {
         let nanos = (r.cost_usd.max(0.0) * 1e9).round() as u64;
         let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
         let full = rows.len() >= MAX_ROWS;
-        let label = |s: Option<&str>| s.unwrap_or("none").to_owned();
+        let label = |s: Option<&str>| cut(s.unwrap_or("none")).to_owned();
         let mut key: RowKey = (
             hour,
             label(r.caller),
             label(r.group),
-            r.model.to_owned(),
-            r.provider.to_owned(),
+            cut(r.model).to_owned(),
+            cut(r.provider).to_owned(),
         );
         if full && !rows.contains_key(&key) {
             key = (hour, "other".into(), "other".into(), "other".into(), "other".into());
         }
         let t = rows.entry(key).or_default();
         for (slot, n) in t.iter_mut().zip([1, r.input_tokens, r.output_tokens, nanos]) {
-            *slot = slot.saturating_add(n);
+            *slot = slot.saturating_add(n).min(MAX_COUNT);
         }
     }
 
@@ -73,6 +79,18 @@ impl Ledger {
             })
             .collect()
     }
+}
+
+/// `s` cut to at most `MAX_LABEL` bytes at a character boundary.
+fn cut(s: &str) -> &str {
+    if s.len() <= MAX_LABEL {
+        return s;
+    }
+    let mut end = MAX_LABEL;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
 }
 
 /// Reports the ledger to the control plane every `every`.
@@ -122,6 +140,14 @@ impl BackgroundService for SpendSync {
                             reachable = true;
                         }
                     }
+                    // Refused as invalid: sending it again would block every later report.
+                    Ok(Err(e))
+                        if e.status()
+                            .is_some_and(|s| (400..500).contains(&s) && ![401, 403, 408, 429].contains(&s)) =>
+                    {
+                        tracing::error!("spend: the control plane refused a report ({e}); it is dropped");
+                        pending.pop_front();
+                    }
                     Ok(Err(e)) => {
                         if reachable {
                             tracing::warn!("spend: cannot report to the control plane ({e}); kept to send again");
@@ -129,7 +155,8 @@ impl BackgroundService for SpendSync {
                         }
                         break;
                     }
-                    Err(_) => return,
+                    // The blocking call panicked: keep the report for the next round.
+                    Err(_) => break,
                 }
             }
             if stopping {
@@ -184,6 +211,20 @@ mod tests {
         );
         assert_eq!(rows[0].consumer_group, "none");
         assert!(l.take().is_empty(), "taken once");
+    }
+
+    #[test]
+    fn absurd_usage_and_long_labels_stay_reportable() {
+        let l = Ledger::default();
+        let long = "é".repeat(300);
+        let mut r = record(Some(&long), "mock", f64::INFINITY);
+        r.input_tokens = u64::MAX;
+        l.record(&r, 0);
+        l.record(&r, 0);
+        let rows = l.take();
+        assert_eq!(rows.len(), 1);
+        assert!(rows[0].caller_key.len() <= MAX_LABEL && rows[0].caller_key.starts_with('é'));
+        assert_eq!((rows[0].input_tokens, rows[0].cost_nanos), (MAX_COUNT, MAX_COUNT));
     }
 
     #[test]

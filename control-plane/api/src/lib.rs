@@ -454,8 +454,9 @@ pub struct GatewayKeyInfo {
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
-    /// The key that replaced this one (`rotate`).
-    pub replaced_by: Option<String>,
+    /// When the key last got a new value (`rotate`); the id stays.
+    #[serde(default)]
+    pub rotated_at: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -469,12 +470,6 @@ pub struct CreatedGatewayKey {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct GatewayKeyList {
     pub data: Vec<GatewayKeyInfo>,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RotatedGatewayKey {
-    pub revoked: GatewayKeyInfo,
-    pub created: CreatedGatewayKey,
 }
 
 /// One usable key as a gateway receives it: its SHA-256 hash, never its value.

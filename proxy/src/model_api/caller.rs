@@ -158,6 +158,11 @@ impl FleetKeys {
     fn swap(&self, set: &FleetKeySet) {
         let mut next = Callers::default();
         let before = self.current.load();
+        let windows: HashMap<&str, &Arc<FixedWindow>> = before
+            .keys
+            .iter()
+            .filter_map(|k| k.limit.as_ref().map(|w| (k.id.as_str(), w)))
+            .collect();
         for k in &set.keys {
             let Some(digest) = hex32(&k.sha256) else {
                 tracing::warn!("gateway key {} has a malformed hash; it is not accepted", k.id);
@@ -181,7 +186,7 @@ impl FleetKeys {
             let limit = k
                 .rate_limit
                 .map(|l| Arc::new(FixedWindow::new(l.max_requests, l.window_seconds)));
-            let prior = before.by_id(&k.id).and_then(|o| o.limit.as_ref());
+            let prior = windows.get(k.id.as_str()).copied();
             let key = CallerKey {
                 id: k.id.clone(),
                 allowed_models: k.allowed_models.clone(),
