@@ -988,7 +988,8 @@ async fn put_runtime_state(
             .await?;
         }
     }
-    crate::changes::announce(&st, crate::changes::Change::Fleet).await;
+    // A report changes what a gateway runs, not what it should run: no long-poll waits on
+    // it (so a gateway that reports in a loop wakes nobody).
     Ok(Json(runtime_state(&load_gateway(&st, &p.org_id, &gid).await?)))
 }
 
