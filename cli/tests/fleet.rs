@@ -995,6 +995,23 @@ fn gateway_keys_on(database_url: Option<&str>) {
         .as_array()
         .and_then(|d| d.iter().find(|l| l["id"] == "gk_retry").cloned());
     assert_eq!(retried.map(|l| l["requests"].clone()), Some(json!(4)), "{s}");
+    // Hostile summary queries: absurd times are clamped, unknown groupings refused.
+    let sauth = format!("Bearer {}", op.token());
+    for (query, status) in [
+        ("by=key&since=-9223372036854775808&until=9223372036854775807", 200),
+        ("by=key&since=9223372036854775807&until=-9223372036854775808", 422),
+        ("by=caller_key%3B%20DROP%20TABLE%20spend", 422),
+    ] {
+        let r = http_with(
+            &server.addr,
+            "GET",
+            &format!("/v1/spend/summary?{query}"),
+            None,
+            &[("authorization", sauth.as_str())],
+        )
+        .expect("answer");
+        assert_eq!(r.status, status, "{query}: {}", r.text());
+    }
     let o = op.kt(&["spend", "summary", "--since", "3 days"]);
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     let text = op.kt(&["spend", "summary", "--by", "group"]);

@@ -120,26 +120,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         fleet.as_ref(),
     )
     .map_err(GatewayError::Config)?;
-    for t in &runtime.router.targets {
-        let u = &t.upstream;
-        tracing::info!(
-            "Target {} ({}{}) -> {}://{}:{}{}",
-            t.id,
-            t.provider,
-            t.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default(),
-            if u.tls { "https" } else { "http" },
-            u.host,
-            u.port,
-            u.path_for("")
-        );
-    }
-    tracing::info!("Gateway listening on http://{}", opts.listen);
-    if runtime.callers.is_none() && !is_loopback(&opts.listen) {
-        tracing::warn!(
-            "caller_auth.mode is none and {} is not a loopback address: anyone who reaches it can spend the provider keys (set caller_auth.mode: keys)",
-            opts.listen
-        );
-    }
+    log_start(&runtime, &opts.listen);
     let mut server = server(opts.threads, 1)?;
     let cache = Arc::new(cache::ResponseCache::new(runtime.policy.config()));
     let source = Arc::new(reload::PolicySource {
@@ -158,34 +139,7 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
         },
     );
     server.add_service(watcher);
-    let ledger = opts.managed.as_ref().map(|_| Arc::new(spend::Ledger::default()));
-    if let Some(m) = opts.managed {
-        if let Some(ledger) = &ledger {
-            server.add_service(pingora::services::background::background_service(
-                "spend-sync",
-                spend::SpendSync {
-                    client: m.client.clone(),
-                    ledger: Arc::clone(ledger),
-                    every: m.spend_every,
-                },
-            ));
-        }
-        server.add_service(pingora::services::background::background_service(
-            "key-sync",
-            managed::KeySync {
-                client: m.client.clone(),
-                keys: Arc::clone(&m.keys),
-                wait: m.poll_interval,
-            },
-        ));
-        server.add_service(pingora::services::background::background_service(
-            "managed-sync",
-            managed::ManagedSync {
-                source: Arc::clone(&source),
-                opts: m,
-            },
-        ));
-    }
+    let ledger = opts.managed.map(|m| managed_services(&mut server, &source, m));
     let sink = match opts.events {
         Some(target) => {
             let (sink, writer) = events::channel(target);
@@ -219,6 +173,60 @@ pub fn run(opts: RunOptions) -> Result<(), GatewayError> {
     service.add_tcp(&opts.listen);
     server.add_service(service);
     server.run_forever()
+}
+
+/// Logs the targets and the listen address, and warns about a gateway anyone can call.
+fn log_start(runtime: &reload::Runtime, listen: &str) {
+    for t in &runtime.router.targets {
+        let u = &t.upstream;
+        tracing::info!(
+            "Target {} ({}{}) -> {}://{}:{}{}",
+            t.id,
+            t.provider,
+            t.model.as_deref().map(|m| format!(", model {m}")).unwrap_or_default(),
+            if u.tls { "https" } else { "http" },
+            u.host,
+            u.port,
+            u.path_for("")
+        );
+    }
+    tracing::info!("Gateway listening on http://{}", listen);
+    if runtime.callers.is_none() && !is_loopback(listen) {
+        tracing::warn!(
+            "caller_auth.mode is none and {} is not a loopback address: anyone who reaches it can spend the provider keys (set caller_auth.mode: keys)",
+            listen
+        );
+    }
+}
+
+/// The background services of a managed gateway: spend reports, gateway keys and the
+/// configuration. Returns the spend ledger the requests record into.
+fn managed_services(server: &mut Server, source: &Arc<reload::PolicySource>, m: ManagedOptions) -> Arc<spend::Ledger> {
+    let ledger = Arc::new(spend::Ledger::default());
+    server.add_service(pingora::services::background::background_service(
+        "spend-sync",
+        spend::SpendSync {
+            client: m.client.clone(),
+            ledger: Arc::clone(&ledger),
+            every: m.spend_every,
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "key-sync",
+        managed::KeySync {
+            client: m.client.clone(),
+            keys: Arc::clone(&m.keys),
+            wait: m.poll_interval,
+        },
+    ));
+    server.add_service(pingora::services::background::background_service(
+        "managed-sync",
+        managed::ManagedSync {
+            source: Arc::clone(source),
+            opts: m,
+        },
+    ));
+    ledger
 }
 
 /// Whether a listen address (`host:port`) is on the loopback interface only.

@@ -344,12 +344,18 @@ fn start_fleet(kt: &str, kt_load: &str, dir: &Path, budget_usd: f64) -> Res<Flee
     })
 }
 
-async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64) -> Res<()> {
-    let a_addr = f.a.as_ref().map(|a| a.addr.clone()).unwrap_or_default();
-    let cost = (PROMPT_TOKENS * INPUT_PRICE + EVENTS as f64 * OUTPUT_PRICE) / 1000.0;
+/// What one answer costs: the mock's usage at the configured prices.
+fn answer_cost() -> f64 {
+    (PROMPT_TOKENS * INPUT_PRICE + EVENTS as f64 * OUTPUT_PRICE) / 1000.0
+}
 
-    // Rate limit: every client until refused.
-    let (_, limited) = new_key(&a_addr, &f.session, "limited", "limited", Some(rate_limit))?;
+fn replica_a(f: &Fleet) -> String {
+    f.a.as_ref().map(|a| a.addr.clone()).unwrap_or_default()
+}
+
+/// Every client streams with a rate-limited key until refused.
+async fn rate_limit_phase(f: &Fleet, clients: usize, rate_limit: u64) -> Res<()> {
+    let (_, limited) = new_key(&replica_a(f), &f.session, "limited", "limited", Some(rate_limit))?;
     until_status(&f.addrs, &limited, 200).await?;
     let hour = |t: std::time::SystemTime| {
         t.duration_since(std::time::UNIX_EPOCH)
@@ -374,9 +380,13 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
             " (the run crossed an hour: two windows)"
         }
     );
+    Ok(())
+}
 
-    // Budget: every client until refused.
-    let (_, budgeted) = new_key(&a_addr, &f.session, "budgeted", "budgeted", None)?;
+/// Every client streams with a key of the budgeted group until refused.
+async fn budget_phase(f: &Fleet, clients: usize, budget_usd: f64) -> Res<()> {
+    let cost = answer_cost();
+    let (_, budgeted) = new_key(&replica_a(f), &f.session, "budgeted", "budgeted", None)?;
     until_status(&f.addrs[..1], &budgeted, 200).await?;
     let tally = Arc::new(Tally::default());
     let t = Instant::now();
@@ -390,9 +400,12 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
         spent / budget_usd * 100.0,
         (spent - budget_usd).max(0.0)
     );
+    Ok(())
+}
 
-    // Revocation under load, through the other replica.
-    let (steady_id, steady) = new_key(&a_addr, &f.session, "steady", "steady", None)?;
+/// A key revoked through replica B while clients stream with it.
+async fn revocation_phase(f: &Fleet, clients: usize) -> Res<()> {
+    let (steady_id, steady) = new_key(&replica_a(f), &f.session, "steady", "steady", None)?;
     until_status(&f.addrs, &steady, 200).await?;
     let tally = Arc::new(Tally::default());
     let load = {
@@ -425,8 +438,11 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
     println!(
         "              refused by all 3 gateways within {slowest:.1?} of the revoke call (API answered in {api_took:.1?})"
     );
+    Ok(())
+}
 
-    // Replica loss under load.
+/// Replica A killed while clients stream; every answer counted.
+async fn replica_loss_phase(f: &mut Fleet, clients: usize) -> Res<()> {
     let (_, survivor) = new_key(&f.b.addr, &f.session, "survivor", "steady", None)?;
     until_status(&f.addrs, &survivor, 200).await?;
     let tally = Arc::new(Tally::default());
@@ -447,6 +463,13 @@ async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64)
         alive["data"].as_array().map_or(0, Vec::len)
     );
     Ok(())
+}
+
+async fn phases(f: &mut Fleet, clients: usize, rate_limit: u64, budget_usd: f64) -> Res<()> {
+    rate_limit_phase(f, clients, rate_limit).await?;
+    budget_phase(f, clients, budget_usd).await?;
+    revocation_phase(f, clients).await?;
+    replica_loss_phase(f, clients).await
 }
 
 fn main() -> Res<()> {
