@@ -62,6 +62,14 @@ impl Operator {
             .expect("kt runs")
     }
 
+    /// Pushes `file` to `gateway` and rolls it out (waiting for the gateway when it has
+    /// connected before); returns the deploy's JSON.
+    fn roll_out(&self, file: &Path, gateway: &str) -> Value {
+        let file = file.to_str().expect("path");
+        self.json(&["policy", "push", "--file", file, "--gateway-id", gateway, "--json"]);
+        self.json(&["policy", "deploy", "--gateway-id", gateway, "--timeout", "20", "--json"])
+    }
+
     fn json(&self, args: &[&str]) -> Value {
         let o = self.kt(args);
         assert_eq!(
@@ -787,16 +795,7 @@ fn gateway_keys_on(database_url: Option<&str>) {
     let v1 = tmp.path().join("keyed.yaml");
     std::fs::write(&v1, keyed_pack(&provider.addr, "1.0.0", "m, n")).expect("write");
     for g in [&g1, &g2] {
-        op.json(&[
-            "policy",
-            "push",
-            "--file",
-            v1.to_str().expect("path"),
-            "--gateway-id",
-            g,
-            "--json",
-        ]);
-        op.json(&["policy", "deploy", "--gateway-id", g, "--json"]);
+        op.roll_out(&v1, g);
     }
     let api = format!("http://{}", server.addr);
     // A poll interval of 30 s: keys arrive by push, not by polling.
@@ -1035,16 +1034,7 @@ fn gateway_keys_on(database_url: Option<&str>) {
         third["token"].as_str().expect("token"),
         third["token_id"].as_str().expect("token id"),
     );
-    op.json(&[
-        "policy",
-        "push",
-        "--file",
-        v1.to_str().expect("path"),
-        "--gateway-id",
-        g3,
-        "--json",
-    ]);
-    op.json(&["policy", "deploy", "--gateway-id", g3, "--json"]);
+    op.roll_out(&v1, g3);
     let gw3 = start_managed(&api, g3, t3, &tmp.path().join("state3"), "30");
     until_all(&[&gw3], &last_key, 200);
     op.json(&["auth", "token", "revoke", "--token-id", t3_id, "--json"]);
@@ -1099,16 +1089,7 @@ fn two_control_plane_replicas_on_one_postgresql_serve_one_fleet() {
     let v1 = tmp.path().join("v1.yaml");
     std::fs::write(&v1, keyed_pack(&provider.addr, "1.0.0", "m")).expect("write");
     for g in [&g1, &g2] {
-        op_a.json(&[
-            "policy",
-            "push",
-            "--file",
-            v1.to_str().expect("path"),
-            "--gateway-id",
-            g,
-            "--json",
-        ]);
-        op_a.json(&["policy", "deploy", "--gateway-id", g, "--json"]);
+        op_a.roll_out(&v1, g);
     }
     // Each gateway follows a different replica.
     let gw1 = start_managed(&op_a.api, &g1, &t1, &tmp.path().join("s1"), "30");
@@ -1153,16 +1134,7 @@ fn two_control_plane_replicas_on_one_postgresql_serve_one_fleet() {
     until_all(&[&gw1, &gw2], &key2, 200);
     let v2 = tmp.path().join("v2.yaml");
     std::fs::write(&v2, keyed_pack(&provider.addr, "2.0.0", "n")).expect("write");
-    op_b.json(&[
-        "policy",
-        "push",
-        "--file",
-        v2.to_str().expect("path"),
-        "--gateway-id",
-        &g1,
-        "--json",
-    ]);
-    let d = op_b.json(&["policy", "deploy", "--gateway-id", &g1, "--timeout", "20", "--json"]);
+    let d = op_b.roll_out(&v2, &g1);
     assert_eq!(d["ok"], true, "{d}");
     wait_for("gateway 1 on version 2", || {
         keyed(&gw1, &key2, "m") == (403, "model_not_allowed".into())

@@ -485,6 +485,38 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_the_gateway_cannot_apply_keeps_the_key_out() {
+        let keys = FleetKeys::load(None);
+        let budget = |period: &str| {
+            Some(kt_api::KeyBudget {
+                limit_usd: 2.5,
+                period: period.into(),
+            })
+        };
+        keys.apply(&FleetKeySet {
+            keys: vec![
+                FleetKey {
+                    budget: budget("day"),
+                    ..fleet_key("gk_day", "kt_gk_day_value_0123456789", None)
+                },
+                FleetKey {
+                    budget: budget("fortnight"),
+                    ..fleet_key("gk_odd", "kt_gk_odd_value_0123456789", None)
+                },
+            ],
+            etag: "\"keys:b\"".into(),
+        });
+        let current = keys.current.load();
+        let k = current.lookup(&bearer("kt_gk_day_value_0123456789")).expect("day key");
+        assert_eq!(k.budget, Some((2_500_000_000, BudgetPeriod::Day)));
+        // Not served unbudgeted: refused.
+        assert_eq!(
+            code(current.lookup(&bearer("kt_gk_odd_value_0123456789"))),
+            "invalid_api_key"
+        );
+    }
+
+    #[test]
     fn hashes_decode_only_as_64_hex_digits() {
         assert_eq!(hex32(&"ab".repeat(32)), Some([0xab; 32]));
         assert_eq!(hex32(&"AB".repeat(32)), Some([0xab; 32]));
