@@ -15,6 +15,7 @@ mod server;
 mod service;
 mod session;
 mod spend;
+mod spend_budgets;
 mod spend_keys;
 mod templates;
 

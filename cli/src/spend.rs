@@ -1,5 +1,6 @@
 //! `kt spend`: what tokens cost. `kt spend pricing list` shows the price table a gateway
-//! runs with: the shipped list prices and a configuration's `pricing` section over them.
+//! runs with: the shipped list prices and a configuration's `pricing` section over them
+//! (`--org`: the organisation's prices, which managed gateways apply over both).
 
 use std::path::PathBuf;
 
@@ -24,12 +25,37 @@ pub enum SpendCommand {
         #[command(subcommand)]
         command: crate::spend_keys::GatewayKeyCommand,
     },
+    /// The organisation's budgets, applied by every managed gateway
+    Budget {
+        #[command(subcommand)]
+        command: crate::spend_budgets::BudgetCommand,
+    },
+    /// Ceilings on what each provider is paid, applied by every managed gateway
+    ProviderBudget {
+        #[command(subcommand)]
+        command: crate::spend_budgets::ProviderBudgetCommand,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum PricingCommand {
     /// List the prices a gateway on this configuration charges (US dollars per million tokens)
     List(PricingListArgs),
+    /// Set the organisation's price of a model; managed gateways charge it over their
+    /// configuration's within a second
+    Set(crate::spend_budgets::PriceSetArgs),
+    /// Delete the organisation's price of a model
+    Delete {
+        /// The model
+        #[arg(long)]
+        model: String,
+        /// Confirm the deletion
+        #[arg(long)]
+        yes: bool,
+        /// Print JSON instead of text
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -41,6 +67,9 @@ pub struct PricingListArgs {
     /// Only models whose name contains this
     #[arg(long, value_name = "TEXT")]
     pub model: Option<String>,
+    /// The organisation's prices, kept by the control plane (kt spend pricing set)
+    #[arg(long, conflicts_with = "policy_config")]
+    pub org: bool,
     /// Print JSON: {"models": [{"model", "input", "cached_input", "output", "reasoning"}]}
     #[arg(long)]
     pub json: bool,
@@ -127,8 +156,19 @@ pub fn run(command: SpendCommand, g: &crate::session::GlobalArgs) -> anyhow::Res
         SpendCommand::Summary(args) => summary(&args, g),
         SpendCommand::Pricing {
             command: PricingCommand::List(args),
+        } if args.org => crate::spend_budgets::pricing_list_org(args.model.as_deref(), args.json, g),
+        SpendCommand::Pricing {
+            command: PricingCommand::List(args),
         } => pricing_list(&args),
+        SpendCommand::Pricing {
+            command: PricingCommand::Set(args),
+        } => crate::spend_budgets::pricing_set(args, g),
+        SpendCommand::Pricing {
+            command: PricingCommand::Delete { model, yes, json },
+        } => crate::spend_budgets::pricing_delete(&model, yes, json, g),
         SpendCommand::GatewayKey { command } => crate::spend_keys::run(command, g),
+        SpendCommand::Budget { command } => crate::spend_budgets::run_budget(command, g),
+        SpendCommand::ProviderBudget { command } => crate::spend_budgets::run_provider_budget(command, g),
     }
 }
 
@@ -178,7 +218,9 @@ fn pricing_list(args: &PricingListArgs) -> anyhow::Result<Exit> {
                 n("reasoning")
             );
         }
-        println!("US dollars per million tokens; set prices under pricing.models in the configuration.");
+        println!(
+            "US dollars per million tokens; set prices under pricing.models in the configuration, or for every managed gateway with kt spend pricing set."
+        );
     })?;
     Ok(Exit::Ok)
 }

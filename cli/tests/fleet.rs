@@ -540,6 +540,37 @@ fn every_control_plane_endpoint_checks_its_scope_and_gateway_tokens_are_bound() 
             None,
             "gateway_keys:write",
         ),
+        ("GET", "/v1/budgets".into(), None, "budgets:read"),
+        ("GET", "/v1/budgets/bud_0".into(), None, "budgets:read"),
+        (
+            "POST",
+            "/v1/budgets".into(),
+            Some(json!({"name": "b", "limit_usd": 1})),
+            "budgets:write",
+        ),
+        (
+            "PATCH",
+            "/v1/budgets/bud_0".into(),
+            Some(json!({"limit_usd": 2})),
+            "budgets:write",
+        ),
+        ("DELETE", "/v1/budgets/bud_0".into(), None, "budgets:write"),
+        ("GET", "/v1/provider-budgets".into(), None, "budgets:read"),
+        (
+            "POST",
+            "/v1/provider-budgets".into(),
+            Some(json!({"name": "p", "target": "openai", "limit_usd": 1})),
+            "budgets:write",
+        ),
+        ("DELETE", "/v1/provider-budgets/bud_0".into(), None, "budgets:write"),
+        ("GET", "/v1/model-pricing".into(), None, "model_pricing:read"),
+        (
+            "POST",
+            "/v1/model-pricing".into(),
+            Some(json!({"model": "m", "input_cost_per_1k_tokens": 1, "output_cost_per_1k_tokens": 1})),
+            "model_pricing:write",
+        ),
+        ("DELETE", "/v1/model-pricing/m".into(), None, "model_pricing:write"),
         ("GET", "/v1/secrets".into(), None, "secrets:read"),
         ("GET", "/v1/secrets/secret_0".into(), None, "secrets:read"),
         (
@@ -1162,4 +1193,250 @@ fn two_control_plane_replicas_on_one_postgresql_serve_one_fleet() {
         "replica a's gateway keeps its last key set"
     );
     drop(b);
+}
+
+/// The status, error code and answering target of `body` sent to `g` without a key.
+fn governed(g: &ManagedProcess, body: &Value) -> (u16, String, String) {
+    let r = http_with(
+        &g.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.to_string().as_bytes()),
+        &[],
+    )
+    .expect("gateway answers");
+    let code = r.json()["error"]["code"].as_str().unwrap_or_default().to_owned();
+    (r.status, code, r.header("x-keeptrusts-target").unwrap_or_default())
+}
+
+#[test]
+fn organisation_budgets_and_prices_reach_every_gateway() {
+    let pg = PgDb::create();
+    org_budgets_on(None);
+    if let Some(db) = &pg {
+        org_budgets_on(Some(&db.url()));
+    }
+}
+
+fn org_budgets_on(database_url: Option<&str>) {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let a = MockProvider::start(openai_echo(""));
+    let b = MockProvider::start(openai_echo(""));
+    let server = start_server(&tmp.path().join("data"), database_url);
+    let op = Operator::login(tmp.path().join("cfg"), &server);
+    let (g1, t1) = create_gateway(&op, "edge-1");
+    let (g2, t2) = create_gateway(&op, "edge-2");
+    // No caller keys and no budgets in the configuration: the organisation's apply anyway.
+    // With Redis the two gateways count together; without, each alone.
+    let redis = std::env::var("KT_TEST_REDIS_URL").ok().filter(|u| !u.is_empty());
+    if redis.is_none() {
+        println!("SKIP the shared-count checks: KT_TEST_REDIS_URL is not set");
+    }
+    let shared = redis.as_ref().map_or(String::new(), |url| {
+        let prefix = format!("ktfleet{}{}", std::process::id(), database_url.is_some());
+        format!("shared_state: {{redis_url: \"{url}\", key_prefix: {prefix}}}\n")
+    });
+    let file = tmp.path().join("gov.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "pack: {{name: gov, version: 1.0.0, enabled: true}}\npolicies: {{chain: []}}\n{shared}pricing: {{models: {{m: {{input_cost_per_1k_tokens: 1, output_cost_per_1k_tokens: 2}}}}}}\nproviders:\n  targets:\n    - {{id: a, provider: vllm, base_url: \"http://{}/v1\"}}\n    - {{id: b, provider: openai-compatible, base_url: \"http://{}/v1\"}}\n",
+            a.addr, b.addr
+        ),
+    )
+    .expect("write");
+    for g in [&g1, &g2] {
+        op.roll_out(&file, g);
+    }
+    let api = format!("http://{}", server.addr);
+    let gw1 = start_managed(&api, &g1, &t1, &tmp.path().join("s1"), "30");
+    let gw2 = start_managed(&api, &g2, &t2, &tmp.path().join("s2"), "30");
+    // Each answer reserves about $0.08 (body bytes and max_tokens at $1 and $2 per 1k)
+    // and settles to about $0.011.
+    let small = json!({"model": "m", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(governed(&gw1, &small), (200, String::new(), "a".into()));
+
+    // Bad input is refused and changes nothing.
+    for args in [
+        &["spend", "budget", "create", "--name", "x", "--limit-usd", "-1"][..],
+        &["spend", "budget", "create", "--name", "a:b", "--limit-usd", "1"],
+        &[
+            "spend",
+            "budget",
+            "create",
+            "--name",
+            "x",
+            "--scope",
+            "consumer_group",
+            "--target",
+            "no spaces",
+            "--limit-usd",
+            "1",
+        ],
+        &[
+            "spend",
+            "provider-budget",
+            "create",
+            "--provider",
+            "nobody",
+            "--limit-usd",
+            "1",
+        ],
+        &[
+            "spend",
+            "pricing",
+            "set",
+            "--model",
+            "z",
+            "--input-per-million",
+            "-3",
+            "--output-per-million",
+            "1",
+        ],
+    ] {
+        let o = op.kt(args);
+        assert_eq!(
+            o.status.code(),
+            Some(2),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+    assert_eq!(op.json(&["spend", "budget", "list", "--json"])["data"], json!([]));
+    // A budget's scope is checked by its route.
+    let sneaky = json!({"name": "p", "scope": "provider", "target": "vllm", "limit_usd": 1}).to_string();
+    let auth = format!("Bearer {}", op.token());
+    let r = http_with(
+        &server.addr,
+        "POST",
+        "/v1/budgets",
+        Some(sneaky.as_bytes()),
+        &[("authorization", auth.as_str())],
+    )
+    .expect("answer");
+    assert_eq!(r.status, 422, "{}", r.text());
+
+    // A provider's ceiling: once vllm has had its $0.10, requests fall back to target b.
+    let cap = op.json(&[
+        "spend",
+        "provider-budget",
+        "create",
+        "--provider",
+        "vllm",
+        "--limit-usd",
+        "0.1",
+        "--period",
+        "day",
+        "--json",
+    ]);
+    assert_eq!(
+        (cap["scope"].as_str(), cap["name"].as_str()),
+        (Some("provider"), Some("vllm-day")),
+        "{cap}"
+    );
+    let cap_id = cap["id"].as_str().expect("id").to_owned();
+    let mut from_a = 0;
+    wait_for("vllm's budget to send requests to target b", || {
+        let (status, _, target) = governed(&gw1, &small);
+        assert_eq!(status, 200);
+        from_a += usize::from(target == "a");
+        target == "b"
+    });
+    // Two fit in $0.10; one or two more may come before the budget reaches the gateway.
+    assert!(from_a <= 4, "{from_a} answers from vllm within $0.10");
+    if redis.is_some() {
+        assert_eq!(governed(&gw2, &small).2, "b", "the other gateway shares the count");
+    }
+    assert!(
+        op.json(&["spend", "budget", "list", "--json"])["data"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    );
+
+    // An organisation budget: a hard ceiling across both gateways, refused with its name.
+    let org = op.json(&[
+        "spend",
+        "budget",
+        "create",
+        "--name",
+        "org-cap",
+        "--limit-usd",
+        "0.3",
+        "--period",
+        "day",
+        "--json",
+    ]);
+    let org_id = org["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        (org["scope"].as_str(), org["mode"].as_str()),
+        (Some("organisation"), Some("hard"))
+    );
+    let o = op.kt(&["spend", "budget", "create", "--name", "org-cap", "--limit-usd", "1"]);
+    assert_eq!(o.status.code(), Some(1), "a taken name is a conflict");
+    for g in [&gw1, &gw2] {
+        let mut served = 0;
+        wait_for("org-cap to refuse", || {
+            let (status, code, _) = governed(g, &small);
+            served += 1;
+            status == 429 && code == "budget_exceeded"
+        });
+        assert!(served <= 25, "{served} requests within $0.30");
+    }
+    let r = http_with(
+        &gw2.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(small.to_string().as_bytes()),
+        &[],
+    )
+    .expect("answer");
+    assert!(r.text().contains("org-cap"), "{}", r.text());
+    // Raising the limit lets requests through again, on every gateway.
+    op.json(&[
+        "spend",
+        "budget",
+        "update",
+        "--id",
+        &org_id,
+        "--limit-usd",
+        "100",
+        "--json",
+    ]);
+    wait_for("the raised limit on both gateways", || {
+        governed(&gw1, &small).0 == 200 && governed(&gw2, &small).0 == 200
+    });
+    let o = op.kt(&["spend", "budget", "delete", "--id", &org_id]);
+    assert_eq!(o.status.code(), Some(2), "deleting needs --yes");
+    // Deleting the provider budget sends requests to target a again.
+    op.json(&["spend", "provider-budget", "delete", "--id", &cap_id, "--yes", "--json"]);
+    wait_for("target a again", || governed(&gw1, &small).2 == "a");
+    let o = op.kt(&["spend", "budget", "get", "--id", &cap_id]);
+    assert_eq!(o.status.code(), Some(1), "a provider budget is not a spend budget");
+
+    // Prices: under a hard budget a model without a price is refused, until the
+    // organisation sets one.
+    let z = json!({"model": "z", "max_tokens": 5, "messages": [{"role": "user", "content": "hi"}]});
+    assert_eq!(governed(&gw1, &z).1, "model_not_priced");
+    op.json(&[
+        "spend",
+        "pricing",
+        "set",
+        "--model",
+        "z",
+        "--input-per-million",
+        "1",
+        "--output-per-million",
+        "2",
+        "--json",
+    ]);
+    wait_for("z's price on both gateways", || {
+        governed(&gw1, &z).0 == 200 && governed(&gw2, &z).0 == 200
+    });
+    let prices = op.json(&["spend", "pricing", "list", "--org", "--json"]);
+    assert_eq!(prices["data"][0]["model"], "z", "{prices}");
+    assert_eq!(prices["data"][0]["input_cost_per_1k_tokens"], 0.001, "{prices}");
+    op.json(&["spend", "pricing", "delete", "--model", "z", "--yes", "--json"]);
+    wait_for("z unpriced again", || governed(&gw2, &z).1 == "model_not_priced");
+    op.json(&["spend", "budget", "delete", "--id", &org_id, "--yes", "--json"]);
+    wait_for("no budget: z served", || governed(&gw1, &z).0 == 200);
 }

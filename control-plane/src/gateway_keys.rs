@@ -350,12 +350,24 @@ async fn key_set(st: &AppState, org_id: &str) -> ApiResult<FleetKeySet> {
             expires_at: r.try_get("expires_at")?,
         });
     }
-    let digest = Sha256::digest(serde_json::to_vec(&keys).unwrap_or_default());
-    let etag = format!(
+    let budgets = crate::budgets::all_budgets(st, org_id).await?;
+    let mut prices = crate::budgets::all_prices(st, org_id).await?;
+    // A change of time alone changes nothing a gateway applies.
+    for p in &mut prices {
+        p.updated_at = None;
+    }
+    let mut set = FleetKeySet {
+        keys,
+        budgets,
+        prices,
+        etag: String::new(),
+    };
+    let digest = Sha256::digest(serde_json::to_vec(&set).unwrap_or_default());
+    set.etag = format!(
         "\"keys:{}\"",
         digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()
     );
-    Ok(FleetKeySet { keys, etag })
+    Ok(set)
 }
 
 /// `GET /v1/gateway/keys` (gateway tokens): the keys every gateway of the organisation

@@ -3,6 +3,7 @@
 //! the database URL says so.
 
 pub mod auth;
+mod budgets;
 pub mod changes;
 pub mod db;
 pub mod error;

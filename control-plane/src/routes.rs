@@ -41,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::fleet::routes())
         .merge(crate::gateway_keys::routes())
         .merge(crate::spend::routes())
+        .merge(crate::budgets::routes())
         .merge(crate::secrets::routes())
         .merge(crate::mfa::routes())
         .fallback(not_found)

@@ -118,6 +118,28 @@ impl PriceTable {
         })
     }
 
+    /// A table of just these prices (an organisation's, kept by the control plane).
+    pub fn from_prices(entries: impl IntoIterator<Item = (String, Price)>) -> Self {
+        PriceTable {
+            prices: entries.into_iter().collect(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.prices.is_empty()
+    }
+
+    /// The price of `model` with this table laid over `under`: each form of the name
+    /// (exact, without provider prefix, without release date) is looked up here first,
+    /// then in `under`, so an exact entry below wins over a looser one above.
+    pub fn price_over(&self, under: &PriceTable, model: &str) -> Option<Price> {
+        let get = |m: &str| self.prices.get(m).or_else(|| under.prices.get(m)).copied();
+        get(model).or_else(|| {
+            let unprefixed = model.rsplit_once('/').map_or(model, |(_, m)| m);
+            get(unprefixed).or_else(|| get(undated(unprefixed)))
+        })
+    }
+
     /// The cost of `usage` on `model`, when the model has a price.
     pub fn cost(&self, model: &str, usage: &Usage) -> Option<f64> {
         self.price(model).map(|p| p.cost(usage))
@@ -229,6 +251,30 @@ mod tests {
         );
         assert_eq!(only.entries().len(), 1);
         assert!(only.price("gpt-4o").is_none());
+    }
+
+    #[test]
+    fn an_organisation_table_lies_over_the_configuration() {
+        let config = table("");
+        let org = PriceTable::from_prices([(
+            "gpt-4o".to_owned(),
+            Price {
+                input: 1.0,
+                cached_input: 1.0,
+                output: 2.0,
+                reasoning: 2.0,
+            },
+        )]);
+        assert_eq!(org.price_over(&config, "gpt-4o").map(|p| p.output), Some(2.0));
+        assert_eq!(org.price_over(&config, "openai/gpt-4o").map(|p| p.input), Some(1.0));
+        // The configuration's exact entry wins over the organisation's undated one.
+        let snapshot = org.price_over(&config, "gpt-4o-2024-05-13").map(|p| p.input);
+        assert!(snapshot.is_some_and(|i| close(i, 0.005)));
+        assert!(
+            org.price_over(&config, "gpt-4o-mini")
+                .is_some_and(|p| close(p.input, 0.00015))
+        );
+        assert_eq!(org.price_over(&config, "unknown"), None);
     }
 
     #[test]

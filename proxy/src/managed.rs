@@ -338,7 +338,11 @@ impl BackgroundService for KeySync {
                         reachable = true;
                     }
                     self.keys.apply(&set);
-                    tracing::info!("managed: {} gateway keys in use", self.keys.len());
+                    tracing::info!(
+                        "managed: {} gateway keys and {} organisation budgets in use",
+                        self.keys.len(),
+                        self.keys.budget_count()
+                    );
                 }
                 Ok(Ok(None)) => reachable = true,
                 // The control plane no longer knows this gateway (its token was revoked or
@@ -348,10 +352,7 @@ impl BackgroundService for KeySync {
                         tracing::error!(
                             "managed: the control plane refuses this gateway's token ({e}); no gateway key is accepted until it is valid again"
                         );
-                        self.keys.apply(&kt_api::FleetKeySet {
-                            keys: Vec::new(),
-                            etag: String::new(),
-                        });
+                        self.keys.drop_keys();
                     }
                     reachable = false;
                     tokio::select! {

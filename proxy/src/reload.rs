@@ -42,8 +42,11 @@ pub struct Runtime {
     pub shared: Option<Arc<crate::shared::Shared>>,
     /// Token prices, for the cost of each answer.
     pub prices: kt_policy::pricing::PriceTable,
-    /// The spending ceilings, when `budgets` sets any.
+    /// The spending ceilings, when `budgets` sets any (or the gateway is managed).
     pub budgets: Option<crate::model_api::budget::Budgets>,
+    /// What the control plane pushes to a managed gateway: gateway keys, the
+    /// organisation's budgets and prices.
+    pub fleet: Option<Arc<crate::model_api::FleetKeys>>,
 }
 
 impl Runtime {
@@ -63,11 +66,10 @@ impl Runtime {
         let groups = crate::model_api::Groups::of(policy.config(), &policy)?;
         let routes = crate::model_api::Routes::of(policy.config(), &policy)?;
         let prices = kt_policy::pricing::PriceTable::of(policy.config());
-        // Gateway keys may carry budgets of their own: budgets are kept for them too.
-        let budgets = crate::model_api::budget::Budgets::of(policy.config()).or_else(|| {
-            matches!(callers, Some(crate::model_api::CallerAuth::Fleet(_)))
-                .then(crate::model_api::budget::Budgets::for_keys)
-        });
+        // A managed gateway applies the organisation's budgets and its gateway keys' own:
+        // budgets are kept for them too.
+        let budgets = crate::model_api::budget::Budgets::of(policy.config())
+            .or_else(|| fleet.is_some().then(crate::model_api::budget::Budgets::for_keys));
         let shared = match &policy.config().shared_state {
             Some(s) => Some(Arc::new(crate::shared::Shared::of(s, &env)?)),
             None => None,
@@ -102,6 +104,7 @@ impl Runtime {
             shared,
             prices,
             budgets,
+            fleet: fleet.cloned(),
         })
     }
 
@@ -116,6 +119,15 @@ impl Runtime {
         }
         if let (Some(new), Some(old)) = (self.budgets.as_mut(), old.budgets.as_ref()) {
             new.carry(old);
+        }
+    }
+
+    /// The price of `model`: the organisation's (managed gateways), else the
+    /// configuration's and the shipped ones.
+    pub fn price(&self, model: &str) -> Option<kt_policy::pricing::Price> {
+        match &self.fleet {
+            Some(f) => f.prices.load().price_over(&self.prices, model),
+            None => self.prices.price(model),
         }
     }
 

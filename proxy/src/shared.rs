@@ -208,12 +208,13 @@ impl Shared {
     }
 
     /// Reserves `amount` nano-dollars on every budget slot in one round trip: the soft
-    /// budgets it goes over, or the hard one that refused; `None` while Redis is away.
+    /// budgets it goes over, or the index of the hard one that refused; `None` while
+    /// Redis is away.
     pub async fn reserve_budgets(
         &self,
         slots: &[crate::model_api::budget::Slot],
         amount: u64,
-    ) -> Option<Result<Vec<String>, String>> {
+    ) -> Option<Result<Vec<String>, usize>> {
         let mut call = self.reserve.prepare_invoke();
         call.arg(amount);
         for s in slots {
@@ -224,12 +225,12 @@ impl Shared {
         if v.len() != slots.len() + 1 {
             return self.failed("the budget script answered with the wrong number of flags");
         }
-        let over = slots.iter().zip(&v[1..]).filter(|(_, o)| **o == 1).map(|(s, _)| s);
+        let mut over = slots.iter().zip(&v[1..]).enumerate().filter(|(_, (_, o))| **o == 1);
         if v[0] == 1 {
-            Some(Ok(over.map(|s| s.name.clone()).collect()))
+            Some(Ok(over.map(|(_, (s, _))| s.name.clone()).collect()))
         } else {
-            let hard = over.filter(|s| s.hard()).map(|s| s.name.clone()).next();
-            Some(Err(hard.unwrap_or_default()))
+            let hard = over.find(|(_, (s, _))| s.hard()).map(|(i, _)| i);
+            Some(Err(hard.unwrap_or(0)))
         }
     }
 

@@ -29,6 +29,10 @@ pub const SCOPES: &[&str] = &[
     "gateway_keys:read",
     "gateway_keys:write",
     "spend:read",
+    "budgets:read",
+    "budgets:write",
+    "model_pricing:read",
+    "model_pricing:write",
     "control_plane",
 ];
 
@@ -491,12 +495,110 @@ pub struct FleetKey {
     pub expires_at: Option<i64>,
 }
 
-/// `GET /v1/gateway/keys`: every key a gateway of the organisation must accept.
+/// `GET /v1/gateway/keys`: every key a gateway of the organisation must accept, with the
+/// organisation's budgets and prices, which every gateway applies over its configuration's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FleetKeySet {
     pub keys: Vec<FleetKey>,
+    #[serde(default)]
+    pub budgets: Vec<BudgetInfo>,
+    #[serde(default)]
+    pub prices: Vec<ModelPricing>,
     /// Opaque; send back as `If-None-Match` to wait for a change.
     pub etag: String,
+}
+
+// ---------------------------------------------------------------------------------------
+// Budgets and prices
+
+/// A budget as listed (`/v1/budgets`, `/v1/provider-budgets`). `scope` is `organisation`,
+/// `caller_key`, `consumer_group` or `provider`, as in a configuration's `budgets`;
+/// `target` is what the configuration calls `id` (a gateway key id, group name or
+/// provider; none: each has a budget of this size of its own).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct BudgetInfo {
+    pub id: String,
+    pub name: String,
+    pub scope: String,
+    #[serde(default)]
+    pub target: Option<String>,
+    pub limit_usd: f64,
+    /// `hour`, `day` or `month` (UTC).
+    pub period: String,
+    /// `hard` (refuses what would overspend) or `soft` (marks the decision event).
+    pub mode: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+}
+
+/// `POST /v1/budgets` and `POST /v1/provider-budgets` (whose scope is always `provider`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CreateBudget {
+    pub name: String,
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    pub limit_usd: f64,
+    #[serde(default = "default_period")]
+    pub period: String,
+    #[serde(default = "default_mode")]
+    pub mode: String,
+}
+
+fn default_scope() -> String {
+    "organisation".into()
+}
+fn default_period() -> String {
+    "month".into()
+}
+fn default_mode() -> String {
+    "hard".into()
+}
+
+/// `PATCH /v1/budgets/{id}`: what changes (scope and target stay). A budget's counts stay
+/// with it: a new limit applies to what the current period has already spent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct UpdateBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub limit_usd: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub period: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BudgetList {
+    pub data: Vec<BudgetInfo>,
+}
+
+/// An organisation's price for one model (`/v1/model-pricing`), US dollars per 1,000
+/// tokens. Managed gateways price it so over the shipped prices and their configuration's.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ModelPricing {
+    pub model: String,
+    /// Informational: the provider the price is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    pub input_cost_per_1k_tokens: f64,
+    pub output_cost_per_1k_tokens: f64,
+    /// Default: the input price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_cost_per_1k_tokens: Option<f64>,
+    /// Default: the output price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reasoning_cost_per_1k_tokens: Option<f64>,
+    /// Unix seconds of the last change (absent in requests and in a gateway's set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_at: Option<i64>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ModelPricingList {
+    pub data: Vec<ModelPricing>,
 }
 
 // ---------------------------------------------------------------------------------------

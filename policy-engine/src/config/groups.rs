@@ -81,6 +81,11 @@ fn check_budgets(doc: &Value, out: &mut Vec<Diagnostic>) {
                 format!("{at}.id '{id}' is not a consumer group"),
                 "use the name of a group under consumer_groups",
             )),
+            ("provider", Some(id)) if crate::provider_catalog::lookup(id).is_none() => out.push(err(
+                "id",
+                format!("{at}.id '{id}' is not a provider"),
+                "use a provider name as targets name it: openai, anthropic, azure, vllm…",
+            )),
             ("consumer_group", None) if groups.is_empty() => out.push(err(
                 "scope",
                 format!("{at} is per consumer group but no consumer_groups are declared"),
@@ -439,6 +444,10 @@ mod tests {
                 ("E015".to_owned(), "budgets.limits[2].id".to_owned()),
             ]
         );
+        let providers = findings(
+            "budgets: {limits: [{name: p, scope: provider, id: openai, limit_usd: 1}, {name: q, scope: provider, id: opnai, limit_usd: 1}, {name: r, scope: provider, limit_usd: 1}]}\n",
+        );
+        assert_eq!(providers, [("E015".to_owned(), "budgets.limits[1].id".to_owned())]);
         let unkeyed = findings("budgets: {limits: [{name: k, scope: caller_key, limit_usd: 1}]}\n");
         assert_eq!(unkeyed, [("E015".to_owned(), "budgets.limits[0].scope".to_owned())]);
     }

@@ -406,11 +406,12 @@ pub struct BudgetRule {
     /// The budget's name in refusals, events and metrics.
     #[schemars(length(min = 1, max = 64))]
     pub name: String,
-    /// Whose spending counts: all traffic, one caller key's, or one consumer group's.
+    /// Whose spending counts: all traffic, one caller key's, one consumer group's, or what
+    /// one provider is paid.
     #[serde(default)]
     pub scope: BudgetScope,
-    /// The caller key id or group name; absent with `caller_key` or `consumer_group`: every
-    /// key or group has a budget of this size of its own.
+    /// The caller key id, group name or provider (`openai`, `anthropic`…); absent with
+    /// `caller_key`, `consumer_group` or `provider`: each has a budget of this size of its own.
     pub id: Option<String>,
     #[schemars(range(min = 0.0, max = 1000000000.0))]
     pub limit_usd: f64,
@@ -427,6 +428,10 @@ pub enum BudgetScope {
     Organisation,
     CallerKey,
     ConsumerGroup,
+    /// A ceiling on what one provider is paid: a target of a provider without room is
+    /// skipped (the request falls back to the others), and only when none is left is the
+    /// request refused.
+    Provider,
 }
 
 /// Budget periods, in UTC: the clock hour, the day, the calendar month.

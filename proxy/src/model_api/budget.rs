@@ -27,11 +27,82 @@ use crate::routing::Target;
 /// Nano-dollars per US dollar.
 const NANO: f64 = 1e9;
 
+/// A budget and where its counts go: a configuration's under its name, the control
+/// plane's under `@b:<id>` (so renaming or resizing it keeps what it has counted).
+#[derive(Debug, Clone)]
+pub struct Rule {
+    rule: BudgetRule,
+    counter: String,
+}
+
+impl Rule {
+    fn configured(r: &BudgetRule) -> Rule {
+        Rule {
+            rule: r.clone(),
+            counter: r.name.clone(),
+        }
+    }
+
+    /// A budget the control plane pushed. One this gateway cannot read fully is applied
+    /// at its strictest (organisation-wide, monthly, hard) rather than not at all.
+    pub(crate) fn pushed(b: &kt_api::BudgetInfo) -> Rule {
+        let strict = |what: &str, value: &str| {
+            tracing::warn!(
+                "organisation budget {} has a {what} '{value}' this gateway does not know; it is applied at its strictest",
+                b.id
+            );
+        };
+        let scope = match b.scope.as_str() {
+            "organisation" => BudgetScope::Organisation,
+            "caller_key" => BudgetScope::CallerKey,
+            "consumer_group" => BudgetScope::ConsumerGroup,
+            "provider" => BudgetScope::Provider,
+            other => {
+                strict("scope", other);
+                BudgetScope::Organisation
+            }
+        };
+        let period = match b.period.as_str() {
+            "hour" => BudgetPeriod::Hour,
+            "day" => BudgetPeriod::Day,
+            "month" => BudgetPeriod::Month,
+            other => {
+                strict("period", other);
+                BudgetPeriod::Month
+            }
+        };
+        let mode = match b.mode.as_str() {
+            "soft" => BudgetMode::Soft,
+            "hard" => BudgetMode::Hard,
+            other => {
+                strict("mode", other);
+                BudgetMode::Hard
+            }
+        };
+        let limit_usd = if b.limit_usd.is_finite() {
+            b.limit_usd.max(0.0)
+        } else {
+            0.0
+        };
+        Rule {
+            rule: BudgetRule {
+                name: b.name.clone(),
+                scope,
+                id: b.target.clone().filter(|_| scope != BudgetScope::Organisation),
+                limit_usd,
+                period,
+                mode,
+            },
+            counter: format!("@b:{}", b.id),
+        }
+    }
+}
+
 /// The budgets of one configuration and this process's counters.
 #[derive(Debug)]
 pub struct Budgets {
     reserve_output: u64,
-    rules: Vec<BudgetRule>,
+    rules: Vec<Rule>,
     /// counter → (period index, nano-dollars spent or reserved); shared with the runtime
     /// a reload replaces, so requests still on it count here too.
     spent: Arc<Mutex<HashMap<String, (u64, u64)>>>,
@@ -44,8 +115,10 @@ const MAX_AMOUNT: u64 = 1 << 60;
 #[derive(Debug, Clone)]
 pub struct Slot {
     pub name: String,
-    /// The budget and whose it is (`*`, a key id, a group name).
+    /// The budget and whose it is (`*`, a key id, a group name, a provider).
     counter: String,
+    /// The provider a provider budget covers.
+    provider: Option<String>,
     period: u64,
     /// Seconds until the period ends.
     ttl: u64,
@@ -58,7 +131,7 @@ impl Budgets {
         let b = config.budgets.as_ref()?;
         Some(Budgets {
             reserve_output: b.reserve_output_tokens,
-            rules: b.limits.clone(),
+            rules: b.limits.iter().map(Rule::configured).collect(),
             spent: Arc::default(),
         })
     }
@@ -69,27 +142,46 @@ impl Budgets {
         self.spent = Arc::clone(&old.spent);
     }
 
-    /// The budgets a request of this caller key and group counts against at `now`.
-    fn slots(&self, caller: Option<&str>, group: Option<&str>, now: u64) -> Vec<Slot> {
+    /// The budgets (the configuration's, then the organisation's `pushed` ones) a request
+    /// of this caller key and group counts against at `now`, with those of every provider
+    /// it may go to.
+    fn slots(
+        &self,
+        pushed: &[Rule],
+        caller: Option<&str>,
+        group: Option<&str>,
+        providers: &[&str],
+        now: u64,
+    ) -> Vec<Slot> {
         let mut out = Vec::new();
-        for r in &self.rules {
+        for Rule { rule: r, counter } in self.rules.iter().chain(pushed) {
+            let applies = |w: &str| r.id.as_deref().is_none_or(|id| id == w);
+            let mut push = |whose: &str, provider: Option<&str>| {
+                let (period, ttl) = period_of(r.period, now);
+                out.push(Slot {
+                    name: r.name.clone(),
+                    counter: format!("{counter}:{whose}"),
+                    provider: provider.map(str::to_owned),
+                    period,
+                    ttl,
+                    limit: (r.limit_usd * NANO) as u64,
+                    hard: r.mode == BudgetMode::Hard,
+                });
+            };
             let whose = match r.scope {
                 BudgetScope::Organisation => Some("*"),
                 BudgetScope::CallerKey => caller,
                 BudgetScope::ConsumerGroup => group,
+                BudgetScope::Provider => {
+                    for p in providers.iter().filter(|p| applies(p)) {
+                        push(p, Some(p));
+                    }
+                    continue;
+                }
             };
-            let Some(whose) = whose.filter(|w| r.id.as_deref().is_none_or(|id| id == *w)) else {
-                continue;
-            };
-            let (period, ttl) = period_of(r.period, now);
-            out.push(Slot {
-                name: r.name.clone(),
-                counter: format!("{}:{whose}", r.name),
-                period,
-                ttl,
-                limit: (r.limit_usd * NANO) as u64,
-                hard: r.mode == BudgetMode::Hard,
-            });
+            if let Some(whose) = whose.filter(|w| applies(w)) {
+                push(whose, None);
+            }
         }
         out
     }
@@ -102,6 +194,7 @@ impl Budgets {
         Some(Slot {
             name: format!("gateway key {}", caller.id),
             counter: format!("@key:{}", caller.id),
+            provider: None,
             period: index,
             ttl,
             limit,
@@ -119,18 +212,18 @@ impl Budgets {
         }
     }
 
-    /// Reserves `amount` on every slot, unless a hard one lacks room (its name).
-    fn reserve_local(&self, slots: &[Slot], amount: u64) -> Result<Vec<String>, String> {
+    /// Reserves `amount` on every slot, unless a hard one lacks room (its index).
+    fn reserve_local(&self, slots: &[Slot], amount: u64) -> Result<Vec<String>, usize> {
         let mut spent = self.spent.lock().unwrap_or_else(|p| p.into_inner());
         let mut over_soft = Vec::new();
-        for s in slots {
+        for (i, s) in slots.iter().enumerate() {
             let used = spent
                 .get(&s.counter)
                 .filter(|(p, _)| *p == s.period)
                 .map_or(0, |(_, n)| *n);
             if used.saturating_add(amount) > s.limit {
                 if s.hard {
-                    return Err(s.name.clone());
+                    return Err(i);
                 }
                 over_soft.push(s.name.clone());
             }
@@ -209,16 +302,24 @@ pub(crate) struct Reservation {
     in_redis: bool,
     /// Soft budgets this request went over.
     pub over_soft: Vec<String>,
+    /// Providers whose hard budget had no room: their targets are not tried.
+    pub skipped_providers: Vec<String>,
 }
 
 impl Reservation {
-    /// Settles to `cost` US dollars (`None`: no usage was reported; the reservation stays).
-    pub(crate) fn settle(mut self, cost: Option<f64>) {
+    /// Settles to `cost` US dollars (`None`: no usage was reported; the reservation stays)
+    /// once `provider` answered: the budgets of the other providers it might have gone to
+    /// are given their reservation back.
+    pub(crate) fn settle(mut self, cost: Option<f64>, provider: &str) {
         self.settled = true;
+        let (mine, others): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut self.slots)
+            .into_iter()
+            .partition(|s| s.provider.as_deref().is_none_or(|p| p == provider));
+        adjust(&self.rt, others, -signed(self.amount), self.in_redis);
         if let Some(cost) = cost {
             let actual = ((cost.max(0.0) * NANO).ceil() as u64).min(MAX_AMOUNT);
             let delta = signed(actual) - signed(self.amount);
-            adjust(&self.rt, self.slots.clone(), delta, self.in_redis);
+            adjust(&self.rt, mine, delta, self.in_redis);
         }
     }
 }
@@ -254,8 +355,34 @@ fn adjust(rt: &Arc<Runtime>, slots: Vec<Slot>, delta: i64, in_redis: bool) {
     }
 }
 
+/// The dearest price among the targets a request may go to, and a model among them
+/// without a price.
+fn dearest(rt: &Runtime, request: &Value, candidates: &[Arc<Target>]) -> (kt_policy::pricing::Price, Option<String>) {
+    let asked = request.get("model").and_then(Value::as_str).unwrap_or("");
+    let mut price = kt_policy::pricing::Price {
+        input: 0.0,
+        cached_input: 0.0,
+        output: 0.0,
+        reasoning: 0.0,
+    };
+    let mut unpriced = None;
+    for t in candidates {
+        let model = t.model.as_deref().unwrap_or(asked);
+        match rt.price(model) {
+            Some(p) => {
+                price.input = price.input.max(p.input);
+                price.output = price.output.max(p.output).max(p.reasoning);
+            }
+            None => unpriced = Some(model.to_owned()),
+        }
+    }
+    (price, unpriced)
+}
+
 /// Reserves the request's most possible cost on its budgets; `None` when none applies.
-/// Sets the request's output maximum when it names none (`changed` tells).
+/// Sets the request's output maximum when it names none (`changed` tells). A provider
+/// budget without room takes that provider's targets out of the request's candidates
+/// (`skipped_providers`); only when no provider is left is the request refused.
 pub(crate) async fn reserve(
     rt: &Arc<Runtime>,
     request: &mut Value,
@@ -269,52 +396,52 @@ pub(crate) async fn reserve(
         return Ok(None);
     };
     let now = now_secs();
-    let mut slots = budgets.slots(caller.map(|c| c.id.as_str()), group.map(|g| g.name.as_str()), now);
+    let pushed = rt.fleet.as_ref().map(|f| f.budgets.load_full());
+    let mut providers: Vec<&str> = Vec::new();
+    for t in candidates {
+        if !providers.contains(&t.provider.as_str()) {
+            providers.push(&t.provider);
+        }
+    }
+    let mut slots = budgets.slots(
+        pushed.as_deref().map_or(&[], Vec::as_slice),
+        caller.map(|c| c.id.as_str()),
+        group.map(|g| g.name.as_str()),
+        &providers,
+        now,
+    );
     slots.extend(caller.and_then(|c| Budgets::key_slot(c, now)));
     if slots.is_empty() {
         return Ok(None);
     }
-    let asked = request.get("model").and_then(Value::as_str).map(str::to_owned);
-    let mut price: Option<kt_policy::pricing::Price> = None;
-    for t in candidates {
-        let model = t.model.as_deref().or(asked.as_deref()).unwrap_or("");
-        match rt.prices.price(model) {
-            Some(p) => {
-                let dearest = price.get_or_insert(p);
-                dearest.input = dearest.input.max(p.input);
-                dearest.output = dearest.output.max(p.output).max(p.reasoning);
-            }
-            None if slots.iter().any(|s| s.hard) => return Err(RequestError::ModelNotPriced(model.to_owned())),
-            None => {}
-        }
+    // Under soft budgets alone an unpriced model counts nothing.
+    let (price, unpriced) = dearest(rt, request, candidates);
+    if let Some(model) = unpriced.filter(|_| slots.iter().any(|s| s.hard)) {
+        return Err(RequestError::ModelNotPriced(model));
     }
     let (output, changed) = output_maximum(request, client, budgets.reserve_output);
-    let price = price.unwrap_or(kt_policy::pricing::Price {
-        input: 0.0,
-        cached_input: 0.0,
-        output: 0.0,
-        reasoning: 0.0,
-    });
     let cost = (body_bytes as f64 * price.input + output as f64 * price.output) / 1000.0;
     let amount = ((cost * NANO).ceil() as u64).min(MAX_AMOUNT);
-    let mut in_redis = false;
-    let reserved = match rt.shared.as_deref() {
-        None => budgets.reserve_local(&slots, amount),
-        Some(shared) => match shared.reserve_budgets(&slots, amount).await {
-            Some(r) => {
-                in_redis = true;
-                r
+    let mut skipped_providers = Vec::new();
+    let (over_soft, in_redis) = loop {
+        let (reserved, in_redis) = reserve_once(rt, budgets, &slots, amount).await?;
+        let refused = match reserved {
+            Ok(over_soft) => break (over_soft, in_redis),
+            Err(i) => slots.get(i).cloned(),
+        };
+        let Some(refused) = refused else {
+            return Err(RequestError::BudgetExceeded(String::new()));
+        };
+        // A provider's ceiling: the request may still go to the others.
+        match refused.provider {
+            Some(p) if providers.len() > 1 => {
+                providers.retain(|x| *x != p);
+                slots.retain(|s| s.provider.as_deref() != Some(p.as_str()));
+                skipped_providers.push(p);
             }
-            // Budgets are closed while Redis is away unless `fail_modes.budgets` says
-            // otherwise: each replica's own count would let N replicas spend N times.
-            None => match shared.fail_mode_set("budgets").unwrap_or(SharedFailMode::Closed) {
-                SharedFailMode::Local => budgets.reserve_local(&slots, amount),
-                SharedFailMode::Open => Ok(Vec::new()),
-                SharedFailMode::Closed => return Err(RequestError::LimitsUnavailable),
-            },
-        },
+            _ => return Err(RequestError::BudgetExceeded(refused.name)),
+        }
     };
-    let over_soft = reserved.map_err(RequestError::BudgetExceeded)?;
     let reservation = Reservation {
         rt: Arc::clone(rt),
         slots,
@@ -323,8 +450,33 @@ pub(crate) async fn reserve(
         settled: false,
         in_redis,
         over_soft,
+        skipped_providers,
     };
     Ok(Some((reservation, changed)))
+}
+
+/// One reservation attempt on `slots`: in Redis when `shared_state` is set (else, while
+/// Redis is away, as `fail_modes.budgets` says), else in this process; and whether it was
+/// made in Redis.
+async fn reserve_once(
+    rt: &Runtime,
+    budgets: &Budgets,
+    slots: &[Slot],
+    amount: u64,
+) -> Result<(Result<Vec<String>, usize>, bool), RequestError> {
+    let Some(shared) = rt.shared.as_deref() else {
+        return Ok((budgets.reserve_local(slots, amount), false));
+    };
+    if let Some(r) = shared.reserve_budgets(slots, amount).await {
+        return Ok((r, true));
+    }
+    // Budgets are closed while Redis is away unless `fail_modes.budgets` says otherwise:
+    // each replica's own count would let N replicas spend N times.
+    match shared.fail_mode_set("budgets").unwrap_or(SharedFailMode::Closed) {
+        SharedFailMode::Local => Ok((budgets.reserve_local(slots, amount), false)),
+        SharedFailMode::Open => Ok((Ok(Vec::new()), false)),
+        SharedFailMode::Closed => Err(RequestError::LimitsUnavailable),
+    }
 }
 
 /// The most output tokens the request can produce, and whether it was changed to hold
@@ -417,7 +569,7 @@ mod tests {
     fn a_hard_budget_refuses_what_would_overspend_and_a_soft_one_warns() {
         let b = Budgets {
             reserve_output: 10,
-            rules: vec![
+            rules: [
                 rule("org", BudgetScope::Organisation, None, 1.0, BudgetMode::Hard),
                 rule("per-key", BudgetScope::CallerKey, None, 0.5, BudgetMode::Hard),
                 rule(
@@ -427,11 +579,14 @@ mod tests {
                     0.1,
                     BudgetMode::Soft,
                 ),
-            ],
+            ]
+            .iter()
+            .map(Rule::configured)
+            .collect(),
             spent: Arc::default(),
         };
         let now = 86_400 * 10;
-        let a = b.slots(Some("team-a"), None, now);
+        let a = b.slots(&[], Some("team-a"), None, &[], now);
         assert_eq!(
             a.iter().map(|s| s.name.as_str()).collect::<Vec<_>>(),
             ["org", "per-key", "team-a-soft"]
@@ -439,20 +594,79 @@ mod tests {
         let half = (0.4 * NANO) as u64;
         assert_eq!(b.reserve_local(&a, half), Ok(vec!["team-a-soft".to_owned()]));
         // team-a's own 0.5 would be overspent; team-b has its own key budget.
-        assert_eq!(b.reserve_local(&a, half), Err("per-key".to_owned()));
-        let bb = b.slots(Some("team-b"), None, now);
+        assert_eq!(
+            b.reserve_local(&a, half).map_err(|i| a[i].name.as_str()),
+            Err("per-key")
+        );
+        let bb = b.slots(&[], Some("team-b"), None, &[], now);
         assert_eq!(bb.len(), 2);
         assert_eq!(b.reserve_local(&bb, half), Ok(vec![]));
         // The organisation has 0.2 left: a third reservation of 0.4 is refused for it.
-        let c = b.slots(Some("team-c"), None, now);
-        assert_eq!(b.reserve_local(&c, half), Err("org".to_owned()));
+        let c = b.slots(&[], Some("team-c"), None, &[], now);
+        assert_eq!(b.reserve_local(&c, half).map_err(|i| c[i].name.as_str()), Err("org"));
         // Giving back makes room again; a new day starts afresh.
         b.adjust_local(&bb, -(half as i64));
         assert_eq!(b.reserve_local(&c, half), Ok(vec![]));
         assert_eq!(
-            b.reserve_local(&b.slots(Some("team-a"), None, now + 86_400), half),
+            b.reserve_local(&b.slots(&[], Some("team-a"), None, &[], now + 86_400), half),
             Ok(vec!["team-a-soft".to_owned()])
         );
+    }
+
+    #[test]
+    fn pushed_and_provider_budgets_count_apart_from_configured_ones() {
+        let b = Budgets {
+            reserve_output: 10,
+            rules: vec![Rule::configured(&rule(
+                "org",
+                BudgetScope::Organisation,
+                None,
+                1.0,
+                BudgetMode::Hard,
+            ))],
+            spent: Arc::default(),
+        };
+        let info = |id: &str, name: &str, scope: &str, target: Option<&str>, period: &str| kt_api::BudgetInfo {
+            id: id.into(),
+            name: name.into(),
+            scope: scope.into(),
+            target: target.map(str::to_owned),
+            limit_usd: 0.5,
+            period: period.into(),
+            mode: "hard".into(),
+            created_at: 0,
+            updated_at: 0,
+        };
+        let pushed = [
+            // Same name as the configured one: counted apart, by the budget's id.
+            Rule::pushed(&info("bud_1", "org", "organisation", None, "day")),
+            Rule::pushed(&info("bud_2", "openai-cap", "provider", Some("openai"), "day")),
+            Rule::pushed(&info("bud_3", "each-provider", "provider", None, "hour")),
+            // Unreadable: applied at its strictest, organisation-wide and monthly.
+            Rule::pushed(&info("bud_4", "odd", "planet", Some("mars"), "fortnight")),
+        ];
+        let now = 86_400 * 10;
+        let slots = b.slots(&pushed, None, None, &["openai", "anthropic"], now);
+        let got: Vec<(&str, &str, Option<&str>)> = slots
+            .iter()
+            .map(|s| (s.name.as_str(), s.counter.as_str(), s.provider.as_deref()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("org", "org:*", None),
+                ("org", "@b:bud_1:*", None),
+                ("openai-cap", "@b:bud_2:openai", Some("openai")),
+                ("each-provider", "@b:bud_3:openai", Some("openai")),
+                ("each-provider", "@b:bud_3:anthropic", Some("anthropic")),
+                ("odd", "@b:bud_4:*", None),
+            ]
+        );
+        assert_eq!(slots[5].period, period_of(BudgetPeriod::Month, now).0);
+        // The provider budget refuses once its provider has had its half dollar.
+        let third = (0.3 * NANO) as u64;
+        assert!(b.reserve_local(&slots[2..3], third).is_ok());
+        assert_eq!(b.reserve_local(&slots[2..3], third), Err(0));
     }
 
     #[test]

@@ -90,10 +90,19 @@ impl CallerAuth {
 /// The gateway keys a managed gateway accepts, as the control plane last pushed them; the
 /// set survives a restart in the state directory, so a gateway that cannot reach the
 /// control plane keeps enforcing the last set it had.
+///
+/// The organisation's budgets and model prices come with the keys: every managed gateway
+/// applies them, whatever its `caller_auth` mode.
 #[derive(Debug)]
 pub struct FleetKeys {
     current: ArcSwap<Callers>,
     etag: ArcSwap<Option<String>>,
+    /// The organisation's budgets, over the configuration's.
+    pub(crate) budgets: ArcSwap<Vec<super::budget::Rule>>,
+    /// The organisation's model prices, over the configuration's.
+    pub(crate) prices: ArcSwap<kt_policy::pricing::PriceTable>,
+    /// The set as applied, so dropping its keys keeps its budgets and prices.
+    applied: ArcSwap<FleetKeySet>,
     /// Where the last set is kept (`None`: not kept).
     file: Option<PathBuf>,
 }
@@ -110,6 +119,14 @@ impl FleetKeys {
         let keys = FleetKeys {
             current: ArcSwap::from_pointee(Callers::default()),
             etag: ArcSwap::from_pointee(None),
+            budgets: ArcSwap::from_pointee(Vec::new()),
+            prices: ArcSwap::from_pointee(kt_policy::pricing::PriceTable::default()),
+            applied: ArcSwap::from_pointee(FleetKeySet {
+                keys: Vec::new(),
+                budgets: Vec::new(),
+                prices: Vec::new(),
+                etag: String::new(),
+            }),
             file,
         };
         let persisted = keys.file.as_ref().and_then(|f| match std::fs::read(f) {
@@ -155,7 +172,38 @@ impl FleetKeys {
         }
     }
 
+    /// Accepts no key from now on (the control plane refuses this gateway's token) while
+    /// the organisation's budgets and prices stay: losing them would lift limits.
+    pub fn drop_keys(&self) {
+        let last = self.applied.load();
+        self.apply(&FleetKeySet {
+            keys: Vec::new(),
+            budgets: last.budgets.clone(),
+            prices: last.prices.clone(),
+            etag: String::new(),
+        });
+    }
+
+    /// How many of the organisation's budgets are in use.
+    pub fn budget_count(&self) -> usize {
+        self.budgets.load().len()
+    }
+
     fn swap(&self, set: &FleetKeySet) {
+        self.budgets
+            .store(Arc::new(set.budgets.iter().map(super::budget::Rule::pushed).collect()));
+        let prices = set.prices.iter().map(|p| {
+            let price = kt_policy::pricing::Price {
+                input: p.input_cost_per_1k_tokens,
+                cached_input: p.cached_input_cost_per_1k_tokens.unwrap_or(p.input_cost_per_1k_tokens),
+                output: p.output_cost_per_1k_tokens,
+                reasoning: p.reasoning_cost_per_1k_tokens.unwrap_or(p.output_cost_per_1k_tokens),
+            };
+            (p.model.clone(), price)
+        });
+        self.prices
+            .store(Arc::new(kt_policy::pricing::PriceTable::from_prices(prices)));
+        self.applied.store(Arc::new(set.clone()));
         let mut next = Callers::default();
         let before = self.current.load();
         let windows: HashMap<&str, &Arc<FixedWindow>> = before
@@ -422,6 +470,8 @@ mod tests {
                     ..fleet_key("gk_bad", "x", None)
                 },
             ],
+            budgets: Vec::new(),
+            prices: Vec::new(),
             etag: "\"keys:1\"".into(),
         };
         keys.apply(&set);
@@ -448,6 +498,8 @@ mod tests {
         let before = Arc::as_ptr(&window);
         keys.apply(&FleetKeySet {
             keys: vec![fleet_key("gk_live", "kt_gk_live_value_0123456789", None)],
+            budgets: Vec::new(),
+            prices: Vec::new(),
             etag: "\"keys:2\"".into(),
         });
         let after = keys
@@ -504,6 +556,8 @@ mod tests {
                     ..fleet_key("gk_odd", "kt_gk_odd_value_0123456789", None)
                 },
             ],
+            budgets: Vec::new(),
+            prices: Vec::new(),
             etag: "\"keys:b\"".into(),
         });
         let current = keys.current.load();

@@ -76,6 +76,8 @@ pub(crate) struct Accounts {
     reservation: Option<budget::Reservation>,
     /// The model the provider was asked for.
     model: Option<String>,
+    /// The provider that answered.
+    provider: String,
 }
 
 /// Why `run` stopped early: an error answer to write, or a broken connection.
@@ -139,7 +141,11 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         select::Cache::Answered => return Ok(()),
         select::Cache::Miss(fill) => fill,
     };
+    let mut candidates = candidates;
     let (mut reservation, changed) = reserve(ctx, &rt, &mut req, bytes.len(), p.client, &candidates, &t).await?;
+    if let Some(r) = reservation.as_ref().filter(|r| !r.skipped_providers.is_empty()) {
+        candidates.retain(|c| !r.skipped_providers.contains(&c.provider));
+    }
     let allowed = decision.verdict == Verdict::Allow && !changed;
     let fallback = t.route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes, fallback);
@@ -169,6 +175,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         charges: admitted.charges,
         reservation,
         model: target.model.clone().or_else(|| req.model.clone()),
+        provider: target.provider.clone(),
     });
     let answered = answer::Answered {
         policy,
@@ -290,11 +297,16 @@ fn settle(ctx: &mut Ctx, p: &mut Progress<'_>) {
     let Some(a) = p.accounts.take() else { return };
     let usage = p.usage;
     admit::charge(&a.rt, a.charges, usage.map_or(0, |u| u.total()));
-    let cost = usage.zip(a.model.as_deref()).and_then(|(u, m)| a.rt.prices.cost(m, &u));
+    let cost = usage
+        .zip(a.model.as_deref())
+        .and_then(|(u, m)| a.rt.price(m).map(|p| p.cost(&u)));
     // A budget settles only to a whole answer's usage: a stream cut short keeps its
     // reservation (the provider may go on generating, and billing, after it).
     if let Some(r) = a.reservation {
-        r.settle(usage.filter(|_| p.usage_final).map(|_| cost.unwrap_or(0.0)));
+        r.settle(
+            usage.filter(|_| p.usage_final).map(|_| cost.unwrap_or(0.0)),
+            &a.provider,
+        );
     }
     if let Some(ev) = ctx.event.as_mut() {
         ev.usage = usage;
