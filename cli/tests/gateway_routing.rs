@@ -1395,10 +1395,21 @@ fn caller_keys_admit_their_holders_and_nobody_else() {
         let r = keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_C)]);
         assert_eq!(r.status, 200, "{}", r.text());
         assert_eq!(r.header("x-ratelimit-remaining"), Some((1 - i).to_string()));
+        // The IETF fields too: the policy (quota, window) and what is left of it.
+        assert_eq!(
+            r.header("ratelimit-policy").as_deref(),
+            Some("\"caller_key_rate_limit\";q=2;w=3600")
+        );
+        let left = r.header("ratelimit").unwrap_or_default();
+        assert!(
+            left.starts_with(&format!("\"caller_key_rate_limit\";r={};t=", 1 - i)),
+            "{left}"
+        );
     }
     let r = keyed_chat(&gw.addr, "m", &[("x-api-key", TEAM_C)]);
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.header("x-ratelimit-limit").as_deref(), Some("2"));
+    assert!(r.header("ratelimit").is_some_and(|v| v.contains(";r=0;")));
     assert!(r.header("retry-after").is_some());
     assert!(r.text().contains("caller_key_rate_limit"), "{}", r.text());
 
@@ -1892,6 +1903,17 @@ fn applying_a_configuration_keeps_what_budgets_and_limits_counted() {
     let r = chat(&gw.addr, "priced", "hello");
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // Retry-After: the seconds until the day's period ends (room may come sooner, as
+    // requests in flight settle).
+    let retry: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let to_midnight = 86_400 - now % 86_400;
+    assert!(
+        retry.abs_diff(to_midnight) <= 2,
+        "retry-after {retry}, {to_midnight} s to midnight UTC"
+    );
 }
 
 #[test]

@@ -74,7 +74,11 @@ pub enum RequestError {
     /// `shared_state`'s Redis could not answer and a limit's fail mode is `closed`.
     LimitsUnavailable,
     /// A hard budget (its name) has no room for the request's most possible cost.
-    BudgetExceeded(String),
+    BudgetExceeded {
+        name: String,
+        /// Seconds until the budget's period ends.
+        reset: u64,
+    },
     /// A hard budget applies but the model (its name) has no price.
     ModelNotPriced(String),
 }
@@ -92,7 +96,7 @@ impl RequestError {
     pub fn status(&self) -> u16 {
         use RequestError::*;
         match self {
-            RateLimited { .. } | BudgetExceeded(_) => 429,
+            RateLimited { .. } | BudgetExceeded { .. } => 429,
             TooLarge { .. } => 413,
             UnsupportedMediaType(_) => 415,
             BodyTimeout(_) => 408,
@@ -133,7 +137,7 @@ impl RequestError {
             NoTarget => "no_target",
             ClassifierUnavailable => "classifier_unavailable",
             LimitsUnavailable => "limits_unavailable",
-            BudgetExceeded(_) => "budget_exceeded",
+            BudgetExceeded { .. } => "budget_exceeded",
             ModelNotPriced(_) => "model_not_priced",
             ProviderStatus { .. } => "provider_error",
             UpstreamTimeout(_) => "upstream_timeout",
@@ -146,7 +150,7 @@ impl RequestError {
     fn kind(&self) -> &'static str {
         use RequestError::*;
         match self {
-            RateLimited { .. } | BudgetExceeded(_) => "rate_limit",
+            RateLimited { .. } | BudgetExceeded { .. } => "rate_limit",
             ModelNotAllowed(_) | ModelNotAllowedFor(_) | GroupUnavailable(_) | NoCompliantTarget | Policy(_) => {
                 "policy_violation"
             }
@@ -205,8 +209,8 @@ impl RequestError {
                 "the shared limit store cannot be reached and this limit's shared_state fail mode is closed; retry shortly"
                     .into()
             }
-            BudgetExceeded(name) => format!(
-                "budget '{name}' has no room for this request's most possible cost (its input plus its output maximum); lower max_tokens or wait for the next period"
+            BudgetExceeded { name, reset } => format!(
+                "budget '{name}' has no room for this request's most possible cost (its input plus its output maximum); lower max_tokens, or retry when requests in flight settle or the period ends in {reset} s"
             ),
             ModelNotPriced(model) => format!(
                 "model '{model}' has no price, so a hard budget cannot be held; add it under pricing.models"
@@ -236,7 +240,9 @@ impl RequestError {
     /// `Retry-After` seconds, for the failures a retry can cure.
     pub fn retry_after(&self) -> Option<String> {
         match self {
-            RequestError::RateLimited { reset, .. } => Some(reset.max(&1).to_string()),
+            RequestError::RateLimited { reset, .. } | RequestError::BudgetExceeded { reset, .. } => {
+                Some(reset.max(&1).to_string())
+            }
             RequestError::Overloaded { .. }
             | RequestError::CircuitOpen
             | RequestError::ClassifierUnavailable

@@ -56,6 +56,8 @@ pub struct Verdict {
     pub remaining: u64,
     /// Seconds until the current window ends.
     pub reset: u64,
+    /// The window's length in seconds.
+    pub window: u64,
     /// Which limit refused (for the error message).
     pub scope: &'static str,
 }
@@ -94,6 +96,7 @@ impl FixedWindow {
             limit: self.max,
             remaining: self.max.saturating_sub(used),
             reset: (now / self.window + 1) * self.window - now,
+            window: self.window,
             scope,
         }
     }

@@ -72,11 +72,7 @@ pub(crate) async fn admit(
         None => local_verdict(&checks, now),
     };
     if let Some(v) = verdict {
-        ctx.rate_headers = vec![
-            ("x-ratelimit-limit", v.limit.to_string()),
-            ("x-ratelimit-remaining", v.remaining.to_string()),
-            ("x-ratelimit-reset", v.reset.to_string()),
-        ];
+        ctx.rate_headers = rate_headers(&v);
         if !v.allowed {
             return Err(RequestError::RateLimited {
                 scope: v.scope,
@@ -95,6 +91,23 @@ pub(crate) async fn admit(
         headers,
         charges: checks,
     })
+}
+
+/// The headers of the most restrictive limit: `X-RateLimit-*`, and `RateLimit` with
+/// `RateLimit-Policy` as the IETF HTTP API rate-limit fields define them (the policy named
+/// by the limit's scope: `q` its quota, `w` its window, `r` what remains, `t` the seconds
+/// until the window resets).
+fn rate_headers(v: &Verdict) -> Vec<(&'static str, String)> {
+    vec![
+        ("x-ratelimit-limit", v.limit.to_string()),
+        ("x-ratelimit-remaining", v.remaining.to_string()),
+        ("x-ratelimit-reset", v.reset.to_string()),
+        (
+            "ratelimit-policy",
+            format!("\"{}\";q={};w={}", v.scope, v.limit, v.window),
+        ),
+        ("ratelimit", format!("\"{}\";r={};t={}", v.scope, v.remaining, v.reset)),
+    ]
 }
 
 /// The shared counters' verdict; while Redis is away, each limit's fail mode.

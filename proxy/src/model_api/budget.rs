@@ -430,7 +430,10 @@ pub(crate) async fn reserve(
             Err(i) => slots.get(i).cloned(),
         };
         let Some(refused) = refused else {
-            return Err(RequestError::BudgetExceeded(String::new()));
+            return Err(RequestError::BudgetExceeded {
+                name: String::new(),
+                reset: 1,
+            });
         };
         // A provider's ceiling: the request may still go to the others.
         match refused.provider {
@@ -439,7 +442,12 @@ pub(crate) async fn reserve(
                 slots.retain(|s| s.provider.as_deref() != Some(p.as_str()));
                 skipped_providers.push(p);
             }
-            _ => return Err(RequestError::BudgetExceeded(refused.name)),
+            _ => {
+                return Err(RequestError::BudgetExceeded {
+                    name: refused.name,
+                    reset: refused.ttl,
+                });
+            }
         }
     };
     let reservation = Reservation {
