@@ -1704,6 +1704,49 @@ fn replicas_on_one_redis_enforce_one_rate_limit() {
 }
 
 #[test]
+fn replicas_on_one_redis_share_one_response_cache_partitioned_by_caller() {
+    let Some(redis) = test_redis() else { return };
+    let provider = MockProvider::start(openai_echo(""));
+    let prefix = fresh_prefix("kt-cache");
+    let yaml = format!(
+        "{}cache: {{shared: true, ttl_seconds: 60}}\nshared_state: {{redis_url: '{redis}', key_prefix: '{prefix}'}}\nproviders:\n  targets:\n{}",
+        head(""),
+        target("p", &provider.url, None, ""),
+    );
+    let (_d1, a) = start(&yaml);
+    let (_d2, b) = start(&yaml);
+    let ask = |gw: &GatewayProcess, who: &str| {
+        http_with(
+            &gw.addr,
+            "POST",
+            "/v1/chat/completions",
+            Some(&chat_body("m", "the same question")),
+            &[("x-user-id", who)],
+        )
+        .expect("answer")
+    };
+    let first = ask(&a, "alice");
+    assert_eq!(first.status, 200, "{}", first.text());
+    assert_eq!(first.header("x-keeptrusts-cache").as_deref(), Some("miss"));
+    // The other replica answers from the answer the first stored in Redis.
+    let mut hit = ask(&b, "alice");
+    for _ in 0..20 {
+        if hit.header("x-keeptrusts-cache").as_deref() == Some("hit") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        hit = ask(&b, "alice");
+    }
+    assert_eq!(hit.header("x-keeptrusts-cache").as_deref(), Some("hit"));
+    assert_eq!(hit.json()["choices"], first.json()["choices"]);
+    let upstream = provider.hits();
+    // Another user asking the same never gets alice's answer.
+    let other = ask(&b, "mallory");
+    assert_eq!(other.header("x-keeptrusts-cache").as_deref(), Some("miss"));
+    assert_eq!(provider.hits(), upstream + 1);
+}
+
+#[test]
 fn an_unreachable_redis_applies_each_limits_fail_mode() {
     let provider = MockProvider::start(openai_echo(""));
     let yaml = |modes: &str| {
@@ -1713,6 +1756,17 @@ fn an_unreachable_redis_applies_each_limits_fail_mode() {
             target("p", &provider.url, None, ""),
         )
     };
+    // A shared cache without its Redis is this process's alone: answers still come.
+    let cached = format!(
+        "{}cache: {{shared: true}}\nshared_state: {{redis_url: 'redis://127.0.0.1:1', timeout_ms: 200}}\nproviders:\n  targets:\n{}",
+        head(""),
+        target("p", &provider.url, None, ""),
+    );
+    let (_d, gw) = start(&cached);
+    assert_eq!(chat(&gw.addr, "m", "cache me").status, 200);
+    let again = chat(&gw.addr, "m", "cache me");
+    assert_eq!(again.status, 200);
+    assert_eq!(again.header("x-keeptrusts-cache").as_deref(), Some("hit"));
     // closed: refused while the store is away, with a retry hint.
     let (_d, gw) = start(&yaml(", fail_mode: closed"));
     let r = chat(&gw.addr, "m", "hello");

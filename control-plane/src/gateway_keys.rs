@@ -357,6 +357,7 @@ async fn key_set(st: &AppState, org_id: &str) -> ApiResult<FleetKeySet> {
         p.updated_at = None;
     }
     let mut set = FleetKeySet {
+        org_id: Some(org_id.to_owned()),
         keys,
         budgets,
         prices,

@@ -4,6 +4,11 @@
 //! left out), so a streamed request can be answered from a cached JSON answer and replayed
 //! as SSE.
 //!
+//! With `cache.shared` answers are also kept in `shared_state`'s Redis: a miss here looks
+//! there (one round trip, by the leader only) before going upstream, and a stored answer is
+//! written there off the request's path, so every replica answers from one cache. While
+//! Redis is away the cache is this process's alone.
+//!
 //! Concurrent identical misses are coalesced: the first becomes the leader and calls the
 //! upstream; the others wait (bounded) for its answer and use it when it was stored, or go
 //! upstream themselves when it was not (blocked, redacted, escalated, degraded or failed
@@ -22,13 +27,15 @@ use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
 
+use crate::shared::Shared;
+
 pub type Key = [u8; 32];
 
 /// How long a follower waits for its leader before going upstream itself.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One stored answer, in the client's format.
-#[derive(Debug)]
+#[derive(Debug, PartialEq)]
 pub struct Cached {
     pub body: Bytes,
     /// The target that produced it.
@@ -36,12 +43,75 @@ pub struct Cached {
     pub usage: Option<kt_policy::usage::Usage>,
 }
 
+/// The first bytes of an answer kept in Redis (a format change makes old entries misses).
+const MAGIC: &[u8; 4] = b"ktc1";
+
+impl Cached {
+    /// `MAGIC`, the target's length (2 bytes) and name, a usage flag and its four counts,
+    /// then the body.
+    fn encode(&self) -> Vec<u8> {
+        let target = &self.target.as_bytes()[..self.target.len().min(u16::MAX as usize)];
+        let mut out = Vec::with_capacity(4 + 2 + target.len() + 33 + self.body.len());
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&(target.len() as u16).to_be_bytes());
+        out.extend_from_slice(target);
+        match self.usage {
+            None => out.push(0),
+            Some(u) => {
+                out.push(1);
+                for n in [u.prompt, u.completion, u.cached, u.reasoning] {
+                    out.extend_from_slice(&n.to_be_bytes());
+                }
+            }
+        }
+        out.extend_from_slice(&self.body);
+        out
+    }
+
+    /// An answer read back from Redis; `None` for anything not written by `encode`.
+    fn decode(bytes: &[u8]) -> Option<Cached> {
+        let rest = bytes.strip_prefix(MAGIC)?;
+        let (len, rest) = rest.split_first_chunk::<2>()?;
+        let len = usize::from(u16::from_be_bytes(*len));
+        let target = std::str::from_utf8(rest.get(..len)?).ok()?.to_owned();
+        let (flag, mut rest) = rest.get(len..)?.split_first()?;
+        let usage = match flag {
+            0 => None,
+            1 => {
+                let mut n = [0u64; 4];
+                for x in &mut n {
+                    let (b, r) = rest.split_first_chunk::<8>()?;
+                    *x = u64::from_be_bytes(*b);
+                    rest = r;
+                }
+                Some(kt_policy::usage::Usage {
+                    prompt: n[0],
+                    completion: n[1],
+                    cached: n[2],
+                    reasoning: n[3],
+                })
+            }
+            _ => return None,
+        };
+        Some(Cached {
+            body: Bytes::copy_from_slice(rest),
+            target,
+            usage,
+        })
+    }
+}
+
+/// A cache's settings: TTL seconds, entries, largest entry, and whether Redis holds it too.
+type Settings = (u64, u64, u64, bool);
+
 #[derive(Debug)]
 struct Store {
     /// The settings this store was built for (a reload with equal settings keeps it).
-    settings: Option<(u64, u64, u64)>,
+    settings: Option<Settings>,
     entries: Option<Cache<Key, Arc<Cached>>>,
     max_entry_bytes: u64,
+    ttl: u64,
+    shared: bool,
 }
 
 /// The cache and its single-flight table.
@@ -77,24 +147,26 @@ impl Drop for Fill {
     }
 }
 
-fn settings(config: &PolicyConfig) -> Option<(u64, u64, u64)> {
+fn settings(config: &PolicyConfig) -> Option<Settings> {
     config
         .cache
         .as_ref()
         .filter(|c| c.enabled)
-        .map(|c| (c.ttl_seconds, c.max_entries, c.max_entry_bytes))
+        .map(|c| (c.ttl_seconds, c.max_entries, c.max_entry_bytes, c.shared))
 }
 
-fn store_for(s: Option<(u64, u64, u64)>) -> Store {
+fn store_for(s: Option<Settings>) -> Store {
     Store {
         settings: s,
-        entries: s.map(|(ttl, max, _)| {
+        entries: s.map(|(ttl, max, _, _)| {
             Cache::builder()
                 .max_capacity(max)
                 .time_to_live(Duration::from_secs(ttl))
                 .build()
         }),
-        max_entry_bytes: s.map_or(0, |(_, _, b)| b),
+        max_entry_bytes: s.map_or(0, |(_, _, b, _)| b),
+        ttl: s.map_or(0, |(t, ..)| t),
+        shared: s.is_some_and(|(.., shared)| shared),
     }
 }
 
@@ -121,7 +193,8 @@ impl ResponseCache {
     }
 
     /// Looks `key` up; on a miss, makes the caller the leader or waits for the one there is.
-    pub async fn lookup(self: &Arc<Self>, key: Key) -> Lookup {
+    /// The leader of a shared cache looks in Redis (`shared`) before going upstream.
+    pub async fn lookup(self: &Arc<Self>, key: Key, shared: Option<&Shared>) -> Lookup {
         let store = self.store.load_full();
         let Some(entries) = store.entries.as_ref() else {
             return Lookup::Miss;
@@ -130,27 +203,42 @@ impl ResponseCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Lookup::Hit(hit);
         }
-        let waiting = {
+        let lead = {
             let mut map = self.inflight.lock().unwrap_or_else(|p| p.into_inner());
             match map.get(&key) {
-                Some(rx) => Some(rx.clone()),
+                Some(rx) => Err(rx.clone()),
                 None => {
                     let (tx, rx) = watch::channel(());
                     map.insert(key, rx);
-                    drop(map);
-                    self.misses.fetch_add(1, Ordering::Relaxed);
-                    return Lookup::Leader(Fill {
-                        key,
-                        _done: tx,
-                        cache: Arc::clone(self),
-                    });
+                    Ok(tx)
                 }
             }
         };
-        if let Some(mut rx) = waiting {
-            // The sender is dropped when the leader finishes: `changed` then errs.
-            let _ = tokio::time::timeout(FOLLOW_TIMEOUT, rx.changed()).await;
-        }
+        let mut waiting = match lead {
+            Ok(tx) => {
+                let fill = Fill {
+                    key,
+                    _done: tx,
+                    cache: Arc::clone(self),
+                };
+                // Another replica's answer: kept here too; the followers find it here once
+                // `fill` is dropped.
+                if let Some(shared) = shared.filter(|_| store.shared)
+                    && let Some(bytes) = shared.cache_get(&key, store.max_entry_bytes + 1024).await
+                    && let Some(hit) = Cached::decode(&bytes).filter(|c| c.body.len() as u64 <= store.max_entry_bytes)
+                {
+                    let hit = Arc::new(hit);
+                    entries.insert(key, Arc::clone(&hit));
+                    self.hits.fetch_add(1, Ordering::Relaxed);
+                    return Lookup::Hit(hit);
+                }
+                self.misses.fetch_add(1, Ordering::Relaxed);
+                return Lookup::Leader(fill);
+            }
+            Err(rx) => rx,
+        };
+        // The sender is dropped when the leader finishes: `changed` then errs.
+        let _ = tokio::time::timeout(FOLLOW_TIMEOUT, waiting.changed()).await;
         match entries.get(&key) {
             Some(hit) => {
                 self.hits.fetch_add(1, Ordering::Relaxed);
@@ -163,12 +251,17 @@ impl ResponseCache {
         }
     }
 
-    /// Stores the leader's answer (if it fits).
-    pub fn fill(&self, fill: &Fill, value: Cached) {
+    /// Stores the leader's answer (if it fits), and in Redis (`shared`) for a shared
+    /// cache, off the request's path.
+    pub fn fill(&self, fill: &Fill, value: Cached, shared: Option<&Arc<Shared>>) {
         let store = self.store.load();
         if let Some(entries) = store.entries.as_ref()
             && value.body.len() as u64 <= store.max_entry_bytes
         {
+            if let Some(shared) = shared.filter(|_| store.shared).map(Arc::clone) {
+                let (key, bytes, ttl) = (fill.key, value.encode(), store.ttl);
+                tokio::spawn(async move { shared.cache_set(&key, &bytes, ttl).await });
+            }
             entries.insert(fill.key, Arc::new(value));
         }
     }
@@ -277,15 +370,53 @@ mod tests {
         assert_ne!(key("chat", "d", "s", &a), key("embeddings", "d", "s", &a), "api");
     }
 
+    #[test]
+    fn answers_kept_in_redis_read_back_as_written_and_nothing_else_does() {
+        let with_usage = Cached {
+            body: Bytes::from_static(b"{\"choices\":[]}"),
+            target: "primary".into(),
+            usage: Some(kt_policy::usage::Usage {
+                prompt: 3,
+                completion: 4,
+                cached: 1,
+                reasoning: u64::MAX,
+            }),
+        };
+        assert_eq!(Cached::decode(&with_usage.encode()), Some(with_usage));
+        let bare = Cached {
+            body: Bytes::new(),
+            target: String::new(),
+            usage: None,
+        };
+        let bytes = bare.encode();
+        assert_eq!(Cached::decode(&bytes), Some(bare));
+        for bad in [
+            &b""[..],
+            b"ktc1",
+            b"ktc1\x00\x09abc",
+            b"ktc0\x00\x00\x00",
+            b"ktc1\x00\x00\x07",
+        ] {
+            assert_eq!(Cached::decode(bad), None, "{bad:?}");
+        }
+        // A cut-off usage block is not read as one.
+        let cut = &Cached {
+            usage: Some(kt_policy::usage::Usage::default()),
+            ..Cached::decode(&bytes).expect("bare")
+        }
+        .encode()[..12];
+        assert_eq!(Cached::decode(cut), None);
+    }
+
     #[tokio::test]
     async fn concurrent_misses_share_one_leader() {
         let cache = Arc::new(ResponseCache::new(&config("cache: {ttl_seconds: 60}\n")));
         let k = key("chat", "d", "s", &json!({"q": 1}));
-        let Lookup::Leader(fill) = cache.lookup(k).await else {
+        let Lookup::Leader(fill) = cache.lookup(k, None).await else {
             panic!("first lookup leads")
         };
         let c2 = Arc::clone(&cache);
-        let follower = tokio::spawn(async move { c2.lookup(k).await });
+        let follower = tokio::spawn(async move { c2.lookup(k, None).await });
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!follower.is_finished(), "the follower waits for the leader");
         cache.fill(
@@ -295,36 +426,37 @@ mod tests {
                 target: "t".into(),
                 usage: None,
             },
+            None,
         );
         drop(fill);
         let got = follower.await.expect("join");
         assert!(matches!(got, Lookup::Hit(_)));
-        assert!(matches!(cache.lookup(k).await, Lookup::Hit(_)));
+        assert!(matches!(cache.lookup(k, None).await, Lookup::Hit(_)));
     }
 
     #[tokio::test]
     async fn an_uncacheable_answer_releases_followers_to_go_upstream() {
         let cache = Arc::new(ResponseCache::new(&config("cache: {}\n")));
         let k = key("chat", "d", "s", &json!({"q": 2}));
-        let Lookup::Leader(fill) = cache.lookup(k).await else {
+        let Lookup::Leader(fill) = cache.lookup(k, None).await else {
             panic!("leader")
         };
         let c2 = Arc::clone(&cache);
-        let follower = tokio::spawn(async move { c2.lookup(k).await });
+        let follower = tokio::spawn(async move { c2.lookup(k, None).await });
         tokio::time::sleep(Duration::from_millis(20)).await;
         drop(fill);
         assert!(matches!(follower.await.expect("join"), Lookup::Miss));
         // The next request leads again.
-        assert!(matches!(cache.lookup(k).await, Lookup::Leader(_)));
+        assert!(matches!(cache.lookup(k, None).await, Lookup::Leader(_)));
     }
 
     #[tokio::test]
     async fn disabled_or_absent_cache_always_misses_and_oversized_answers_are_not_kept() {
         let off = Arc::new(ResponseCache::new(&config("")));
         assert!(!off.enabled());
-        assert!(matches!(off.lookup([0; 32]).await, Lookup::Miss));
+        assert!(matches!(off.lookup([0; 32], None).await, Lookup::Miss));
         let small = Arc::new(ResponseCache::new(&config("cache: {max_entry_bytes: 4}\n")));
-        let Lookup::Leader(fill) = small.lookup([1; 32]).await else {
+        let Lookup::Leader(fill) = small.lookup([1; 32], None).await else {
             panic!("leader")
         };
         small.fill(
@@ -334,8 +466,9 @@ mod tests {
                 target: "t".into(),
                 usage: None,
             },
+            None,
         );
         drop(fill);
-        assert!(!matches!(small.lookup([1; 32]).await, Lookup::Hit(_)));
+        assert!(!matches!(small.lookup([1; 32], None).await, Lookup::Hit(_)));
     }
 }

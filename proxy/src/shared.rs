@@ -93,6 +93,19 @@ end
 return 1
 ";
 
+/// KEYS[1]: a cached answer. ARGV[1]: the most bytes wanted. Returns it, or false when it
+/// is absent or larger (an oversized value is never sent).
+const CACHE_GET: &str = r"
+if redis.call('STRLEN', KEYS[1]) > tonumber(ARGV[1]) then return false end
+return redis.call('GET', KEYS[1])
+";
+
+/// KEYS[1]: a cached answer. ARGV[1]: its bytes; ARGV[2]: seconds to keep it.
+const CACHE_SET: &str = r"
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return 1
+";
+
 /// The Redis behind `shared_state`, connected on first use.
 pub struct Shared {
     client: redis::Client,
@@ -109,6 +122,8 @@ pub struct Shared {
     charge: redis::Script,
     reserve: redis::Script,
     adjust: redis::Script,
+    cache_get: redis::Script,
+    cache_set: redis::Script,
 }
 
 impl std::fmt::Debug for Shared {
@@ -151,6 +166,8 @@ impl Shared {
             charge: redis::Script::new(CHARGE),
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
+            cache_get: redis::Script::new(CACHE_GET),
+            cache_set: redis::Script::new(CACHE_SET),
         })
     }
 
@@ -241,6 +258,31 @@ impl Shared {
         for s in slots {
             call.key(s.redis_key(&self.prefix));
         }
+        let _: Option<i64> = self.run(call).await;
+    }
+
+    /// The Redis key of a cached answer.
+    fn cache_key(&self, key: &[u8; 32]) -> String {
+        use std::fmt::Write as _;
+        let mut k = format!("{}:cache:", self.prefix);
+        for b in key {
+            let _ = write!(k, "{b:02x}");
+        }
+        k
+    }
+
+    /// A cached answer of at most `max` bytes, in one round trip; `None` when absent,
+    /// larger or while Redis is away.
+    pub async fn cache_get(&self, key: &[u8; 32], max: u64) -> Option<Vec<u8>> {
+        let mut call = self.cache_get.prepare_invoke();
+        call.key(self.cache_key(key)).arg(max);
+        self.run::<Option<Vec<u8>>>(call).await.flatten()
+    }
+
+    /// Keeps a cached answer for `ttl` seconds.
+    pub async fn cache_set(&self, key: &[u8; 32], value: &[u8], ttl: u64) {
+        let mut call = self.cache_set.prepare_invoke();
+        call.key(self.cache_key(key)).arg(value).arg(ttl.max(1));
         let _: Option<i64> = self.run(call).await;
     }
 

@@ -499,6 +499,9 @@ pub struct FleetKey {
 /// organisation's budgets and prices, which every gateway applies over its configuration's.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FleetKeySet {
+    /// The organisation the gateway serves (it partitions shared caches between tenants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org_id: Option<String>,
     pub keys: Vec<FleetKey>,
     #[serde(default)]
     pub budgets: Vec<BudgetInfo>,

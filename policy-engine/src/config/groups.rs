@@ -96,9 +96,21 @@ fn check_budgets(doc: &Value, out: &mut Vec<Diagnostic>) {
     }
 }
 
-/// `shared_state`: a Redis URL, and fail modes of known limits.
+/// `shared_state`: a Redis URL, and fail modes of known limits; a shared cache needs it.
 fn check_shared_state(doc: &Value, out: &mut Vec<Diagnostic>) {
+    let shared_cache = doc.pointer("/cache/shared").and_then(Value::as_bool) == Some(true);
     let Some(shared) = doc.get("shared_state") else {
+        if shared_cache {
+            out.push(
+                Diagnostic::error(
+                    Code::InvalidValue,
+                    "cache.shared",
+                    "cache.shared keeps answers in shared_state's Redis, but there is no shared_state section"
+                        .to_owned(),
+                )
+                .with_help("add shared_state: {redis_url: 'redis://host:6379'}, or remove cache.shared"),
+            );
+        }
         return;
     };
     if let Some(url) = shared.get("redis_url").and_then(Value::as_str)
@@ -428,6 +440,10 @@ mod tests {
         let sound =
             findings("shared_state: {redis_url: 'redis://127.0.0.1:6379', fail_modes: {token_rate_limit: closed}}\n");
         assert_eq!(sound, Vec::<(String, String)>::new());
+        let alone = findings("cache: {shared: true}\n");
+        assert_eq!(alone, [("E015".to_owned(), "cache.shared".to_owned())]);
+        let shared_cache = findings("cache: {shared: true}\nshared_state: {redis_url: 'redis://127.0.0.1:6379'}\n");
+        assert_eq!(shared_cache, Vec::<(String, String)>::new());
     }
 
     #[test]

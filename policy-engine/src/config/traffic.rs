@@ -249,7 +249,8 @@ pub struct UsageConstraints {
     pub max_responses_per_day: Option<u64>,
 }
 
-/// `cache`: the gateway's exact response cache (in memory).
+/// `cache`: the gateway's exact response cache (in memory, and with `shared` in
+/// `shared_state`'s Redis too).
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CacheConfig {
@@ -271,6 +272,10 @@ pub struct CacheConfig {
     #[serde(default = "default_cache_entry_bytes")]
     #[schemars(range(min = 1, max = 104857600))]
     pub max_entry_bytes: u64,
+    /// Also keep answers in `shared_state`'s Redis, so every replica answers from one
+    /// cache (default false: each process keeps its own).
+    #[serde(default)]
+    pub shared: bool,
 }
 
 fn default_cache_ttl() -> u64 {

@@ -94,7 +94,7 @@ pub(crate) async fn whole(
                 target: a.target.id.clone(),
                 usage,
             };
-            gw.cache.fill(f, cached);
+            gw.cache.fill(f, cached, ctx.rt.shared.as_ref());
         }
     }
     drop(fill);

@@ -122,6 +122,7 @@ impl FleetKeys {
             budgets: ArcSwap::from_pointee(Vec::new()),
             prices: ArcSwap::from_pointee(kt_policy::pricing::PriceTable::default()),
             applied: ArcSwap::from_pointee(FleetKeySet {
+                org_id: None,
                 keys: Vec::new(),
                 budgets: Vec::new(),
                 prices: Vec::new(),
@@ -177,11 +178,17 @@ impl FleetKeys {
     pub fn drop_keys(&self) {
         let last = self.applied.load();
         self.apply(&FleetKeySet {
+            org_id: last.org_id.clone(),
             keys: Vec::new(),
             budgets: last.budgets.clone(),
             prices: last.prices.clone(),
             etag: String::new(),
         });
+    }
+
+    /// The organisation the control plane says this gateway serves.
+    pub fn org_id(&self) -> Option<String> {
+        self.applied.load().org_id.clone()
     }
 
     /// How many of the organisation's budgets are in use.
@@ -462,6 +469,7 @@ mod tests {
         assert!(keys.is_empty() && keys.etag().is_none());
         let now = crate::ids::now_secs() as i64;
         let set = FleetKeySet {
+            org_id: None,
             keys: vec![
                 fleet_key("gk_live", "kt_gk_live_value_0123456789", None),
                 fleet_key("gk_old", "kt_gk_expired_value_0123456789", Some(now - 1)),
@@ -497,6 +505,7 @@ mod tests {
         let window = k.limit.as_ref().map(Arc::clone).expect("limit");
         let before = Arc::as_ptr(&window);
         keys.apply(&FleetKeySet {
+            org_id: None,
             keys: vec![fleet_key("gk_live", "kt_gk_live_value_0123456789", None)],
             budgets: Vec::new(),
             prices: Vec::new(),
@@ -546,6 +555,7 @@ mod tests {
             })
         };
         keys.apply(&FleetKeySet {
+            org_id: None,
             keys: vec![
                 FleetKey {
                     budget: budget("day"),

@@ -107,8 +107,14 @@ pub(crate) async fn cache(
     if !gw.cache.enabled() || !cacheable || (req.stream && p.client != ClientApi::OpenAiChat) {
         return Ok(Cache::Miss(None));
     }
-    let key = cache::key(p.client.name(), policy.digest(), &scope(session, group), &req.request);
-    let fill = match gw.cache.lookup(key).await {
+    let org = ctx.rt.fleet.as_ref().and_then(|f| f.org_id());
+    let key = cache::key(
+        p.client.name(),
+        policy.digest(),
+        &scope(session, org.as_deref(), group),
+        &req.request,
+    );
+    let fill = match gw.cache.lookup(key, ctx.rt.shared.as_deref()).await {
         Lookup::Hit(hit) => {
             if let Some(ev) = ctx.event.as_mut() {
                 ev.cache = Some("hit");
@@ -137,9 +143,13 @@ pub(crate) async fn cache(
     Ok(Cache::Miss(fill))
 }
 
-/// The caller scope of cache entries: who is asking, as far as the gateway can tell.
-fn scope(session: &Session, group: Option<&Group>) -> String {
+/// The caller scope of cache entries: who is asking, as far as the gateway can tell (the
+/// organisation of a managed gateway, the consumer group, the caller's credentials and
+/// user), so one tenant never gets another's answer, in a cache shared through Redis too.
+fn scope(session: &Session, org: Option<&str>, group: Option<&Group>) -> String {
     let mut scope = String::new();
+    scope.push_str(org.unwrap_or(""));
+    scope.push('\u{1f}');
     scope.push_str(group.map_or("", |g| g.name.as_str()));
     scope.push('\u{1f}');
     for name in ["authorization", "x-api-key", "x-user-id", "x-keeptrusts-agent-id"] {
