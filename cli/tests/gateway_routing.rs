@@ -1890,6 +1890,38 @@ fn replicas_on_one_redis_hold_one_budget() {
 }
 
 #[test]
+fn with_budgets_on_redis_limits_join_the_reservation_and_refused_requests_still_count() {
+    let Some(redis) = test_redis() else { return };
+    let provider = MockProvider::start(openai_echo(""));
+    let prefix = fresh_prefix("kt-joined");
+    // Budgets and a rate limit in Redis: the limit is checked in the reservation's round
+    // trip, after the input phase.
+    let extra = format!(
+        "shared_state: {{redis_url: '{redis}', key_prefix: '{prefix}'}}\nglobal_rate_limit: {{max_requests: 4, window_seconds: 86400}}\npolicy:\n  dlp-filter: {{action: block, blocked_terms: [classified]}}\n"
+    );
+    let yaml = budget_yaml(&provider, "{name: roomy, limit_usd: 100, period: day}", &extra)
+        .replace("policies: {chain: []}", "policies: {chain: [dlp-filter]}");
+    let (_d, gw) = start(&yaml);
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-remaining").as_deref(), Some("3"));
+    assert!(r.header("ratelimit").is_some_and(|v| v.contains(";r=3;")));
+    // Refused by the input phase before its reservation: it still counts (in the background).
+    let blocked = chat(&gw.addr, "priced", "the classified plan");
+    assert_eq!(blocked.json()["error"]["code"], "input_blocked", "{}", blocked.text());
+    // So does a request for a model without a price under a hard budget.
+    assert_eq!(chat(&gw.addr, "unpriced", "hello").status, 422);
+    std::thread::sleep(Duration::from_millis(200));
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-ratelimit-remaining").as_deref(), Some("0"));
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert!(r.text().contains("global_rate_limit"), "{}", r.text());
+    assert_eq!(provider.hits(), 2, "refused requests never reach the provider");
+}
+
+#[test]
 fn tokens_of_an_answer_the_output_phase_blocks_still_count() {
     let provider = MockProvider::start(|_| Reply::json(200, chat_completion("the classified plan", "m")));
     let yaml = format!(

@@ -45,6 +45,53 @@ table.insert(used, 1, ok)
 return used
 ";
 
+/// CHECK then RESERVE in one round trip. KEYS: the request's limit windows, then its budget
+/// counters. ARGV[1]: how many windows; per window its limit and length (0 for a token
+/// window); then the nano-dollars to reserve and, per budget, its limit, 1 for a hard one
+/// and the seconds its period has left. The windows are checked and counted as CHECK does;
+/// only when all had room are the budgets reserved as RESERVE does. Returns CHECK's answer,
+/// then (when the windows had room) RESERVE's.
+const CHECK_RESERVE: &str = r"
+local n = tonumber(ARGV[1])
+local out = {1}
+for i = 1, n do
+  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  out[i + 1] = used
+  if used >= tonumber(ARGV[2 * i]) then out[1] = 0 end
+end
+if out[1] == 0 then return out end
+for i = 1, n do
+  local ttl = tonumber(ARGV[2 * i + 1])
+  if ttl > 0 and redis.call('INCR', KEYS[i]) == 1 then
+    redis.call('EXPIRE', KEYS[i], ttl)
+  end
+end
+local base = 2 * n + 2
+local amount = tonumber(ARGV[base])
+local ok = 1
+local flags = {}
+for j = 1, #KEYS - n do
+  local used = tonumber(redis.call('GET', KEYS[n + j]) or '0')
+  flags[j] = 0
+  if used + amount > tonumber(ARGV[base + 3 * j - 2]) then
+    flags[j] = 1
+    if ARGV[base + 3 * j - 1] == '1' then ok = 0 end
+  end
+end
+if ok == 1 then
+  for j = 1, #KEYS - n do
+    if redis.call('INCRBY', KEYS[n + j], amount) == amount then
+      redis.call('EXPIRE', KEYS[n + j], ARGV[base + 3 * j])
+    end
+  end
+end
+out[n + 2] = ok
+for j = 1, #KEYS - n do
+  out[n + 2 + j] = flags[j]
+end
+return out
+";
+
 /// KEYS: token windows. ARGV[1]: tokens; ARGV[1 + i]: window i's length in seconds.
 const CHARGE: &str = r"
 for i = 1, #KEYS do
@@ -122,6 +169,7 @@ pub struct Shared {
     charge: redis::Script,
     reserve: redis::Script,
     adjust: redis::Script,
+    check_reserve: redis::Script,
     cache_get: redis::Script,
     cache_set: redis::Script,
 }
@@ -166,6 +214,7 @@ impl Shared {
             charge: redis::Script::new(CHARGE),
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
+            check_reserve: redis::Script::new(CHECK_RESERVE),
             cache_get: redis::Script::new(CACHE_GET),
             cache_set: redis::Script::new(CACHE_SET),
         })
@@ -249,6 +298,53 @@ impl Shared {
             let hard = over.find(|(_, (s, _))| s.hard()).map(|(i, _)| i);
             Some(Err(hard.unwrap_or(0)))
         }
+    }
+
+    /// Checks and counts `checks` and, when every window had room, reserves `amount` on
+    /// `slots`, in one round trip: the windows' verdicts, and the reservation's outcome as
+    /// [`Shared::reserve_budgets`] gives it (`None` when the windows refused); `None` while
+    /// Redis is away.
+    pub async fn check_and_reserve(
+        &self,
+        checks: &[Check],
+        now: u64,
+        slots: &[crate::model_api::budget::Slot],
+        amount: u64,
+    ) -> Option<(Vec<Verdict>, Option<Result<Vec<String>, usize>>)> {
+        let mut call = self.check_reserve.prepare_invoke();
+        call.arg(checks.len());
+        for c in checks {
+            call.key(self.key(c, now));
+            call.arg(c.window.max);
+            call.arg(if c.tokens { 0 } else { c.window.window });
+        }
+        call.arg(amount);
+        for s in slots {
+            call.key(s.redis_key(&self.prefix));
+            call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
+        }
+        let v: Vec<u64> = self.run(call).await?;
+        let n = checks.len();
+        let counted = v.first() == Some(&1);
+        let complete = if counted { n + 2 + slots.len() } else { n + 1 };
+        if v.len() != complete {
+            return self.failed("the limit and budget script answered with the wrong number of values");
+        }
+        let verdicts = checks
+            .iter()
+            .zip(&v[1..=n])
+            .map(|(c, used)| c.verdict_for(*used, counted, now))
+            .collect();
+        if !counted {
+            return Some((verdicts, None));
+        }
+        let mut over = slots.iter().zip(&v[n + 2..]).enumerate().filter(|(_, (_, o))| **o == 1);
+        let reserved = if v[n + 1] == 1 {
+            Ok(over.map(|(_, (s, _))| s.name.clone()).collect())
+        } else {
+            Err(over.find(|(_, (s, _))| s.hard()).map_or(0, |(i, _)| i))
+        };
+        Some((verdicts, Some(reserved)))
     }
 
     /// Adds `delta` nano-dollars to every budget slot (negative: gives back).
@@ -451,6 +547,52 @@ mod tests {
         // A new window starts afresh.
         let v = counted(b.check(&checks(&gb, &ub, "bob"), now + 3600).await);
         assert!(v.iter().all(|v| v.allowed));
+    }
+
+    #[tokio::test]
+    async fn limits_and_budgets_in_one_round_trip_count_only_what_was_admitted() {
+        use crate::model_api::budget::Slot;
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let s = shared(&url, &prefix, "");
+        let window = Arc::new(FixedWindow::new(2, 3600));
+        let tokens = Arc::new(FixedWindow::new(1_000, 3600));
+        let checks = [
+            Check::new("caller_key_rate_limit", "k", &window, false),
+            Check::new("token_rate_limit", "*", &tokens, true),
+        ];
+        let hard = [Slot::for_test("hard", 100, true), Slot::for_test("soft", 50, false)];
+        let now = 7_200;
+        // Room everywhere: the window counts the request and both budgets reserve 40.
+        let (v, r) = s.check_and_reserve(&checks, now, &hard, 40).await.expect("redis");
+        assert!(v.iter().all(|v| v.allowed));
+        assert_eq!(v[0].remaining, 1);
+        assert_eq!(r, Some(Ok(vec![])));
+        // 80 > soft 50: a warning; hard still has room.
+        let (_, r) = s.check_and_reserve(&checks, now, &hard, 40).await.expect("redis");
+        assert_eq!(r, Some(Ok(vec!["soft".to_owned()])));
+        // The window is spent: refused by it, and nothing is reserved.
+        let (v, r) = s.check_and_reserve(&checks, now, &hard, 1).await.expect("redis");
+        assert_eq!(
+            crate::limits::decisive(v).map(|v| (v.allowed, v.scope)),
+            Some((false, "caller_key_rate_limit"))
+        );
+        assert_eq!(r, None);
+        assert_eq!(
+            s.reserve_budgets(&hard[..1], 20).await,
+            Some(Ok(vec![])),
+            "80 + 20 fits in 100"
+        );
+        // A fresh window, but the hard budget is spent: the window counts, the budget refuses
+        // (index 0) and reserves nothing.
+        let fresh = [Check::new("caller_key_rate_limit", "k2", &window, false)];
+        let (v, r) = s.check_and_reserve(&fresh, now, &hard, 1).await.expect("redis");
+        assert_eq!(v[0].remaining, 1);
+        assert_eq!(r, Some(Err(0)));
+        assert_eq!(
+            s.reserve_budgets(&hard[1..], 0).await,
+            Some(Ok(vec!["soft".to_owned()]))
+        );
     }
 
     #[tokio::test]

@@ -1,6 +1,8 @@
 //! Admission: the request headers the limits and policies read, then the rate and token
 //! limits, before any body is read or anything goes upstream.
 
+use std::sync::Arc;
+
 use kt_policy::{CompiledPolicy, Headers};
 use pingora::protocols::http::ServerSession as Session;
 
@@ -21,6 +23,44 @@ pub(crate) struct Admitted {
     pub headers: Headers,
     /// The token windows this request's usage is charged to after its answer.
     pub charges: Vec<Check>,
+    /// The windows whose check waits for the budget reservation.
+    pub deferred: Deferred,
+}
+
+/// Limit windows checked later than admission: with budgets in Redis they are checked and
+/// counted by the budget reservation's round trip (see `budget::reserve`), so a governed
+/// request makes one round trip before dispatch instead of two. Windows a request leaves
+/// unchecked (it was refused or failed before its reservation) are counted in the
+/// background when it ends, so every request still counts against its limits.
+pub(crate) struct Deferred {
+    rt: Option<Arc<Runtime>>,
+    pub checks: Vec<Check>,
+    /// Once the reservation checked the windows: their most restrictive verdict.
+    pub verdict: Option<Option<Verdict>>,
+}
+
+impl Deferred {
+    fn none() -> Deferred {
+        Deferred {
+            rt: None,
+            checks: Vec::new(),
+            verdict: None,
+        }
+    }
+}
+
+impl Drop for Deferred {
+    fn drop(&mut self) {
+        let (Some(rt), false) = (self.rt.as_ref(), self.checks.is_empty()) else {
+            return;
+        };
+        if let Some(shared) = rt.shared.clone() {
+            let checks = std::mem::take(&mut self.checks);
+            tokio::spawn(async move {
+                shared.check(&checks, now_secs()).await;
+            });
+        }
+    }
 }
 
 /// Who is calling: the caller key and the consumer group, when the gateway knows them.
@@ -31,12 +71,14 @@ pub(crate) struct Who<'a> {
 
 /// Checks the limits, the caller key's and consumer group's own among them, in memory or
 /// in `shared_state`'s Redis; sets the `X-RateLimit-*` headers of every answer to this
-/// request from the most restrictive. `policy` is the chain the request runs.
+/// request from the most restrictive. `policy` is the chain the request runs. With budgets
+/// and `shared_state` (and no response cache, whose hits reserve nothing) the Redis check
+/// is deferred to the budget reservation's round trip.
 pub(crate) async fn admit(
     gw: &Gateway,
     session: &Session,
     ctx: &mut Ctx,
-    rt: &Runtime,
+    rt: &Arc<Runtime>,
     policy: &CompiledPolicy,
     who: &Who<'_>,
 ) -> Result<Admitted, RequestError> {
@@ -64,32 +106,57 @@ pub(crate) async fn admit(
         return Ok(Admitted {
             headers,
             charges: checks,
+            deferred: Deferred::none(),
         });
     }
-    let now = now_secs();
-    let verdict = match rt.shared.as_deref() {
-        Some(shared) => shared_verdict(shared, &checks, now).await?,
-        None => local_verdict(&checks, now),
-    };
-    if let Some(v) = verdict {
-        ctx.rate_headers = rate_headers(&v);
-        if !v.allowed {
-            return Err(RequestError::RateLimited {
-                scope: v.scope,
-                limit: v.limit,
-                reset: v.reset,
-                unit: if v.scope.contains("token") {
-                    "tokens"
-                } else {
-                    "requests"
-                },
-            });
-        }
+    if rt.shared.is_some() && rt.budgets.is_some() && !gw.cache.enabled() {
+        let charges = checks.iter().filter(|c| c.tokens).cloned().collect();
+        return Ok(Admitted {
+            headers,
+            charges,
+            deferred: Deferred {
+                rt: Some(Arc::clone(rt)),
+                checks,
+                verdict: None,
+            },
+        });
     }
+    check_now(ctx, rt, &checks).await?;
     checks.retain(|c| c.tokens);
     Ok(Admitted {
         headers,
         charges: checks,
+        deferred: Deferred::none(),
+    })
+}
+
+/// Checks and counts `checks` now, in memory or in Redis.
+pub(crate) async fn check_now(ctx: &mut Ctx, rt: &Runtime, checks: &[Check]) -> Result<(), RequestError> {
+    let now = now_secs();
+    let verdict = match rt.shared.as_deref() {
+        Some(shared) => shared_verdict(shared, checks, now).await?,
+        None => local_verdict(checks, now),
+    };
+    apply_verdict(ctx, verdict)
+}
+
+/// Sets the rate-limit headers from the most restrictive verdict; refuses the request when
+/// it says so.
+pub(crate) fn apply_verdict(ctx: &mut Ctx, verdict: Option<Verdict>) -> Result<(), RequestError> {
+    let Some(v) = verdict else { return Ok(()) };
+    ctx.rate_headers = rate_headers(&v);
+    if v.allowed {
+        return Ok(());
+    }
+    Err(RequestError::RateLimited {
+        scope: v.scope,
+        limit: v.limit,
+        reset: v.reset,
+        unit: if v.scope.contains("token") {
+            "tokens"
+        } else {
+            "requests"
+        },
     })
 }
 

@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use kt_policy::config::{BudgetMode, BudgetPeriod, BudgetRule, BudgetScope, PolicyConfig, SharedFailMode};
 use serde_json::{Value, json};
 
+use super::admit::Deferred;
 use super::caller::CallerKey;
 use super::groups::Group;
 use crate::error::RequestError;
@@ -383,6 +384,11 @@ fn dearest(rt: &Runtime, request: &Value, candidates: &[Arc<Target>]) -> (kt_pol
 /// Sets the request's output maximum when it names none (`changed` tells). A provider
 /// budget without room takes that provider's targets out of the request's candidates
 /// (`skipped_providers`); only when no provider is left is the request refused.
+///
+/// Limit windows admission `deferred` are checked and counted in the same Redis round trip
+/// as the first reservation attempt (their verdict is left in `deferred.verdict`); a
+/// refusal by them reserves nothing.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn reserve(
     rt: &Arc<Runtime>,
     request: &mut Value,
@@ -391,6 +397,7 @@ pub(crate) async fn reserve(
     candidates: &[Arc<Target>],
     caller: Option<&CallerKey>,
     group: Option<&Group>,
+    deferred: &mut Deferred,
 ) -> Result<Option<(Reservation, bool)>, RequestError> {
     let Some(budgets) = rt.budgets.as_ref() else {
         return Ok(None);
@@ -424,7 +431,12 @@ pub(crate) async fn reserve(
     let amount = ((cost * NANO).ceil() as u64).min(MAX_AMOUNT);
     let mut skipped_providers = Vec::new();
     let (over_soft, in_redis) = loop {
-        let (reserved, in_redis) = reserve_once(rt, budgets, &slots, amount).await?;
+        let (reserved, in_redis) = match with_limits(rt, deferred, &slots, amount).await {
+            Some(Ok(r)) => (r, true),
+            // The windows refused: nothing was reserved.
+            Some(Err(())) => return Ok(None),
+            None => reserve_once(rt, budgets, &slots, amount).await?,
+        };
         let refused = match reserved {
             Ok(over_soft) => break (over_soft, in_redis),
             Err(i) => slots.get(i).cloned(),
@@ -461,6 +473,27 @@ pub(crate) async fn reserve(
         skipped_providers,
     };
     Ok(Some((reservation, changed)))
+}
+
+/// The reservation made in the round trip that checks the `deferred` windows, when there
+/// are any and Redis answers (`Err` when the windows refused); `None` otherwise, the
+/// windows left for the caller.
+async fn with_limits(
+    rt: &Runtime,
+    deferred: &mut Deferred,
+    slots: &[Slot],
+    amount: u64,
+) -> Option<Result<Result<Vec<String>, usize>, ()>> {
+    let shared = rt.shared.as_deref()?;
+    if deferred.checks.is_empty() {
+        return None;
+    }
+    let (verdicts, reserved) = shared
+        .check_and_reserve(&deferred.checks, now_secs(), slots, amount)
+        .await?;
+    deferred.checks.clear();
+    deferred.verdict = Some(crate::limits::decisive(verdicts));
+    Some(reserved.ok_or(()))
 }
 
 /// One reservation attempt on `slots`: in Redis when `shared_state` is set (else, while
@@ -527,6 +560,20 @@ fn output_maximum(request: &mut Value, client: ClientApi, default: u64) -> (u64,
 const MAX_OUTPUT: u64 = 10_000_000;
 
 impl Slot {
+    /// A slot of `limit` nano-dollars for tests of the Redis scripts.
+    #[cfg(test)]
+    pub(crate) fn for_test(name: &str, limit: u64, hard: bool) -> Slot {
+        Slot {
+            name: name.into(),
+            counter: format!("{name}:*"),
+            provider: None,
+            period: 1,
+            ttl: 3600,
+            limit,
+            hard,
+        }
+    }
+
     /// The Redis key of this slot's counter.
     pub(crate) fn redis_key(&self, prefix: &str) -> String {
         format!("{prefix}:budget:{}:{}", self.counter, self.period)

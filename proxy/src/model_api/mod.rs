@@ -130,7 +130,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         caller: t.caller.as_deref(),
         group: t.group,
     };
-    let admitted = admit::admit(gw, session, ctx, &rt, policy, &who).await?;
+    let mut admitted = admit::admit(gw, session, ctx, &rt, policy, &who).await?;
     let limits = &rt.sizes;
     let bytes = body::read(session, limits, gw.conn.body_timeout).await?;
     let mut req = body::parse(&bytes, p.client)?;
@@ -142,7 +142,17 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         select::Cache::Miss(fill) => fill,
     };
     let mut candidates = candidates;
-    let (mut reservation, changed) = reserve(ctx, &rt, &mut req, bytes.len(), p.client, &candidates, &t).await?;
+    let (mut reservation, changed) = reserve(
+        ctx,
+        &rt,
+        &mut req,
+        bytes.len(),
+        p.client,
+        &candidates,
+        &t,
+        &mut admitted.deferred,
+    )
+    .await?;
     if let Some(r) = reservation.as_ref().filter(|r| !r.skipped_providers.is_empty()) {
         candidates.retain(|c| !r.skipped_providers.contains(&c.provider));
     }
@@ -262,7 +272,9 @@ pub(crate) fn group_of<'r>(
 }
 
 /// The budget reservation of a request, when budgets apply to it, and whether the
-/// request was changed to hold to it.
+/// request was changed to hold to it; the limit windows admission deferred are checked
+/// with it (a refusal by them comes first), or alone when no budget applies.
+#[allow(clippy::too_many_arguments)]
 async fn reserve(
     ctx: &mut Ctx,
     rt: &Arc<Runtime>,
@@ -271,6 +283,7 @@ async fn reserve(
     client: ClientApi,
     candidates: &[Arc<crate::routing::Target>],
     t: &Tenancy<'_>,
+    deferred: &mut admit::Deferred,
 ) -> Result<(Option<budget::Reservation>, bool), RequestError> {
     let reserved = budget::reserve(
         rt,
@@ -280,8 +293,16 @@ async fn reserve(
         candidates,
         t.caller.as_deref(),
         t.group,
+        deferred,
     )
-    .await?;
+    .await;
+    if let Some(verdict) = deferred.verdict.take() {
+        admit::apply_verdict(ctx, verdict)?;
+    } else if reserved.is_ok() && !deferred.checks.is_empty() {
+        let checks = std::mem::take(&mut deferred.checks);
+        admit::check_now(ctx, rt, &checks).await?;
+    }
+    let reserved = reserved?;
     let Some((reservation, changed)) = reserved else {
         return Ok((None, false));
     };
