@@ -2032,6 +2032,39 @@ fn a_reservation_is_kept_when_a_provider_may_have_billed_and_given_back_when_non
 }
 
 #[test]
+fn a_provider_budget_keeps_what_a_timed_out_attempt_may_have_cost() {
+    let good = MockProvider::start(openai_echo(""));
+    let slow = MockProvider::start(|_| Reply::Delay(Duration::from_secs(3), Box::new(Reply::json(200, json!({})))));
+    // vllm may be paid $0.15 a day: one reservation (about $0.094) fits, two do not. The
+    // unpriced model of another provider is not held to vllm's budget.
+    let yaml = format!(
+        "{}pricing:\n  models:\n    m-priced: {{input_cost_per_1k_tokens: 1.0, output_cost_per_1k_tokens: 2.0}}\nbudgets:\n  reserve_output_tokens: 10\n  limits:\n    - {{name: vllm-cap, scope: provider, id: vllm, limit_usd: 0.15, period: day}}\nmodel_groups:\n  - {{name: both, targets: [s, a]}}\n  - {{name: mixed, targets: [v, u]}}\nproviders:\n  targets:\n    - {{id: s, provider: vllm, base_url: \"{}\", model: m-priced, timeout_ms: 200}}\n    - {{id: v, provider: vllm, base_url: \"{}\", model: m-priced}}\n{}{}",
+        head(""),
+        slow.url,
+        good.url,
+        target("a", &good.url, Some("m-priced"), ""),
+        target("u", &good.url, Some("m-unknown"), ""),
+    );
+    let (_d, gw) = start(&yaml);
+    let r = chat(&gw.addr, "mixed", "hello");
+    assert_eq!(r.status, 200, "an unpriced target of another provider: {}", r.text());
+    // vllm's budget had room for the mixed request; it settled to its small cost. Now
+    // vllm times out and the request falls back to target a.
+    let r = chat(&gw.addr, "both", "hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-keeptrusts-target").as_deref(), Some("a"));
+    assert_eq!(slow.hits(), 1);
+    // The timed-out attempt may have been billed: vllm keeps its reservation, so the next
+    // request skips vllm and goes to target a at once.
+    std::thread::sleep(Duration::from_millis(100));
+    let r = chat(&gw.addr, "both", "hello");
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-keeptrusts-target").as_deref(), Some("a"));
+    assert_eq!(r.header("x-keeptrusts-attempts").as_deref(), Some("1"));
+    assert_eq!(slow.hits(), 1, "vllm was not tried again");
+}
+
+#[test]
 fn a_stream_cut_short_keeps_its_reservation() {
     // Text, an early usage report, then the connection drops before the stream ends.
     let cut = MockProvider::start(|_| {

@@ -82,7 +82,8 @@ fn check_name(name: &str) -> ApiResult<()> {
 }
 
 fn check_limit(usd: f64) -> ApiResult<()> {
-    if usd.is_finite() && usd > 0.0 && usd <= MAX_BUDGET_USD {
+    // At least one nano-dollar: a smaller limit would be stored as 0.
+    if usd.is_finite() && (1e-9..=MAX_BUDGET_USD).contains(&usd) {
         Ok(())
     } else {
         Err(ApiError::validation(format!(
@@ -302,6 +303,7 @@ async fn update_budget(
     Body(req): Body<UpdateBudget>,
 ) -> ApiResult<Json<BudgetInfo>> {
     p.require("budgets:write")?;
+    crate::mfa::require_mfa(&st, &p, "changing a budget").await?;
     let old = find(&st, &p.org_id, &id, Kind::Spend).await?;
     if req == UpdateBudget::default() {
         return Err(ApiError::validation(
@@ -336,6 +338,7 @@ async fn update_budget(
 
 async fn delete(st: &AppState, p: &Principal, id: &str, kind: Kind) -> ApiResult<Json<BudgetInfo>> {
     p.require("budgets:write")?;
+    crate::mfa::require_mfa(st, p, "deleting a budget").await?;
     let old = find(st, &p.org_id, id, kind).await?;
     let done = sqlx::query("DELETE FROM budgets WHERE id = $1 AND org_id = $2")
         .bind(id)
@@ -442,6 +445,8 @@ async fn set_price(
     Body(req): Body<ModelPricing>,
 ) -> ApiResult<Json<ModelPricing>> {
     p.require("model_pricing:write")?;
+    // A price decides what every budget counts: lowering one loosens them all.
+    crate::mfa::require_mfa(&st, &p, "setting a model price").await?;
     validate_price(&req)?;
     let model = req.model.trim().to_owned();
     let exists = sqlx::query("SELECT 1 FROM model_pricing WHERE org_id = $1 AND model = $2")
@@ -494,6 +499,7 @@ async fn delete_price(
     Path(model): Path<String>,
 ) -> ApiResult<Json<ModelPricing>> {
     p.require("model_pricing:write")?;
+    crate::mfa::require_mfa(&st, &p, "deleting a model price").await?;
     let old = all_prices(&st, &p.org_id)
         .await?
         .into_iter()

@@ -31,6 +31,10 @@ use crate::shared::Shared;
 
 pub type Key = [u8; 32];
 
+/// The largest answer kept in Redis (larger ones stay in the process's own cache), so one
+/// client cannot fill Redis or its connection with huge answers.
+pub const MAX_SHARED_ENTRY_BYTES: u64 = 1 << 20;
+
 /// How long a follower waits for its leader before going upstream itself.
 const FOLLOW_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -223,9 +227,10 @@ impl ResponseCache {
                 };
                 // Another replica's answer: kept here too; the followers find it here once
                 // `fill` is dropped.
+                let most = store.max_entry_bytes.min(MAX_SHARED_ENTRY_BYTES);
                 if let Some(shared) = shared.filter(|_| store.shared)
-                    && let Some(bytes) = shared.cache_get(&key, store.max_entry_bytes + 1024).await
-                    && let Some(hit) = Cached::decode(&bytes).filter(|c| c.body.len() as u64 <= store.max_entry_bytes)
+                    && let Some(bytes) = shared.cache_get(&key, most + 1024).await
+                    && let Some(hit) = Cached::decode(&bytes).filter(|c| c.body.len() as u64 <= most)
                 {
                     let hit = Arc::new(hit);
                     entries.insert(key, Arc::clone(&hit));
@@ -258,7 +263,8 @@ impl ResponseCache {
         if let Some(entries) = store.entries.as_ref()
             && value.body.len() as u64 <= store.max_entry_bytes
         {
-            if let Some(shared) = shared.filter(|_| store.shared).map(Arc::clone) {
+            let shareable = value.body.len() as u64 <= MAX_SHARED_ENTRY_BYTES;
+            if let Some(shared) = shared.filter(|_| store.shared && shareable).map(Arc::clone) {
                 let (key, bytes, ttl) = (fill.key, value.encode(), store.ttl);
                 tokio::spawn(async move { shared.cache_set(&key, &bytes, ttl).await });
             }

@@ -128,6 +128,14 @@ impl FixedWindow {
         self.verdict(used < self.max, used, now, scope)
     }
 
+    /// Remembers that `key` has no quota left in the current window (Redis said so): the
+    /// next requests of the key in this window are refused without asking again.
+    pub fn saturate(&self, key: &str, now: u64) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        let used = Self::slot(&mut counts, key, now / self.window);
+        *used = (*used).max(self.max);
+    }
+
     /// Counts `n` units for `key` in the current window.
     pub fn add(&self, key: &str, n: u64, now: u64) {
         let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,10 +196,14 @@ impl Check {
         }
     }
 
-    /// The verdict for `used` units counted before this request (`counted`: this request
-    /// was added to a request window).
+    /// The verdict for `used` units counted in Redis before this request (`counted`: this
+    /// request was added to a request window). A window without room is remembered in this
+    /// process until it ends (a window's count only grows), see [`refused_here`].
     pub fn verdict_for(&self, used: u64, counted: bool, now: u64) -> Verdict {
         let allowed = used < self.window.max;
+        if !allowed {
+            self.window.saturate(&self.key, now);
+        }
         let after = if allowed && counted && !self.tokens {
             used + 1
         } else {
@@ -199,6 +211,15 @@ impl Check {
         };
         self.window.verdict(allowed, after, now, self.scope)
     }
+}
+
+/// The first of `checks` this process knows has no room left in its window (with
+/// `shared_state`: Redis refused it earlier in the window), without counting anything.
+pub fn refused_here(checks: &[Check], now: u64) -> Option<Verdict> {
+    checks
+        .iter()
+        .map(|c| c.window.peek(&c.key, now, c.scope))
+        .find(|v| !v.allowed)
 }
 
 /// The verdict of this process's own counters for `checks`: every window is looked at

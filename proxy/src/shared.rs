@@ -22,6 +22,8 @@ use crate::routing::EnvLookup;
 
 /// How long Redis is left alone after a failed round trip.
 const BACKOFF: Duration = Duration::from_secs(1);
+/// How long writing a cached answer to Redis may take (in the background).
+const CACHE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// KEYS: one counter per window. ARGV: per key, its limit and, for a request window, the
 /// window's length in seconds (0 for a token window, which is read and not counted).
@@ -80,7 +82,7 @@ for j = 1, #KEYS - n do
 end
 if ok == 1 then
   for j = 1, #KEYS - n do
-    if redis.call('INCRBY', KEYS[n + j], amount) == amount then
+    if redis.call('INCRBY', KEYS[n + j], ARGV[base]) == amount then
       redis.call('EXPIRE', KEYS[n + j], ARGV[base + 3 * j])
     end
   end
@@ -119,7 +121,7 @@ for i = 1, #KEYS do
 end
 if out[1] == 1 then
   for i = 1, #KEYS do
-    if redis.call('INCRBY', KEYS[i], amount) == amount then
+    if redis.call('INCRBY', KEYS[i], ARGV[1]) == amount then
       redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 1])
     end
   end
@@ -157,6 +159,10 @@ return 1
 pub struct Shared {
     client: redis::Client,
     conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// The response cache's own connection.
+    cache_conn: tokio::sync::OnceCell<ConnectionManager>,
+    /// Until when the response cache leaves Redis alone after a failure.
+    cache_retry_at: Mutex<Option<Instant>>,
     /// Whether Redis is away (the request path reads only this while it is not).
     down: AtomicBool,
     /// Until when no round trip is tried, while `down`.
@@ -204,6 +210,8 @@ impl Shared {
         Ok(Shared {
             client,
             conn: tokio::sync::OnceCell::new(),
+            cache_conn: tokio::sync::OnceCell::new(),
+            cache_retry_at: Mutex::new(None),
             down: AtomicBool::new(false),
             retry_at: Mutex::new(None),
             prefix: config.key_prefix.clone(),
@@ -296,7 +304,7 @@ impl Shared {
             Some(Ok(over.map(|(_, (s, _))| s.name.clone()).collect()))
         } else {
             let hard = over.find(|(_, (s, _))| s.hard()).map(|(i, _)| i);
-            Some(Err(hard.unwrap_or(0)))
+            Some(Err(hard.unwrap_or(usize::MAX)))
         }
     }
 
@@ -342,7 +350,7 @@ impl Shared {
         let reserved = if v[n + 1] == 1 {
             Ok(over.map(|(_, (s, _))| s.name.clone()).collect())
         } else {
-            Err(over.find(|(_, (s, _))| s.hard()).map_or(0, |(i, _)| i))
+            Err(over.find(|(_, (s, _))| s.hard()).map_or(usize::MAX, |(i, _)| i))
         };
         Some((verdicts, Some(reserved)))
     }
@@ -372,14 +380,63 @@ impl Shared {
     pub async fn cache_get(&self, key: &[u8; 32], max: u64) -> Option<Vec<u8>> {
         let mut call = self.cache_get.prepare_invoke();
         call.key(self.cache_key(key)).arg(max);
-        self.run::<Option<Vec<u8>>>(call).await.flatten()
+        self.run_cache::<Option<Vec<u8>>>(call, self.timeout).await.flatten()
     }
 
-    /// Keeps a cached answer for `ttl` seconds.
+    /// Keeps a cached answer for `ttl` seconds (off the request's path: it may take up to
+    /// [`CACHE_WRITE_TIMEOUT`]).
     pub async fn cache_set(&self, key: &[u8; 32], value: &[u8], ttl: u64) {
         let mut call = self.cache_set.prepare_invoke();
         call.key(self.cache_key(key)).arg(value).arg(ttl.max(1));
-        let _: Option<i64> = self.run(call).await;
+        let _: Option<i64> = self.run_cache(call, CACHE_WRITE_TIMEOUT).await;
+    }
+
+    /// One cache script call on the cache's own connection, so large answers never queue
+    /// ahead of the limit scripts; its failures leave the limits alone (a cache miss goes
+    /// upstream) and keep the cache off Redis for [`BACKOFF`].
+    async fn run_cache<T: redis::FromRedisValue>(
+        &self,
+        call: redis::ScriptInvocation<'_>,
+        within: Duration,
+    ) -> Option<T> {
+        if self.backing_off() || self.cache_backing_off() {
+            return None;
+        }
+        let attempt = async {
+            let conn = self
+                .cache_conn
+                .get_or_try_init(|| async {
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(self.timeout))
+                        .set_response_timeout(Some(within))
+                        .set_number_of_retries(1);
+                    self.client
+                        .get_connection_manager_with_config(config)
+                        .await
+                        .map_err(|e| e.to_string())
+                })
+                .await?;
+            let mut conn = conn.clone();
+            call.invoke_async::<T>(&mut conn).await.map_err(|e| e.to_string())
+        };
+        match tokio::time::timeout(within, attempt).await {
+            Ok(Ok(v)) => Some(v),
+            Ok(Err(e)) => self.cache_failed(&e),
+            Err(_) => self.cache_failed("no answer in time"),
+        }
+    }
+
+    fn cache_backing_off(&self) -> bool {
+        self.cache_retry_at
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some_and(|at| Instant::now() < at)
+    }
+
+    fn cache_failed<T>(&self, why: &str) -> Option<T> {
+        tracing::debug!("shared_state: the response cache could not use Redis ({why})");
+        *self.cache_retry_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(Instant::now() + BACKOFF);
+        None
     }
 
     /// One script call, connection included, within one `timeout_ms`; `None` (and Redis
@@ -609,8 +666,9 @@ mod tests {
         assert_eq!((v[0].allowed, v[0].remaining), (true, 40), "reading does not count");
         assert!(b.charge(&tokens, 45, now).await);
         assert!(!counted(a.check(&tokens, now).await)[0].allowed);
-        // Nothing was kept in memory.
-        assert!(w.peek("*", now, "t").allowed && w.peek("*", now, "t").remaining == 100);
+        // Only the refusal is kept in memory, until its window ends.
+        assert!(!w.peek("*", now, "t").allowed);
+        assert!(w.peek("*", now + 60, "t").allowed && w.peek("*", now + 60, "t").remaining == 100);
     }
 
     #[tokio::test]

@@ -57,7 +57,17 @@ impl Drop for Deferred {
         if let Some(shared) = rt.shared.clone() {
             let checks = std::mem::take(&mut self.checks);
             tokio::spawn(async move {
-                shared.check(&checks, now_secs()).await;
+                let now = now_secs();
+                if let Outcome::Unavailable = shared.check(&checks, now).await {
+                    // As admission would have: counted here for the limits whose fail
+                    // mode is `local`.
+                    for c in checks
+                        .iter()
+                        .filter(|c| shared.fail_mode(c.scope) == SharedFailMode::Local)
+                    {
+                        c.local(now);
+                    }
+                }
             });
         }
     }
@@ -108,6 +118,14 @@ pub(crate) async fn admit(
             charges: checks,
             deferred: Deferred::none(),
         });
+    }
+    // A window Redis already refused in this window is refused here, without a round trip
+    // (so a caller over its limit costs no body read, policy or Redis call).
+    if rt.shared.is_some()
+        && let Some(refused) = crate::limits::refused_here(&checks, now_secs())
+    {
+        // No room: always a refusal.
+        apply_verdict(ctx, Some(refused))?;
     }
     if rt.shared.is_some() && rt.budgets.is_some() && !gw.cache.enabled() {
         let charges = checks.iter().filter(|c| c.tokens).cloned().collect();

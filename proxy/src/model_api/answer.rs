@@ -94,7 +94,8 @@ pub(crate) async fn whole(
                 target: a.target.id.clone(),
                 usage,
             };
-            gw.cache.fill(f, cached, ctx.rt.shared.as_ref());
+            let org_known = ctx.rt.fleet.as_ref().is_none_or(|f| f.org_id().is_some());
+            gw.cache.fill(f, cached, ctx.rt.shared.as_ref().filter(|_| org_known));
         }
     }
     drop(fill);

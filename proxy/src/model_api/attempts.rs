@@ -139,10 +139,14 @@ pub(crate) async fn run<'g>(
         p.upstream_time += t0.elapsed();
         // A provider that answered other than with a refusal (4xx), or went silent, may
         // have done the work and billed it.
-        p.billable |= match &sent {
+        let billed = match &sent {
             Ok(x) => !(400..500).contains(&x.status()),
             Err(e) => matches!(e, UpstreamError::Timeout(..) | UpstreamError::Deadline(..)),
         };
+        p.billable |= billed;
+        if billed && !p.billed_providers.contains(&target.provider) {
+            p.billed_providers.push(target.provider.clone());
+        }
         let (failure, fall) = match sent {
             Ok(x) if (200..300).contains(&x.status()) => {
                 target.health.success(t0.elapsed(), router.latency_window());

@@ -309,14 +309,19 @@ pub(crate) struct Reservation {
 
 impl Reservation {
     /// Settles to `cost` US dollars (`None`: no usage was reported; the reservation stays)
-    /// once `provider` answered: the budgets of the other providers it might have gone to
-    /// are given their reservation back.
-    pub(crate) fn settle(mut self, cost: Option<f64>, provider: &str) {
+    /// once `provider` answered. The budgets of the other providers it might have gone to
+    /// are given their reservation back, except those of providers an earlier attempt may
+    /// have been billed by (`billed`: it timed out or failed with a 5xx), which keep it.
+    pub(crate) fn settle(mut self, cost: Option<f64>, provider: &str, billed: &[String]) {
         self.settled = true;
         let (mine, others): (Vec<Slot>, Vec<Slot>) = std::mem::take(&mut self.slots)
             .into_iter()
             .partition(|s| s.provider.as_deref().is_none_or(|p| p == provider));
-        adjust(&self.rt, others, -signed(self.amount), self.in_redis);
+        let untried = others
+            .into_iter()
+            .filter(|s| s.provider.as_ref().is_some_and(|p| !billed.contains(p)))
+            .collect();
+        adjust(&self.rt, untried, -signed(self.amount), self.in_redis);
         if let Some(cost) = cost {
             let actual = ((cost.max(0.0) * NANO).ceil() as u64).min(MAX_AMOUNT);
             let delta = signed(actual) - signed(self.amount);
@@ -356,9 +361,13 @@ fn adjust(rt: &Arc<Runtime>, slots: Vec<Slot>, delta: i64, in_redis: bool) {
     }
 }
 
-/// The dearest price among the targets a request may go to, and a model among them
-/// without a price.
-fn dearest(rt: &Runtime, request: &Value, candidates: &[Arc<Target>]) -> (kt_policy::pricing::Price, Option<String>) {
+/// The dearest price among the targets a request may go to, and the candidates without a
+/// price (model, provider).
+fn dearest(
+    rt: &Runtime,
+    request: &Value,
+    candidates: &[Arc<Target>],
+) -> (kt_policy::pricing::Price, Vec<(String, String)>) {
     let asked = request.get("model").and_then(Value::as_str).unwrap_or("");
     let mut price = kt_policy::pricing::Price {
         input: 0.0,
@@ -366,7 +375,7 @@ fn dearest(rt: &Runtime, request: &Value, candidates: &[Arc<Target>]) -> (kt_pol
         output: 0.0,
         reasoning: 0.0,
     };
-    let mut unpriced = None;
+    let mut unpriced = Vec::new();
     for t in candidates {
         let model = t.model.as_deref().unwrap_or(asked);
         match rt.price(model) {
@@ -374,7 +383,7 @@ fn dearest(rt: &Runtime, request: &Value, candidates: &[Arc<Target>]) -> (kt_pol
                 price.input = price.input.max(p.input);
                 price.output = price.output.max(p.output).max(p.reasoning);
             }
-            None => unpriced = Some(model.to_owned()),
+            None => unpriced.push((model.to_owned(), t.provider.clone())),
         }
     }
     (price, unpriced)
@@ -421,9 +430,15 @@ pub(crate) async fn reserve(
     if slots.is_empty() {
         return Ok(None);
     }
-    // Under soft budgets alone an unpriced model counts nothing.
+    // A hard budget cannot hold a target without a price (a provider's only its own);
+    // under soft budgets an unpriced model counts nothing.
     let (price, unpriced) = dearest(rt, request, candidates);
-    if let Some(model) = unpriced.filter(|_| slots.iter().any(|s| s.hard)) {
+    let held = |provider: &str| {
+        slots
+            .iter()
+            .any(|s| s.hard && s.provider.as_deref().is_none_or(|p| p == provider))
+    };
+    if let Some((model, _)) = unpriced.into_iter().find(|(_, provider)| held(provider)) {
         return Err(RequestError::ModelNotPriced(model));
     }
     let (output, changed) = output_maximum(request, client, budgets.reserve_output);

@@ -65,6 +65,8 @@ pub(crate) struct Progress<'a> {
     /// Whether a provider may have billed for this request (an attempt was answered other
     /// than with a refusal, or timed out).
     pub billable: bool,
+    /// The providers that may have billed it (its budgets keep their reservation).
+    pub billed_providers: Vec<String>,
     /// What the answer is charged to once the request ends, set once a provider accepted it.
     pub accounts: Option<Accounts>,
 }
@@ -111,6 +113,7 @@ pub async fn serve(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, id: &str,
         usage: None,
         usage_final: false,
         billable: false,
+        billed_providers: Vec::new(),
         accounts: None,
     };
     let result = run(gw, session, ctx, &mut progress).await;
@@ -327,6 +330,7 @@ fn settle(ctx: &mut Ctx, p: &mut Progress<'_>) {
         r.settle(
             usage.filter(|_| p.usage_final).map(|_| cost.unwrap_or(0.0)),
             &a.provider,
+            &p.billed_providers,
         );
     }
     if let Some(ev) = ctx.event.as_mut() {

@@ -114,7 +114,13 @@ pub(crate) async fn cache(
         &scope(session, org.as_deref(), group),
         &req.request,
     );
-    let fill = match gw.cache.lookup(key, ctx.rt.shared.as_deref()).await {
+    // A managed gateway that does not know its organisation yet keeps to its own cache.
+    let shared = ctx
+        .rt
+        .shared
+        .as_deref()
+        .filter(|_| ctx.rt.fleet.is_none() || org.is_some());
+    let fill = match gw.cache.lookup(key, shared).await {
         Lookup::Hit(hit) => {
             if let Some(ev) = ctx.event.as_mut() {
                 ev.cache = Some("hit");
