@@ -10,8 +10,8 @@
 //! refuses it with 503. After a failure Redis is left alone for a second, then tried again.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use kt_policy::config::{SharedFailMode, SharedState};
@@ -129,12 +129,12 @@ end
 return out
 ";
 
-/// KEYS: budget counters. ARGV[1]: nano-dollars to add (negative: give back); a counter
-/// never goes below 0 and one whose period ended is left alone.
+/// KEYS: budget counters. ARGV[i]: nano-dollars to add to KEYS[i] (negative: give back);
+/// a counter never goes below 0 and one whose period ended is left alone.
 const ADJUST: &str = r"
 for i = 1, #KEYS do
   if redis.call('EXISTS', KEYS[i]) == 1 then
-    if redis.call('INCRBY', KEYS[i], ARGV[1]) < 0 then
+    if redis.call('INCRBY', KEYS[i], ARGV[i]) < 0 then
       redis.call('SET', KEYS[i], 0, 'KEEPTTL')
     end
   end
@@ -176,6 +176,10 @@ pub struct Shared {
     reserve: redis::Script,
     adjust: redis::Script,
     check_reserve: redis::Script,
+    /// Budget settlements waiting to be written: counter → nano-dollars to add.
+    settlements: Mutex<HashMap<String, i64>>,
+    /// Whether a task is writing them.
+    settling: AtomicBool,
     cache_get: redis::Script,
     cache_set: redis::Script,
 }
@@ -223,6 +227,8 @@ impl Shared {
             reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
             check_reserve: redis::Script::new(CHECK_RESERVE),
+            settlements: Mutex::new(HashMap::new()),
+            settling: AtomicBool::new(false),
             cache_get: redis::Script::new(CACHE_GET),
             cache_set: redis::Script::new(CACHE_SET),
         })
@@ -355,14 +361,44 @@ impl Shared {
         Some((verdicts, Some(reserved)))
     }
 
-    /// Adds `delta` nano-dollars to every budget slot (negative: gives back).
-    pub async fn adjust_budgets(&self, slots: &[crate::model_api::budget::Slot], delta: i64) {
-        let mut call = self.adjust.prepare_invoke();
-        call.arg(delta);
-        for s in slots {
-            call.key(s.redis_key(&self.prefix));
+    /// Adds `delta` nano-dollars to every budget slot (negative: gives back), off the
+    /// request's path. Settlements are written by one task per process, one script call at
+    /// a time: those made while a call is under way go together in the next, so under load
+    /// many settle in one round trip, and an idle gateway writes each at once.
+    pub fn adjust_budgets(self: &Arc<Self>, slots: &[crate::model_api::budget::Slot], delta: i64) {
+        {
+            let mut queue = self.settlements.lock().unwrap_or_else(|p| p.into_inner());
+            for s in slots {
+                let d = queue.entry(s.redis_key(&self.prefix)).or_insert(0);
+                *d = d.saturating_add(delta);
+            }
         }
-        let _: Option<i64> = self.run(call).await;
+        if !self.settling.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.settle_queued().await });
+        }
+    }
+
+    /// Writes queued settlements until none is left.
+    async fn settle_queued(&self) {
+        loop {
+            let batch = std::mem::take(&mut *self.settlements.lock().unwrap_or_else(|p| p.into_inner()));
+            if batch.is_empty() {
+                self.settling.store(false, Ordering::Release);
+                // One queued after the look and before the flag: it is this task's.
+                let empty = self.settlements.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                if empty || self.settling.swap(true, Ordering::AcqRel) {
+                    return;
+                }
+                continue;
+            }
+            let mut call = self.adjust.prepare_invoke();
+            for (key, delta) in batch.into_iter().filter(|(_, d)| *d != 0) {
+                call.key(key);
+                call.arg(delta);
+            }
+            let _: Option<i64> = self.run(call).await;
+        }
     }
 
     /// The Redis key of a cached answer.
@@ -650,6 +686,56 @@ mod tests {
             s.reserve_budgets(&hard[1..], 0).await,
             Some(Ok(vec!["soft".to_owned()]))
         );
+    }
+
+    #[tokio::test]
+    async fn settlements_made_together_are_all_written() {
+        use crate::model_api::budget::Slot;
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let s = Arc::new(shared(&url, &prefix, ""));
+        let slots = [
+            Slot::for_test("a", u64::MAX / 4, true),
+            Slot::for_test("b", u64::MAX / 4, true),
+        ];
+        for _ in 0..200 {
+            assert_eq!(s.reserve_budgets(&slots, 1_000).await, Some(Ok(vec![])));
+        }
+        // 200 settlements queued at once, each giving back 990: written in a few calls.
+        for _ in 0..200 {
+            s.adjust_budgets(&slots, -990);
+        }
+        let mut conn = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let mut left = Vec::new();
+        for _ in 0..100 {
+            left.clear();
+            for slot in &slots {
+                let v: i64 = redis::cmd("GET")
+                    .arg(slot.redis_key(&prefix))
+                    .query_async(&mut conn)
+                    .await
+                    .expect("get");
+                left.push(v);
+            }
+            if left == [2_000, 2_000] && !s.settling.load(Ordering::Acquire) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(left, [2_000, 2_000], "200 × (1000 − 990) on each");
+        // A give-back larger than the count stops at 0.
+        s.adjust_budgets(&slots[..1], -1_000_000);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let v: i64 = redis::cmd("GET")
+            .arg(slots[0].redis_key(&prefix))
+            .query_async(&mut conn)
+            .await
+            .expect("get");
+        assert_eq!(v, 0);
     }
 
     #[tokio::test]

@@ -355,9 +355,7 @@ fn adjust(rt: &Arc<Runtime>, slots: Vec<Slot>, delta: i64, in_redis: bool) {
     };
     match rt.shared.clone().filter(|_| in_redis) {
         None => b.adjust_local(&slots, delta),
-        Some(shared) => {
-            tokio::spawn(async move { shared.adjust_budgets(&slots, delta).await });
-        }
+        Some(shared) => shared.adjust_budgets(&slots, delta),
     }
 }
 
