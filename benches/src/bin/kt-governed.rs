@@ -112,6 +112,16 @@ fn stream_request(addr: &str, key: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// The `error.code` of an answer's JSON body, or `?`.
+fn error_code(answer: &[u8]) -> String {
+    let body = memmem(answer, b"\r\n\r\n").map_or(answer, |i| &answer[i + 4..]);
+    let start = body.iter().position(|b| *b == b'{').unwrap_or(body.len());
+    serde_json::from_slice::<serde_json::Value>(&body[start..])
+        .ok()
+        .and_then(|v| v["error"]["code"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 /// What the clients of one phase saw.
 #[derive(Default)]
 struct Tally {
@@ -121,12 +131,21 @@ struct Tally {
     refused: AtomicU64,
     other: AtomicU64,
     io_errors: AtomicU64,
+    /// Each other status seen, with the error code of its first answer.
+    others: std::sync::Mutex<std::collections::BTreeMap<u16, String>>,
 }
 
 impl Tally {
     fn line(&self) -> String {
+        let others = self.others.lock().map(|m| m.clone()).unwrap_or_default();
+        let named = if others.is_empty() {
+            String::new()
+        } else {
+            let list: Vec<String> = others.iter().map(|(s, c)| format!("{s} {c}")).collect();
+            format!(" ({})", list.join(", "))
+        };
         format!(
-            "200: {} (complete {}), 429: {}, other status: {}, transport errors: {}",
+            "200: {} (complete {}), 429: {}, other status: {}{named}, transport errors: {}",
             self.ok.load(Ordering::Relaxed),
             self.complete.load(Ordering::Relaxed),
             self.refused.load(Ordering::Relaxed),
@@ -170,8 +189,11 @@ async fn client(addr: String, key: String, tally: Arc<Tally>, stop: Arc<AtomicBo
                     return;
                 }
             }
-            Ok(_) => {
+            Ok(status) => {
                 tally.other.fetch_add(1, Ordering::Relaxed);
+                if let Ok(mut m) = tally.others.lock() {
+                    m.entry(status).or_insert_with(|| error_code(&buf));
+                }
                 sock = None;
             }
             Err(_) => {
