@@ -589,6 +589,39 @@ fn concurrent_rotations_issue_exactly_one_successor() {
 }
 
 #[test]
+fn an_organisation_never_holds_more_than_its_budgets_even_under_concurrent_creates() {
+    for backend in backends() {
+        let tmp = tempfile::tempdir().expect("tmp");
+        let server = start(&backend, &tmp.path().join("data"));
+        let owner = login(&server.addr);
+        let addr = server.addr.clone();
+        // 1,000 is the most; 8 writers ask for 1,040 between them.
+        let statuses: Vec<u16> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8)
+                .map(|w| {
+                    let (addr, owner) = (&addr, &owner);
+                    s.spawn(move || {
+                        (0..130)
+                            .map(|i| {
+                                let body = json!({"name": format!("b-{w}-{i}"), "limit_usd": 1});
+                                call(addr, "POST", "/v1/budgets", Some(owner), Some(body)).status
+                            })
+                            .collect::<Vec<u16>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("thread")).collect()
+        });
+        assert!(statuses.iter().all(|s| [201, 409].contains(s)), "{statuses:?}");
+        let list = call(&server.addr, "GET", "/v1/budgets", Some(&owner), None).json();
+        let held = list["data"].as_array().map_or(0, Vec::len);
+        let created = statuses.iter().filter(|s| **s == 201).count();
+        assert_eq!(held, created, "{}: every 201 is held", backend.name());
+        assert!((990..=1000).contains(&held), "{}: {held} budgets", backend.name());
+    }
+}
+
+#[test]
 fn token_rotation_needs_an_mfa_session_once_mfa_is_on() {
     for backend in backends() {
         token_rotation_needs_mfa_on(&backend);

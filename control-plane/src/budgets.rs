@@ -160,6 +160,15 @@ fn nanos(usd: f64) -> i64 {
     (usd * 1e9).round() as i64
 }
 
+/// How many rows of `table` (a table of this module) the organisation holds.
+async fn count_of(st: &AppState, table: &'static str, org_id: &str) -> ApiResult<i64> {
+    Ok(sqlx::query(&format!("SELECT COUNT(*) FROM {table} WHERE org_id = $1"))
+        .bind(org_id)
+        .fetch_one(&st.db)
+        .await?
+        .try_get(0)?)
+}
+
 /// Every budget of an organisation, provider budgets included, by name.
 pub(crate) async fn all_budgets(st: &AppState, org_id: &str) -> ApiResult<Vec<BudgetInfo>> {
     let rows = sqlx::query(&format!(
@@ -243,15 +252,13 @@ async fn create(
         }));
     }
     validate(&req)?;
-    let count: i64 = sqlx::query("SELECT COUNT(*) FROM budgets WHERE org_id = $1")
-        .bind(&p.org_id)
-        .fetch_one(&st.db)
-        .await?
-        .try_get(0)?;
-    if count >= MAX_BUDGETS {
-        return Err(ApiError::Conflict(format!(
+    let full = || {
+        ApiError::Conflict(format!(
             "the organisation holds {MAX_BUDGETS} budgets, the most allowed; delete unused ones first"
-        )));
+        ))
+    };
+    if count_of(st, "budgets", &p.org_id).await? >= MAX_BUDGETS {
+        return Err(full());
     }
     let id = auth::new_id("bud");
     let at = now();
@@ -272,6 +279,14 @@ async fn create(
     .execute(&st.db)
     .await
     .map_err(|e| name_taken(e, &req.name))?;
+    // Concurrent creates may each have seen room: counted again, the one over is undone.
+    if count_of(st, "budgets", &p.org_id).await? > MAX_BUDGETS {
+        sqlx::query("DELETE FROM budgets WHERE id = $1")
+            .bind(&id)
+            .execute(&st.db)
+            .await?;
+        return Err(full());
+    }
     announce(st, Change::Keys).await;
     Ok((StatusCode::CREATED, Json(find(st, &p.org_id, &id, kind).await?)))
 }
@@ -455,17 +470,13 @@ async fn set_price(
         .fetch_optional(&st.db)
         .await?
         .is_some();
-    if !exists {
-        let count: i64 = sqlx::query("SELECT COUNT(*) FROM model_pricing WHERE org_id = $1")
-            .bind(&p.org_id)
-            .fetch_one(&st.db)
-            .await?
-            .try_get(0)?;
-        if count >= MAX_PRICES {
-            return Err(ApiError::Conflict(format!(
-                "the organisation has {MAX_PRICES} model prices, the most allowed; delete unused ones first"
-            )));
-        }
+    let full = || {
+        ApiError::Conflict(format!(
+            "the organisation has {MAX_PRICES} model prices, the most allowed; delete unused ones first"
+        ))
+    };
+    if !exists && count_of(&st, "model_pricing", &p.org_id).await? >= MAX_PRICES {
+        return Err(full());
     }
     sqlx::query(
         "INSERT INTO model_pricing (org_id, model, provider, input_cost, output_cost, cached_input_cost, reasoning_cost, updated_at) \
@@ -484,6 +495,15 @@ async fn set_price(
     .bind(now())
     .execute(&st.db)
     .await?;
+    // Concurrent new models may each have seen room: counted again, the one over is undone.
+    if !exists && count_of(&st, "model_pricing", &p.org_id).await? > MAX_PRICES {
+        sqlx::query("DELETE FROM model_pricing WHERE org_id = $1 AND model = $2")
+            .bind(&p.org_id)
+            .bind(&model)
+            .execute(&st.db)
+            .await?;
+        return Err(full());
+    }
     announce(&st, Change::Keys).await;
     all_prices(&st, &p.org_id)
         .await?
