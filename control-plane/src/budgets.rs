@@ -11,6 +11,9 @@ use kt_api::{BudgetInfo, BudgetList, CreateBudget, ModelPricing, ModelPricingLis
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+// Names as a configuration's: they appear in refusals, events, metrics and Redis keys.
+use kt_policy::config::well_formed_name as well_formed;
+
 use crate::auth::{self, Principal};
 use crate::changes::{Change, announce};
 use crate::error::{ApiError, ApiResult};
@@ -64,11 +67,6 @@ impl Kind {
             Kind::Provider => "provider budget",
         }
     }
-}
-
-/// Names as a configuration's budget names: they appear in refusals, events and metrics.
-fn well_formed(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 fn check_name(name: &str) -> ApiResult<()> {

@@ -18,6 +18,9 @@ use sha2::{Digest, Sha256};
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+// Names as a configuration's: they appear in refusals, events, metrics and Redis keys.
+use kt_policy::config::well_formed_name as well_formed;
+
 use crate::auth::{self, Principal};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Body, validate_name};
@@ -89,11 +92,6 @@ fn key_info(r: &AnyRow) -> ApiResult<GatewayKeyInfo> {
         revoked_at,
         rotated_at: r.try_get("rotated_at")?,
     })
-}
-
-/// Letters, digits, `-`, `_`, `.`; 1 to 64 (what a gateway accepts as a group name).
-fn well_formed(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
 }
 
 /// Checks what a new key asks for.

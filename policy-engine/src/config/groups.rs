@@ -317,8 +317,9 @@ fn check_groups(doc: &Value, out: &mut Vec<Diagnostic>) {
     }
 }
 
+/// An empty name is the schema's to report.
 fn well_formed(name: &str) -> bool {
-    name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    name.is_empty() || super::well_formed_name(name)
 }
 
 #[cfg(test)]

@@ -115,3 +115,10 @@ pub struct Policies {
     /// Policy kinds, run in this order.
     pub chain: Vec<String>,
 }
+
+/// Whether `name` can name a budget, consumer group or limit wherever it is shown or keyed:
+/// 1 to 64 letters, digits, `-`, `_` or `.`. Configurations and the control plane both
+/// check names with it.
+pub fn well_formed_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+}
