@@ -324,6 +324,37 @@ struct WaitQuery {
     wait: Option<u64>,
 }
 
+/// Key sets already built: organisation → (the `keys` generation it was built at, the
+/// set, the Unix second its first key expires). A wake of a thousand long-polls builds
+/// each organisation's set once, not once per gateway.
+#[derive(Debug, Default)]
+pub struct KeySets(std::sync::Mutex<std::collections::HashMap<String, KeptSet>>);
+
+/// (generation, set, Unix second its first key expires).
+type KeptSet = (u64, std::sync::Arc<FleetKeySet>, i64);
+
+/// The organisation's key set: the one built at the current generation, else a new one.
+/// The generation is read before the database, so a change committed later (and announced
+/// after its commit) always moves it past the set kept.
+async fn current_key_set(st: &AppState, org_id: &str) -> ApiResult<std::sync::Arc<FleetKeySet>> {
+    let generation = *st.keys.borrow();
+    let at = now();
+    {
+        let kept = st.key_sets.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((g, set, until)) = kept.get(org_id)
+            && *g == generation
+            && at < *until
+        {
+            return Ok(std::sync::Arc::clone(set));
+        }
+    }
+    let set = std::sync::Arc::new(key_set(st, org_id).await?);
+    let until = set.keys.iter().filter_map(|k| k.expires_at).min().unwrap_or(i64::MAX);
+    let mut kept = st.key_sets.0.lock().unwrap_or_else(|p| p.into_inner());
+    kept.insert(org_id.to_owned(), (generation, std::sync::Arc::clone(&set), until));
+    Ok(set)
+}
+
 /// The usable keys of an organisation and their ETag (a digest of the set, so every
 /// replica gives the same set the same tag).
 async fn key_set(st: &AppState, org_id: &str) -> ApiResult<FleetKeySet> {
@@ -388,10 +419,10 @@ async fn fleet_keys(
     let mut changes = st.keys.subscribe();
     loop {
         changes.borrow_and_update();
-        let set = key_set(&st, &p.org_id).await?;
+        let set = current_key_set(&st, &p.org_id).await?;
         if seen.as_deref() != Some(set.etag.as_str()) {
             let tag = set.etag.clone();
-            return Ok(([("etag", tag)], Json(set)).into_response());
+            return Ok(([("etag", tag)], Json(&*set)).into_response());
         }
         // An expiry changes the set without an event: look again when the first key expires.
         let expiry = set

@@ -59,6 +59,9 @@ pub struct AppState {
     /// Bumped on every change of an organisation's gateway keys; gateways' long-polls on
     /// `GET /v1/gateway/keys` wait on it.
     pub keys: std::sync::Arc<tokio::sync::watch::Sender<u64>>,
+    /// The key set last built per organisation, reused by every long-poll until `keys`
+    /// moves or a key in it expires.
+    pub key_sets: std::sync::Arc<gateway_keys::KeySets>,
     /// Encrypts secrets and config variables at rest.
     pub key: secrets::MasterKey,
     /// Failed-login counters per account and client address.
@@ -129,6 +132,7 @@ pub async fn run(opts: ServerOptions) -> Result<(), ServerError> {
         db: pool,
         fleet: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
         keys: std::sync::Arc::new(tokio::sync::watch::channel(0).0),
+        key_sets: std::sync::Arc::default(),
         key,
         logins: std::sync::Arc::new(throttle::Throttle::new(throttle::Policy::default())),
         hashing: std::sync::Arc::new(tokio::sync::Semaphore::new(hashing_slots())),
