@@ -388,7 +388,7 @@ fn dearest(
 }
 
 /// Reserves the request's most possible cost on its budgets; `None` when none applies.
-/// Sets the request's output maximum when it names none (`changed` tells). A provider
+/// Sets the request's output maximum when it names none (the `Rewrite` tells how). A provider
 /// budget without room takes that provider's targets out of the request's candidates
 /// (`skipped_providers`); only when no provider is left is the request refused.
 ///
@@ -405,7 +405,7 @@ pub(crate) async fn reserve(
     caller: Option<&CallerKey>,
     group: Option<&Group>,
     deferred: &mut Deferred,
-) -> Result<Option<(Reservation, bool)>, RequestError> {
+) -> Result<Option<(Reservation, Rewrite)>, RequestError> {
     let Some(budgets) = rt.budgets.as_ref() else {
         return Ok(None);
     };
@@ -439,7 +439,7 @@ pub(crate) async fn reserve(
     if let Some((model, _)) = unpriced.into_iter().find(|(_, provider)| held(provider)) {
         return Err(RequestError::ModelNotPriced(model));
     }
-    let (output, changed) = output_maximum(request, client, budgets.reserve_output);
+    let (output, rewrite) = output_maximum(request, client, budgets.reserve_output);
     let cost = (body_bytes as f64 * price.input + output as f64 * price.output) / 1000.0;
     let amount = ((cost * NANO).ceil() as u64).min(MAX_AMOUNT);
     let mut skipped_providers = Vec::new();
@@ -485,7 +485,7 @@ pub(crate) async fn reserve(
         over_soft,
         skipped_providers,
     };
-    Ok(Some((reservation, changed)))
+    Ok(Some((reservation, rewrite)))
 }
 
 /// The reservation made in the round trip that checks the `deferred` windows, when there
@@ -538,10 +538,10 @@ async fn reserve_once(
 /// the target reads holds, a null, fractional or text one included), the client API's own
 /// field is set when absent (to `default` when the request names no valid maximum), and a
 /// choice count `n` is made a whole number from 1 to 128 and multiplies the maximum.
-fn output_maximum(request: &mut Value, client: ClientApi, default: u64) -> (u64, bool) {
+fn output_maximum(request: &mut Value, client: ClientApi, default: u64) -> (u64, Rewrite) {
     const FIELDS: [&str; 3] = ["max_completion_tokens", "max_tokens", "max_output_tokens"];
     let own = match client {
-        ClientApi::Embeddings => return (0, false),
+        ClientApi::Embeddings => return (0, Rewrite::None),
         ClientApi::Responses => "max_output_tokens",
         ClientApi::OpenAiChat | ClientApi::AnthropicMessages => "max_tokens",
     };
@@ -551,11 +551,15 @@ fn output_maximum(request: &mut Value, client: ClientApi, default: u64) -> (u64,
         .max()
         .unwrap_or(default)
         .min(MAX_OUTPUT);
-    let mut changed = false;
+    let mut rewrite = Rewrite::None;
     for field in FIELDS {
-        if (field == own || request.get(field).is_some()) && request.get(field).and_then(Value::as_u64) != Some(max) {
+        let present = request.get(field).is_some();
+        if (field == own || present) && request.get(field).and_then(Value::as_u64) != Some(max) {
             request[field] = json!(max);
-            changed = true;
+            rewrite = match rewrite {
+                Rewrite::None if !present => Rewrite::Added(field, max),
+                _ => Rewrite::Other,
+            };
         }
     }
     let mut choices = 1;
@@ -563,10 +567,49 @@ fn output_maximum(request: &mut Value, client: ClientApi, default: u64) -> (u64,
         choices = n.as_u64().filter(|n| (1..=128).contains(n)).unwrap_or(1);
         if n.as_u64() != Some(choices) {
             request["n"] = json!(choices);
-            changed = true;
+            rewrite = Rewrite::Other;
         }
     }
-    (max * choices, changed)
+    (max * choices, rewrite)
+}
+
+/// How holding a request to its reserved output maximum changed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rewrite {
+    None,
+    /// Only a top-level field the request lacked was added (`field: value`): the client's
+    /// bytes can be sent with it spliced in, without serialising the request again.
+    Added(&'static str, u64),
+    /// Anything else: the request is serialised again.
+    Other,
+}
+
+impl Rewrite {
+    pub(crate) fn changed(self) -> bool {
+        self != Rewrite::None
+    }
+
+    /// The client's JSON object `body` with the added field spliced in after its opening
+    /// brace (the request had no such key, and repeated keys are refused before this, so
+    /// the object stays free of duplicates); `None` when there is nothing to splice or the
+    /// body is not an object.
+    pub(crate) fn splice(self, body: &[u8]) -> Option<Vec<u8>> {
+        let Rewrite::Added(field, value) = self else {
+            return None;
+        };
+        let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+        if body[open] != b'{' {
+            return None;
+        }
+        let rest = &body[open + 1..];
+        let empty = rest.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'}');
+        let member = format!("\"{field}\":{value}{}", if empty { "" } else { "," });
+        let mut out = Vec::with_capacity(body.len() + member.len());
+        out.extend_from_slice(&body[..=open]);
+        out.extend_from_slice(member.as_bytes());
+        out.extend_from_slice(rest);
+        Some(out)
+    }
 }
 
 /// The largest output maximum a budgeted request keeps (larger ones are lowered to it).
@@ -737,41 +780,77 @@ mod tests {
         assert_eq!(b.reserve_local(&slots[2..3], third), Err(0));
     }
 
+    fn om(request: &mut Value, client: ClientApi, default: u64) -> (u64, bool) {
+        let (max, rewrite) = output_maximum(request, client, default);
+        (max, rewrite.changed())
+    }
+
+    #[test]
+    fn an_added_maximum_is_spliced_into_the_clients_bytes() {
+        for text in [
+            r#"{"model":"m","messages":[{"role":"user","content":"hi"}]}"#,
+            " \n {\"model\": \"m\"}",
+            "{}",
+            "{ }",
+        ] {
+            let mut v: Value = serde_json::from_str(text).expect("json");
+            let (_, rewrite) = output_maximum(&mut v, ClientApi::OpenAiChat, 64);
+            assert_eq!(rewrite, Rewrite::Added("max_tokens", 64), "{text}");
+            let spliced = rewrite.splice(text.as_bytes()).expect("spliced");
+            let back: Value = serde_json::from_slice(&spliced).expect("valid JSON");
+            assert_eq!(back, v, "{text}");
+        }
+        // Anything but one added field is serialised again.
+        let mut other_named = json!({"max_completion_tokens": 5});
+        assert_eq!(
+            output_maximum(&mut other_named, ClientApi::OpenAiChat, 64).1,
+            Rewrite::Added("max_tokens", 5)
+        );
+        let mut both = json!({"max_completion_tokens": null});
+        assert_eq!(output_maximum(&mut both, ClientApi::OpenAiChat, 64).1, Rewrite::Other);
+        let mut n = json!({"n": 0});
+        assert_eq!(output_maximum(&mut n, ClientApi::OpenAiChat, 64).1, Rewrite::Other);
+        let mut same = json!({"max_tokens": 64});
+        assert_eq!(output_maximum(&mut same, ClientApi::OpenAiChat, 64).1, Rewrite::None);
+        assert_eq!(Rewrite::Other.splice(b"{}"), None);
+        assert_eq!(Rewrite::Added("max_tokens", 1).splice(b"[1]"), None);
+    }
+
     #[test]
     fn a_request_without_an_output_maximum_gets_the_reserved_one() {
         let mut chat = json!({"model": "m", "messages": []});
-        assert_eq!(output_maximum(&mut chat, ClientApi::OpenAiChat, 64), (64, true));
+        assert_eq!(om(&mut chat, ClientApi::OpenAiChat, 64), (64, true));
         assert_eq!(chat["max_tokens"], 64);
         let mut named = json!({"max_tokens": 9});
-        assert_eq!(output_maximum(&mut named, ClientApi::OpenAiChat, 64), (9, false));
+        assert_eq!(om(&mut named, ClientApi::OpenAiChat, 64), (9, false));
         // Every maximum field holds the reserved one, whichever the target reads.
         let mut both = json!({"max_tokens": 1, "max_completion_tokens": null});
-        assert_eq!(output_maximum(&mut both, ClientApi::OpenAiChat, 64), (1, true));
+        assert_eq!(om(&mut both, ClientApi::OpenAiChat, 64), (1, true));
         assert_eq!(
             (both["max_tokens"].clone(), both["max_completion_tokens"].clone()),
             (json!(1), json!(1))
         );
         let mut other = json!({"max_output_tokens": 5});
-        assert_eq!(output_maximum(&mut other, ClientApi::AnthropicMessages, 64), (5, true));
+        assert_eq!(om(&mut other, ClientApi::AnthropicMessages, 64), (5, true));
         assert_eq!(
             (other["max_tokens"].clone(), other["max_output_tokens"].clone()),
             (json!(5), json!(5))
         );
         // n choices multiply the output; an odd n is made whole and bounded.
         let mut many = json!({"max_tokens": 10, "n": 4});
-        assert_eq!(output_maximum(&mut many, ClientApi::OpenAiChat, 64), (40, false));
+        assert_eq!(om(&mut many, ClientApi::OpenAiChat, 64), (40, false));
         let mut odd = json!({"max_tokens": 10, "n": 4.0});
-        assert_eq!(output_maximum(&mut odd, ClientApi::OpenAiChat, 64), (10, true));
+        assert_eq!(om(&mut odd, ClientApi::OpenAiChat, 64), (10, true));
         assert_eq!(odd["n"], 1);
         let mut huge = json!({"max_tokens": 1_000_000_000_000u64});
-        assert_eq!(output_maximum(&mut huge, ClientApi::OpenAiChat, 64).0, MAX_OUTPUT);
+        assert_eq!(om(&mut huge, ClientApi::OpenAiChat, 64).0, MAX_OUTPUT);
         let mut responses = json!({"input": "x"});
-        assert_eq!(output_maximum(&mut responses, ClientApi::Responses, 64), (64, true));
+        assert_eq!(om(&mut responses, ClientApi::Responses, 64), (64, true));
         assert_eq!(responses["max_output_tokens"], 64);
         let mut emb = json!({"input": "x"});
-        assert_eq!(output_maximum(&mut emb, ClientApi::Embeddings, 64), (0, false));
+        assert_eq!(om(&mut emb, ClientApi::Embeddings, 64), (0, false));
         // A maximum that is not a count is replaced, not trusted.
         let mut odd = json!({"max_tokens": "lots"});
-        assert_eq!(output_maximum(&mut odd, ClientApi::OpenAiChat, 64), (64, true));
+        assert_eq!(om(&mut odd, ClientApi::OpenAiChat, 64), (64, true));
     }
 }

@@ -145,7 +145,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         select::Cache::Miss(fill) => fill,
     };
     let mut candidates = candidates;
-    let (mut reservation, changed) = reserve(
+    let (mut reservation, rewrite) = reserve(
         ctx,
         &rt,
         &mut req,
@@ -159,7 +159,13 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     if let Some(r) = reservation.as_ref().filter(|r| !r.skipped_providers.is_empty()) {
         candidates.retain(|c| !r.skipped_providers.contains(&c.provider));
     }
-    let allowed = decision.verdict == Verdict::Allow && !changed;
+    // A request the input phase passed whose only change is an added output maximum is
+    // sent as the client's bytes with that field spliced in.
+    let passed = decision.verdict == Verdict::Allow;
+    let (bytes, allowed) = match rewrite.splice(&bytes).filter(|_| passed) {
+        Some(spliced) => (bytes::Bytes::from(spliced), true),
+        None => (bytes, passed && !rewrite.changed()),
+    };
     let fallback = t.route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes, fallback);
     p.slot = Some(attempts::slot(gw).await?);
@@ -287,7 +293,7 @@ async fn reserve(
     candidates: &[Arc<crate::routing::Target>],
     t: &Tenancy<'_>,
     deferred: &mut admit::Deferred,
-) -> Result<(Option<budget::Reservation>, bool), RequestError> {
+) -> Result<(Option<budget::Reservation>, budget::Rewrite), RequestError> {
     let reserved = budget::reserve(
         rt,
         &mut req.request,
@@ -306,13 +312,13 @@ async fn reserve(
         admit::check_now(ctx, rt, &checks).await?;
     }
     let reserved = reserved?;
-    let Some((reservation, changed)) = reserved else {
-        return Ok((None, false));
+    let Some((reservation, rewrite)) = reserved else {
+        return Ok((None, budget::Rewrite::None));
     };
     if let Some(ev) = ctx.event.as_mut() {
         ev.budget_warnings = reservation.over_soft.clone();
     }
-    Ok((Some(reservation), changed))
+    Ok((Some(reservation), rewrite))
 }
 
 /// Charges the usage of a request a provider accepted, however it ended: its token
