@@ -12,36 +12,48 @@ use crate::session::{self, GlobalArgs, api_error};
 #[derive(Debug, Subcommand)]
 pub enum BudgetCommand {
     /// The organisation's budgets (provider budgets are under `kt spend provider-budget`)
-    List {
-        /// Print JSON: {"data": [budget, …]}
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// One budget
-    Get {
-        /// The budget's id (bud_…)
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Get(GetArgs),
     /// Create a budget; every managed gateway applies it within a second
     Create(CreateArgs),
     /// Change a budget's name, limit, period or mode (its counts stay)
     Update(UpdateArgs),
     /// Delete a budget
-    Delete {
-        /// The budget's id (bud_…)
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Confirm the deletion
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Delete(DeleteArgs),
+}
+
+/// `list` of budgets or provider budgets.
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    /// Print JSON: {"data": [budget, …]}
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `get` of one budget or provider budget.
+#[derive(Debug, Args)]
+pub struct GetArgs {
+    /// The budget's id (bud_…)
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `delete` of one budget or provider budget.
+#[derive(Debug, Args)]
+pub struct DeleteArgs {
+    /// The budget's id (bud_…)
+    #[arg(long, value_name = "ID")]
+    pub id: String,
+    /// Confirm the deletion
+    #[arg(long)]
+    pub yes: bool,
+    /// Print JSON instead of text
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -95,35 +107,14 @@ pub struct UpdateArgs {
 #[derive(Debug, Subcommand)]
 pub enum ProviderBudgetCommand {
     /// Ceilings on what each provider is paid
-    List {
-        /// Print JSON: {"data": [budget, …]}
-        #[arg(long)]
-        json: bool,
-    },
+    List(ListArgs),
     /// One provider budget
-    Get {
-        /// The budget's id (bud_…)
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Get(GetArgs),
     /// Cap a provider: once it is reached, requests fall back to other providers' targets,
     /// and are refused (429 budget_exceeded) when none is left
     Create(ProviderCreateArgs),
     /// Delete a provider budget
-    Delete {
-        /// The budget's id (bud_…)
-        #[arg(long, value_name = "ID")]
-        id: String,
-        /// Confirm the deletion
-        #[arg(long)]
-        yes: bool,
-        /// Print JSON instead of text
-        #[arg(long)]
-        json: bool,
-    },
+    Delete(DeleteArgs),
 }
 
 #[derive(Debug, Args)]
@@ -269,13 +260,13 @@ impl View {
 }
 
 pub fn run_budget(cmd: BudgetCommand, g: &GlobalArgs) -> Result<Exit> {
-    if let BudgetCommand::Delete { id, yes: false, .. } = &cmd {
+    if let BudgetCommand::Delete(DeleteArgs { id, yes: false, .. }) = &cmd {
         return refuse_without_yes(BUDGETS.noun, id);
     }
     let client = session::client(g)?;
     match cmd {
-        BudgetCommand::List { json } => BUDGETS.list(&client, json)?,
-        BudgetCommand::Get { id, json } => BUDGETS.get(&client, &id, json)?,
+        BudgetCommand::List(a) => BUDGETS.list(&client, a.json)?,
+        BudgetCommand::Get(a) => BUDGETS.get(&client, &a.id, a.json)?,
         BudgetCommand::Create(a) => {
             let req = CreateBudget {
                 name: a.name,
@@ -302,19 +293,19 @@ pub fn run_budget(cmd: BudgetCommand, g: &GlobalArgs) -> Result<Exit> {
             let b: BudgetInfo = client.send("PATCH", &BUDGETS.path(&a.id), &req).map_err(api_error)?;
             show(a.json, &b, print_budget)?;
         }
-        BudgetCommand::Delete { id, json, .. } => BUDGETS.delete(&client, &id, json)?,
+        BudgetCommand::Delete(a) => BUDGETS.delete(&client, &a.id, a.json)?,
     }
     Ok(Exit::Ok)
 }
 
 pub fn run_provider_budget(cmd: ProviderBudgetCommand, g: &GlobalArgs) -> Result<Exit> {
-    if let ProviderBudgetCommand::Delete { id, yes: false, .. } = &cmd {
+    if let ProviderBudgetCommand::Delete(DeleteArgs { id, yes: false, .. }) = &cmd {
         return refuse_without_yes(PROVIDER_BUDGETS.noun, id);
     }
     let client = session::client(g)?;
     match cmd {
-        ProviderBudgetCommand::List { json } => PROVIDER_BUDGETS.list(&client, json)?,
-        ProviderBudgetCommand::Get { id, json } => PROVIDER_BUDGETS.get(&client, &id, json)?,
+        ProviderBudgetCommand::List(a) => PROVIDER_BUDGETS.list(&client, a.json)?,
+        ProviderBudgetCommand::Get(a) => PROVIDER_BUDGETS.get(&client, &a.id, a.json)?,
         ProviderBudgetCommand::Create(a) => {
             let name = a
                 .name
@@ -329,7 +320,7 @@ pub fn run_provider_budget(cmd: ProviderBudgetCommand, g: &GlobalArgs) -> Result
             };
             PROVIDER_BUDGETS.create(&client, &req, a.json)?;
         }
-        ProviderBudgetCommand::Delete { id, json, .. } => PROVIDER_BUDGETS.delete(&client, &id, json)?,
+        ProviderBudgetCommand::Delete(a) => PROVIDER_BUDGETS.delete(&client, &a.id, a.json)?,
     }
     Ok(Exit::Ok)
 }

@@ -130,6 +130,15 @@ fn wait_for(what: &str, mut check: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
+/// Runs `test` on SQLite, then on PostgreSQL when `KT_TEST_DATABASE_URL` gives one.
+fn on_each_database(test: impl Fn(Option<&str>)) {
+    let pg = PgDb::create();
+    test(None);
+    if let Some(db) = &pg {
+        test(Some(&db.url()));
+    }
+}
+
 fn create_gateway(op: &Operator, name: &str) -> (String, String) {
     let v = op.json(&["gateway", "create", "--name", name, "--json"]);
     (
@@ -345,11 +354,7 @@ fn push_deploy_revert_across_two_managed_gateways() {
 
 #[test]
 fn gateways_keep_serving_without_the_control_plane_and_reconcile_after() {
-    let pg = PgDb::create();
-    outage(None);
-    if let Some(db) = &pg {
-        outage(Some(&db.url()));
-    }
+    on_each_database(outage);
 }
 
 fn outage(database_url: Option<&str>) {
@@ -809,11 +814,7 @@ fn until_all(gws: &[&ManagedProcess], key: &str, want: u16) -> Duration {
 
 #[test]
 fn gateway_keys_are_pushed_to_every_gateway_and_outlive_the_control_plane() {
-    let pg = PgDb::create();
-    gateway_keys_on(None);
-    if let Some(db) = &pg {
-        gateway_keys_on(Some(&db.url()));
-    }
+    on_each_database(gateway_keys_on);
 }
 
 fn gateway_keys_on(database_url: Option<&str>) {
@@ -1211,11 +1212,7 @@ fn governed(g: &ManagedProcess, body: &Value) -> (u16, String, String) {
 
 #[test]
 fn organisation_budgets_and_prices_reach_every_gateway() {
-    let pg = PgDb::create();
-    org_budgets_on(None);
-    if let Some(db) = &pg {
-        org_budgets_on(Some(&db.url()));
-    }
+    on_each_database(org_budgets_on);
 }
 
 fn org_budgets_on(database_url: Option<&str>) {

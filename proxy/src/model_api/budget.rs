@@ -409,8 +409,16 @@ pub(crate) async fn reserve(
     let Some(budgets) = rt.budgets.as_ref() else {
         return Ok(None);
     };
-    let now = now_secs();
     let pushed = rt.fleet.as_ref().map(|f| f.budgets.load_full());
+    // A managed gateway keeps budgets for what the control plane may push: most of its
+    // requests have none to count against, and nothing is allocated for them.
+    if budgets.rules.is_empty()
+        && pushed.as_ref().is_none_or(|p| p.is_empty())
+        && caller.is_none_or(|c| c.budget.is_none())
+    {
+        return Ok(None);
+    }
+    let now = now_secs();
     let mut providers: Vec<&str> = Vec::new();
     for t in candidates {
         if !providers.contains(&t.provider.as_str()) {
