@@ -2100,3 +2100,74 @@ fn a_stream_cut_short_keeps_its_reservation() {
     let r = chat(&gw.addr, "priced", "hello");
     assert_eq!(r.status, 429, "{}", r.text());
 }
+
+#[test]
+fn a_stream_that_outruns_its_reservation_is_ended_by_its_budget() {
+    // A provider that ignores the output maximum it is sent: 30 tokens, one per event,
+    // whatever max_tokens says.
+    let careless = MockProvider::start(|_| Reply::Sse {
+        events: chat_chunks(&"x".repeat(30), 1, true)
+            .into_iter()
+            .map(|d| (None, d))
+            .collect(),
+        split: 0,
+        pace: Duration::ZERO,
+    });
+    // One reservation (the body as input, 10 output tokens: about $0.1) fits in $0.15,
+    // two do not.
+    let yaml = budget_yaml(&careless, "{name: daily, limit_usd: 0.15, period: day}", "");
+    let (_d, gw) = start(&yaml);
+    let body =
+        json!({"model": "priced", "stream": true, "messages": [{"role": "user", "content": "hello"}]}).to_string();
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = sse_events(&r.body);
+    assert_eq!(
+        streamed_text(&r.body),
+        "x".repeat(10),
+        "the client gets the 10 tokens reserved and no more"
+    );
+    let (_, last) = &events[events.len() - 2];
+    let error: Value = serde_json::from_str(last).expect("error event");
+    assert_eq!(error["error"]["code"], "budget_exceeded", "{last}");
+    assert_eq!(events.last().map(|(_, d)| d.as_str()), Some("[DONE]"));
+    let sent: Value = serde_json::from_slice(&careless.received()[0].body).expect("json");
+    assert_eq!(sent["max_tokens"], 10);
+    // The stream was cut before the provider's usage: the reservation stays charged, so
+    // the next request no longer fits.
+    std::thread::sleep(Duration::from_millis(100));
+    let r = chat(&gw.addr, "priced", "hello");
+    assert_eq!(r.status, 429, "{}", r.text());
+    assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // A provider that keeps to the maximum streams to its end.
+    let careful = MockProvider::start(|_| Reply::Sse {
+        events: chat_chunks(&"y".repeat(10), 1, true)
+            .into_iter()
+            .map(|d| (None, d))
+            .collect(),
+        split: 0,
+        pace: Duration::ZERO,
+    });
+    let (_d, gw) = start(&budget_yaml(
+        &careful,
+        "{name: daily, limit_usd: 0.15, period: day}",
+        "",
+    ));
+    let r = http(&gw.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert!(!r.text().contains("budget_exceeded"), "{}", r.text());
+    assert_eq!(streamed_text(&r.body), "y".repeat(10));
+    assert!(r.text().ends_with("data: [DONE]\n\n"), "{}", r.text());
+}
+
+/// The text of a streamed chat answer.
+fn streamed_text(body: &[u8]) -> String {
+    sse_events(body)
+        .iter()
+        .filter_map(|(_, d)| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|v| {
+            v.pointer("/choices/0/delta/content")
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect()
+}

@@ -31,6 +31,9 @@ pub(crate) struct Answered<'a> {
     /// The input decision (taken by the answer stage, which folds the output phase in).
     pub decision: Decision,
     pub target: &'a Arc<Target>,
+    /// The output tokens its budget reservation covers, when it has one (streams are
+    /// metered against them).
+    pub reserved_output: Option<u64>,
 }
 
 impl Answered<'_> {

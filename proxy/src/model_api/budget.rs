@@ -305,6 +305,8 @@ pub(crate) struct Reservation {
     pub over_soft: Vec<String>,
     /// Providers whose hard budget had no room: their targets are not tried.
     pub skipped_providers: Vec<String>,
+    /// The output tokens reserved (all choices): a stream going beyond them is ended.
+    pub output_tokens: u64,
 }
 
 impl Reservation {
@@ -492,6 +494,7 @@ pub(crate) async fn reserve(
         in_redis,
         over_soft,
         skipped_providers,
+        output_tokens: output,
     };
     Ok(Some((reservation, rewrite)))
 }

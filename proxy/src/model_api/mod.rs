@@ -20,6 +20,7 @@ pub(crate) mod budget;
 mod caller;
 mod classify;
 mod groups;
+mod meter;
 mod routes;
 mod select;
 pub(crate) mod stream;
@@ -183,6 +184,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         r.dispatched = p.billable;
     }
     let (target, exchange) = attempted?;
+    let reserved_output = reservation.as_ref().map(|r| r.output_tokens);
     p.target = Some(target.id.clone());
     if let Some(ev) = ctx.event.as_mut() {
         ev.target = Some(target.id.clone());
@@ -202,6 +204,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         headers: &admitted.headers,
         decision,
         target: &target,
+        reserved_output,
     };
     if req.stream {
         let h = answer_headers(ctx, p, &answered.decision);

@@ -20,6 +20,7 @@ use pingora::http::ResponseHeader;
 use pingora::protocols::http::ServerSession as Session;
 use serde_json::{Value, json};
 
+use super::meter::{self, Meter};
 use crate::respond;
 use crate::upstream::{Exchange, UpstreamError};
 
@@ -43,6 +44,12 @@ pub(crate) async fn relay_for(
 ) -> Result<bool> {
     use crate::gateway::ClientApi;
     let anthropic = a.target.upstream.format == crate::upstream::WireFormat::Anthropic;
+    let upstream = match client {
+        ClientApi::Responses => StreamFormat::Responses,
+        _ if anthropic => StreamFormat::Anthropic,
+        _ => StreamFormat::OpenAiChat,
+    };
+    let meter = Meter::new(a.reserved_output, upstream);
     let (policy, request, headers, opts) = (a.policy, &a.req.request, a.headers, gw.opts());
     match client {
         ClientApi::OpenAiChat => {
@@ -60,6 +67,7 @@ pub(crate) async fn relay_for(
                 translator,
                 h,
                 &mut usage,
+                meter,
             ))
             .await;
             *seen = usage.as_ref().and_then(kt_policy::usage::Usage::from_value);
@@ -74,7 +82,7 @@ pub(crate) async fn relay_for(
             };
             let mut usage = json!({});
             let done = Box::pin(relay_native(
-                session, exchange, format, policy, request, headers, opts, translator, h, &mut usage,
+                session, exchange, format, policy, request, headers, opts, translator, h, &mut usage, meter,
             ))
             .await;
             *seen = kt_policy::usage::Usage::from_value(&usage);
@@ -235,6 +243,7 @@ pub async fn relay(
     mut translator: Option<AnthropicToOpenAiStream>,
     extra: respond::Headers,
     usage: &mut Option<Value>,
+    mut meter: Meter,
 ) -> Result<bool> {
     stream_header(session, &extra).await?;
     // Without output policies or translation, events pass through as they are; only a
@@ -266,13 +275,17 @@ pub async fn relay(
                 return fail(session, &mut out, body).await.map(|()| false);
             }
         };
-        let events = match parser.push(&chunk) {
+        let mut events = match parser.push(&chunk) {
             Ok(ev) => ev,
             Err(e) => {
                 let body = respond::error("upstream_error", "invalid_upstream_stream", e.to_string());
                 return fail(session, &mut out, body).await.map(|()| false);
             }
         };
+        let beyond = meter.first_beyond(events.iter().map(|e| e.data.as_str()));
+        if let Some(i) = beyond {
+            events.truncate(i);
+        }
         let events = match translator.as_mut() {
             None => events,
             Some(t) => match to_openai_events(t, events) {
@@ -293,6 +306,10 @@ pub async fn relay(
             if let Err(body) = step {
                 return fail(session, &mut out, body).await.map(|()| false);
             }
+        }
+        if beyond.is_some() {
+            let body = respond::error("rate_limit", "budget_exceeded", meter::SPENT);
+            return fail(session, &mut out, body).await.map(|()| false);
         }
     }
     if !st.done {
@@ -724,13 +741,22 @@ async fn fail_native(
         },
         _ => SseEvent {
             event: Some("error".into()),
-            data: json!({"type": "error", "error": {"type": if policy.is_some() { "policy_violation" } else { "upstream_error" }, "code": code, "message": message, "policy": policy}}).to_string(),
+            data: json!({"type": "error", "error": {"type": error_type(code, policy), "code": code, "message": message, "policy": policy}}).to_string(),
         },
     };
     out.extend_from_slice(&event.to_bytes());
     out.extend_from_slice(&SseEvent::data("[DONE]").to_bytes());
     flush(session, out).await?;
     session.body(Bytes::new(), true).await
+}
+
+/// The error type of an error event ending a native stream.
+fn error_type(code: &str, policy: Option<&str>) -> &'static str {
+    match (policy, code) {
+        (Some(_), _) => "policy_violation",
+        (None, "budget_exceeded") => "rate_limit",
+        _ => "upstream_error",
+    }
 }
 
 async fn blocked_native(
@@ -887,6 +913,8 @@ enum NativeStop {
     Upstream(&'static str, String),
     /// The output phase blocked the answer.
     Blocked(Box<kt_policy::Decision>),
+    /// The answer went beyond its budget reservation.
+    Spent,
 }
 
 /// One relayed Anthropic Messages or Responses stream: a guard per block (or Responses text
@@ -923,6 +951,7 @@ pub async fn relay_native(
     mut translator: Option<OpenAiToAnthropicStream>,
     extra: respond::Headers,
     usage: &mut Value,
+    mut meter: Meter,
 ) -> Result<bool> {
     stream_header(session, &extra).await?;
     let mut st = NativeRelay {
@@ -942,12 +971,19 @@ pub async fn relay_native(
     loop {
         let step = match next_chunk(session, &mut exchange, &mut out).await? {
             Ok(Some(chunk)) => match parser.push(&chunk) {
-                Ok(events) => {
+                Ok(mut events) => {
+                    let beyond = meter.first_beyond(events.iter().map(|e| e.data.as_str()));
+                    if let Some(i) = beyond {
+                        events.truncate(i);
+                    }
                     let events = match translator.as_mut() {
                         Some(t) => to_anthropic_events(t, events),
                         None => events,
                     };
-                    events.into_iter().try_for_each(|e| st.event(e, &mut out))
+                    events
+                        .into_iter()
+                        .try_for_each(|e| st.event(e, &mut out))
+                        .and(beyond.map_or(Ok(()), |_| Err(NativeStop::Spent)))
                 }
                 Err(e) => Err(NativeStop::Upstream("invalid_upstream_stream", e.to_string())),
             },
@@ -962,6 +998,11 @@ pub async fn relay_native(
                     .map(|()| false);
             }
             Err(NativeStop::Blocked(d)) => return blocked_native(session, &mut out, format, &d).await.map(|()| false),
+            Err(NativeStop::Spent) => {
+                return fail_native(session, &mut out, format, "budget_exceeded", meter::SPENT.into(), None)
+                    .await
+                    .map(|()| false);
+            }
         }
     }
     if !st.done {
@@ -1288,6 +1329,7 @@ mod tests {
         format: StreamFormat,
         bytes: &[u8],
         cuts: &[usize],
+        meter: Meter,
     ) -> Vec<u8> {
         let mut chunks = VecDeque::new();
         let mut at = 0;
@@ -1316,6 +1358,7 @@ mod tests {
                         None,
                         Vec::new(),
                         &mut None,
+                        meter,
                     )
                     .await
                 }
@@ -1331,6 +1374,7 @@ mod tests {
                         None,
                         Vec::new(),
                         &mut json!({}),
+                        meter,
                     )
                     .await
                 }
@@ -1449,12 +1493,84 @@ mod tests {
                 runs.push((bytes.clone(), cuts));
             }
             for (bytes, cuts) in &runs {
-                let out = relay_cut(&rt, &policy, format, bytes, cuts);
+                let out = relay_cut(&rt, &policy, format, bytes, cuts, Meter::off());
                 let (got, repeats) = received(format, &out);
                 assert_eq!(got, want, "{format:?} cut at {cuts:?}");
                 for r in repeats {
                     assert_eq!(r, want, "{format:?}: a whole-text repeat differs, cut at {cuts:?}");
                 }
+            }
+        }
+    }
+
+    /// The text a client received and the code of the error event that ended its stream.
+    fn text_and_error(format: StreamFormat, bytes: &[u8]) -> (String, Option<String>) {
+        let events = SseParser::new(MAX_EVENT).push(bytes).expect("client gets valid SSE");
+        let (mut text, mut error) = (String::new(), None);
+        for e in events.iter().filter(|e| !e.is_done()) {
+            let v: Value = serde_json::from_str(&e.data).expect("client events are JSON");
+            if let Some(code) = v.pointer("/error/code").or_else(|| v.get("code")) {
+                error = code.as_str().map(str::to_owned);
+                continue;
+            }
+            let pointer = match format {
+                StreamFormat::OpenAiChat => "/choices/0/delta/content",
+                StreamFormat::Anthropic => "/delta/text",
+                StreamFormat::Responses => "/delta",
+            };
+            text.push_str(v.pointer(pointer).and_then(Value::as_str).unwrap_or(""));
+        }
+        (text, error)
+    }
+
+    #[test]
+    fn a_stream_beyond_its_reserved_output_ends_with_a_budget_error() {
+        let rt = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+        let open = {
+            let yaml = "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [prompt-injection]}\n";
+            let out = load_sources(&[Source {
+                name: "t.yaml".into(),
+                text: yaml.into(),
+            }]);
+            CompiledPolicy::compile(out.config.expect("valid")).expect("compiles")
+        };
+        let guarded = policy();
+        let text = text();
+        let deltas = pieces(&text, 0);
+        let streams: [(StreamFormat, StreamOf); 3] = [
+            (StreamFormat::OpenAiChat, chat_stream),
+            (StreamFormat::Anthropic, anthropic_stream),
+            (StreamFormat::Responses, responses_stream),
+        ];
+        for (format, stream) in streams {
+            let bytes = stream(&text, 0);
+            for cuts in [event_ends(&bytes), Vec::new()] {
+                // Chat without output policies passes events as they come: the client gets
+                // exactly the deltas reserved; otherwise text still held back is dropped.
+                let out = relay_cut(&rt, &open, format, &bytes, &cuts, Meter::new(Some(5), format));
+                let (got, error) = text_and_error(format, &out);
+                assert_eq!(error.as_deref(), Some("budget_exceeded"), "{format:?}");
+                let reserved = deltas[..5].concat();
+                match format {
+                    StreamFormat::OpenAiChat => assert_eq!(got, reserved),
+                    _ => assert!(reserved.starts_with(&got), "{format:?}: {got}"),
+                }
+                assert!(out.ends_with(b"data: [DONE]\n\n"), "{format:?}");
+                // With them, a prefix of what the policies clear, never more.
+                let out = relay_cut(&rt, &guarded, format, &bytes, &cuts, Meter::new(Some(5), format));
+                let (got, error) = text_and_error(format, &out);
+                assert_eq!(error.as_deref(), Some("budget_exceeded"), "{format:?}");
+                assert!(whole(&guarded, &text).starts_with(&got), "{format:?}: {got}");
+                // A reservation the answer fits in changes nothing.
+                let out = relay_cut(
+                    &rt,
+                    &open,
+                    format,
+                    &bytes,
+                    &cuts,
+                    Meter::new(Some(deltas.len() as u64), format),
+                );
+                assert_eq!(text_and_error(format, &out), (text.clone(), None), "{format:?}");
             }
         }
     }
