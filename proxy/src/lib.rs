@@ -20,6 +20,7 @@ pub mod fuzzing;
 mod gateway;
 mod h1;
 mod ids;
+mod leases;
 mod limits;
 mod managed;
 mod metrics;

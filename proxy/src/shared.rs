@@ -17,13 +17,19 @@ use std::time::{Duration, Instant};
 use kt_policy::config::{SharedFailMode, SharedState};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
+use crate::ids::now_secs;
+use crate::leases::Leases;
 use crate::limits::{Check, Verdict};
+use crate::model_api::budget::Slot;
 use crate::routing::EnvLookup;
 
 /// How long Redis is left alone after a failed round trip.
 const BACKOFF: Duration = Duration::from_secs(1);
 /// How long writing a cached answer to Redis may take (in the background).
 const CACHE_WRITE_TIMEOUT: Duration = Duration::from_secs(5);
+/// The most nano-dollars ($10,000) one budget lease holds (and well inside the integers a
+/// Redis script's numbers keep exactly).
+const MAX_BUDGET_LEASE: u64 = 10_000_000_000_000;
 
 /// KEYS: one counter per window. ARGV: per key, its limit and, for a request window, the
 /// window's length in seconds (0 for a token window, which is read and not counted).
@@ -47,50 +53,80 @@ table.insert(used, 1, ok)
 return used
 ";
 
-/// CHECK then RESERVE in one round trip. KEYS: the request's limit windows, then its budget
-/// counters. ARGV[1]: how many windows; per window its limit and length (0 for a token
-/// window); then the nano-dollars to reserve and, per budget, its limit, 1 for a hard one
-/// and the seconds its period has left. The windows are checked and counted as CHECK does;
-/// only when all had room are the budgets reserved as RESERVE does. Returns CHECK's answer,
-/// then (when the windows had room) RESERVE's.
+/// CHECK then RESERVE in one round trip, granting leases (see `crate::leases`). KEYS: the
+/// request's limit windows, then its budget counters. ARGV[1]: how many windows; per window
+/// its limit, its length (0 for a token window) and the units it may count at once (the
+/// request and its lease); then the nano-dollars to reserve, the most nano-dollars a budget
+/// may lease besides, and per budget the part of the reservation to count here (the rest
+/// came out of this replica's lease), its limit, 1 for a hard one and the seconds its
+/// period has left. The windows are checked as CHECK does; when all have room each counts the
+/// request plus a lease of at most a sixteenth of its room. Only then are the budgets
+/// reserved as RESERVE does, each with a lease of at most a sixteenth of the room left
+/// after the reservation (none smaller than one reservation, none on a budget the request
+/// goes over). Returns 1 or 0 and each window's count before this request; when the windows
+/// had room, then 1 or 0 (reserved or refused by a hard budget), per budget 1 when the
+/// reservation goes over its limit, per window the units counted and per budget the
+/// nano-dollars leased.
 const CHECK_RESERVE: &str = r"
 local n = tonumber(ARGV[1])
+local m = #KEYS - n
 local out = {1}
 for i = 1, n do
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
   out[i + 1] = used
-  if used >= tonumber(ARGV[2 * i]) then out[1] = 0 end
+  if used >= tonumber(ARGV[3 * i - 1]) then out[1] = 0 end
 end
 if out[1] == 0 then return out end
+local grants = {}
 for i = 1, n do
-  local ttl = tonumber(ARGV[2 * i + 1])
-  if ttl > 0 and redis.call('INCR', KEYS[i]) == 1 then
-    redis.call('EXPIRE', KEYS[i], ttl)
+  local ttl = tonumber(ARGV[3 * i])
+  grants[i] = 0
+  if ttl > 0 then
+    local room = tonumber(ARGV[3 * i - 1]) - out[i + 1]
+    local grant = math.max(1, math.min(tonumber(ARGV[3 * i + 1]), math.floor(room / 16)))
+    if redis.call('INCRBY', KEYS[i], grant) == grant then
+      redis.call('EXPIRE', KEYS[i], ttl)
+    end
+    grants[i] = grant
   end
 end
-local base = 2 * n + 2
+local base = 3 * n + 2
 local amount = tonumber(ARGV[base])
+local want = tonumber(ARGV[base + 1])
 local ok = 1
 local flags = {}
-for j = 1, #KEYS - n do
+local extras = {}
+for j = 1, m do
   local used = tonumber(redis.call('GET', KEYS[n + j]) or '0')
+  local here = tonumber(ARGV[base + 4 * j - 2])
+  local limit = tonumber(ARGV[base + 4 * j - 1])
   flags[j] = 0
-  if used + amount > tonumber(ARGV[base + 3 * j - 2]) then
+  extras[j] = 0
+  if used + here > limit then
     flags[j] = 1
-    if ARGV[base + 3 * j - 1] == '1' then ok = 0 end
-  end
-end
-if ok == 1 then
-  for j = 1, #KEYS - n do
-    if redis.call('INCRBY', KEYS[n + j], ARGV[base]) == amount then
-      redis.call('EXPIRE', KEYS[n + j], ARGV[base + 3 * j])
-    end
+    if ARGV[base + 4 * j] == '1' then ok = 0 end
+  elseif amount > 0 then
+    local extra = math.min(want, math.floor((limit - used - here) / 16))
+    if extra >= amount then extras[j] = extra end
   end
 end
 out[n + 2] = ok
-for j = 1, #KEYS - n do
+for j = 1, m do
   out[n + 2 + j] = flags[j]
+  if ok == 1 then
+    local here = ARGV[base + 4 * j - 2]
+    if redis.call('INCRBY', KEYS[n + j], here) == tonumber(here) then
+      redis.call('EXPIRE', KEYS[n + j], ARGV[base + 4 * j + 1])
+    end
+    if extras[j] > 0 then
+      redis.call('INCRBY', KEYS[n + j], string.format('%.0f', extras[j]))
+    end
+  else
+    extras[j] = 0
+  end
 end
+for i = 1, n do out[n + 2 + m + i] = grants[i] end
+for j = 1, m do out[2 * n + 2 + m + j] = extras[j] end
 return out
 ";
 
@@ -104,27 +140,45 @@ end
 return 1
 ";
 
-/// KEYS: budget counters. ARGV[1]: nano-dollars to reserve; per key, its limit, 1 for a
-/// hard budget, and the seconds its period has left. Returns 1 or 0 (reserved or refused
-/// by a hard budget), then per key 1 when the reservation goes over its limit.
+/// KEYS: budget counters. ARGV[1]: nano-dollars to reserve; ARGV[2]: the most a budget may
+/// lease besides; per key, the part of the reservation to count here (the rest came out of
+/// this replica's lease), its limit, 1 for a hard budget, and the seconds its period has
+/// left. Returns 1 or 0 (reserved or refused by a hard budget), per key 1 when the
+/// reservation goes over its limit, then per key the nano-dollars leased (as CHECK_RESERVE
+/// leases them).
 const RESERVE: &str = r"
 local amount = tonumber(ARGV[1])
+local want = tonumber(ARGV[2])
+local m = #KEYS
 local out = {1}
-for i = 1, #KEYS do
+local extras = {}
+for i = 1, m do
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
+  local here = tonumber(ARGV[4 * i - 1])
+  local limit = tonumber(ARGV[4 * i])
   local over = 0
-  if used + amount > tonumber(ARGV[3 * i - 1]) then
+  extras[i] = 0
+  if used + here > limit then
     over = 1
-    if ARGV[3 * i] == '1' then out[1] = 0 end
+    if ARGV[4 * i + 1] == '1' then out[1] = 0 end
+  elseif amount > 0 then
+    local extra = math.min(want, math.floor((limit - used - here) / 16))
+    if extra >= amount then extras[i] = extra end
   end
   out[i + 1] = over
 end
-if out[1] == 1 then
-  for i = 1, #KEYS do
-    if redis.call('INCRBY', KEYS[i], ARGV[1]) == amount then
-      redis.call('EXPIRE', KEYS[i], ARGV[3 * i + 1])
+for i = 1, m do
+  if out[1] == 1 then
+    if redis.call('INCRBY', KEYS[i], ARGV[4 * i - 1]) == tonumber(ARGV[4 * i - 1]) then
+      redis.call('EXPIRE', KEYS[i], ARGV[4 * i + 2])
     end
+    if extras[i] > 0 then
+      redis.call('INCRBY', KEYS[i], string.format('%.0f', extras[i]))
+    end
+  else
+    extras[i] = 0
   end
+  out[m + 1 + i] = extras[i]
 end
 return out
 ";
@@ -180,8 +234,53 @@ pub struct Shared {
     settlements: Mutex<HashMap<String, i64>>,
     /// Whether a task is writing them.
     settling: AtomicBool,
+    /// Units of windows and budgets taken from Redis ahead of use.
+    leases: Leases,
+    /// Requests' worth a lease may hold (`shared_state.lease_requests`; 1: no leases).
+    lease_requests: u64,
+    /// Whether a task gives idle leases back.
+    sweeping: AtomicBool,
     cache_get: redis::Script,
     cache_set: redis::Script,
+}
+
+/// `n` as a signed count (capped).
+fn signed(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Drop for Shared {
+    /// A replaced configuration's leases (and settlements not yet written) go back to
+    /// Redis in the background, on the connection it opened.
+    fn drop(&mut self) {
+        let now = now_secs();
+        let mut back = std::mem::take(self.settlements.get_mut().unwrap_or_else(|p| p.into_inner()));
+        for (key, units) in self.leases.drain(now) {
+            let d = back.entry(key).or_insert(0);
+            *d = d.saturating_sub(signed(units));
+        }
+        back.retain(|_, d| *d != 0);
+        let (Ok(handle), Some(conn), false) = (
+            tokio::runtime::Handle::try_current(),
+            self.conn.get().cloned(),
+            back.is_empty(),
+        ) else {
+            return;
+        };
+        let timeout = self.timeout.max(Duration::from_secs(1));
+        handle.spawn(async move {
+            let mut conn = conn;
+            let script = redis::Script::new(ADJUST);
+            let mut call = script.prepare_invoke();
+            for (key, delta) in back {
+                call.key(key);
+                call.arg(delta);
+            }
+            if !matches!(tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await, Ok(Ok(_))) {
+                tracing::warn!("shared_state: leases of a replaced configuration could not be given back to Redis; they stay counted until their windows and periods end");
+            }
+        });
+    }
 }
 
 impl std::fmt::Debug for Shared {
@@ -229,6 +328,9 @@ impl Shared {
             check_reserve: redis::Script::new(CHECK_RESERVE),
             settlements: Mutex::new(HashMap::new()),
             settling: AtomicBool::new(false),
+            leases: Leases::default(),
+            lease_requests: config.lease_requests.max(1),
+            sweeping: AtomicBool::new(false),
             cache_get: redis::Script::new(CACHE_GET),
             cache_set: redis::Script::new(CACHE_SET),
         })
@@ -287,25 +389,44 @@ impl Shared {
         self.run::<i64>(call).await.is_some()
     }
 
-    /// Reserves `amount` nano-dollars on every budget slot in one round trip: the soft
-    /// budgets it goes over, or the index of the hard one that refused; `None` while
-    /// Redis is away.
-    pub async fn reserve_budgets(
-        &self,
-        slots: &[crate::model_api::budget::Slot],
-        amount: u64,
-    ) -> Option<Result<Vec<String>, usize>> {
+    /// Reserves `amount` nano-dollars on every budget slot: from this replica's leases
+    /// when they hold enough, else in one round trip (which may lease more). The soft
+    /// budgets it goes over, or the index of the hard one that refused; `None` while Redis
+    /// is away.
+    pub async fn reserve_budgets(self: &Arc<Self>, slots: &[Slot], amount: u64) -> Option<Result<Vec<String>, usize>> {
+        let now = now_secs();
+        let keys: Vec<String> = slots.iter().map(|s| s.redis_key(&self.prefix)).collect();
+        // A reservation of nothing asks Redis, which knows whether a soft budget is over.
+        if self.lease_requests > 1 && amount > 0 {
+            let wants: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), amount)).collect();
+            if self.leases.take(&wants, now).is_some() {
+                return Some(Ok(Vec::new()));
+            }
+        }
+        let leased = self.take_leased(&keys, amount, now);
         let mut call = self.reserve.prepare_invoke();
-        call.arg(amount);
-        for s in slots {
-            call.key(s.redis_key(&self.prefix));
+        call.arg(amount).arg(self.budget_lease(amount));
+        for ((s, key), taken) in slots.iter().zip(&keys).zip(&leased) {
+            call.key(key);
+            call.arg(amount - taken);
             call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
         }
-        let v: Vec<u64> = self.run(call).await?;
-        if v.len() != slots.len() + 1 {
-            return self.failed("the budget script answered with the wrong number of flags");
+        let m = slots.len();
+        let v: Vec<u64> = match self.run::<Vec<u64>>(call).await {
+            Some(v) if v.len() == 2 * m + 1 => v,
+            answer => {
+                self.give_back_leased(&keys, &leased, now);
+                return match answer {
+                    None => None,
+                    Some(_) => self.failed("the budget script answered with the wrong number of flags"),
+                };
+            }
+        };
+        if v[0] != 1 {
+            self.give_back_leased(&keys, &leased, now);
         }
-        let mut over = slots.iter().zip(&v[1..]).enumerate().filter(|(_, (_, o))| **o == 1);
+        self.lease_budgets(slots, keys, &v[m + 1..], now);
+        let mut over = slots.iter().zip(&v[1..=m]).enumerate().filter(|(_, (_, o))| **o == 1);
         if v[0] == 1 {
             Some(Ok(over.map(|(_, (s, _))| s.name.clone()).collect()))
         } else {
@@ -314,35 +435,117 @@ impl Shared {
         }
     }
 
+    /// What this replica's leases hold towards a reservation of `amount` on each of
+    /// `keys` (taken out of them; the round trip counts the rest).
+    fn take_leased(&self, keys: &[String], amount: u64, now: u64) -> Vec<u64> {
+        keys.iter()
+            .map(|k| match self.lease_requests > 1 {
+                true => self.leases.take_up_to(k, amount, now),
+                false => 0,
+            })
+            .collect()
+    }
+
+    /// Puts back what [`Shared::take_leased`] took for a reservation that was not made
+    /// (to Redis when the lease has gone meanwhile: the units are counted there).
+    fn give_back_leased(self: &Arc<Self>, keys: &[String], taken: &[u64], now: u64) {
+        let rest: Vec<(String, i64)> = keys
+            .iter()
+            .zip(taken)
+            .filter(|(_, t)| **t > 0)
+            .map(|(k, t)| (k.clone(), self.leases.absorb(k, -signed(*t), now)))
+            .collect();
+        self.queue(rest);
+    }
+
+    /// The most nano-dollars a budget may lease beside a reservation of `amount`.
+    fn budget_lease(&self, amount: u64) -> u64 {
+        amount
+            .saturating_mul(self.lease_requests.saturating_sub(1))
+            .min(MAX_BUDGET_LEASE)
+    }
+
+    /// Keeps the budget leases a script granted (`extras`, per slot).
+    fn lease_budgets(self: &Arc<Self>, slots: &[Slot], keys: Vec<String>, extras: &[u64], now: u64) {
+        let mut granted = false;
+        for ((s, key), extra) in slots.iter().zip(keys).zip(extras) {
+            if *extra > 0 {
+                self.leases.grant(key, *extra, 0, now + s.ttl());
+                granted = true;
+            }
+        }
+        if granted {
+            self.sweep_later();
+        }
+    }
+
     /// Checks and counts `checks` and, when every window had room, reserves `amount` on
-    /// `slots`, in one round trip: the windows' verdicts, and the reservation's outcome as
-    /// [`Shared::reserve_budgets`] gives it (`None` when the windows refused); `None` while
-    /// Redis is away.
+    /// `slots`: from this replica's leases when they hold enough for every window and
+    /// budget (a request with a token window always asks Redis, where its tokens are), else
+    /// in one round trip that may lease more. The windows' verdicts, and the reservation's
+    /// outcome as [`Shared::reserve_budgets`] gives it (`None` when the windows refused);
+    /// `None` while Redis is away.
     pub async fn check_and_reserve(
-        &self,
+        self: &Arc<Self>,
         checks: &[Check],
         now: u64,
-        slots: &[crate::model_api::budget::Slot],
+        slots: &[Slot],
         amount: u64,
     ) -> Option<(Vec<Verdict>, Option<Result<Vec<String>, usize>>)> {
+        let window_keys: Vec<String> = checks.iter().map(|c| self.key(c, now)).collect();
+        let budget_keys: Vec<String> = slots.iter().map(|s| s.redis_key(&self.prefix)).collect();
+        if self.lease_requests > 1 && !checks.iter().any(|c| c.tokens) && (slots.is_empty() || amount > 0) {
+            let wants: Vec<(String, u64)> = window_keys
+                .iter()
+                .map(|k| (k.clone(), 1))
+                .chain(budget_keys.iter().map(|k| (k.clone(), amount)))
+                .collect();
+            if let Some(counts) = self.leases.take(&wants, now) {
+                let verdicts = checks
+                    .iter()
+                    .zip(counts)
+                    .map(|(c, used)| c.window.verdict(true, used, now, c.scope))
+                    .collect();
+                return Some((verdicts, Some(Ok(Vec::new()))));
+            }
+        }
         let mut call = self.check_reserve.prepare_invoke();
         call.arg(checks.len());
-        for c in checks {
-            call.key(self.key(c, now));
+        for (c, key) in checks.iter().zip(&window_keys) {
+            call.key(key);
             call.arg(c.window.max);
             call.arg(if c.tokens { 0 } else { c.window.window });
+            call.arg(self.lease_requests);
         }
-        call.arg(amount);
-        for s in slots {
-            call.key(s.redis_key(&self.prefix));
+        let leased = self.take_leased(&budget_keys, amount, now);
+        call.arg(amount).arg(self.budget_lease(amount));
+        for ((s, key), taken) in slots.iter().zip(&budget_keys).zip(&leased) {
+            call.key(key);
+            call.arg(amount - taken);
             call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
         }
-        let v: Vec<u64> = self.run(call).await?;
-        let n = checks.len();
-        let counted = v.first() == Some(&1);
-        let complete = if counted { n + 2 + slots.len() } else { n + 1 };
-        if v.len() != complete {
-            return self.failed("the limit and budget script answered with the wrong number of values");
+        let (n, m) = (checks.len(), slots.len());
+        let whole = |v: &Vec<u64>| {
+            v.len()
+                == if v.first() == Some(&1) {
+                    2 * n + 2 * m + 2
+                } else {
+                    n + 1
+                }
+        };
+        let v: Vec<u64> = match self.run::<Vec<u64>>(call).await {
+            Some(v) if whole(&v) => v,
+            answer => {
+                self.give_back_leased(&budget_keys, &leased, now);
+                return match answer {
+                    None => None,
+                    Some(_) => self.failed("the limit and budget script answered with the wrong number of values"),
+                };
+            }
+        };
+        let counted = v[0] == 1;
+        if !counted || v[n + 1] != 1 {
+            self.give_back_leased(&budget_keys, &leased, now);
         }
         let verdicts = checks
             .iter()
@@ -352,7 +555,24 @@ impl Shared {
         if !counted {
             return Some((verdicts, None));
         }
-        let mut over = slots.iter().zip(&v[n + 2..]).enumerate().filter(|(_, (_, o))| **o == 1);
+        let grants = &v[n + 2 + m..2 * n + 2 + m];
+        let mut leased = false;
+        for (((c, key), used), grant) in checks.iter().zip(window_keys).zip(&v[1..=n]).zip(grants) {
+            if *grant > 1 {
+                let until = (now / c.window.window + 1) * c.window.window;
+                self.leases.grant(key, grant - 1, used + grant, until);
+                leased = true;
+            }
+        }
+        if leased {
+            self.sweep_later();
+        }
+        self.lease_budgets(slots, budget_keys, &v[2 * n + 2 + m..], now);
+        let mut over = slots
+            .iter()
+            .zip(&v[n + 2..n + 2 + m])
+            .enumerate()
+            .filter(|(_, (_, o))| **o == 1);
         let reserved = if v[n + 1] == 1 {
             Ok(over.map(|(_, (s, _))| s.name.clone()).collect())
         } else {
@@ -361,19 +581,58 @@ impl Shared {
         Some((verdicts, Some(reserved)))
     }
 
+    /// Starts the task that gives leases idle for [`crate::leases::IDLE`] back to Redis,
+    /// unless it runs; it ends with the last lease (or with this `Shared`, whose drop gives
+    /// back what is left).
+    fn sweep_later(self: &Arc<Self>) {
+        if self.sweeping.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(crate::leases::IDLE / 2).await;
+                let Some(me) = me.upgrade() else { return };
+                let back = me.leases.sweep(now_secs(), Instant::now());
+                me.queue(back.into_iter().map(|(key, units)| (key, -signed(units))));
+                if me.leases.is_empty() {
+                    me.sweeping.store(false, Ordering::Release);
+                    // A lease granted after the look and before the flag: this task's.
+                    if me.leases.is_empty() || me.sweeping.swap(true, Ordering::AcqRel) {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+
     /// Adds `delta` nano-dollars to every budget slot (negative: gives back), off the
     /// request's path. Settlements are written by one task per process, one script call at
     /// a time: those made while a call is under way go together in the next, so under load
     /// many settle in one round trip, and an idle gateway writes each at once.
-    pub fn adjust_budgets(self: &Arc<Self>, slots: &[crate::model_api::budget::Slot], delta: i64) {
+    /// A counter this replica holds a lease on takes the change there first (see
+    /// [`Leases::absorb`]).
+    pub fn adjust_budgets(self: &Arc<Self>, slots: &[Slot], delta: i64) {
+        let now = now_secs();
+        self.queue(slots.iter().map(|s| {
+            let key = s.redis_key(&self.prefix);
+            let rest = self.leases.absorb(&key, delta, now);
+            (key, rest)
+        }));
+    }
+
+    /// Queues changes to counters for the settlement writer, starting it unless it runs.
+    fn queue(self: &Arc<Self>, changes: impl IntoIterator<Item = (String, i64)>) {
+        let mut any = false;
         {
             let mut queue = self.settlements.lock().unwrap_or_else(|p| p.into_inner());
-            for s in slots {
-                let d = queue.entry(s.redis_key(&self.prefix)).or_insert(0);
+            for (key, delta) in changes.into_iter().filter(|(_, d)| *d != 0) {
+                let d = queue.entry(key).or_insert(0);
                 *d = d.saturating_add(delta);
+                any = true;
             }
         }
-        if !self.settling.swap(true, Ordering::AcqRel) {
+        if any && !self.settling.swap(true, Ordering::AcqRel) {
             let me = Arc::clone(self);
             tokio::spawn(async move { me.settle_queued().await });
         }
@@ -579,10 +838,10 @@ mod tests {
         format!("kt-test-{}-{nanos}", std::process::id())
     }
 
-    fn shared(url: &str, prefix: &str, yaml_extra: &str) -> Shared {
+    fn shared(url: &str, prefix: &str, yaml_extra: &str) -> Arc<Shared> {
         let yaml = format!("{{redis_url: '{url}', key_prefix: '{prefix}', timeout_ms: 500{yaml_extra}}}");
         let config: SharedState = serde_json::from_value(yaml_value(&yaml)).expect("shared_state");
-        Shared::of(&config, &|_| None).expect("backend")
+        Arc::new(Shared::of(&config, &|_| None).expect("backend"))
     }
 
     fn yaml_value(flow: &str) -> serde_json::Value {
@@ -693,7 +952,8 @@ mod tests {
         use crate::model_api::budget::Slot;
         let Some(url) = redis_url() else { return };
         let prefix = fresh_prefix();
-        let s = Arc::new(shared(&url, &prefix, ""));
+        // Without leases: every reservation and settlement goes to Redis.
+        let s = shared(&url, &prefix, ", lease_requests: 1");
         let slots = [
             Slot::for_test("a", u64::MAX / 4, true),
             Slot::for_test("b", u64::MAX / 4, true),
@@ -736,6 +996,87 @@ mod tests {
             .await
             .expect("get");
         assert_eq!(v, 0);
+    }
+
+    /// A counter's value in Redis (0 when absent).
+    async fn redis_count(url: &str, key: &str) -> i64 {
+        let mut conn = redis::Client::open(url)
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let v: Option<i64> = redis::cmd("GET").arg(key).query_async(&mut conn).await.expect("get");
+        v.unwrap_or(0)
+    }
+
+    #[tokio::test]
+    async fn leases_spare_round_trips_and_replicas_still_admit_exactly_the_limit() {
+        use crate::model_api::budget::Slot;
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let (a, b) = (shared(&url, &prefix, ""), shared(&url, &prefix, ""));
+        let window = Arc::new(FixedWindow::new(100, 3600));
+        let checks = [Check::new("caller_key_rate_limit", "k", &window, false)];
+        // Room for 100 reservations of 10.
+        let budget = [Slot::for_test("team", 1_000, true)];
+        let now = now_secs();
+        let (mut windows, mut reserved) = (0, 0);
+        for i in 0..400 {
+            let s = if i % 2 == 0 { &a } else { &b };
+            let (v, r) = s.check_and_reserve(&checks, now, &[], 0).await.expect("redis");
+            assert_eq!(r, Some(Ok(vec![])).filter(|_| v[0].allowed));
+            windows += usize::from(v[0].allowed);
+            if s.reserve_budgets(&budget, 10).await == Some(Ok(vec![])) {
+                reserved += 1;
+            }
+            if i == 0 {
+                assert!(!a.leases.is_empty(), "the first request leased more");
+            }
+        }
+        // Each replica spends its leases before Redis refuses it: together, exactly the
+        // limit and exactly the budget, never more.
+        assert_eq!(windows, 100);
+        assert_eq!(reserved, 100);
+        assert_eq!(redis_count(&url, &budget[0].redis_key(&prefix)).await, 1_000);
+        let window_key = a.key(&checks[0], now);
+        assert_eq!(redis_count(&url, &window_key).await, 100);
+    }
+
+    #[tokio::test]
+    async fn an_idle_lease_goes_back_to_redis_and_settlements_come_out_of_leases_first() {
+        use crate::model_api::budget::Slot;
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let s = shared(&url, &prefix, "");
+        let budget = [Slot::for_test("team", 1_000_000, true)];
+        let key = budget[0].redis_key(&prefix);
+        assert_eq!(s.reserve_budgets(&budget, 100).await, Some(Ok(vec![])));
+        // The reservation and a lease of 31 more.
+        assert_eq!(redis_count(&url, &key).await, 3_200);
+        // Served from the lease: Redis is not asked.
+        assert_eq!(s.reserve_budgets(&budget, 100).await, Some(Ok(vec![])));
+        assert_eq!(redis_count(&url, &key).await, 3_200);
+        // A settlement below the estimate goes back into the lease, not to Redis.
+        s.adjust_budgets(&budget, -60);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert_eq!(redis_count(&url, &key).await, 3_200);
+        // Unused for a second: what the lease holds goes back (3,200 − 100 − 100 + 60 used).
+        let mut count = 0;
+        for _ in 0..40 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            count = redis_count(&url, &key).await;
+            if count != 3_200 {
+                break;
+            }
+        }
+        assert_eq!(count, 140);
+        assert!(s.leases.is_empty());
+        // A replaced configuration gives its leases back when it is dropped.
+        assert_eq!(s.reserve_budgets(&budget, 100).await, Some(Ok(vec![])));
+        assert!(redis_count(&url, &key).await > 240);
+        drop(s);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(redis_count(&url, &key).await, 240);
     }
 
     #[tokio::test]

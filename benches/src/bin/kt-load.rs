@@ -41,11 +41,16 @@ fn main() {
         Some("run") => run_main(&args[1..]),
         Some("hit") => hit_main(&args[1..]),
         Some("config") => {
-            // The realistic chain the harness runs as kt-chain (for profiling by hand).
+            // The realistic chain the harness runs as kt-chain, or with `--governed` as
+            // kt-governed (for profiling by hand; the caller key is KT_LOAD_CALLER_KEY).
             print!("{}", kt_benches::realistic_config(1000));
+            if args.iter().any(|a| a == "--governed") {
+                let redis = std::env::var("KT_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into());
+                print!("{}", governance(&redis));
+            }
             Ok(())
         }
-        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--stream] [--rate R]".into()),
+        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--stream] [--rate R] [--auth KEY] | kt-load config [--governed]".into()),
     };
     if let Err(e) = result {
         eprintln!("kt-load: {e}");
@@ -570,7 +575,12 @@ fn hit_main(args: &[String]) -> Res<()> {
     if args.iter().any(|a| a == "--stream") {
         body["stream"] = json!(true);
     }
-    let req = Arc::new(request_bytes(&addr, &serde_json::to_vec(&body).unwrap_or_default(), ""));
+    let auth = flag(args, "--auth").map_or(String::new(), |k| format!("authorization: Bearer {k}\r\n"));
+    let req = Arc::new(request_bytes(
+        &addr,
+        &serde_json::to_vec(&body).unwrap_or_default(),
+        &auth,
+    ));
     let st = match flag(args, "--rate").and_then(|v| v.parse::<f64>().ok()) {
         Some(rate) => runtime()?.block_on(fixed_rate(&addr, req, rate, secs, conns)),
         None => runtime()?.block_on(closed_loop(&addr, req, conns, secs)),

@@ -322,6 +322,13 @@ pub struct SharedState {
     /// `consumer_group_tokens_per_day`, `budgets`).
     #[serde(default)]
     pub fail_modes: std::collections::BTreeMap<String, SharedFailMode>,
+    /// How many requests' worth of a request window or a budget a replica may take from
+    /// Redis at once and spend without a round trip (default 32; 1 sends every request to
+    /// Redis). A lease is granted only from room the counter has, at most a sixteenth of
+    /// it, so limits and hard budgets still hold across replicas.
+    #[serde(default = "default_lease_requests")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub lease_requests: u64,
 }
 
 /// The limit scopes `shared_state.fail_modes` may name.
@@ -342,6 +349,9 @@ fn default_shared_prefix() -> String {
 }
 fn default_shared_timeout() -> u64 {
     100
+}
+fn default_lease_requests() -> u64 {
+    32
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, JsonSchema)]

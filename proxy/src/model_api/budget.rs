@@ -508,7 +508,7 @@ async fn with_limits(
     slots: &[Slot],
     amount: u64,
 ) -> Option<Result<Result<Vec<String>, usize>, ()>> {
-    let shared = rt.shared.as_deref()?;
+    let shared = rt.shared.as_ref()?;
     if deferred.checks.is_empty() {
         return None;
     }
@@ -529,7 +529,7 @@ async fn reserve_once(
     slots: &[Slot],
     amount: u64,
 ) -> Result<(Result<Vec<String>, usize>, bool), RequestError> {
-    let Some(shared) = rt.shared.as_deref() else {
+    let Some(shared) = rt.shared.as_ref() else {
         return Ok((budgets.reserve_local(slots, amount), false));
     };
     if let Some(r) = shared.reserve_budgets(slots, amount).await {
