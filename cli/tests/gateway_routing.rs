@@ -2139,6 +2139,14 @@ fn a_stream_that_outruns_its_reservation_is_ended_by_its_budget() {
     let r = chat(&gw.addr, "priced", "hello");
     assert_eq!(r.status, 429, "{}", r.text());
     assert_eq!(r.json()["error"]["code"], "budget_exceeded");
+    // Under a soft budget there is nothing to overspend: the stream is not cut.
+    let (_d, soft) = start(&budget_yaml(
+        &careless,
+        "{name: watched, limit_usd: 100, period: day, mode: soft}",
+        "",
+    ));
+    let r = http(&soft.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
+    assert_eq!(streamed_text(&r.body), "x".repeat(30), "{}", r.text());
     // A provider that keeps to the maximum streams to its end.
     let careful = MockProvider::start(|_| Reply::Sse {
         events: chat_chunks(&"y".repeat(10), 1, true)

@@ -283,7 +283,13 @@ impl BackgroundService for ReloadService {
                 }
             };
             tokio::select! {
-                _ = shutdown.changed() => return,
+                _ = shutdown.changed() => {
+                    // What this replica leased from shared counters goes back before it stops.
+                    if let Some(shared) = self.source.current.load().shared.clone() {
+                        shared.close().await;
+                    }
+                    return;
+                }
                 _ = hangup => self.apply("SIGHUP"),
                 _ = tick.tick() => {
                     let now = stamps(&self.source.files);

@@ -53,40 +53,51 @@ table.insert(used, 1, ok)
 return used
 ";
 
-/// CHECK then RESERVE in one round trip, granting leases (see `crate::leases`). KEYS: the
-/// request's limit windows, then its budget counters. ARGV[1]: how many windows; per window
-/// its limit, its length (0 for a token window) and the units it may count at once (the
-/// request and its lease); then the nano-dollars to reserve, the most nano-dollars a budget
-/// may lease besides, and per budget the part of the reservation to count here (the rest
-/// came out of this replica's lease), its limit, 1 for a hard one and the seconds its
-/// period has left. The windows are checked as CHECK does; when all have room each counts the
-/// request plus a lease of at most a sixteenth of its room. Only then are the budgets
-/// reserved as RESERVE does, each with a lease of at most a sixteenth of the room left
-/// after the reservation (none smaller than one reservation, none on a budget the request
-/// goes over). Returns 1 or 0 and each window's count before this request; when the windows
-/// had room, then 1 or 0 (reserved or refused by a hard budget), per budget 1 when the
-/// reservation goes over its limit, per window the units counted and per budget the
-/// nano-dollars leased.
+/// Checks a request's windows and reserves its budgets in one round trip, granting leases
+/// (see `crate::leases`). KEYS: the request's limit windows (maybe none), then its budget
+/// counters (maybe none). ARGV[1]: how many windows; per window its limit, its length (0
+/// for a token window) and the units it may count at once (the request and its lease; 0
+/// when the request was counted from this replica's lease, so the window is neither checked
+/// nor counted); then the nano-dollars to reserve, the most nano-dollars a budget may lease
+/// besides, and per budget the part of the reservation to count here (the rest came out of
+/// this replica's lease), its limit, 1 for a hard one and the seconds its period has left.
+///
+/// The windows are checked as CHECK does; when all have room each counts the request plus
+/// a lease of at most a sixteenth of its room. Only then are the budgets looked at: a hard
+/// one the reservation would take over its limit refuses the request and nothing is
+/// reserved; otherwise every budget counts the reservation plus a lease of at most a
+/// sixteenth of the room left after it (none smaller than the reservation, none on a
+/// budget the request goes over). Returns 1 or 0 and each window's count before this
+/// request; when the windows had room, then 1 or 0 (reserved or refused by a hard budget),
+/// per budget 1 when the reservation goes over its limit, per window the units counted and
+/// per budget the nano-dollars leased.
+///
+/// The last KEY is the call's ledger (empty: none): what the call added to each counter is
+/// noted there for a minute, so that RELEASE can take it off again if the answer never
+/// arrives. Calls that may lease keep one; the others add at most the request itself.
 const CHECK_RESERVE: &str = r"
 local n = tonumber(ARGV[1])
-local m = #KEYS - n
+local m = #KEYS - n - 1
+local ledger = KEYS[#KEYS]
+if ledger == '' then ledger = nil end
 local out = {1}
 for i = 1, n do
   local used = tonumber(redis.call('GET', KEYS[i]) or '0')
   out[i + 1] = used
-  if used >= tonumber(ARGV[3 * i - 1]) then out[1] = 0 end
+  if ARGV[3 * i + 1] ~= '0' and used >= tonumber(ARGV[3 * i - 1]) then out[1] = 0 end
 end
 if out[1] == 0 then return out end
 local grants = {}
 for i = 1, n do
   local ttl = tonumber(ARGV[3 * i])
   grants[i] = 0
-  if ttl > 0 then
+  if ttl > 0 and ARGV[3 * i + 1] ~= '0' then
     local room = tonumber(ARGV[3 * i - 1]) - out[i + 1]
     local grant = math.max(1, math.min(tonumber(ARGV[3 * i + 1]), math.floor(room / 16)))
     if redis.call('INCRBY', KEYS[i], grant) == grant then
       redis.call('EXPIRE', KEYS[i], ttl)
     end
+    if ledger then redis.call('HINCRBY', ledger, KEYS[i], grant) end
     grants[i] = grant
   end
 end
@@ -118,16 +129,40 @@ for j = 1, m do
     if redis.call('INCRBY', KEYS[n + j], here) == tonumber(here) then
       redis.call('EXPIRE', KEYS[n + j], ARGV[base + 4 * j + 1])
     end
+    local added = tonumber(here)
     if extras[j] > 0 then
       redis.call('INCRBY', KEYS[n + j], string.format('%.0f', extras[j]))
+      added = added + extras[j]
     end
+    if ledger then redis.call('HINCRBY', ledger, KEYS[n + j], string.format('%.0f', added)) end
   else
     extras[j] = 0
   end
 end
+if ledger then redis.call('EXPIRE', ledger, 60) end
 for i = 1, n do out[n + 2 + m + i] = grants[i] end
 for j = 1, m do out[2 * n + 2 + m + j] = extras[j] end
 return out
+";
+
+/// KEYS: ledgers of CHECK_RESERVE calls whose answers were lost (a timeout): what each
+/// added to its counters is taken off again (a counter never goes below 0, one that has
+/// expired is left alone) and the ledger deleted, so a call answered too late leaks
+/// nothing. Idempotent: a ledger is undone once.
+const RELEASE: &str = r"
+for i = 1, #KEYS do
+  local entries = redis.call('HGETALL', KEYS[i])
+  redis.call('DEL', KEYS[i])
+  for j = 1, #entries, 2 do
+    local key = entries[j]
+    if redis.call('EXISTS', key) == 1 then
+      if redis.call('DECRBY', key, entries[j + 1]) < 0 then
+        redis.call('SET', key, 0, 'KEEPTTL')
+      end
+    end
+  end
+end
+return 1
 ";
 
 /// KEYS: token windows. ARGV[1]: tokens; ARGV[1 + i]: window i's length in seconds.
@@ -138,49 +173,6 @@ for i = 1, #KEYS do
   end
 end
 return 1
-";
-
-/// KEYS: budget counters. ARGV[1]: nano-dollars to reserve; ARGV[2]: the most a budget may
-/// lease besides; per key, the part of the reservation to count here (the rest came out of
-/// this replica's lease), its limit, 1 for a hard budget, and the seconds its period has
-/// left. Returns 1 or 0 (reserved or refused by a hard budget), per key 1 when the
-/// reservation goes over its limit, then per key the nano-dollars leased (as CHECK_RESERVE
-/// leases them).
-const RESERVE: &str = r"
-local amount = tonumber(ARGV[1])
-local want = tonumber(ARGV[2])
-local m = #KEYS
-local out = {1}
-local extras = {}
-for i = 1, m do
-  local used = tonumber(redis.call('GET', KEYS[i]) or '0')
-  local here = tonumber(ARGV[4 * i - 1])
-  local limit = tonumber(ARGV[4 * i])
-  local over = 0
-  extras[i] = 0
-  if used + here > limit then
-    over = 1
-    if ARGV[4 * i + 1] == '1' then out[1] = 0 end
-  elseif amount > 0 then
-    local extra = math.min(want, math.floor((limit - used - here) / 16))
-    if extra >= amount then extras[i] = extra end
-  end
-  out[i + 1] = over
-end
-for i = 1, m do
-  if out[1] == 1 then
-    if redis.call('INCRBY', KEYS[i], ARGV[4 * i - 1]) == tonumber(ARGV[4 * i - 1]) then
-      redis.call('EXPIRE', KEYS[i], ARGV[4 * i + 2])
-    end
-    if extras[i] > 0 then
-      redis.call('INCRBY', KEYS[i], string.format('%.0f', extras[i]))
-    end
-  else
-    extras[i] = 0
-  end
-  out[m + 1 + i] = extras[i]
-end
-return out
 ";
 
 /// KEYS: budget counters. ARGV[i]: nano-dollars to add to KEYS[i] (negative: give back);
@@ -227,7 +219,6 @@ pub struct Shared {
     fail_modes: HashMap<String, SharedFailMode>,
     check: redis::Script,
     charge: redis::Script,
-    reserve: redis::Script,
     adjust: redis::Script,
     check_reserve: redis::Script,
     /// Budget settlements waiting to be written: counter → nano-dollars to add.
@@ -240,6 +231,11 @@ pub struct Shared {
     lease_requests: u64,
     /// Whether a task gives idle leases back.
     sweeping: AtomicBool,
+    /// Ledgers of round trips whose answers were lost, to undo (and when each was made).
+    releases: Mutex<Vec<(String, Instant)>>,
+    release: redis::Script,
+    /// Set once the gateway shuts down: no more leases are taken.
+    closed: AtomicBool,
     cache_get: redis::Script,
     cache_set: redis::Script,
 }
@@ -260,23 +256,40 @@ impl Drop for Shared {
             *d = d.saturating_sub(signed(units));
         }
         back.retain(|_, d| *d != 0);
+        let ledgers: Vec<String> = std::mem::take(self.releases.get_mut().unwrap_or_else(|p| p.into_inner()))
+            .into_iter()
+            .map(|(key, _)| key)
+            .collect();
         let (Ok(handle), Some(conn), false) = (
             tokio::runtime::Handle::try_current(),
             self.conn.get().cloned(),
-            back.is_empty(),
+            back.is_empty() && ledgers.is_empty(),
         ) else {
             return;
         };
         let timeout = self.timeout.max(Duration::from_secs(1));
         handle.spawn(async move {
             let mut conn = conn;
-            let script = redis::Script::new(ADJUST);
-            let mut call = script.prepare_invoke();
-            for (key, delta) in back {
+            let (adjust, release) = (redis::Script::new(ADJUST), redis::Script::new(RELEASE));
+            let mut call = adjust.prepare_invoke();
+            for (key, delta) in &back {
                 call.key(key);
                 call.arg(delta);
             }
-            if !matches!(tokio::time::timeout(timeout, call.invoke_async::<i64>(&mut conn)).await, Ok(Ok(_))) {
+            let mut undo = release.prepare_invoke();
+            for key in &ledgers {
+                undo.key(key);
+            }
+            let written = async {
+                if !back.is_empty() {
+                    call.invoke_async::<i64>(&mut conn).await?;
+                }
+                if !ledgers.is_empty() {
+                    undo.invoke_async::<i64>(&mut conn).await?;
+                }
+                Ok::<(), redis::RedisError>(())
+            };
+            if !matches!(tokio::time::timeout(timeout, written).await, Ok(Ok(()))) {
                 tracing::warn!("shared_state: leases of a replaced configuration could not be given back to Redis; they stay counted until their windows and periods end");
             }
         });
@@ -323,7 +336,6 @@ impl Shared {
             fail_modes: config.fail_modes.iter().map(|(k, v)| (k.clone(), *v)).collect(),
             check: redis::Script::new(CHECK),
             charge: redis::Script::new(CHARGE),
-            reserve: redis::Script::new(RESERVE),
             adjust: redis::Script::new(ADJUST),
             check_reserve: redis::Script::new(CHECK_RESERVE),
             settlements: Mutex::new(HashMap::new()),
@@ -331,6 +343,9 @@ impl Shared {
             leases: Leases::default(),
             lease_requests: config.lease_requests.max(1),
             sweeping: AtomicBool::new(false),
+            releases: Mutex::new(Vec::new()),
+            release: redis::Script::new(RELEASE),
+            closed: AtomicBool::new(false),
             cache_get: redis::Script::new(CACHE_GET),
             cache_set: redis::Script::new(CACHE_SET),
         })
@@ -394,60 +409,26 @@ impl Shared {
     /// budgets it goes over, or the index of the hard one that refused; `None` while Redis
     /// is away.
     pub async fn reserve_budgets(self: &Arc<Self>, slots: &[Slot], amount: u64) -> Option<Result<Vec<String>, usize>> {
-        let now = now_secs();
-        let keys: Vec<String> = slots.iter().map(|s| s.redis_key(&self.prefix)).collect();
-        // A reservation of nothing asks Redis, which knows whether a soft budget is over.
-        if self.lease_requests > 1 && amount > 0 {
-            let wants: Vec<(String, u64)> = keys.iter().map(|k| (k.clone(), amount)).collect();
-            if self.leases.take(&wants, now).is_some() {
-                return Some(Ok(Vec::new()));
-            }
-        }
-        let leased = self.take_leased(&keys, amount, now);
-        let mut call = self.reserve.prepare_invoke();
-        call.arg(amount).arg(self.budget_lease(amount));
-        for ((s, key), taken) in slots.iter().zip(&keys).zip(&leased) {
-            call.key(key);
-            call.arg(amount - taken);
-            call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
-        }
-        let m = slots.len();
-        let v: Vec<u64> = match self.run::<Vec<u64>>(call).await {
-            Some(v) if v.len() == 2 * m + 1 => v,
-            answer => {
-                self.give_back_leased(&keys, &leased, now);
-                return match answer {
-                    None => None,
-                    Some(_) => self.failed("the budget script answered with the wrong number of flags"),
-                };
-            }
-        };
-        if v[0] != 1 {
-            self.give_back_leased(&keys, &leased, now);
-        }
-        self.lease_budgets(slots, keys, &v[m + 1..], now);
-        let mut over = slots.iter().zip(&v[1..=m]).enumerate().filter(|(_, (_, o))| **o == 1);
-        if v[0] == 1 {
-            Some(Ok(over.map(|(_, (s, _))| s.name.clone()).collect()))
-        } else {
-            let hard = over.find(|(_, (s, _))| s.hard()).map(|(i, _)| i);
-            Some(Err(hard.unwrap_or(usize::MAX)))
-        }
+        self.check_and_reserve(&[], now_secs(), slots, amount)
+            .await
+            .and_then(|(_, reserved)| reserved)
     }
 
-    /// What this replica's leases hold towards a reservation of `amount` on each of
-    /// `keys` (taken out of them; the round trip counts the rest).
-    fn take_leased(&self, keys: &[String], amount: u64, now: u64) -> Vec<u64> {
-        keys.iter()
-            .map(|k| match self.lease_requests > 1 {
-                true => self.leases.take_up_to(k, amount, now),
+    /// What this replica's leases hold towards a reservation of `amount` on each slot
+    /// (taken out of them; the round trip counts the rest).
+    fn take_leased(&self, slots: &[Slot], keys: &[String], amount: u64, now: u64) -> Vec<u64> {
+        slots
+            .iter()
+            .zip(keys)
+            .map(|(s, k)| match self.lease_requests > 1 {
+                true => self.leases.take_up_to(k, amount, s.limit(), now),
                 false => 0,
             })
             .collect()
     }
 
-    /// Puts back what [`Shared::take_leased`] took for a reservation that was not made
-    /// (to Redis when the lease has gone meanwhile: the units are counted there).
+    /// Puts back units taken from leases for a request that was not counted (to Redis
+    /// when the lease has gone meanwhile: the units are counted there).
     fn give_back_leased(self: &Arc<Self>, keys: &[String], taken: &[u64], now: u64) {
         let rest: Vec<(String, i64)> = keys
             .iter()
@@ -465,26 +446,23 @@ impl Shared {
             .min(MAX_BUDGET_LEASE)
     }
 
-    /// Keeps the budget leases a script granted (`extras`, per slot).
-    fn lease_budgets(self: &Arc<Self>, slots: &[Slot], keys: Vec<String>, extras: &[u64], now: u64) {
-        let mut granted = false;
-        for ((s, key), extra) in slots.iter().zip(keys).zip(extras) {
-            if *extra > 0 {
-                self.leases.grant(key, *extra, 0, now + s.ttl());
-                granted = true;
-            }
+    /// Keeps a lease a script granted, giving back what a lease under an older limit held.
+    fn keep_lease(self: &Arc<Self>, key: String, units: u64, counted: u64, until: u64, limit: u64) {
+        let stale = self.leases.grant(key.clone(), units, counted, until, limit);
+        if stale > 0 {
+            self.queue([(key, -signed(stale))]);
         }
-        if granted {
-            self.sweep_later();
-        }
+        self.sweep_later();
     }
 
     /// Checks and counts `checks` and, when every window had room, reserves `amount` on
     /// `slots`: from this replica's leases when they hold enough for every window and
-    /// budget (a request with a token window always asks Redis, where its tokens are), else
-    /// in one round trip that may lease more. The windows' verdicts, and the reservation's
-    /// outcome as [`Shared::reserve_budgets`] gives it (`None` when the windows refused);
-    /// `None` while Redis is away.
+    /// budget, else in one round trip. The round trip spends what the leases hold first and
+    /// may lease more, but only for requests that can be served from leases later: none
+    /// with a token window (its tokens are in Redis) and none that reserves nothing. The
+    /// windows' verdicts, and the reservation's outcome (the soft budgets gone over, or
+    /// the index of the hard one that refused; `None` when the windows refused); `None`
+    /// while Redis is away.
     pub async fn check_and_reserve(
         self: &Arc<Self>,
         checks: &[Check],
@@ -494,11 +472,21 @@ impl Shared {
     ) -> Option<(Vec<Verdict>, Option<Result<Vec<String>, usize>>)> {
         let window_keys: Vec<String> = checks.iter().map(|c| self.key(c, now)).collect();
         let budget_keys: Vec<String> = slots.iter().map(|s| s.redis_key(&self.prefix)).collect();
-        if self.lease_requests > 1 && !checks.iter().any(|c| c.tokens) && (slots.is_empty() || amount > 0) {
-            let wants: Vec<(String, u64)> = window_keys
+        let leasable = self.lease_requests > 1
+            && !self.closed.load(Ordering::Acquire)
+            && !checks.iter().any(|c| c.tokens)
+            && (slots.is_empty() || amount > 0);
+        if leasable {
+            let wants: Vec<(String, u64, u64)> = checks
                 .iter()
-                .map(|k| (k.clone(), 1))
-                .chain(budget_keys.iter().map(|k| (k.clone(), amount)))
+                .zip(&window_keys)
+                .map(|(c, k)| (k.clone(), 1, c.window.max))
+                .chain(
+                    slots
+                        .iter()
+                        .zip(&budget_keys)
+                        .map(|(s, k)| (k.clone(), amount, s.limit())),
+                )
                 .collect();
             if let Some(counts) = self.leases.take(&wants, now) {
                 let verdicts = checks
@@ -509,21 +497,38 @@ impl Shared {
                 return Some((verdicts, Some(Ok(Vec::new()))));
             }
         }
+        // What the leases hold goes first: a window already counted here is neither
+        // checked nor counted again, a budget counts only the rest of the reservation.
+        let from_windows: Vec<u64> = checks
+            .iter()
+            .zip(&window_keys)
+            .map(|(c, k)| match leasable {
+                true => self.leases.take_up_to(k, 1, c.window.max, now),
+                false => 0,
+            })
+            .collect();
+        let from_budgets = self.take_leased(slots, &budget_keys, amount, now);
+        let want = if leasable { self.lease_requests } else { 1 };
         let mut call = self.check_reserve.prepare_invoke();
         call.arg(checks.len());
-        for (c, key) in checks.iter().zip(&window_keys) {
+        for ((c, key), taken) in checks.iter().zip(&window_keys).zip(&from_windows) {
             call.key(key);
             call.arg(c.window.max);
             call.arg(if c.tokens { 0 } else { c.window.window });
-            call.arg(self.lease_requests);
+            call.arg(if *taken > 0 { 0 } else { want });
         }
-        let leased = self.take_leased(&budget_keys, amount, now);
-        call.arg(amount).arg(self.budget_lease(amount));
-        for ((s, key), taken) in slots.iter().zip(&budget_keys).zip(&leased) {
+        call.arg(amount)
+            .arg(if leasable { self.budget_lease(amount) } else { 0 });
+        for ((s, key), taken) in slots.iter().zip(&budget_keys).zip(&from_budgets) {
             call.key(key);
             call.arg(amount - taken);
             call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
         }
+        let ledger = match leasable {
+            true => format!("{}:grant:{:016x}", self.prefix, crate::ids::rand_u64()),
+            false => String::new(),
+        };
+        call.key(&ledger);
         let (n, m) = (checks.len(), slots.len());
         let whole = |v: &Vec<u64>| {
             v.len()
@@ -536,7 +541,12 @@ impl Shared {
         let v: Vec<u64> = match self.run::<Vec<u64>>(call).await {
             Some(v) if whole(&v) => v,
             answer => {
-                self.give_back_leased(&budget_keys, &leased, now);
+                self.give_back_leased(&window_keys, &from_windows, now);
+                self.give_back_leased(&budget_keys, &from_budgets, now);
+                // The script may have run (an answer too late): undo what it counted.
+                if leasable {
+                    self.release_later(ledger);
+                }
                 return match answer {
                     None => None,
                     Some(_) => self.failed("the limit and budget script answered with the wrong number of values"),
@@ -544,30 +554,37 @@ impl Shared {
             }
         };
         let counted = v[0] == 1;
+        if !counted {
+            self.give_back_leased(&window_keys, &from_windows, now);
+        }
         if !counted || v[n + 1] != 1 {
-            self.give_back_leased(&budget_keys, &leased, now);
+            self.give_back_leased(&budget_keys, &from_budgets, now);
         }
         let verdicts = checks
             .iter()
             .zip(&v[1..=n])
-            .map(|(c, used)| c.verdict_for(*used, counted, now))
+            .zip(&from_windows)
+            .map(|((c, used), taken)| match taken {
+                // Counted here from the lease: Redis's count includes what is leased.
+                0 => c.verdict_for(*used, counted, now),
+                _ => c.window.verdict(true, *used, now, c.scope),
+            })
             .collect();
         if !counted {
             return Some((verdicts, None));
         }
         let grants = &v[n + 2 + m..2 * n + 2 + m];
-        let mut leased = false;
         for (((c, key), used), grant) in checks.iter().zip(window_keys).zip(&v[1..=n]).zip(grants) {
             if *grant > 1 {
                 let until = (now / c.window.window + 1) * c.window.window;
-                self.leases.grant(key, grant - 1, used + grant, until);
-                leased = true;
+                self.keep_lease(key, grant - 1, used + grant, until, c.window.max);
             }
         }
-        if leased {
-            self.sweep_later();
+        for ((s, key), extra) in slots.iter().zip(budget_keys).zip(&v[2 * n + 2 + m..]) {
+            if *extra > 0 {
+                self.keep_lease(key, *extra, 0, now + s.ttl(), s.limit());
+            }
         }
-        self.lease_budgets(slots, budget_keys, &v[2 * n + 2 + m..], now);
         let mut over = slots
             .iter()
             .zip(&v[n + 2..n + 2 + m])
@@ -632,20 +649,26 @@ impl Shared {
                 any = true;
             }
         }
-        if any && !self.settling.swap(true, Ordering::AcqRel) {
-            let me = Arc::clone(self);
-            tokio::spawn(async move { me.settle_queued().await });
+        if any {
+            self.kick();
         }
     }
 
     /// Writes queued settlements until none is left.
-    async fn settle_queued(&self) {
+    async fn settle_queued(self: &Arc<Self>) {
         loop {
+            if !self.release_queued().await {
+                // Redis is away: the writer ends and is started again by the next change
+                // or by the retry.
+                self.settling.store(false, Ordering::Release);
+                return;
+            }
             let batch = std::mem::take(&mut *self.settlements.lock().unwrap_or_else(|p| p.into_inner()));
             if batch.is_empty() {
                 self.settling.store(false, Ordering::Release);
                 // One queued after the look and before the flag: it is this task's.
-                let empty = self.settlements.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
+                let empty = self.settlements.lock().unwrap_or_else(|p| p.into_inner()).is_empty()
+                    && self.releases.lock().unwrap_or_else(|p| p.into_inner()).is_empty();
                 if empty || self.settling.swap(true, Ordering::AcqRel) {
                     return;
                 }
@@ -658,6 +681,65 @@ impl Shared {
             }
             let _: Option<i64> = self.run(call).await;
         }
+    }
+
+    /// Undoes the round trips whose answers were lost, once Redis answers (a ledger lives
+    /// a minute; older ones are dropped). False when Redis could not take them: they are
+    /// kept and tried again after [`BACKOFF`].
+    async fn release_queued(self: &Arc<Self>) -> bool {
+        let mut ledgers = std::mem::take(&mut *self.releases.lock().unwrap_or_else(|p| p.into_inner()));
+        ledgers.retain(|(_, at)| at.elapsed() < Duration::from_secs(55));
+        if ledgers.is_empty() {
+            return true;
+        }
+        let mut call = self.release.prepare_invoke();
+        for (key, _) in &ledgers {
+            call.key(key);
+        }
+        if self.run::<i64>(call).await.is_some() {
+            return true;
+        }
+        self.releases.lock().unwrap_or_else(|p| p.into_inner()).extend(ledgers);
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(BACKOFF).await;
+            if let Some(me) = me.upgrade() {
+                me.kick();
+            }
+        });
+        false
+    }
+
+    /// Queues the undoing of a round trip whose answer was lost.
+    fn release_later(self: &Arc<Self>, ledger: String) {
+        self.releases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((ledger, Instant::now()));
+        self.kick();
+    }
+
+    /// Starts the writer unless it runs.
+    fn kick(self: &Arc<Self>) {
+        if !self.settling.swap(true, Ordering::AcqRel) {
+            let me = Arc::clone(self);
+            tokio::spawn(async move { me.settle_queued().await });
+        }
+    }
+
+    /// The gateway is shutting down: no more leases are taken, and what the leases hold,
+    /// the queued settlements and the undoing of lost round trips are written now (within
+    /// a few seconds), so a stopped replica leaves nothing counted that it did not use.
+    pub async fn close(self: &Arc<Self>) {
+        self.closed.store(true, Ordering::Release);
+        let back = self.leases.drain(now_secs());
+        self.queue(back.into_iter().map(|(key, units)| (key, -signed(units))));
+        let drained = async {
+            while self.settling.load(Ordering::Acquire) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(CACHE_WRITE_TIMEOUT, drained).await;
     }
 
     /// The Redis key of a cached answer.
@@ -1040,6 +1122,92 @@ mod tests {
         assert_eq!(redis_count(&url, &budget[0].redis_key(&prefix)).await, 1_000);
         let window_key = a.key(&checks[0], now);
         assert_eq!(redis_count(&url, &window_key).await, 100);
+    }
+
+    #[tokio::test]
+    async fn round_trips_spend_window_leases_first_and_lease_nothing_they_cannot_use() {
+        use crate::model_api::budget::Slot;
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let s = shared(&url, &prefix, "");
+        let now = now_secs();
+        let window = Arc::new(FixedWindow::new(1_000, 3600));
+        let checks = [Check::new("global_rate_limit", "*", &window, false)];
+        // A budget too small to lease: every request goes to Redis for it.
+        let budget = [Slot::for_test("tight", 1_000_000, true)];
+        for _ in 0..10 {
+            let (v, r) = s.check_and_reserve(&checks, now, &budget, 60_000).await.expect("redis");
+            assert!(v[0].allowed);
+            assert_eq!(r, Some(Ok(vec![])));
+        }
+        // The first round trip counted the request and a lease of 31; the next nine came
+        // out of that lease instead of being counted again.
+        assert_eq!(redis_count(&url, &s.key(&checks[0], now)).await, 32);
+        assert_eq!(redis_count(&url, &budget[0].redis_key(&prefix)).await, 600_000);
+        // With a token window the request can never be served from leases: none is taken.
+        let tokens = Arc::new(FixedWindow::new(1_000_000, 60));
+        let other = Arc::new(FixedWindow::new(1_000, 3600));
+        let with_tokens = [
+            Check::new("caller_key_rate_limit", "k", &other, false),
+            Check::new("token_rate_limit", "*", &tokens, true),
+        ];
+        let roomy = [Slot::for_test("roomy", 1_000_000_000, true)];
+        for _ in 0..3 {
+            let (v, _) = s
+                .check_and_reserve(&with_tokens, now, &roomy, 100)
+                .await
+                .expect("redis");
+            assert!(v.iter().all(|v| v.allowed));
+        }
+        assert_eq!(redis_count(&url, &s.key(&with_tokens[0], now)).await, 3);
+        assert_eq!(redis_count(&url, &roomy[0].redis_key(&prefix)).await, 300);
+    }
+
+    #[tokio::test]
+    async fn a_round_trip_answered_too_late_is_undone_and_a_closing_replica_gives_its_leases_back() {
+        use crate::model_api::budget::Slot;
+        let Some(url) = redis_url() else { return };
+        let prefix = fresh_prefix();
+        let s = shared(&url, &prefix, "");
+        let now = now_secs();
+        let window = Arc::new(FixedWindow::new(1_000, 3600));
+        let checks = [Check::new("global_rate_limit", "*", &window, false)];
+        let budget = [Slot::for_test("team", 1_000_000, true)];
+        let (wkey, bkey) = (s.key(&checks[0], now), budget[0].redis_key(&prefix));
+        let (v, r) = s.check_and_reserve(&checks, now, &budget, 100).await.expect("redis");
+        assert!(v[0].allowed && r == Some(Ok(vec![])));
+        assert_eq!(redis_count(&url, &wkey).await, 32);
+        assert_eq!(redis_count(&url, &bkey).await, 3_200);
+        // The call's ledger notes what it added; undoing it (as for an answer that came
+        // too late) takes all of it off, once.
+        let mut conn = redis::Client::open(url.as_str())
+            .expect("url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect");
+        let ledgers: Vec<String> = redis::cmd("KEYS")
+            .arg(format!("{prefix}:grant:*"))
+            .query_async(&mut conn)
+            .await
+            .expect("keys");
+        assert_eq!(ledgers.len(), 1, "{ledgers:?}");
+        for _ in 0..2 {
+            s.release_later(ledgers[0].clone());
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            assert_eq!(redis_count(&url, &wkey).await, 0);
+            assert_eq!(redis_count(&url, &bkey).await, 0);
+        }
+        // A closing replica gives back what its leases hold and takes no more.
+        let s = shared(&url, &prefix, "");
+        s.check_and_reserve(&checks, now, &budget, 100).await.expect("redis");
+        s.check_and_reserve(&checks, now, &budget, 100).await.expect("redis");
+        assert_eq!(redis_count(&url, &bkey).await, 3_200);
+        s.close().await;
+        assert_eq!(redis_count(&url, &wkey).await, 2);
+        assert_eq!(redis_count(&url, &bkey).await, 200);
+        s.check_and_reserve(&checks, now, &budget, 100).await.expect("redis");
+        assert_eq!(redis_count(&url, &wkey).await, 3, "no lease once closed");
+        assert_eq!(redis_count(&url, &bkey).await, 300);
     }
 
     #[tokio::test]

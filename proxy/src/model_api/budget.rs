@@ -305,8 +305,9 @@ pub(crate) struct Reservation {
     pub over_soft: Vec<String>,
     /// Providers whose hard budget had no room: their targets are not tried.
     pub skipped_providers: Vec<String>,
-    /// The output tokens reserved (all choices): a stream going beyond them is ended.
-    pub output_tokens: u64,
+    /// The output tokens reserved (all choices) when a hard budget holds the request: a
+    /// stream going beyond them is ended.
+    pub metered_output: Option<u64>,
 }
 
 impl Reservation {
@@ -485,6 +486,7 @@ pub(crate) async fn reserve(
             }
         }
     };
+    let metered_output = (amount > 0 && slots.iter().any(|s| s.hard)).then_some(output);
     let reservation = Reservation {
         rt: Arc::clone(rt),
         slots,
@@ -494,7 +496,7 @@ pub(crate) async fn reserve(
         in_redis,
         over_soft,
         skipped_providers,
-        output_tokens: output,
+        metered_output,
     };
     Ok(Some((reservation, rewrite)))
 }

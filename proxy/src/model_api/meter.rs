@@ -1,15 +1,18 @@
-//! Stream metering against a budget reservation. A budgeted request reserves its output
-//! maximum and is sent with it, so a provider that honours `max_tokens` never passes it.
-//! One that does not (a self-hosted server that ignores the field, a compatible API that
-//! reads another one) is caught as the stream passes: every upstream event whose text
-//! field is non-empty carries at least one token, so the count of such fields is a lower
-//! bound of the tokens produced. Once it exceeds the tokens reserved, the reservation is
-//! spent: the relay sends nothing more of the answer and ends the stream with a
-//! `budget_exceeded` error event.
+//! Stream metering against a hard budget's reservation. A budgeted request reserves its
+//! output maximum and is sent with it, so a provider that honours `max_tokens` never
+//! passes it. One that does not (a self-hosted server that ignores the field, a
+//! compatible API that reads another one) is caught as the stream passes: an upstream
+//! event carrying generated text carries at least one token, so the count of such events
+//! is a lower bound of the tokens produced. Once it exceeds the tokens reserved, the
+//! reservation is spent: the relay sends nothing more of the answer and ends the stream
+//! with a `budget_exceeded` error event.
 //!
-//! Counting reads the event's bytes (no JSON tree): a field name followed by `":"` cannot
+//! Counting reads the event's bytes (no JSON tree): an event counts when one of its
+//! format's text fields holds a non-empty string. A field name followed by a colon cannot
 //! occur inside a JSON string, whose quotes are escaped, so text the model writes cannot
-//! forge a count.
+//! forge a count, and an event counts once however many fields it carries, so a provider
+//! repeating text in two fields is not cut early. Field names spelled with escapes are not
+//! recognised: the count stays a lower bound.
 
 use kt_policy::stream::StreamFormat;
 
@@ -27,7 +30,15 @@ pub struct Meter {
 /// not among them).
 fn fields(upstream: StreamFormat) -> &'static [&'static str] {
     match upstream {
-        StreamFormat::OpenAiChat => &["content", "refusal", "reasoning_content", "reasoning", "arguments"],
+        // `text`: content sent as an array of parts.
+        StreamFormat::OpenAiChat => &[
+            "content",
+            "refusal",
+            "reasoning_content",
+            "reasoning",
+            "arguments",
+            "text",
+        ],
         StreamFormat::Anthropic => &["text", "thinking", "partial_json"],
         StreamFormat::Responses => &["delta"],
     }
@@ -52,12 +63,25 @@ impl Meter {
         Meter::new(None, StreamFormat::OpenAiChat)
     }
 
-    /// Counts the text of one upstream event; whether the reservation is now spent (the
-    /// event goes beyond it and must not be sent).
+    /// Counts one upstream event; whether the reservation is now spent (the event goes
+    /// beyond it and must not be sent).
     pub fn spent_by(&mut self, data: &str) -> bool {
         let Some(limit) = self.limit else { return false };
-        self.seen = self.seen.saturating_add(text_fields(data, self.fields));
+        self.seen = self.seen.saturating_add(u64::from(carries_text(data, self.fields)));
         self.seen > limit
+    }
+
+    /// Whether a stream was ended by this meter.
+    pub fn tripped(&self) -> bool {
+        self.limit.is_some_and(|l| self.seen > l)
+    }
+
+    /// The tokens counted (before the event that went beyond).
+    pub fn counted(&self) -> u64 {
+        match self.limit {
+            Some(l) => self.seen.min(l),
+            None => self.seen,
+        }
     }
 
     /// The index of the first of `events` that goes beyond the reservation, if any.
@@ -67,22 +91,25 @@ impl Meter {
     }
 }
 
-/// The non-empty string values of `fields` in one event's JSON text.
-fn text_fields(data: &str, fields: &[&str]) -> u64 {
-    let mut n = 0;
-    for (at, _) in data.match_indices("\":") {
-        let before = &data[..at];
-        let Some(open) = before.rfind('"') else { continue };
-        if !fields.contains(&&before[open + 1..]) {
-            continue;
+/// Whether one event's JSON text holds a non-empty string under one of `fields` (JSON
+/// whitespace allowed around the colon).
+fn carries_text(data: &str, fields: &[&str]) -> bool {
+    const WS: [char; 4] = [' ', '\t', '\r', '\n'];
+    data.match_indices(':').any(|(at, _)| {
+        let before = data[..at].trim_end_matches(WS);
+        let Some(name) = before.strip_suffix('"') else {
+            return false;
+        };
+        // The key's opening quote: a field name holds no quote or backslash.
+        let Some(open) = name.rfind(['"', '\\']) else {
+            return false;
+        };
+        if name.as_bytes()[open] != b'"' || !fields.contains(&&name[open + 1..]) {
+            return false;
         }
-        let value = data[at + 2..].trim_start_matches([' ', '\t', '\r', '\n']);
-        let mut chars = value.chars();
-        if chars.next() == Some('"') && chars.next().is_some_and(|c| c != '"') {
-            n += 1;
-        }
-    }
-    n
+        let mut value = data[at + 1..].trim_start_matches(WS).chars();
+        value.next() == Some('"') && value.next().is_some_and(|c| c != '"')
+    })
 }
 
 #[cfg(test)]
@@ -94,44 +121,45 @@ mod tests {
     }
 
     #[test]
-    fn each_non_empty_text_field_counts_one_token() {
+    fn an_event_with_generated_text_counts_once() {
         let f = fields(StreamFormat::OpenAiChat);
-        assert_eq!(text_fields(&chat("hello"), f), 1);
-        assert_eq!(text_fields(&chat(""), f), 0);
-        assert_eq!(text_fields(r#"{"choices":[{"delta":{"role":"assistant"}}]}"#, f), 0);
-        assert_eq!(
-            text_fields(
-                r#"{"choices":[{"delta":{"content": "a"}},{"delta":{"content":"b"}}]}"#,
-                f
-            ),
-            2
-        );
-        assert_eq!(text_fields(r#"{"choices":[{"delta":{"content":null}}]}"#, f), 0);
+        assert!(carries_text(&chat("hello"), f));
+        assert!(!carries_text(&chat(""), f));
+        assert!(!carries_text(r#"{"choices":[{"delta":{"role":"assistant"}}]}"#, f));
+        assert!(!carries_text(r#"{"choices":[{"delta":{"content":null}}]}"#, f));
+        // Whitespace around the colon, as pretty printers write it.
+        assert!(carries_text("{\"choices\":[{\"delta\":{\"content\" :\n \"a\"}}]}", f));
+        // Content as an array of parts.
+        assert!(carries_text(
+            r#"{"choices":[{"delta":{"content":[{"type":"text","text":"a"}]}}]}"#,
+            f
+        ));
         let call = r#"{"choices":[{"delta":{"tool_calls":[{"index":0,"function":{"arguments":"{\"a\""}}]}}]}"#;
-        assert_eq!(text_fields(call, f), 1);
+        assert!(carries_text(call, f));
         let a = fields(StreamFormat::Anthropic);
         let delta = r#"{"type":"content_block_delta","index":0,"delta":{"type":"text_delta","text":"Hi"}}"#;
-        assert_eq!(text_fields(delta, a), 1);
+        assert!(carries_text(delta, a));
         let start = r#"{"type":"content_block_start","index":0,"content_block":{"type":"text","text":""}}"#;
-        assert_eq!(text_fields(start, a), 0);
+        assert!(!carries_text(start, a));
         let r = fields(StreamFormat::Responses);
-        assert_eq!(
-            text_fields(r#"{"type":"response.output_text.delta","delta":"Hi"}"#, r),
-            1
-        );
-        assert_eq!(
-            text_fields(r#"{"type":"response.output_text.done","text":"Hi there"}"#, r),
-            0
-        );
+        assert!(carries_text(r#"{"type":"response.output_text.delta","delta":"Hi"}"#, r));
+        assert!(!carries_text(
+            r#"{"type":"response.output_text.done","text":"Hi there"}"#,
+            r
+        ));
+        // Two fields repeating one text count once.
+        let mut m = Meter::new(Some(10), StreamFormat::OpenAiChat);
+        m.spent_by(r#"{"choices":[{"delta":{"reasoning":"x","reasoning_content":"x"}}]}"#);
+        assert_eq!(m.counted(), 1);
     }
 
     #[test]
     fn text_the_model_writes_cannot_forge_a_count() {
-        let f = fields(StreamFormat::OpenAiChat);
-        let forged = chat(r#"x","content":"y","content":"z"#);
-        assert_eq!(text_fields(&forged, f), 1);
-        let nested = chat("\"content\": \"\\\"content\\\":\\\"");
-        assert_eq!(text_fields(&nested, f), 1);
+        let f = fields(StreamFormat::Anthropic);
+        let forged = serde_json::json!({"delta": {"type": "x", "note": "\"text\":\"y\", \"text\" : \"z"}}).to_string();
+        assert!(!carries_text(&forged, f), "{forged}");
+        let escaped_key = serde_json::json!({"note": "a\\\"text\":\"y"}).to_string();
+        assert!(!carries_text(&escaped_key, f), "{escaped_key}");
     }
 
     #[test]
@@ -139,6 +167,8 @@ mod tests {
         let mut m = Meter::new(Some(2), StreamFormat::OpenAiChat);
         let events = [chat(""), chat("a"), chat("b"), chat(""), chat("c"), chat("d")];
         assert_eq!(m.first_beyond(events.iter().map(String::as_str)), Some(4));
+        assert!(m.tripped());
+        assert_eq!(m.counted(), 2);
         let mut off = Meter::off();
         assert_eq!(off.first_beyond(events.iter().map(String::as_str)), None);
         let mut later = Meter::new(Some(3), StreamFormat::OpenAiChat);

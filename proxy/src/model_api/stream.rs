@@ -49,7 +49,7 @@ pub(crate) async fn relay_for(
         _ if anthropic => StreamFormat::Anthropic,
         _ => StreamFormat::OpenAiChat,
     };
-    let meter = Meter::new(a.reserved_output, upstream);
+    let mut meter = Meter::new(a.reserved_output, upstream);
     let (policy, request, headers, opts) = (a.policy, &a.req.request, a.headers, gw.opts());
     match client {
         ClientApi::OpenAiChat => {
@@ -67,10 +67,11 @@ pub(crate) async fn relay_for(
                 translator,
                 h,
                 &mut usage,
-                meter,
+                &mut meter,
             ))
             .await;
             *seen = usage.as_ref().and_then(kt_policy::usage::Usage::from_value);
+            note_cut(seen, &meter);
             done
         }
         ClientApi::AnthropicMessages | ClientApi::Responses => {
@@ -82,13 +83,27 @@ pub(crate) async fn relay_for(
             };
             let mut usage = json!({});
             let done = Box::pin(relay_native(
-                session, exchange, format, policy, request, headers, opts, translator, h, &mut usage, meter,
+                session, exchange, format, policy, request, headers, opts, translator, h, &mut usage, &mut meter,
             ))
             .await;
             *seen = kt_policy::usage::Usage::from_value(&usage);
+            note_cut(seen, &meter);
             done
         }
         ClientApi::Embeddings => Ok(true),
+    }
+}
+
+/// A stream its meter ended never reached the provider's usage: the output tokens counted
+/// stand for it (charged to token windows; the budget keeps its whole reservation).
+fn note_cut(seen: &mut Option<kt_policy::usage::Usage>, meter: &Meter) {
+    if seen.is_none() && meter.tripped() {
+        *seen = Some(kt_policy::usage::Usage {
+            prompt: 0,
+            completion: meter.counted(),
+            cached: 0,
+            reasoning: 0,
+        });
     }
 }
 
@@ -243,7 +258,7 @@ pub async fn relay(
     mut translator: Option<AnthropicToOpenAiStream>,
     extra: respond::Headers,
     usage: &mut Option<Value>,
-    mut meter: Meter,
+    meter: &mut Meter,
 ) -> Result<bool> {
     stream_header(session, &extra).await?;
     // Without output policies or translation, events pass through as they are; only a
@@ -951,7 +966,7 @@ pub async fn relay_native(
     mut translator: Option<OpenAiToAnthropicStream>,
     extra: respond::Headers,
     usage: &mut Value,
-    mut meter: Meter,
+    meter: &mut Meter,
 ) -> Result<bool> {
     stream_header(session, &extra).await?;
     let mut st = NativeRelay {
@@ -1329,7 +1344,7 @@ mod tests {
         format: StreamFormat,
         bytes: &[u8],
         cuts: &[usize],
-        meter: Meter,
+        mut meter: Meter,
     ) -> Vec<u8> {
         let mut chunks = VecDeque::new();
         let mut at = 0;
@@ -1358,7 +1373,7 @@ mod tests {
                         None,
                         Vec::new(),
                         &mut None,
-                        meter,
+                        &mut meter,
                     )
                     .await
                 }
@@ -1374,7 +1389,7 @@ mod tests {
                         None,
                         Vec::new(),
                         &mut json!({}),
-                        meter,
+                        &mut meter,
                     )
                     .await
                 }
