@@ -323,7 +323,11 @@ pub async fn relay(
             }
         }
         if beyond.is_some() {
-            let body = respond::error("rate_limit", "budget_exceeded", meter::SPENT);
+            // What the reservation covered and the output phase still held goes out first.
+            let body = match st.drain_text(&mut out) {
+                Ok(()) => respond::error("rate_limit", "budget_exceeded", meter::SPENT),
+                Err(blocked) => blocked,
+            };
             return fail(session, &mut out, body).await.map(|()| false);
         }
     }
@@ -435,6 +439,18 @@ impl ChatRelay<'_> {
         }
         out.extend_from_slice(&event.to_bytes());
         self.done = true;
+        Ok(())
+    }
+
+    /// The text every guard still holds, checked, for a stream that ends here.
+    fn drain_text(&mut self, out: &mut Vec<u8>) -> std::result::Result<(), Value> {
+        for (key, mut guard) in std::mem::take(&mut self.guards) {
+            match guard.finish() {
+                Step::Emit(t) if !t.is_empty() => push_json(out, &text_chunk(self.template.as_ref(), key, t)),
+                Step::Emit(_) => {}
+                Step::Blocked(d) => return Err(output_blocked(&d)),
+            }
+        }
         Ok(())
     }
 
@@ -945,6 +961,9 @@ struct NativeRelay<'p> {
     sent: BTreeMap<u64, String>,
     /// Anthropic: the delta field of each block (text, thinking, a tool call's JSON).
     fields: BTreeMap<u64, &'static str>,
+    /// Responses: the first delta event of each text stream (its item and indexes), the
+    /// shape of a delta the relay makes itself when the stream ends early.
+    templates: BTreeMap<u64, Value>,
     /// The usage seen, kept by the caller (read even when the relay ends in an error).
     usage: &'p mut Value,
     done: bool,
@@ -978,6 +997,7 @@ pub async fn relay_native(
         guards: BTreeMap::new(),
         sent: BTreeMap::new(),
         fields: BTreeMap::new(),
+        templates: BTreeMap::new(),
         usage,
         done: false,
     };
@@ -998,7 +1018,11 @@ pub async fn relay_native(
                     events
                         .into_iter()
                         .try_for_each(|e| st.event(e, &mut out))
-                        .and(beyond.map_or(Ok(()), |_| Err(NativeStop::Spent)))
+                        .and_then(|()| match beyond {
+                            // What the reservation covered and the guards held goes first.
+                            Some(_) => st.drain_text(&mut out).and(Err(NativeStop::Spent)),
+                            None => Ok(()),
+                        })
                 }
                 Err(e) => Err(NativeStop::Upstream("invalid_upstream_stream", e.to_string())),
             },
@@ -1148,6 +1172,22 @@ impl NativeRelay<'_> {
         }
     }
 
+    /// The text every guard still holds, checked, for a stream that ends here.
+    fn drain_text(&mut self, out: &mut Vec<u8>) -> std::result::Result<(), NativeStop> {
+        for (key, mut guard) in std::mem::take(&mut self.guards) {
+            match guard.finish() {
+                Step::Emit(t) if !t.is_empty() => {
+                    let field = self.fields.get(&key).copied().unwrap_or("text");
+                    let shape = self.templates.get(&key).unwrap_or(&Value::Null);
+                    out.extend_from_slice(&delta_event(self.format, key, t, shape, field).to_bytes());
+                }
+                Step::Emit(_) => {}
+                Step::Blocked(d) => return Err(NativeStop::Blocked(d)),
+            }
+        }
+        Ok(())
+    }
+
     /// Hands the event's text deltas to their guards and writes back what may be sent;
     /// whether everything was held (the event then goes nowhere).
     fn guard_deltas(&mut self, v: &mut Value) -> std::result::Result<bool, NativeStop> {
@@ -1162,6 +1202,13 @@ impl NativeRelay<'_> {
             }
         }
         let mut held_everything = !deltas.is_empty();
+        if self.format == StreamFormat::Responses {
+            for (key, _) in &deltas {
+                if !self.templates.contains_key(key) {
+                    self.templates.insert(*key, v.clone());
+                }
+            }
+        }
         for (key, text) in deltas {
             let guard = self
                 .guards
@@ -1560,22 +1607,35 @@ mod tests {
         for (format, stream) in streams {
             let bytes = stream(&text, 0);
             for cuts in [event_ends(&bytes), Vec::new()] {
-                // Chat without output policies passes events as they come: the client gets
-                // exactly the deltas reserved; otherwise text still held back is dropped.
+                // The client gets exactly the deltas reserved, held-back text included.
                 let out = relay_cut(&rt, &open, format, &bytes, &cuts, Meter::new(Some(5), format));
                 let (got, error) = text_and_error(format, &out);
                 assert_eq!(error.as_deref(), Some("budget_exceeded"), "{format:?}");
-                let reserved = deltas[..5].concat();
-                match format {
-                    StreamFormat::OpenAiChat => assert_eq!(got, reserved),
-                    _ => assert!(reserved.starts_with(&got), "{format:?}: {got}"),
-                }
+                assert_eq!(got, deltas[..5].concat(), "{format:?}");
                 assert!(out.ends_with(b"data: [DONE]\n\n"), "{format:?}");
-                // With them, a prefix of what the policies clear, never more.
+                // With output policies, the reserved text as the policies clear it.
                 let out = relay_cut(&rt, &guarded, format, &bytes, &cuts, Meter::new(Some(5), format));
                 let (got, error) = text_and_error(format, &out);
                 assert_eq!(error.as_deref(), Some("budget_exceeded"), "{format:?}");
-                assert!(whole(&guarded, &text).starts_with(&got), "{format:?}: {got}");
+                assert_eq!(got, deltas[..5].concat(), "{format:?}: no secret in the first deltas");
+                // Held text that holds a secret is redacted on its way out, as ever.
+                let upto = (1..=deltas.len())
+                    .find(|k| deltas[..*k].concat().contains("example.com or"))
+                    .unwrap_or(deltas.len());
+                let out = relay_cut(
+                    &rt,
+                    &guarded,
+                    format,
+                    &bytes,
+                    &cuts,
+                    Meter::new(Some(upto as u64), format),
+                );
+                let (got, error) = text_and_error(format, &out);
+                assert_eq!(error.as_deref(), Some("budget_exceeded"), "{format:?}");
+                assert!(
+                    got.contains("Write to") && !got.contains("jane.doe@example.com"),
+                    "{format:?}: {got}"
+                );
                 // A reservation the answer fits in changes nothing.
                 let out = relay_cut(
                     &rt,
