@@ -674,6 +674,20 @@ impl Shared {
                 }
                 continue;
             }
+            if self.backing_off() {
+                // Redis is known to be away and nothing was sent: the batch waits for it.
+                // (A call that was sent and failed is not repeated: it may have been applied.)
+                {
+                    let mut queue = self.settlements.lock().unwrap_or_else(|p| p.into_inner());
+                    for (key, delta) in batch {
+                        let d = queue.entry(key).or_insert(0);
+                        *d = d.saturating_add(delta);
+                    }
+                }
+                self.settling.store(false, Ordering::Release);
+                self.retry_later();
+                return;
+            }
             let mut call = self.adjust.prepare_invoke();
             for (key, delta) in batch.into_iter().filter(|(_, d)| *d != 0) {
                 call.key(key);
@@ -681,6 +695,17 @@ impl Shared {
             }
             let _: Option<i64> = self.run(call).await;
         }
+    }
+
+    /// Starts the writer again once Redis may be back.
+    fn retry_later(self: &Arc<Self>) {
+        let me = Arc::downgrade(self);
+        tokio::spawn(async move {
+            tokio::time::sleep(BACKOFF).await;
+            if let Some(me) = me.upgrade() {
+                me.kick();
+            }
+        });
     }
 
     /// Undoes the round trips whose answers were lost, once Redis answers (a ledger lives
@@ -700,13 +725,7 @@ impl Shared {
             return true;
         }
         self.releases.lock().unwrap_or_else(|p| p.into_inner()).extend(ledgers);
-        let me = Arc::downgrade(self);
-        tokio::spawn(async move {
-            tokio::time::sleep(BACKOFF).await;
-            if let Some(me) = me.upgrade() {
-                me.kick();
-            }
-        });
+        self.retry_later();
         false
     }
 
@@ -1284,6 +1303,20 @@ mod tests {
         assert!(started.elapsed() < Duration::from_secs(2));
         assert_eq!(s.fail_mode("global_rate_limit"), SharedFailMode::Closed);
         assert_eq!(s.fail_mode("token_rate_limit"), SharedFailMode::Open);
+        // A settlement made while Redis is known to be away is kept for when it is back,
+        // and so is the undoing of a round trip whose answer was lost.
+        use crate::model_api::budget::Slot;
+        let slot = [Slot::for_test("b", 1_000, true)];
+        s.adjust_budgets(&slot, -40);
+        s.release_later("p:grant:0".to_owned());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let kept = s
+            .settlements
+            .lock()
+            .map(|q| q.values().copied().collect::<Vec<_>>())
+            .unwrap_or_default();
+        assert_eq!(kept, vec![-40]);
+        assert_eq!(s.releases.lock().map(|r| r.len()).unwrap_or(0), 1);
     }
 
     #[test]
