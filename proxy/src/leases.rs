@@ -49,14 +49,14 @@ impl Leases {
     /// (`wants`: key, units, the counter's limit now; a want of 0 needs no lease). For each
     /// key, the count in Redis less what this replica still holds: what has been used of
     /// the counter, as far as this replica knows.
-    pub fn take(&self, wants: &[(String, u64, u64)], now: u64) -> Option<Vec<u64>> {
+    pub fn take(&self, wants: &[(&str, u64, u64)], now: u64) -> Option<Vec<u64>> {
         let mut map = self.lock();
         let enough = wants.iter().all(|(key, units, limit)| {
             // A key wanted twice needs both.
             let total: u64 = wants.iter().filter(|w| w.0 == *key).map(|w| w.1).sum();
             *units == 0
                 || map
-                    .get(key)
+                    .get(*key)
                     .is_some_and(|l| l.until > now && l.limit == *limit && l.left >= total)
         });
         if !enough {
@@ -66,7 +66,7 @@ impl Leases {
         Some(
             wants
                 .iter()
-                .map(|(key, units, _)| match map.get_mut(key) {
+                .map(|(key, units, _)| match map.get_mut(*key) {
                     Some(l) if *units > 0 => {
                         l.left -= units;
                         l.used_at = at;
@@ -178,8 +178,8 @@ impl Leases {
 mod tests {
     use super::*;
 
-    fn wants(list: &[(&str, u64)]) -> Vec<(String, u64, u64)> {
-        list.iter().map(|(k, n)| ((*k).to_owned(), *n, 1_000)).collect()
+    fn wants<'a>(list: &[(&'a str, u64)]) -> Vec<(&'a str, u64, u64)> {
+        list.iter().map(|(k, n)| (*k, *n, 1_000)).collect()
     }
 
     #[test]
@@ -213,7 +213,7 @@ mod tests {
         let l = Leases::default();
         let now = 1_000;
         l.grant("b".into(), 500, 500, 2_000, 10_000);
-        let lowered = vec![("b".to_owned(), 100, 1_000)];
+        let lowered = vec![("b", 100, 1_000)];
         assert_eq!(l.take(&lowered, now), None);
         assert_eq!(l.take_up_to("b", 100, 1_000, now), 0);
         // A grant under the new limit hands back what the old lease held.

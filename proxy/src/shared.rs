@@ -240,6 +240,29 @@ pub struct Shared {
     cache_set: redis::Script,
 }
 
+/// One request's counters and what it reserves, as a round trip names them.
+struct Counters<'a> {
+    checks: &'a [Check],
+    /// The Redis key of each check's window.
+    windows: Vec<String>,
+    slots: &'a [Slot],
+    /// The Redis key of each slot's counter.
+    budgets: Vec<String>,
+    amount: u64,
+    now: u64,
+}
+
+/// A reservation's outcome from the script's flags (1: the reservation goes over that
+/// budget): the soft budgets gone over, or the index of the hard one that refused.
+fn outcome(slots: &[Slot], over: &[u64], reserved: bool) -> Result<Vec<String>, usize> {
+    let mut over = slots.iter().zip(over).enumerate().filter(|(_, (_, o))| **o == 1);
+    if reserved {
+        Ok(over.map(|(_, (s, _))| s.name.clone()).collect())
+    } else {
+        Err(over.find(|(_, (s, _))| s.hard()).map_or(usize::MAX, |(i, _)| i))
+    }
+}
+
 /// `n` as a signed count (capped).
 fn signed(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
@@ -470,65 +493,37 @@ impl Shared {
         slots: &[Slot],
         amount: u64,
     ) -> Option<(Vec<Verdict>, Option<Result<Vec<String>, usize>>)> {
-        let window_keys: Vec<String> = checks.iter().map(|c| self.key(c, now)).collect();
-        let budget_keys: Vec<String> = slots.iter().map(|s| s.redis_key(&self.prefix)).collect();
+        let c = Counters {
+            windows: checks.iter().map(|c| self.key(c, now)).collect(),
+            budgets: slots.iter().map(|s| s.redis_key(&self.prefix)).collect(),
+            checks,
+            slots,
+            amount,
+            now,
+        };
         let leasable = self.lease_requests > 1
             && !self.closed.load(Ordering::Acquire)
             && !checks.iter().any(|c| c.tokens)
             && (slots.is_empty() || amount > 0);
-        if leasable {
-            let wants: Vec<(String, u64, u64)> = checks
-                .iter()
-                .zip(&window_keys)
-                .map(|(c, k)| (k.clone(), 1, c.window.max))
-                .chain(
-                    slots
-                        .iter()
-                        .zip(&budget_keys)
-                        .map(|(s, k)| (k.clone(), amount, s.limit())),
-                )
-                .collect();
-            if let Some(counts) = self.leases.take(&wants, now) {
-                let verdicts = checks
-                    .iter()
-                    .zip(counts)
-                    .map(|(c, used)| c.window.verdict(true, used, now, c.scope))
-                    .collect();
-                return Some((verdicts, Some(Ok(Vec::new()))));
-            }
+        if leasable && let Some(verdicts) = self.served_from_leases(&c) {
+            return Some((verdicts, Some(Ok(Vec::new()))));
         }
         // What the leases hold goes first: a window already counted here is neither
         // checked nor counted again, a budget counts only the rest of the reservation.
         let from_windows: Vec<u64> = checks
             .iter()
-            .zip(&window_keys)
-            .map(|(c, k)| match leasable {
-                true => self.leases.take_up_to(k, 1, c.window.max, now),
+            .zip(&c.windows)
+            .map(|(ch, k)| match leasable {
+                true => self.leases.take_up_to(k, 1, ch.window.max, now),
                 false => 0,
             })
             .collect();
-        let from_budgets = self.take_leased(slots, &budget_keys, amount, now);
-        let want = if leasable { self.lease_requests } else { 1 };
-        let mut call = self.check_reserve.prepare_invoke();
-        call.arg(checks.len());
-        for ((c, key), taken) in checks.iter().zip(&window_keys).zip(&from_windows) {
-            call.key(key);
-            call.arg(c.window.max);
-            call.arg(if c.tokens { 0 } else { c.window.window });
-            call.arg(if *taken > 0 { 0 } else { want });
-        }
-        call.arg(amount)
-            .arg(if leasable { self.budget_lease(amount) } else { 0 });
-        for ((s, key), taken) in slots.iter().zip(&budget_keys).zip(&from_budgets) {
-            call.key(key);
-            call.arg(amount - taken);
-            call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
-        }
+        let from_budgets = self.take_leased(slots, &c.budgets, amount, now);
         let ledger = match leasable {
             true => format!("{}:grant:{:016x}", self.prefix, crate::ids::rand_u64()),
             false => String::new(),
         };
-        call.key(&ledger);
+        let call = self.invocation(&c, &from_windows, &from_budgets, leasable, &ledger);
         let (n, m) = (checks.len(), slots.len());
         let whole = |v: &Vec<u64>| {
             v.len()
@@ -541,8 +536,8 @@ impl Shared {
         let v: Vec<u64> = match self.run::<Vec<u64>>(call).await {
             Some(v) if whole(&v) => v,
             answer => {
-                self.give_back_leased(&window_keys, &from_windows, now);
-                self.give_back_leased(&budget_keys, &from_budgets, now);
+                self.give_back_leased(&c.windows, &from_windows, now);
+                self.give_back_leased(&c.budgets, &from_budgets, now);
                 // The script may have run (an answer too late): undo what it counted.
                 if leasable {
                     self.release_later(ledger);
@@ -555,47 +550,99 @@ impl Shared {
         };
         let counted = v[0] == 1;
         if !counted {
-            self.give_back_leased(&window_keys, &from_windows, now);
+            self.give_back_leased(&c.windows, &from_windows, now);
         }
         if !counted || v[n + 1] != 1 {
-            self.give_back_leased(&budget_keys, &from_budgets, now);
+            self.give_back_leased(&c.budgets, &from_budgets, now);
         }
         let verdicts = checks
             .iter()
             .zip(&v[1..=n])
             .zip(&from_windows)
-            .map(|((c, used), taken)| match taken {
+            .map(|((ch, used), taken)| match taken {
                 // Counted here from the lease: Redis's count includes what is leased.
-                0 => c.verdict_for(*used, counted, now),
-                _ => c.window.verdict(true, *used, now, c.scope),
+                0 => ch.verdict_for(*used, counted, now),
+                _ => ch.window.verdict(true, *used, now, ch.scope),
             })
             .collect();
         if !counted {
             return Some((verdicts, None));
         }
+        let reserved = outcome(slots, &v[n + 2..n + 2 + m], v[n + 1] == 1);
+        self.keep_grants(c, &v);
+        Some((verdicts, Some(reserved)))
+    }
+
+    /// The verdicts of a request served wholly from this replica's leases, when they hold
+    /// enough for every window and budget (then spent).
+    fn served_from_leases(&self, c: &Counters<'_>) -> Option<Vec<Verdict>> {
+        let wants: Vec<(&str, u64, u64)> = c
+            .checks
+            .iter()
+            .zip(&c.windows)
+            .map(|(ch, k)| (k.as_str(), 1, ch.window.max))
+            .chain(
+                c.slots
+                    .iter()
+                    .zip(&c.budgets)
+                    .map(|(s, k)| (k.as_str(), c.amount, s.limit())),
+            )
+            .collect();
+        let counts = self.leases.take(&wants, c.now)?;
+        Some(
+            c.checks
+                .iter()
+                .zip(counts)
+                .map(|(ch, used)| ch.window.verdict(true, used, c.now, ch.scope))
+                .collect(),
+        )
+    }
+
+    /// The CHECK_RESERVE call for a request, given what its leases already covered.
+    fn invocation<'s>(
+        &'s self,
+        c: &Counters<'_>,
+        from_windows: &[u64],
+        from_budgets: &[u64],
+        leasable: bool,
+        ledger: &str,
+    ) -> redis::ScriptInvocation<'s> {
+        let want = if leasable { self.lease_requests } else { 1 };
+        let mut call = self.check_reserve.prepare_invoke();
+        call.arg(c.checks.len());
+        for ((ch, key), taken) in c.checks.iter().zip(&c.windows).zip(from_windows) {
+            call.key(key);
+            call.arg(ch.window.max);
+            call.arg(if ch.tokens { 0 } else { ch.window.window });
+            call.arg(if *taken > 0 { 0 } else { want });
+        }
+        call.arg(c.amount)
+            .arg(if leasable { self.budget_lease(c.amount) } else { 0 });
+        for ((s, key), taken) in c.slots.iter().zip(&c.budgets).zip(from_budgets) {
+            call.key(key);
+            call.arg(c.amount - taken);
+            call.arg(s.limit()).arg(u8::from(s.hard())).arg(s.ttl());
+        }
+        call.key(ledger);
+        call
+    }
+
+    /// Keeps the leases a counted round trip granted (`v`: its whole answer).
+    fn keep_grants(self: &Arc<Self>, c: Counters<'_>, v: &[u64]) {
+        let (n, m, now) = (c.checks.len(), c.slots.len(), c.now);
+        let used = &v[1..=n];
         let grants = &v[n + 2 + m..2 * n + 2 + m];
-        for (((c, key), used), grant) in checks.iter().zip(window_keys).zip(&v[1..=n]).zip(grants) {
+        for (((ch, key), used), grant) in c.checks.iter().zip(c.windows).zip(used).zip(grants) {
             if *grant > 1 {
-                let until = (now / c.window.window + 1) * c.window.window;
-                self.keep_lease(key, grant - 1, used + grant, until, c.window.max);
+                let until = (now / ch.window.window + 1) * ch.window.window;
+                self.keep_lease(key, grant - 1, used + grant, until, ch.window.max);
             }
         }
-        for ((s, key), extra) in slots.iter().zip(budget_keys).zip(&v[2 * n + 2 + m..]) {
+        for ((s, key), extra) in c.slots.iter().zip(c.budgets).zip(&v[2 * n + 2 + m..]) {
             if *extra > 0 {
                 self.keep_lease(key, *extra, 0, now + s.ttl(), s.limit());
             }
         }
-        let mut over = slots
-            .iter()
-            .zip(&v[n + 2..n + 2 + m])
-            .enumerate()
-            .filter(|(_, (_, o))| **o == 1);
-        let reserved = if v[n + 1] == 1 {
-            Ok(over.map(|(_, (s, _))| s.name.clone()).collect())
-        } else {
-            Err(over.find(|(_, (s, _))| s.hard()).map_or(usize::MAX, |(i, _)| i))
-        };
-        Some((verdicts, Some(reserved)))
     }
 
     /// Starts the task that gives leases idle for [`crate::leases::IDLE`] back to Redis,

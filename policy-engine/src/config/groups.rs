@@ -445,6 +445,17 @@ mod tests {
         assert_eq!(alone, [("E015".to_owned(), "cache.shared".to_owned())]);
         let shared_cache = findings("cache: {shared: true}\nshared_state: {redis_url: 'redis://127.0.0.1:6379'}\n");
         assert_eq!(shared_cache, Vec::<(String, String)>::new());
+        for (leases, refused) in [("0", true), ("1001", true), ("1", false), ("1000", false)] {
+            let got = findings(&format!(
+                "shared_state: {{redis_url: 'redis://127.0.0.1:6379', lease_requests: {leases}}}\n"
+            ));
+            let want = if refused {
+                vec![("E013".to_owned(), "shared_state.lease_requests".to_owned())]
+            } else {
+                Vec::new()
+            };
+            assert_eq!(got, want, "lease_requests: {leases}");
+        }
     }
 
     #[test]
