@@ -390,6 +390,27 @@ fn dearest(
     (price, unpriced)
 }
 
+/// The dearest price among the request's candidates. A hard budget cannot hold a target
+/// without a price (a provider's budget only its own provider's); under soft budgets an
+/// unpriced model counts nothing.
+fn priced(
+    rt: &Runtime,
+    request: &Value,
+    candidates: &[Arc<Target>],
+    slots: &[Slot],
+) -> Result<kt_policy::pricing::Price, RequestError> {
+    let (price, unpriced) = dearest(rt, request, candidates);
+    let held = |provider: &str| {
+        slots
+            .iter()
+            .any(|s| s.hard && s.provider.as_deref().is_none_or(|p| p == provider))
+    };
+    match unpriced.into_iter().find(|(_, provider)| held(provider)) {
+        Some((model, _)) => Err(RequestError::ModelNotPriced(model)),
+        None => Ok(price),
+    }
+}
+
 /// Reserves the request's most possible cost on its budgets; `None` when none applies.
 /// Sets the request's output maximum when it names none (the `Rewrite` tells how). A provider
 /// budget without room takes that provider's targets out of the request's candidates
@@ -439,17 +460,7 @@ pub(crate) async fn reserve(
     if slots.is_empty() {
         return Ok(None);
     }
-    // A hard budget cannot hold a target without a price (a provider's only its own);
-    // under soft budgets an unpriced model counts nothing.
-    let (price, unpriced) = dearest(rt, request, candidates);
-    let held = |provider: &str| {
-        slots
-            .iter()
-            .any(|s| s.hard && s.provider.as_deref().is_none_or(|p| p == provider))
-    };
-    if let Some((model, _)) = unpriced.into_iter().find(|(_, provider)| held(provider)) {
-        return Err(RequestError::ModelNotPriced(model));
-    }
+    let price = priced(rt, request, candidates, &slots)?;
     let (output, rewrite) = output_maximum(request, client, budgets.reserve_output);
     let cost = (body_bytes as f64 * price.input + output as f64 * price.output) / 1000.0;
     let amount = ((cost * NANO).ceil() as u64).min(MAX_AMOUNT);
