@@ -236,6 +236,8 @@ pub struct Shared {
     release: redis::Script,
     /// Set once the gateway shuts down: no more leases are taken.
     closed: AtomicBool,
+    /// Whether a timer will start the writer again (Redis away).
+    retry_armed: AtomicBool,
     cache_get: redis::Script,
     cache_set: redis::Script,
 }
@@ -369,6 +371,7 @@ impl Shared {
             releases: Mutex::new(Vec::new()),
             release: redis::Script::new(RELEASE),
             closed: AtomicBool::new(false),
+            retry_armed: AtomicBool::new(false),
             cache_get: redis::Script::new(CACHE_GET),
             cache_set: redis::Script::new(CACHE_SET),
         })
@@ -721,9 +724,14 @@ impl Shared {
                 }
                 continue;
             }
-            if self.backing_off() {
-                // Redis is known to be away and nothing was sent: the batch waits for it.
-                // (A call that was sent and failed is not repeated: it may have been applied.)
+            let mut call = self.adjust.prepare_invoke();
+            for (key, delta) in batch.iter().filter(|(_, d)| **d != 0) {
+                call.key(key);
+                call.arg(*delta);
+            }
+            // A call certainly not sent (Redis away) waits for Redis with the batch; one
+            // that was sent and failed is not made again: it may have been applied.
+            if let Err(true) = self.call::<i64>(call).await {
                 {
                     let mut queue = self.settlements.lock().unwrap_or_else(|p| p.into_inner());
                     for (key, delta) in batch {
@@ -735,21 +743,19 @@ impl Shared {
                 self.retry_later();
                 return;
             }
-            let mut call = self.adjust.prepare_invoke();
-            for (key, delta) in batch.into_iter().filter(|(_, d)| *d != 0) {
-                call.key(key);
-                call.arg(delta);
-            }
-            let _: Option<i64> = self.run(call).await;
         }
     }
 
-    /// Starts the writer again once Redis may be back.
+    /// Starts the writer again once Redis may be back (one timer at a time).
     fn retry_later(self: &Arc<Self>) {
+        if self.retry_armed.swap(true, Ordering::AcqRel) {
+            return;
+        }
         let me = Arc::downgrade(self);
         tokio::spawn(async move {
             tokio::time::sleep(BACKOFF).await;
             if let Some(me) = me.upgrade() {
+                me.retry_armed.store(false, Ordering::Release);
                 me.kick();
             }
         });
@@ -795,7 +801,8 @@ impl Shared {
 
     /// The gateway is shutting down: no more leases are taken, and what the leases hold,
     /// the queued settlements and the undoing of lost round trips are written now (within
-    /// a few seconds), so a stopped replica leaves nothing counted that it did not use.
+    /// a few seconds, when Redis answers), so a stopped replica leaves nothing counted that
+    /// it did not use.
     pub async fn close(self: &Arc<Self>) {
         self.closed.store(true, Ordering::Release);
         let back = self.leases.drain(now_secs());
@@ -885,21 +892,36 @@ impl Shared {
     /// One script call, connection included, within one `timeout_ms`; `None` (and Redis
     /// marked away) on failure.
     async fn run<T: redis::FromRedisValue>(&self, call: redis::ScriptInvocation<'_>) -> Option<T> {
+        self.call(call).await.ok()
+    }
+
+    /// As [`Shared::run`]; a failure says whether the call was certainly not sent (no
+    /// connection, or the connection refused), so that it may be made again without being
+    /// applied twice.
+    async fn call<T: redis::FromRedisValue>(&self, call: redis::ScriptInvocation<'_>) -> Result<T, bool> {
         let attempt = async {
             let Some(mut conn) = self.connection().await else {
-                return Err(None);
+                return Err((None, true));
             };
-            call.invoke_async(&mut conn).await.map_err(|e| Some(e.to_string()))
+            call.invoke_async(&mut conn)
+                .await
+                .map_err(|e| (Some(e.to_string()), e.is_connection_refusal()))
         };
         match tokio::time::timeout(self.timeout, attempt).await {
             Ok(Ok(v)) => {
                 self.recovered();
-                Some(v)
+                Ok(v)
             }
             // The connection's failure is already noted.
-            Ok(Err(None)) => None,
-            Ok(Err(Some(e))) => self.failed(&e),
-            Err(_) => self.failed("no answer within shared_state.timeout_ms"),
+            Ok(Err((None, unsent))) => Err(unsent),
+            Ok(Err((Some(e), unsent))) => {
+                self.failed::<()>(&e);
+                Err(unsent)
+            }
+            Err(_) => {
+                self.failed::<()>("no answer within shared_state.timeout_ms");
+                Err(false)
+            }
         }
     }
 
@@ -1357,12 +1379,17 @@ mod tests {
         s.adjust_budgets(&slot, -40);
         s.release_later("p:grant:0".to_owned());
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let kept = s
-            .settlements
-            .lock()
-            .map(|q| q.values().copied().collect::<Vec<_>>())
-            .unwrap_or_default();
-        assert_eq!(kept, vec![-40]);
+        let kept = || {
+            s.settlements
+                .lock()
+                .map(|q| q.values().copied().collect::<Vec<_>>())
+                .unwrap_or_default()
+        };
+        assert_eq!(kept(), vec![-40]);
+        assert_eq!(s.releases.lock().map(|r| r.len()).unwrap_or(0), 1);
+        // Still away after the back-off: the writer's own try is refused, and both wait on.
+        tokio::time::sleep(Duration::from_millis(1_300)).await;
+        assert_eq!(kept(), vec![-40]);
         assert_eq!(s.releases.lock().map(|r| r.len()).unwrap_or(0), 1);
     }
 

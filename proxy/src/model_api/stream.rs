@@ -297,7 +297,11 @@ pub async fn relay(
                 return fail(session, &mut out, body).await.map(|()| false);
             }
         };
-        let beyond = meter.first_beyond(events.iter().map(|e| e.data.as_str()));
+        // Events after the stream's end are dropped by the relay, and not metered.
+        let beyond = match st.done {
+            true => None,
+            false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
+        };
         if let Some(i) = beyond {
             events.truncate(i);
         }
@@ -1007,7 +1011,10 @@ pub async fn relay_native(
         let step = match next_chunk(session, &mut exchange, &mut out).await? {
             Ok(Some(chunk)) => match parser.push(&chunk) {
                 Ok(mut events) => {
-                    let beyond = meter.first_beyond(events.iter().map(|e| e.data.as_str()));
+                    let beyond = match st.done {
+                        true => None,
+                        false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
+                    };
                     if let Some(i) = beyond {
                         events.truncate(i);
                     }
@@ -1205,7 +1212,13 @@ impl NativeRelay<'_> {
         if self.format == StreamFormat::Responses {
             for (key, _) in &deltas {
                 if !self.templates.contains_key(key) {
-                    self.templates.insert(*key, v.clone());
+                    // Only what names the text stream (its item and indexes).
+                    let shape: serde_json::Map<String, Value> =
+                        ["item_id", "output_index", "content_index", "summary_index"]
+                            .iter()
+                            .filter_map(|n| v.get(*n).map(|x| ((*n).to_owned(), x.clone())))
+                            .collect();
+                    self.templates.insert(*key, Value::Object(shape));
                 }
             }
         }
