@@ -596,55 +596,10 @@ fn hit_main(args: &[String]) -> Res<()> {
     Ok(())
 }
 
-fn run_main(args: &[String]) -> Res<()> {
-    let rounds: usize = flag(args, "--rounds").and_then(|v| v.parse().ok()).unwrap_or(3);
-    let secs: f64 = flag(args, "--seconds").and_then(|v| v.parse().ok()).unwrap_or(3.0);
-    let conns: usize = flag(args, "--connections").and_then(|v| v.parse().ok()).unwrap_or(32);
-    let root = PathBuf::from(flag(args, "--root").unwrap_or("."));
-    let release = root.join("target/release");
-    let kt = release.join("kt");
-    let bare = release.join("examples/bare_passthrough");
-    let me = std::env::current_exe().map_err(|e| e.to_string())?;
-    for p in [&kt, &bare] {
-        if !p.exists() {
-            return Err(format!("{} is missing: run scripts/load, which builds it", p.display()));
-        }
-    }
-    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-
-    // The mock shares CPU 1 with this process (started under `taskset -c 1`).
-    let mock_addr = free_port()?;
-    let mock = Command::new(&me)
-        .args(["mock", "--listen", &mock_addr])
-        .stdout(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mock = Target {
-        name: "direct",
-        addr: mock_addr.clone(),
-        child: Some(mock),
-        extra: String::new(),
-    };
-    wait_listening(&mock_addr)?;
-
-    let bare_addr = free_port()?;
-    let bare_child = spawn_on_cpu0(&bare, &[&bare_addr, &mock_addr, "1"], dir.path())?;
-    wait_listening(&bare_addr)?;
-    let nginx = nginx_target(dir.path(), &mock_addr)?;
-    let pingora = Target {
-        name: "pingora",
-        addr: bare_addr,
-        child: Some(bare_child),
-        extra: String::new(),
-    };
-    let kt_none = kt_target("kt-none", &kt, dir.path(), &mock_addr, Lane::None)?;
-    let kt_chain = kt_target("kt-chain", &kt, dir.path(), &mock_addr, Lane::Chain)?;
-    let kt_governed = kt_target("kt-governed", &kt, dir.path(), &mock_addr, Lane::Governed)?;
-    std::thread::sleep(Duration::from_millis(500));
-    let idle_rss = kt_chain.rss();
-    let targets = [&mock, &nginx, &pingora, &kt_none, &kt_chain, &kt_governed];
-
-    let rt = runtime()?;
+/// The request shapes of a run: chat bodies of alternating turns; one 16 KiB document in a
+/// single user message; a stream the upstream writes in one piece, and one it writes event
+/// by event.
+fn scenarios() -> Vec<(&'static str, Vec<u8>)> {
     let chat = |kib: usize| serde_json::to_vec(&kt_benches::chat_body(kib * 1024, 7)).unwrap_or_default();
     let mut sse_body = kt_benches::chat_body(1024, 7);
     sse_body["stream"] = json!(true);
@@ -654,18 +609,24 @@ fn run_main(args: &[String]) -> Res<()> {
     sse_split["stream"] = json!(true);
     sse_split["mock_split"] = json!(1);
     let sse_split = serde_json::to_vec(&sse_split).unwrap_or_default();
-    // Chat bodies of alternating turns; one 16 KiB document in a single user message; a
-    // stream the upstream writes in one piece, and one it writes event by event.
-    let scenarios: Vec<(&str, Vec<u8>)> = vec![
+    vec![
         ("chat 1 KiB", chat(1)),
         ("chat 16 KiB", chat(16)),
         ("doc 16 KiB", document),
         ("sse 1 KiB", sse_body),
         ("sse split", sse_split),
-    ];
+    ]
+}
 
-    // Throughput, closed loop, interleaved targets per round.
-    let mut results: BTreeMap<(usize, &str), Sample> = BTreeMap::new();
+/// Throughput, closed loop, targets interleaved within each round (rotated each round so
+/// no target always runs first): per (scenario, target), each round's figures.
+fn throughput(
+    rt: &tokio::runtime::Runtime,
+    targets: &[&Target],
+    scenarios: &[(&'static str, Vec<u8>)],
+    (rounds, secs, conns): (usize, f64, usize),
+) -> BTreeMap<(usize, &'static str), Sample> {
+    let mut results: BTreeMap<(usize, &'static str), Sample> = BTreeMap::new();
     eprintln!(
         "kt-load: {rounds} round(s), {secs} s per run, {conns} connections; proxies on CPU 0, load + mock on CPU 1"
     );
@@ -698,47 +659,44 @@ fn run_main(args: &[String]) -> Res<()> {
             }
         }
     }
+    results
+}
 
-    // Light load: one connection.
-    let mut light: BTreeMap<&str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
+/// Light load, one connection: per target, each round's p50 and p99.
+fn light_load(
+    rt: &tokio::runtime::Runtime,
+    targets: &[&Target],
+    body: &[u8],
+    rounds: usize,
+    secs: f64,
+) -> BTreeMap<&'static str, (Vec<f64>, Vec<f64>)> {
+    let mut light: BTreeMap<&'static str, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for round in 0..rounds {
         for k in 0..targets.len() {
             let t = targets[(k + round) % targets.len()];
-            let req = Arc::new(request_bytes(&t.addr, &scenarios[0].1, &t.extra));
+            let req = Arc::new(request_bytes(&t.addr, body, &t.extra));
             let st = rt.block_on(closed_loop(&t.addr, req, 1, secs.min(2.0)));
             let e = light.entry(t.name).or_default();
             e.0.push(st.pct(0.5));
             e.1.push(st.pct(0.99));
         }
     }
+    light
+}
 
-    // A fixed rate of half of kt-chain's 1 KiB maximum.
-    let kt_max = median(&results.get(&(0, "kt-chain")).map(|s| s.rps.clone()).unwrap_or_default());
-    let rate = (kt_max / 2.0).max(100.0);
-    // The same schedule against the mock and the bare Pingora shows the floor this machine
-    // and generator set (their tails come from the machine, not from a proxy's work).
-    let mut fixed = Vec::new();
-    for t in [&mock, &pingora, &kt_chain] {
-        let req = Arc::new(request_bytes(&t.addr, &scenarios[0].1, ""));
-        fixed.push((t.name, rt.block_on(fixed_rate(&t.addr, req, rate, secs.max(3.0), 64))));
-    }
-
-    // 512 concurrent paced streams (20 events 50 ms apart ≈ 1 s each) through kt-chain.
-    let streams = 512;
+/// `streams` concurrent paced streams (20 events 50 ms apart, about 1 s each) through
+/// `addr`: the durations of those completed, how many failed, and the wall time of all.
+fn paced_streams(rt: &tokio::runtime::Runtime, addr: &str, streams: usize) -> (Vec<f64>, usize, f64) {
     let mut paced = kt_benches::chat_body(1024, 7);
     paced["stream"] = json!(true);
     paced["mock_pace_ms"] = json!(50);
     paced["mock_events"] = json!(20);
-    let req = Arc::new(request_bytes(
-        &kt_chain.addr,
-        &serde_json::to_vec(&paced).unwrap_or_default(),
-        "",
-    ));
-    let st = rt.block_on(async {
+    let req = Arc::new(request_bytes(addr, &serde_json::to_vec(&paced).unwrap_or_default(), ""));
+    rt.block_on(async {
         let t0 = Instant::now();
         let mut tasks = Vec::new();
         for _ in 0..streams {
-            let (addr, req) = (kt_chain.addr.clone(), Arc::clone(&req));
+            let (addr, req) = (addr.to_owned(), Arc::clone(&req));
             tasks.push(tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let t = Instant::now();
@@ -761,13 +719,17 @@ fn run_main(args: &[String]) -> Res<()> {
             }
         }
         (done, failed, t0.elapsed().as_secs_f64())
-    });
-    let (durations, stream_failures, streams_wall) = st;
-    let slowest = durations.iter().copied().fold(0.0, f64::max);
-    let busy_rss = kt_chain.rss();
+    })
+}
 
-    // Report.
-    let mut out = String::new();
+/// The throughput tables: per scenario, each target's medians and the ratios between them.
+fn report_throughput(
+    out: &mut String,
+    results: &BTreeMap<(usize, &'static str), Sample>,
+    scenarios: &[(&'static str, Vec<u8>)],
+    targets: &[&Target],
+    rounds: usize,
+) {
     let get = |si: usize, name: &'static str| results.get(&(si, name));
     for (si, (sname, _)) in scenarios.iter().enumerate() {
         out.push_str(&format!(
@@ -775,7 +737,7 @@ fn run_main(args: &[String]) -> Res<()> {
             "target", "req/s", "× pingora", "CPU µs/req", "p50 ms", "p99 ms", "errors"
         ));
         let base = get(si, "pingora").map_or(1.0, |s| median(&s.rps));
-        for t in &targets {
+        for t in targets {
             if let Some(s) = get(si, t.name) {
                 out.push_str(&format!(
                     "{:<11} {:>10.0} {:>9.2} {:>12.1} {:>9.2} {:>9.2} {:>7}\n",
@@ -821,6 +783,88 @@ fn run_main(args: &[String]) -> Res<()> {
             paired("kt-governed", "kt-chain"),
         ));
     }
+}
+
+/// The mock provider (the `direct` target, on CPU 1 with this process, which runs under
+/// `taskset -c 1`) and the bare Pingora passthrough in front of it (on CPU 0).
+fn mock_and_pingora(me: &Path, bare: &Path, dir: &Path) -> Res<(Target, Target)> {
+    let mock_addr = free_port()?;
+    let mock = Command::new(me)
+        .args(["mock", "--listen", &mock_addr])
+        .stdout(Stdio::null())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mock = Target {
+        name: "direct",
+        addr: mock_addr.clone(),
+        child: Some(mock),
+        extra: String::new(),
+    };
+    wait_listening(&mock_addr)?;
+    let bare_addr = free_port()?;
+    let bare_child = spawn_on_cpu0(bare, &[&bare_addr, &mock_addr, "1"], dir)?;
+    wait_listening(&bare_addr)?;
+    let pingora = Target {
+        name: "pingora",
+        addr: bare_addr,
+        child: Some(bare_child),
+        extra: String::new(),
+    };
+    Ok((mock, pingora))
+}
+
+fn run_main(args: &[String]) -> Res<()> {
+    let rounds: usize = flag(args, "--rounds").and_then(|v| v.parse().ok()).unwrap_or(3);
+    let secs: f64 = flag(args, "--seconds").and_then(|v| v.parse().ok()).unwrap_or(3.0);
+    let conns: usize = flag(args, "--connections").and_then(|v| v.parse().ok()).unwrap_or(32);
+    let root = PathBuf::from(flag(args, "--root").unwrap_or("."));
+    let release = root.join("target/release");
+    let kt = release.join("kt");
+    let bare = release.join("examples/bare_passthrough");
+    let me = std::env::current_exe().map_err(|e| e.to_string())?;
+    for p in [&kt, &bare] {
+        if !p.exists() {
+            return Err(format!("{} is missing: run scripts/load, which builds it", p.display()));
+        }
+    }
+    let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+
+    let (mock, pingora) = mock_and_pingora(&me, &bare, dir.path())?;
+    let mock_addr = mock.addr.clone();
+    let nginx = nginx_target(dir.path(), &mock_addr)?;
+    let kt_none = kt_target("kt-none", &kt, dir.path(), &mock_addr, Lane::None)?;
+    let kt_chain = kt_target("kt-chain", &kt, dir.path(), &mock_addr, Lane::Chain)?;
+    let kt_governed = kt_target("kt-governed", &kt, dir.path(), &mock_addr, Lane::Governed)?;
+    std::thread::sleep(Duration::from_millis(500));
+    let idle_rss = kt_chain.rss();
+    let targets = [&mock, &nginx, &pingora, &kt_none, &kt_chain, &kt_governed];
+
+    let rt = runtime()?;
+    let scenarios = scenarios();
+
+    let results = throughput(&rt, &targets, &scenarios, (rounds, secs, conns));
+
+    let light = light_load(&rt, &targets, &scenarios[0].1, rounds, secs);
+
+    // A fixed rate of half of kt-chain's 1 KiB maximum.
+    let kt_max = median(&results.get(&(0, "kt-chain")).map(|s| s.rps.clone()).unwrap_or_default());
+    let rate = (kt_max / 2.0).max(100.0);
+    // The same schedule against the mock and the bare Pingora shows the floor this machine
+    // and generator set (their tails come from the machine, not from a proxy's work).
+    let mut fixed = Vec::new();
+    for t in [&mock, &pingora, &kt_chain] {
+        let req = Arc::new(request_bytes(&t.addr, &scenarios[0].1, ""));
+        fixed.push((t.name, rt.block_on(fixed_rate(&t.addr, req, rate, secs.max(3.0), 64))));
+    }
+
+    let streams = 512;
+    let (durations, stream_failures, streams_wall) = paced_streams(&rt, &kt_chain.addr, streams);
+    let slowest = durations.iter().copied().fold(0.0, f64::max);
+    let busy_rss = kt_chain.rss();
+
+    // Report.
+    let mut out = String::new();
+    report_throughput(&mut out, &results, &scenarios, &targets, rounds);
     out.push_str("\nlight load (1 connection, chat 1 KiB): p50 / p99 ms, added over direct\n");
     let (d50, d99) = light.get("direct").map_or((0.0, 0.0), |(a, b)| (median(a), median(b)));
     for t in &targets {
