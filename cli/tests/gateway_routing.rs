@@ -2105,14 +2105,7 @@ fn a_stream_cut_short_keeps_its_reservation() {
 fn a_stream_that_outruns_its_reservation_is_ended_by_its_budget() {
     // A provider that ignores the output maximum it is sent: 30 tokens, one per event,
     // whatever max_tokens says.
-    let careless = MockProvider::start(|_| Reply::Sse {
-        events: chat_chunks(&"x".repeat(30), 1, true)
-            .into_iter()
-            .map(|d| (None, d))
-            .collect(),
-        split: 0,
-        pace: Duration::ZERO,
-    });
+    let careless = MockProvider::start(|_| Reply::sse_data(chat_chunks(&"x".repeat(30), 1, true), 0));
     // One reservation (the body as input, 10 output tokens: about $0.1) fits in $0.15,
     // two do not.
     let yaml = budget_yaml(&careless, "{name: daily, limit_usd: 0.15, period: day}", "");
@@ -2148,14 +2141,7 @@ fn a_stream_that_outruns_its_reservation_is_ended_by_its_budget() {
     let r = http(&soft.addr, "POST", "/v1/chat/completions", Some(body.as_bytes())).expect("answer");
     assert_eq!(streamed_text(&r.body), "x".repeat(30), "{}", r.text());
     // A provider that keeps to the maximum streams to its end.
-    let careful = MockProvider::start(|_| Reply::Sse {
-        events: chat_chunks(&"y".repeat(10), 1, true)
-            .into_iter()
-            .map(|d| (None, d))
-            .collect(),
-        split: 0,
-        pace: Duration::ZERO,
-    });
+    let careful = MockProvider::start(|_| Reply::sse_data(chat_chunks(&"y".repeat(10), 1, true), 0));
     let (_d, gw) = start(&budget_yaml(
         &careful,
         "{name: daily, limit_usd: 0.15, period: day}",

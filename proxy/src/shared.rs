@@ -440,14 +440,12 @@ impl Shared {
             .and_then(|(_, reserved)| reserved)
     }
 
-    /// What this replica's leases hold towards a reservation of `amount` on each slot
-    /// (taken out of them; the round trip counts the rest).
-    fn take_leased(&self, slots: &[Slot], keys: &[String], amount: u64, now: u64) -> Vec<u64> {
-        slots
-            .iter()
-            .zip(keys)
-            .map(|(s, k)| match self.lease_requests > 1 {
-                true => self.leases.take_up_to(k, amount, s.limit(), now),
+    /// What this replica's leases hold towards each want (key, units, the counter's limit
+    /// now), taken out of them; the round trip counts the rest.
+    fn take_leased<'k>(&self, wants: impl Iterator<Item = (&'k String, u64, u64)>, now: u64) -> Vec<u64> {
+        wants
+            .map(|(k, units, limit)| match self.lease_requests > 1 {
+                true => self.leases.take_up_to(k, units, limit, now),
                 false => 0,
             })
             .collect()
@@ -513,15 +511,14 @@ impl Shared {
         }
         // What the leases hold goes first: a window already counted here is neither
         // checked nor counted again, a budget counts only the rest of the reservation.
-        let from_windows: Vec<u64> = checks
-            .iter()
-            .zip(&c.windows)
-            .map(|(ch, k)| match leasable {
-                true => self.leases.take_up_to(k, 1, ch.window.max, now),
-                false => 0,
-            })
-            .collect();
-        let from_budgets = self.take_leased(slots, &c.budgets, amount, now);
+        let from_windows = self.take_leased(
+            checks
+                .iter()
+                .zip(&c.windows)
+                .map(|(ch, k)| (k, u64::from(!ch.tokens), ch.window.max)),
+            now,
+        );
+        let from_budgets = self.take_leased(slots.iter().zip(&c.budgets).map(|(s, k)| (k, amount, s.limit())), now);
         let ledger = match leasable {
             true => format!("{}:grant:{:016x}", self.prefix, crate::ids::rand_u64()),
             false => String::new(),

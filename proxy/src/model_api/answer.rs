@@ -33,7 +33,7 @@ pub(crate) struct Answered<'a> {
     pub target: &'a Arc<Target>,
     /// The output tokens its budget reservation covers, when it has one (streams are
     /// metered against them).
-    pub reserved_output: Option<u64>,
+    pub metered_output: Option<u64>,
 }
 
 impl Answered<'_> {

@@ -184,7 +184,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         r.dispatched = p.billable;
     }
     let (target, exchange) = attempted?;
-    let reserved_output = reservation.as_ref().and_then(|r| r.metered_output);
+    let metered_output = reservation.as_ref().and_then(|r| r.metered_output);
     p.target = Some(target.id.clone());
     if let Some(ev) = ctx.event.as_mut() {
         ev.target = Some(target.id.clone());
@@ -204,7 +204,7 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         headers: &admitted.headers,
         decision,
         target: &target,
-        reserved_output,
+        metered_output,
     };
     if req.stream {
         let h = answer_headers(ctx, p, &answered.decision);

@@ -49,7 +49,7 @@ pub(crate) async fn relay_for(
         _ if anthropic => StreamFormat::Anthropic,
         _ => StreamFormat::OpenAiChat,
     };
-    let mut meter = Meter::new(a.reserved_output, upstream);
+    let mut meter = Meter::new(a.metered_output, upstream);
     let (policy, request, headers, opts) = (a.policy, &a.req.request, a.headers, gw.opts());
     match client {
         ClientApi::OpenAiChat => {
