@@ -42,6 +42,20 @@ pub fn parse_strict(bytes: &[u8]) -> Result<Value, BodyError> {
     Ok(value)
 }
 
+/// Objects with at most this many keys are searched in order: comparing a few short keys
+/// costs less than hashing the one looked for (request messages have two or three).
+const SCAN_KEYS: usize = 8;
+
+/// `v[key]` when `v` is an object that has it.
+pub fn member<'a>(v: &'a Value, key: &str) -> Option<&'a Value> {
+    let Value::Object(o) = v else { return None };
+    if o.len() <= SCAN_KEYS {
+        o.iter().find(|(k, _)| k.as_str() == key).map(|(_, x)| x)
+    } else {
+        o.get(key)
+    }
+}
+
 fn classify(e: serde_json::Error) -> BodyError {
     let text = e.to_string();
     match text.strip_prefix(DUPLICATE) {
@@ -123,6 +137,20 @@ impl<'de> Visitor<'de> for StrictValue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_finds_keys_in_small_and_large_objects() {
+        let small = serde_json::json!({"role": "user", "content": "hi"});
+        assert_eq!(member(&small, "content"), Some(&Value::from("hi")));
+        assert_eq!(member(&small, "name"), None);
+        let large: Map<String, Value> = (0..40).map(|i| (format!("k{i}"), Value::from(i))).collect();
+        let large = Value::Object(large);
+        assert_eq!(member(&large, "k0"), Some(&Value::from(0)));
+        assert_eq!(member(&large, "k39"), Some(&Value::from(39)));
+        assert_eq!(member(&large, "k40"), None);
+        assert_eq!(member(&Value::from("content"), "content"), None);
+        assert_eq!(member(&Value::Array(vec![small.clone()]), "role"), None);
+    }
 
     #[test]
     fn a_repeated_key_anywhere_is_refused() {

@@ -9,6 +9,8 @@
 
 use serde_json::Value;
 
+use crate::json::member;
+
 mod texts;
 
 pub use texts::{request_texts, response_texts};
@@ -220,12 +222,12 @@ impl ChatAnswerView<'_> {
 /// Tool declarations and tool calls carried by a request body.
 pub fn request_tools(body: &Value) -> Vec<ToolUse<'_>> {
     let mut out = Vec::new();
-    if let Some(Value::Array(tools)) = body.get("tools") {
+    if let Some(Value::Array(tools)) = member(body, "tools") {
         for t in tools {
             let name = t
                 .get("function")
-                .and_then(|f| f.get("name"))
-                .or_else(|| t.get("name"))
+                .and_then(|f| member(f, "name"))
+                .or_else(|| member(t, "name"))
                 .and_then(Value::as_str);
             if let Some(name) = name {
                 out.push(ToolUse {
@@ -236,12 +238,12 @@ pub fn request_tools(body: &Value) -> Vec<ToolUse<'_>> {
             }
         }
     }
-    if let Some(Value::Array(messages)) = body.get("messages") {
+    if let Some(Value::Array(messages)) = member(body, "messages") {
         for m in messages {
             collect_calls(m, &mut out);
         }
     }
-    if let Some(Value::Array(items)) = body.get("input") {
+    if let Some(Value::Array(items)) = member(body, "input") {
         for item in items {
             collect_calls(item, &mut out);
         }
@@ -252,15 +254,15 @@ pub fn request_tools(body: &Value) -> Vec<ToolUse<'_>> {
 /// Tool calls the model asked for in a response body.
 pub fn response_tools(body: &Value) -> Vec<ToolUse<'_>> {
     let mut out = Vec::new();
-    if let Some(Value::Array(choices)) = body.get("choices") {
+    if let Some(Value::Array(choices)) = member(body, "choices") {
         for c in choices {
-            if let Some(m) = c.get("message") {
+            if let Some(m) = member(c, "message") {
                 collect_calls(m, &mut out);
             }
         }
     }
     collect_calls(body, &mut out);
-    if let Some(Value::Array(items)) = body.get("output") {
+    if let Some(Value::Array(items)) = member(body, "output") {
         for item in items {
             collect_calls(item, &mut out);
         }
@@ -269,10 +271,10 @@ pub fn response_tools(body: &Value) -> Vec<ToolUse<'_>> {
 }
 
 fn collect_calls<'a>(m: &'a Value, out: &mut Vec<ToolUse<'a>>) {
-    if let Some(Value::Array(calls)) = m.get("tool_calls") {
+    if let Some(Value::Array(calls)) = member(m, "tool_calls") {
         for call in calls {
-            let f = call.get("function").unwrap_or(call);
-            if let Some(name) = f.get("name").and_then(Value::as_str) {
+            let f = member(call, "function").unwrap_or(call);
+            if let Some(name) = member(f, "name").and_then(Value::as_str) {
                 out.push(ToolUse {
                     name,
                     arguments: call_arguments(f),
@@ -281,21 +283,21 @@ fn collect_calls<'a>(m: &'a Value, out: &mut Vec<ToolUse<'a>>) {
             }
         }
     }
-    if let Some(Value::Array(blocks)) = m.get("content") {
+    if let Some(Value::Array(blocks)) = member(m, "content") {
         for b in blocks {
-            if b.get("type").and_then(Value::as_str) == Some("tool_use")
-                && let Some(name) = b.get("name").and_then(Value::as_str)
+            if member(b, "type").and_then(Value::as_str) == Some("tool_use")
+                && let Some(name) = member(b, "name").and_then(Value::as_str)
             {
                 out.push(ToolUse {
                     name,
-                    arguments: b.get("input").map(ToolArgs::Value),
+                    arguments: member(b, "input").map(ToolArgs::Value),
                     declared_only: false,
                 });
             }
         }
     }
-    if m.get("type").and_then(Value::as_str) == Some("function_call")
-        && let Some(name) = m.get("name").and_then(Value::as_str)
+    if member(m, "type").and_then(Value::as_str) == Some("function_call")
+        && let Some(name) = member(m, "name").and_then(Value::as_str)
     {
         out.push(ToolUse {
             name,
@@ -307,7 +309,7 @@ fn collect_calls<'a>(m: &'a Value, out: &mut Vec<ToolUse<'a>>) {
 
 /// The `arguments` of an OpenAI-style call: encoded in a string, or a JSON value.
 fn call_arguments(f: &Value) -> Option<ToolArgs<'_>> {
-    match f.get("arguments")? {
+    match member(f, "arguments")? {
         Value::String(s) => Some(ToolArgs::Encoded(s)),
         v => Some(ToolArgs::Value(v)),
     }
@@ -315,7 +317,7 @@ fn call_arguments(f: &Value) -> Option<ToolArgs<'_>> {
 
 /// The `model` a request asks for.
 pub fn request_model(body: &Value) -> Option<&str> {
-    body.get("model").and_then(Value::as_str)
+    member(body, "model").and_then(Value::as_str)
 }
 
 /// Replaces the string at `path` in `body`. Returns false when the path no longer holds a

@@ -20,6 +20,7 @@
 use serde_json::Value;
 
 use super::{Role, Seg, TextSegment};
+use crate::json::member;
 
 /// Schema keywords whose string values are structure, not text a model reads as prose.
 const SCHEMA_STRUCTURE: &[&str] = &["type", "format", "pattern", "$ref", "$schema", "$id", "required"];
@@ -80,7 +81,7 @@ impl<'a> Walk<'a> {
 
     /// Visits `v[key]` when it is there and not null.
     fn field(&mut self, v: &'a Value, key: &'static str, f: impl FnOnce(&mut Self, &'a Value)) {
-        if let Some(x) = v.get(key).filter(|x| !x.is_null()) {
+        if let Some(x) = member(v, key).filter(|x| !x.is_null()) {
             self.at(Seg::Key(key), |w| f(w, x));
         }
     }
@@ -142,19 +143,19 @@ impl<'a> Walk<'a> {
 
     /// One content part of any API.
     fn part(&mut self, role: Role, part: &'a Value) {
-        let Value::Object(o) = part else {
+        let Value::Object(_) = part else {
             if let Value::String(s) = part {
                 self.text(role, s);
             }
             return;
         };
-        match o.get("type").and_then(Value::as_str) {
+        match member(part, "type").and_then(Value::as_str) {
             Some("tool_use" | "server_tool_use") => self.field(part, "input", |w, v| w.any_text(Role::Assistant, v)),
             Some("tool_result" | "web_search_tool_result") => {
                 self.field(part, "content", |w, v| w.content(Role::Tool, v))
             }
             Some("document") => self.field(part, "source", |w, s| {
-                if s.get("type").and_then(Value::as_str) == Some("text") {
+                if member(s, "type").and_then(Value::as_str) == Some("text") {
                     w.field(s, "data", |w, d| w.content(role, d));
                 }
                 w.field(s, "content", |w, c| w.content(role, c));
@@ -169,7 +170,9 @@ impl<'a> Walk<'a> {
 
     /// A chat or Messages message, by its own role.
     fn message(&mut self, m: &'a Value) {
-        let role = m.get("role").and_then(Value::as_str).map_or(Role::User, Role::parse);
+        let role = member(m, "role")
+            .and_then(Value::as_str)
+            .map_or(Role::User, Role::parse);
         self.message_as(role, m);
     }
 
@@ -191,13 +194,13 @@ impl<'a> Walk<'a> {
 
     /// An item of Responses `input`/`output`, or of embeddings/completions input lists.
     fn input_item(&mut self, item: &'a Value) {
-        let Value::Object(o) = item else {
+        let Value::Object(_) = item else {
             if let Value::String(s) = item {
                 self.text(Role::User, s);
             }
             return;
         };
-        match o.get("type").and_then(Value::as_str) {
+        match member(item, "type").and_then(Value::as_str) {
             Some("function_call") => self.call_arguments(item),
             Some("custom_tool_call") => self.field(item, "input", |w, v| w.any_text(Role::Assistant, v)),
             Some("function_call_output" | "custom_tool_call_output") => {
@@ -210,7 +213,7 @@ impl<'a> Walk<'a> {
 
     /// A tool or function the caller declares: its description and its parameter schema.
     fn tool_declaration(&mut self, t: &'a Value) {
-        if t.get("function").is_some() {
+        if member(t, "function").is_some() {
             return self.field(t, "function", |w, f| w.tool_declaration(f));
         }
         self.field(t, "description", |w, v| w.content(Role::Tool, v));
@@ -221,7 +224,7 @@ impl<'a> Walk<'a> {
 
     /// `response_format` (`{json_schema: {description, schema}}`) or Responses `text.format`.
     fn answer_format(&mut self, v: &'a Value) {
-        if v.get("json_schema").is_some() {
+        if member(v, "json_schema").is_some() {
             return self.field(v, "json_schema", |w, s| w.answer_format(s));
         }
         self.field(v, "description", |w, d| w.content(Role::System, d));

@@ -127,7 +127,7 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
     // "override mode", and "ignore the previous instructions" in other languages.
     (
         r"(?:ignore|disregard|forget)\W+(?:all\W+)?(?:of\W+)?the\W+above\W+(?:and\W+|,\W*|\.\W*|instead\W+)(?:\w+\W+){0,2}?(?:say|print|repeat|give|tell|write|output|respond|answer|reply)",
-        Some(&["above"]),
+        None,
     ),
     (
         r"(?:enter|entering|activate|activating|enable|enabling|engage|engaging|switch(?:ing)? (?:to|into))\W+(?:\w+\W+){0,3}?override\W+mode",
@@ -180,7 +180,7 @@ const PATTERNS: &[(&str, Option<&[&str]>)] = &[
     // "Ignore the user", and "forget everything above / before this".
     (
         r"(?:(?:ignore|disregard)\W+(?:the|your)\W+user(?:'s)?\W+(?:and|request|question|instructions|input|message)|(?:ignore|disregard|forget)\W+(?:all\W+)?(?:of\W+)?(?:the\W+)?(?:every?thing|all\W+text|text|words)\W+(?:(?:written|said|stated|you(?:'ve| have)? (?:read|seen))\W+)?(?:above|before\W+(?:this|that|here|now)|prior\W+to\W+(?:this|that)))",
-        Some(&["user", "above", "before", "prior to"]),
+        None,
     ),
     // Leak requests without an override: the model's own instructions asked for, listed,
     // repeated or copied out with the text before them.

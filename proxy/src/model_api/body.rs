@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use kt_policy::config::SizeLimits;
+use kt_policy::json::member;
 use pingora::protocols::http::ServerSession as Session;
 use serde_json::Value;
 
@@ -87,23 +88,22 @@ pub(crate) fn parse(body: &[u8], client: ClientApi) -> Result<Parsed, RequestErr
         Err(e) => return Err(invalid(e.code(), e.to_string())),
     };
     let shape_error = match client {
-        ClientApi::OpenAiChat | ClientApi::AnthropicMessages => request
-            .get("messages")
+        ClientApi::OpenAiChat | ClientApi::AnthropicMessages => member(&request, "messages")
             .and_then(Value::as_array)
             .is_none()
             .then_some("`messages` must be a list"),
         ClientApi::Responses | ClientApi::Embeddings => {
-            (!matches!(request.get("input"), Some(Value::String(_) | Value::Array(_))))
+            (!matches!(member(&request, "input"), Some(Value::String(_) | Value::Array(_))))
                 .then_some("`input` must be a string or a list")
         }
     };
     if let Some(msg) = shape_error {
         return Err(invalid("invalid_request", msg));
     }
-    if request.get("model").is_some_and(|m| !m.is_string()) {
+    if member(&request, "model").is_some_and(|m| !m.is_string()) {
         return Err(invalid("invalid_request", "`model` must be a string"));
     }
-    let stream = client != ClientApi::Embeddings && request.get("stream").and_then(Value::as_bool) == Some(true);
+    let stream = client != ClientApi::Embeddings && member(&request, "stream").and_then(Value::as_bool) == Some(true);
     let include_usage = request
         .pointer("/stream_options/include_usage")
         .and_then(Value::as_bool)
