@@ -205,6 +205,26 @@ fn cache_metrics(r: &Registry) -> (IntCounter, IntCounter, IntGauge) {
     (hits, misses, entries)
 }
 
+fn event_metrics(r: &Registry) -> (IntCounter, IntCounter) {
+    let written = counter(r, "keeptrusts_gateway_events_written_total", "Decision events written.");
+    let dropped = counter(
+        r,
+        "keeptrusts_gateway_events_dropped_total",
+        "Decision events dropped because the queue was full.",
+    );
+    (written, dropped)
+}
+
+fn overhead_histogram(r: &Registry) -> Histogram {
+    let overhead = Histogram::with_opts(histogram_opts(
+        "keeptrusts_gateway_overhead_seconds",
+        "Time spent in the gateway itself, upstream time excluded.",
+    ))
+    .unwrap_or_else(|e| unreachable!("overhead histogram: {e}"));
+    let _ = r.register(Box::new(overhead.clone()));
+    overhead
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         let r = Registry::new();
@@ -214,12 +234,7 @@ impl Default for Metrics {
             "Time from request to last byte, by provider.",
             &["provider"],
         );
-        let overhead = Histogram::with_opts(histogram_opts(
-            "keeptrusts_gateway_overhead_seconds",
-            "Time spent in the gateway itself, upstream time excluded.",
-        ))
-        .unwrap_or_else(|e| unreachable!("overhead histogram: {e}"));
-        let _ = r.register(Box::new(overhead.clone()));
+        let overhead = overhead_histogram(&r);
         let rate_limited = counter(
             &r,
             "keeptrusts_gateway_rate_limited_total",
@@ -236,16 +251,7 @@ impl Default for Metrics {
         let uptime = int_gauge(&r, "keeptrusts_gateway_uptime_seconds", "Seconds since start.");
         let (fallbacks, circuit, upstream) = target_metrics(&r);
         let (cache_hits, cache_misses, cache_entries) = cache_metrics(&r);
-        let events_written = counter(
-            &r,
-            "keeptrusts_gateway_events_written_total",
-            "Decision events written.",
-        );
-        let events_dropped = counter(
-            &r,
-            "keeptrusts_gateway_events_dropped_total",
-            "Decision events dropped because the queue was full.",
-        );
+        let (events_written, events_dropped) = event_metrics(&r);
         Metrics {
             started: Instant::now(),
             requests: counter_vec(

@@ -525,16 +525,8 @@ impl Shared {
         };
         let call = self.invocation(&c, &from_windows, &from_budgets, leasable, &ledger);
         let (n, m) = (checks.len(), slots.len());
-        let whole = |v: &Vec<u64>| {
-            v.len()
-                == if v.first() == Some(&1) {
-                    2 * n + 2 * m + 2
-                } else {
-                    n + 1
-                }
-        };
         let v: Vec<u64> = match self.run::<Vec<u64>>(call).await {
-            Some(v) if whole(&v) => v,
+            Some(v) if answer_is_whole(&v, n, m) => v,
             answer => {
                 self.give_back_leased(&c.windows, &from_windows, now);
                 self.give_back_leased(&c.budgets, &from_budgets, now);
@@ -555,16 +547,7 @@ impl Shared {
         if !counted || v[n + 1] != 1 {
             self.give_back_leased(&c.budgets, &from_budgets, now);
         }
-        let verdicts = checks
-            .iter()
-            .zip(&v[1..=n])
-            .zip(&from_windows)
-            .map(|((ch, used), taken)| match taken {
-                // Counted here from the lease: Redis's count includes what is leased.
-                0 => ch.verdict_for(*used, counted, now),
-                _ => ch.window.verdict(true, *used, now, ch.scope),
-            })
-            .collect();
+        let verdicts = window_verdicts(checks, &v[1..=n], &from_windows, counted, now);
         if !counted {
             return Some((verdicts, None));
         }
@@ -979,6 +962,30 @@ impl Shared {
             tracing::info!("shared_state: Redis is back; limits are counted there again");
         }
     }
+}
+
+/// Whether the limit and budget script's answer has its full length: the windows' counts
+/// after a flag, and when it counted (flag 1) the budgets' outcome and grants as well.
+fn answer_is_whole(v: &[u64], windows: usize, budgets: usize) -> bool {
+    let want = match v.first() {
+        Some(1) => 2 * windows + 2 * budgets + 2,
+        _ => windows + 1,
+    };
+    v.len() == want
+}
+
+/// Each window's verdict from its count in Redis (`used`), or from the lease it was taken
+/// from (`taken` > 0): Redis's count then already includes what is leased.
+fn window_verdicts(checks: &[Check], used: &[u64], taken: &[u64], counted: bool, now: u64) -> Vec<Verdict> {
+    checks
+        .iter()
+        .zip(used)
+        .zip(taken)
+        .map(|((ch, used), taken)| match taken {
+            0 => ch.verdict_for(*used, counted, now),
+            _ => ch.window.verdict(true, *used, now, ch.scope),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -464,16 +464,65 @@ pub(crate) async fn reserve(
     let (output, rewrite) = output_maximum(request, client, budgets.reserve_output);
     let cost = (body_bytes as f64 * price.input + output as f64 * price.output) / 1000.0;
     let amount = ((cost * NANO).ceil() as u64).min(MAX_AMOUNT);
+    let Some(Reserved {
+        over_soft,
+        in_redis,
+        skipped_providers,
+    }) = reserve_in_turn(rt, budgets, deferred, &mut slots, &mut providers, amount).await?
+    else {
+        return Ok(None);
+    };
+    let metered_output = (amount > 0 && slots.iter().any(|s| s.hard)).then_some(output);
+    let reservation = Reservation {
+        rt: Arc::clone(rt),
+        slots,
+        amount,
+        dispatched: false,
+        settled: false,
+        in_redis,
+        over_soft,
+        skipped_providers,
+        metered_output,
+    };
+    Ok(Some((reservation, rewrite)))
+}
+
+/// What `reserve_in_turn` reserved.
+struct Reserved {
+    /// The soft budgets the reservation went past.
+    over_soft: Vec<String>,
+    /// Whether it is held in Redis (else in this gateway's own counters).
+    in_redis: bool,
+    /// The providers whose own budget had no room.
+    skipped_providers: Vec<String>,
+}
+
+/// Reserves `amount` on every slot. A provider budget without room takes that provider out
+/// (its slots and `providers`) while another is left; any other refusal is the request's.
+/// `None` when the deferred windows refused: nothing was reserved.
+async fn reserve_in_turn(
+    rt: &Arc<Runtime>,
+    budgets: &Budgets,
+    deferred: &mut Deferred,
+    slots: &mut Vec<Slot>,
+    providers: &mut Vec<&str>,
+    amount: u64,
+) -> Result<Option<Reserved>, RequestError> {
     let mut skipped_providers = Vec::new();
-    let (over_soft, in_redis) = loop {
-        let (reserved, in_redis) = match with_limits(rt, deferred, &slots, amount).await {
+    loop {
+        let (reserved, in_redis) = match with_limits(rt, deferred, slots, amount).await {
             Some(Ok(r)) => (r, true),
-            // The windows refused: nothing was reserved.
             Some(Err(())) => return Ok(None),
-            None => reserve_once(rt, budgets, &slots, amount).await?,
+            None => reserve_once(rt, budgets, slots, amount).await?,
         };
         let refused = match reserved {
-            Ok(over_soft) => break (over_soft, in_redis),
+            Ok(over_soft) => {
+                return Ok(Some(Reserved {
+                    over_soft,
+                    in_redis,
+                    skipped_providers,
+                }));
+            }
             Err(i) => slots.get(i).cloned(),
         };
         let Some(refused) = refused else {
@@ -496,20 +545,7 @@ pub(crate) async fn reserve(
                 });
             }
         }
-    };
-    let metered_output = (amount > 0 && slots.iter().any(|s| s.hard)).then_some(output);
-    let reservation = Reservation {
-        rt: Arc::clone(rt),
-        slots,
-        amount,
-        dispatched: false,
-        settled: false,
-        in_redis,
-        over_soft,
-        skipped_providers,
-        metered_output,
-    };
-    Ok(Some((reservation, rewrite)))
+    }
 }
 
 /// The reservation made in the round trip that checks the `deferred` windows, when there

@@ -170,34 +170,15 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
     let fallback = t.route.and_then(|r| r.fallback.as_ref()).unwrap_or(&rt.router.fallback);
     let plan = attempts::Plan::new(&mut req, bytes, allowed, p.client, limits.max_response_bytes, fallback);
     p.slot = Some(attempts::slot(gw).await?);
-    // A caller key authenticates to the gateway only; it never goes upstream.
-    let client_auth = session
-        .req_header()
-        .headers
-        .get("authorization")
-        .filter(|_| t.caller.is_none())
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let attempted = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth.as_deref()).await;
+    let client_auth = upstream_auth(session, t.caller.is_none());
+    let attempted = attempts::run(gw, ctx, p, &rt, candidates, &req, &plan, client_auth).await;
     // A reservation is given back only when no provider can have billed the request.
     if let Some(r) = reservation.as_mut() {
         r.dispatched = p.billable;
     }
     let (target, exchange) = attempted?;
     let metered_output = reservation.as_ref().and_then(|r| r.metered_output);
-    p.target = Some(target.id.clone());
-    if let Some(ev) = ctx.event.as_mut() {
-        ev.target = Some(target.id.clone());
-    }
-    // The provider accepted the request: whatever usage it reports is charged, however
-    // the request ends.
-    p.accounts = Some(Accounts {
-        rt: Arc::clone(&rt),
-        charges: admitted.charges,
-        reservation,
-        model: target.model.clone().or_else(|| req.model.clone()),
-        provider: target.provider.clone(),
-    });
+    accept(ctx, p, &rt, &target, &req, admitted.charges, reservation);
     let answered = answer::Answered {
         policy,
         req: &req,
@@ -214,6 +195,37 @@ async fn run(gw: &Gateway, session: &mut Session, ctx: &mut Ctx, p: &mut Progres
         answer::whole(gw, session, ctx, p, answered, exchange, limits, fill).await?;
     }
     Ok(())
+}
+
+/// The client's own `Authorization`, passed to the provider unless a caller key took its
+/// place: a caller key authenticates to the gateway only and never goes upstream.
+fn upstream_auth(session: &Session, forward: bool) -> Option<&str> {
+    let value = session.req_header().headers.get("authorization").filter(|_| forward)?;
+    value.to_str().ok()
+}
+
+/// The provider accepted the request: from here whatever usage it reports is charged to
+/// its windows, budget reservation and priced model, however the request ends.
+fn accept(
+    ctx: &mut Ctx,
+    p: &mut Progress<'_>,
+    rt: &Arc<Runtime>,
+    target: &crate::routing::Target,
+    req: &body::Parsed,
+    charges: Vec<crate::limits::Check>,
+    reservation: Option<budget::Reservation>,
+) {
+    p.target = Some(target.id.clone());
+    if let Some(ev) = ctx.event.as_mut() {
+        ev.target = Some(target.id.clone());
+    }
+    p.accounts = Some(Accounts {
+        rt: Arc::clone(rt),
+        charges,
+        reservation,
+        model: target.model.clone().or_else(|| req.model.clone()),
+        provider: target.provider.clone(),
+    });
 }
 
 /// Who is calling and which rules apply to the request.

@@ -290,48 +290,7 @@ pub async fn relay(
                 return fail(session, &mut out, body).await.map(|()| false);
             }
         };
-        let mut events = match parser.push(&chunk) {
-            Ok(ev) => ev,
-            Err(e) => {
-                let body = respond::error("upstream_error", "invalid_upstream_stream", e.to_string());
-                return fail(session, &mut out, body).await.map(|()| false);
-            }
-        };
-        // Events after the stream's end are dropped by the relay, and not metered.
-        let beyond = match st.done {
-            true => None,
-            false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
-        };
-        if let Some(i) = beyond {
-            events.truncate(i);
-        }
-        let events = match translator.as_mut() {
-            None => events,
-            Some(t) => match to_openai_events(t, events) {
-                Ok(ev) => ev,
-                Err(msg) => {
-                    let body = respond::error("upstream_error", "upstream_stream_failed", msg);
-                    return fail(session, &mut out, body).await.map(|()| false);
-                }
-            },
-        };
-        for event in events {
-            let step = if raw {
-                st.raw_event(event, &mut out);
-                Ok(())
-            } else {
-                st.event(event, &mut out)
-            };
-            if let Err(body) = step {
-                return fail(session, &mut out, body).await.map(|()| false);
-            }
-        }
-        if beyond.is_some() {
-            // What the reservation covered and the output phase still held goes out first.
-            let body = match st.drain_text(&mut out) {
-                Ok(()) => respond::error("rate_limit", "budget_exceeded", meter::SPENT),
-                Err(blocked) => blocked,
-            };
+        if let Err(body) = st.chunk(&chunk, &mut parser, translator.as_mut(), meter, raw, &mut out) {
             return fail(session, &mut out, body).await.map(|()| false);
         }
     }
@@ -349,6 +308,49 @@ pub async fn relay(
 }
 
 impl ChatRelay<'_> {
+    /// One upstream read: its events parsed, metered, translated and relayed into `out`.
+    /// `Err` is the error event that ends the stream: a broken stream, a policy's block,
+    /// or the budget spent (after the text the reservation covered).
+    fn chunk(
+        &mut self,
+        chunk: &[u8],
+        parser: &mut SseParser,
+        translator: Option<&mut AnthropicToOpenAiStream>,
+        meter: &mut Meter,
+        raw: bool,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), Value> {
+        let mut events = parser
+            .push(chunk)
+            .map_err(|e| respond::error("upstream_error", "invalid_upstream_stream", e.to_string()))?;
+        // Events after the stream's end are dropped by the relay, and not metered.
+        let beyond = match self.done {
+            true => None,
+            false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
+        };
+        if let Some(i) = beyond {
+            events.truncate(i);
+        }
+        let events = match translator {
+            None => events,
+            Some(t) => to_openai_events(t, events)
+                .map_err(|msg| respond::error("upstream_error", "upstream_stream_failed", msg))?,
+        };
+        for event in events {
+            if raw {
+                self.raw_event(event, out);
+            } else {
+                self.event(event, out)?;
+            }
+        }
+        if beyond.is_some() {
+            // What the reservation covered and the output phase still held goes out first.
+            self.drain_text(out)?;
+            return Err(respond::error("rate_limit", "budget_exceeded", meter::SPENT));
+        }
+        Ok(())
+    }
+
     /// An event of a stream no policy reads: passed on; a usage chunk is captured (and
     /// sent only when the client asked for usage).
     fn raw_event(&mut self, event: SseEvent, out: &mut Vec<u8>) {
@@ -1009,46 +1011,12 @@ pub async fn relay_native(
     let mut out: Vec<u8> = Vec::with_capacity(4096);
     loop {
         let step = match next_chunk(session, &mut exchange, &mut out).await? {
-            Ok(Some(chunk)) => match parser.push(&chunk) {
-                Ok(mut events) => {
-                    let beyond = match st.done {
-                        true => None,
-                        false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
-                    };
-                    if let Some(i) = beyond {
-                        events.truncate(i);
-                    }
-                    let events = match translator.as_mut() {
-                        Some(t) => to_anthropic_events(t, events),
-                        None => events,
-                    };
-                    events
-                        .into_iter()
-                        .try_for_each(|e| st.event(e, &mut out))
-                        .and_then(|()| match beyond {
-                            // What the reservation covered and the guards held goes first.
-                            Some(_) => st.drain_text(&mut out).and(Err(NativeStop::Spent)),
-                            None => Ok(()),
-                        })
-                }
-                Err(e) => Err(NativeStop::Upstream("invalid_upstream_stream", e.to_string())),
-            },
+            Ok(Some(chunk)) => st.chunk(&chunk, &mut parser, translator.as_mut(), meter, &mut out),
             Ok(None) => break,
             Err(e) => Err(NativeStop::Upstream("upstream_stream_failed", e.to_string())),
         };
-        match step {
-            Ok(()) => {}
-            Err(NativeStop::Upstream(code, msg)) => {
-                return fail_native(session, &mut out, format, code, msg, None)
-                    .await
-                    .map(|()| false);
-            }
-            Err(NativeStop::Blocked(d)) => return blocked_native(session, &mut out, format, &d).await.map(|()| false),
-            Err(NativeStop::Spent) => {
-                return fail_native(session, &mut out, format, "budget_exceeded", meter::SPENT.into(), None)
-                    .await
-                    .map(|()| false);
-            }
+        if let Err(stop) = step {
+            return end_native(session, &mut out, format, stop).await.map(|()| false);
         }
     }
     if !st.done {
@@ -1060,6 +1028,20 @@ pub async fn relay_native(
     flush(session, &mut out).await?;
     exchange.release();
     session.body(Bytes::new(), true).await.map(|()| true)
+}
+
+/// Ends a native stream early with the event `stop` calls for.
+async fn end_native(
+    session: &mut impl StreamSink,
+    out: &mut Vec<u8>,
+    format: StreamFormat,
+    stop: NativeStop,
+) -> Result<()> {
+    match stop {
+        NativeStop::Upstream(code, msg) => fail_native(session, out, format, code, msg, None).await,
+        NativeStop::Blocked(d) => blocked_native(session, out, format, &d).await,
+        NativeStop::Spent => fail_native(session, out, format, "budget_exceeded", meter::SPENT.into(), None).await,
+    }
 }
 
 /// Chat chunks → Anthropic Messages events (a `[DONE]` finishes the message).
@@ -1084,6 +1066,40 @@ fn to_anthropic_events(t: &mut OpenAiToAnthropicStream, events: Vec<SseEvent>) -
 
 impl NativeRelay<'_> {
     /// One event through the guards.
+    /// One upstream read: its events parsed, metered, translated and relayed into `out`.
+    fn chunk(
+        &mut self,
+        chunk: &[u8],
+        parser: &mut SseParser,
+        translator: Option<&mut OpenAiToAnthropicStream>,
+        meter: &mut Meter,
+        out: &mut Vec<u8>,
+    ) -> std::result::Result<(), NativeStop> {
+        let mut events = parser
+            .push(chunk)
+            .map_err(|e| NativeStop::Upstream("invalid_upstream_stream", e.to_string()))?;
+        let beyond = match self.done {
+            true => None,
+            false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
+        };
+        if let Some(i) = beyond {
+            events.truncate(i);
+        }
+        let events = match translator {
+            Some(t) => to_anthropic_events(t, events),
+            None => events,
+        };
+        for e in events {
+            self.event(e, out)?;
+        }
+        if beyond.is_some() {
+            // What the reservation covered and the guards held goes first.
+            self.drain_text(out)?;
+            return Err(NativeStop::Spent);
+        }
+        Ok(())
+    }
+
     fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> std::result::Result<(), NativeStop> {
         if self.done {
             return Ok(());
