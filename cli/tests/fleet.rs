@@ -769,6 +769,48 @@ fn gateways_answer_to_their_names_and_chosen_ids() {
     assert_eq!(o.status.code(), Some(2), "an invalid id is refused");
 }
 
+/// A managed gateway told to stop exits after its grace period, although the control plane
+/// is holding both its long-polls (configuration and gateway keys) open for a minute.
+#[test]
+fn a_stopped_managed_gateway_does_not_wait_for_its_long_polls() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let provider = MockProvider::start(openai_echo(""));
+    let server = start_server(&tmp.path().join("data"), None);
+    let op = Operator::login(tmp.path().join("cfg"), &server);
+    let (g, t) = create_gateway(&op, "edge-stop");
+    let file = tmp.path().join("v1.yaml");
+    std::fs::write(&file, pack("1.0.0", false, &provider.addr, "")).expect("write");
+    let path = file.to_str().expect("path");
+    op.json(&["policy", "push", "--file", path, "--gateway-id", &g, "--json"]);
+    op.json(&["policy", "deploy", "--gateway-id", &g, "--no-wait", "--json"]);
+    let api = format!("http://{}", server.addr);
+    let mut gw = start_managed(&api, &g, &t, &tmp.path().join("state"), "60");
+    wait_for("the gateway to serve v1", || {
+        http(&gw.addr, "GET", "/health", None).is_some_and(|r| r.json()["config"]["pack"]["version"] == "1.0.0")
+    });
+    // Nothing changes from here: both polls wait at the control plane.
+    std::thread::sleep(Duration::from_millis(500));
+    let stopped = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &gw.child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(kill.success());
+    let status = loop {
+        if let Some(s) = gw.child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(stopped.elapsed() < Duration::from_secs(30), "the gateway did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let took = stopped.elapsed();
+    let log = std::fs::read_to_string(&gw.log).unwrap_or_default();
+    assert!(status.success(), "{status:?}: {log}");
+    assert!(!log.contains("did not exit"), "a runtime waited for a poll: {log}");
+    // One second of grace; a runtime waiting for a poll would add its five-second timeout.
+    assert!(took < Duration::from_secs(5), "stopped after {took:?}: {log}");
+}
+
 /// A configuration whose callers need the control plane's gateway keys; group `team-a`
 /// may use `models`.
 fn keyed_pack(provider: &str, version: &str, models: &str) -> String {

@@ -266,8 +266,7 @@ impl BackgroundService for ManagedSync {
         let mut etag = current.as_ref().map(|a| a.etag.clone());
         loop {
             let (c, tag) = (client.clone(), etag.clone());
-            let poll =
-                tokio::task::spawn_blocking(move || c.managed_config(tag.as_deref(), wait, wait, &runtime_version()));
+            let poll = long_poll(move || c.managed_config(tag.as_deref(), wait, wait, &runtime_version()));
             let result = tokio::select! {
                 _ = shutdown.changed() => return,
                 r = poll => r,
@@ -309,6 +308,21 @@ impl BackgroundService for ManagedSync {
     }
 }
 
+/// Runs a long-poll on a thread of its own. The control plane holds a poll open for up to a
+/// minute, and a runtime that stops waits for the tasks of its blocking pool: a poll there
+/// would hold the gateway's shutdown until the runtime's timeout. A poll thread left
+/// waiting when the gateway stops ends with the process.
+async fn long_poll<T: Send + 'static>(poll: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name("kt-long-poll".into())
+        .spawn(move || {
+            let _ = tx.send(poll());
+        })
+        .map_err(|e| format!("cannot start the poll thread: {e}"))?;
+    rx.await.map_err(|_| "the poll ended without an answer".to_owned())
+}
+
 /// Keeps the gateway keys as the control plane pushes them: a long-poll on
 /// `GET /v1/gateway/keys` that answers as soon as a key is created, rotated or revoked.
 /// While the control plane is away the last set keeps serving (and is kept on disk for a
@@ -326,7 +340,7 @@ impl BackgroundService for KeySync {
         let mut reachable = true;
         loop {
             let (c, tag) = (self.client.clone(), self.keys.etag());
-            let poll = tokio::task::spawn_blocking(move || c.fleet_keys(tag.as_deref(), wait));
+            let poll = long_poll(move || c.fleet_keys(tag.as_deref(), wait));
             let result = tokio::select! {
                 _ = shutdown.changed() => return,
                 r = poll => r,
@@ -373,7 +387,8 @@ impl BackgroundService for KeySync {
                         () = tokio::time::sleep(Duration::from_secs(1)) => {}
                     }
                 }
-                // The blocking call panicked: try again rather than stop following keys.
+                // The poll's thread could not start or ended without an answer: try again
+                // rather than stop following keys.
                 Err(e) => {
                     tracing::error!("managed: the gateway key request failed: {e}");
                     tokio::time::sleep(Duration::from_secs(1)).await;
