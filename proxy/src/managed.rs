@@ -259,14 +259,14 @@ impl BackgroundService for ManagedSync {
         // The starting state, so the control plane knows what runs.
         let report = self.report(&current, None);
         let (c, g) = (client.clone(), gid.clone());
-        let _ = tokio::task::spawn_blocking(move || c.report_runtime_state(&g, &report)).await;
+        let _ = off_runtime(move || c.report_runtime_state(&g, &report)).await;
         let mut reachable = true;
         // The ETag asked for: what serves. A refused version is not asked for again until
         // something changes (its ETag is remembered here).
         let mut etag = current.as_ref().map(|a| a.etag.clone());
         loop {
             let (c, tag) = (client.clone(), etag.clone());
-            let poll = long_poll(move || c.managed_config(tag.as_deref(), wait, wait, &runtime_version()));
+            let poll = off_runtime(move || c.managed_config(tag.as_deref(), wait, wait, &runtime_version()));
             let result = tokio::select! {
                 _ = shutdown.changed() => return,
                 r = poll => r,
@@ -279,12 +279,10 @@ impl BackgroundService for ManagedSync {
                     }
                     etag = Some(cfg.etag.clone());
                     let (c, uses) = (client.clone(), store_names(&cfg.yaml));
-                    let store = tokio::task::spawn_blocking(move || resolve_store(&c, &uses))
-                        .await
-                        .unwrap_or_else(|e| Err(e.to_string()));
+                    let store = off_runtime(move || resolve_store(&c, &uses)).await.unwrap_or_else(Err);
                     let report = self.apply(&cfg, store, &mut current);
                     let (c, g) = (client.clone(), gid.clone());
-                    if let Ok(Err(e)) = tokio::task::spawn_blocking(move || c.report_runtime_state(&g, &report)).await {
+                    if let Ok(Err(e)) = off_runtime(move || c.report_runtime_state(&g, &report)).await {
                         tracing::warn!("managed: could not report the runtime state: {e}");
                     }
                 }
@@ -302,25 +300,34 @@ impl BackgroundService for ManagedSync {
                         () = tokio::time::sleep(Duration::from_secs(wait.min(5))) => {}
                     }
                 }
-                Err(_) => return,
+                // The poll's thread could not start or ended without an answer: try again
+                // rather than stop following the configuration.
+                Err(e) => {
+                    tracing::error!("managed: the configuration request failed: {e}");
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
+                }
             }
         }
     }
 }
 
-/// Runs a long-poll on a thread of its own. The control plane holds a poll open for up to a
-/// minute, and a runtime that stops waits for the tasks of its blocking pool: a poll there
-/// would hold the gateway's shutdown until the runtime's timeout. A poll thread left
+/// Runs a call to the control plane on a thread of its own. The control plane holds a
+/// long-poll open for up to a minute (and a call to an unresponsive one waits for its
+/// timeout), and a runtime that stops waits for the tasks of its blocking pool: a call
+/// there would hold the gateway's shutdown until the runtime's timeout. A call still
 /// waiting when the gateway stops ends with the process.
-async fn long_poll<T: Send + 'static>(poll: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+async fn off_runtime<T: Send + 'static>(call: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
-        .name("kt-long-poll".into())
+        .name("kt-control-plane".into())
         .spawn(move || {
-            let _ = tx.send(poll());
+            let _ = tx.send(call());
         })
-        .map_err(|e| format!("cannot start the poll thread: {e}"))?;
-    rx.await.map_err(|_| "the poll ended without an answer".to_owned())
+        .map_err(|e| format!("cannot start a thread for the call: {e}"))?;
+    rx.await.map_err(|_| "the call ended without an answer".to_owned())
 }
 
 /// Keeps the gateway keys as the control plane pushes them: a long-poll on
@@ -340,7 +347,7 @@ impl BackgroundService for KeySync {
         let mut reachable = true;
         loop {
             let (c, tag) = (self.client.clone(), self.keys.etag());
-            let poll = long_poll(move || c.fleet_keys(tag.as_deref(), wait));
+            let poll = off_runtime(move || c.fleet_keys(tag.as_deref(), wait));
             let result = tokio::select! {
                 _ = shutdown.changed() => return,
                 r = poll => r,
@@ -391,7 +398,10 @@ impl BackgroundService for KeySync {
                 // rather than stop following keys.
                 Err(e) => {
                     tracing::error!("managed: the gateway key request failed: {e}");
-                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    }
                 }
             }
         }

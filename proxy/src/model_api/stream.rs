@@ -1065,7 +1065,6 @@ fn to_anthropic_events(t: &mut OpenAiToAnthropicStream, events: Vec<SseEvent>) -
 }
 
 impl NativeRelay<'_> {
-    /// One event through the guards.
     /// One upstream read: its events parsed, metered, translated and relayed into `out`.
     fn chunk(
         &mut self,
@@ -1100,6 +1099,7 @@ impl NativeRelay<'_> {
         Ok(())
     }
 
+    /// One event through the guards.
     fn event(&mut self, event: SseEvent, out: &mut Vec<u8>) -> std::result::Result<(), NativeStop> {
         if self.done {
             return Ok(());
