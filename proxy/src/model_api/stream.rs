@@ -173,6 +173,18 @@ async fn next_chunk(
     Ok(exchange.chunk().await)
 }
 
+/// Meters one upstream read's events against the budget reservation; the events past the
+/// output it covers are dropped, and where they started is returned. Events after the
+/// stream's end (`done`) are dropped by the relay, and not metered.
+fn meter_events(events: &mut Vec<SseEvent>, done: bool, meter: &mut Meter) -> Option<usize> {
+    if done {
+        return None;
+    }
+    let beyond = meter.first_beyond(events.iter().map(|e| e.data.as_str()))?;
+    events.truncate(beyond);
+    Some(beyond)
+}
+
 /// Appends one `data:` event carrying `v`.
 fn push_json(out: &mut Vec<u8>, v: &Value) {
     out.extend_from_slice(&SseEvent::data(v.to_string()).to_bytes());
@@ -323,14 +335,7 @@ impl ChatRelay<'_> {
         let mut events = parser
             .push(chunk)
             .map_err(|e| respond::error("upstream_error", "invalid_upstream_stream", e.to_string()))?;
-        // Events after the stream's end are dropped by the relay, and not metered.
-        let beyond = match self.done {
-            true => None,
-            false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
-        };
-        if let Some(i) = beyond {
-            events.truncate(i);
-        }
+        let beyond = meter_events(&mut events, self.done, meter);
         let events = match translator {
             None => events,
             Some(t) => to_openai_events(t, events)
@@ -1077,13 +1082,7 @@ impl NativeRelay<'_> {
         let mut events = parser
             .push(chunk)
             .map_err(|e| NativeStop::Upstream("invalid_upstream_stream", e.to_string()))?;
-        let beyond = match self.done {
-            true => None,
-            false => meter.first_beyond(events.iter().map(|e| e.data.as_str())),
-        };
-        if let Some(i) = beyond {
-            events.truncate(i);
-        }
+        let beyond = meter_events(&mut events, self.done, meter);
         let events = match translator {
             Some(t) => to_anthropic_events(t, events),
             None => events,
