@@ -295,22 +295,28 @@ impl BackgroundService for ManagedSync {
                         );
                         reachable = false;
                     }
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        () = tokio::time::sleep(Duration::from_secs(wait.min(5))) => {}
+                    if stopped_during(&mut shutdown, Duration::from_secs(wait.min(5))).await {
+                        return;
                     }
                 }
                 // The poll's thread could not start or ended without an answer: try again
                 // rather than stop following the configuration.
                 Err(e) => {
                     tracing::error!("managed: the configuration request failed: {e}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if stopped_during(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
                     }
                 }
             }
         }
+    }
+}
+
+/// Waits `pause` before the next try; whether the gateway began stopping meanwhile.
+async fn stopped_during(shutdown: &mut ShutdownWatch, pause: Duration) -> bool {
+    tokio::select! {
+        _ = shutdown.changed() => true,
+        () = tokio::time::sleep(pause) => false,
     }
 }
 
@@ -376,9 +382,8 @@ impl BackgroundService for KeySync {
                         self.keys.drop_keys();
                     }
                     reachable = false;
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                    if stopped_during(&mut shutdown, Duration::from_secs(5)).await {
+                        return;
                     }
                 }
                 Ok(Err(e)) => {
@@ -389,18 +394,16 @@ impl BackgroundService for KeySync {
                         );
                         reachable = false;
                     }
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if stopped_during(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
                     }
                 }
                 // The poll's thread could not start or ended without an answer: try again
                 // rather than stop following keys.
                 Err(e) => {
                     tracing::error!("managed: the gateway key request failed: {e}");
-                    tokio::select! {
-                        _ = shutdown.changed() => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    if stopped_during(&mut shutdown, Duration::from_secs(1)).await {
+                        return;
                     }
                 }
             }

@@ -449,24 +449,23 @@ impl PromptInjection {
         by_local.sort_unstable_by_key(|h| (h.local, h.start));
         for (i, (re, signal)) in self.patterns.iter().enumerate() {
             let i = i as u32;
-            let lo = by_local.partition_point(|h| h.local < i);
-            let hi = by_local.partition_point(|h| h.local <= i);
+            let own = hits_of(&by_local, i);
             let keyed = PATTERNS.get(i as usize).is_some_and(|(_, k)| k.is_some());
             // Past a few dozen hits one pass over the text is cheaper than many searches.
             let matched = match re.prefixes() {
                 // A key word is a gate: the search runs from the rule's first words.
                 Some(_) if keyed => {
-                    let from = by_local.partition_point(|h| h.local < PREFIX_BASE + i);
-                    let to = by_local.partition_point(|h| h.local <= PREFIX_BASE + i);
-                    match to - from {
-                        _ if lo == hi => false,
-                        n if n > 256 => re.is_match_anywhere(t),
-                        _ => re.is_match(t, &by_local[from..to]),
-                    }
+                    let starts = hits_of(&by_local, PREFIX_BASE + i);
+                    !own.is_empty()
+                        && !starts.is_empty()
+                        && match starts.len() > 256 {
+                            true => re.is_match_anywhere(t),
+                            false => re.is_match(t, starts),
+                        }
                 }
-                _ if hi - lo > 48 => re.is_match_anywhere(t),
-                _ if keyed => keyed_match(re, t, &by_local[lo..hi]),
-                Some(_) => lo < hi && re.is_match(t, &by_local[lo..hi]),
+                _ if own.len() > 48 => re.is_match_anywhere(t),
+                _ if keyed => keyed_match(re, t, own),
+                Some(_) => !own.is_empty() && re.is_match(t, own),
                 None => re.is_match_anywhere(t),
             };
             if matched {
@@ -493,6 +492,13 @@ impl PromptInjection {
         }
         best
     }
+}
+
+/// The hits of local id `local` in `hits` (sorted by local id).
+fn hits_of(hits: &[Hit], local: u32) -> &[Hit] {
+    let lo = hits.partition_point(|h| h.local < local);
+    let hi = lo + hits[lo..].partition_point(|h| h.local == local);
+    &hits[lo..hi]
 }
 
 /// Whether `re` matches within `KEY_WINDOW` bytes of one of its key words' `hits` (sorted
