@@ -270,7 +270,7 @@ impl Gateway {
                 (None, None) => Answer::error(404, "not_found", format!("no route for {method} {path}")),
             },
         };
-        let base = vec![("x-request-id", id)];
+        let base = vec![(respond::names::REQUEST_ID, id)];
         match answer {
             Answer::Json(status, body) => respond::json(session, status, &body, &base).await,
             Answer::Text(body) => respond::text(session, 200, "text/plain; version=0.0.4", body).await,

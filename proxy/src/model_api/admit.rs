@@ -182,16 +182,17 @@ pub(crate) fn apply_verdict(ctx: &mut Ctx, verdict: Option<Verdict>) -> Result<(
 /// `RateLimit-Policy` as the IETF HTTP API rate-limit fields define them (the policy named
 /// by the limit's scope: `q` its quota, `w` its window, `r` what remains, `t` the seconds
 /// until the window resets).
-fn rate_headers(v: &Verdict) -> Vec<(&'static str, String)> {
+fn rate_headers(v: &Verdict) -> crate::respond::Headers {
+    use crate::respond::names::*;
     vec![
-        ("x-ratelimit-limit", v.limit.to_string()),
-        ("x-ratelimit-remaining", v.remaining.to_string()),
-        ("x-ratelimit-reset", v.reset.to_string()),
+        (RATELIMIT_LIMIT, v.limit.to_string()),
+        (RATELIMIT_REMAINING, v.remaining.to_string()),
+        (RATELIMIT_RESET, v.reset.to_string()),
         (
-            "ratelimit-policy",
+            RATELIMIT_POLICY,
             format!("\"{}\";q={};w={}", v.scope, v.limit, v.window),
         ),
-        ("ratelimit", format!("\"{}\";r={};t={}", v.scope, v.remaining, v.reset)),
+        (RATELIMIT, format!("\"{}\";r={};t={}", v.scope, v.remaining, v.reset)),
     ]
 }
 

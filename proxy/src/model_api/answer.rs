@@ -90,7 +90,7 @@ pub(crate) async fn whole(
     }
     let mut h = answer_headers(ctx, p, &decision);
     if let Some(f) = fill.as_ref() {
-        h.push(("x-keeptrusts-cache", "miss".into()));
+        h.push((respond::names::CACHE, "miss".into()));
         if decision.verdict == Verdict::Allow && !decision.degraded {
             let cached = Cached {
                 body: bytes.clone(),

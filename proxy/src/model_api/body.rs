@@ -104,8 +104,8 @@ pub(crate) fn parse(body: &[u8], client: ClientApi) -> Result<Parsed, RequestErr
         return Err(invalid("invalid_request", "`model` must be a string"));
     }
     let stream = client != ClientApi::Embeddings && member(&request, "stream").and_then(Value::as_bool) == Some(true);
-    let include_usage = request
-        .pointer("/stream_options/include_usage")
+    let include_usage = member(&request, "stream_options")
+        .and_then(|o| member(o, "include_usage"))
         .and_then(Value::as_bool)
         == Some(true);
     Ok(Parsed {

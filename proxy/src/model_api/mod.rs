@@ -38,7 +38,7 @@ use crate::error::{Loudness, RequestError};
 use crate::gateway::{ClientApi, Ctx, Gateway};
 use crate::reload::Runtime;
 
-use crate::respond;
+use crate::respond::{self, names};
 pub use caller::{CallerAuth, FleetKeys, fleet_keys_path};
 pub use classify::ExternalBackend;
 pub use groups::Groups;
@@ -416,15 +416,15 @@ async fn answer_error(session: &mut Session, ctx: &mut Ctx, p: &Progress<'_>, e:
         }
         None => {
             let mut h = ctx.rate_headers.clone();
-            h.push(("x-request-id", p.id.to_owned()));
+            h.push((names::REQUEST_ID, p.id.to_owned()));
             h
         }
     };
     if let Some(r) = e.retry_after() {
-        h.push(("retry-after", r));
+        h.push((names::RETRY_AFTER, r));
     }
     if let RequestError::Unauthorized(_) = e {
-        h.push(("www-authenticate", "Bearer".to_owned()));
+        h.push((names::WWW_AUTHENTICATE, "Bearer".to_owned()));
     }
     respond::json(session, e.status(), &e.body(p.client), &h).await
 }
@@ -439,20 +439,23 @@ pub(crate) fn answer_headers(ctx: &Ctx, p: &Progress<'_>, d: &Decision) -> respo
 fn headers_with(ctx: &Ctx, p: &Progress<'_>, verdict: Verdict, overhead: Duration) -> respond::Headers {
     let mut h: respond::Headers = ctx.rate_headers.clone();
     h.extend([
-        ("x-request-id", p.id.to_owned()),
-        ("x-keeptrusts-decision", verdict.as_str().to_owned()),
-        (
-            "x-keeptrusts-overhead-ms",
-            format!("{:.3}", overhead.as_secs_f64() * 1e3),
-        ),
+        (names::REQUEST_ID, p.id.to_owned()),
+        (names::DECISION, verdict.as_str().to_owned()),
+        (names::OVERHEAD_MS, millis_3(overhead)),
     ]);
     if let Some(t) = &p.target {
-        h.push(("x-keeptrusts-target", t.clone()));
+        h.push((names::TARGET, t.clone()));
     }
     if p.attempts > 0 {
-        h.push(("x-keeptrusts-attempts", p.attempts.to_string()));
+        h.push((names::ATTEMPTS, p.attempts.to_string()));
     }
     h
+}
+
+/// A duration in milliseconds with three decimals ("0.125"), formatted as integers.
+fn millis_3(d: Duration) -> String {
+    let micros = d.as_micros();
+    format!("{}.{:03}", micros / 1000, micros % 1000)
 }
 
 /// Records the decision for the metrics (each policy's verdict) and, when events are
@@ -473,5 +476,18 @@ pub(crate) fn note_decision(gw: &Gateway, ctx: &mut Ctx, decision: &Decision) {
     );
     if gw.events.enabled() {
         ev.decision = Some(decision.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overhead_is_written_in_milliseconds_with_three_decimals() {
+        assert_eq!(millis_3(Duration::from_micros(125)), "0.125");
+        assert_eq!(millis_3(Duration::from_micros(7)), "0.007");
+        assert_eq!(millis_3(Duration::from_nanos(1_234_567_890)), "1234.567");
+        assert_eq!(millis_3(Duration::ZERO), "0.000");
     }
 }

@@ -132,7 +132,7 @@ pub(crate) async fn cache(
             ctx.overhead = Some(ctx.started.elapsed().as_secs_f64());
             p.target = Some(hit.target.clone());
             let mut h = answer_headers(ctx, p, decision);
-            h.push(("x-keeptrusts-cache", "hit".into()));
+            h.push((crate::respond::names::CACHE, "hit".into()));
             if req.stream {
                 super::stream::replay(session, &hit.body, req.include_usage, h).await?;
             } else {

@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use http::HeaderValue;
 use kt_policy::stream::{
     ANTHROPIC_FIELDS, CHAT_FIELDS, OutputGuard, RESPONSES_STREAMS, SseEvent, SseParser, Step, StreamFormat,
     anthropic_delta_type, chat_key, chat_key_parts, responses_key, responses_stream_key, set_text_delta, text_deltas,
@@ -208,14 +209,14 @@ async fn fail(session: &mut impl StreamSink, out: &mut Vec<u8>, body: Value) -> 
 }
 
 async fn stream_header(session: &mut impl StreamSink, extra: &respond::Headers) -> Result<()> {
-    let mut resp = ResponseHeader::build_no_case(200, Some(4 + extra.len()))?;
-    resp.insert_header("content-type", "text/event-stream")?;
-    resp.insert_header("cache-control", "no-cache")?;
-    resp.insert_header("transfer-encoding", "chunked")?;
-    for (k, v) in extra {
-        resp.insert_header(*k, v.as_str())?;
-    }
-    session.head(Box::new(resp)).await
+    use http::header::{CACHE_CONTROL, CONTENT_TYPE, TRANSFER_ENCODING};
+    let fixed = [
+        (CONTENT_TYPE, HeaderValue::from_static("text/event-stream")),
+        (CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+        (TRANSFER_ENCODING, HeaderValue::from_static("chunked")),
+    ];
+    let extra = extra.iter().map(|(k, v)| (k.clone(), v.as_str()));
+    session.head(respond::head(200, fixed, extra)?).await
 }
 
 /// A chunk with `delta` for choice `key`, shaped like the upstream's own chunks.
