@@ -50,7 +50,7 @@ fn main() {
             }
             Ok(())
         }
-        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--stream] [--rate R] [--auth KEY] | kt-load config [--governed]".into()),
+        _ => Err("usage: kt-load run [--rounds N] [--seconds S] [--root DIR] | kt-load mock --listen ADDR | kt-load hit --addr ADDR [--seconds S] [--connections C] [--kib N] [--doc] [--stream] [--rate R] [--auth KEY] | kt-load config [--governed]".into()),
     };
     if let Err(e) = result {
         eprintln!("kt-load: {e}");
@@ -571,7 +571,11 @@ fn hit_main(args: &[String]) -> Res<()> {
     let secs: f64 = flag(args, "--seconds").and_then(|v| v.parse().ok()).unwrap_or(10.0);
     let conns: usize = flag(args, "--connections").and_then(|v| v.parse().ok()).unwrap_or(32);
     let kib: usize = flag(args, "--kib").and_then(|v| v.parse().ok()).unwrap_or(1);
-    let mut body = kt_benches::chat_body(kib * 1024, 7);
+    let mut body = if args.iter().any(|a| a == "--doc") {
+        kt_benches::document_body(kib * 1024, 7)
+    } else {
+        kt_benches::chat_body(kib * 1024, 7)
+    };
     if args.iter().any(|a| a == "--stream") {
         body["stream"] = json!(true);
     }
