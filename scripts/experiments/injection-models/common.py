@@ -120,7 +120,9 @@ def char_feats(win, ns=(3, 4, 5)):
 
 def build(rows, name, char=False):
     """Returns (Xword csr, Xchar csr or None, owner index array: window -> row)."""
-    path = os.path.join(CACHE, f"{name}{'-c' if char else ''}.pkl") if name else None
+    # The cache is keyed by the rows themselves, so rebuilt inputs are never read stale.
+    digest = hashlib.sha256(json.dumps([r["text"] for r in rows]).encode()).hexdigest()[:16]
+    path = os.path.join(CACHE, f"{name}{'-c' if char else ''}-{digest}.pkl") if name else None
     if path and os.path.exists(path):
         with open(path, "rb") as f:
             return pickle.load(f)
