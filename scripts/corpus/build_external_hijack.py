@@ -36,6 +36,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+# The same key and order as the corpus build, so its texts are recognised here.
+from build_injection import fold, sort_key
+
 MAX_CHARS = 8000
 NEAR_DUP_PREFIX = 200
 
@@ -375,10 +378,6 @@ def read_parquet(data: bytes) -> dict[str, list]:
 # --------------------------------------------------------------------------
 
 
-def fold(text: str) -> str:
-    return " ".join(text.casefold().split())
-
-
 def is_english(text: str) -> bool:
     """English by script and function words; mixed-language texts are not."""
     letters = [c for c in text if c.isalpha()]
@@ -614,10 +613,6 @@ def cap(samples: list[Sample], dropped: Counter) -> list[Sample]:
 # --------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------
-
-
-def sort_key(s: Sample) -> tuple:
-    return (s.family, s.source, s.digest)
 
 
 def write_jsonl(path: Path, samples: list[Sample]) -> None:
