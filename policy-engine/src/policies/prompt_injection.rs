@@ -486,10 +486,7 @@ fn register_literals(
     };
     for (i, (re, _)) in patterns.iter().enumerate() {
         let local = u32::try_from(i).map_err(|_| "too many patterns")?;
-        let words: &[&str] = match PATTERNS.get(i).and_then(|(_, k)| *k) {
-            Some(keys) => keys,
-            None => &[],
-        };
+        let words: &[&str] = PATTERNS.get(i).and_then(|(_, k)| *k).unwrap_or_default();
         if words.is_empty() {
             for lit in re.prefixes().unwrap_or(&[]) {
                 add(local, lit);
