@@ -18,7 +18,7 @@ use pingora::{Error, ErrorSource, ErrorType, Result};
 use serde_json::{Value, json};
 
 use crate::gateway::{ClientApi, Ctx, EventData, Gateway};
-use crate::ids::rand_u64;
+use crate::ids::{hex_id, rand_u64};
 use crate::metrics::RequestRecord;
 use crate::reload::ReloadOutcome;
 use crate::respond::{self, error};
@@ -117,7 +117,7 @@ pub(crate) fn request_id(session: &Session) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map(str::to_owned)
-        .unwrap_or_else(|| format!("req_{:016x}", rand_u64()))
+        .unwrap_or_else(|| hex_id("req_", rand_u64()))
 }
 
 #[async_trait]
@@ -423,7 +423,7 @@ impl Gateway {
         let config = ctx.rt.policy.config();
         let d = ev.decision.unwrap_or_default();
         self.events.emit(json!({
-            "id": format!("evt_{:016x}", rand_u64()),
+            "id": hex_id("evt_", rand_u64()),
             "event_type": "decision",
             "timestamp": crate::events::rfc3339_now(),
             "request_id": ev.request_id,

@@ -22,6 +22,33 @@ pub fn rand_u64() -> u64 {
     x ^ (x >> 33)
 }
 
+/// `prefix` and then `x` as sixteen lower-case hex digits (`req_00c0ffee…`), written
+/// without the formatter: ids are made on every request.
+pub fn hex_id(prefix: &str, x: u64) -> String {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(prefix.len() + 16);
+    s.push_str(prefix);
+    for i in (0..16).rev() {
+        s.push(char::from(HEX[((x >> (4 * i)) & 0xf) as usize]));
+    }
+    s
+}
+
+/// Appends `n` in decimal, without the formatter.
+pub fn push_decimal(out: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend(digits[at..].iter().map(|&d| char::from(d)));
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -32,6 +59,16 @@ pub fn now_secs() -> u64 {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn ids_and_numbers_read_as_the_formatter_writes_them() {
+        for x in [0u64, 1, 9, 10, 0xdead_beef, 1 << 63, u64::MAX - 1, u64::MAX] {
+            assert_eq!(super::hex_id("req_", x), format!("req_{x:016x}"));
+            let mut s = String::from("n=");
+            super::push_decimal(&mut s, x);
+            assert_eq!(s, format!("n={x}"));
+        }
+    }
+
     #[test]
     fn values_are_unique_and_spread() {
         let v: Vec<u64> = (0..10_000).map(|_| super::rand_u64()).collect();

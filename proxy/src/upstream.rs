@@ -249,7 +249,12 @@ impl Upstream {
                     self.base_path
                 )
             }
-            None => format!("{}{api}", self.base_path),
+            None => {
+                let mut path = String::with_capacity(self.base_path.len() + api.len());
+                path.push_str(&self.base_path);
+                path.push_str(api);
+                path
+            }
         }
     }
 
@@ -317,7 +322,8 @@ impl Upstream {
                 "the request path has a space or control byte".into(),
             ));
         }
-        let len_text = len.to_string();
+        let mut len_text = String::with_capacity(20);
+        crate::ids::push_decimal(&mut len_text, len as u64);
         let mut head = Vec::with_capacity(256 + target.len() + len.min(COALESCE_MAX));
         head.extend_from_slice(b"POST ");
         head.extend_from_slice(target.as_bytes());

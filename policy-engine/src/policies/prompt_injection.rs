@@ -414,13 +414,18 @@ impl PromptInjection {
         };
         let mut by_local: Vec<Hit> = hits.to_vec();
         by_local.sort_unstable_by_key(|h| (h.local, h.start));
+        // The rules are visited in id order, so each kind of local id is read by a cursor
+        // that only moves forward (one pass over the hits, not a search per rule).
+        let mut own_hits = LocalCursor::new(&by_local, 0);
+        let mut part_hits = LocalCursor::new(&by_local, PART_BASE);
+        let mut start_hits = LocalCursor::new(&by_local, PREFIX_BASE);
         for (i, (re, signal)) in self.patterns.iter().enumerate() {
             let i = i as u32;
             let keys = PATTERNS.get(i as usize).and_then(|(_, k)| *k);
             let keyed = keys.is_some();
             let joined;
-            let parts = hits_of(&by_local, PART_BASE + i);
-            let mut own = hits_of(&by_local, i);
+            let parts = part_hits.take(PART_BASE + i);
+            let mut own = own_hits.take(i);
             if let Some(keys) = keys
                 && !parts.is_empty()
                 && let Some(found) = joined_hits(t, own, parts, keys)
@@ -432,7 +437,7 @@ impl PromptInjection {
             let matched = match re.prefixes() {
                 // A key word is a gate: the search runs from the rule's first words.
                 Some(_) if keyed => {
-                    let starts = hits_of(&by_local, PREFIX_BASE + i);
+                    let starts = start_hits.take(PREFIX_BASE + i);
                     !own.is_empty()
                         && !starts.is_empty()
                         && match starts.len() > 256 {
@@ -512,11 +517,33 @@ fn register_literals(
     own_plan.build()
 }
 
-/// The hits of local id `local` in `hits` (sorted by local id).
-fn hits_of(hits: &[Hit], local: u32) -> &[Hit] {
-    let lo = hits.partition_point(|h| h.local < local);
-    let hi = lo + hits[lo..].partition_point(|h| h.local == local);
-    &hits[lo..hi]
+/// Reads the hits of increasing local ids from hits sorted by local id.
+struct LocalCursor<'h> {
+    hits: &'h [Hit],
+    at: usize,
+}
+
+impl<'h> LocalCursor<'h> {
+    /// A cursor at the first hit whose local id is `from` or more.
+    fn new(hits: &'h [Hit], from: u32) -> Self {
+        LocalCursor {
+            hits,
+            at: hits.partition_point(|h| h.local < from),
+        }
+    }
+
+    /// The hits of `local`; each call must ask for a higher id than the one before.
+    fn take(&mut self, local: u32) -> &'h [Hit] {
+        let hits = self.hits;
+        while hits.get(self.at).is_some_and(|h| h.local < local) {
+            self.at += 1;
+        }
+        let lo = self.at;
+        while hits.get(self.at).is_some_and(|h| h.local == local) {
+            self.at += 1;
+        }
+        &hits[lo..self.at]
+    }
 }
 
 /// The key hits of a rule with joined keys, when a joined key (`developer+mode`) follows
@@ -828,6 +855,49 @@ fn max_similarity(text: &str, gate: &[Hit], refs: &[Trigrams]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursors_read_each_local_ids_hits_in_one_pass() {
+        let hit = |local: u32, start: usize| Hit {
+            local,
+            start,
+            end: start + 1,
+        };
+        let mut hits = vec![
+            hit(PREFIX_BASE + 2, 9),
+            hit(0, 5),
+            hit(2, 1),
+            hit(0, 3),
+            hit(PART_BASE + 1, 4),
+            hit(GATE_BASE, 0),
+            hit(PREFIX_BASE + 2, 2),
+        ];
+        hits.sort_unstable_by_key(|h| (h.local, h.start));
+        let (mut own, mut parts, mut starts) = (
+            LocalCursor::new(&hits, 0),
+            LocalCursor::new(&hits, PART_BASE),
+            LocalCursor::new(&hits, PREFIX_BASE),
+        );
+        let starts_of = |found: &[Hit]| found.iter().map(|h| h.start).collect::<Vec<_>>();
+        let mut seen = Vec::new();
+        for i in 0..4 {
+            seen.push((
+                starts_of(own.take(i)),
+                starts_of(parts.take(PART_BASE + i)),
+                starts_of(starts.take(PREFIX_BASE + i)),
+            ));
+        }
+        let none = Vec::new;
+        assert_eq!(
+            seen,
+            vec![
+                (vec![3, 5], none(), none()),
+                (none(), vec![4], none()),
+                (vec![1], none(), vec![2, 9]),
+                (none(), none(), none()),
+            ]
+        );
+    }
 
     /// Each text is an injection by some layer.
     fn assert_flagged(p: &PromptInjection, attacks: &[&str]) {

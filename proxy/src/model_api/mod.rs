@@ -454,8 +454,15 @@ fn headers_with(ctx: &Ctx, p: &Progress<'_>, verdict: Verdict, overhead: Duratio
 
 /// A duration in milliseconds with three decimals ("0.125"), formatted as integers.
 fn millis_3(d: Duration) -> String {
-    let micros = d.as_micros();
-    format!("{}.{:03}", micros / 1000, micros % 1000)
+    let micros = u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let mut s = String::with_capacity(24);
+    crate::ids::push_decimal(&mut s, micros / 1000);
+    let frac = micros % 1000;
+    s.push('.');
+    for digit in [frac / 100, frac / 10 % 10, frac % 10] {
+        s.push(char::from(b'0' + digit as u8));
+    }
+    s
 }
 
 /// Records the decision for the metrics (each policy's verdict) and, when events are
