@@ -11,7 +11,7 @@ use crate::decision::{Decision, PolicyResult, Verdict};
 use crate::exchange::{self, Headers, TextSegment, ToolUse};
 use crate::kinds::{Phase, snake};
 use crate::normalize::DetectionView;
-use crate::policies::{Edit, EvalContext, Outcome};
+use crate::policies::{Edit, EvalContext, Outcome, Policy, PolicyError};
 use crate::scan::HitCache;
 
 /// What happens when a policy itself fails.
@@ -303,6 +303,17 @@ impl CompiledPolicy {
             request,
             model: exchange::request_model(request),
         };
+        // Texts with a joint (a character dropped between two word characters) are read a
+        // second time with their joints as spaces; each policy's stricter outcome counts.
+        let spaced = spaced_views(texts, &views);
+        let spaced_texts = view_segments(texts, &spaced);
+        let spaced_hits = HitCache::new(self.scanners.for_phase(phase), &spaced_texts);
+        let spaced_cx = EvalContext {
+            hits: &spaced_hits,
+            texts: &spaced_texts,
+            ..cx
+        };
+        let second = (!spaced.is_empty()).then_some((&spaced_cx, &spaced[..]));
         // One clock read per policy run (each one's time runs from the previous reading).
         let mut clock = opts.time_policies.then(Instant::now);
         while *next < policies.len() {
@@ -323,7 +334,7 @@ impl CompiledPolicy {
             if phase == Phase::Tool && tools.is_empty() {
                 continue;
             }
-            let outcome = policy.evaluate(&cx);
+            let outcome = evaluate_readings(policy.as_ref(), (&cx, &views), second);
             let elapsed = clock.as_mut().map_or(Duration::ZERO, |t| {
                 let now = Instant::now();
                 let spent = now - *t;
@@ -356,7 +367,7 @@ impl CompiledPolicy {
             };
             let edits = record(decision, policy.kind(), phase, outcome, elapsed);
             if !edits.is_empty() {
-                return Some(if folded { to_source(&views, edits) } else { edits });
+                return Some(if folded { merge_overlaps(edits) } else { edits });
             }
         }
         None
@@ -376,15 +387,79 @@ fn view_segments<'v>(texts: &[TextSegment<'_>], views: &'v [DetectionView<'_>]) 
         .collect()
 }
 
-/// Edits made on detection views, as edits of the source texts: ranges led back, and the
-/// ones that now overlap (two findings inside one folded cluster) merged.
-fn to_source(views: &[DetectionView<'_>], mut edits: Vec<Edit>) -> Vec<Edit> {
-    for e in &mut edits {
+/// The spaced reading of every text (see `normalize`) when any text has a joint; else none.
+fn spaced_views<'t>(texts: &[TextSegment<'t>], views: &[DetectionView<'t>]) -> Vec<DetectionView<'t>> {
+    if !views.iter().any(DetectionView::has_joint) {
+        return Vec::new();
+    }
+    texts
+        .iter()
+        .zip(views)
+        .map(|(t, v)| match v.has_joint() {
+            true => DetectionView::spaced(t.text),
+            false => v.clone(),
+        })
+        .collect()
+}
+
+/// A policy's outcome over the views, with its edits led back to the source texts; with a
+/// `second` reading, the stricter of the two outcomes.
+fn evaluate_readings(
+    policy: &dyn Policy,
+    (cx, views): (&EvalContext<'_>, &[DetectionView<'_>]),
+    second: Option<(&EvalContext<'_>, &[DetectionView<'_>])>,
+) -> Result<Outcome, PolicyError> {
+    let mut first = policy.evaluate(cx)?;
+    lead_back(views, &mut first.edits);
+    let Some((cx, views)) = second else {
+        return Ok(first);
+    };
+    let mut other = policy.evaluate(cx)?;
+    lead_back(views, &mut other.edits);
+    Ok(stricter(first, other))
+}
+
+/// The stricter of one policy's outcomes over two readings of the same texts; when their
+/// verdicts agree, the first with the edits and entities of both.
+fn stricter(mut first: Outcome, other: Outcome) -> Outcome {
+    let rank = |o: &Outcome| o.verdict.unwrap_or(Verdict::Allow);
+    match rank(&other).cmp(&rank(&first)) {
+        std::cmp::Ordering::Greater => other,
+        std::cmp::Ordering::Less => first,
+        std::cmp::Ordering::Equal => {
+            first.edits.extend(other.edits);
+            for e in other.entities {
+                if !first.entities.contains(&e) {
+                    first.entities.push(e);
+                }
+            }
+            first.matches = first.matches.max(other.matches);
+            first
+        }
+    }
+}
+
+/// Edits made on a detection view, as edits of its source text.
+fn lead_back(views: &[DetectionView<'_>], edits: &mut [Edit]) {
+    for e in edits {
         if let Some(v) = views.get(e.segment) {
             e.range = v.to_source(e.range.clone());
         }
     }
-    edits.sort_by_key(|e| (e.segment, e.range.start));
+}
+
+/// Edits led back to the source texts, with the ones that now overlap merged: two findings
+/// inside one folded cluster, or one finding made in both readings of a text (kept once).
+fn merge_overlaps(mut edits: Vec<Edit>) -> Vec<Edit> {
+    edits.sort_by(|a, b| {
+        (a.segment, a.range.start, a.range.end, &a.replacement).cmp(&(
+            b.segment,
+            b.range.start,
+            b.range.end,
+            &b.replacement,
+        ))
+    });
+    edits.dedup();
     let mut out: Vec<Edit> = Vec::with_capacity(edits.len());
     for e in edits {
         match out.last_mut() {
@@ -517,6 +592,50 @@ mod tests {
         assert_eq!(d.reason_code.as_deref(), Some("dlp_filter.error"));
         assert_eq!(d.policy_results[1].note.as_deref(), Some("chain short-circuited"));
         assert!(!d.degraded);
+    }
+
+    fn edit(segment: usize, range: std::ops::Range<usize>, replacement: &str) -> Edit {
+        Edit {
+            segment,
+            range,
+            replacement: replacement.into(),
+        }
+    }
+
+    #[test]
+    fn the_stricter_reading_wins_and_equal_readings_pool_their_edits() {
+        let redact = |edits: Vec<Edit>, entity: &str| Outcome {
+            verdict: Some(Verdict::Redact),
+            edits,
+            entities: vec![entity.into()],
+            matches: 1,
+            ..Outcome::default()
+        };
+        let block = Outcome::block("detected", "no");
+        assert_eq!(stricter(redact(vec![], "email"), block.clone()), block);
+        assert_eq!(stricter(block.clone(), Outcome::allow()), block);
+        let both = stricter(
+            redact(vec![edit(0, 0..3, "[A]")], "email"),
+            redact(vec![edit(0, 5..9, "[B]")], "term"),
+        );
+        assert_eq!(both.edits, vec![edit(0, 0..3, "[A]"), edit(0, 5..9, "[B]")]);
+        assert_eq!(both.entities, vec!["email".to_owned(), "term".to_owned()]);
+    }
+
+    #[test]
+    fn one_finding_made_in_both_readings_is_one_edit() {
+        let merged = merge_overlaps(vec![
+            edit(0, 4..9, "[E]"),
+            edit(1, 0..2, "[X]"),
+            edit(0, 4..6, "[F]"),
+            edit(0, 4..9, "[E]"),
+            edit(0, 12..14, "[G]"),
+        ]);
+        assert_eq!(
+            merged,
+            vec![edit(0, 4..9, "[F][E]"), edit(0, 12..14, "[G]"), edit(1, 0..2, "[X]")],
+            "duplicates dropped, overlaps still merged"
+        );
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! rewrite the original at the right place (a range that starts or ends inside a changed
 //! cluster widens to the whole cluster). Text that needs none of this (ASCII with single
 //! spaces) is its own view, borrowed and without a map.
+//!
+//! A character dropped between two word characters is a *joint*: it may split a word
+//! (`pro<ZWSP>ject`) or stand for the space between two (`developer<ZWSP>mode`), and
+//! nothing in the text says which. The view joins the two sides; a text with a joint also
+//! has a *spaced* view (`DetectionView::spaced`) where each joint is one space, and the
+//! chain reads both (see `chain::run_policies`).
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -24,6 +30,8 @@ pub struct DetectionView<'a> {
     pub text: Cow<'a, str>,
     /// `None` when the view is the source itself.
     map: Option<OffsetMap>,
+    /// Whether a character was dropped between two word characters (see the module docs).
+    joint: bool,
 }
 
 /// Where the changed clusters of a view came from; everything between them maps one to one.
@@ -63,16 +71,33 @@ impl OffsetMap {
 impl<'a> DetectionView<'a> {
     /// The view of `source`.
     pub fn of(source: &'a str) -> Self {
-        match fold(source) {
+        Self::folded(source, Joints::Join)
+    }
+
+    /// The other reading of a text with a joint: each joint is one space (`developer mode`
+    /// for `developer<ZWSP>mode`). The same as `of` for a text without one.
+    pub fn spaced(source: &'a str) -> Self {
+        Self::folded(source, Joints::Space)
+    }
+
+    fn folded(source: &'a str, joints: Joints) -> Self {
+        match fold(source, joints) {
             None => DetectionView {
                 text: Cow::Borrowed(source),
                 map: None,
+                joint: false,
             },
-            Some((text, map)) => DetectionView {
-                text: Cow::Owned(text),
-                map: Some(map),
+            Some(f) => DetectionView {
+                text: Cow::Owned(f.text),
+                map: Some(f.map),
+                joint: f.joint,
             },
         }
+    }
+
+    /// Whether the text has a joint, and so a second reading (`spaced`).
+    pub fn has_joint(&self) -> bool {
+        self.joint
     }
 
     /// The range of the source that view range `r` came from.
@@ -203,13 +228,30 @@ pub fn prepare() {
     bmp_table();
 }
 
+/// What a view makes of a character dropped between two word characters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Joints {
+    /// Nothing: the two sides are one word.
+    Join,
+    /// One space: the two sides are two words.
+    Space,
+}
+
+/// A folded text: the view, its offset map, and whether it has a joint.
+struct Folded {
+    text: String,
+    map: OffsetMap,
+    joint: bool,
+}
+
 /// The view of `source` and its offset map; `None` when the view is the source itself.
 /// One pass: unchanged runs are copied whole, only what changes is looked at closely.
-fn fold(source: &str) -> Option<(String, OffsetMap)> {
+fn fold(source: &str, joints: Joints) -> Option<Folded> {
     let bytes = source.as_bytes();
     let mut out = String::new();
     let mut map = OffsetMap::default();
     let mut cluster = String::new();
+    let mut joint = false;
     // Bytes from `run` to `i` are unchanged and not yet copied.
     let (mut i, mut run) = (0, 0);
     loop {
@@ -241,7 +283,16 @@ fn fold(source: &str) -> Option<(String, OffsetMap)> {
             }
             end
         } else {
-            fold_cluster(source, i, &mut out, &mut cluster)
+            let end = fold_cluster(source, i, &mut out, &mut cluster);
+            // A cluster that vanished between two word characters is a joint.
+            let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+            if out.len() == view_start && word(out.chars().next_back()) && word(source[end..].chars().next()) {
+                joint = true;
+                if joints == Joints::Space {
+                    out.push(' ');
+                }
+            }
+            end
         };
         if out[view_start..] != source[i..end] {
             push_piece(&mut map, view_start..out.len(), i..end);
@@ -252,7 +303,7 @@ fn fold(source: &str) -> Option<(String, OffsetMap)> {
         return None;
     }
     out.push_str(&source[run..]);
-    Some((out, map))
+    Some(Folded { text: out, map, joint })
 }
 
 /// Folds the cluster of non-ASCII `source[at..]` (a character and the combining marks after
@@ -371,6 +422,45 @@ mod tests {
                 assert_eq!(next_change(&text, from), naive(&text, from), "{text:?} from {from}");
             }
         }
+    }
+
+    #[test]
+    fn a_character_dropped_between_word_characters_gives_a_second_reading() {
+        let cases = [
+            // (source, joined view, spaced view, has a joint)
+            ("developer\u{200b}mode", "developermode", "developer mode", true),
+            ("pro\u{200b}ject falcon", "project falcon", "pro ject falcon", true),
+            ("x\u{200b}\u{200c}y", "xy", "x y", true),
+            ("\u{420}\u{2060}\u{43e}", "Po", "P o", true),
+            ("a\u{200b} b", "a b", "a b", false),
+            ("a \u{200b}b", "a b", "a b", false),
+            ("\u{200b}start end\u{200b}", "start end", "start end", false),
+            ("ok.\u{200b}next", "ok.next", "ok.next", false),
+            ("cafe\u{301} au lait", "café au lait", "café au lait", false),
+        ];
+        for (src, joined, spaced, joint) in cases {
+            let v = DetectionView::of(src);
+            assert_eq!((v.text.as_ref(), v.has_joint()), (joined, joint), "{src:?}");
+            let s = DetectionView::spaced(src);
+            assert_eq!(s.text, spaced, "{src:?}");
+            // Every range of the spaced view leads back inside the source.
+            for a in 0..=s.text.len() {
+                let r = s.to_source(a..s.text.len());
+                assert!(r.start <= r.end && r.end <= src.len(), "{src:?} {a}: {r:?}");
+                assert!(
+                    src.is_char_boundary(r.start) && src.is_char_boundary(r.end),
+                    "{src:?} {a}: {r:?}"
+                );
+            }
+        }
+        let src = "say developer\u{200b}mode now";
+        let s = DetectionView::spaced(src);
+        let at = s.text.find("developer mode").expect("spaced");
+        assert_eq!(
+            &src[s.to_source(at..at + "developer mode".len())],
+            "developer\u{200b}mode"
+        );
+        assert!(!DetectionView::of("plain text").has_joint());
     }
 
     #[test]
