@@ -128,6 +128,8 @@ fn next_change(bytes: &[u8], from: usize) -> usize {
     const LOW7: u64 = 0x7f7f_7f7f_7f7f_7f7f;
     const SPACES: u64 = 0x2020_2020_2020_2020;
     let mut i = from;
+    // 0x80 when the byte before `i` (the last of the previous word) is a space.
+    let mut space_before = 0u64;
     while i + 8 <= bytes.len() {
         let mut word = [0u8; 8];
         word.copy_from_slice(&bytes[i..i + 8]);
@@ -137,16 +139,20 @@ fn next_change(bytes: &[u8], from: usize) -> usize {
         // Exactly the bytes equal to a space.
         let x = w ^ SPACES;
         let space = !(((x & LOW7) + LOW7) | x | LOW7);
+        // Two spaces across the word boundary: the previous word's last byte is the first.
+        if space_before & space != 0 {
+            return i - 1;
+        }
         let double = space & (space >> 8);
         let flags = (w & HIGH) | control | double;
         if flags != 0 {
             return i + (flags.trailing_zeros() / 8) as usize;
         }
-        // Two spaces across the word boundary.
-        if bytes[i + 7] == b' ' && bytes.get(i + 8) == Some(&b' ') {
-            return i + 7;
-        }
+        space_before = space >> 56;
         i += 8;
+    }
+    if space_before != 0 && bytes.get(i) == Some(&b' ') {
+        return i - 1;
     }
     while i < bytes.len() {
         let b = bytes[i];
