@@ -414,19 +414,31 @@ fn evaluate_readings(
     let Some((cx, views)) = second else {
         return Ok(first);
     };
-    let mut other = policy.evaluate(cx)?;
-    lead_back(views, &mut other.edits);
-    Ok(stricter(first, other))
+    match policy.evaluate(cx) {
+        Ok(mut other) => {
+            lead_back(views, &mut other.edits);
+            Ok(stricter(first, other))
+        }
+        // A failing second reading does not undo what the first found.
+        Err(_) if first.verdict.is_some_and(|v| v > Verdict::Allow) => Ok(first),
+        Err(e) => Err(e),
+    }
 }
 
 /// The stricter of one policy's outcomes over two readings of the same texts; when their
-/// verdicts agree, the first with the edits and entities of both.
+/// verdicts agree, the first with the edits and entities of both (and the other's reason
+/// when the first has none: a detection in log mode is an allow with a reason).
 fn stricter(mut first: Outcome, other: Outcome) -> Outcome {
     let rank = |o: &Outcome| o.verdict.unwrap_or(Verdict::Allow);
     match rank(&other).cmp(&rank(&first)) {
         std::cmp::Ordering::Greater => other,
         std::cmp::Ordering::Less => first,
         std::cmp::Ordering::Equal => {
+            if first.reason.is_none() && other.reason.is_some() {
+                first.reason = other.reason;
+                first.message = other.message;
+                first.note = other.note;
+            }
             first.edits.extend(other.edits);
             for e in other.entities {
                 if !first.entities.contains(&e) {
@@ -449,7 +461,9 @@ fn lead_back(views: &[DetectionView<'_>], edits: &mut [Edit]) {
 }
 
 /// Edits led back to the source texts, with the ones that now overlap merged: two findings
-/// inside one folded cluster, or one finding made in both readings of a text (kept once).
+/// inside one folded cluster, or one finding made in both readings of a text. A merged
+/// edit covers all the text its parts covered and carries the replacement of the widest
+/// part only: two partial masks side by side would show more of the secret than either.
 fn merge_overlaps(mut edits: Vec<Edit>) -> Vec<Edit> {
     edits.sort_by(|a, b| {
         (a.segment, a.range.start, a.range.end, &a.replacement).cmp(&(
@@ -461,13 +475,21 @@ fn merge_overlaps(mut edits: Vec<Edit>) -> Vec<Edit> {
     });
     edits.dedup();
     let mut out: Vec<Edit> = Vec::with_capacity(edits.len());
+    // The source length of the part whose replacement the last merged edit carries.
+    let mut kept = 0;
     for e in edits {
         match out.last_mut() {
             Some(last) if last.segment == e.segment && e.range.start < last.range.end => {
                 last.range.end = last.range.end.max(e.range.end);
-                last.replacement.push_str(&e.replacement);
+                if e.range.len() > kept {
+                    kept = e.range.len();
+                    last.replacement = e.replacement;
+                }
             }
-            _ => out.push(e),
+            _ => {
+                kept = e.range.len();
+                out.push(e);
+            }
         }
     }
     out
@@ -633,9 +655,34 @@ mod tests {
         ]);
         assert_eq!(
             merged,
-            vec![edit(0, 4..9, "[F][E]"), edit(0, 12..14, "[G]"), edit(1, 0..2, "[X]")],
-            "duplicates dropped, overlaps still merged"
+            vec![edit(0, 4..9, "[E]"), edit(0, 12..14, "[G]"), edit(1, 0..2, "[X]")],
+            "duplicates dropped, overlaps merged under the widest part's replacement"
         );
+        // Two partial masks of one number found with different extents: one mask over the
+        // union, never the digits each shows side by side.
+        let merged = merge_overlaps(vec![edit(0, 0..8, "****2222"), edit(0, 0..21, "*****************4455")]);
+        assert_eq!(merged, vec![edit(0, 0..21, "*****************4455")]);
+        let merged = merge_overlaps(vec![
+            edit(0, 0..10, "[A]"),
+            edit(0, 6..14, "[B]"),
+            edit(0, 13..15, "[C]"),
+        ]);
+        assert_eq!(
+            merged,
+            vec![edit(0, 0..15, "[A]")],
+            "the widest part (the first) gives the replacement"
+        );
+    }
+
+    #[test]
+    fn a_detection_only_the_second_reading_makes_keeps_its_reason() {
+        let logged = Outcome {
+            reason: Some("detected"),
+            note: Some("score 1.00".into()),
+            ..Outcome::default()
+        };
+        let got = stricter(Outcome::allow(), logged.clone());
+        assert_eq!((got.reason, got.note), (logged.reason, logged.note));
     }
 
     #[test]
