@@ -175,7 +175,8 @@ enum CharFold {
 /// The fold of one character after NFKC: dropped when default-ignorable (its skeleton is
 /// empty), its ASCII prototype when the confusables table gives one, else itself.
 fn char_fold(c: char) -> CharFold {
-    if c.is_whitespace() {
+    // The Braille blank renders as a space but is a symbol, not whitespace.
+    if c.is_whitespace() || c == '\u{2800}' {
         return CharFold::Ascii(b' ');
     }
     if c.is_ascii() {
@@ -371,6 +372,7 @@ mod tests {
             ("project \t\r\n falcon", "project falcon"),
             ("project\u{a0}falcon", "project falcon"),
             ("project\u{3000}falcon", "project falcon"),
+            ("project\u{2800}falcon", "project falcon"),
             ("pro\u{200b}ject falcon", "project falcon"),
             ("AKIA\u{200b}IOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
             ("pro\u{ad}ject fal\u{200d}con\u{feff}", "project falcon"),
