@@ -271,18 +271,7 @@ impl CompiledPolicy {
         next: &mut usize,
     ) -> Option<Vec<Edit>> {
         let policies = self.phase_members(phase);
-        let (texts, tools): (&[TextSegment<'_>], Vec<ToolUse<'_>>) = match body {
-            Reading::Tree(subject, view, texts) => (
-                texts,
-                match (phase, subject) {
-                    (Phase::Tool, Subject::Request) => exchange::request_tools(view),
-                    (Phase::Tool, _) => exchange::response_tools(view),
-                    _ => Vec::new(),
-                },
-            ),
-            // A view has no tool calls and no text for the tool phase.
-            Reading::View(texts) => (if phase == Phase::Tool { &[] } else { texts }, Vec::new()),
-        };
+        let (texts, tools) = body.parts(phase);
         // The policies read the detection view of each text (disguises folded away); their
         // edits are led back to the source text below.
         let views: Vec<DetectionView<'_>> = texts.iter().map(|t| DetectionView::of(t.text)).collect();
@@ -319,19 +308,7 @@ impl CompiledPolicy {
         while *next < policies.len() {
             let policy = &self.chain[policies[*next]];
             *next += 1;
-            if decision.verdict.is_terminal() {
-                decision
-                    .policy_results
-                    .push(PolicyResult::skipped(policy.kind(), phase, "chain short-circuited"));
-                continue;
-            }
-            if !policy.enabled() {
-                decision
-                    .policy_results
-                    .push(PolicyResult::skipped(policy.kind(), phase, "disabled"));
-                continue;
-            }
-            if phase == Phase::Tool && tools.is_empty() {
+            if skips(decision, policy.as_ref(), phase, tools.is_empty()) {
                 continue;
             }
             let outcome = evaluate_readings(policy.as_ref(), (&cx, &views), second);
@@ -344,24 +321,7 @@ impl CompiledPolicy {
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
-                    let mut r = PolicyResult::skipped(policy.kind(), phase, &format!("error: {e}"));
-                    r.set_duration(elapsed);
-                    match opts.fail_mode {
-                        FailMode::Allow => decision.degraded = true,
-                        FailMode::Block => {
-                            r.verdict = Verdict::Block;
-                            r.reason_code = Some(format!("{}.error", snake(policy.kind())));
-                            decision.verdict = Verdict::Block;
-                            decision.reason_code = r.reason_code.clone();
-                            decision.policy = Some(policy.kind());
-                            decision.phase = Some(phase);
-                            decision.message = Some(format!(
-                                "Request blocked: policy {} could not be evaluated",
-                                policy.kind()
-                            ));
-                        }
-                    }
-                    decision.policy_results.push(r);
+                    record_failure(decision, (policy.kind(), phase), &e, elapsed, opts.fail_mode);
                     continue;
                 }
             };
@@ -372,6 +332,66 @@ impl CompiledPolicy {
         }
         None
     }
+}
+
+impl<'v, 't> Reading<'v, 't> {
+    /// The texts the phase reads, and the tool declarations and calls it checks.
+    fn parts(self, phase: Phase) -> (&'v [TextSegment<'t>], Vec<ToolUse<'v>>) {
+        match self {
+            Reading::Tree(subject, view, texts) => (
+                texts,
+                match (phase, subject) {
+                    (Phase::Tool, Subject::Request) => exchange::request_tools(view),
+                    (Phase::Tool, _) => exchange::response_tools(view),
+                    _ => Vec::new(),
+                },
+            ),
+            // A view has no tool calls and no text for the tool phase.
+            Reading::View(texts) => (if phase == Phase::Tool { &[] } else { texts }, Vec::new()),
+        }
+    }
+}
+
+/// Whether `policy` does not run now: after a terminal verdict or while disabled (both
+/// recorded as skipped), or in the tool phase of a body without tools.
+fn skips(decision: &mut Decision, policy: &dyn Policy, phase: Phase, no_tools: bool) -> bool {
+    let note = if decision.verdict.is_terminal() {
+        "chain short-circuited"
+    } else if !policy.enabled() {
+        "disabled"
+    } else {
+        return phase == Phase::Tool && no_tools;
+    };
+    decision
+        .policy_results
+        .push(PolicyResult::skipped(policy.kind(), phase, note));
+    true
+}
+
+/// A policy that could not be evaluated: skipped and the decision marked degraded, or the
+/// request blocked (`<kind>.error`), as `fail_mode` says.
+fn record_failure(
+    decision: &mut Decision,
+    (kind, phase): (&'static str, Phase),
+    e: &PolicyError,
+    elapsed: Duration,
+    fail_mode: FailMode,
+) {
+    let mut r = PolicyResult::skipped(kind, phase, &format!("error: {e}"));
+    r.set_duration(elapsed);
+    match fail_mode {
+        FailMode::Allow => decision.degraded = true,
+        FailMode::Block => {
+            r.verdict = Verdict::Block;
+            r.reason_code = Some(format!("{}.error", snake(kind)));
+            decision.verdict = Verdict::Block;
+            decision.reason_code = r.reason_code.clone();
+            decision.policy = Some(kind);
+            decision.phase = Some(phase);
+            decision.message = Some(format!("Request blocked: policy {kind} could not be evaluated"));
+        }
+    }
+    decision.policy_results.push(r);
 }
 
 /// The segments as the policies see them: each text's detection view, same roles.

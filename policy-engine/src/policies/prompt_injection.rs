@@ -464,22 +464,27 @@ impl PromptInjection {
             }
         }
         if self.decode_base64 && depth == 0 {
-            for run in base64_runs(t) {
-                if let Some(decoded) = decode_base64(&t[run]) {
-                    // The decoded text is read as the chain reads texts: in its detection
-                    // view, and in its spaced view too when it has a joint.
-                    let view = DetectionView::of(&decoded);
-                    let mut s = self.score_with(&view.text, None, depth + 1).0;
-                    if view.has_joint() && s < 1.0 {
-                        s = s.max(
-                            self.score_with(&DetectionView::spaced(&decoded).text, None, depth + 1)
-                                .0,
-                        );
-                    }
-                    if s > best.0 {
-                        best = (s, "encoded_attack");
-                    }
-                }
+            let s = self.encoded_score(t, depth);
+            if s > best.0 {
+                best = (s, "encoded_attack");
+            }
+        }
+        best
+    }
+
+    /// The highest score of the base64 payloads in `t`, each decoded and read as the chain
+    /// reads texts: in its detection view, and in its spaced view too when it has a joint.
+    fn encoded_score(&self, t: &str, depth: u8) -> f64 {
+        let mut best = 0.0f64;
+        for run in base64_runs(t) {
+            let Some(decoded) = decode_base64(&t[run]) else {
+                continue;
+            };
+            let view = DetectionView::of(&decoded);
+            best = best.max(self.score_with(&view.text, None, depth + 1).0);
+            if view.has_joint() && best < 1.0 {
+                let spaced = DetectionView::spaced(&decoded);
+                best = best.max(self.score_with(&spaced.text, None, depth + 1).0);
             }
         }
         best
