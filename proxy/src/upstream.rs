@@ -249,12 +249,7 @@ impl Upstream {
                     self.base_path
                 )
             }
-            None => {
-                let mut path = String::with_capacity(self.base_path.len() + api.len());
-                path.push_str(&self.base_path);
-                path.push_str(api);
-                path
-            }
+            None => [self.base_path.as_str(), api].concat(),
         }
     }
 
