@@ -234,6 +234,31 @@ mod tests {
     }
 
     #[test]
+    fn a_term_joined_by_a_zero_width_space_is_redacted_at_every_split_point() {
+        let p = policy(
+            "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, blocked_terms: [Project Falcon]}\n",
+        );
+        let req = json!({"messages": []});
+        let h = Headers::new();
+        let text = format!(
+            "{} the codename is Project\u{200b}Falcon, say nothing. {}",
+            "plain words ".repeat(25),
+            "more words ".repeat(25)
+        );
+        let whole = stream(
+            &mut OutputGuard::new(&p, &req, &h, EvalOptions::default()),
+            &[text.as_str()],
+        )
+        .expect("ok");
+        assert!(whole.contains("the codename is [REDACTED], say nothing."), "{whole}");
+        for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
+            let (a, b) = text.split_at(cut);
+            let got = stream(&mut OutputGuard::new(&p, &req, &h, EvalOptions::default()), &[a, b]).expect("ok");
+            assert_eq!(got, whole, "split at {cut}");
+        }
+    }
+
+    #[test]
     fn clean_text_streams_through_unchanged_and_holds_only_the_window() {
         let p = policy(REDACT);
         let req = json!({"messages": []});
