@@ -114,6 +114,39 @@ impl<'a> DetectionView<'a> {
     }
 }
 
+/// Where the tail of `s` that reads as at least `view_bytes` bytes of its detection view
+/// starts: characters the view drops count nothing and a run of whitespace counts one
+/// byte, so padding a term with them does not push its start out of the tail. Looks back
+/// at most `max_bytes` bytes of `s`; always a char boundary.
+pub fn view_tail_start(s: &str, view_bytes: usize, max_bytes: usize) -> usize {
+    // The common case: a tail that is its own view (ASCII, single spaces).
+    if view_bytes <= max_bytes
+        && let Some(plain) = s.len().checked_sub(view_bytes)
+        && next_change(&s.as_bytes()[plain..], 0) == view_bytes
+    {
+        return plain;
+    }
+    let floor = s.len().saturating_sub(max_bytes);
+    let (mut seen, mut start, mut after_space) = (0usize, s.len(), false);
+    for (i, c) in s.char_indices().rev() {
+        if seen >= view_bytes || i < floor {
+            break;
+        }
+        let space = c.is_whitespace() || c == '\u{2800}';
+        seen += match c {
+            _ if space => usize::from(!after_space),
+            // Tag characters and variation selectors of the supplementary planes.
+            '\u{E0000}'..='\u{E0FFF}' => 0,
+            _ if c.is_ascii() || u32::from(c) >= 0x1_0000 => c.len_utf8(),
+            _ if char_fold(c) == CharFold::Drop => 0,
+            _ => c.len_utf8(),
+        };
+        after_space = space;
+        start = i;
+    }
+    start
+}
+
 /// The view of a literal (a blocked term, an entity name): folded like the texts it is
 /// searched in.
 pub fn fold_literal(literal: &str) -> Cow<'_, str> {
@@ -469,6 +502,22 @@ mod tests {
             "developer\u{200b}mode"
         );
         assert!(!DetectionView::of("plain text").has_joint());
+    }
+
+    #[test]
+    fn a_view_tail_skips_what_the_view_drops_and_stops_at_its_bound() {
+        assert_eq!(view_tail_start("abcdef", 3, 100), 3);
+        assert_eq!(view_tail_start("ab", 3, 100), 0);
+        let padded = format!("Project{}Falcon", "\u{200b}".repeat(200));
+        let at = view_tail_start(&padded, 8, 10_000);
+        assert!(padded[at..].starts_with("ct\u{200b}"), "{:?}", &padded[at..at + 4]);
+        let spaced = format!("Project{}Falcon", " \n\t".repeat(200));
+        assert!(spaced[view_tail_start(&spaced, 8, 10_000)..].starts_with("t \n\t"));
+        // Never further back than the bound, and always on a char boundary.
+        let at = view_tail_start(&padded, 1_000, 50);
+        assert!(padded.len() - at <= 50 && padded.is_char_boundary(at), "{at}");
+        assert_eq!(view_tail_start("", 5, 5), 0);
+        assert_eq!(view_tail_start("héllo", 0, 5), 6);
     }
 
     #[test]

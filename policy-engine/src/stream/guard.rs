@@ -1,7 +1,10 @@
 //! `OutputGuard`: the output phase for streamed answers. Text deltas go in; text that the
 //! output policies have cleared comes out. The last `hold_back` bytes are always held, so
 //! an entity up to that long is seen whole before any of it leaves, and redactions work
-//! across chunk boundaries. A block stops the stream; the caller ends it with an explicit
+//! across chunk boundaries. Held and context bytes are counted as the detection view
+//! reads them (dropped characters count nothing, a run of whitespace one byte), up to
+//! `SOURCE_FACTOR` times as many bytes of the stream, so padding a term with invisible
+//! characters or whitespace does not split it across what was already sent. A block stops the stream; the caller ends it with an explicit
 //! error event, never a clean-looking truncation.
 
 use serde_json::Value;
@@ -10,6 +13,7 @@ use crate::chain::EvalOptions;
 use crate::compile::CompiledPolicy;
 use crate::decision::Decision;
 use crate::exchange::Headers;
+use crate::normalize::view_tail_start;
 
 /// Default bytes held back: longer than any entity the detectors recognise.
 pub const DEFAULT_HOLD_BACK: usize = 256;
@@ -18,6 +22,9 @@ const BATCH: usize = 128;
 /// Bytes of already-emitted text shown to the policies as context (e.g. "SSN:" before a
 /// number that arrives in the next delta).
 const CONTEXT: usize = 64;
+/// The hold-back and the context reach back at most this many times their size in stream
+/// bytes (the bound on what padding a guard sees through, and on what it holds).
+const SOURCE_FACTOR: usize = 16;
 
 /// What the caller should do after a push.
 #[derive(Debug, Clone, PartialEq)]
@@ -41,14 +48,6 @@ pub struct OutputGuard<'a> {
     /// Strongest outcome so far and the latest per-policy results.
     decision: Decision,
     blocked: bool,
-}
-
-fn floor_boundary(s: &str, mut i: usize) -> usize {
-    i = i.min(s.len());
-    while i > 0 && !s.is_char_boundary(i) {
-        i -= 1;
-    }
-    i
 }
 
 impl<'a> OutputGuard<'a> {
@@ -123,7 +122,7 @@ impl<'a> OutputGuard<'a> {
         let mut cut = if last {
             self.pending.len()
         } else {
-            floor_boundary(&self.pending, self.pending.len() - self.hold_back)
+            view_tail_start(&self.pending, self.hold_back, self.hold_back * SOURCE_FACTOR)
         };
         if let Some((r, _)) = edits.iter().find(|(r, _)| r.start < cut && r.end > cut) {
             cut = r.start;
@@ -133,10 +132,8 @@ impl<'a> OutputGuard<'a> {
         let head: String = self.pending.drain(..cut).collect();
         let out = super::edits::apply(&head, &committed);
         self.context.push_str(&out);
-        if self.context.len() > CONTEXT {
-            let from = floor_boundary(&self.context, self.context.len() - CONTEXT);
-            self.context.drain(..from);
-        }
+        let from = view_tail_start(&self.context, CONTEXT, CONTEXT * SOURCE_FACTOR);
+        self.context.drain(..from);
         Step::Emit(out)
     }
 
@@ -255,6 +252,41 @@ mod tests {
             let (a, b) = text.split_at(cut);
             let got = stream(&mut OutputGuard::new(&p, &req, &h, EvalOptions::default()), &[a, b]).expect("ok");
             assert_eq!(got, whole, "split at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_term_padded_with_invisible_characters_or_whitespace_is_not_split_by_the_release() {
+        let p = policy(
+            "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, blocked_terms: [Project Falcon]}\n",
+        );
+        let req = json!({"messages": []});
+        let h = Headers::new();
+        for pad in [
+            "\u{200b}".repeat(1000),
+            "\u{2060}\u{200d}".repeat(300),
+            " \n".repeat(900),
+        ] {
+            let text = format!(
+                "{} the codename is Project{pad}Falcon, ok. {}",
+                "words ".repeat(60),
+                "more ".repeat(60)
+            );
+            // Small deltas, as a model streams them.
+            let chunks: Vec<String> = text
+                .chars()
+                .collect::<Vec<_>>()
+                .chunks(5)
+                .map(|c| c.iter().collect())
+                .collect();
+            let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+            let got = stream(&mut OutputGuard::new(&p, &req, &h, EvalOptions::default()), &refs).expect("ok");
+            assert!(
+                !got.contains("Project") && !got.contains("Falcon"),
+                "{} bytes of padding",
+                pad.len()
+            );
+            assert!(got.contains("[REDACTED]"));
         }
     }
 
