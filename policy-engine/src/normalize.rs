@@ -132,7 +132,7 @@ pub fn view_tail_start(s: &str, view_bytes: usize, max_bytes: usize) -> usize {
         if seen >= view_bytes || i < floor {
             break;
         }
-        let space = c.is_whitespace() || c == '\u{2800}';
+        let space = reads_as_space(c);
         seen += match c {
             _ if space => usize::from(!after_space),
             // Tag characters and variation selectors of the supplementary planes.
@@ -207,9 +207,14 @@ enum CharFold {
 
 /// The fold of one character after NFKC: dropped when default-ignorable (its skeleton is
 /// empty), its ASCII prototype when the confusables table gives one, else itself.
+/// Whether the view reads `c` as (part of a run of) whitespace. The Braille blank renders
+/// as a space but is a symbol, not whitespace.
+fn reads_as_space(c: char) -> bool {
+    c.is_whitespace() || c == '\u{2800}'
+}
+
 fn char_fold(c: char) -> CharFold {
-    // The Braille blank renders as a space but is a symbol, not whitespace.
-    if c.is_whitespace() || c == '\u{2800}' {
+    if reads_as_space(c) {
         return CharFold::Ascii(b' ');
     }
     if c.is_ascii() {

@@ -185,6 +185,21 @@ mod tests {
 
     const REDACT: &str = "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [pii-detector, dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, sensitivity_level: restricted}\n";
 
+    const TERM: &str = "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, blocked_terms: [Project Falcon]}\n";
+
+    /// The text `text` comes out as when streamed whole, after checking that every cut of it
+    /// into two deltas gives the same.
+    fn same_at_every_split_point(p: &CompiledPolicy, text: &str) -> String {
+        let (req, h) = (json!({"messages": []}), Headers::new());
+        let whole = stream(&mut OutputGuard::new(p, &req, &h, EvalOptions::default()), &[text]).expect("ok");
+        for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
+            let (a, b) = text.split_at(cut);
+            let got = stream(&mut OutputGuard::new(p, &req, &h, EvalOptions::default()), &[a, b]).expect("ok");
+            assert_eq!(got, whole, "split at {cut}");
+        }
+        whole
+    }
+
     #[test]
     fn a_secret_split_across_three_chunks_is_redacted() {
         let p = policy(REDACT);
@@ -210,56 +225,30 @@ mod tests {
     #[test]
     fn every_split_point_gives_the_same_text() {
         let p = policy(REDACT);
-        let req = json!({"messages": []});
-        let h = Headers::new();
         let text = format!(
             "{} call 415-555-0132 or write to a@b.example today. {}",
             "lorem ïpsum ".repeat(30),
             "dolor sit ".repeat(30)
         );
-        let whole = stream(
-            &mut OutputGuard::new(&p, &req, &h, EvalOptions::default()),
-            &[text.as_str()],
-        )
-        .expect("ok");
+        let whole = same_at_every_split_point(&p, &text);
         assert!(whole.contains("call [PHONE] or write to [EMAIL] today."), "{whole}");
-        for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
-            let (a, b) = text.split_at(cut);
-            let got = stream(&mut OutputGuard::new(&p, &req, &h, EvalOptions::default()), &[a, b]).expect("ok");
-            assert_eq!(got, whole, "split at {cut}");
-        }
     }
 
     #[test]
     fn a_term_joined_by_a_zero_width_space_is_redacted_at_every_split_point() {
-        let p = policy(
-            "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, blocked_terms: [Project Falcon]}\n",
-        );
-        let req = json!({"messages": []});
-        let h = Headers::new();
+        let p = policy(TERM);
         let text = format!(
             "{} the codename is Project\u{200b}Falcon, say nothing. {}",
             "plain words ".repeat(25),
             "more words ".repeat(25)
         );
-        let whole = stream(
-            &mut OutputGuard::new(&p, &req, &h, EvalOptions::default()),
-            &[text.as_str()],
-        )
-        .expect("ok");
+        let whole = same_at_every_split_point(&p, &text);
         assert!(whole.contains("the codename is [REDACTED], say nothing."), "{whole}");
-        for cut in (0..text.len()).filter(|c| text.is_char_boundary(*c)) {
-            let (a, b) = text.split_at(cut);
-            let got = stream(&mut OutputGuard::new(&p, &req, &h, EvalOptions::default()), &[a, b]).expect("ok");
-            assert_eq!(got, whole, "split at {cut}");
-        }
     }
 
     #[test]
     fn a_term_padded_with_invisible_characters_or_whitespace_is_not_split_by_the_release() {
-        let p = policy(
-            "pack: {name: t, version: 1.0.0, enabled: true}\npolicies: {chain: [dlp-filter]}\npolicy:\n  dlp-filter: {action: redact, blocked_terms: [Project Falcon]}\n",
-        );
+        let p = policy(TERM);
         let req = json!({"messages": []});
         let h = Headers::new();
         for pad in [
