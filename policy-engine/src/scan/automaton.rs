@@ -64,15 +64,36 @@ struct Lane {
     end: usize,
 }
 
+/// Where the lanes' parts of `total` bytes start and end (`bounds[k]..bounds[k + 1]`).
+/// Lanes after the first walk `warm` bytes before their part, so the first lane's part is
+/// that much longer: all four then walk about as many bytes and end together, and no
+/// lane is left to finish alone, one latency-bound load per byte.
+fn lane_bounds(total: usize, warm: usize) -> [usize; STREAMS + 1] {
+    let lanes = STREAMS - 1;
+    let plain = total.div_ceil(STREAMS).max(PIECE_MIN);
+    let w = warm.min(plain / 2);
+    let walked = (total + lanes * w).div_ceil(STREAMS).max(PIECE_MIN);
+    std::array::from_fn(|k| match k {
+        0 => 0,
+        STREAMS => total,
+        _ => (k * walked - (k - 1) * w).min(total),
+    })
+}
+
 #[derive(Debug, Clone)]
 pub struct LiteralDfa {
     /// Byte → equivalence class; ASCII letters share a class with their other case.
     classes: [u16; 256],
     stride: usize,
-    /// `state * stride + class` → next state, premultiplied by `stride`.
+    /// `state + class` → next state. States are premultiplied ids: a non-match state's
+    /// row starts at a multiple of `stride` below `first_match`, a match state's at
+    /// `first_match` plus a multiple of `stride`. The table's length is a power of two
+    /// (`mask + 1`; the rows past the last are never read).
     trans: Vec<u32>,
+    mask: usize,
     start: u32,
-    /// Premultiplied ids at or above this are match states.
+    /// A power of two: every non-match state is below it and every match state at or
+    /// above it, so "is any of these states a match" is one OR and one comparison.
     first_match: u32,
     /// Per match state (in id order from `first_match`): its range in `outputs`.
     out_ranges: Vec<(u32, u32)>,
@@ -178,11 +199,25 @@ impl LiteralDfa {
             }
         }
         let first_match_idx = order.iter().filter(|s| !is_match(**s as usize)).count();
-        let mut trans = vec![0u32; n * stride];
+        // Premultiplied ids: match states start at the power of two above the non-match rows.
+        let first_match = (first_match_idx * stride).next_power_of_two();
+        let len = (first_match + (n - first_match_idx) * stride).next_power_of_two();
+        if len > MAX_TABLE {
+            return None;
+        }
+        let premultiplied = |id: u32| -> usize {
+            let id = id as usize;
+            if id < first_match_idx {
+                id * stride
+            } else {
+                first_match + (id - first_match_idx) * stride
+            }
+        };
+        let mut trans = vec![0u32; len];
         for s in 0..n {
-            let row = new_id[s] as usize * stride;
+            let row = premultiplied(new_id[s]);
             for c in 0..stride {
-                trans[row + c] = new_id[delta[s * stride + c] as usize] * stride as u32;
+                trans[row + c] = u32::try_from(premultiplied(new_id[delta[s * stride + c] as usize])).ok()?;
             }
         }
         let mut out_ranges = vec![(0u32, 0u32); n - first_match_idx];
@@ -204,13 +239,20 @@ impl LiteralDfa {
             classes,
             stride,
             trans,
-            start: new_id[0] * stride as u32,
-            first_match: (first_match_idx * stride) as u32,
+            mask: len - 1,
+            start: u32::try_from(premultiplied(new_id[0])).ok()?,
+            first_match: u32::try_from(first_match).ok()?,
             out_ranges,
             outputs,
             max_len: lens.iter().copied().max().unwrap_or(0) as usize,
             lens,
         })
+    }
+
+    /// The transition table as a slice of exactly `mask + 1` entries.
+    #[inline(always)]
+    fn table(&self) -> &[u32] {
+        &self.trans[..=self.mask]
     }
 
     fn emit(&self, s: u32, end: usize, f: &mut impl FnMut(u32, usize, usize)) {
@@ -233,21 +275,24 @@ impl LiteralDfa {
     /// the slices and the counter all stay in registers.
     #[inline(never)]
     fn walk4(&self, b: [&[u8]; STREAMS], s: &mut [u32; STREAMS], mut j: usize) -> usize {
-        let (t, cl, fm) = (self.trans.as_slice(), &self.classes, self.first_match);
+        let (t, m, cl, fm) = (self.table(), self.mask, &self.classes, self.first_match);
         let n = b[0].len();
         let (b0, b1, b2, b3) = (&b[0][..n], &b[1][..n], &b[2][..n], &b[3][..n]);
-        let [mut s0, mut s1, mut s2, mut s3] = *s;
+        let fm = fm as usize;
+        let [mut s0, mut s1, mut s2, mut s3] = s.map(|x| x as usize);
         while j < n {
-            s0 = t[s0 as usize + usize::from(cl[usize::from(b0[j])])];
-            s1 = t[s1 as usize + usize::from(cl[usize::from(b1[j])])];
-            s2 = t[s2 as usize + usize::from(cl[usize::from(b2[j])])];
-            s3 = t[s3 as usize + usize::from(cl[usize::from(b3[j])])];
+            // Masked indices are always in the table, so the loads carry no bounds checks.
+            s0 = t[(s0 + usize::from(cl[usize::from(b0[j])])) & m] as usize;
+            s1 = t[(s1 + usize::from(cl[usize::from(b1[j])])) & m] as usize;
+            s2 = t[(s2 + usize::from(cl[usize::from(b2[j])])) & m] as usize;
+            s3 = t[(s3 + usize::from(cl[usize::from(b3[j])])) & m] as usize;
             j += 1;
-            if (s0 >= fm) | (s1 >= fm) | (s2 >= fm) | (s3 >= fm) {
+            if (s0 | s1 | s2 | s3) >= fm {
                 break;
             }
         }
-        *s = [s0, s1, s2, s3];
+        // Table entries are u32, so the states fit.
+        *s = [s0 as u32, s1 as u32, s2 as u32, s3 as u32];
         j
     }
 
@@ -256,10 +301,10 @@ impl LiteralDfa {
     ///
     /// A walk is bound by the latency of one table load per byte, and a body's table rows
     /// are rarely all in cache: so four lanes walk in lockstep, lane `k` over the `k`-th
-    /// quarter of the texts laid end to end (at least `PIECE_MIN` bytes), all four ending
-    /// together. A lane's piece of a text that starts inside the text starts `max_len - 1`
-    /// bytes early, so its state is exact from its first byte, and reports only the
-    /// matches that end inside the piece.
+    /// quarter of the texts laid end to end (at least `PIECE_MIN` bytes; see
+    /// [`lane_bounds`]), all four ending together. A lane's piece of a text that starts
+    /// inside the text starts `max_len - 1` bytes early, so its state is exact from its
+    /// first byte, and reports only the matches that end inside the piece.
     pub fn for_each_match_in<'h>(
         &self,
         count: usize,
@@ -267,14 +312,14 @@ impl LiteralDfa {
         mut f: impl FnMut(usize, u32, usize, usize),
     ) {
         let total: usize = (0..count).map(|i| hay(i).len()).sum();
-        let quarter = total.div_ceil(STREAMS).max(PIECE_MIN);
+        let warm = self.max_len.saturating_sub(1);
+        let bounds = lane_bounds(total, warm);
         let mut cursors: [Cursor; STREAMS] = std::array::from_fn(|k| Cursor {
-            lo: k * quarter,
-            hi: ((k + 1) * quarter).min(total),
+            lo: bounds[k],
+            hi: bounds[k + 1],
             text: 0,
             at: 0,
         });
-        let warm = self.max_len.saturating_sub(1);
         let start = self.start;
         let take = |c: &mut Cursor| c.next_piece(count, &hay, start, warm);
         let mut lanes: [Option<Lane>; STREAMS] = std::array::from_fn(|k| take(&mut cursors[k]));
@@ -333,8 +378,9 @@ impl LiteralDfa {
         if from >= end {
             return;
         }
+        let (t, m) = (self.table(), self.mask);
         for (k, &b) in hay[from..end].iter().enumerate() {
-            s = self.trans[s as usize + usize::from(self.classes[usize::from(b)])];
+            s = t[(s as usize + usize::from(self.classes[usize::from(b)])) & m];
             if s >= self.first_match && from + k >= region {
                 self.emit(s, from + k + 1, f);
             }
@@ -461,6 +507,28 @@ mod tests {
         for (i, t) in texts.iter().enumerate() {
             got[i].sort_unstable();
             assert_eq!(got[i], naive(&pats, t));
+        }
+    }
+
+    #[test]
+    fn lanes_cover_the_texts_once_and_walk_about_as_much() {
+        for total in [0usize, 1, 63, 64, 65, 200, 784, 1289, 4096, 65_536, 1_000_003] {
+            for warm in [0usize, 1, 30, 63, 500, 10_000] {
+                let b = lane_bounds(total, warm);
+                assert_eq!((b[0], b[STREAMS]), (0, total), "{total} {warm}");
+                assert!(b.windows(2).all(|w| w[0] <= w[1]), "{total} {warm}: {b:?}");
+                // What each lane walks: its part, and `warm` bytes before it (except the first).
+                let walked: Vec<usize> = (0..STREAMS)
+                    .map(|k| b[k + 1] - b[k] + if k > 0 && b[k + 1] > b[k] { warm.min(b[k]) } else { 0 })
+                    .collect();
+                if total >= 4 * PIECE_MIN && warm <= total / 8 {
+                    let (lo, hi) = (walked.iter().min(), walked.iter().max());
+                    assert!(
+                        hi.zip(lo).is_some_and(|(h, l)| h - l <= STREAMS),
+                        "{total} {warm}: {walked:?}"
+                    );
+                }
+            }
         }
     }
 

@@ -157,7 +157,7 @@ impl Scanner {
 
     /// Every hit in each of `texts`, per text then per owner, sorted by start.
     pub fn scan_all(&self, texts: &[TextSegment<'_>]) -> BodyHits {
-        let mut found: Vec<((u32, u32), Hit)> = Vec::new();
+        let mut found: Vec<((u32, u32), Hit)> = Vec::with_capacity(FOUND_CAPACITY);
         let mut add = |text: usize, pattern: usize, start: usize, end: usize| {
             for &(owner, local) in &self.map[pattern] {
                 found.push(((text as u32, owner as u32), Hit { local, start, end }));
@@ -177,7 +177,7 @@ impl Scanner {
                 }
             }
         }
-        found.sort_unstable_by_key(|(key, h)| (*key, h.start, h.end, h.local));
+        found.sort_unstable_by_key(|(key, h)| sort_key(*key, h));
         BodyHits {
             keys: found.iter().map(|(k, _)| *k).collect(),
             hits: found.into_iter().map(|(_, h)| h).collect(),
@@ -205,6 +205,22 @@ impl Scanner {
         }
         by_owner
     }
+}
+
+/// Room for the hits of a typical body, so that collecting them does not grow the buffer
+/// step by step.
+const FOUND_CAPACITY: usize = 64;
+
+/// The order of [`BodyHits`] as three words: (text, owner), start, then end and the local
+/// index (an end past 4 GiB, far beyond any body kt accepts, only loses the tie-break).
+#[inline]
+fn sort_key((text, owner): (u32, u32), h: &Hit) -> (u64, u64, u64) {
+    let end = u64::try_from(h.end).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
+    (
+        u64::from(text) << 32 | u64::from(owner),
+        u64::try_from(h.start).unwrap_or(u64::MAX),
+        end << 32 | u64::from(h.local),
+    )
 }
 
 /// Every hit in a body's texts, in one buffer: grouped by (text, owner), sorted by start
