@@ -163,10 +163,8 @@ fn next_change(bytes: &[u8], from: usize) -> usize {
     let mut i = from;
     // 0x80 when the byte before `i` (the last of the previous word) is a space.
     let mut space_before = 0u64;
-    while i + 8 <= bytes.len() {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(&bytes[i..i + 8]);
-        let w = u64::from_le_bytes(word);
+    for chunk in bytes.get(from..).unwrap_or_default().chunks_exact(8) {
+        let w = u64::from_le_bytes(<[u8; 8]>::try_from(chunk).unwrap_or_default());
         // Bytes below 0x20 (the lowest flag is exact; borrows only flag bytes above it).
         let control = w.wrapping_sub(SPACES) & !w & HIGH;
         // Exactly the bytes equal to a space.
