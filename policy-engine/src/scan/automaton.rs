@@ -110,140 +110,183 @@ struct Node {
     own: Vec<u32>,
 }
 
+/// Byte → class: one class per distinct byte of the patterns (ASCII letters together with
+/// their other case), class 0 for every other byte. Gives the table and the class count.
+fn byte_classes(patterns: &[String]) -> ([u16; 256], usize) {
+    let mut classes = [0u16; 256];
+    let mut n_classes: u16 = 1;
+    for p in patterns {
+        for &b in p.as_bytes() {
+            let b = b.to_ascii_lowercase();
+            if classes[usize::from(b)] == 0 {
+                classes[usize::from(b)] = n_classes;
+                if b.is_ascii_lowercase() {
+                    classes[usize::from(b.to_ascii_uppercase())] = n_classes;
+                }
+                n_classes += 1;
+            }
+        }
+    }
+    (classes, usize::from(n_classes))
+}
+
+/// The patterns' trie over byte classes, and each pattern's length.
+fn trie(patterns: &[String], classes: &[u16; 256]) -> Option<(Vec<Node>, Vec<u32>)> {
+    let empty = || Node {
+        next: Vec::new(),
+        own: Vec::new(),
+    };
+    let mut nodes: Vec<Node> = vec![empty()];
+    let mut lens = Vec::with_capacity(patterns.len());
+    for (pid, p) in patterns.iter().enumerate() {
+        let mut cur = 0usize;
+        for &b in p.as_bytes() {
+            let c = classes[usize::from(b)];
+            cur = match nodes[cur].next.binary_search_by_key(&c, |e| e.0) {
+                Ok(i) => nodes[cur].next[i].1 as usize,
+                Err(i) => {
+                    let id = nodes.len();
+                    nodes[cur].next.insert(i, (c, u32::try_from(id).ok()?));
+                    nodes.push(empty());
+                    id
+                }
+            };
+        }
+        nodes[cur].own.push(u32::try_from(pid).ok()?);
+        lens.push(u32::try_from(p.len()).ok()?);
+    }
+    Some((nodes, lens))
+}
+
+/// The automaton over the trie's own numbering, found breadth-first.
+struct Links {
+    /// `node * stride + class` → next node.
+    delta: Vec<u32>,
+    /// The nearest proper suffix node with patterns of its own, or `u32::MAX`.
+    dict: Vec<u32>,
+    /// Nodes in breadth-first order.
+    order: Vec<u32>,
+}
+
+fn links(nodes: &[Node], stride: usize) -> Links {
+    let n = nodes.len();
+    let mut delta = vec![0u32; n * stride];
+    let mut fail = vec![0u32; n];
+    let mut dict = vec![u32::MAX; n];
+    let mut order = Vec::with_capacity(n);
+    let mut queue = VecDeque::new();
+    for &(c, child) in &nodes[0].next {
+        delta[usize::from(c)] = child;
+        queue.push_back(child);
+    }
+    order.push(0u32);
+    while let Some(u) = queue.pop_front() {
+        let u = u as usize;
+        order.push(u as u32);
+        let f = fail[u] as usize;
+        for c in 0..stride {
+            delta[u * stride + c] = delta[f * stride + c];
+        }
+        for &(c, v) in &nodes[u].next {
+            let v = v as usize;
+            let fv = delta[f * stride + usize::from(c)] as usize;
+            fail[v] = fv as u32;
+            dict[v] = if !nodes[fv].own.is_empty() { fv as u32 } else { dict[fv] };
+            delta[u * stride + usize::from(c)] = v as u32;
+            queue.push_back(v as u32);
+        }
+    }
+    Links { delta, dict, order }
+}
+
+/// The search layout of the table (see [`LiteralDfa`]'s fields).
+struct Layout {
+    start: u32,
+    trans: Vec<u32>,
+    first_match: u32,
+    out_ranges: Vec<(u32, u32)>,
+    outputs: Vec<u32>,
+}
+
+/// The table in its search layout: non-match states first (breadth-first), match
+/// states from the power of two above them, ids premultiplied by `stride`; and each
+/// match state's patterns, its own first.
+fn lay_out(nodes: &[Node], links: &Links, stride: usize) -> Option<Layout> {
+    let Links { delta, dict, order } = links;
+    let n = nodes.len();
+    let is_match = |s: usize| !nodes[s].own.is_empty() || dict[s] != u32::MAX;
+    // Renumber: non-match states first, so "is a match" is one comparison.
+    let mut new_id = vec![0u32; n];
+    let mut next = 0u32;
+    for pass in [false, true] {
+        for &s in order {
+            if is_match(s as usize) == pass {
+                new_id[s as usize] = next;
+                next += 1;
+            }
+        }
+    }
+    let first_match_idx = order.iter().filter(|s| !is_match(**s as usize)).count();
+    let first_match = (first_match_idx * stride).next_power_of_two();
+    let len = (first_match + (n - first_match_idx) * stride).next_power_of_two();
+    if len > MAX_TABLE {
+        return None;
+    }
+    let premultiplied = |old: usize| -> Option<u32> {
+        let id = new_id[old] as usize;
+        let at = match id.checked_sub(first_match_idx) {
+            None => id * stride,
+            Some(m) => first_match + m * stride,
+        };
+        u32::try_from(at).ok()
+    };
+    let mut trans = vec![0u32; len];
+    for s in 0..n {
+        let row = premultiplied(s)? as usize;
+        for c in 0..stride {
+            trans[row + c] = premultiplied(delta[s * stride + c] as usize)?;
+        }
+    }
+    let mut out_ranges = vec![(0u32, 0u32); n - first_match_idx];
+    let mut outputs = Vec::new();
+    for s in (0..n).filter(|&s| is_match(s)) {
+        let begin = outputs.len() as u32;
+        outputs.extend_from_slice(&nodes[s].own);
+        let mut d = dict[s];
+        while d != u32::MAX {
+            outputs.extend_from_slice(&nodes[d as usize].own);
+            d = dict[d as usize];
+        }
+        out_ranges[new_id[s] as usize - first_match_idx] = (begin, outputs.len() as u32);
+    }
+    Some(Layout {
+        start: premultiplied(0)?,
+        trans,
+        first_match: u32::try_from(first_match).ok()?,
+        out_ranges,
+        outputs,
+    })
+}
+
 impl LiteralDfa {
     /// Builds the automaton; `None` when the table would exceed `MAX_TABLE` entries.
     pub fn new(patterns: &[String]) -> Option<LiteralDfa> {
-        let mut classes = [0u16; 256];
-        let mut n_classes: u16 = 1;
-        for p in patterns {
-            for &b in p.as_bytes() {
-                let b = b.to_ascii_lowercase();
-                if classes[usize::from(b)] == 0 {
-                    classes[usize::from(b)] = n_classes;
-                    if b.is_ascii_lowercase() {
-                        classes[usize::from(b.to_ascii_uppercase())] = n_classes;
-                    }
-                    n_classes += 1;
-                }
-            }
-        }
-        let stride = usize::from(n_classes);
-        // Trie.
-        let mut nodes: Vec<Node> = vec![Node {
-            next: Vec::new(),
-            own: Vec::new(),
-        }];
-        let mut lens = Vec::with_capacity(patterns.len());
-        for (pid, p) in patterns.iter().enumerate() {
-            let mut cur = 0usize;
-            for &b in p.as_bytes() {
-                let c = classes[usize::from(b)];
-                cur = match nodes[cur].next.binary_search_by_key(&c, |e| e.0) {
-                    Ok(i) => nodes[cur].next[i].1 as usize,
-                    Err(i) => {
-                        let id = nodes.len();
-                        nodes[cur].next.insert(i, (c, u32::try_from(id).ok()?));
-                        nodes.push(Node {
-                            next: Vec::new(),
-                            own: Vec::new(),
-                        });
-                        id
-                    }
-                };
-            }
-            nodes[cur].own.push(u32::try_from(pid).ok()?);
-            lens.push(u32::try_from(p.len()).ok()?);
-        }
-        let n = nodes.len();
-        if n.checked_mul(stride)? > MAX_TABLE {
+        let (classes, stride) = byte_classes(patterns);
+        let (nodes, lens) = trie(patterns, &classes)?;
+        if nodes.len().checked_mul(stride)? > MAX_TABLE {
             return None;
         }
-        // Breadth-first: failure links and the full transition table (old numbering).
-        let mut delta = vec![0u32; n * stride];
-        let mut fail = vec![0u32; n];
-        let mut dict = vec![u32::MAX; n];
-        let mut order = Vec::with_capacity(n);
-        let mut queue = VecDeque::new();
-        for &(c, child) in &nodes[0].next {
-            delta[usize::from(c)] = child;
-            queue.push_back(child);
-        }
-        order.push(0u32);
-        while let Some(u) = queue.pop_front() {
-            let u = u as usize;
-            order.push(u as u32);
-            let f = fail[u] as usize;
-            for c in 0..stride {
-                delta[u * stride + c] = delta[f * stride + c];
-            }
-            for k in 0..nodes[u].next.len() {
-                let (c, v) = nodes[u].next[k];
-                let v = v as usize;
-                let fv = delta[f * stride + usize::from(c)] as usize;
-                fail[v] = fv as u32;
-                dict[v] = if !nodes[fv].own.is_empty() { fv as u32 } else { dict[fv] };
-                delta[u * stride + usize::from(c)] = v as u32;
-                queue.push_back(v as u32);
-            }
-        }
-        // Renumber: non-match states first, so "is a match" is one comparison.
-        let is_match = |s: usize| !nodes[s].own.is_empty() || dict[s] != u32::MAX;
-        let mut new_id = vec![0u32; n];
-        let mut next = 0u32;
-        for pass in [false, true] {
-            for &s in &order {
-                if is_match(s as usize) == pass {
-                    new_id[s as usize] = next;
-                    next += 1;
-                }
-            }
-        }
-        let first_match_idx = order.iter().filter(|s| !is_match(**s as usize)).count();
-        // Premultiplied ids: match states start at the power of two above the non-match rows.
-        let first_match = (first_match_idx * stride).next_power_of_two();
-        let len = (first_match + (n - first_match_idx) * stride).next_power_of_two();
-        if len > MAX_TABLE {
-            return None;
-        }
-        let premultiplied = |id: u32| -> usize {
-            let id = id as usize;
-            if id < first_match_idx {
-                id * stride
-            } else {
-                first_match + (id - first_match_idx) * stride
-            }
-        };
-        let mut trans = vec![0u32; len];
-        for s in 0..n {
-            let row = premultiplied(new_id[s]);
-            for c in 0..stride {
-                trans[row + c] = u32::try_from(premultiplied(new_id[delta[s * stride + c] as usize])).ok()?;
-            }
-        }
-        let mut out_ranges = vec![(0u32, 0u32); n - first_match_idx];
-        let mut outputs = Vec::new();
-        for s in 0..n {
-            if !is_match(s) {
-                continue;
-            }
-            let begin = outputs.len() as u32;
-            outputs.extend_from_slice(&nodes[s].own);
-            let mut d = dict[s];
-            while d != u32::MAX {
-                outputs.extend_from_slice(&nodes[d as usize].own);
-                d = dict[d as usize];
-            }
-            out_ranges[new_id[s] as usize - first_match_idx] = (begin, outputs.len() as u32);
-        }
+        let links = links(&nodes, stride);
+        let layout = lay_out(&nodes, &links, stride)?;
         Some(LiteralDfa {
             classes,
             stride,
-            trans,
-            mask: len - 1,
-            start: u32::try_from(premultiplied(new_id[0])).ok()?,
-            first_match: u32::try_from(first_match).ok()?,
-            out_ranges,
-            outputs,
+            mask: layout.trans.len() - 1,
+            trans: layout.trans,
+            start: layout.start,
+            first_match: layout.first_match,
+            out_ranges: layout.out_ranges,
+            outputs: layout.outputs,
             max_len: lens.iter().copied().max().unwrap_or(0) as usize,
             lens,
         })
