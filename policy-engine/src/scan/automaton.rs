@@ -90,6 +90,8 @@ pub struct LiteralDfa {
     /// `first_match` plus a multiple of `stride`. The table's length is a power of two
     /// (`mask + 1`; the rows past the last are never read).
     trans: Vec<u32>,
+    /// `trans.len() - 1`, kept apart: slicing the table to `..=mask` tells the compiler its
+    /// exact length, which a length computed at the call does not (it may be zero).
     mask: usize,
     start: u32,
     /// A power of two: every non-match state is below it and every match state at or

@@ -215,10 +215,10 @@ const FOUND_CAPACITY: usize = 64;
 /// index (an end past 4 GiB, far beyond any body kt accepts, only loses the tie-break).
 #[inline]
 fn sort_key((text, owner): (u32, u32), h: &Hit) -> (u64, u64, u64) {
-    let end = u64::try_from(h.end).unwrap_or(u64::MAX).min(u64::from(u32::MAX));
+    let end = (h.end as u64).min(u64::from(u32::MAX));
     (
         u64::from(text) << 32 | u64::from(owner),
-        u64::try_from(h.start).unwrap_or(u64::MAX),
+        h.start as u64,
         end << 32 | u64::from(h.local),
     )
 }
