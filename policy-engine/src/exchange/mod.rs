@@ -184,7 +184,7 @@ struct MessageView<'a> {
 /// The view of an answer in the common chat shape; `None` for any other shape (see
 /// `ChatAnswerView`).
 pub fn chat_answer_view(answer: &[u8]) -> Option<ChatAnswerView<'_>> {
-    let view: ChatAnswerView<'_> = serde_json::from_slice(answer).ok()?;
+    let view: ChatAnswerView<'_> = serde_json::from_str(crate::json::utf8(answer).ok()?).ok()?;
     let calls = view.choices.iter().any(|c| {
         c.message
             .as_ref()

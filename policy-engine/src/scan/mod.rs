@@ -157,26 +157,55 @@ impl Scanner {
 
     /// Every hit in each of `texts`, per text then per owner, sorted by start.
     pub fn scan_all(&self, texts: &[TextSegment<'_>]) -> BodyHits {
-        let mut found: Vec<((u32, u32), Hit)> = Vec::with_capacity(FOUND_CAPACITY);
-        let mut add = |text: usize, pattern: usize, start: usize, end: usize| {
-            for &(owner, local) in &self.map[pattern] {
-                found.push(((text as u32, owner as u32), Hit { local, start, end }));
-            }
-        };
+        if packable(texts, self.owners) {
+            self.scan_all_packed(texts)
+        } else {
+            self.scan_all_wide(texts)
+        }
+    }
+
+    /// `f(text, pattern, start, end)` for every automaton match in `texts`.
+    fn each_match(&self, texts: &[TextSegment<'_>], mut f: impl FnMut(usize, usize, usize, usize)) {
         match &self.search {
             Search::Dfa(d) => d.for_each_match_in(
                 texts.len(),
                 |i| texts[i].text.as_bytes(),
-                |i, pattern, start, end| add(i, pattern as usize, start, end),
+                |i, pattern, start, end| f(i, pattern as usize, start, end),
             ),
             Search::Nfa(ac) => {
                 for (i, t) in texts.iter().enumerate() {
                     for m in ac.find_overlapping_iter(t.text) {
-                        add(i, m.pattern().as_usize(), m.start(), m.end());
+                        f(i, m.pattern().as_usize(), m.start(), m.end());
                     }
                 }
             }
         }
+    }
+
+    /// [`Scanner::scan_all`] with each hit packed in one `u128` whose order is the hits'
+    /// order: sorting plain integers costs a fraction of sorting tuples.
+    fn scan_all_packed(&self, texts: &[TextSegment<'_>]) -> BodyHits {
+        let mut found: Vec<u128> = Vec::with_capacity(FOUND_CAPACITY);
+        self.each_match(texts, |text, pattern, start, end| {
+            for &(owner, local) in &self.map[pattern] {
+                found.push(Packed::pack(text, owner, local, start, end));
+            }
+        });
+        found.sort_unstable();
+        BodyHits {
+            keys: found.iter().map(|&p| Packed::key(p)).collect(),
+            hits: found.iter().map(|&p| Packed::hit(p)).collect(),
+        }
+    }
+
+    /// [`Scanner::scan_all`] for bodies whose hits do not fit [`Packed`].
+    fn scan_all_wide(&self, texts: &[TextSegment<'_>]) -> BodyHits {
+        let mut found: Vec<((u32, u32), Hit)> = Vec::with_capacity(FOUND_CAPACITY);
+        self.each_match(texts, |text, pattern, start, end| {
+            for &(owner, local) in &self.map[pattern] {
+                found.push(((text as u32, owner as u32), Hit { local, start, end }));
+            }
+        });
         found.sort_unstable_by_key(|(key, h)| sort_key(*key, h));
         BodyHits {
             keys: found.iter().map(|(k, _)| *k).collect(),
@@ -210,6 +239,38 @@ impl Scanner {
 /// Room for the hits of a typical body, so that collecting them does not grow the buffer
 /// step by step.
 const FOUND_CAPACITY: usize = 64;
+
+/// A hit as one integer, most significant first: text (16 bits), owner (16), start (32),
+/// end (32), local index (32). Integer order is [`BodyHits`] order.
+struct Packed;
+
+impl Packed {
+    #[inline]
+    fn pack(text: usize, owner: OwnerId, local: u32, start: usize, end: usize) -> u128 {
+        (text as u128) << 112 | (owner as u128) << 96 | (start as u128) << 64 | (end as u128) << 32 | u128::from(local)
+    }
+
+    #[inline]
+    fn key(p: u128) -> (u32, u32) {
+        ((p >> 112) as u32, (p >> 96) as u32 & 0xffff)
+    }
+
+    #[inline]
+    fn hit(p: u128) -> Hit {
+        Hit {
+            local: p as u32,
+            start: (p >> 64) as u32 as usize,
+            end: (p >> 32) as u32 as usize,
+        }
+    }
+}
+
+/// Whether every hit of `texts` fits [`Packed`]: at most 2^16 texts and owners, no text
+/// longer than 4 GiB.
+fn packable(texts: &[TextSegment<'_>], owners: usize) -> bool {
+    const MAX: usize = 1 << 16;
+    texts.len() <= MAX && owners <= MAX && texts.iter().all(|t| u32::try_from(t.text.len()).is_ok())
+}
 
 /// The order of [`BodyHits`] as three words: (text, owner), start, then end and the local
 /// index (an end past 4 GiB, far beyond any body kt accepts, only loses the tie-break).
@@ -422,6 +483,57 @@ mod tests {
         assert_eq!(p(r"\d{3}-\d{2}-\d{4}", false), None, "too many prefixes");
         assert_eq!(p(".*secret", false), None, "no prefix");
         assert_eq!(p("ab+c", false), None, "prefix too short");
+    }
+
+    #[test]
+    fn packed_and_wide_collections_agree() {
+        let mut plan = ScanPlan::default();
+        let owners: Vec<OwnerId> = (0..3).map(|_| plan.owner()).collect();
+        let words = ["falcon", "con", "on", "project falcon", "the", "ALL", "n"];
+        for (i, w) in words.iter().enumerate() {
+            plan.add(owners[i % 3], i as u32, w);
+            plan.add(owners[(i + 1) % 3], 100 + i as u32, w);
+        }
+        let scanners = plan.build().expect("builds");
+        let s = scanners.for_phase(Phase::Input).expect("scanner");
+        let bodies = [
+            "Project Falcon: the con is on, all of it, ALL the time.",
+            "",
+            "nnnn on the falcon falcon con",
+            "no literal here? yes: n",
+        ];
+        let texts: Vec<TextSegment<'_>> = bodies
+            .iter()
+            .map(|t| TextSegment {
+                role: crate::exchange::Role::User,
+                path: Vec::new(),
+                text: t,
+            })
+            .collect();
+        assert!(packable(&texts, 3));
+        let (packed, wide) = (s.scan_all_packed(&texts), s.scan_all_wide(&texts));
+        assert!(packed.hits.len() > 40, "{}", packed.hits.len());
+        assert_eq!(packed.keys, wide.keys);
+        assert_eq!(packed.hits, wide.hits);
+        assert_eq!(s.scan_all(&texts).hits, wide.hits);
+        for (i, body) in bodies.iter().enumerate() {
+            for &o in &owners {
+                let got = packed.get(i, o);
+                assert!(got.windows(2).all(|w| (w[0].start, w[0].end) <= (w[1].start, w[1].end)));
+                assert!(got.iter().all(|h| h.end <= body.len() && h.start < h.end));
+            }
+        }
+        let p = Packed::pack(65_535, 65_535, u32::MAX, u32::MAX as usize - 1, u32::MAX as usize);
+        assert_eq!(Packed::key(p), (65_535, 65_535));
+        assert_eq!(
+            Packed::hit(p),
+            Hit {
+                local: u32::MAX,
+                start: u32::MAX as usize - 1,
+                end: u32::MAX as usize
+            }
+        );
+        assert!(!packable(&texts, 1 << 17));
     }
 
     #[test]

@@ -123,7 +123,8 @@ fn check(
     if !inspects && !translated {
         // No output or tool policy and nothing to translate: the answer is checked as JSON
         // and its usage read, without building it as a tree; the bytes go out unchanged.
-        let u = serde_json::from_slice::<UsageOnly>(&answer).map_err(|_| invalid())?;
+        let text = kt_policy::json::utf8(&answer).map_err(|_| invalid())?;
+        let u = serde_json::from_str::<UsageOnly>(text).map_err(|_| invalid())?;
         return Ok((decision, u.usage.0, answer));
     }
     if !translated
