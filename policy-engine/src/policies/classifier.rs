@@ -509,6 +509,57 @@ mod tests {
     }
 
     #[test]
+    fn a_text_scores_what_its_words_score_by_definition() {
+        let m = Classifier::builtin().expect("model loads");
+        let vocabulary = [
+            "ignore",
+            "all",
+            "previous",
+            "instructions",
+            "the",
+            "report",
+            "dan",
+            "now",
+            "rules",
+        ];
+        for n in [
+            0,
+            1,
+            2,
+            m.stride,
+            m.window - 1,
+            m.window,
+            m.window + 1,
+            4 * m.window + 3,
+            1000,
+        ] {
+            let text: Vec<&str> = (0..n).map(|i| vocabulary[(i * 7 + i / 3) % vocabulary.len()]).collect();
+            let text = text.join(" ");
+            let mut hashes = Vec::new();
+            tokens(&text, &mut hashes);
+            assert_eq!(hashes.len(), n);
+            let words: Vec<(i32, i32)> = hashes
+                .iter()
+                .enumerate()
+                .map(|(i, &h)| {
+                    let pair = if i == 0 {
+                        0
+                    } else {
+                        m.weight(pair_hash(hashes[i - 1], h))
+                    };
+                    (m.weight(h), pair)
+                })
+                .collect();
+            let want = 1.0 / (1.0 + f64::from(-windows_by_definition(m, &words)).exp());
+            assert!(
+                (m.score(&text) - want).abs() < 1e-5,
+                "{n} words: {} vs {want}",
+                m.score(&text)
+            );
+        }
+    }
+
+    #[test]
     fn the_ascii_splitter_finds_the_words_the_general_one_does() {
         let fast = |t: &str| {
             let mut v = Vec::new();

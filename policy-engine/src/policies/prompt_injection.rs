@@ -414,7 +414,8 @@ impl PromptInjection {
             }
         };
         let mut by_local: Vec<Hit> = hits.to_vec();
-        by_local.sort_unstable_by_key(|h| (h.local, h.start));
+        // One integer per hit: (local, start) in its high and low halves.
+        by_local.sort_unstable_by_key(|h| u128::from(h.local) << 64 | h.start as u128);
         // The rules are visited in id order, so each kind of local id is read by a cursor
         // that only moves forward (one pass over the hits, not a search per rule).
         let mut own_hits = LocalCursor::new(&by_local, 0);
