@@ -129,6 +129,10 @@ mod tests {
         let chat = ClientApi::OpenAiChat;
         assert_eq!(code(r#"{"messages":[],"messages":[]}"#, chat), Some("duplicate_key"));
         assert_eq!(code(r#"{"messages":"#, chat), Some("invalid_json"));
+        let not_utf8 = parse(b"{\"messages\":[{\"role\":\"user\",\"content\":\"\xc0\xaf\"}]}", chat);
+        assert_eq!(not_utf8.as_ref().err().map(|e| e.code()), Some("invalid_json"));
+        let body = not_utf8.err().map(|e| e.body(chat).to_string()).unwrap_or_default();
+        assert!(body.contains("not UTF-8 (byte 39)"), "{body}");
         assert_eq!(code("[1]", chat), Some("invalid_request"));
         assert_eq!(code(r#"{"model":"m"}"#, chat), Some("invalid_request"));
         assert_eq!(code(r#"{"model":5,"messages":[]}"#, chat), Some("invalid_request"));
