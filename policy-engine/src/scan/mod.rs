@@ -485,6 +485,18 @@ mod tests {
         assert_eq!(p("ab+c", false), None, "prefix too short");
     }
 
+    /// Each of `texts` as a user message's segment.
+    fn user_segments<S: AsRef<str>>(texts: &[S]) -> Vec<TextSegment<'_>> {
+        texts
+            .iter()
+            .map(|t| TextSegment {
+                role: crate::exchange::Role::User,
+                path: Vec::new(),
+                text: t.as_ref(),
+            })
+            .collect()
+    }
+
     #[test]
     fn packed_and_wide_collections_agree() {
         let mut plan = ScanPlan::default();
@@ -502,14 +514,7 @@ mod tests {
             "nnnn on the falcon falcon con",
             "no literal here? yes: n",
         ];
-        let texts: Vec<TextSegment<'_>> = bodies
-            .iter()
-            .map(|t| TextSegment {
-                role: crate::exchange::Role::User,
-                path: Vec::new(),
-                text: t,
-            })
-            .collect();
+        let texts = user_segments(&bodies);
         assert!(packable(&texts, 3));
         let (packed, wide) = (s.scan_all_packed(&texts), s.scan_all_wide(&texts));
         assert!(packed.hits.len() > 40, "{}", packed.hits.len());
@@ -572,14 +577,7 @@ mod tests {
         let texts: Vec<String> = (0..12)
             .map(|i| (0..i * 7).map(|j| words[(i + j * j) % words.len()]).collect())
             .collect();
-        let segments: Vec<TextSegment<'_>> = texts
-            .iter()
-            .map(|t| TextSegment {
-                role: crate::exchange::Role::User,
-                path: Vec::new(),
-                text: t,
-            })
-            .collect();
+        let segments = user_segments(&texts);
         let cache = HitCache::new(Some(scanner), &segments);
         let mut total = 0;
         for (i, t) in texts.iter().enumerate() {
