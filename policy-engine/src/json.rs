@@ -193,7 +193,14 @@ mod tests {
 
     #[test]
     fn bad_json_is_a_syntax_error_and_deep_nesting_is_bounded() {
-        for body in ["", "{", r#"{"a":1} trailing"#, r#"{"a":}"#, "{\"a\":\"\u{0}\"}"] {
+        for body in [
+            "",
+            "{",
+            r#"{"a":1} trailing"#,
+            r#"{"a":}"#,
+            "{\"a\":\"\u{0}\"}",
+            r#"{"a":"\ud800"}"#,
+        ] {
             assert_eq!(
                 parse_strict(body.as_bytes()).map_err(|e| e.code()),
                 Err("invalid_json"),

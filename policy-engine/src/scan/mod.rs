@@ -185,31 +185,38 @@ impl Scanner {
     /// [`Scanner::scan_all`] with each hit packed in one `u128` whose order is the hits'
     /// order: sorting plain integers costs a fraction of sorting tuples.
     fn scan_all_packed(&self, texts: &[TextSegment<'_>]) -> BodyHits {
-        let mut found: Vec<u128> = Vec::with_capacity(FOUND_CAPACITY);
+        self.collect(texts, Packed::pack, |&p| (Packed::key(p), Packed::hit(p)))
+    }
+
+    /// [`Scanner::scan_all`] for bodies whose hits do not fit [`Packed`]: the same order,
+    /// on tuples.
+    fn scan_all_wide(&self, texts: &[TextSegment<'_>]) -> BodyHits {
+        self.collect(
+            texts,
+            |text, owner, local, start, end| ((text as u32, owner as u32), start, end, local),
+            |&(key, start, end, local)| (key, Hit { local, start, end }),
+        )
+    }
+
+    /// Every hit of `texts` as a key made by `pack` (text, owner, local, start, end), whose
+    /// order must be [`BodyHits`] order, sorted and read back by `unpack`.
+    fn collect<K: Ord>(
+        &self,
+        texts: &[TextSegment<'_>],
+        pack: impl Fn(usize, OwnerId, u32, usize, usize) -> K,
+        unpack: impl Fn(&K) -> ((u32, u32), Hit),
+    ) -> BodyHits {
+        let mut found: Vec<K> = Vec::with_capacity(FOUND_CAPACITY);
         self.each_match(texts, |text, pattern, start, end| {
             for &(owner, local) in &self.map[pattern] {
-                found.push(Packed::pack(text, owner, local, start, end));
+                found.push(pack(text, owner, local, start, end));
             }
         });
         found.sort_unstable();
+        // Two exact-size collections: cheaper than growing both through one `unzip`.
         BodyHits {
-            keys: found.iter().map(|&p| Packed::key(p)).collect(),
-            hits: found.iter().map(|&p| Packed::hit(p)).collect(),
-        }
-    }
-
-    /// [`Scanner::scan_all`] for bodies whose hits do not fit [`Packed`].
-    fn scan_all_wide(&self, texts: &[TextSegment<'_>]) -> BodyHits {
-        let mut found: Vec<((u32, u32), Hit)> = Vec::with_capacity(FOUND_CAPACITY);
-        self.each_match(texts, |text, pattern, start, end| {
-            for &(owner, local) in &self.map[pattern] {
-                found.push(((text as u32, owner as u32), Hit { local, start, end }));
-            }
-        });
-        found.sort_unstable_by_key(|(key, h)| sort_key(*key, h));
-        BodyHits {
-            keys: found.iter().map(|(k, _)| *k).collect(),
-            hits: found.into_iter().map(|(_, h)| h).collect(),
+            keys: found.iter().map(|k| unpack(k).0).collect(),
+            hits: found.iter().map(|k| unpack(k).1).collect(),
         }
     }
 
@@ -270,18 +277,6 @@ impl Packed {
 fn packable(texts: &[TextSegment<'_>], owners: usize) -> bool {
     const MAX: usize = 1 << 16;
     texts.len() <= MAX && owners <= MAX && texts.iter().all(|t| u32::try_from(t.text.len()).is_ok())
-}
-
-/// The order of [`BodyHits`] as three words: (text, owner), start, then end and the local
-/// index (an end past 4 GiB, far beyond any body kt accepts, only loses the tie-break).
-#[inline]
-fn sort_key((text, owner): (u32, u32), h: &Hit) -> (u64, u64, u64) {
-    let end = (h.end as u64).min(u64::from(u32::MAX));
-    (
-        u64::from(text) << 32 | u64::from(owner),
-        h.start as u64,
-        end << 32 | u64::from(h.local),
-    )
 }
 
 /// Every hit in a body's texts, in one buffer: grouped by (text, owner), sorted by start
