@@ -282,7 +282,7 @@ impl CompiledPolicy {
             Vec::new()
         };
         let seen = if folded { &view_texts[..] } else { texts };
-        let hits = HitCache::new(self.scanners.for_phase(phase), seen);
+        let hits = HitCache::joined(self.scanners.for_phase(phase), seen, &views);
         let cx = EvalContext {
             hits: &hits,
             phase,

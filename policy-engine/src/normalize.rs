@@ -15,7 +15,10 @@
 //! (`pro<ZWSP>ject`) or stand for the space between two (`developer<ZWSP>mode`), and
 //! nothing in the text says which. The view joins the two sides; a text with a joint also
 //! has a *spaced* view (`DetectionView::spaced`) where each joint is one space, and the
-//! chain reads both (see `chain::run_policies`).
+//! chain reads both (see `chain::run_policies`). The view records where its joints are,
+//! so the literal scan can also read each joint of the joined view either way on its own
+//! (see `scan::automaton::LiteralDfa::for_each_joint_match`): a phrase hidden by splitting
+//! one word and joining two others matches neither whole reading.
 
 use std::borrow::Cow;
 use std::ops::Range;
@@ -30,8 +33,10 @@ pub struct DetectionView<'a> {
     pub text: Cow<'a, str>,
     /// `None` when the view is the source itself.
     map: Option<OffsetMap>,
-    /// Whether a character was dropped between two word characters (see the module docs).
-    joint: bool,
+    /// Where characters were dropped between two word characters (see the module docs), as
+    /// view offsets, ascending: in the joined view the point between the two sides, in the
+    /// spaced view the space that stands for the joint. Empty for most texts.
+    joints: Vec<u32>,
 }
 
 /// Where the changed clusters of a view came from; everything between them maps one to one.
@@ -85,19 +90,24 @@ impl<'a> DetectionView<'a> {
             None => DetectionView {
                 text: Cow::Borrowed(source),
                 map: None,
-                joint: false,
+                joints: Vec::new(),
             },
             Some(f) => DetectionView {
                 text: Cow::Owned(f.text),
                 map: Some(f.map),
-                joint: f.joint,
+                joints: f.joints,
             },
         }
     }
 
     /// Whether the text has a joint, and so a second reading (`spaced`).
     pub fn has_joint(&self) -> bool {
-        self.joint
+        !self.joints.is_empty()
+    }
+
+    /// Where the view's joints are (view offsets, ascending; see the field's docs).
+    pub fn joints(&self) -> &[u32] {
+        &self.joints
     }
 
     /// The range of the source that view range `r` came from.
@@ -280,11 +290,11 @@ enum Joints {
     Space,
 }
 
-/// A folded text: the view, its offset map, and whether it has a joint.
+/// A folded text: the view, its offset map, and where its joints are.
 struct Folded {
     text: String,
     map: OffsetMap,
-    joint: bool,
+    joints: Vec<u32>,
 }
 
 /// The view of `source` and its offset map; `None` when the view is the source itself.
@@ -294,7 +304,7 @@ fn fold(source: &str, joints: Joints) -> Option<Folded> {
     let mut out = String::new();
     let mut map = OffsetMap::default();
     let mut cluster = String::new();
-    let mut joint = false;
+    let mut joint_at: Vec<u32> = Vec::new();
     // Bytes from `run` to `i` are unchanged and not yet copied.
     let (mut i, mut run) = (0, 0);
     loop {
@@ -330,9 +340,12 @@ fn fold(source: &str, joints: Joints) -> Option<Folded> {
             // A cluster that vanished between two word characters is a joint.
             let word = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
             if out.len() == view_start && word(out.chars().next_back()) && word(source[end..].chars().next()) {
-                joint = true;
-                if joints == Joints::Space {
-                    out.push(' ');
+                // Several dropped characters in a row are one joint.
+                if joint_at.last() != Some(&(view_start as u32)) {
+                    joint_at.push(view_start as u32);
+                    if joints == Joints::Space {
+                        out.push(' ');
+                    }
                 }
             }
             end
@@ -346,7 +359,11 @@ fn fold(source: &str, joints: Joints) -> Option<Folded> {
         return None;
     }
     out.push_str(&source[run..]);
-    Some(Folded { text: out, map, joint })
+    Some(Folded {
+        text: out,
+        map,
+        joints: joint_at,
+    })
 }
 
 /// Folds the cluster of non-ASCII `source[at..]` (a character and the combining marks after

@@ -104,6 +104,10 @@ pub struct LiteralDfa {
     /// Byte length of each pattern.
     lens: Vec<u32>,
     max_len: usize,
+    /// Every pattern's bytes, end to end (pattern `p` ends at `ends[p]`): a match found
+    /// across joints is checked, and its start found, against its pattern's bytes.
+    bytes: Vec<u8>,
+    ends: Vec<u32>,
 }
 
 struct Node {
@@ -291,6 +295,14 @@ impl LiteralDfa {
             outputs: layout.outputs,
             max_len: lens.iter().copied().max().unwrap_or(0) as usize,
             lens,
+            bytes: patterns.iter().flat_map(|p| p.bytes()).collect(),
+            ends: patterns
+                .iter()
+                .scan(0u32, |end, p| {
+                    *end += p.len() as u32;
+                    Some(*end)
+                })
+                .collect(),
         })
     }
 
@@ -300,9 +312,14 @@ impl LiteralDfa {
         &self.trans[..=self.mask]
     }
 
-    fn emit(&self, s: u32, end: usize, f: &mut impl FnMut(u32, usize, usize)) {
+    /// The patterns that end at match state `s`.
+    fn outputs(&self, s: u32) -> &[u32] {
         let (a, b) = self.out_ranges[((s - self.first_match) as usize) / self.stride];
-        for &p in &self.outputs[a as usize..b as usize] {
+        &self.outputs[a as usize..b as usize]
+    }
+
+    fn emit(&self, s: u32, end: usize, f: &mut impl FnMut(u32, usize, usize)) {
+        for &p in self.outputs(s) {
             f(p, end - self.lens[p as usize] as usize, end);
         }
     }
@@ -431,7 +448,96 @@ impl LiteralDfa {
             }
         }
     }
+
+    /// Calls `f(pattern, start, end)` for every occurrence in `hay` that reads some of its
+    /// `joints` as spaces and others as nothing: `joints` are the offsets (ascending)
+    /// where `hay`, a joined detection view, dropped a character between two word
+    /// characters. The walk carries every state the text can be in with each joint read
+    /// either way, at most [`JOINT_THREADS`] at once (they mostly merge again within a few
+    /// bytes). Occurrences that read no joint as a space are the plain walk's and are not
+    /// repeated; those that read joints only as spaces are found here as well as in the
+    /// spaced view.
+    pub fn for_each_joint_match(&self, hay: &[u8], joints: &[u32], mut f: impl FnMut(u32, usize, usize)) {
+        let space = usize::from(self.classes[usize::from(b' ')]);
+        if space == 0 || joints.is_empty() {
+            // No pattern has a space: reading a joint as one matches nothing more.
+            return;
+        }
+        let (t, m) = (self.table(), self.mask);
+        let mut states: Vec<u32> = vec![self.start];
+        // This byte's occurrences so far: two states may report the same one.
+        let mut found: Vec<(u32, usize)> = Vec::new();
+        let mut next_joint = joints.iter().map(|&j| j as usize).peekable();
+        for (i, &b) in hay.iter().enumerate() {
+            let mut at_joint = false;
+            while next_joint.next_if(|&j| j <= i).is_some() {
+                at_joint = true;
+            }
+            if at_joint {
+                // Each state goes on as it is (the joint read as nothing) and also reads a
+                // space first (the joint read as one).
+                for k in 0..states.len() {
+                    let spaced = t[(states[k] as usize + space) & m];
+                    if states.len() < JOINT_THREADS && !states.contains(&spaced) {
+                        states.push(spaced);
+                    }
+                }
+            }
+            let c = usize::from(self.classes[usize::from(b)]);
+            let mut kept = 0;
+            for k in 0..states.len() {
+                let s = t[(states[k] as usize + c) & m];
+                if !states[..kept].contains(&s) {
+                    states[kept] = s;
+                    kept += 1;
+                }
+            }
+            states.truncate(kept);
+            found.clear();
+            for &s in states.iter().filter(|&&s| s >= self.first_match) {
+                for &p in self.outputs(s) {
+                    if let Some(start) = self.joint_start(hay, joints, p, i + 1)
+                        && !found.contains(&(p, start))
+                    {
+                        found.push((p, start));
+                        f(p, start, i + 1);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Where pattern `p`, read backwards from `end` over `hay` with each of its spaces
+    /// that falls on a joint read from the joint, starts; `None` when it does not match
+    /// that way or reads no joint as a space.
+    fn joint_start(&self, hay: &[u8], joints: &[u32], p: u32, end: usize) -> Option<usize> {
+        let p = p as usize;
+        let from = match p {
+            0 => 0,
+            _ => self.ends[p - 1] as usize,
+        };
+        let pattern = &self.bytes[from..self.ends[p] as usize];
+        let class = |b: u8| self.classes[usize::from(b)];
+        let (mut at, mut spaces) = (end, 0);
+        for &pb in pattern.iter().rev() {
+            let on_joint = || u32::try_from(at).is_ok_and(|a| joints.binary_search(&a).is_ok());
+            // At a joint the byte before is a word character, never a space.
+            if pb == b' ' && on_joint() {
+                spaces += 1;
+                continue;
+            }
+            at = at.checked_sub(1)?;
+            if class(hay[at]) != class(pb) {
+                return None;
+            }
+        }
+        (spaces > 0).then_some(at)
+    }
 }
+
+/// Most states a joint walk carries at once; past it, a joint's second reading is not
+/// followed (a text made of joints cannot make the walk slower than this many walks).
+pub const JOINT_THREADS: usize = 32;
 
 #[cfg(test)]
 mod tests {
@@ -575,6 +681,103 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Occurrences across joints by definition: every way of reading the joints, each
+    /// searched naively, keeping the occurrences that read at least one joint as a space.
+    fn across_joints(patterns: &[String], hay: &str, joints: &[u32]) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        for ways in 0u32..1 << joints.len() {
+            // The reading, and the hay offset of each of its bytes (a joint's space: the
+            // offset after it; `true` marks a joint's space).
+            let (mut text, mut at) = (String::new(), Vec::new());
+            for (i, c) in hay.char_indices() {
+                if let Some(k) = joints.iter().position(|&j| j as usize == i)
+                    && ways >> k & 1 == 1
+                {
+                    text.push(' ');
+                    at.push((i, true));
+                }
+                text.push(c);
+                at.extend((0..c.len_utf8()).map(|b| (i + b, false)));
+            }
+            for (p, s, e) in naive(patterns, &text) {
+                if at[s..e].iter().any(|x| x.1) {
+                    out.push((p, at[s].0, at[e - 1].0 + 1));
+                }
+            }
+        }
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn joint_matches(dfa: &LiteralDfa, hay: &str, joints: &[u32]) -> Vec<(u32, usize, usize)> {
+        let mut out = Vec::new();
+        dfa.for_each_joint_match(hay.as_bytes(), joints, |p, s, e| out.push((p, s, e)));
+        out.sort_unstable();
+        out
+    }
+
+    #[test]
+    fn a_phrase_split_and_joined_at_once_is_found_across_its_joints() {
+        let pats: Vec<String> = ["project falcon", "falcon", "ject fal"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let dfa = LiteralDfa::new(&pats).expect("builds");
+        // `pro<ZWSP>ject<ZWSP>falcon` joined: `projectfalcon`, joints after `pro` and `ject`.
+        let got = joint_matches(&dfa, "see ProjectFalcon now", &[7, 11]);
+        assert_eq!(got, vec![(0, 4, 17), (2, 7, 14)]);
+        assert_eq!(got, across_joints(&pats, "see ProjectFalcon now", &[7, 11]));
+        // A joint that no reading turns into a term's space finds nothing.
+        assert!(joint_matches(&dfa, "projectfalcon", &[6]).is_empty());
+        // No joints, or no pattern with a space: nothing to add to the plain walk.
+        assert!(joint_matches(&dfa, "projectfalcon", &[]).is_empty());
+        let plain = LiteralDfa::new(&["falcon".to_string()]).expect("builds");
+        assert!(joint_matches(&plain, "projectfalcon", &[7]).is_empty());
+    }
+
+    #[test]
+    fn joint_walks_agree_with_every_reading_searched_naively() {
+        let pats: Vec<String> = ["a b", "ab a", "b ab", "ba", "a ba b", "b b b", "aab b"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let dfa = LiteralDfa::new(&pats).expect("builds");
+        let mut rng = crate::fuzzing::Rng::new(11);
+        for _ in 0..400 {
+            let len = 1 + rng.below(14);
+            let hay: String = (0..len)
+                .map(|_| [b'a', b'b', b'A', b' '][rng.below(4)] as char)
+                .collect();
+            // Joints sit between two word characters.
+            let bytes = hay.as_bytes();
+            let joints: Vec<u32> = (1..len)
+                .filter(|&i| bytes[i - 1] != b' ' && bytes[i] != b' ' && rng.below(2) == 0)
+                .map(|i| i as u32)
+                .collect();
+            assert_eq!(
+                joint_matches(&dfa, &hay, &joints),
+                across_joints(&pats, &hay, &joints),
+                "{hay:?} {joints:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_text_made_of_joints_is_walked_with_bounded_states() {
+        // Every byte boundary a joint: the walk keeps at most JOINT_THREADS states and
+        // still finds a term whose only joint is the last one.
+        let pats: Vec<String> = ["project falcon", "a a a a a a a a a a a a"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let dfa = LiteralDfa::new(&pats).expect("builds");
+        let hay = format!("{}projectfalcon", "a".repeat(20_000));
+        let joints: Vec<u32> = (1..20_000).chain([20_007]).collect();
+        let got = joint_matches(&dfa, &hay, &joints);
+        assert!(got.contains(&(0, 20_000, 20_013)), "{:?}", got.last());
     }
 
     #[test]

@@ -25,7 +25,7 @@ use automaton::LiteralDfa;
 
 use crate::exchange::TextSegment;
 use crate::kinds::Phase;
-use crate::normalize::fold_literal;
+use crate::normalize::{DetectionView, fold_literal};
 
 /// Who registered a literal: one id per (policy, purpose).
 pub type OwnerId = usize;
@@ -155,23 +155,43 @@ impl Scanner {
         Ok(Scanner { search, map, owners })
     }
 
-    /// Every hit in each of `texts`, per text then per owner, sorted by start.
-    pub fn scan_all(&self, texts: &[TextSegment<'_>]) -> BodyHits {
+    /// Every hit in each of `texts`, per text then per owner, sorted by start. `joints`
+    /// lists the texts that are joined detection views with joints, and where those are:
+    /// their hits include the occurrences that read some joints as spaces and others as
+    /// nothing (see [`LiteralDfa::for_each_joint_match`]).
+    pub fn scan_all(&self, texts: &[TextSegment<'_>], joints: &[(usize, &[u32])]) -> BodyHits {
         if packable(texts, self.owners) {
-            self.scan_all_packed(texts)
+            self.scan_all_packed(texts, joints)
         } else {
-            self.scan_all_wide(texts)
+            self.scan_all_wide(texts, joints)
         }
     }
 
-    /// `f(text, pattern, start, end)` for every automaton match in `texts`.
-    fn each_match(&self, texts: &[TextSegment<'_>], mut f: impl FnMut(usize, usize, usize, usize)) {
+    /// `f(text, pattern, start, end)` for every automaton match in `texts`, and for every
+    /// match across the `joints` of the texts listed there.
+    fn each_match(
+        &self,
+        texts: &[TextSegment<'_>],
+        joints: &[(usize, &[u32])],
+        mut f: impl FnMut(usize, usize, usize, usize),
+    ) {
         match &self.search {
-            Search::Dfa(d) => d.for_each_match_in(
-                texts.len(),
-                |i| texts[i].text.as_bytes(),
-                |i, pattern, start, end| f(i, pattern as usize, start, end),
-            ),
+            Search::Dfa(d) => {
+                d.for_each_match_in(
+                    texts.len(),
+                    |i| texts[i].text.as_bytes(),
+                    |i, pattern, start, end| f(i, pattern as usize, start, end),
+                );
+                for &(i, at) in joints {
+                    if let Some(t) = texts.get(i) {
+                        d.for_each_joint_match(t.text.as_bytes(), at, |pattern, start, end| {
+                            f(i, pattern as usize, start, end)
+                        });
+                    }
+                }
+            }
+            // Literal sets too large for the DFA are not walked across joints (see
+            // docs/configuration.md, "Disguised text").
             Search::Nfa(ac) => {
                 for (i, t) in texts.iter().enumerate() {
                     for m in ac.find_overlapping_iter(t.text) {
@@ -184,15 +204,16 @@ impl Scanner {
 
     /// [`Scanner::scan_all`] with each hit packed in one `u128` whose order is the hits'
     /// order: sorting plain integers costs a fraction of sorting tuples.
-    fn scan_all_packed(&self, texts: &[TextSegment<'_>]) -> BodyHits {
-        self.collect(texts, Packed::pack, |&p| (Packed::key(p), Packed::hit(p)))
+    fn scan_all_packed(&self, texts: &[TextSegment<'_>], joints: &[(usize, &[u32])]) -> BodyHits {
+        self.collect(texts, joints, Packed::pack, |&p| (Packed::key(p), Packed::hit(p)))
     }
 
     /// [`Scanner::scan_all`] for bodies whose hits do not fit [`Packed`]: the same order,
     /// on tuples.
-    fn scan_all_wide(&self, texts: &[TextSegment<'_>]) -> BodyHits {
+    fn scan_all_wide(&self, texts: &[TextSegment<'_>], joints: &[(usize, &[u32])]) -> BodyHits {
         self.collect(
             texts,
+            joints,
             |text, owner, local, start, end| ((text as u32, owner as u32), start, end, local),
             |&(key, start, end, local)| (key, Hit { local, start, end }),
         )
@@ -203,11 +224,12 @@ impl Scanner {
     fn collect<K: Ord>(
         &self,
         texts: &[TextSegment<'_>],
+        joints: &[(usize, &[u32])],
         pack: impl Fn(usize, OwnerId, u32, usize, usize) -> K,
         unpack: impl Fn(&K) -> ((u32, u32), Hit),
     ) -> BodyHits {
         let mut found: Vec<K> = Vec::with_capacity(FOUND_CAPACITY);
-        self.each_match(texts, |text, pattern, start, end| {
+        self.each_match(texts, joints, |text, pattern, start, end| {
             for &(owner, local) in &self.map[pattern] {
                 found.push(pack(text, owner, local, start, end));
             }
@@ -306,6 +328,8 @@ impl BodyHits {
 pub struct HitCache<'a> {
     scanner: Option<&'a Scanner>,
     texts: &'a [TextSegment<'a>],
+    /// The texts that are joined views with joints, and where those are.
+    joints: Vec<(usize, &'a [u32])>,
     cell: OnceCell<BodyHits>,
 }
 
@@ -314,7 +338,22 @@ impl<'a> HitCache<'a> {
         HitCache {
             scanner,
             texts,
+            joints: Vec::new(),
             cell: OnceCell::new(),
+        }
+    }
+
+    /// The same, for texts that are the joined detection views `views`: their hits include
+    /// the occurrences that read some of a view's joints as spaces and others as nothing.
+    pub fn joined(scanner: Option<&'a Scanner>, texts: &'a [TextSegment<'a>], views: &'a [DetectionView<'_>]) -> Self {
+        HitCache {
+            joints: views
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.has_joint())
+                .map(|(i, v)| (i, v.joints()))
+                .collect(),
+            ..HitCache::new(scanner, texts)
         }
     }
 
@@ -322,7 +361,7 @@ impl<'a> HitCache<'a> {
     pub fn get(&self, segment: usize, owner: OwnerId) -> &[Hit] {
         self.cell
             .get_or_init(|| match self.scanner {
-                Some(s) => s.scan_all(self.texts),
+                Some(s) => s.scan_all(self.texts, &self.joints),
                 None => BodyHits::default(),
             })
             .get(segment, owner)
@@ -511,11 +550,11 @@ mod tests {
         ];
         let texts = user_segments(&bodies);
         assert!(packable(&texts, 3));
-        let (packed, wide) = (s.scan_all_packed(&texts), s.scan_all_wide(&texts));
+        let (packed, wide) = (s.scan_all_packed(&texts, &[]), s.scan_all_wide(&texts, &[]));
         assert!(packed.hits.len() > 40, "{}", packed.hits.len());
         assert_eq!(packed.keys, wide.keys);
         assert_eq!(packed.hits, wide.hits);
-        assert_eq!(s.scan_all(&texts).hits, wide.hits);
+        assert_eq!(s.scan_all(&texts, &[]).hits, wide.hits);
         for (i, body) in bodies.iter().enumerate() {
             for &o in &owners {
                 let got = packed.get(i, o);

@@ -247,6 +247,20 @@ mod tests {
     }
 
     #[test]
+    fn a_term_split_and_joined_by_zero_width_characters_is_redacted_at_every_split_point() {
+        // One joint inside a word, one for the space between the words: neither reading of
+        // the text as a whole holds the term.
+        let p = policy(TERM);
+        let text = format!(
+            "{} the codename is Pro\u{200b}ject\u{2060}Fal\u{ad}con, say nothing. {}",
+            "plain words ".repeat(25),
+            "more words ".repeat(25)
+        );
+        let whole = same_at_every_split_point(&p, &text);
+        assert!(whole.contains("the codename is [REDACTED], say nothing."), "{whole}");
+    }
+
+    #[test]
     fn a_term_padded_with_invisible_characters_or_whitespace_is_not_split_by_the_release() {
         let p = policy(TERM);
         let req = json!({"messages": []});
