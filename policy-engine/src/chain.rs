@@ -13,6 +13,7 @@ use crate::kinds::{Phase, snake};
 use crate::normalize::DetectionView;
 use crate::policies::{Edit, EvalContext, Outcome, Policy, PolicyError};
 use crate::scan::HitCache;
+use crate::scan::joints::{self, Vocabulary};
 
 /// What happens when a policy itself fails.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -303,6 +304,17 @@ impl CompiledPolicy {
             ..cx
         };
         let second = (!spaced.is_empty()).then_some((&spaced_cx, &spaced[..]));
+        // Texts whose joints the detectors' words read some as spaces and some as nothing
+        // get a third reading with each joint as those words say (see `scan::joints`).
+        let resolved = resolved_views(texts, &views, self.scanners.vocabulary());
+        let resolved_texts = view_segments(texts, &resolved);
+        let resolved_hits = HitCache::new(self.scanners.for_phase(phase), &resolved_texts);
+        let resolved_cx = EvalContext {
+            hits: &resolved_hits,
+            texts: &resolved_texts,
+            ..cx
+        };
+        let third = (!resolved.is_empty()).then_some((&resolved_cx, &resolved[..]));
         // One clock read per policy run (each one's time runs from the previous reading).
         let mut clock = opts.time_policies.then(Instant::now);
         while *next < policies.len() {
@@ -311,13 +323,8 @@ impl CompiledPolicy {
             if skips(decision, policy.as_ref(), phase, tools.is_empty()) {
                 continue;
             }
-            let outcome = evaluate_readings(policy.as_ref(), (&cx, &views), second);
-            let elapsed = clock.as_mut().map_or(Duration::ZERO, |t| {
-                let now = Instant::now();
-                let spent = now - *t;
-                *t = now;
-                spent
-            });
+            let outcome = evaluate_readings(policy.as_ref(), (&cx, &views), [second, third]);
+            let elapsed = lap(&mut clock);
             let outcome = match outcome {
                 Ok(o) => o,
                 Err(e) => {
@@ -332,6 +339,16 @@ impl CompiledPolicy {
         }
         None
     }
+}
+
+/// The time since the clock's last reading (zero without a clock), and a new reading.
+fn lap(clock: &mut Option<Instant>) -> Duration {
+    clock.as_mut().map_or(Duration::ZERO, |t| {
+        let now = Instant::now();
+        let spent = now - *t;
+        *t = now;
+        spent
+    })
 }
 
 impl<'v, 't> Reading<'v, 't> {
@@ -422,27 +439,53 @@ fn spaced_views<'t>(texts: &[TextSegment<'t>], views: &[DetectionView<'t>]) -> V
         .collect()
 }
 
-/// A policy's outcome over the views, with its edits led back to the source texts; with a
-/// `second` reading, the stricter of the two outcomes.
+/// The third reading of every text (see `scan::joints`) when some text's joints read
+/// best some as spaces and some as nothing; else none.
+fn resolved_views<'t>(
+    texts: &[TextSegment<'t>],
+    views: &[DetectionView<'t>],
+    vocabulary: &Vocabulary,
+) -> Vec<DetectionView<'t>> {
+    if vocabulary.is_empty() || !views.iter().any(DetectionView::has_joint) {
+        return Vec::new();
+    }
+    let mut mixed = false;
+    let resolved: Vec<DetectionView<'t>> = texts
+        .iter()
+        .zip(views)
+        .map(|(t, v)| {
+            if !v.has_joint() {
+                return v.clone();
+            }
+            let spaces = joints::choose(&v.text, v.joints(), vocabulary);
+            mixed |= spaces.contains(&true) && spaces.contains(&false);
+            DetectionView::resolved(t.text, &spaces)
+        })
+        .collect();
+    if mixed { resolved } else { Vec::new() }
+}
+
+/// A policy's outcome over the views, with its edits led back to the source texts; with
+/// `other` readings, the strictest of the outcomes.
 fn evaluate_readings(
     policy: &dyn Policy,
     (cx, views): (&EvalContext<'_>, &[DetectionView<'_>]),
-    second: Option<(&EvalContext<'_>, &[DetectionView<'_>])>,
+    other: [Option<(&EvalContext<'_>, &[DetectionView<'_>])>; 2],
 ) -> Result<Outcome, PolicyError> {
     let mut first = policy.evaluate(cx)?;
     lead_back(views, &mut first.edits);
-    let Some((cx, views)) = second else {
-        return Ok(first);
-    };
-    match policy.evaluate(cx) {
-        Ok(mut other) => {
-            lead_back(views, &mut other.edits);
-            Ok(stricter(first, other))
+    for (cx, views) in other.into_iter().flatten() {
+        match policy.evaluate(cx) {
+            Ok(mut o) => {
+                lead_back(views, &mut o.edits);
+                first = stricter(first, o);
+            }
+            // A failing further reading does not undo what the first found.
+            Err(_) if first.verdict.is_some_and(|v| v > Verdict::Allow) => {}
+            Err(e) => return Err(e),
         }
-        // A failing second reading does not undo what the first found.
-        Err(_) if first.verdict.is_some_and(|v| v > Verdict::Allow) => Ok(first),
-        Err(e) => Err(e),
     }
+    Ok(first)
 }
 
 /// The stricter of one policy's outcomes over two readings of the same texts; when their

@@ -85,7 +85,13 @@ impl<'a> DetectionView<'a> {
         Self::folded(source, Joints::Space)
     }
 
-    fn folded(source: &'a str, joints: Joints) -> Self {
+    /// A third reading of a text with joints: joint `k` (in order) is one space when
+    /// `spaces[k]`, else nothing (see `scan::joints`, which chooses them).
+    pub fn resolved(source: &'a str, spaces: &[bool]) -> Self {
+        Self::folded(source, Joints::Chosen(spaces))
+    }
+
+    fn folded(source: &'a str, joints: Joints<'_>) -> Self {
         match fold(source, joints) {
             None => DetectionView {
                 text: Cow::Borrowed(source),
@@ -283,11 +289,24 @@ pub fn prepare() {
 
 /// What a view makes of a character dropped between two word characters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Joints {
+enum Joints<'c> {
     /// Nothing: the two sides are one word.
     Join,
     /// One space: the two sides are two words.
     Space,
+    /// Joint `k` (in order) is one space when `chosen[k]`, else nothing.
+    Chosen(&'c [bool]),
+}
+
+impl Joints<'_> {
+    /// Whether joint `k` (in order) reads as a space.
+    fn spaces(&self, k: usize) -> bool {
+        match self {
+            Joints::Join => false,
+            Joints::Space => true,
+            Joints::Chosen(c) => c.get(k).copied().unwrap_or(false),
+        }
+    }
 }
 
 /// A folded text: the view, its offset map, and where its joints are.
@@ -299,7 +318,7 @@ struct Folded {
 
 /// The view of `source` and its offset map; `None` when the view is the source itself.
 /// One pass: unchanged runs are copied whole, only what changes is looked at closely.
-fn fold(source: &str, joints: Joints) -> Option<Folded> {
+fn fold(source: &str, joints: Joints<'_>) -> Option<Folded> {
     let bytes = source.as_bytes();
     let mut out = String::new();
     let mut map = OffsetMap::default();
@@ -342,10 +361,10 @@ fn fold(source: &str, joints: Joints) -> Option<Folded> {
             if out.len() == view_start && word(out.chars().next_back()) && word(source[end..].chars().next()) {
                 // Several dropped characters in a row are one joint.
                 if joint_at.last() != Some(&(view_start as u32)) {
-                    joint_at.push(view_start as u32);
-                    if joints == Joints::Space {
+                    if joints.spaces(joint_at.len()) {
                         out.push(' ');
                     }
+                    joint_at.push(view_start as u32);
                 }
             }
             end

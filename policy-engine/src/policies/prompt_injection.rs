@@ -344,6 +344,15 @@ impl PromptInjection {
         }
         let owner = plan.owner();
         let own = register_literals(&patterns, |local, lit| plan.add(owner, local, lit))?;
+        // The words the rules and the known attacks are made of tell how a text's joints
+        // read (see `scan::joints`).
+        let custom = s.detection.attack_patterns.iter().map(String::as_str);
+        for p in PATTERNS.iter().map(|(p, _)| *p).chain(custom) {
+            plan.add_words(&regex_words(p));
+        }
+        for r in REFERENCE_ATTACKS.iter().chain(GATE) {
+            plan.add_words(r);
+        }
         Ok(PromptInjection {
             enabled: s.enabled,
             threshold: s
@@ -531,6 +540,22 @@ fn register_literals(
         add(GATE_BASE + u32::try_from(j).map_err(|_| "too many gate words")?, w);
     }
     own_plan.build()
+}
+
+/// The text of a regex with its escapes (`\W`, `\b`…) blanked out: what is left of its
+/// letters are the words it matches.
+fn regex_words(pattern: &str) -> String {
+    let mut out = String::with_capacity(pattern.len());
+    let mut chars = pattern.chars();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            chars.next();
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Reads the hits of increasing local ids from hits sorted by local id.

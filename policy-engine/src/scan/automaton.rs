@@ -465,8 +465,8 @@ impl LiteralDfa {
         }
         let (t, m) = (self.table(), self.mask);
         let mut states: Vec<u32> = vec![self.start];
-        // This byte's occurrences so far: two states may report the same one.
-        let mut found: Vec<(u32, usize)> = Vec::new();
+        // The patterns checked at this byte: two states may end the same one here.
+        let mut found: Vec<u32> = Vec::new();
         let mut next_joint = joints.iter().map(|&j| j as usize).peekable();
         for (i, &b) in hay.iter().enumerate() {
             let mut at_joint = false;
@@ -496,10 +496,12 @@ impl LiteralDfa {
             found.clear();
             for &s in states.iter().filter(|&&s| s >= self.first_match) {
                 for &p in self.outputs(s) {
-                    if let Some(start) = self.joint_start(hay, joints, p, i + 1)
-                        && !found.contains(&(p, start))
-                    {
-                        found.push((p, start));
+                    // A pattern and its end fix its start: each is checked once.
+                    if found.contains(&p) {
+                        continue;
+                    }
+                    found.push(p);
+                    if let Some(start) = self.joint_start(hay, joints, p, i + 1) {
                         f(p, start, i + 1);
                     }
                 }

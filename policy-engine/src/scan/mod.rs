@@ -20,8 +20,10 @@ use regex_automata::{Anchored, Input};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 pub mod automaton;
+pub mod joints;
 
 use automaton::LiteralDfa;
+use joints::Vocabulary;
 
 use crate::exchange::TextSegment;
 use crate::kinds::Phase;
@@ -51,6 +53,8 @@ pub struct ScanPlan {
     /// (literal, owner, local index)
     literals: Vec<(String, OwnerId, u32)>,
     owners: usize,
+    /// The words of the literals, and those the policies add (see `joints`).
+    vocabulary: Vocabulary,
 }
 
 impl ScanPlan {
@@ -70,6 +74,7 @@ impl ScanPlan {
         if literal.is_empty() {
             return;
         }
+        self.vocabulary.add_words(&literal);
         if !literal.is_ascii() {
             for v in [literal.to_lowercase(), literal.to_uppercase()] {
                 let v = fold_literal(&v).into_owned();
@@ -81,12 +86,19 @@ impl ScanPlan {
         self.literals.push((literal.into_owned(), owner, local));
     }
 
+    /// Words a policy reads that are not among its literals (the inner words of its
+    /// regexes): they help choose how a text's joints read (see `joints`).
+    pub fn add_words(&mut self, text: &str) {
+        self.vocabulary.add_words(text);
+    }
+
     /// One scanner over every literal: each phase's policies read their own owners' hits
     /// from the same single pass.
     pub fn build(self) -> Result<Scanners, String> {
         let owners = self.owners;
+        let vocabulary = Arc::new(self.vocabulary);
         if self.literals.is_empty() {
-            return Ok(Scanners::default());
+            return Ok(Scanners { all: None, vocabulary });
         }
         // Identical literals (ignoring ASCII case) share one automaton pattern.
         let mut patterns: Vec<String> = Vec::new();
@@ -103,6 +115,7 @@ impl ScanPlan {
         let scanner = Scanner::new(patterns, map, owners)?;
         Ok(Scanners {
             all: Some(Arc::new(scanner)),
+            vocabulary,
         })
     }
 }
@@ -120,9 +133,15 @@ fn fallback_automaton(patterns: &[String]) -> Result<AhoCorasick, String> {
 #[derive(Debug, Default, Clone)]
 pub struct Scanners {
     all: Option<Arc<Scanner>>,
+    vocabulary: Arc<Vocabulary>,
 }
 
 impl Scanners {
+    /// The words the chain's detectors know (see `joints`).
+    pub fn vocabulary(&self) -> &Vocabulary {
+        &self.vocabulary
+    }
+
     pub fn for_phase(&self, phase: Phase) -> Option<&Scanner> {
         match phase {
             Phase::Tool => None,
