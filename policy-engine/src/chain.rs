@@ -474,18 +474,21 @@ fn evaluate_readings(
 ) -> Result<Outcome, PolicyError> {
     let mut first = policy.evaluate(cx)?;
     lead_back(views, &mut first.edits);
+    let mut failed = None;
     for (cx, views) in other.into_iter().flatten() {
         match policy.evaluate(cx) {
             Ok(mut o) => {
                 lead_back(views, &mut o.edits);
                 first = stricter(first, o);
             }
-            // A failing further reading does not undo what the first found.
-            Err(_) if first.verdict.is_some_and(|v| v > Verdict::Allow) => {}
-            Err(e) => return Err(e),
+            Err(e) => failed = failed.or(Some(e)),
         }
     }
-    Ok(first)
+    // A failing further reading does not undo what another one found.
+    match failed {
+        Some(e) if first.verdict.is_none_or(|v| v <= Verdict::Allow) => Err(e),
+        _ => Ok(first),
+    }
 }
 
 /// The stricter of one policy's outcomes over two readings of the same texts; when their

@@ -542,20 +542,23 @@ fn register_literals(
     own_plan.build()
 }
 
-/// The text of a regex with its escapes (`\W`, `\b`…) blanked out: what is left of its
-/// letters are the words it matches.
+/// The words of a regex, twice: with its escapes (`\W`, `\b`…) blanked out and every
+/// other syntax character a separator (`what`, `ever`, `cancel`, `ed`), and once more with
+/// its groups and optional marks removed, so that a word spelt across them is whole too
+/// (`what(?:ever)?` gives `whatever`, `cancel(?:l?ed)` gives `cancelled`).
 fn regex_words(pattern: &str) -> String {
-    let mut out = String::with_capacity(pattern.len());
+    let mut plain = String::with_capacity(pattern.len());
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
         if c == '\\' {
             chars.next();
-            out.push(' ');
+            plain.push(' ');
         } else {
-            out.push(c);
+            plain.push(c);
         }
     }
-    out
+    let glued: String = plain.replace("(?:", "").replace(['(', ')', '?'], "");
+    format!("{plain} {glued}")
 }
 
 /// Reads the hits of increasing local ids from hits sorted by local id.
