@@ -34,6 +34,12 @@ impl Vocabulary {
         }
     }
 
+    /// Adds the words of `other`.
+    pub fn extend(&mut self, other: &Vocabulary) {
+        self.words.extend(other.words.iter().cloned());
+        self.longest = self.longest.max(other.longest);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.words.is_empty()
     }

@@ -88,8 +88,8 @@ impl ScanPlan {
 
     /// Words a policy reads that are not among its literals (the inner words of its
     /// regexes): they help choose how a text's joints read (see `joints`).
-    pub fn add_words(&mut self, text: &str) {
-        self.vocabulary.add_words(text);
+    pub fn add_vocabulary(&mut self, words: &Vocabulary) {
+        self.vocabulary.extend(words);
     }
 
     /// One scanner over every literal: each phase's policies read their own owners' hits
