@@ -197,6 +197,7 @@ impl TermMatcher {
             .filter(|t| !t.is_empty())
             .collect();
         let owner = plan.owner();
+        plan.across_joints(owner);
         for (i, t) in terms.iter().enumerate() {
             plan.add(owner, u32::try_from(i).map_err(|_| "too many terms")?, t);
         }

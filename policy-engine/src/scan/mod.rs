@@ -55,6 +55,8 @@ pub struct ScanPlan {
     owners: usize,
     /// The words of the literals, and those the policies add (see `joints`).
     vocabulary: Vocabulary,
+    /// The owners whose literals are also searched across a text's joints.
+    across_joints: Vec<OwnerId>,
 }
 
 impl ScanPlan {
@@ -86,6 +88,13 @@ impl ScanPlan {
         self.literals.push((literal.into_owned(), owner, local));
     }
 
+    /// Marks `owner`'s literals as whole terms, searched across joints too: a match that
+    /// reads some of a text's joints as spaces is one of its hits (see
+    /// [`LiteralDfa::for_each_joint_match`]). Other owners get plain matches only.
+    pub fn across_joints(&mut self, owner: OwnerId) {
+        self.across_joints.push(owner);
+    }
+
     /// Words a policy reads that are not among its literals (the inner words of its
     /// regexes): they help choose how a text's joints read (see `joints`).
     pub fn add_vocabulary(&mut self, words: &Vocabulary) {
@@ -112,7 +121,16 @@ impl ScanPlan {
             });
             map[at].push((owner, local));
         }
-        let scanner = Scanner::new(patterns, map, owners)?;
+        let across = map
+            .iter()
+            .map(|m| {
+                m.iter()
+                    .copied()
+                    .filter(|(o, _)| self.across_joints.contains(o))
+                    .collect()
+            })
+            .collect();
+        let scanner = Scanner::new(patterns, map, across, owners)?;
         Ok(Scanners {
             all: Some(Arc::new(scanner)),
             vocabulary,
@@ -155,6 +173,10 @@ pub struct Scanner {
     search: Search,
     /// Automaton pattern → the owners that registered it.
     map: Vec<Vec<(OwnerId, u32)>>,
+    /// The same, only the owners whose literals are searched across joints.
+    across: Vec<Vec<(OwnerId, u32)>>,
+    /// Whether any owner's literals are searched across joints.
+    walks_joints: bool,
     owners: usize,
 }
 
@@ -166,12 +188,24 @@ enum Search {
 }
 
 impl Scanner {
-    fn new(patterns: Vec<String>, map: Vec<Vec<(OwnerId, u32)>>, owners: usize) -> Result<Self, String> {
+    fn new(
+        patterns: Vec<String>,
+        map: Vec<Vec<(OwnerId, u32)>>,
+        across: Vec<Vec<(OwnerId, u32)>>,
+        owners: usize,
+    ) -> Result<Self, String> {
         let search = match LiteralDfa::new(&patterns) {
             Some(dfa) => Search::Dfa(Box::new(dfa)),
             None => Search::Nfa(fallback_automaton(&patterns)?),
         };
-        Ok(Scanner { search, map, owners })
+        let walks_joints = across.iter().any(|a| !a.is_empty());
+        Ok(Scanner {
+            search,
+            map,
+            across,
+            walks_joints,
+            owners,
+        })
     }
 
     /// Every hit in each of `texts`, per text then per owner, sorted by start. `joints`
@@ -186,25 +220,26 @@ impl Scanner {
         }
     }
 
-    /// `f(text, pattern, start, end)` for every automaton match in `texts`, and for every
-    /// match across the `joints` of the texts listed there.
+    /// `f(text, owners, start, end)` for every automaton match in `texts` (`owners`: the
+    /// (owner, local) pairs of its pattern), and for every match across the `joints` of the
+    /// texts listed there (`owners`: those whose literals are searched across joints).
     fn each_match(
         &self,
         texts: &[TextSegment<'_>],
         joints: &[(usize, &[u32])],
-        mut f: impl FnMut(usize, usize, usize, usize),
+        mut f: impl FnMut(usize, &[(OwnerId, u32)], usize, usize),
     ) {
         match &self.search {
             Search::Dfa(d) => {
                 d.for_each_match_in(
                     texts.len(),
                     |i| texts[i].text.as_bytes(),
-                    |i, pattern, start, end| f(i, pattern as usize, start, end),
+                    |i, pattern, start, end| f(i, &self.map[pattern as usize], start, end),
                 );
-                for &(i, at) in joints {
+                for &(i, at) in joints.iter().filter(|_| self.walks_joints) {
                     if let Some(t) = texts.get(i) {
                         d.for_each_joint_match(t.text.as_bytes(), at, |pattern, start, end| {
-                            f(i, pattern as usize, start, end)
+                            f(i, &self.across[pattern as usize], start, end)
                         });
                     }
                 }
@@ -214,7 +249,7 @@ impl Scanner {
             Search::Nfa(ac) => {
                 for (i, t) in texts.iter().enumerate() {
                     for m in ac.find_overlapping_iter(t.text) {
-                        f(i, m.pattern().as_usize(), m.start(), m.end());
+                        f(i, &self.map[m.pattern().as_usize()], m.start(), m.end());
                     }
                 }
             }
@@ -248,8 +283,8 @@ impl Scanner {
         unpack: impl Fn(&K) -> ((u32, u32), Hit),
     ) -> BodyHits {
         let mut found: Vec<K> = Vec::with_capacity(FOUND_CAPACITY);
-        self.each_match(texts, joints, |text, pattern, start, end| {
-            for &(owner, local) in &self.map[pattern] {
+        self.each_match(texts, joints, |text, owners, start, end| {
+            for &(owner, local) in owners {
                 found.push(pack(text, owner, local, start, end));
             }
         });
@@ -548,6 +583,32 @@ mod tests {
                 text: t.as_ref(),
             })
             .collect()
+    }
+
+    #[test]
+    fn matches_across_joints_reach_only_the_owners_that_ask_for_them() {
+        let mut plan = ScanPlan::default();
+        let (terms, prefixes) = (plan.owner(), plan.owner());
+        plan.across_joints(terms);
+        plan.add(terms, 0, "project falcon");
+        plan.add(prefixes, 0, "project falcon");
+        let scanners = plan.build().expect("builds");
+        let s = scanners.for_phase(Phase::Input).expect("scanner");
+        // `pro<ZWSP>ject<ZWSP>falcon`, joined: joints after `pro` and `project`.
+        let texts = user_segments(&["projectfalcon"]);
+        let joints: [u32; 2] = [3, 7];
+        let hits = s.scan_all(&texts, &[(0, &joints)]);
+        assert_eq!(
+            hits.get(0, terms),
+            &[Hit {
+                local: 0,
+                start: 0,
+                end: 13
+            }]
+        );
+        assert!(hits.get(0, prefixes).is_empty());
+        // Without joints, neither.
+        assert!(s.scan_all(&texts, &[]).get(0, terms).is_empty());
     }
 
     #[test]
