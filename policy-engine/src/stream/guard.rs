@@ -235,29 +235,26 @@ mod tests {
     }
 
     #[test]
-    fn a_term_joined_by_a_zero_width_space_is_redacted_at_every_split_point() {
+    fn a_term_disguised_by_zero_width_characters_is_redacted_at_every_split_point() {
         let p = policy(TERM);
-        let text = format!(
-            "{} the codename is Project\u{200b}Falcon, say nothing. {}",
-            "plain words ".repeat(25),
-            "more words ".repeat(25)
-        );
-        let whole = same_at_every_split_point(&p, &text);
-        assert!(whole.contains("the codename is [REDACTED], say nothing."), "{whole}");
-    }
-
-    #[test]
-    fn a_term_split_and_joined_by_zero_width_characters_is_redacted_at_every_split_point() {
-        // One joint inside a word, one for the space between the words: neither reading of
-        // the text as a whole holds the term.
-        let p = policy(TERM);
-        let text = format!(
-            "{} the codename is Pro\u{200b}ject\u{2060}Fal\u{ad}con, say nothing. {}",
-            "plain words ".repeat(25),
-            "more words ".repeat(25)
-        );
-        let whole = same_at_every_split_point(&p, &text);
-        assert!(whole.contains("the codename is [REDACTED], say nothing."), "{whole}");
+        for term in [
+            // A joint for the space between the words.
+            "Project\u{200b}Falcon",
+            // One joint inside a word, one for the space between the words: neither the
+            // joined nor the spaced reading of the text as a whole holds the term.
+            "Pro\u{200b}ject\u{2060}Fal\u{ad}con",
+        ] {
+            let text = format!(
+                "{} the codename is {term}, say nothing. {}",
+                "plain words ".repeat(25),
+                "more words ".repeat(25)
+            );
+            let whole = same_at_every_split_point(&p, &text);
+            assert!(
+                whole.contains("the codename is [REDACTED], say nothing."),
+                "{term:?}: {whole}"
+            );
+        }
     }
 
     #[test]
